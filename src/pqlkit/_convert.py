@@ -1,0 +1,66 @@
+"""cattrs converters: records to and from JSON-compatible data and store rows."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import cattrs
+
+__all__ = [
+    "EPOCH",
+    "dumps",
+    "from_us",
+    "json_converter",
+    "loads",
+    "row_converter",
+    "to_us",
+]
+
+T = TypeVar("T")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_us(value: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime (exact, no float)."""
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(value: int) -> datetime:
+    """The aware UTC datetime ``value`` microseconds after the Unix epoch."""
+    return EPOCH + timedelta(microseconds=value)
+
+
+def dumps(value: Any) -> str:
+    """Compact, deterministic JSON (sorted keys; NaN refused)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def _make_json_converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+    conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
+    conv.register_structure_hook(datetime, lambda v, _: datetime.fromisoformat(v))
+    conv.register_unstructure_hook(timedelta, lambda d: d.total_seconds())
+    conv.register_structure_hook(timedelta, lambda v, _: timedelta(seconds=v))
+    return conv
+
+
+def _make_row_converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+    conv.register_unstructure_hook(datetime, to_us)
+    conv.register_structure_hook(datetime, lambda v, _: from_us(int(v)))
+    return conv
+
+
+json_converter = _make_json_converter()
+"""Records <-> JSON-compatible values (datetimes as ISO 8601 text)."""
+
+row_converter = _make_row_converter()
+"""Records <-> store rows (datetimes as integer microseconds since the epoch)."""

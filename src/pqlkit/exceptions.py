@@ -1,0 +1,90 @@
+"""Errors raised by pqlkit.
+
+Every error pqlkit raises on purpose derives from one root, and subclasses the
+built-in exception it resembles where one fits::
+
+    PqlkitError
+    ├── ValidationError (also ValueError)   bad input to track/identify/group/...
+    ├── ModelError (also ValueError)        a Model declaration that cannot work
+    ├── StoreError                          the store cannot do what was asked
+    │   └── SchemaError                     the stored schema is newer than this pqlkit
+    └── ClientClosedError (also RuntimeError)  a closed Client was used
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClientClosedError",
+    "ModelError",
+    "PqlkitError",
+    "SchemaError",
+    "StoreError",
+    "ValidationError",
+]
+
+
+class PqlkitError(Exception):
+    """The root of every error pqlkit raises on purpose."""
+
+
+class ValidationError(PqlkitError, ValueError):
+    """Input was rejected before anything was stored.
+
+    Attributes:
+        field: The name of the offending argument, e.g. ``"user_id"`` or
+            ``"properties.plan"`` for a nested value.
+        reason: Why it was rejected, in plain words.
+
+    Example:
+        >>> err = ValidationError("user_id", "must not be empty")
+        >>> str(err)
+        'user_id: must not be empty'
+        >>> isinstance(err, ValueError)
+        True
+    """
+
+    field: str
+    reason: str
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ValidationError], tuple[str, str]]:
+        return (type(self), (self.field, self.reason))
+
+
+class ModelError(PqlkitError, ValueError):
+    """A :class:`~pqlkit.Model` declaration is inconsistent.
+
+    Raised when the model is built, never at ``track()`` time.
+
+    Attributes:
+        name: The signal, score or rule at fault (``"pql"``, ``"signals.habit"``...),
+            or ``None`` when the whole model is at fault.
+        reason: What is wrong.
+    """
+
+    name: str | None
+    reason: str
+
+    def __init__(self, name: str | None, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}" if name else reason)
+
+    def __reduce__(self) -> tuple[type[ModelError], tuple[str | None, str]]:
+        return (type(self), (self.name, self.reason))
+
+
+class StoreError(PqlkitError):
+    """The store could not complete an operation."""
+
+
+class SchemaError(StoreError):
+    """The store's schema was written by a newer pqlkit than this one."""
+
+
+class ClientClosedError(PqlkitError, RuntimeError):
+    """A :class:`~pqlkit.Client` was used after :meth:`~pqlkit.Client.close`."""

@@ -1,0 +1,249 @@
+"""The Store protocol: what pqlkit needs from a place that keeps its data.
+
+A store keeps five things, all of them plain values:
+
+* the **event log** (the source of truth), with a unique ``message_id`` and an
+  increasing arrival ``seq``;
+* **aliases** (``previous_id -> user_id``, always pointing at the final id) and
+  **traits** of users and accounts;
+* **derived state** per (model, subject): an opaque JSON text owned by the
+  engine, and the time the subject next needs a ``sweep`` (its *due* time);
+* **qualification records**, unique per (model, kind, subject, round);
+* the **outbox** of deliveries to callbacks.
+
+Everything happens inside :meth:`Store.transaction`: one transaction per
+``track()``, committed atomically or not at all. A transaction must isolate
+concurrent writers to the same subject (SQLite: ``BEGIN IMMEDIATE``; Postgres:
+:meth:`Transaction.lock`). Bring your own store by implementing both protocols;
+``tests/test_store.py`` is the suite it must pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import attrs
+
+from .._events import EventRecord, Qualification
+
+__all__ = [
+    "DeliveryRecord",
+    "NewEvent",
+    "QualificationRecord",
+    "StateRecord",
+    "Store",
+    "Transaction",
+]
+
+SubjectKind = Literal["user", "account"]
+DeliveryKind = Literal["pql", "pqa", "disqualified"]
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+
+
+@attrs.frozen
+class NewEvent:
+    """A validated event about to be stored (the store assigns ``seq``)."""
+
+    message_id: str
+    user_id: str
+    event: str
+    properties: dict[str, Any]
+    account_id: str | None
+    timestamp: datetime
+
+
+@attrs.frozen
+class StateRecord:
+    """The engine's derived state for one subject under one model."""
+
+    model: str
+    kind: SubjectKind
+    subject_id: str
+    state: str
+    due_at: datetime | None = None
+
+
+@attrs.frozen
+class QualificationRecord:
+    """One firing of a rule for a subject; ``round`` counts re-qualifications from 0."""
+
+    id: str
+    model: str
+    kind: Literal["pql", "pqa"]
+    subject_id: str
+    round: int
+    fingerprint: str
+    qualified_at: datetime
+    first_seen: datetime
+    disqualified_at: datetime | None = None
+
+
+@attrs.frozen
+class DeliveryRecord:
+    """A delivery in the outbox.
+
+    ``next_attempt_at`` is on the client's clock (it drives backoff);
+    ``lease_until`` is on the wall clock (it stops two processes from running the
+    same delivery at once, and expires if the claiming process dies).
+    """
+
+    id: str
+    kind: DeliveryKind
+    subject_id: str
+    qualification: Qualification
+    status: DeliveryStatus = "pending"
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    lease_until: datetime | None = None
+    last_error: str | None = None
+
+
+class Transaction(Protocol):
+    """Operations available inside :meth:`Store.transaction`."""
+
+    # -- concurrency -----------------------------------------------------
+    def lock(self, keys: Sequence[str]) -> None:
+        """Serialize with other transactions holding any of ``keys`` until commit."""
+
+    # -- event log ---------------------------------------------------------
+    def insert_event(self, event: NewEvent) -> EventRecord | None:
+        """Append ``event``; return None (and store nothing) if its message_id exists."""
+
+    def events(
+        self,
+        *,
+        user_ids: Sequence[str] | None = None,
+        account_id: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[EventRecord]:
+        """Events in arrival order, optionally only those of some users or one account."""
+
+    def recent_events(self, user_ids: Sequence[str], limit: int) -> list[EventRecord]:
+        """The ``limit`` latest events (by timestamp, then seq) of these users, newest first."""
+
+    def has_message(self, message_id: str) -> bool:
+        """True if an event with this message_id is stored."""
+
+    # -- identity ------------------------------------------------------------
+    def resolve(self, user_id: str) -> str:
+        """The final id ``user_id`` is an alias of (itself when it is none)."""
+
+    def aliases_of(self, user_id: str) -> list[str]:
+        """Every previous id that resolves to ``user_id``."""
+
+    def set_alias(self, previous_id: str, user_id: str) -> None:
+        """Make ``previous_id`` (and every id aliased to it) resolve to ``user_id``."""
+
+    def traits(self, kind: SubjectKind, subject_id: str) -> dict[str, Any]:
+        """The stored traits (empty when none)."""
+
+    def set_traits(self, kind: SubjectKind, subject_id: str, traits: dict[str, Any]) -> None:
+        """Replace the stored traits."""
+
+    def accounts_of(self, user_ids: Sequence[str]) -> set[str]:
+        """Every account id that events of these users carry."""
+
+    def users_of(self, account_id: str) -> set[str]:
+        """Every user id (as recorded) with an event for this account."""
+
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        """Delete the events, traits and aliases of these user ids."""
+
+    # -- derived state -------------------------------------------------------
+    def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
+        """The subject's derived state, or None."""
+
+    def save_state(self, record: StateRecord) -> None:
+        """Insert or replace the subject's derived state."""
+
+    def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
+        """Forget the subject's derived state (no error if there is none)."""
+
+    def clear_states(self, model: str) -> None:
+        """Forget every derived state of ``model``."""
+
+    def due_subjects(
+        self, model: str, now: datetime, limit: int
+    ) -> list[tuple[SubjectKind, str]]:
+        """Subjects whose ``due_at`` is at or before ``now``, earliest first."""
+
+    def count_subjects(self, model: str, kind: SubjectKind) -> int:
+        """How many subjects of ``kind`` have derived state."""
+
+    # -- qualifications ------------------------------------------------------
+    def latest_qualification(
+        self, model: str, kind: str, subject_id: str
+    ) -> QualificationRecord | None:
+        """The subject's record with the highest round, or None."""
+
+    def insert_qualification(self, record: QualificationRecord) -> bool:
+        """Store ``record``; False (nothing stored) if its (model, kind, subject, round) exists."""
+
+    def set_disqualified(self, qualification_id: str, at: datetime) -> None:
+        """Record that the qualification's rule turned false at ``at``."""
+
+    def qualifications(self, model: str) -> Iterator[QualificationRecord]:
+        """Every qualification record of ``model``."""
+
+    def delete_qualifications(self, subject_id: str, kind: str) -> None:
+        """Delete the subject's qualification records and undelivered deliveries (any model)."""
+
+    # -- outbox ----------------------------------------------------------------
+    def enqueue(self, delivery: DeliveryRecord) -> None:
+        """Add a pending delivery (ignored if its id exists)."""
+
+    def claim_due(
+        self,
+        now: datetime,
+        wall_now: datetime,
+        lease_until: datetime,
+        kinds: Sequence[str],
+        limit: int,
+    ) -> list[DeliveryRecord]:
+        """Lease pending deliveries of ``kinds`` due at ``now`` whose lease expired.
+
+        Sets each one's ``lease_until`` and returns them, oldest first.
+        """
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        *,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        last_error: str | None,
+    ) -> None:
+        """Record an attempt's outcome and release the lease."""
+
+    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
+        """Deliveries with ``status``, oldest first."""
+
+    def revive_dead(self, now: datetime) -> int:
+        """Make every dead delivery pending again, due at ``now``; return how many."""
+
+    # -- metadata --------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting (e.g. a model's fingerprint)."""
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting."""
+
+
+class Store(Protocol):
+    """Somewhere pqlkit keeps its events, state and outbox.
+
+    Implementations: :class:`~pqlkit.MemoryStore`, :class:`~pqlkit.SQLiteStore`,
+    :class:`~pqlkit.PostgresStore`. A store must be safe to share between
+    threads, and must not reuse a connection across ``os.fork()``.
+    """
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A unit of work: committed when the block exits, rolled back if it raises."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""

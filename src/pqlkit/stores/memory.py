@@ -1,0 +1,330 @@
+"""MemoryStore: everything in process memory. The fake for tests, and the reference store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from .._events import EventRecord
+from ._base import (
+    DeliveryRecord,
+    DeliveryStatus,
+    NewEvent,
+    QualificationRecord,
+    StateRecord,
+    SubjectKind,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@attrs.define
+class _Data:
+    events: list[EventRecord] = attrs.Factory(list)
+    message_ids: set[str] = attrs.Factory(set)
+    next_seq: int = 1
+    aliases: dict[str, str] = attrs.Factory(dict)
+    traits: dict[tuple[str, str], dict[str, Any]] = attrs.Factory(dict)
+    states: dict[tuple[str, str, str], StateRecord] = attrs.Factory(dict)
+    qualifications: dict[tuple[str, str, str, int], QualificationRecord] = attrs.Factory(dict)
+    deliveries: dict[str, DeliveryRecord] = attrs.Factory(dict)
+    meta: dict[str, str] = attrs.Factory(dict)
+
+
+class _MemoryTransaction:
+    """A transaction over :class:`_Data`; every write logs its undo."""
+
+    def __init__(self, data: _Data) -> None:
+        self._d = data
+        self._undo: list[Callable[[], None]] = []
+
+    def rollback(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    def _set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        missing = key not in mapping
+        old = mapping.get(key)
+        mapping[key] = value
+        if missing:
+            self._undo.append(lambda: mapping.pop(key, None))
+        else:
+            self._undo.append(lambda: mapping.__setitem__(key, old))
+
+    def _del(self, mapping: dict[Any, Any], key: Any) -> None:
+        if key in mapping:
+            old = mapping.pop(key)
+            self._undo.append(lambda: mapping.__setitem__(key, old))
+
+    def lock(self, keys: Sequence[str]) -> None:
+        """Nothing to do: a MemoryStore transaction holds the store's lock."""
+
+    # -- event log -------------------------------------------------------------
+    def insert_event(self, event: NewEvent) -> EventRecord | None:
+        d = self._d
+        if event.message_id in d.message_ids:
+            return None
+        record = EventRecord(seq=d.next_seq, **attrs.asdict(event, recurse=False))
+        d.events.append(record)
+        d.message_ids.add(event.message_id)
+        d.next_seq += 1
+
+        def undo() -> None:
+            d.events.remove(record)
+            d.message_ids.discard(record.message_id)
+
+        self._undo.append(undo)
+        return record
+
+    def events(
+        self,
+        *,
+        user_ids: Sequence[str] | None = None,
+        account_id: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[EventRecord]:
+        wanted = set(user_ids) if user_ids is not None else None
+        found = 0
+        for record in list(self._d.events):
+            if record.seq <= after_seq:
+                continue
+            if wanted is not None and record.user_id not in wanted:
+                continue
+            if account_id is not None and record.account_id != account_id:
+                continue
+            yield record
+            found += 1
+            if limit is not None and found >= limit:
+                return
+
+    def recent_events(self, user_ids: Sequence[str], limit: int) -> list[EventRecord]:
+        wanted = set(user_ids)
+        mine = [e for e in self._d.events if e.user_id in wanted]
+        mine.sort(key=lambda e: (e.timestamp, e.seq), reverse=True)
+        return mine[:limit]
+
+    def has_message(self, message_id: str) -> bool:
+        return message_id in self._d.message_ids
+
+    # -- identity ----------------------------------------------------------------
+    def resolve(self, user_id: str) -> str:
+        return self._d.aliases.get(user_id, user_id)
+
+    def aliases_of(self, user_id: str) -> list[str]:
+        return sorted(p for p, u in self._d.aliases.items() if u == user_id)
+
+    def set_alias(self, previous_id: str, user_id: str) -> None:
+        for prev in [*self.aliases_of(previous_id), previous_id]:
+            self._set(self._d.aliases, prev, user_id)
+
+    def traits(self, kind: SubjectKind, subject_id: str) -> dict[str, Any]:
+        return dict(self._d.traits.get((kind, subject_id), {}))
+
+    def set_traits(self, kind: SubjectKind, subject_id: str, traits: dict[str, Any]) -> None:
+        self._set(self._d.traits, (kind, subject_id), dict(traits))
+
+    def accounts_of(self, user_ids: Sequence[str]) -> set[str]:
+        wanted = set(user_ids)
+        return {
+            e.account_id for e in self._d.events if e.user_id in wanted and e.account_id is not None
+        }
+
+    def users_of(self, account_id: str) -> set[str]:
+        return {e.user_id for e in self._d.events if e.account_id == account_id}
+
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        d = self._d
+        wanted = set(user_ids)
+        old_events = d.events
+        kept = [e for e in old_events if e.user_id not in wanted]
+        gone = {e.message_id for e in old_events if e.user_id in wanted}
+        d.events = kept
+        d.message_ids -= gone
+
+        def undo() -> None:
+            d.events = old_events
+            d.message_ids |= gone
+
+        self._undo.append(undo)
+        for uid in wanted:
+            self._del(d.traits, ("user", uid))
+        for prev, target in list(d.aliases.items()):
+            if prev in wanted or target in wanted:
+                self._del(d.aliases, prev)
+
+    # -- derived state -------------------------------------------------------------
+    def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
+        return self._d.states.get((model, kind, subject_id))
+
+    def save_state(self, record: StateRecord) -> None:
+        self._set(self._d.states, (record.model, record.kind, record.subject_id), record)
+
+    def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
+        self._del(self._d.states, (model, kind, subject_id))
+
+    def clear_states(self, model: str) -> None:
+        for key in [k for k in self._d.states if k[0] == model]:
+            self._del(self._d.states, key)
+
+    def due_subjects(
+        self, model: str, now: datetime, limit: int
+    ) -> list[tuple[SubjectKind, str]]:
+        due = [
+            s
+            for s in self._d.states.values()
+            if s.model == model and s.due_at is not None and s.due_at <= now
+        ]
+        due.sort(key=lambda s: (s.due_at, s.kind, s.subject_id))
+        return [(s.kind, s.subject_id) for s in due[:limit]]
+
+    def count_subjects(self, model: str, kind: SubjectKind) -> int:
+        return sum(1 for m, k, _ in self._d.states if m == model and k == kind)
+
+    # -- qualifications --------------------------------------------------------------
+    def latest_qualification(
+        self, model: str, kind: str, subject_id: str
+    ) -> QualificationRecord | None:
+        rounds = [
+            q
+            for (m, k, s, _), q in self._d.qualifications.items()
+            if m == model and k == kind and s == subject_id
+        ]
+        return max(rounds, key=lambda q: q.round, default=None)
+
+    def insert_qualification(self, record: QualificationRecord) -> bool:
+        key = (record.model, record.kind, record.subject_id, record.round)
+        if key in self._d.qualifications:
+            return False
+        self._set(self._d.qualifications, key, record)
+        return True
+
+    def set_disqualified(self, qualification_id: str, at: datetime) -> None:
+        for key, q in self._d.qualifications.items():
+            if q.id == qualification_id:
+                self._set(self._d.qualifications, key, attrs.evolve(q, disqualified_at=at))
+                return
+
+    def qualifications(self, model: str) -> Iterator[QualificationRecord]:
+        return iter([q for q in self._d.qualifications.values() if q.model == model])
+
+    def delete_qualifications(self, subject_id: str, kind: str) -> None:
+        for key in [k for k in self._d.qualifications if k[1] == kind and k[2] == subject_id]:
+            self._del(self._d.qualifications, key)
+        for d in list(self._d.deliveries.values()):
+            if d.subject_id == subject_id and d.qualification.kind == kind:
+                self._del(self._d.deliveries, d.id)
+
+    # -- outbox ------------------------------------------------------------------
+    def enqueue(self, delivery: DeliveryRecord) -> None:
+        if delivery.id not in self._d.deliveries:
+            self._set(self._d.deliveries, delivery.id, delivery)
+
+    def claim_due(
+        self,
+        now: datetime,
+        wall_now: datetime,
+        lease_until: datetime,
+        kinds: Sequence[str],
+        limit: int,
+    ) -> list[DeliveryRecord]:
+        claimed = []
+        for d in list(self._d.deliveries.values()):
+            if len(claimed) >= limit:
+                break
+            if d.status != "pending" or d.kind not in kinds:
+                continue
+            if d.next_attempt_at is not None and d.next_attempt_at > now:
+                continue
+            if d.lease_until is not None and d.lease_until > wall_now:
+                continue
+            leased = attrs.evolve(d, lease_until=lease_until)
+            self._set(self._d.deliveries, d.id, leased)
+            claimed.append(leased)
+        return claimed
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        *,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        last_error: str | None,
+    ) -> None:
+        d = self._d.deliveries.get(delivery_id)
+        if d is None:
+            return
+        self._set(
+            self._d.deliveries,
+            delivery_id,
+            attrs.evolve(
+                d,
+                status=status,
+                attempts=attempts,
+                next_attempt_at=next_attempt_at,
+                last_error=last_error,
+                lease_until=None,
+            ),
+        )
+
+    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
+        return [d for d in self._d.deliveries.values() if d.status == status]
+
+    def revive_dead(self, now: datetime) -> int:
+        dead = self.deliveries("dead")
+        for d in dead:
+            self._set(
+                self._d.deliveries,
+                d.id,
+                attrs.evolve(d, status="pending", attempts=0, next_attempt_at=now, lease_until=None),
+            )
+        return len(dead)
+
+    # -- metadata --------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        return self._d.meta.get(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._set(self._d.meta, key, value)
+
+
+class MemoryStore:
+    """A store that keeps everything in this process's memory.
+
+    Fast and dependency-free: the store for unit tests (``pqlkit.testing.FakeStore``
+    is this class). Transactions are serialized by one lock and roll back
+    completely when they raise. Nothing survives the process.
+
+    Example:
+        >>> import pqlkit
+        >>> store = pqlkit.MemoryStore()
+        >>> with store.transaction() as tx:
+        ...     tx.get_meta("missing") is None
+        True
+    """
+
+    def __init__(self) -> None:
+        self._data = _Data()
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(events={len(self._data.events)})"
+
+    @contextmanager
+    def transaction(self) -> Iterator[_MemoryTransaction]:
+        with self._lock:
+            tx = _MemoryTransaction(self._data)
+            try:
+                yield tx
+            except BaseException:
+                tx.rollback()
+                raise
+
+    def close(self) -> None:
+        """Nothing to release; the data stays readable until garbage-collected."""
