@@ -1,0 +1,821 @@
+"""Incremental per-subject state and evaluation.
+
+A :class:`Plan` is a model compiled once: the distinct aggregates it reads, each
+with an accumulator that keeps a small JSON-compatible state, and an index from
+event name to the accumulators that event feeds. ``apply`` folds one event into
+a subject's state; ``evaluate`` reads the state at an evaluation time T.
+
+What each accumulator keeps (all times are integer microseconds since the epoch):
+
+* no window: a running value (a count, a sum, a set of distinct keys);
+* ``within=D``: entries ``[ts, x]`` for matching events newer than ``newest - D``
+  (older ones can never re-enter the window, since T never goes back);
+* ``since_first_seen=D``: entries inside ``[F, F + D)``, dropped when a late
+  event moves F earlier;
+* ``sequence``: the timestamps of its steps' events until the chain completes;
+* ``absent``: the first ``after`` time and the watched events' times up to its end.
+
+So the cost of an event depends on the model and on the matching events inside
+the windows, never on the length of the subject's history.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import operator
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import attrs
+
+from . import _dsl as d
+from ._convert import from_us, to_us
+from ._model import Model
+
+__all__ = ["Context", "Evaluation", "Plan", "SubjectState"]
+
+DAY_US = 86_400_000_000
+SubjectKind = Literal["user", "account"]
+
+
+def _us(td: timedelta) -> int:
+    return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _key(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+@attrs.define
+class SubjectState:
+    """The derived state of one subject: first/newest event time, count, accumulators."""
+
+    first: int | None = None
+    newest: int | None = None
+    events: int = 0
+    slots: list[Any] = attrs.Factory(list)
+    latches: dict[str, int] = attrs.Factory(dict)
+
+    def dump(self) -> str:
+        return json.dumps(
+            [self.first, self.newest, self.events, self.slots, self.latches],
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def load(cls, text: str) -> SubjectState:
+        first, newest, events, slots, latches = json.loads(text)
+        return cls(first, newest, events, slots, latches)
+
+
+@attrs.frozen
+class EventView:
+    """What an accumulator sees of one event."""
+
+    ts: int
+    name: str
+    properties: Mapping[str, Any]
+    user_id: str
+
+
+# -- accumulators ---------------------------------------------------------------
+
+
+class Acc:
+    """How one aggregate keeps and reads its state."""
+
+    time_dependent = False
+
+    def __init__(self, node: d.Expr) -> None:
+        self.node = node
+
+    def init(self) -> Any:
+        return None
+
+    def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
+        return st
+
+    def refirst(self, st: Any, s: SubjectState) -> Any:
+        """The subject's first-seen time moved earlier (a late event): adjust."""
+        return st
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        raise NotImplementedError
+
+    def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
+        return None
+
+
+class _Windowed(Acc):
+    """Shared window logic for count/total/distinct/active_days/active_users.
+
+    Subclasses say how an event contributes (``contribution``) and how entries
+    combine; the state layout depends on the window kind:
+
+    * none: ``total`` (running value)
+    * within: sorted list of ``[ts, x]`` (or a dict key -> latest ts for sets)
+    * since_first_seen: sorted list of ``[ts, x]`` (or dict key -> earliest ts)
+    """
+
+    is_set = False
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self.match: d.Match = node.match
+        within = getattr(node, "within", None)
+        sfs = getattr(node, "since_first_seen", None)
+        self.within = _us(within) if within is not None else None
+        self.sfs = _us(sfs) if sfs is not None else None
+        self.time_dependent = self.within is not None
+
+    def contribution(self, ev: EventView) -> Any:
+        raise NotImplementedError
+
+    def init(self) -> Any:
+        if self.is_set:
+            return {}
+        return 0 if self.within is None and self.sfs is None else []
+
+    def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
+        if old_first is not None and s.first is not None and s.first < old_first:
+            st = self.refirst(st, s)
+        x = self.contribution(ev)
+        if x is None:
+            return st
+        ts = ev.ts
+        assert s.newest is not None and s.first is not None
+        if self.within is not None:
+            cut = s.newest - self.within
+            if self.is_set:
+                if ts > cut and st.get(x, cut) < ts:
+                    st[x] = ts
+                return {k: v for k, v in st.items() if v > cut} if len(st) > 64 else st
+            if ts > cut:
+                _add_entry(st, ts, x)
+            lo = bisect.bisect_right(st, [cut, math.inf])
+            return st[lo:] if lo else st
+        if self.sfs is not None:
+            if ts >= s.first + self.sfs:
+                return st
+            if self.is_set:
+                if x not in st or ts < st[x]:
+                    st[x] = ts
+                return st
+            _add_entry(st, ts, x)
+            return st
+        if self.is_set:
+            st[x] = 1
+            return st
+        return st + x
+
+    def refirst(self, st: Any, s: SubjectState) -> Any:
+        if self.sfs is None:
+            return st
+        assert s.first is not None
+        end = s.first + self.sfs
+        if self.is_set:
+            return {k: v for k, v in st.items() if v < end}
+        return [e for e in st if e[0] < end]
+
+    def _live(self, st: Any, t: int) -> Any:
+        """The entries that count at evaluation time t."""
+        if self.within is not None:
+            cut = t - self.within
+            if self.is_set:
+                return [k for k, v in st.items() if v > cut]
+            lo = bisect.bisect_right(st, [cut, math.inf])
+            return st[lo:]
+        if self.is_set:
+            return list(st)
+        return st
+
+    def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
+        if self.within is None:
+            return None
+        times = st.values() if self.is_set else (e[0] for e in st)
+        later = [ts + self.within for ts in times if ts + self.within > t]
+        return min(later, default=None)
+
+
+def _add_entry(entries: list[list[Any]], ts: int, x: Any) -> None:
+    i = bisect.bisect_left(entries, [ts, -math.inf])
+    if i < len(entries) and entries[i][0] == ts:
+        entries[i][1] += x
+    else:
+        entries.insert(i, [ts, x])
+
+
+class CountAcc(_Windowed):
+    def contribution(self, ev: EventView) -> Any:
+        return 1
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        live = self._live(st, t)
+        return live if isinstance(live, int) else sum(e[1] for e in live)
+
+
+class TotalAcc(_Windowed):
+    def __init__(self, node: d.Total) -> None:
+        super().__init__(node)
+        self.prop = node.prop
+
+    def contribution(self, ev: EventView) -> Any:
+        v = _num(ev.properties.get(self.prop))
+        return 0 if v is None else v
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        live = self._live(st, t)
+        return live if isinstance(live, (int, float)) else math.fsum(e[1] for e in live)
+
+
+class DistinctAcc(_Windowed):
+    is_set = True
+
+    def __init__(self, node: d.Distinct) -> None:
+        super().__init__(node)
+        self.prop = node.prop
+
+    def contribution(self, ev: EventView) -> Any:
+        v = ev.properties.get(self.prop)
+        return None if v is None else _key(v)
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        return len(self._live(st, t))
+
+
+class ActiveDaysAcc(DistinctAcc):
+    def __init__(self, node: d.ActiveDays) -> None:
+        _Windowed.__init__(self, node)
+
+    def contribution(self, ev: EventView) -> Any:
+        return str(ev.ts // DAY_US)
+
+
+class ActiveUsersAcc(DistinctAcc):
+    def __init__(self, node: d.ActiveUsers) -> None:
+        _Windowed.__init__(self, node)
+
+    def contribution(self, ev: EventView) -> Any:
+        return ev.user_id
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        if kind != "account":
+            return None
+        return len(self._live(st, t))
+
+
+class LastAcc(Acc):
+    def __init__(self, node: d.Last) -> None:
+        super().__init__(node)
+        self.prop = node.prop
+
+    def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
+        if st is None or ev.ts >= st[0]:
+            return [ev.ts, ev.properties.get(self.prop)]
+        return st
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        return None if st is None else st[1]
+
+
+class TimeToAcc(Acc):
+    def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
+        return ev.ts if st is None or ev.ts < st else st
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        if st is None or s.first is None:
+            return None
+        return timedelta(microseconds=st - s.first)
+
+
+class IdleAcc(Acc):
+    time_dependent = True
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        if s.newest is None:
+            return None
+        return timedelta(microseconds=max(0, t - s.newest))
+
+
+class SequenceAcc(Acc):
+    """State: ``True`` once complete, else a list of sorted timestamp lists, one per step."""
+
+    def __init__(self, node: d.Sequence) -> None:
+        super().__init__(node)
+        self.steps = node.steps
+        self.within = _us(node.within) if node.within is not None else None
+
+    def init(self) -> Any:
+        return [[] for _ in self.steps]
+
+    def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
+        if st is True:
+            return st
+        touched = False
+        for i, step in enumerate(self.steps):
+            if step.matches(ev.name, ev.properties):
+                times = st[i]
+                j = bisect.bisect_left(times, ev.ts)
+                if j == len(times) or times[j] != ev.ts:
+                    times.insert(j, ev.ts)
+                touched = True
+        if touched and self._complete(st):
+            return True
+        return st
+
+    def _complete(self, lists: list[list[int]]) -> bool:
+        for t1 in lists[0]:
+            prev = t1
+            for times in lists[1:]:
+                j = bisect.bisect_right(times, prev)
+                if j == len(times):
+                    return False  # no later start can do better for this step
+                prev = times[j]
+            if self.within is None or prev - t1 <= self.within:
+                return True
+        return False
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        return st is True
+
+
+class AbsentAcc(Acc):
+    """State: ``[first_after_ts | None, sorted watched-event timestamps]``."""
+
+    time_dependent = True
+
+    def __init__(self, node: d.Absent) -> None:
+        super().__init__(node)
+        self.match = node.match
+        self.after = node.after
+        self.within = _us(node.within)
+
+    def init(self) -> Any:
+        return [None, []]
+
+    def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
+        first, times = st
+        if self.after.matches(ev.name, ev.properties) and (first is None or ev.ts < first):
+            first = ev.ts
+        if self.match.matches(ev.name, ev.properties):
+            bisect.insort(times, ev.ts)
+        if first is not None:
+            end = first + self.within
+            times = [x for x in times if x <= end] if times and times[-1] > end else times
+        return [first, times]
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        first, times = st
+        if first is None or t < first + self.within:
+            return False
+        j = bisect.bisect_left(times, first)
+        return not (j < len(times) and times[j] <= first + self.within)
+
+    def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
+        first, _ = st
+        if first is None:
+            return None
+        end = first + self.within
+        return end if end > t else None
+
+
+_ACCS: dict[type[d.Expr], Callable[[Any], Acc]] = {
+    d.Count: CountAcc,
+    d.Total: TotalAcc,
+    d.Distinct: DistinctAcc,
+    d.ActiveDays: ActiveDaysAcc,
+    d.ActiveUsers: ActiveUsersAcc,
+    d.Last: LastAcc,
+    d.TimeTo: TimeToAcc,
+    d.Idle: IdleAcc,
+    d.Sequence: SequenceAcc,
+    d.Absent: AbsentAcc,
+}
+
+
+def _matches_of(node: d.Expr) -> list[d.Match]:
+    if isinstance(node, d.Sequence):
+        return list(node.steps)
+    if isinstance(node, d.Absent):
+        return [node.match, node.after]
+    match = getattr(node, "match", None)
+    return [match] if match is not None else []
+
+
+def _agg_key(node: d.Expr) -> str:
+    ids = [id(m.where) for m in _matches_of(node) if callable(m.where)]
+    return f"{type(node).__name__}:{node.describe()}:{ids}"
+
+
+# -- evaluation -----------------------------------------------------------------
+
+_CMP: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def _compare(op: str, a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return bool(_CMP[op](a, b))
+    except TypeError:
+        return False
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    a, b = _num(a), _num(b)
+    if a is None or b is None:
+        return None
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if b == 0:
+        return None
+    return a / b
+
+
+@attrs.frozen
+class Context:
+    """Traits visible to an evaluation."""
+
+    user_traits: Mapping[str, Any] = attrs.field(factory=dict)
+    account_traits: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Evaluation:
+    """The result of evaluating a subject at time ``t``."""
+
+    t: int
+    signals: dict[str, bool]
+    scores: dict[str, float]
+    rule: bool
+
+    @property
+    def true_signals(self) -> tuple[str, ...]:
+        return tuple(sorted(n for n, v in self.signals.items() if v))
+
+
+class _Eval:
+    """One evaluation: memoized signals and scores."""
+
+    def __init__(
+        self, plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context
+    ) -> None:
+        self.plan = plan
+        self.s = s
+        self.t = t
+        self.kind = kind
+        self.ctx = ctx
+        self.signals: dict[str, bool] = {}
+        self.scores: dict[str, float] = {}
+        self.aggs: dict[int, Any] = {}
+
+    def agg(self, node: d.Expr) -> Any:
+        slot = self.plan.slot_of[id(node)]
+        if slot not in self.aggs:
+            acc = self.plan.accs[slot]
+            self.aggs[slot] = acc.value(self.s.slots[slot], self.t, self.s, self.kind)
+        return self.aggs[slot]
+
+    def signal(self, name: str) -> bool:
+        if name not in self.signals:
+            self.signals[name] = bool(self.ev(self.plan.model.signals[name]))
+        return self.signals[name]
+
+    def score(self, name: str) -> float:
+        if name not in self.scores:
+            v = _num(self.ev(self.plan.model.scores[name]))
+            self.scores[name] = 0.0 if v is None else float(v)
+        return self.scores[name]
+
+    def tev_parts(self, node: d.Tev) -> tuple[float, float, float, Any, Any, Any]:
+        at = self.s.latches.get(node.activation)
+        if at is None and self.signal(node.activation):
+            at = self.t  # true now, not latched yet (first evaluation that sees it)
+        elapsed = None if at is None or self.s.first is None else at - self.s.first
+        fast, slow = _us(node.fast), _us(node.slow)
+        if elapsed is None or elapsed >= slow:
+            time_part = 0.0
+        elif elapsed <= fast:
+            time_part = 1.0
+        else:
+            time_part = (slow - elapsed) / (slow - fast)
+        eng = _num(self.ev(node.engagement))
+        vir = _num(self.ev(node.virality))
+        e_part = min(1.0, max(0.0, (eng or 0) / node.engagement_target))
+        v_part = min(1.0, max(0.0, (vir or 0) / node.virality_target))
+        return time_part, e_part, v_part, elapsed, eng, vir
+
+    def ev(self, node: d.Expr) -> Any:  # noqa: C901
+        if isinstance(node, d.Const):
+            return node.value
+        if isinstance(node, d.Compare):
+            return _compare(node.op, self.ev(node.left), self.ev(node.right))
+        if isinstance(node, d.All):
+            return all(self.ev(i) for i in node.items)
+        if isinstance(node, d.Any_):
+            return any(self.ev(i) for i in node.items)
+        if isinstance(node, d.Not):
+            return not self.ev(node.item)
+        if isinstance(node, d.AtLeast):
+            return sum(1 for i in node.items if self.ev(i)) >= node.k
+        if isinstance(node, d.SignalRef):
+            return self.signal(node.signal)
+        if isinstance(node, d.ScoreRef):
+            return self.score(node.score)
+        if isinstance(node, d.Arith):
+            return _arith(node.op, self.ev(node.left), self.ev(node.right))
+        if isinstance(node, d.Trait):
+            if node.of == "account":
+                return self.ctx.account_traits.get(node.trait)
+            return self.ctx.user_traits.get(node.trait) if self.kind == "user" else None
+        if isinstance(node, d.IsIn):
+            v = self.ev(node.value)
+            return v is not None and any(_compare("==", v, o) for o in node.options)
+        if isinstance(node, d.Points):
+            return sum(w for s, w in node.weights if self.signal(s))
+        if isinstance(node, d.Fit):
+            return sum(p for c, p in node.rules if self.ev(c))
+        if isinstance(node, d.Tev):
+            tp, ep, vp, *_ = self.tev_parts(node)
+            w = node.weights
+            return 100.0 * (w[0] * tp + w[1] * ep + w[2] * vp) / sum(w)
+        return self.agg(node)
+
+
+class Plan:
+    """A model compiled for incremental evaluation."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.accs: list[Acc] = []
+        self.slot_of: dict[int, int] = {}
+        by_key: dict[str, int] = {}
+        roots: list[d.Expr] = [*model.signals.values(), *model.scores.values()]
+        roots += [r for r in (model.pql, model.pqa) if r is not None]
+        for root in roots:
+            for node in _walk(root):
+                factory = _ACCS.get(type(node))
+                if factory is None:
+                    continue
+                key = _agg_key(node)
+                if key not in by_key:
+                    by_key[key] = len(self.accs)
+                    self.accs.append(factory(node))
+                self.slot_of[id(node)] = by_key[key]
+        # event name -> slots it may feed; None -> slots that see every event
+        self.by_event: dict[str | None, list[tuple[int, list[d.Match]]]] = {}
+        for slot, acc in enumerate(self.accs):
+            matches = _matches_of(acc.node)
+            names = {m.event for m in matches} if matches else {None}
+            for name in names:
+                self.by_event.setdefault(name, []).append((slot, matches))
+        self.latched = sorted(
+            {n.activation for r in roots for n in _walk(r) if isinstance(n, d.Tev)}
+        )
+        self.time_slots = {
+            "user": self._time_slots(model.pql),
+            "account": self._time_slots(model.pqa),
+        }
+        self.idle_breaks = {
+            "user": self._idle_breaks(model.pql),
+            "account": self._idle_breaks(model.pqa),
+        }
+
+    def _deps(self, rule: d.Expr | None) -> list[d.Expr]:
+        """Every node the rule reads, through signal and score references."""
+        out: list[d.Expr] = []
+        seen: set[tuple[str, str]] = set()
+        stack = [rule] if rule is not None else []
+        while stack:
+            for node in _walk(stack.pop()):
+                out.append(node)
+                ref: tuple[str, str] | None = None
+                if isinstance(node, d.SignalRef):
+                    ref = ("s", node.signal)
+                elif isinstance(node, d.ScoreRef):
+                    ref = ("c", node.score)
+                refs = [ref] if ref else []
+                if isinstance(node, d.Points):
+                    refs += [("s", s) for s, _ in node.weights]
+                if isinstance(node, d.Tev):
+                    refs.append(("s", node.activation))
+                for r in refs:
+                    if r not in seen:
+                        seen.add(r)
+                        m = self.model
+                        stack.append(m.signals[r[1]] if r[0] == "s" else m.scores[r[1]])
+        return out
+
+    def _time_slots(self, rule: d.Expr | None) -> list[int]:
+        slots = {self.slot_of[id(n)] for n in self._deps(rule) if id(n) in self.slot_of}
+        return sorted(s for s in slots if self.accs[s].time_dependent)
+
+    def _idle_breaks(self, rule: d.Expr | None) -> list[int]:
+        """Offsets after the newest event at which an ``idle()`` comparison flips."""
+        out = set()
+        for node in self._deps(rule):
+            if isinstance(node, d.Compare):
+                if isinstance(node.left, d.Idle) and isinstance(node.right, d.Const):
+                    const, op = node.right.value, node.op
+                elif isinstance(node.right, d.Idle) and isinstance(node.left, d.Const):
+                    const, op = node.left.value, _FLIP[node.op]
+                else:
+                    continue
+                if isinstance(const, timedelta):
+                    out.add(_us(const) + (1 if op in (">", "<=") else 0))
+        return sorted(out)
+
+    # -- state ---------------------------------------------------------------
+    def new_state(self) -> SubjectState:
+        return SubjectState(slots=[acc.init() for acc in self.accs])
+
+    def load(self, text: str | None) -> SubjectState:
+        return self.new_state() if text is None else SubjectState.load(text)
+
+    def apply(self, s: SubjectState, ts: int, name: str, props: Mapping[str, Any], user: str) -> None:
+        """Fold one event into the subject's state."""
+        old_first = s.first
+        if s.first is None or ts < s.first:
+            s.first = ts
+        if s.newest is None or ts > s.newest:
+            s.newest = ts
+        s.events += 1
+        ev = EventView(ts, name, props, user)
+        moved = old_first is not None and s.first < old_first
+        seen: set[int] = set()
+        for key in (name, None):
+            for slot, matches in self.by_event.get(key, ()):
+                if slot in seen:
+                    continue
+                seen.add(slot)
+                acc = self.accs[slot]
+                hit = not matches or any(m.matches(name, props) for m in matches)
+                if hit:
+                    s.slots[slot] = acc.apply(s.slots[slot], ev, s, old_first)
+                elif moved:
+                    s.slots[slot] = acc.refirst(s.slots[slot], s)
+        if moved:
+            for slot, acc in enumerate(self.accs):
+                if slot not in seen:
+                    s.slots[slot] = acc.refirst(s.slots[slot], s)
+
+    def evaluate(
+        self, s: SubjectState, t: int, kind: SubjectKind, ctx: Context, *, latch: bool = False
+    ) -> Evaluation:
+        """Evaluate every signal, score and the subject's rule at time ``t``.
+
+        With ``latch=True`` (track-time evaluations), the first time a TEV
+        activation signal is seen true is recorded in the state.
+        """
+        e = _Eval(self, s, t, kind, ctx)
+        for name in self.latched:
+            if name not in s.latches and e.signal(name):
+                if latch:
+                    s.latches[name] = t
+        for name in self.model.signals:
+            e.signal(name)
+        for name in self.model.scores:
+            e.score(name)
+        rule_expr = self.model.pql if kind == "user" else self.model.pqa
+        rule = bool(e.ev(rule_expr)) if rule_expr is not None else False
+        return Evaluation(t, dict(e.signals), dict(e.scores), rule)
+
+    def next_due(self, s: SubjectState, t: int, kind: SubjectKind) -> int | None:
+        """The earliest time after ``t`` at which time alone may change the subject's rule."""
+        candidates = []
+        for slot in self.time_slots[kind]:
+            nxt = self.accs[slot].next_change(s.slots[slot], t, s)
+            if nxt is not None:
+                candidates.append(nxt)
+        if s.newest is not None:
+            for off in self.idle_breaks[kind]:
+                if s.newest + off > t:
+                    candidates.append(s.newest + off)
+        return min(candidates, default=None)
+
+    # -- explanation ---------------------------------------------------------
+    def explain(self, s: SubjectState, t: int, kind: SubjectKind, ctx: Context) -> list[str]:
+        """One line per signal (value, threshold, truth), per score (its parts), and the rule."""
+        e = _Eval(self, s, t, kind, ctx)
+        lines = []
+        for name, expr in self.model.signals.items():
+            truth = e.signal(name)
+            lines.append(f"{name}: {self._explain(e, expr)} -> {_tf(truth)}")
+        for name, expr in self.model.scores.items():
+            lines.append(f"{name} = {_fmt(e.score(name))}{self._explain_score(e, expr)}")
+        rule_expr = self.model.pql if kind == "user" else self.model.pqa
+        label = "pql" if kind == "user" else "pqa"
+        if rule_expr is None:
+            lines.append(f"{label}: never (no rule declared)")
+        else:
+            lines.append(f"{label}: {self._explain(e, rule_expr)} -> {_tf(bool(e.ev(rule_expr)))}")
+        return lines
+
+    def _explain(self, e: _Eval, node: d.Expr) -> str:
+        if isinstance(node, d.Compare):
+            return f"{self._operand(e, node.left)} {node.op} {self._operand(e, node.right)}"
+        if isinstance(node, (d.All, d.Any_)):
+            sep = " & " if isinstance(node, d.All) else " | "
+            return "(" + sep.join(self._explain(e, i) for i in node.items) + ")"
+        if isinstance(node, d.AtLeast):
+            inner = ", ".join(self._explain(e, i) for i in node.items)
+            return f"at_least({node.k} of: {inner})"
+        if isinstance(node, d.Not):
+            return f"not ({self._explain(e, node.item)})"
+        if isinstance(node, d.IsIn):
+            return f"{self._operand(e, node.value)} in {d._fmt_value(node.options)}"
+        if isinstance(node, d.SignalRef):
+            return f"{node.describe()} = {_tf(e.signal(node.signal))}"
+        return f"{node.describe()} = {_fmt(e.ev(node))}"
+
+    def _operand(self, e: _Eval, node: d.Expr) -> str:
+        if isinstance(node, d.Const):
+            return node.describe()
+        return f"{node.describe()} = {_fmt(e.ev(node))}"
+
+    def _explain_score(self, e: _Eval, node: d.Expr) -> str:
+        if isinstance(node, d.Points):
+            parts = [
+                f"{s} {'+' if e.signal(s) else '(false) +'}{_fmt(w)}"
+                if e.signal(s)
+                else f"{s} 0 (false, would be {_fmt(w)})"
+                for s, w in node.weights
+            ]
+            return ": " + ", ".join(parts)
+        if isinstance(node, d.Fit):
+            parts = [
+                f"{c.describe()} {_fmt(p) if e.ev(c) else f'0 (false, would be {_fmt(p)})'}"
+                for c, p in node.rules
+            ]
+            return ": " + ", ".join(parts)
+        if isinstance(node, d.Tev):
+            tp, ep, vp, elapsed, eng, vir = e.tev_parts(node)
+            when = "never" if elapsed is None else _fmt(timedelta(microseconds=elapsed))
+            return (
+                f": time {tp:.2f} ({node.activation} after {when}; fast "
+                f"{_fmt(node.fast)}, slow {_fmt(node.slow)}), engagement {ep:.2f} "
+                f"({_fmt(eng)}/{_fmt(node.engagement_target)}), virality {vp:.2f} "
+                f"({_fmt(vir)}/{_fmt(node.virality_target)})"
+            )
+        return f": {self._explain(e, node)}"
+
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _tf(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, timedelta):
+        secs = v.total_seconds()
+        if secs >= 86400:
+            return f"{secs / 86400:.3g}d"
+        if secs >= 3600:
+            return f"{secs / 3600:.3g}h"
+        return f"{secs:.3g}s"
+    if isinstance(v, float):
+        return f"{v:.4g}" if not v.is_integer() else str(int(v))
+    if isinstance(v, bool):
+        return _tf(v)
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _walk(expr: d.Expr) -> list[d.Expr]:
+    out = [expr]
+    i = 0
+    while i < len(out):
+        out.extend(out[i].children())
+        i += 1
+    return out
+
+
+def dt_to_us(value: datetime) -> int:
+    return to_us(value)
+
+
+def us_to_dt(value: int) -> datetime:
+    return from_us(value)

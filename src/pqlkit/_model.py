@@ -1,0 +1,322 @@
+"""Model: the declared signals, scores and rules, checked when built, with a fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+from . import _dsl as d
+from ._convert import dumps
+from .exceptions import ModelError
+
+__all__ = ["Model"]
+
+
+def _walk(expr: d.Expr) -> Iterator[d.Expr]:
+    yield expr
+    for child in expr.children():
+        yield from _walk(child)
+
+
+class Model:
+    """A PQL model: named signals (conditions), named scores (numbers) and the rules.
+
+    The whole declaration is checked here: unknown names, reference cycles, type
+    errors and bad windows raise :class:`~pqlkit.ModelError` naming the offender,
+    so nothing is discovered at ``track()`` time.
+
+    Args:
+        name: The model's name. A subject fires once per model name, so keep it
+            when you re-tune a model; change it to start over.
+        signals: Signal name to condition.
+        scores: Score name to numeric expression (``points``, ``tev``, ``fit``,
+            or any arithmetic of aggregates).
+        pql: The rule that makes a user a PQL (default: never).
+        pqa: The rule that makes an account a PQA (default: never).
+        version: Bump it for changes the fingerprint cannot see (the code inside a
+            ``where=`` callable).
+        requalify_after: Let a disqualified subject fire again once its rule holds
+            and this long has passed since its disqualification (default: never).
+
+    Example:
+        >>> from pqlkit import Model, did, points, score
+        >>> model = Model(
+        ...     "quickstart",
+        ...     signals={"activated": did("dashboard_built")},
+        ...     scores={"behavior": points(activated=60)},
+        ...     pql=score("behavior") >= 50,
+        ... )
+        >>> len(model.fingerprint)
+        16
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        signals: Mapping[str, d.Expr] | None = None,
+        scores: Mapping[str, d.Expr] | None = None,
+        pql: d.Expr | None = None,
+        pqa: d.Expr | None = None,
+        version: str | None = None,
+        requalify_after: timedelta | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ModelError("name", "must be a non-empty str")
+        self.name = name
+        self.signals: dict[str, d.Expr] = dict(signals or {})
+        self.scores: dict[str, d.Expr] = dict(scores or {})
+        self.pql = pql
+        self.pqa = pqa
+        self.version = version
+        self.requalify_after = requalify_after
+        self._check()
+        self.fingerprint = self._fingerprint()
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.name!r}, signals={len(self.signals)}, scores={len(self.scores)}, "
+            f"fingerprint={self.fingerprint!r})"
+        )
+
+    def describe(self) -> str:
+        """The canonical text of the declaration (what the fingerprint hashes)."""
+        lines = [f"model {self.name!r}", f"version {self.version!r}"]
+        for n in sorted(self.signals):
+            lines.append(f"signal {n!r}: {self.signals[n].describe()}")
+        for n in sorted(self.scores):
+            lines.append(f"score {n!r}: {self.scores[n].describe()}")
+        lines.append(f"pql: {self.pql.describe() if self.pql is not None else 'never'}")
+        lines.append(f"pqa: {self.pqa.describe() if self.pqa is not None else 'never'}")
+        ra = self.requalify_after
+        lines.append(f"requalify_after: {ra.total_seconds() if ra is not None else 'never'}")
+        return "\n".join(lines)
+
+    def _fingerprint(self) -> str:
+        return hashlib.sha256(self.describe().encode()).hexdigest()[:16]
+
+    # -- validation ----------------------------------------------------------
+    def _check(self) -> None:
+        for label, mapping in (("signals", self.signals), ("scores", self.scores)):
+            for key, expr in mapping.items():
+                if not isinstance(key, str) or not key:
+                    raise ModelError(label, f"names must be non-empty str, got {key!r}")
+                if not isinstance(expr, d.Expr):
+                    raise ModelError(
+                        f"{label}.{key}", f"must be a pqlkit expression, got {type(expr).__name__}"
+                    )
+        for key, expr in self.signals.items():
+            where = f"signals.{key}"
+            self._check_expr(expr, where)
+            if expr.value_type() != "bool":
+                raise ModelError(where, f"a signal must be a condition, got a {_kind(expr)}")
+        for key, expr in self.scores.items():
+            where = f"scores.{key}"
+            self._check_expr(expr, where)
+            if expr.value_type() not in ("number", "any"):
+                raise ModelError(where, f"a score must be numeric, got a {_kind(expr)}")
+        for rule in ("pql", "pqa"):
+            expr = getattr(self, rule)
+            if expr is None:
+                continue
+            if not isinstance(expr, d.Expr):
+                raise ModelError(rule, f"must be a pqlkit condition, got {type(expr).__name__}")
+            self._check_expr(expr, rule)
+            if expr.value_type() != "bool":
+                raise ModelError(rule, f"must be a condition, got a {_kind(expr)}")
+        ra = self.requalify_after
+        if ra is not None and (not isinstance(ra, timedelta) or ra <= timedelta(0)):
+            raise ModelError("requalify_after", "must be a positive timedelta or None")
+        if self.version is not None and not isinstance(self.version, str):
+            raise ModelError("version", "must be a str or None")
+        self._check_cycles()
+
+    def _check_expr(self, expr: d.Expr, where: str) -> None:
+        for node in _walk(expr):
+            _check_node(node, where, self)
+
+    def _check_cycles(self) -> None:
+        def refs(expr: d.Expr) -> Iterator[tuple[str, str]]:
+            for node in _walk(expr):
+                if isinstance(node, d.SignalRef):
+                    yield ("signals", node.signal)
+                elif isinstance(node, d.ScoreRef):
+                    yield ("scores", node.score)
+                elif isinstance(node, d.Points):
+                    for s, _ in node.weights:
+                        yield ("signals", s)
+                elif isinstance(node, d.Tev):
+                    yield ("signals", node.activation)
+
+        graph: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for key, expr in self.signals.items():
+            graph[("signals", key)] = list(refs(expr))
+        for key, expr in self.scores.items():
+            graph[("scores", key)] = list(refs(expr))
+        state: dict[tuple[str, str], int] = {}
+
+        def visit(node: tuple[str, str], path: list[tuple[str, str]]) -> None:
+            mark = state.get(node, 0)
+            if mark == 2:
+                return
+            if mark == 1:
+                loop = path[path.index(node) :] + [node]
+                text = " -> ".join(f"{k}.{n}" for k, n in loop)
+                raise ModelError(f"{node[0]}.{node[1]}", f"reference cycle: {text}")
+            state[node] = 1
+            for nxt in graph.get(node, []):
+                visit(nxt, [*path, node])
+            state[node] = 2
+
+        for node in graph:
+            visit(node, [])
+
+
+def _kind(expr: d.Expr) -> str:
+    return {"bool": "condition", "number": "number", "duration": "duration", "any": "value"}[
+        expr.value_type()
+    ]
+
+
+def _positive(value: Any, what: str, where: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ModelError(where, f"{what} must be a positive timedelta, got {value!r}")
+
+
+def _check_match(match: d.Match, where: str) -> None:
+    if match.event is not None and (not isinstance(match.event, str) or not match.event):
+        raise ModelError(where, f"an event name must be a non-empty str, got {match.event!r}")
+    w = match.where
+    if w is None or callable(w):
+        return
+    if not isinstance(w, Mapping):
+        raise ModelError(where, "where= must be a dict of property values or a callable")
+    for k, v in w.items():
+        if not isinstance(k, str):
+            raise ModelError(where, f"where= keys must be str, got {k!r}")
+        try:
+            dumps(v)
+        except (TypeError, ValueError) as e:
+            raise ModelError(where, f"where={k!r} must be a JSON value: {e}") from None
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _check_node(node: d.Expr, where: str, model: Model) -> None:  # noqa: C901
+    if isinstance(node, (d.Count, d.Total, d.Distinct, d.ActiveDays)):
+        _check_match(node.match, where)
+        _positive(node.within, "within", where)
+        _positive(node.since_first_seen, "since_first_seen", where)
+        if node.within is not None and node.since_first_seen is not None:
+            raise ModelError(where, "use within= or since_first_seen=, not both")
+        if isinstance(node, (d.Total, d.Distinct)) and not isinstance(node.prop, str):
+            raise ModelError(where, "the property name must be a str")
+    elif isinstance(node, d.ActiveUsers):
+        _check_match(node.match, where)
+        _positive(node.within, "within", where)
+    elif isinstance(node, (d.Last, d.TimeTo)):
+        _check_match(node.match, where)
+    elif isinstance(node, d.Sequence):
+        if not node.steps:
+            raise ModelError(where, "sequence() needs at least one event")
+        for step in node.steps:
+            _check_match(step, where)
+        _positive(node.within, "within", where)
+    elif isinstance(node, d.Absent):
+        _check_match(node.match, where)
+        _check_match(node.after, where)
+        if node.within is None:
+            raise ModelError(where, "absent() needs within=")
+        _positive(node.within, "within", where)
+    elif isinstance(node, d.Trait):
+        if not isinstance(node.trait, str) or not node.trait:
+            raise ModelError(where, "trait() needs a non-empty name")
+        if node.of not in ("user", "account"):
+            raise ModelError(where, f'trait(of=...) must be "user" or "account", got {node.of!r}')
+    elif isinstance(node, d.SignalRef):
+        if node.signal not in model.signals:
+            raise ModelError(where, f"unknown signal {node.signal!r}")
+    elif isinstance(node, d.ScoreRef):
+        if node.score not in model.scores:
+            raise ModelError(where, f"unknown score {node.score!r}")
+    elif isinstance(node, d.Const):
+        v = node.value
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ModelError(where, f"constant {v!r} is not finite")
+    elif isinstance(node, d.Compare):
+        lt, rt = node.left.value_type(), node.right.value_type()
+        if "bool" in (lt, rt):
+            raise ModelError(where, f"cannot compare a condition: {node.describe()}")
+        if {lt, rt} == {"number", "duration"}:
+            raise ModelError(where, f"cannot compare a duration with a number: {node.describe()}")
+        if _has_idle(node.left) or _has_idle(node.right):
+            ok = isinstance(node.left, d.Idle) and isinstance(node.right, d.Const)
+            ok = ok or (isinstance(node.right, d.Idle) and isinstance(node.left, d.Const))
+            if not ok:
+                raise ModelError(where, "idle() can only be compared with a constant duration")
+    elif isinstance(node, d.Arith):
+        lt, rt = node.left.value_type(), node.right.value_type()
+        if "bool" in (lt, rt):
+            raise ModelError(where, f"arithmetic on a condition: {node.describe()}")
+        if "duration" in (lt, rt):
+            raise ModelError(where, f"arithmetic on durations is not supported: {node.describe()}")
+    elif isinstance(node, (d.All, d.Any_, d.AtLeast, d.Not)):
+        for item in node.children():
+            if item.value_type() != "bool":
+                raise ModelError(where, f"expected a condition, got a {_kind(item)}: {item!r}")
+        if isinstance(node, d.AtLeast) and (
+            not isinstance(node.k, int) or not 0 < node.k <= len(node.items)
+        ):
+            raise ModelError(where, f"at_least(k, ...) needs 1 <= k <= {len(node.items)}")
+        if isinstance(node, (d.All, d.Any_, d.AtLeast)) and not node.items:
+            raise ModelError(where, "needs at least one condition")
+    elif isinstance(node, d.IsIn):
+        if node.value.value_type() == "bool":
+            raise ModelError(where, "is_in() on a condition")
+    elif isinstance(node, d.Points):
+        if not node.weights:
+            raise ModelError(where, "points() needs at least one signal")
+        for s, w in node.weights:
+            if s not in model.signals:
+                raise ModelError(where, f"points(): unknown signal {s!r}")
+            if not _is_num(w):
+                raise ModelError(where, f"points(): weight of {s!r} must be a number")
+    elif isinstance(node, d.Tev):
+        if node.activation not in model.signals:
+            raise ModelError(where, f"tev(): unknown activation signal {node.activation!r}")
+        _positive(node.fast, "fast", where)
+        _positive(node.slow, "slow", where)
+        if node.slow <= node.fast:
+            raise ModelError(where, "tev(): slow must be longer than fast")
+        for part, target in (
+            (node.engagement, node.engagement_target),
+            (node.virality, node.virality_target),
+        ):
+            if part.value_type() not in ("number", "any"):
+                raise ModelError(where, f"tev(): {part!r} must be numeric")
+            if not _is_num(target) or target <= 0:
+                raise ModelError(where, "tev(): targets must be positive numbers")
+        if len(node.weights) != 3 or not all(_is_num(w) and w >= 0 for w in node.weights):
+            raise ModelError(where, "tev(): weights must be three non-negative numbers")
+        if sum(node.weights) <= 0:
+            raise ModelError(where, "tev(): weights must not all be 0")
+    elif isinstance(node, d.Fit):
+        if not node.rules:
+            raise ModelError(where, "fit() needs at least one (condition, points) pair")
+        for cond, pts in node.rules:
+            if not isinstance(cond, d.Expr) or cond.value_type() != "bool":
+                raise ModelError(where, f"fit(): {cond!r} is not a condition")
+            if not _is_num(pts):
+                raise ModelError(where, "fit(): points must be numbers")
+
+
+def _has_idle(expr: d.Expr) -> bool:
+    return any(isinstance(n, d.Idle) for n in _walk(expr))
