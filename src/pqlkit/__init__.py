@@ -1,8 +1,99 @@
-"""pqlkit: product-qualified leads, in process."""
+"""pqlkit: product-qualified leads, in process.
+
+Declare signals and scores in a :class:`Model`, record events with
+:meth:`Client.track`, and get called once when a user (PQL) or an account (PQA)
+qualifies. Everything public is importable from here.
+"""
 
 from __future__ import annotations
 
-from .exceptions import ModelError, PqlkitError, ValidationError
-from .stores import MemoryStore, Store
+from ._client import Client
+from ._default import alias, configure, flush, forget, get_client, group, identify, track
+from ._dispatch import Callback
+from ._dsl import (
+    absent,
+    active_days,
+    active_users,
+    all_of,
+    any_of,
+    at_least,
+    count,
+    days,
+    did,
+    distinct,
+    fit,
+    hours,
+    idle,
+    last,
+    minutes,
+    points,
+    score,
+    sequence,
+    signal,
+    tev,
+    time_to,
+    total,
+    trait,
+)
+from ._events import BulkResult, Event, Qualification, Stats, TrackResult
+from ._model import Model
+from .exceptions import (
+    ClientClosedError,
+    ModelError,
+    PqlkitError,
+    SchemaError,
+    StoreError,
+    ValidationError,
+)
+from .stores import MemoryStore, SQLiteStore, Store
 
-__all__ = ["MemoryStore", "ModelError", "PqlkitError", "Store", "ValidationError"]
+__all__ = [
+    "BulkResult",
+    "Callback",
+    "Client",
+    "ClientClosedError",
+    "Event",
+    "MemoryStore",
+    "Model",
+    "ModelError",
+    "PqlkitError",
+    "Qualification",
+    "SQLiteStore",
+    "SchemaError",
+    "Stats",
+    "Store",
+    "StoreError",
+    "TrackResult",
+    "ValidationError",
+    "absent",
+    "active_days",
+    "active_users",
+    "alias",
+    "all_of",
+    "any_of",
+    "at_least",
+    "configure",
+    "count",
+    "days",
+    "did",
+    "distinct",
+    "fit",
+    "flush",
+    "forget",
+    "get_client",
+    "group",
+    "hours",
+    "identify",
+    "idle",
+    "last",
+    "minutes",
+    "points",
+    "score",
+    "sequence",
+    "signal",
+    "tev",
+    "time_to",
+    "total",
+    "track",
+    "trait",
+]

@@ -77,7 +77,7 @@ __all__ = [
 #   holds; bool: a condition; invalid: a node that can never work (reported).
 ValueType = Literal["number", "duration", "any", "bool"]
 
-Where = Union[Mapping[str, Any], Callable[[Mapping[str, Any]], bool], None]
+Where = Union[Mapping[str, Any], Callable[[Mapping[str, Any]], bool], None]  # noqa: UP007
 
 
 def days(n: float) -> timedelta:
@@ -556,7 +556,7 @@ class SignalRef(Condition):
 
 
 @attrs.frozen(eq=False, repr=False)
-class Sequence(Condition, Aggregate):  # type: ignore[misc]
+class Sequence(Condition, Aggregate):
     """Events matching each step happened at strictly increasing times, all within ``within``."""
 
     steps: tuple[Match, ...]
@@ -570,7 +570,7 @@ class Sequence(Condition, Aggregate):  # type: ignore[misc]
 
 
 @attrs.frozen(eq=False, repr=False)
-class Absent(Condition, Aggregate):  # type: ignore[misc]
+class Absent(Condition, Aggregate):
     """The first ``after`` event was at t, T >= t + within, and no ``event`` in [t, t + within]."""
 
     match: Match
@@ -644,11 +644,7 @@ class Fit(ScoreExpr):
         return tuple(c for c, _ in self.rules)
 
     def describe(self) -> str:
-        return (
-            "fit("
-            + ", ".join(f"({c.describe()}, {_fmt_value(p)})" for c, p in self.rules)
-            + ")"
-        )
+        return "fit(" + ", ".join(f"({c.describe()}, {_fmt_value(p)})" for c, p in self.rules) + ")"
 
 
 # -- constructors (the public DSL) ---------------------------------------------

@@ -64,17 +64,18 @@ class SubjectState:
     events: int = 0
     slots: list[Any] = attrs.Factory(list)
     latches: dict[str, int] = attrs.Factory(dict)
+    account: list[Any] | None = None  # users: [ts, account_id] of the latest event with one
 
     def dump(self) -> str:
         return json.dumps(
-            [self.first, self.newest, self.events, self.slots, self.latches],
+            [self.first, self.newest, self.events, self.slots, self.latches, self.account],
             separators=(",", ":"),
         )
 
     @classmethod
     def load(cls, text: str) -> SubjectState:
-        first, newest, events, slots, latches = json.loads(text)
-        return cls(first, newest, events, slots, latches)
+        first, newest, events, slots, latches, account = json.loads(text)
+        return cls(first, newest, events, slots, latches, account)
 
 
 @attrs.frozen
@@ -152,7 +153,8 @@ class _Windowed(Acc):
         if x is None:
             return st
         ts = ev.ts
-        assert s.newest is not None and s.first is not None
+        assert s.newest is not None
+        assert s.first is not None
         if self.within is not None:
             cut = s.newest - self.within
             if self.is_set:
@@ -525,7 +527,7 @@ class _Eval:
         v_part = min(1.0, max(0.0, (vir or 0) / node.virality_target))
         return time_part, e_part, v_part, elapsed, eng, vir
 
-    def ev(self, node: d.Expr) -> Any:  # noqa: C901
+    def ev(self, node: d.Expr) -> Any:
         if isinstance(node, d.Const):
             return node.value
         if isinstance(node, d.Compare):
@@ -635,6 +637,7 @@ class Plan:
         out = set()
         for node in self._deps(rule):
             if isinstance(node, d.Compare):
+                op: str
                 if isinstance(node.left, d.Idle) and isinstance(node.right, d.Const):
                     const, op = node.right.value, node.op
                 elif isinstance(node.right, d.Idle) and isinstance(node.left, d.Const):
@@ -652,7 +655,9 @@ class Plan:
     def load(self, text: str | None) -> SubjectState:
         return self.new_state() if text is None else SubjectState.load(text)
 
-    def apply(self, s: SubjectState, ts: int, name: str, props: Mapping[str, Any], user: str) -> None:
+    def apply(
+        self, s: SubjectState, ts: int, name: str, props: Mapping[str, Any], user: str
+    ) -> None:
         """Fold one event into the subject's state."""
         old_first = s.first
         if s.first is None or ts < s.first:
@@ -689,9 +694,8 @@ class Plan:
         """
         e = _Eval(self, s, t, kind, ctx)
         for name in self.latched:
-            if name not in s.latches and e.signal(name):
-                if latch:
-                    s.latches[name] = t
+            if latch and name not in s.latches and e.signal(name):
+                s.latches[name] = t
         for name in self.model.signals:
             e.signal(name)
         for name in self.model.scores:
@@ -756,15 +760,15 @@ class Plan:
     def _explain_score(self, e: _Eval, node: d.Expr) -> str:
         if isinstance(node, d.Points):
             parts = [
-                f"{s} {'+' if e.signal(s) else '(false) +'}{_fmt(w)}"
-                if e.signal(s)
-                else f"{s} 0 (false, would be {_fmt(w)})"
+                f"{s} {w:+g}" if e.signal(s) else f"{s} 0 (false, would be {w:+g})"
                 for s, w in node.weights
             ]
             return ": " + ", ".join(parts)
         if isinstance(node, d.Fit):
             parts = [
-                f"{c.describe()} {_fmt(p) if e.ev(c) else f'0 (false, would be {_fmt(p)})'}"
+                f"{c.describe()} {p:+g}"
+                if e.ev(c)
+                else f"{c.describe()} 0 (false, would be {p:+g})"
                 for c, p in node.rules
             ]
             return ": " + ", ".join(parts)

@@ -164,7 +164,7 @@ class Model:
             if mark == 2:
                 return
             if mark == 1:
-                loop = path[path.index(node) :] + [node]
+                loop = [*path[path.index(node) :], node]
                 text = " -> ".join(f"{k}.{n}" for k, n in loop)
                 raise ModelError(f"{node[0]}.{node[1]}", f"reference cycle: {text}")
             state[node] = 1
@@ -210,7 +210,7 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def _check_node(node: d.Expr, where: str, model: Model) -> None:  # noqa: C901
+def _check_node(node: d.Expr, where: str, model: Model) -> None:
     if isinstance(node, (d.Count, d.Total, d.Distinct, d.ActiveDays)):
         _check_match(node.match, where)
         _positive(node.within, "within", where)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ._base import Store, Transaction
+from ._url import open_store
 from .memory import MemoryStore
+from .sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "Store", "Transaction"]
+__all__ = ["MemoryStore", "SQLiteStore", "Store", "Transaction", "open_store"]

@@ -166,9 +166,7 @@ class Transaction(Protocol):
     def clear_states(self, model: str) -> None:
         """Forget every derived state of ``model``."""
 
-    def due_subjects(
-        self, model: str, now: datetime, limit: int
-    ) -> list[tuple[SubjectKind, str]]:
+    def due_subjects(self, model: str, now: datetime, limit: int) -> list[tuple[SubjectKind, str]]:
         """Subjects whose ``due_at`` is at or before ``now``, earliest first."""
 
     def count_subjects(self, model: str, kind: SubjectKind) -> int:

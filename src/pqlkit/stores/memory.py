@@ -172,9 +172,7 @@ class _MemoryTransaction:
         for key in [k for k in self._d.states if k[0] == model]:
             self._del(self._d.states, key)
 
-    def due_subjects(
-        self, model: str, now: datetime, limit: int
-    ) -> list[tuple[SubjectKind, str]]:
+    def due_subjects(self, model: str, now: datetime, limit: int) -> list[tuple[SubjectKind, str]]:
         due = [
             s
             for s in self._d.states.values()
@@ -233,7 +231,7 @@ class _MemoryTransaction:
         kinds: Sequence[str],
         limit: int,
     ) -> list[DeliveryRecord]:
-        claimed = []
+        claimed: list[DeliveryRecord] = []
         for d in list(self._d.deliveries.values()):
             if len(claimed) >= limit:
                 break
@@ -282,7 +280,9 @@ class _MemoryTransaction:
             self._set(
                 self._d.deliveries,
                 d.id,
-                attrs.evolve(d, status="pending", attempts=0, next_attempt_at=now, lease_until=None),
+                attrs.evolve(
+                    d, status="pending", attempts=0, next_attempt_at=now, lease_until=None
+                ),
             )
         return len(dead)
 

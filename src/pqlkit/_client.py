@@ -1,0 +1,874 @@
+"""Client: records events, evaluates the model inline, and fires qualifications."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from ._clock import Clock, SystemClock
+from ._convert import from_us, json_converter, to_us
+from ._dispatch import Callback, Dispatcher, RetryPolicy
+from ._engine import Context, Evaluation, Plan, SubjectState
+from ._events import (
+    BulkResult,
+    Event,
+    EventRecord,
+    Qualification,
+    Stats,
+    TrackResult,
+)
+from ._model import Model
+from ._validation import (
+    Limits,
+    check_event,
+    check_id,
+    check_message_id,
+    check_properties,
+    check_timestamp,
+)
+from .exceptions import ClientClosedError, ValidationError
+from .stores._base import (
+    DeliveryRecord,
+    NewEvent,
+    QualificationRecord,
+    StateRecord,
+    Store,
+    Transaction,
+)
+
+__all__ = ["Client"]
+
+SubjectKind = Literal["user", "account"]
+F = TypeVar("F", bound=Callback)
+
+_NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
+_ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the user's traits
+_BATCH = 500
+
+
+def _qualification_id(model: str, kind: str, subject: str, round_: int) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{model}\x00{kind}\x00{subject}\x00{round_}"))
+
+
+def _public_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in traits.items() if k != _ACCOUNT_TRAIT}
+
+
+@attrs.define
+class _Subject:
+    """A subject's state loaded inside a transaction, saved at its end."""
+
+    kind: SubjectKind
+    id: str
+    state: SubjectState
+    account: str | None = None  # users: their current account
+
+
+@attrs.define
+class _Outcome:
+    qualified: list[Qualification] = attrs.Factory(list)
+    disqualified: list[Qualification] = attrs.Factory(list)
+    scores: dict[str, float] = attrs.Factory(dict)
+    enqueued: bool = False
+
+
+class Client:
+    """Records events into a store, evaluates the model inline, fires qualifications.
+
+    One Client is meant to be shared by every thread of a process (it is
+    thread-safe); several processes may share one store.
+
+    Args:
+        model: The :class:`~pqlkit.Model` to evaluate.
+        store: A :class:`~pqlkit.Store`, or a URL: ``"sqlite:///path.db"``,
+            ``"sqlite://:memory:"``, ``"memory://"``, ``"postgresql://..."``.
+            Default: the SQLite file ``pqlkit.db`` in the working directory.
+        clock: Where "now" comes from (default: the system clock, UTC).
+        dispatch: ``"inline"`` runs callbacks inside ``track()`` after the commit;
+            ``"background"`` runs them on a worker thread.
+        max_attempts: Delivery attempts before a qualification is dead-lettered.
+        retry_base: Delay before the first retry (doubling each time).
+        retry_cap: The longest delay between retries.
+        max_id_length: Longest accepted user/account/message id.
+        max_properties_bytes: Largest accepted properties/traits, as JSON.
+        max_depth: Deepest accepted nesting of properties/traits.
+        context_events: How many recent events a Qualification's context holds.
+        delivery_lease: How long a process may hold a delivery before another
+            may retry it (covers a process dying mid-callback), on the wall clock.
+
+    Example:
+        >>> import pqlkit
+        >>> from pqlkit import Model, did, points, score
+        >>> model = Model("doc", signals={"built": did("dashboard_built")},
+        ...               scores={"behavior": points(built=60)},
+        ...               pql=score("behavior") >= 50)
+        >>> with pqlkit.Client(model, store="memory://") as client:
+        ...     client.track("u1", "dashboard_built").qualified[0].subject_id
+        'u1'
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        store: Store | str | None = None,
+        *,
+        clock: Clock | None = None,
+        dispatch: Literal["inline", "background"] = "inline",
+        max_attempts: int = 10,
+        retry_base: timedelta = timedelta(seconds=1),
+        retry_cap: timedelta = timedelta(hours=1),
+        max_id_length: int = 256,
+        max_properties_bytes: int = 32_768,
+        max_depth: int = 16,
+        context_events: int = 10,
+        delivery_lease: timedelta = timedelta(seconds=30),
+    ) -> None:
+        from .stores import open_store
+
+        if not isinstance(model, Model):
+            raise ValidationError("model", f"must be a pqlkit.Model, got {type(model).__name__}")
+        if dispatch not in ("inline", "background"):
+            raise ValidationError("dispatch", f'must be "inline" or "background", got {dispatch!r}')
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValidationError("max_attempts", "must be a positive int")
+        for name, td in (
+            ("retry_base", retry_base),
+            ("retry_cap", retry_cap),
+            ("delivery_lease", delivery_lease),
+        ):
+            if not isinstance(td, timedelta) or td <= timedelta(0):
+                raise ValidationError(name, "must be a positive timedelta")
+        self.model = model
+        self._plan = Plan(model)
+        self._limits = Limits(max_id_length, max_properties_bytes, max_depth)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._context_events = context_events
+        self._owns_store = not (store is not None and not isinstance(store, str))
+        self._store: Store = open_store(store)
+        self._closed = False
+        self._dispatcher = Dispatcher(
+            self._store,
+            self._clock,
+            mode=dispatch,
+            policy=RetryPolicy(max_attempts, retry_base, retry_cap),
+            lease=delivery_lease,
+        )
+        self._rebuild_lock = threading.Lock()
+        self._ensure_fingerprint()
+
+    def __repr__(self) -> str:
+        return f"Client(model={self.model.name!r}, store={self._store!r})"
+
+    # -- lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(
+                f"{self!r} was never closed; call close() or use it as a context manager",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def close(self) -> None:
+        """Deliver what is due, stop the worker, and close a store this client opened."""
+        if self._closed:
+            return
+        try:
+            self._dispatcher.flush()
+        finally:
+            self._closed = True
+            self._dispatcher.close()
+            if self._owns_store:
+                self._store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this Client is closed")
+
+    @property
+    def store(self) -> Store:
+        """The store this client writes to."""
+        return self._store
+
+    # -- callbacks -----------------------------------------------------------------
+    def on(self, kind: Literal["pql", "pqa", "disqualified"], fn: Callback) -> Callback:
+        """Register ``fn`` for ``"pql"``, ``"pqa"`` or ``"disqualified"`` deliveries."""
+        if kind not in ("pql", "pqa", "disqualified"):
+            raise ValidationError("kind", f'must be "pql", "pqa" or "disqualified", got {kind!r}')
+        if not callable(fn):
+            raise ValidationError("fn", "must be callable")
+        self._dispatcher.register(kind, fn)
+        return fn
+
+    def on_pql(self, fn: F) -> F:
+        """Decorator: call ``fn(qualification)`` when a user first qualifies."""
+        self.on("pql", fn)
+        return fn
+
+    def on_pqa(self, fn: F) -> F:
+        """Decorator: call ``fn(qualification)`` when an account first qualifies."""
+        self.on("pqa", fn)
+        return fn
+
+    def on_disqualified(self, fn: F) -> F:
+        """Decorator: call ``fn(qualification)`` when a qualified subject's rule turns false."""
+        self.on("disqualified", fn)
+        return fn
+
+    # -- recording -------------------------------------------------------------------
+    def track(
+        self,
+        user_id: str,
+        event: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        account_id: str | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+    ) -> TrackResult:
+        """Record an event, evaluate the model for the user (and account), fire what is due.
+
+        Args:
+            user_id: Who did it.
+            event: What they did (a non-empty name).
+            properties: A JSON object describing it.
+            account_id: The account it counts for too.
+            timestamp: When it happened (aware; default: the clock's now). Events
+                may arrive out of order.
+            message_id: Idempotency key; a repeated one is ignored. Default: a UUID.
+
+        Returns:
+            What the call changed: qualifications fired, the user's scores, and
+            whether it was a duplicate.
+
+        Raises:
+            ValidationError: Bad input; nothing was stored.
+        """
+        self._check_open()
+        new = self._validate_event(user_id, event, properties, account_id, timestamp, message_id)
+        with self._store.transaction() as tx:
+            outcome = self._record(tx, new, {})
+        self._dispatcher.poke(enqueued=outcome is not None and outcome.enqueued)
+        if outcome is None:
+            return TrackResult(scores=self.scores(user_id), duplicate=True)
+        return TrackResult(outcome.qualified, outcome.scores, False, outcome.disqualified)
+
+    def track_many(self, events: Iterable[Event | Mapping[str, Any]]) -> BulkResult:
+        """Record many events (import, backfill): the same semantics as repeated ``track()``.
+
+        Events are validated and written in batches of 500, one transaction per
+        batch. A bad event raises :class:`ValidationError` naming its index
+        (``events[12].user_id``); earlier batches stay stored, nothing of its own
+        batch is.
+        """
+        self._check_open()
+        stored = duplicates = 0
+        qualified: list[Qualification] = []
+        batch: list[NewEvent] = []
+        enqueued = False
+
+        def write() -> None:
+            nonlocal stored, duplicates, enqueued
+            cache: dict[tuple[str, str], _Subject] = {}
+            with self._store.transaction() as tx:
+                for new in batch:
+                    outcome = self._record(tx, new, cache, save=False)
+                    if outcome is None:
+                        duplicates += 1
+                        continue
+                    stored += 1
+                    qualified.extend(outcome.qualified)
+                    enqueued = enqueued or outcome.enqueued
+                for subject in cache.values():
+                    self._save(tx, subject)
+            batch.clear()
+
+        for index, item in enumerate(events):
+            try:
+                batch.append(self._validate_item(item))
+            except ValidationError as e:
+                raise ValidationError(f"events[{index}].{e.field}", e.reason) from None
+            if len(batch) >= _BATCH:
+                write()
+        if batch:
+            write()
+        self._dispatcher.poke(enqueued=enqueued)
+        return BulkResult(stored, duplicates, qualified)
+
+    def identify(
+        self,
+        user_id: str,
+        traits: Mapping[str, Any] | None = None,
+        *,
+        account_id: str | None = None,
+    ) -> None:
+        """Merge ``traits`` into the user's stored traits (and note its account).
+
+        The user's account is the ``account_id`` of its latest event that has
+        one, otherwise the one given here. The user is re-evaluated.
+        """
+        self._check_open()
+        check_id(user_id, "user_id", self._limits)
+        data = check_properties(traits, "traits", self._limits)
+        if account_id is not None:
+            check_id(account_id, "account_id", self._limits)
+        with self._store.transaction() as tx:
+            uid = tx.resolve(user_id)
+            tx.lock([f"user:{uid}"])
+            merged = {**tx.traits("user", uid), **data}
+            if account_id is not None:
+                merged[_ACCOUNT_TRAIT] = account_id
+            tx.set_traits("user", uid, merged)
+            out = _Outcome()
+            subject = self._load(tx, "user", uid)
+            if subject.state.newest is not None:
+                self._evaluate(tx, subject, subject.state.newest, out)
+                self._save(tx, subject)
+        self._dispatcher.poke(enqueued=out.enqueued)
+
+    def group(self, account_id: str, traits: Mapping[str, Any] | None = None) -> None:
+        """Merge ``traits`` into the account's stored traits; re-evaluate it and its users."""
+        self._check_open()
+        check_id(account_id, "account_id", self._limits)
+        data = check_properties(traits, "traits", self._limits)
+        out = _Outcome()
+        with self._store.transaction() as tx:
+            tx.lock([f"account:{account_id}"])
+            tx.set_traits("account", account_id, {**tx.traits("account", account_id), **data})
+            subjects = [self._load(tx, "account", account_id)]
+            for uid in sorted({tx.resolve(u) for u in tx.users_of(account_id)}):
+                user = self._load(tx, "user", uid)
+                if user.account == account_id:
+                    subjects.append(user)
+            for subject in subjects:
+                if subject.state.newest is not None:
+                    self._evaluate(tx, subject, subject.state.newest, out)
+                    self._save(tx, subject)
+        self._dispatcher.poke(enqueued=out.enqueued)
+
+    def alias(self, previous_id: str, user_id: str) -> None:
+        """Make events recorded under ``previous_id`` count for ``user_id`` from now on.
+
+        Chains resolve (a -> b, b -> c: a counts for c). If both ids have events
+        their histories merge; the user and its accounts are rebuilt from the log.
+        """
+        self._check_open()
+        check_id(previous_id, "previous_id", self._limits)
+        check_id(user_id, "user_id", self._limits)
+        out = _Outcome()
+        with self._store.transaction() as tx:
+            target = tx.resolve(user_id)
+            if target == previous_id:
+                raise ValidationError(
+                    "user_id", f"{user_id!r} is already an alias of {previous_id!r}"
+                )
+            if tx.resolve(previous_id) == target:
+                return
+            tx.lock([f"user:{previous_id}", f"user:{target}"])
+            tx.set_alias(previous_id, target)
+            tx.delete_state(self.model.name, "user", previous_id)
+            ids = [target, *tx.aliases_of(target)]
+            self._rebuild_subjects(tx, [("user", target)], out)
+            accounts = sorted(tx.accounts_of(ids))
+            self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
+        self._dispatcher.poke(enqueued=out.enqueued)
+
+    def forget(self, user_id: str) -> None:
+        """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications.
+
+        Its accounts are rebuilt without its events. A later ``track()`` for the
+        id starts fresh.
+        """
+        self._check_open()
+        check_id(user_id, "user_id", self._limits)
+        out = _Outcome()
+        with self._store.transaction() as tx:
+            uid = tx.resolve(user_id)
+            ids = sorted({uid, user_id, *tx.aliases_of(uid)})
+            tx.lock([f"user:{i}" for i in ids])
+            accounts = sorted(tx.accounts_of(ids))
+            tx.forget_users(ids)
+            for i in ids:
+                tx.delete_state(self.model.name, "user", i)
+                tx.delete_qualifications(i, "pql")
+            self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
+        self._dispatcher.poke(enqueued=out.enqueued)
+
+    # -- reading -----------------------------------------------------------------------
+    def scores(self, subject_id: str, *, of: SubjectKind = "user") -> dict[str, float]:
+        """The subject's current scores (evaluated at the later of now and its newest event)."""
+        return self._read(subject_id, of).scores
+
+    def signals(self, subject_id: str, *, of: SubjectKind = "user") -> dict[str, bool]:
+        """The subject's current signals, name to truth."""
+        return self._read(subject_id, of).signals
+
+    def explain(self, subject_id: str, *, of: SubjectKind = "user") -> list[str]:
+        """Why the subject scores what it does: a line per signal, per score, and the rule.
+
+        Example:
+            ``habit: active_days(within=7d) = 6 >= 5 -> true``
+        """
+        self._check_open()
+        kind = self._check_of(of)
+        with self._store.transaction() as tx:
+            subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
+            t = self._read_time(subject)
+            return self._plan.explain(subject.state, t, kind, self._context(tx, subject))
+
+    def _read(self, subject_id: str, of: SubjectKind) -> Evaluation:
+        self._check_open()
+        kind = self._check_of(of)
+        with self._store.transaction() as tx:
+            subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
+            t = self._read_time(subject)
+            return self._plan.evaluate(subject.state, t, kind, self._context(tx, subject))
+
+    def _read_time(self, subject: _Subject) -> int:
+        now = to_us(self._clock.now())
+        newest = subject.state.newest
+        return now if newest is None else max(now, newest)
+
+    def _check_of(self, of: object) -> SubjectKind:
+        if of not in ("user", "account"):
+            raise ValidationError("of", f'must be "user" or "account", got {of!r}')
+        return "user" if of == "user" else "account"
+
+    def _subject_key(self, tx: Transaction, kind: SubjectKind, subject_id: str) -> str:
+        check_id(subject_id, "subject_id", self._limits)
+        return tx.resolve(subject_id) if kind == "user" else subject_id
+
+    # -- outbox ------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Attempt every due delivery now; returns when each was attempted (background too)."""
+        self._check_open()
+        self._dispatcher.flush()
+
+    def pending(self) -> list[Qualification]:
+        """Qualifications (and disqualifications) not delivered yet, oldest first."""
+        with self._store.transaction() as tx:
+            return [d.qualification for d in tx.deliveries("pending")]
+
+    def dead_letters(self) -> list[Qualification]:
+        """Qualifications whose delivery exhausted ``max_attempts``."""
+        with self._store.transaction() as tx:
+            return [d.qualification for d in tx.deliveries("dead")]
+
+    def retry_dead_letters(self) -> int:
+        """Make every dead letter pending again (due now); return how many."""
+        self._check_open()
+        with self._store.transaction() as tx:
+            count = tx.revive_dead(self._clock.now())
+        self._dispatcher.poke(enqueued=count > 0)
+        return count
+
+    # -- time and model changes ------------------------------------------------------------
+    def sweep(self, now: datetime | None = None) -> list[Qualification]:
+        """Re-evaluate subjects whose rule can change with time alone; fire what is due.
+
+        Only subjects whose due time has come are read (a due-time index), so the
+        cost follows the subjects due, not all subjects. Returns the
+        qualifications and disqualifications it fired.
+        """
+        self._check_open()
+        when = check_timestamp(now, "now") if now is not None else self._clock.now()
+        t = to_us(when)
+        fired: list[Qualification] = []
+        out = _Outcome()
+        while True:
+            with self._store.transaction() as tx:
+                due = tx.due_subjects(self.model.name, when, _BATCH)
+                for kind, sid in due:
+                    tx.lock([f"{kind}:{sid}"])
+                    subject = self._load(tx, kind, sid)
+                    newest = subject.state.newest
+                    self._evaluate(tx, subject, max(t, newest or t), out, latch=False)
+                    self._save(tx, subject, at=t)
+            if len(due) < _BATCH:
+                break
+        fired = out.qualified + out.disqualified
+        self._dispatcher.poke(enqueued=out.enqueued)
+        return fired
+
+    def rebuild(self) -> int:
+        """Rebuild every subject's derived state from the event log; fire what now qualifies.
+
+        Happens automatically when a Client starts with a model whose fingerprint
+        differs from the stored one. Returns the number of events replayed.
+        """
+        self._check_open()
+        count, out = self._rebuild_all()
+        self._dispatcher.poke(enqueued=out.enqueued)
+        return count
+
+    def stats(self) -> Stats:
+        """Funnel health: users, accounts, PQLs, PQAs, the PQL rate and time to PQL."""
+        name = self.model.name
+        with self._store.transaction() as tx:
+            users = tx.count_subjects(name, "user")
+            accounts = tx.count_subjects(name, "account")
+            firsts: dict[tuple[str, str], QualificationRecord] = {}
+            for q in tx.qualifications(name):
+                key = (q.kind, q.subject_id)
+                if key not in firsts or q.round < firsts[key].round:
+                    firsts[key] = q
+        pqls = [q for (k, _), q in firsts.items() if k == "pql"]
+        pqas = sum(1 for (k, _) in firsts if k == "pqa")
+        waits = sorted(q.qualified_at - q.first_seen for q in pqls)
+        rate = len(pqls) / users if users else 0.0
+        return Stats(
+            users=users,
+            accounts=accounts,
+            pqls=len(pqls),
+            pqas=pqas,
+            pql_rate=rate,
+            time_to_pql_median=_median(waits),
+            time_to_pql_p90=waits[max(0, -(-9 * len(waits) // 10) - 1)] if waits else None,
+            pql_rate_healthy=(0.05 <= rate <= 0.15) if users else None,
+        )
+
+    # -- internals: validation ---------------------------------------------------------------
+    def _validate_event(
+        self,
+        user_id: object,
+        event: object,
+        properties: object,
+        account_id: object,
+        timestamp: object,
+        message_id: object,
+    ) -> NewEvent:
+        lim = self._limits
+        uid = check_id(user_id, "user_id", lim)
+        name = check_event(event)
+        props = check_properties(properties, "properties", lim)
+        acc = check_id(account_id, "account_id", lim) if account_id is not None else None
+        ts = check_timestamp(timestamp) if timestamp is not None else self._clock.now()
+        mid = check_message_id(message_id, lim) if message_id is not None else str(uuid.uuid4())
+        return NewEvent(mid, uid, name, props, acc, check_timestamp(ts))
+
+    def _validate_item(self, item: Event | Mapping[str, Any]) -> NewEvent:
+        if isinstance(item, Event):
+            fields = attrs.asdict(item, recurse=False)
+        elif isinstance(item, Mapping):
+            unknown = set(item) - {f.name for f in attrs.fields(Event)}
+            if unknown:
+                raise ValidationError(sorted(unknown)[0], "is not a parameter of track()")
+            fields = dict(item)
+        else:
+            raise ValidationError("event", "must be a dict or a pqlkit.Event")
+        for required in ("user_id", "event"):
+            if required not in fields:
+                raise ValidationError(required, "is required")
+        return self._validate_event(
+            fields["user_id"],
+            fields["event"],
+            fields.get("properties"),
+            fields.get("account_id"),
+            fields.get("timestamp"),
+            fields.get("message_id"),
+        )
+
+    # -- internals: the write path ---------------------------------------------------------------
+    def _record(
+        self,
+        tx: Transaction,
+        new: NewEvent,
+        cache: dict[tuple[str, str], _Subject],
+        *,
+        save: bool = True,
+    ) -> _Outcome | None:
+        uid = tx.resolve(new.user_id)
+        keys = [f"user:{uid}"] + ([f"account:{new.account_id}"] if new.account_id else [])
+        tx.lock(keys)
+        record = tx.insert_event(new)
+        if record is None:
+            return None
+        out = _Outcome()
+        ts = to_us(new.timestamp)
+        user = self._cached(tx, cache, "user", uid)
+        self._apply(user, record, ts, uid)
+        self._evaluate(tx, user, user.state.newest or ts, out)
+        if new.account_id is not None:
+            account = self._cached(tx, cache, "account", new.account_id)
+            self._apply(account, record, ts, uid)
+            self._evaluate(tx, account, account.state.newest or ts, out)
+        if save:
+            for subject in cache.values():
+                self._save(tx, subject)
+        return out
+
+    def _cached(
+        self, tx: Transaction, cache: dict[tuple[str, str], _Subject], kind: SubjectKind, sid: str
+    ) -> _Subject:
+        key = (kind, sid)
+        if key not in cache:
+            cache[key] = self._load(tx, kind, sid)
+        return cache[key]
+
+    def _apply(self, subject: _Subject, record: EventRecord, ts: int, uid: str) -> None:
+        s = subject.state
+        self._plan.apply(s, ts, record.event, record.properties, uid)
+        if subject.kind == "user" and record.account_id is not None:
+            if s.account is None or ts >= s.account[0]:
+                s.account = [ts, record.account_id]
+            subject.account = s.account[1]
+
+    def _load(self, tx: Transaction, kind: SubjectKind, sid: str) -> _Subject:
+        row = tx.load_state(self.model.name, kind, sid)
+        state = self._plan.load(row.state if row is not None else None)
+        subject = _Subject(kind, sid, state)
+        if kind == "user":
+            subject.account = self._account_of(tx, subject)
+        return subject
+
+    def _account_of(self, tx: Transaction, subject: _Subject) -> str | None:
+        if subject.state.account is not None:
+            return str(subject.state.account[1])
+        acc = tx.traits("user", subject.id).get(_ACCOUNT_TRAIT)
+        return acc if isinstance(acc, str) else None
+
+    def _save(self, tx: Transaction, subject: _Subject, *, at: int | None = None) -> None:
+        s = subject.state
+        kind = subject.kind
+        if s.newest is None:
+            tx.delete_state(self.model.name, kind, subject.id)
+            return
+        due = self._plan.next_due(s, max(at or s.newest, s.newest), kind)
+        tx.save_state(
+            StateRecord(
+                self.model.name,
+                kind,
+                subject.id,
+                s.dump(),
+                from_us(due) if due is not None else None,
+            )
+        )
+
+    def _context(self, tx: Transaction, subject: _Subject) -> Context:
+        if subject.kind == "account":
+            return Context({}, tx.traits("account", subject.id))
+        account = subject.account
+        return Context(
+            tx.traits("user", subject.id),
+            tx.traits("account", account) if account is not None else {},
+        )
+
+    def _evaluate(
+        self,
+        tx: Transaction,
+        subject: _Subject,
+        t: int,
+        out: _Outcome,
+        *,
+        latch: bool = True,
+    ) -> Evaluation:
+        ctx = self._context(tx, subject)
+        ev = self._plan.evaluate(subject.state, t, subject.kind, ctx, latch=latch)
+        if subject.kind == "user":
+            out.scores = ev.scores
+        rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
+        rule = self.model.pql if rule_kind == "pql" else self.model.pqa
+        if rule is None:
+            return ev
+        name = self.model.name
+        latest = tx.latest_qualification(name, rule_kind, subject.id)
+        when = from_us(t)
+        if ev.rule:
+            round_ = None
+            if latest is None:
+                round_ = 0
+            elif latest.disqualified_at is not None:
+                cool = self.model.requalify_after
+                if cool is not None and when >= latest.disqualified_at + cool:
+                    round_ = latest.round + 1
+            if round_ is None:
+                return ev
+            assert subject.state.first is not None
+            qid = _qualification_id(name, rule_kind, subject.id, round_)
+            record = QualificationRecord(
+                qid,
+                name,
+                rule_kind,
+                subject.id,
+                round_,
+                self.model.fingerprint,
+                when,
+                from_us(subject.state.first),
+            )
+            if not tx.insert_qualification(record):
+                return ev  # a concurrent writer got there first
+            q = self._payload(tx, subject, ev, qid, rule_kind, when, ctx)
+            tx.enqueue(DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=when))
+            out.qualified.append(q)
+            out.enqueued = True
+        elif latest is not None and latest.disqualified_at is None:
+            tx.set_disqualified(latest.id, when)
+            dq_id = _qualification_id(name, "disqualified", subject.id, latest.round)
+            q = attrs.evolve(
+                self._payload(tx, subject, ev, dq_id, rule_kind, latest.qualified_at, ctx),
+                disqualified_at=when,
+            )
+            tx.enqueue(DeliveryRecord(dq_id, "disqualified", subject.id, q, next_attempt_at=when))
+            out.disqualified.append(q)
+            out.enqueued = True
+        return ev
+
+    def _payload(
+        self,
+        tx: Transaction,
+        subject: _Subject,
+        ev: Evaluation,
+        qid: str,
+        kind: Literal["pql", "pqa"],
+        when: datetime,
+        ctx: Context,
+    ) -> Qualification:
+        if subject.kind == "user":
+            ids = [subject.id, *tx.aliases_of(subject.id)]
+            recent = tx.recent_events(ids, self._context_events)
+        else:
+            users = sorted(tx.users_of(subject.id))
+            recent = [
+                e
+                for e in tx.recent_events(users, self._context_events * 10)
+                if e.account_id == subject.id
+            ][: self._context_events]
+        first = subject.state.first
+        context = {
+            "user_traits": _public_traits(ctx.user_traits),
+            "account_traits": dict(ctx.account_traits),
+            "first_seen": from_us(first).isoformat() if first is not None else None,
+            "events": [
+                json_converter.unstructure(
+                    {
+                        "event": e.event,
+                        "user_id": e.user_id,
+                        "timestamp": e.timestamp,
+                        "properties": e.properties,
+                    }
+                )
+                for e in recent
+            ],
+        }
+        return Qualification(
+            id=qid,
+            kind=kind,
+            subject_id=subject.id,
+            account_id=subject.account if subject.kind == "user" else subject.id,
+            model=self.model.name,
+            fingerprint=self.model.fingerprint,
+            qualified_at=when,
+            scores=dict(ev.scores),
+            signals=ev.true_signals,
+            explanation=tuple(self._plan.explain(subject.state, ev.t, subject.kind, ctx)),
+            context=context,
+        )
+
+    # -- internals: rebuilds -------------------------------------------------------------
+    def _replay(
+        self, events: Iterable[EventRecord], tx: Transaction, wanted: set[tuple[str, str]] | None
+    ) -> tuple[dict[tuple[str, str], _Subject], int]:
+        """Fold events (arrival order) into fresh states; latch TEV activations per event."""
+        subjects: dict[tuple[str, str], _Subject] = {}
+        resolved: dict[str, str] = {}
+        count = 0
+        for record in events:
+            uid = resolved.get(record.user_id)
+            if uid is None:
+                uid = resolved[record.user_id] = tx.resolve(record.user_id)
+            ts = to_us(record.timestamp)
+            targets: list[tuple[SubjectKind, str]] = [("user", uid)]
+            if record.account_id is not None:
+                targets.append(("account", record.account_id))
+            for kind, sid in targets:
+                if wanted is not None and (kind, sid) not in wanted:
+                    continue
+                subject = subjects.get((kind, sid))
+                if subject is None:
+                    subject = subjects[(kind, sid)] = _Subject(kind, sid, self._plan.new_state())
+                self._apply(subject, record, ts, uid)
+                if self._plan.latched:
+                    if subject.kind == "user" and subject.account is None:
+                        subject.account = self._account_of(tx, subject)
+                    t = subject.state.newest or ts
+                    self._plan.evaluate(
+                        subject.state, t, kind, self._context(tx, subject), latch=True
+                    )
+            count += 1
+        return subjects, count
+
+    def _rebuild_subjects(
+        self, tx: Transaction, keys: Sequence[tuple[SubjectKind, str]], out: _Outcome
+    ) -> None:
+        for kind, sid in keys:
+            if kind == "user":
+                events = tx.events(user_ids=[sid, *tx.aliases_of(sid)])
+            else:
+                events = tx.events(account_id=sid)
+            subjects, _ = self._replay(events, tx, {(kind, sid)})
+            subject = subjects.get((kind, sid))
+            if subject is None:
+                tx.delete_state(self.model.name, kind, sid)
+                continue
+            if kind == "user":
+                subject.account = self._account_of(tx, subject)
+            assert subject.state.newest is not None
+            self._evaluate(tx, subject, subject.state.newest, out, latch=False)
+            self._save(tx, subject)
+
+    def _rebuild_all(self, *, only_if_stale: bool = False) -> tuple[int, _Outcome]:
+        out = _Outcome()
+        with self._rebuild_lock, self._store.transaction() as tx:
+            tx.lock([f"model:{self.model.name}"])
+            if only_if_stale and tx.get_meta(self._fingerprint_key) == self.model.fingerprint:
+                return 0, out  # another process rebuilt it meanwhile
+            tx.clear_states(self.model.name)
+            subjects, count = self._replay(tx.events(), tx, None)
+            for subject in subjects.values():
+                if subject.kind == "user":
+                    subject.account = self._account_of(tx, subject)
+                assert subject.state.newest is not None
+                self._evaluate(tx, subject, subject.state.newest, out, latch=False)
+                self._save(tx, subject)
+            tx.set_meta(self._fingerprint_key, self.model.fingerprint)
+        return count, out
+
+    @property
+    def _fingerprint_key(self) -> str:
+        return f"model:{self.model.name}:fingerprint"
+
+    def _ensure_fingerprint(self) -> None:
+        with self._store.transaction() as tx:
+            stored = tx.get_meta(self._fingerprint_key)
+            if stored == self.model.fingerprint:
+                return
+            if stored is None and next(iter(tx.events(limit=1)), None) is None:
+                tx.set_meta(self._fingerprint_key, self.model.fingerprint)
+                return
+        self._rebuild_all(only_if_stale=True)
+
+
+def _median(values: list[timedelta]) -> timedelta | None:
+    if not values:
+        return None
+    mid = len(values) // 2
+    if len(values) % 2:
+        return values[mid]
+    return (values[mid - 1] + values[mid]) / 2

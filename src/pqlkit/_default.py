@@ -1,0 +1,106 @@
+"""The module-level default client (``pqlkit.configure`` / ``pqlkit.track``): process-wide state.
+
+It lives here and only here; :func:`pqlkit.testing.use` swaps it for a test.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ._client import Client
+from ._events import TrackResult
+from ._model import Model
+from .exceptions import PqlkitError
+
+__all__ = ["alias", "configure", "flush", "forget", "get_client", "group", "identify", "track"]
+
+_lock = threading.Lock()
+_client: Client | None = None
+
+
+def configure(model: Model, store: Any = None, **settings: Any) -> Client:
+    """Create the module-level default client (closing a previous one) and return it.
+
+    Takes the same arguments as :class:`~pqlkit.Client`.
+
+    Example:
+        >>> import pqlkit
+        >>> from pqlkit import Model, did
+        >>> client = pqlkit.configure(Model("m", signals={"x": did("x")}), store="memory://")
+        >>> pqlkit.track("u1", "x").duplicate
+        False
+        >>> client.close()
+    """
+    global _client
+    new = Client(model, store, **settings)
+    with _lock:
+        old, _client = _client, new
+    if old is not None:
+        old.close()
+    return new
+
+
+def get_client() -> Client:
+    """The module-level default client; raises if :func:`configure` was not called."""
+    client = _client
+    if client is None:
+        raise PqlkitError("no default client: call pqlkit.configure(model, store=...) first")
+    return client
+
+
+def _swap(client: Client | None) -> Client | None:
+    """Install ``client`` as the default and return the previous one (for testing.use)."""
+    global _client
+    with _lock:
+        old, _client = _client, client
+    return old
+
+
+def track(
+    user_id: str,
+    event: str,
+    properties: Mapping[str, Any] | None = None,
+    *,
+    account_id: str | None = None,
+    timestamp: datetime | None = None,
+    message_id: str | None = None,
+) -> TrackResult:
+    """:meth:`Client.track` on the default client."""
+    return get_client().track(
+        user_id,
+        event,
+        properties,
+        account_id=account_id,
+        timestamp=timestamp,
+        message_id=message_id,
+    )
+
+
+def identify(
+    user_id: str, traits: Mapping[str, Any] | None = None, *, account_id: str | None = None
+) -> None:
+    """:meth:`Client.identify` on the default client."""
+    get_client().identify(user_id, traits, account_id=account_id)
+
+
+def group(account_id: str, traits: Mapping[str, Any] | None = None) -> None:
+    """:meth:`Client.group` on the default client."""
+    get_client().group(account_id, traits)
+
+
+def alias(previous_id: str, user_id: str) -> None:
+    """:meth:`Client.alias` on the default client."""
+    get_client().alias(previous_id, user_id)
+
+
+def forget(user_id: str) -> None:
+    """:meth:`Client.forget` on the default client."""
+    get_client().forget(user_id)
+
+
+def flush() -> None:
+    """:meth:`Client.flush` on the default client."""
+    get_client().flush()

@@ -1,0 +1,233 @@
+"""Delivery of qualifications from the outbox to callbacks: at least once, with backoff."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Literal, Protocol
+
+import attrs
+
+from ._clock import Clock
+from ._events import Qualification
+from .stores._base import DeliveryRecord, Store
+
+__all__ = ["Callback", "Dispatcher", "RetryPolicy"]
+
+logger = logging.getLogger("pqlkit")
+
+DeliveryKind = Literal["pql", "pqa", "disqualified"]
+
+
+class Callback(Protocol):
+    """A function called with one :class:`~pqlkit.Qualification`."""
+
+    def __call__(self, qualification: Qualification, /) -> object: ...
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Retry delays: ``base * 2**(attempt-1)``, capped at ``cap``, minus up to ``jitter``."""
+
+    max_attempts: int = 10
+    base: timedelta = timedelta(seconds=1)
+    cap: timedelta = timedelta(hours=1)
+    jitter: float = 0.1
+
+    def delay(self, attempt: int) -> timedelta:
+        nominal: timedelta = min(self.cap, self.base * (2 ** min(attempt - 1, 40)))
+        return timedelta(seconds=nominal.total_seconds() * (1 - self.jitter * random.random()))
+
+
+class Dispatcher:
+    """Runs due deliveries: inline (in the caller's thread) or on a background thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        mode: Literal["inline", "background"],
+        policy: RetryPolicy,
+        lease: timedelta,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.mode = mode
+        self._policy = policy
+        self._lease = lease
+        self._callbacks: dict[str, list[Callback]] = {"pql": [], "pqa": [], "disqualified": []}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._known_due: datetime | None = None
+        self._last_poll = 0.0
+        self._dirty = True
+        # background mode
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    # -- registration ----------------------------------------------------------
+    def register(self, kind: DeliveryKind, fn: Callback) -> None:
+        with self._lock:
+            self._callbacks[kind].append(fn)
+            self._dirty = True
+
+    def kinds(self) -> list[str]:
+        with self._lock:
+            return [k for k, fns in self._callbacks.items() if fns]
+
+    # -- triggering ------------------------------------------------------------
+    def poke(self, *, enqueued: bool) -> None:
+        """Called after each write: run what is due (inline) or wake the worker."""
+        if enqueued:
+            self._dirty = True
+        if not self._should_run():
+            return
+        if self.mode == "inline":
+            self.run_due()
+        else:
+            self._wake()
+
+    def flush(self) -> None:
+        """Attempt every due delivery; in background mode wait for the worker to do it."""
+        self._dirty = True
+        if self.mode == "inline":
+            self.run_due()
+            return
+        ticket = self._wake()
+        with self._cond:
+            while self._completed < ticket and self._thread is not None:
+                self._cond.wait(timeout=0.5)
+                if self._thread is not None and not self._thread.is_alive():
+                    break
+
+    def _should_run(self) -> bool:
+        import time
+
+        if self._dirty:
+            return True
+        if self._known_due is not None and self._clock.now() >= self._known_due:
+            return True
+        return time.monotonic() - self._last_poll >= 1.0
+
+    # -- the work --------------------------------------------------------------
+    def run_due(self) -> int:
+        """Attempt every due delivery whose kind has a callback; return how many were attempted."""
+        import time
+
+        if getattr(self._local, "active", False):
+            return 0  # a callback called track(): the outer loop picks new work up
+        self._local.active = True
+        attempted = 0
+        try:
+            self._dirty = False
+            self._last_poll = time.monotonic()
+            self._known_due = None
+            while True:
+                kinds = self.kinds()
+                if not kinds:
+                    return attempted
+                wall = datetime.now(timezone.utc)
+                now = self._clock.now()
+                with self._store.transaction() as tx:
+                    batch = tx.claim_due(now, wall, wall + self._lease, kinds, 50)
+                if not batch:
+                    return attempted
+                for delivery in batch:
+                    self._attempt(delivery)
+                    attempted += 1
+        finally:
+            self._local.active = False
+
+    def _attempt(self, delivery: DeliveryRecord) -> None:
+        with self._lock:
+            fns = list(self._callbacks[delivery.kind])
+        attempts = delivery.attempts + 1
+        try:
+            for fn in fns:
+                fn(delivery.qualification)
+        except Exception as exc:  # a callback's error never propagates
+            dead = attempts >= self._policy.max_attempts
+            logger.exception(
+                "pqlkit: %s callback failed for %s (attempt %d of %d)%s",
+                delivery.kind,
+                delivery.qualification.subject_id,
+                attempts,
+                self._policy.max_attempts,
+                "; dead-lettered" if dead else "",
+            )
+            next_at = None if dead else self._clock.now() + self._policy.delay(attempts)
+            if next_at is not None and (self._known_due is None or next_at < self._known_due):
+                self._known_due = next_at
+            with self._store.transaction() as tx:
+                tx.finish_delivery(
+                    delivery.id,
+                    status="dead" if dead else "pending",
+                    attempts=attempts,
+                    next_attempt_at=next_at,
+                    last_error=f"{type(exc).__name__}: {exc}",
+                )
+            return
+        with self._store.transaction() as tx:
+            tx.finish_delivery(
+                delivery.id,
+                status="delivered",
+                attempts=attempts,
+                next_attempt_at=None,
+                last_error=None,
+            )
+
+    # -- background worker -------------------------------------------------------
+    def _wake(self) -> int:
+        self._ensure_thread()
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+            self._cond.notify_all()
+        return ticket
+
+    def _ensure_thread(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:  # forked: threads do not survive a fork
+            self._pid = pid
+            self._thread = None
+            self._cond = threading.Condition()
+            self._lock = threading.Lock()
+            self._requested = self._completed = 0
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping = False
+            self._thread = threading.Thread(target=self._loop, name="pqlkit-dispatch", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._completed >= self._requested and not self._stopping:
+                    self._cond.wait(timeout=1.0)
+                if self._stopping:
+                    return
+                ticket = self._requested
+            try:
+                self.run_due()
+            except Exception:
+                logger.exception("pqlkit: background delivery pass failed")
+            with self._cond:
+                self._completed = max(self._completed, ticket)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        thread = self._thread
+        if thread is None or os.getpid() != self._pid:
+            return
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        thread.join(timeout=10)
+        self._thread = None

@@ -1,0 +1,109 @@
+"""Input checks for the recording API. Everything is checked before anything is stored."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+from .exceptions import ValidationError
+
+__all__ = ["Limits", "check_event", "check_id", "check_properties", "check_timestamp"]
+
+
+@attrs.frozen
+class Limits:
+    """The size limits of a Client (its ``max_*`` keyword settings)."""
+
+    max_id_length: int = 256
+    max_properties_bytes: int = 32_768
+    max_depth: int = 16
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("max_id_length", "max_properties_bytes", "max_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(name, f"must be a positive int, got {value!r}")
+
+
+def check_id(value: object, field: str, limits: Limits) -> str:
+    """A user, account or previous id: a non-blank str within the length limit."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(field, "must not be empty or whitespace")
+    if len(value) > limits.max_id_length:
+        raise ValidationError(
+            field, f"is {len(value)} characters long; the limit is {limits.max_id_length}"
+        )
+    return value
+
+
+def check_event(value: object) -> str:
+    """An event name: a non-blank str."""
+    if not isinstance(value, str):
+        raise ValidationError("event", f"must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError("event", "must not be empty or whitespace")
+    if len(value) > 1024:
+        raise ValidationError("event", "is longer than 1024 characters")
+    return value
+
+
+def check_message_id(value: object, limits: Limits) -> str:
+    """An idempotency key: a non-blank str within the id length limit."""
+    return check_id(value, "message_id", limits)
+
+
+def check_timestamp(value: object, field: str = "timestamp") -> datetime:
+    """An aware datetime, returned in UTC."""
+    if not isinstance(value, datetime):
+        raise ValidationError(field, f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(field, "must be timezone-aware (naive datetimes are ambiguous)")
+    return value.astimezone(timezone.utc)
+
+
+def _check_json(value: Any, path: str, depth: int, limits: Limits) -> Any:
+    """Deep-copy ``value`` as plain JSON data, rejecting anything JSON cannot hold faithfully."""
+    if depth > limits.max_depth:
+        raise ValidationError(path, f"nests deeper than the limit of {limits.max_depth}")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(path, f"{value!r} is not a finite number")
+        return float(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValidationError(path, f"keys must be str, got {type(k).__name__} {k!r}")
+            out[k] = _check_json(v, f"{path}.{k}", depth + 1, limits)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_check_json(v, f"{path}[{i}]", depth + 1, limits) for i, v in enumerate(value)]
+    raise ValidationError(
+        path, f"{type(value).__name__} is not JSON-serialisable (use str, number, bool, list, dict)"
+    )
+
+
+def check_properties(value: object, field: str, limits: Limits) -> dict[str, Any]:
+    """A JSON object of JSON values within the depth and size limits (None means ``{}``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be a dict, got {type(value).__name__}")
+    data: dict[str, Any] = _check_json(value, field, 1, limits)
+    size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limits.max_properties_bytes:
+        raise ValidationError(
+            field, f"serialises to {size} bytes; the limit is {limits.max_properties_bytes}"
+        )
+    return data

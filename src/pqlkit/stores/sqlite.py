@@ -1,0 +1,794 @@
+"""SQLiteStore: one SQLite file, shared safely by the threads and processes that open it.
+
+How it stays safe:
+
+* **Processes** serialize on SQLite's own write lock: the file is in WAL mode
+  (readers never block the writer) and every transaction starts with
+  ``BEGIN IMMEDIATE``, so it holds the write lock from its first statement.
+  Waiting is bounded by ``busy_timeout``; a ``BEGIN IMMEDIATE`` that SQLite
+  refuses without waiting (it does, e.g. while another process recovers the
+  WAL) is retried with a short backoff until ``timeout`` has passed.
+* **Threads** of one process share one connection, guarded by a lock held for
+  the whole transaction.
+* **Forks** (``gunicorn --preload``) get a connection of their own: the store
+  notices that ``os.getpid()`` changed and opens a new connection in the child,
+  leaving the parent's untouched.
+
+The schema is created on first use and upgraded by forward migrations; the
+version is recorded in the ``schema_version`` table. Every value is a bound
+parameter: no user data is ever formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import attrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from sqlite_utils import Database
+
+from .._convert import dumps, json_converter, loads, row_converter, to_us
+from .._events import EventRecord, Qualification
+from ..exceptions import SchemaError, StoreError
+from ._base import (
+    DeliveryRecord,
+    DeliveryStatus,
+    NewEvent,
+    QualificationRecord,
+    StateRecord,
+    SubjectKind,
+)
+
+__all__ = ["DEFAULT_SQLITE_PATH", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+
+T = TypeVar("T")
+
+DEFAULT_SQLITE_PATH = "pqlkit.db"
+"""The file a :class:`SQLiteStore` uses when given no path (relative to the current directory)."""
+
+_MEMORY = ":memory:"
+
+# -- rows ----------------------------------------------------------------------------
+# A private copy of the shared row converter, taught the few places where a
+# column differs from its attribute: JSON text columns and ``ts`` for timestamps.
+
+_rows = row_converter.copy()
+
+
+def _qualification_to_json(value: Qualification) -> str:
+    return dumps(json_converter.unstructure(value))
+
+
+def _qualification_from_json(value: str, _: Any) -> Qualification:
+    return json_converter.structure(loads(value), Qualification)
+
+
+def _from_json(value: str, _: Any) -> Any:
+    return loads(value)
+
+
+_rows.register_unstructure_hook(
+    NewEvent,
+    make_dict_unstructure_fn(
+        NewEvent,
+        _rows,
+        timestamp=override(rename="ts"),
+        properties=override(unstruct_hook=dumps),
+    ),
+)
+_rows.register_structure_hook(
+    EventRecord,
+    make_dict_structure_fn(
+        EventRecord,
+        _rows,
+        timestamp=override(rename="ts"),
+        properties=override(struct_hook=_from_json),
+    ),
+)
+_rows.register_unstructure_hook(
+    DeliveryRecord,
+    make_dict_unstructure_fn(
+        DeliveryRecord, _rows, qualification=override(unstruct_hook=_qualification_to_json)
+    ),
+)
+_rows.register_structure_hook(
+    DeliveryRecord,
+    make_dict_structure_fn(
+        DeliveryRecord, _rows, qualification=override(struct_hook=_qualification_from_json)
+    ),
+)
+
+
+# -- schema --------------------------------------------------------------------------
+
+_EVENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    account_id TEXT,
+    ts INTEGER NOT NULL
+)
+"""
+
+
+def _create_v1(db: Database) -> None:
+    """The first schema: every table the Store protocol needs."""
+    # sqlite-utils' create() has no AUTOINCREMENT, and ``seq`` needs it: without it
+    # SQLite reuses the seq of a forgotten newest event, and a reader that kept
+    # "everything up to seq N" would miss the new event.
+    db.execute(_EVENTS_TABLE)
+    events = db.table("events")
+    events.create_index(["message_id"], unique=True, if_not_exists=True)
+    events.create_index(["user_id", "ts"], if_not_exists=True)
+    events.create_index(["account_id", "user_id"], if_not_exists=True)
+
+    aliases = db.table("aliases").create(
+        {"previous_id": str, "user_id": str},
+        pk="previous_id",
+        not_null=["previous_id", "user_id"],
+        if_not_exists=True,
+    )
+    aliases.create_index(["user_id"], if_not_exists=True)
+
+    db.table("traits").create(
+        {"kind": str, "subject_id": str, "traits": str},
+        pk=("kind", "subject_id"),
+        not_null=["kind", "subject_id", "traits"],
+        if_not_exists=True,
+    )
+
+    states = db.table("states").create(
+        {"model": str, "kind": str, "subject_id": str, "state": str, "due_at": int},
+        pk=("model", "kind", "subject_id"),
+        not_null=["model", "kind", "subject_id", "state"],
+        if_not_exists=True,
+    )
+    # (model, due_at) for due_subjects(); kind and subject_id make it covering and
+    # give the tie-break order without a sort.
+    states.create_index(["model", "due_at", "kind", "subject_id"], if_not_exists=True)
+
+    qualifications = db.table("qualifications").create(
+        {
+            "id": str,
+            "model": str,
+            "kind": str,
+            "subject_id": str,
+            "round": int,
+            "fingerprint": str,
+            "qualified_at": int,
+            "first_seen": int,
+            "disqualified_at": int,
+        },
+        pk=("model", "kind", "subject_id", "round"),
+        not_null=[
+            "id",
+            "model",
+            "kind",
+            "subject_id",
+            "round",
+            "fingerprint",
+            "qualified_at",
+            "first_seen",
+        ],
+        if_not_exists=True,
+    )
+    qualifications.create_index(["id"], if_not_exists=True)
+    qualifications.create_index(["subject_id", "kind"], if_not_exists=True)
+
+    deliveries = db.table("deliveries").create(
+        {
+            "id": str,
+            "kind": str,
+            "subject_id": str,
+            "qualification": str,
+            "status": str,
+            "attempts": int,
+            "next_attempt_at": int,
+            "lease_until": int,
+            "last_error": str,
+            "created": int,
+        },
+        pk="id",
+        not_null=["id", "kind", "subject_id", "qualification", "status", "attempts", "created"],
+        if_not_exists=True,
+    )
+    deliveries.create_index(["status", "next_attempt_at"], if_not_exists=True)
+    deliveries.create_index(["created"], unique=True, if_not_exists=True)
+    deliveries.create_index(["subject_id"], if_not_exists=True)
+
+    db.table("meta").create(
+        {"key": str, "value": str}, pk="key", not_null=["key", "value"], if_not_exists=True
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_create_v1]
+"""Forward migrations: ``MIGRATIONS[v]`` upgrades a schema at version ``v`` to ``v + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this code writes; a database at a higher version is refused."""
+
+
+def _schema_version(db: Database) -> int:
+    if not db.table("schema_version").exists():
+        return 0
+    row = db.conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def _check_version(version: int, path: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path!r} has schema version {version}, but this pqlkit knows versions up to "
+            f"{SCHEMA_VERSION}: upgrade pqlkit to open it"
+        )
+
+
+def _migrate(db: Database, path: str, timeout: float) -> None:
+    """Bring the schema up to :data:`SCHEMA_VERSION`, in one transaction."""
+    version = _retry_busy(lambda: _schema_version(db), timeout)
+    _check_version(version, path)
+    if version == SCHEMA_VERSION:
+        return
+    with _immediate(db.conn, timeout):
+        version = _schema_version(db)  # another process may have migrated meanwhile
+        _check_version(version, path)
+        db.table("schema_version").create(
+            {"version": int, "applied_at": int},
+            pk="version",
+            not_null=["version", "applied_at"],
+            if_not_exists=True,
+        )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[target - 1](db)
+            db.conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (target, to_us(datetime.now(timezone.utc))),
+            )
+
+
+# -- locking -------------------------------------------------------------------------
+
+
+_SQLITE_BUSY = 5
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return bool((code & 0xFF) == _SQLITE_BUSY)  # SQLITE_BUSY and its extended codes
+    return "database is locked" in str(error)
+
+
+def _retry_busy(action: Callable[[], T], timeout: float) -> T:
+    """Run ``action``, retrying "database is locked" with backoff for up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error):
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StoreError(
+                    f"the SQLite database stayed locked for more than {timeout} s"
+                ) from error
+            time.sleep(min(delay * random.uniform(0.5, 1.5), remaining))
+            delay = min(delay * 2, 0.05)
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection, timeout: float) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` if the block raises."""
+    _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), timeout)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+# The lock that guards opening a connection. Replaced in a forked child, where
+# it may have been copied while another thread of the parent held it.
+_open_lock = threading.Lock()
+
+# Connections inherited across fork(). Never used nor closed in the child:
+# keeping a reference stops garbage collection from closing them behind the
+# parent's back.
+_inherited: list[Database] = []
+
+
+def _reset_after_fork() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+@attrs.define
+class _Connection:
+    """This process's connection, and the lock that serializes its use."""
+
+    db: Database
+    pid: int
+    lock: threading.RLock = attrs.field(factory=threading.RLock)
+    active: bool = False  # a transaction is open (to refuse nesting)
+
+
+# -- the transaction ---------------------------------------------------------------------
+
+_EVENT_COLUMNS = "seq, message_id, user_id, event, properties, account_id, ts"
+_DELIVERY_COLUMNS = (
+    "id, kind, subject_id, qualification, status, attempts, next_attempt_at, lease_until, "
+    "last_error"
+)
+_QUALIFICATION_COLUMNS = (
+    "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
+)
+_IN_JSON = "(SELECT value FROM json_each(?))"  # binds a whole list as one JSON array
+
+# events() has a statement per combination of filters, so each can use its index.
+_EVENTS_PAGE = {
+    (users, account): (
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? AND seq <= ?"
+        + (f" AND user_id IN {_IN_JSON}" if users else "")
+        + (" AND account_id = ?" if account else "")
+        + " ORDER BY seq LIMIT ?"
+    )
+    for users in (False, True)
+    for account in (False, True)
+}
+_PAGE_SIZE = 1000
+
+
+class _SQLiteTransaction:
+    """The Transaction protocol over one open ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self._conn.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def lock(self, keys: Sequence[str]) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` already serializes every writer."""
+
+    # -- event log -------------------------------------------------------------------
+    def insert_event(self, event: NewEvent) -> EventRecord | None:
+        cursor = self._conn.execute(
+            "INSERT INTO events (message_id, user_id, event, properties, account_id, ts)"
+            " VALUES (:message_id, :user_id, :event, :properties, :account_id, :ts)"
+            " ON CONFLICT (message_id) DO NOTHING",
+            _rows.unstructure(event),
+        )
+        if cursor.rowcount != 1 or cursor.lastrowid is None:
+            return None
+        return EventRecord(seq=cursor.lastrowid, **attrs.asdict(event, recurse=False))
+
+    def events(
+        self,
+        *,
+        user_ids: Sequence[str] | None = None,
+        account_id: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[EventRecord]:
+        """Events in arrival order, read in pages (valid inside the transaction only)."""
+        high = int(self._scalar("SELECT coalesce(max(seq), 0) FROM events"))
+        sql = _EVENTS_PAGE[user_ids is not None, account_id is not None]
+        filters: list[Any] = []
+        if user_ids is not None:
+            filters.append(dumps(list(user_ids)))
+        if account_id is not None:
+            filters.append(account_id)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = _PAGE_SIZE if remaining is None else min(_PAGE_SIZE, remaining)
+            rows = self._dicts(sql, [after_seq, high, *filters, page])
+            for row in rows:
+                yield _rows.structure(row, EventRecord)
+            if len(rows) < page:
+                return
+            after_seq = rows[-1]["seq"]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def recent_events(self, user_ids: Sequence[str], limit: int) -> list[EventRecord]:
+        rows = self._dicts(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id IN {_IN_JSON}"
+            " ORDER BY ts DESC, seq DESC LIMIT ?",
+            (dumps(list(user_ids)), limit),
+        )
+        return [_rows.structure(row, EventRecord) for row in rows]
+
+    def has_message(self, message_id: str) -> bool:
+        return self._scalar("SELECT 1 FROM events WHERE message_id = ?", (message_id,)) is not None
+
+    # -- identity ----------------------------------------------------------------------
+    def resolve(self, user_id: str) -> str:
+        target = self._scalar("SELECT user_id FROM aliases WHERE previous_id = ?", (user_id,))
+        return user_id if target is None else str(target)
+
+    def aliases_of(self, user_id: str) -> list[str]:
+        cursor = self._conn.execute(
+            "SELECT previous_id FROM aliases WHERE user_id = ? ORDER BY previous_id", (user_id,)
+        )
+        return [row[0] for row in cursor]
+
+    def set_alias(self, previous_id: str, user_id: str) -> None:
+        self._conn.execute(
+            "UPDATE aliases SET user_id = ? WHERE user_id = ?", (user_id, previous_id)
+        )
+        self._conn.execute(
+            "INSERT INTO aliases (previous_id, user_id) VALUES (?, ?)"
+            " ON CONFLICT (previous_id) DO UPDATE SET user_id = excluded.user_id",
+            (previous_id, user_id),
+        )
+
+    def traits(self, kind: SubjectKind, subject_id: str) -> dict[str, Any]:
+        text = self._scalar(
+            "SELECT traits FROM traits WHERE kind = ? AND subject_id = ?", (kind, subject_id)
+        )
+        return {} if text is None else dict(loads(text))
+
+    def set_traits(self, kind: SubjectKind, subject_id: str, traits: dict[str, Any]) -> None:
+        self._conn.execute(
+            "INSERT INTO traits (kind, subject_id, traits) VALUES (?, ?, ?)"
+            " ON CONFLICT (kind, subject_id) DO UPDATE SET traits = excluded.traits",
+            (kind, subject_id, dumps(traits)),
+        )
+
+    def accounts_of(self, user_ids: Sequence[str]) -> set[str]:
+        cursor = self._conn.execute(
+            f"SELECT DISTINCT account_id FROM events WHERE user_id IN {_IN_JSON}"
+            " AND account_id IS NOT NULL",
+            (dumps(list(user_ids)),),
+        )
+        return {row[0] for row in cursor}
+
+    def users_of(self, account_id: str) -> set[str]:
+        cursor = self._conn.execute(
+            "SELECT DISTINCT user_id FROM events WHERE account_id = ?", (account_id,)
+        )
+        return {row[0] for row in cursor}
+
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        wanted = (dumps(list(user_ids)),)
+        self._conn.execute(f"DELETE FROM events WHERE user_id IN {_IN_JSON}", wanted)
+        self._conn.execute(
+            f"DELETE FROM traits WHERE kind = 'user' AND subject_id IN {_IN_JSON}", wanted
+        )
+        self._conn.execute(
+            f"DELETE FROM aliases WHERE previous_id IN {_IN_JSON} OR user_id IN {_IN_JSON}",
+            wanted * 2,
+        )
+
+    # -- derived state -------------------------------------------------------------------
+    def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
+        rows = self._dicts(
+            "SELECT model, kind, subject_id, state, due_at FROM states"
+            " WHERE model = ? AND kind = ? AND subject_id = ?",
+            (model, kind, subject_id),
+        )
+        return _rows.structure(rows[0], StateRecord) if rows else None
+
+    def save_state(self, record: StateRecord) -> None:
+        self._conn.execute(
+            "INSERT INTO states (model, kind, subject_id, state, due_at)"
+            " VALUES (:model, :kind, :subject_id, :state, :due_at)"
+            " ON CONFLICT (model, kind, subject_id)"
+            " DO UPDATE SET state = excluded.state, due_at = excluded.due_at",
+            _rows.unstructure(record),
+        )
+
+    def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
+        self._conn.execute(
+            "DELETE FROM states WHERE model = ? AND kind = ? AND subject_id = ?",
+            (model, kind, subject_id),
+        )
+
+    def clear_states(self, model: str) -> None:
+        self._conn.execute("DELETE FROM states WHERE model = ?", (model,))
+
+    def due_subjects(self, model: str, now: datetime, limit: int) -> list[tuple[SubjectKind, str]]:
+        cursor = self._conn.execute(
+            "SELECT kind, subject_id FROM states WHERE model = ? AND due_at <= ?"
+            " ORDER BY due_at, kind, subject_id LIMIT ?",
+            (model, to_us(now), limit),
+        )
+        return [(row[0], row[1]) for row in cursor]
+
+    def count_subjects(self, model: str, kind: SubjectKind) -> int:
+        return int(
+            self._scalar("SELECT count(*) FROM states WHERE model = ? AND kind = ?", (model, kind))
+        )
+
+    # -- qualifications ------------------------------------------------------------------
+    def latest_qualification(
+        self, model: str, kind: str, subject_id: str
+    ) -> QualificationRecord | None:
+        rows = self._dicts(
+            f"SELECT {_QUALIFICATION_COLUMNS} FROM qualifications"
+            " WHERE model = ? AND kind = ? AND subject_id = ? ORDER BY round DESC LIMIT 1",
+            (model, kind, subject_id),
+        )
+        return _rows.structure(rows[0], QualificationRecord) if rows else None
+
+    def insert_qualification(self, record: QualificationRecord) -> bool:
+        cursor = self._conn.execute(
+            f"INSERT INTO qualifications ({_QUALIFICATION_COLUMNS})"
+            " VALUES (:id, :model, :kind, :subject_id, :round, :fingerprint, :qualified_at,"
+            " :first_seen, :disqualified_at)"
+            " ON CONFLICT (model, kind, subject_id, round) DO NOTHING",
+            _rows.unstructure(record),
+        )
+        return cursor.rowcount == 1
+
+    def set_disqualified(self, qualification_id: str, at: datetime) -> None:
+        self._conn.execute(
+            "UPDATE qualifications SET disqualified_at = ? WHERE id = ?",
+            (to_us(at), qualification_id),
+        )
+
+    def qualifications(self, model: str) -> Iterator[QualificationRecord]:
+        rows = self._dicts(
+            f"SELECT {_QUALIFICATION_COLUMNS} FROM qualifications WHERE model = ? ORDER BY rowid",
+            (model,),
+        )
+        return iter([_rows.structure(row, QualificationRecord) for row in rows])
+
+    def delete_qualifications(self, subject_id: str, kind: str) -> None:
+        self._conn.execute(
+            "DELETE FROM qualifications WHERE subject_id = ? AND kind = ?", (subject_id, kind)
+        )
+        self._conn.execute(
+            "DELETE FROM deliveries"
+            " WHERE subject_id = ? AND json_extract(qualification, '$.kind') = ?",
+            (subject_id, kind),
+        )
+
+    # -- outbox ------------------------------------------------------------------------
+    def enqueue(self, delivery: DeliveryRecord) -> None:
+        self._conn.execute(
+            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}, created)"
+            " VALUES (:id, :kind, :subject_id, :qualification, :status, :attempts,"
+            " :next_attempt_at, :lease_until, :last_error,"
+            " (SELECT coalesce(max(created), 0) + 1 FROM deliveries))"
+            " ON CONFLICT (id) DO NOTHING",
+            _rows.unstructure(delivery),
+        )
+
+    def claim_due(
+        self,
+        now: datetime,
+        wall_now: datetime,
+        lease_until: datetime,
+        kinds: Sequence[str],
+        limit: int,
+    ) -> list[DeliveryRecord]:
+        rows = self._dicts(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+            f" WHERE status = 'pending' AND kind IN {_IN_JSON}"
+            " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            " AND (lease_until IS NULL OR lease_until <= ?)"
+            " ORDER BY created LIMIT ?",
+            (dumps(list(kinds)), to_us(now), to_us(wall_now), limit),
+        )
+        claimed = [
+            attrs.evolve(_rows.structure(row, DeliveryRecord), lease_until=lease_until)
+            for row in rows
+        ]
+        self._conn.executemany(
+            "UPDATE deliveries SET lease_until = ? WHERE id = ?",
+            [(to_us(lease_until), d.id) for d in claimed],
+        )
+        return claimed
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        *,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        last_error: str | None,
+    ) -> None:
+        self._conn.execute(
+            "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
+            " last_error = ?, lease_until = NULL WHERE id = ?",
+            (
+                status,
+                attempts,
+                None if next_attempt_at is None else to_us(next_attempt_at),
+                last_error,
+                delivery_id,
+            ),
+        )
+
+    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
+        rows = self._dicts(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status = ? ORDER BY created",
+            (status,),
+        )
+        return [_rows.structure(row, DeliveryRecord) for row in rows]
+
+    def revive_dead(self, now: datetime) -> int:
+        cursor = self._conn.execute(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
+            " lease_until = NULL WHERE status = 'dead'",
+            (to_us(now),),
+        )
+        return cursor.rowcount
+
+    # -- metadata ------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        value = self._scalar("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+# -- the store -------------------------------------------------------------------------
+
+
+class SQLiteStore:
+    """A store in one SQLite file: the default, safe for several processes on one file.
+
+    Every transaction is ``BEGIN IMMEDIATE`` on a WAL-mode database, so writers
+    from any number of threads and processes take turns, each waiting up to
+    ``timeout`` seconds for the others. The threads of a process share one
+    connection; a forked child (``gunicorn --preload``) opens its own.
+
+    Args:
+        path: The database file, created if missing (relative paths are resolved
+            against the current directory now, so a later ``chdir`` does not
+            move the store). ``":memory:"`` keeps the database in this process's
+            memory: it is private to the connection, so a forked child starts
+            with an empty one.
+        timeout: How long, in seconds, a transaction waits for the write lock
+            before giving up with :class:`~pqlkit.exceptions.StoreError`.
+
+    Raises:
+        SchemaError: The file was written by a newer pqlkit.
+        StoreError: The file cannot be opened as an SQLite database.
+
+    Example:
+        >>> from pqlkit.stores import SQLiteStore
+        >>> with SQLiteStore(":memory:") as store, store.transaction() as tx:
+        ...     tx.set_meta("greeting", "hello")
+        ...     tx.get_meta("greeting")
+        'hello'
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] = DEFAULT_SQLITE_PATH, *, timeout: float = 30.0
+    ):
+        path = os.fspath(path)
+        self._path = path if path == _MEMORY else os.path.abspath(path)
+        self._timeout = timeout
+        self._closed = False
+        self._current: _Connection | None = self._connect()
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file (or ``":memory:"``)."""
+        return self._path
+
+    def __repr__(self) -> str:
+        closed = ", closed" if self._closed else ""
+        return f"<SQLiteStore {self._path!r} timeout={self._timeout!r}{closed}>"
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _connect(self) -> _Connection:
+        """Open, configure and migrate a new connection for this process."""
+        try:
+            conn = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open SQLite database {self._path!r}: {error}") from error
+        try:
+            db = Database(conn, execute_plugins=False)
+            if self._path != _MEMORY:
+                _retry_busy(db.enable_wal, self._timeout)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _migrate(db, self._path, self._timeout)
+        except sqlite3.DatabaseError as error:
+            conn.close()
+            raise StoreError(f"cannot use SQLite database {self._path!r}: {error}") from error
+        except BaseException:
+            conn.close()
+            raise
+        return _Connection(db=db, pid=os.getpid())
+
+    def _connection(self) -> _Connection:
+        """This process's connection, opened anew after a fork."""
+        current = self._current
+        if current is not None and current.pid == os.getpid():
+            return current
+        with _open_lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            current = self._current
+            if current is None or current.pid != os.getpid():
+                if current is not None:
+                    _inherited.append(current.db)  # the parent's: never touch it
+                current = self._current = self._connect()
+            return current
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteTransaction]:
+        """A ``BEGIN IMMEDIATE`` transaction: committed on exit, rolled back if the block raises.
+
+        Raises:
+            StoreError: The store is closed, a transaction is already open in
+                this thread (transactions do not nest), or the write lock could
+                not be taken within ``timeout`` seconds.
+        """
+        connection = self._connection()
+        with connection.lock:
+            if connection is not self._current:  # closed by another thread meanwhile
+                raise StoreError(f"{self!r} is closed")
+            if connection.active:
+                raise StoreError(
+                    "a transaction of this SQLiteStore is already open in this thread; "
+                    "transactions do not nest"
+                )
+            connection.active = True
+            try:
+                with _immediate(connection.db.conn, self._timeout):
+                    yield _SQLiteTransaction(connection.db.conn)
+            finally:
+                connection.active = False
+
+    def close(self) -> None:
+        """Close this process's connection. Idempotent.
+
+        Raises:
+            StoreError: Called inside one of this store's transactions.
+        """
+        current = self._current
+        if current is None:
+            self._closed = True
+            return
+        if current.pid != os.getpid():
+            _inherited.append(current.db)  # the parent's: never touch it
+            self._current, self._closed = None, True
+            return
+        with current.lock:
+            if current.active:
+                raise StoreError("cannot close an SQLiteStore inside its own transaction")
+            self._current, self._closed = None, True
+            current.db.close()
