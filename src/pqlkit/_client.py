@@ -433,6 +433,33 @@ class Client:
             t = self._read_time(subject)
             return self._plan.explain(subject.state, t, kind, self._context(tx, subject))
 
+    def qualified_at(
+        self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql"
+    ) -> datetime | None:
+        """When the subject last fired ``kind`` under this model; None if it never did.
+
+        ``kind="pql"`` reads a user (aliases resolved), ``kind="pqa"`` an account.
+        A later disqualification does not clear it: it tells that the rule fired.
+
+        Example:
+            >>> import pqlkit
+            >>> from pqlkit import Model, did
+            >>> model = Model("doc", signals={"x": did("x")}, pql=did("x"))
+            >>> with pqlkit.Client(model, store="memory://") as client:
+            ...     before = client.qualified_at("u1")
+            ...     _ = client.track("u1", "x")
+            ...     before is None, client.qualified_at("u1") is not None
+            (True, True)
+        """
+        self._check_open()
+        if kind not in ("pql", "pqa"):
+            raise ValidationError("kind", f'must be "pql" or "pqa", got {kind!r}')
+        of: SubjectKind = "user" if kind == "pql" else "account"
+        with self._store.transaction() as tx:
+            sid = self._subject_key(tx, of, subject_id)
+            record = tx.latest_qualification(self.model.name, kind, sid)
+        return record.qualified_at if record is not None else None
+
     def _read(self, subject_id: str, of: SubjectKind) -> Evaluation:
         self._check_open()
         kind = self._check_of(of)

@@ -491,23 +491,18 @@ class _Eval:
         self.scores: dict[str, float] = {}
         self.aggs: dict[int, Any] = {}
 
-    def agg(self, node: d.Expr) -> Any:
-        slot = self.plan.slot_of[id(node)]
-        if slot not in self.aggs:
-            acc = self.plan.accs[slot]
-            self.aggs[slot] = acc.value(self.s.slots[slot], self.t, self.s, self.kind)
-        return self.aggs[slot]
-
     def signal(self, name: str) -> bool:
-        if name not in self.signals:
-            self.signals[name] = bool(self.ev(self.plan.model.signals[name]))
-        return self.signals[name]
+        v = self.signals.get(name)
+        if v is None:
+            v = self.signals[name] = bool(self.plan.signal_fns[name](self))
+        return v
 
     def score(self, name: str) -> float:
-        if name not in self.scores:
-            v = _num(self.ev(self.plan.model.scores[name]))
-            self.scores[name] = 0.0 if v is None else float(v)
-        return self.scores[name]
+        v = self.scores.get(name)
+        if v is None:
+            n = _num(self.plan.score_fns[name](self))
+            v = self.scores[name] = 0.0 if n is None else float(n)
+        return v
 
     def tev_parts(self, node: d.Tev) -> tuple[float, float, float, Any, Any, Any]:
         at = self.s.latches.get(node.activation)
@@ -528,40 +523,109 @@ class _Eval:
         return time_part, e_part, v_part, elapsed, eng, vir
 
     def ev(self, node: d.Expr) -> Any:
-        if isinstance(node, d.Const):
-            return node.value
-        if isinstance(node, d.Compare):
-            return _compare(node.op, self.ev(node.left), self.ev(node.right))
-        if isinstance(node, d.All):
-            return all(self.ev(i) for i in node.items)
-        if isinstance(node, d.Any_):
-            return any(self.ev(i) for i in node.items)
-        if isinstance(node, d.Not):
-            return not self.ev(node.item)
-        if isinstance(node, d.AtLeast):
-            return sum(1 for i in node.items if self.ev(i)) >= node.k
-        if isinstance(node, d.SignalRef):
-            return self.signal(node.signal)
-        if isinstance(node, d.ScoreRef):
-            return self.score(node.score)
-        if isinstance(node, d.Arith):
-            return _arith(node.op, self.ev(node.left), self.ev(node.right))
-        if isinstance(node, d.Trait):
-            if node.of == "account":
-                return self.ctx.account_traits.get(node.trait)
-            return self.ctx.user_traits.get(node.trait) if self.kind == "user" else None
-        if isinstance(node, d.IsIn):
-            v = self.ev(node.value)
-            return v is not None and any(_compare("==", v, o) for o in node.options)
-        if isinstance(node, d.Points):
-            return sum(w for s, w in node.weights if self.signal(s))
-        if isinstance(node, d.Fit):
-            return sum(p for c, p in node.rules if self.ev(c))
-        if isinstance(node, d.Tev):
-            tp, ep, vp, *_ = self.tev_parts(node)
-            w = node.weights
-            return 100.0 * (w[0] * tp + w[1] * ep + w[2] * vp) / sum(w)
-        return self.agg(node)
+        return self.plan.compiled(node)(self)
+
+
+Fn = Callable[[_Eval], Any]
+
+
+def _compile(plan: Plan, node: d.Expr) -> Fn:
+    """Turn a node into a closure over its compiled children (no per-call dispatch)."""
+    c = plan.compiled
+    if isinstance(node, d.Const):
+        value = node.value
+        return lambda e: value
+    if isinstance(node, d.Compare):
+        left, right, op = c(node.left), c(node.right), _CMP[node.op]
+
+        def compare(e: _Eval) -> bool:
+            a = left(e)
+            if a is None:
+                return False
+            b = right(e)
+            if b is None:
+                return False
+            try:
+                return bool(op(a, b))
+            except TypeError:
+                return False
+
+        return compare
+    if isinstance(node, d.All):
+        items = [c(i) for i in node.items]
+
+        def all_(e: _Eval) -> bool:
+            for f in items:  # noqa: SIM110 (a loop beats a generator here: hot path)
+                if not f(e):
+                    return False
+            return True
+
+        return all_
+    if isinstance(node, d.Any_):
+        items = [c(i) for i in node.items]
+
+        def any_(e: _Eval) -> bool:
+            for f in items:  # noqa: SIM110 (a loop beats a generator here: hot path)
+                if f(e):
+                    return True
+            return False
+
+        return any_
+    if isinstance(node, d.Not):
+        item = c(node.item)
+        return lambda e: not item(e)
+    if isinstance(node, d.AtLeast):
+        items, k = [c(i) for i in node.items], node.k
+        return lambda e: sum(1 for f in items if f(e)) >= k
+    if isinstance(node, d.SignalRef):
+        name = node.signal
+        return lambda e: e.signal(name)
+    if isinstance(node, d.ScoreRef):
+        name = node.score
+        return lambda e: e.score(name)
+    if isinstance(node, d.Arith):
+        left, right, aop = c(node.left), c(node.right), node.op
+        return lambda e: _arith(aop, left(e), right(e))
+    if isinstance(node, d.Trait):
+        key = node.trait
+        if node.of == "account":
+            return lambda e: e.ctx.account_traits.get(key)
+        return lambda e: e.ctx.user_traits.get(key) if e.kind == "user" else None
+    if isinstance(node, d.IsIn):
+        value, options = c(node.value), node.options
+
+        def is_in(e: _Eval) -> bool:
+            v = value(e)
+            return v is not None and any(_compare("==", v, o) for o in options)
+
+        return is_in
+    if isinstance(node, d.Points):
+        weights = node.weights
+        return lambda e: sum(w for sig, w in weights if e.signal(sig))
+    if isinstance(node, d.Fit):
+        rules = [(c(cond), pts) for cond, pts in node.rules]
+        return lambda e: sum(pts for f, pts in rules if f(e))
+    if isinstance(node, d.Tev):
+        tev = node
+        w = node.weights
+        total_w = sum(w)
+
+        def tev_score(e: _Eval) -> float:
+            tp, ep, vp, *_ = e.tev_parts(tev)
+            return 100.0 * (w[0] * tp + w[1] * ep + w[2] * vp) / total_w
+
+        return tev_score
+    slot = plan.slot_of[id(node)]
+    acc = plan.accs[slot]
+
+    def aggregate(e: _Eval) -> Any:
+        cache = e.aggs
+        if slot in cache:
+            return cache[slot]
+        v = cache[slot] = acc.value(e.s.slots[slot], e.t, e.s, e.kind)
+        return v
+
+    return aggregate
 
 
 class Plan:
@@ -591,6 +655,11 @@ class Plan:
             names = {m.event for m in matches} if matches else {None}
             for name in names:
                 self.by_event.setdefault(name, []).append((slot, matches))
+        self._compiled: dict[int, Fn] = {}
+        for root in roots:
+            self.compiled(root)
+        self.signal_fns = {n: self.compiled(x) for n, x in model.signals.items()}
+        self.score_fns = {n: self.compiled(x) for n, x in model.scores.items()}
         self.latched = sorted(
             {n.activation for r in roots for n in _walk(r) if isinstance(n, d.Tev)}
         )
@@ -602,6 +671,13 @@ class Plan:
             "user": self._idle_breaks(model.pql),
             "account": self._idle_breaks(model.pqa),
         }
+
+    def compiled(self, node: d.Expr) -> Fn:
+        """The closure evaluating ``node`` (compiled once, then cached)."""
+        fn = self._compiled.get(id(node))
+        if fn is None:
+            fn = self._compiled[id(node)] = _compile(self, node)
+        return fn
 
     def _deps(self, rule: d.Expr | None) -> list[d.Expr]:
         """Every node the rule reads, through signal and score references."""
