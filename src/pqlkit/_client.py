@@ -688,13 +688,16 @@ class Client:
             )
         )
 
-    def _context(self, tx: Transaction, subject: _Subject) -> Context:
+    def _context(self, tx: Transaction, subject: _Subject, *, full: bool = True) -> Context:
+        """The traits an evaluation sees; with ``full=False`` only those the model reads."""
+        user = full or self._plan.reads_user_traits
+        account = full or self._plan.reads_account_traits
         if subject.kind == "account":
-            return Context({}, tx.traits("account", subject.id))
-        account = subject.account
+            return Context({}, tx.traits("account", subject.id) if account else {})
+        acc = subject.account
         return Context(
-            tx.traits("user", subject.id),
-            tx.traits("account", account) if account is not None else {},
+            tx.traits("user", subject.id) if user else {},
+            tx.traits("account", acc) if account and acc is not None else {},
         )
 
     def _evaluate(
@@ -706,7 +709,7 @@ class Client:
         *,
         latch: bool = True,
     ) -> Evaluation:
-        ctx = self._context(tx, subject)
+        ctx = self._context(tx, subject, full=False)
         ev = self._plan.evaluate(subject.state, t, subject.kind, ctx, latch=latch)
         if subject.kind == "user":
             out.scores = ev.scores
@@ -741,7 +744,7 @@ class Client:
             )
             if not tx.insert_qualification(record):
                 return ev  # a concurrent writer got there first
-            q = self._payload(tx, subject, ev, qid, rule_kind, when, ctx)
+            q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
             tx.enqueue(DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=when))
             out.qualified.append(q)
             out.enqueued = True
@@ -749,7 +752,15 @@ class Client:
             tx.set_disqualified(latest.id, when)
             dq_id = _qualification_id(name, "disqualified", subject.id, latest.round)
             q = attrs.evolve(
-                self._payload(tx, subject, ev, dq_id, rule_kind, latest.qualified_at, ctx),
+                self._payload(
+                    tx,
+                    subject,
+                    ev,
+                    dq_id,
+                    rule_kind,
+                    latest.qualified_at,
+                    self._context(tx, subject),
+                ),
                 disqualified_at=when,
             )
             tx.enqueue(DeliveryRecord(dq_id, "disqualified", subject.id, q, next_attempt_at=when))
@@ -836,7 +847,7 @@ class Client:
                         subject.account = self._account_of(tx, subject)
                     t = subject.state.newest or ts
                     self._plan.evaluate(
-                        subject.state, t, kind, self._context(tx, subject), latch=True
+                        subject.state, t, kind, self._context(tx, subject, full=False), latch=True
                     )
             count += 1
         return subjects, count

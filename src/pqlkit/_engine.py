@@ -658,6 +658,9 @@ class Plan:
         self._compiled: dict[int, Fn] = {}
         for root in roots:
             self.compiled(root)
+        traits = [n for r in roots for n in _walk(r) if isinstance(n, d.Trait)]
+        self.reads_user_traits = any(n.of == "user" for n in traits)
+        self.reads_account_traits = any(n.of == "account" for n in traits)
         self.signal_fns = {n: self.compiled(x) for n, x in model.signals.items()}
         self.score_fns = {n: self.compiled(x) for n, x in model.scores.items()}
         self.latched = sorted(
