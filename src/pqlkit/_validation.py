@@ -36,6 +36,7 @@ def check_id(value: object, field: str, limits: Limits) -> str:
         raise ValidationError(field, f"must be a str, got {type(value).__name__}")
     if not value.strip():
         raise ValidationError(field, "must not be empty or whitespace")
+    _check_text(value, field)
     if len(value) > limits.max_id_length:
         raise ValidationError(
             field, f"is {len(value)} characters long; the limit is {limits.max_id_length}"
@@ -49,6 +50,7 @@ def check_event(value: object) -> str:
         raise ValidationError("event", f"must be a str, got {type(value).__name__}")
     if not value.strip():
         raise ValidationError("event", "must not be empty or whitespace")
+    _check_text(value, "event")
     if len(value) > 1024:
         raise ValidationError("event", "is longer than 1024 characters")
     return value
@@ -57,6 +59,16 @@ def check_event(value: object) -> str:
 def check_message_id(value: object, limits: Limits) -> str:
     """An idempotency key: a non-blank str within the id length limit."""
     return check_id(value, "message_id", limits)
+
+
+def _check_text(value: str, field: str) -> None:
+    """Reject text that cannot be stored as UTF-8 (it holds a lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValidationError(
+            field, f"is not valid Unicode text (lone surrogate at position {error.start})"
+        ) from None
 
 
 def check_timestamp(value: object, field: str = "timestamp") -> datetime:
@@ -69,10 +81,17 @@ def check_timestamp(value: object, field: str = "timestamp") -> datetime:
 
 
 def _check_json(value: Any, path: str, depth: int, limits: Limits) -> Any:
-    """Deep-copy ``value`` as plain JSON data, rejecting anything JSON cannot hold faithfully."""
-    if depth > limits.max_depth:
+    """Deep-copy ``value`` as plain JSON data, rejecting anything JSON cannot hold faithfully.
+
+    ``depth`` counts the containers (dicts and lists) around ``value``: a flat
+    ``{"plan": "pro"}`` has depth 1.
+    """
+    if isinstance(value, (Mapping, list, tuple)) and depth > limits.max_depth:
         raise ValidationError(path, f"nests deeper than the limit of {limits.max_depth}")
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        _check_text(value, path)
+        return value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return int(value)
@@ -85,6 +104,7 @@ def _check_json(value: Any, path: str, depth: int, limits: Limits) -> Any:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ValidationError(path, f"keys must be str, got {type(k).__name__} {k!r}")
+            _check_text(k, path)
             out[k] = _check_json(v, f"{path}.{k}", depth + 1, limits)
         return out
     if isinstance(value, (list, tuple)):
