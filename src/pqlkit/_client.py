@@ -138,6 +138,12 @@ class Client:
             raise ValidationError("dispatch", f'must be "inline" or "background", got {dispatch!r}')
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValidationError("max_attempts", "must be a positive int")
+        if (
+            isinstance(context_events, bool)
+            or not isinstance(context_events, int)
+            or context_events < 0
+        ):
+            raise ValidationError("context_events", "must be an int >= 0")
         for name, td in (
             ("retry_base", retry_base),
             ("retry_cap", retry_cap),
@@ -490,11 +496,13 @@ class Client:
 
     def pending(self) -> list[Qualification]:
         """Qualifications (and disqualifications) not delivered yet, oldest first."""
+        self._check_open()
         with self._store.transaction() as tx:
             return [d.qualification for d in tx.deliveries("pending")]
 
     def dead_letters(self) -> list[Qualification]:
         """Qualifications whose delivery exhausted ``max_attempts``."""
+        self._check_open()
         with self._store.transaction() as tx:
             return [d.qualification for d in tx.deliveries("dead")]
 
@@ -547,6 +555,7 @@ class Client:
 
     def stats(self) -> Stats:
         """Funnel health: users, accounts, PQLs, PQAs, the PQL rate and time to PQL."""
+        self._check_open()
         name = self.model.name
         with self._store.transaction() as tx:
             users = tx.count_subjects(name, "user")
