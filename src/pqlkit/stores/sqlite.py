@@ -47,7 +47,7 @@ from ._base import (
     SubjectKind,
 )
 
-__all__ = ["DEFAULT_SQLITE_PATH", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["DEFAULT_SQLITE_PATH", "SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
@@ -130,8 +130,10 @@ def _create_v1(db: Database) -> None:
     db.execute(_EVENTS_TABLE)
     events = db.table("events")
     events.create_index(["message_id"], unique=True, if_not_exists=True)
-    events.create_index(["user_id", "ts"], if_not_exists=True)
-    events.create_index(["account_id", "user_id"], if_not_exists=True)
+    # An index on one column also holds the rowid (= seq): events() pages through
+    # a user's or an account's events by seq with an index range search.
+    events.create_index(["user_id"], if_not_exists=True)
+    events.create_index(["account_id"], if_not_exists=True)
 
     aliases = db.table("aliases").create(
         {"previous_id": str, "user_id": str},
@@ -212,11 +214,22 @@ def _create_v1(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_create_v1]
-"""Forward migrations: ``MIGRATIONS[v]`` upgrades a schema at version ``v`` to ``v + 1``."""
+# Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
+# Append to it; never edit a migration that was released.
+_MIGRATIONS: list[Callable[[Database], None]] = [_create_v1]
 
-SCHEMA_VERSION = len(MIGRATIONS)
+SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; a database at a higher version is refused."""
+
+
+def _check_sqlite(conn: sqlite3.Connection) -> None:
+    """Refuse an SQLite library without what the store's SQL needs."""
+    if sqlite3.sqlite_version_info < (3, 24, 0):  # upserts: INSERT ... ON CONFLICT DO
+        raise StoreError(f"SQLiteStore needs SQLite 3.24 or newer, not {sqlite3.sqlite_version}")
+    try:
+        conn.execute("SELECT json_extract('[1]', '$[0]') FROM json_each('[]')").fetchall()
+    except sqlite3.OperationalError as error:
+        raise StoreError(f"SQLiteStore needs SQLite's JSON functions: {error}") from error
 
 
 def _schema_version(db: Database) -> int:
@@ -250,7 +263,7 @@ def _migrate(db: Database, path: str, timeout: float) -> None:
             if_not_exists=True,
         )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[target - 1](db)
+            _MIGRATIONS[target - 1](db)
             db.conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                 (target, to_us(datetime.now(timezone.utc))),
@@ -720,6 +733,7 @@ class SQLiteStore:
         except sqlite3.Error as error:
             raise StoreError(f"cannot open SQLite database {self._path!r}: {error}") from error
         try:
+            _check_sqlite(conn)
             db = Database(conn, execute_plugins=False)
             if self._path != _MEMORY:
                 _retry_busy(db.enable_wal, self._timeout)

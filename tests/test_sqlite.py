@@ -1,0 +1,566 @@
+"""SQLiteStore specifics: pragmas, schema versions, fork and thread safety, store URLs."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from pqlkit.exceptions import SchemaError, StoreError, ValidationError
+from pqlkit.stores import MemoryStore, SQLiteStore, Store, Transaction, open_store
+from pqlkit.stores import sqlite as sqlite_module
+from pqlkit.stores._base import NewEvent
+
+T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+OPERATIONAL_ERROR = 3  # a child's exit status when it saw sqlite3.OperationalError
+
+
+def event(message_id: str, user_id: str = "u1") -> NewEvent:
+    return NewEvent(message_id, user_id, "login", {}, None, T0)
+
+
+def message_ids(store: Store) -> list[str]:
+    with store.transaction() as tx:
+        return [e.message_id for e in tx.events()]
+
+
+@pytest.fixture(name="db_path")
+def fixture_db_path(tmp_path: Path) -> Path:
+    """The path of a database file that does not exist yet."""
+    return tmp_path / "pqlkit.db"
+
+
+@pytest.fixture(name="sqlite_store")
+def fixture_sqlite_store(db_path: Path) -> Iterator[SQLiteStore]:
+    """An SQLiteStore on a fresh file, closed after the test."""
+    with SQLiteStore(db_path) as store:
+        yield store
+
+
+@pytest.fixture(name="inherited")
+def fixture_inherited() -> Iterator[None]:
+    """Closes, after the test, the connections a store set aside as a forked parent's.
+
+    Request it before ``sqlite_store``, so that it runs after the store is closed.
+    """
+    before = len(sqlite_module._inherited)
+    yield
+    for db in sqlite_module._inherited[before:]:
+        db.close()
+    del sqlite_module._inherited[before:]
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+def test_wal_mode(sqlite_store: SQLiteStore, db_path: Path) -> None:
+    """The database file is in WAL mode."""
+    with sqlite3.connect(db_path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    other.close()
+
+
+def test_synchronous_normal(sqlite_store: SQLiteStore) -> None:
+    """The connection commits with synchronous=NORMAL (1)."""
+    conn = sqlite_store._connection().db.conn
+    assert conn.execute("PRAGMA synchronous").fetchone() == (1,)
+
+
+def test_busy_timeout_follows_timeout(db_path: Path) -> None:
+    """busy_timeout is the store's timeout, in milliseconds."""
+    with SQLiteStore(db_path, timeout=2.5) as store:
+        conn = store._connection().db.conn
+        assert conn.execute("PRAGMA busy_timeout").fetchone() == (2500,)
+
+
+def test_autocommit_connection(sqlite_store: SQLiteStore) -> None:
+    """The connection leaves transactions to the store (isolation_level=None)."""
+    conn = sqlite_store._connection().db.conn
+    assert conn.isolation_level is None
+    assert not conn.in_transaction
+
+
+def test_relative_path_is_resolved_when_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path is made absolute once, so a later chdir does not move the store."""
+    monkeypatch.chdir(tmp_path)
+    with SQLiteStore("rel.db") as store:
+        monkeypatch.chdir("/")
+        assert store.path == str(tmp_path / "rel.db")
+        with store.transaction() as tx:
+            tx.set_meta("k", "v")
+    assert (tmp_path / "rel.db").exists()
+
+
+def test_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no path, the store is pqlkit.db in the current directory."""
+    monkeypatch.chdir(tmp_path)
+    with SQLiteStore() as store:
+        assert store.path == str(tmp_path / "pqlkit.db")
+
+
+def test_in_memory_database() -> None:
+    """ ":memory:" keeps the database in memory, and works like a file."""
+    with SQLiteStore(":memory:") as store:
+        with store.transaction() as tx:
+            tx.insert_event(event("m1"))
+        assert store.path == ":memory:"
+        assert message_ids(store) == ["m1"]
+
+
+def test_repr(sqlite_store: SQLiteStore, db_path: Path) -> None:
+    """The repr names the file, and says when the store is closed."""
+    assert repr(sqlite_store) == f"<SQLiteStore {str(db_path)!r} timeout=30.0>"
+    sqlite_store.close()
+    assert repr(sqlite_store).endswith("closed>")
+
+
+def test_not_a_database(db_path: Path) -> None:
+    """A file that is not an SQLite database raises StoreError."""
+    db_path.write_bytes(b"this is not a database, just some text" * 100)
+    with pytest.raises(StoreError, match="cannot use SQLite database"):
+        SQLiteStore(db_path)
+
+
+def test_unopenable_path(tmp_path: Path) -> None:
+    """A path that cannot be opened raises StoreError."""
+    with pytest.raises(StoreError, match="cannot open SQLite database"):
+        SQLiteStore(tmp_path / "missing-dir" / "pqlkit.db")
+
+
+# -- schema ------------------------------------------------------------------------------
+
+
+def test_schema_version_recorded(sqlite_store: SQLiteStore, db_path: Path) -> None:
+    """A new database records the current schema version."""
+    with sqlite3.connect(db_path) as other:
+        assert other.execute("SELECT max(version) FROM schema_version").fetchone() == (
+            sqlite_module.SCHEMA_VERSION,
+        )
+    other.close()
+
+
+def test_schema_has_every_table(sqlite_store: SQLiteStore, db_path: Path) -> None:
+    """Every table of the schema is created."""
+    tables = set(sqlite_store._connection().db.table_names())
+    assert {
+        "events",
+        "aliases",
+        "traits",
+        "states",
+        "qualifications",
+        "deliveries",
+        "meta",
+        "schema_version",
+    } <= tables
+
+
+def test_newer_schema_is_refused(db_path: Path) -> None:
+    """Opening a database written by a newer pqlkit raises SchemaError."""
+    SQLiteStore(db_path).close()
+    with sqlite3.connect(db_path) as other:
+        other.execute("INSERT INTO schema_version (version, applied_at) VALUES (999, 0)")
+    other.close()
+    with pytest.raises(SchemaError, match="999"):
+        SQLiteStore(db_path)
+
+
+def test_reopen_keeps_data(db_path: Path) -> None:
+    """Data written before close() is there after reopening the file."""
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        tx.insert_event(event("m1"))
+        tx.set_meta("k", "v")
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        assert [e.message_id for e in tx.events()] == ["m1"]
+        assert tx.get_meta("k") == "v"
+
+
+def test_reopen_does_not_migrate_again(db_path: Path) -> None:
+    """Reopening an up-to-date database applies no migration."""
+    SQLiteStore(db_path).close()
+    SQLiteStore(db_path).close()
+    with sqlite3.connect(db_path) as other:
+        assert other.execute("SELECT count(*) FROM schema_version").fetchone() == (
+            sqlite_module.SCHEMA_VERSION,
+        )
+    other.close()
+
+
+def test_two_stores_on_one_file(db_path: Path) -> None:
+    """Two stores on one file see each other's commits."""
+    with SQLiteStore(db_path) as first, SQLiteStore(db_path) as second:
+        with first.transaction() as tx:
+            tx.insert_event(event("m1"))
+        with second.transaction() as tx:
+            assert tx.insert_event(event("m1")) is None
+            tx.insert_event(event("m2"))
+        assert message_ids(first) == ["m1", "m2"]
+
+
+def test_user_data_is_never_sql(sqlite_store: SQLiteStore) -> None:
+    """Quotes and SQL in ids, names and properties are stored as plain values."""
+    nasty = "x'); DROP TABLE events; --"
+    with sqlite_store.transaction() as tx:
+        tx.insert_event(NewEvent(nasty, nasty, nasty, {nasty: nasty}, nasty, T0))
+        tx.set_alias(nasty, "u1")
+        tx.set_meta(nasty, nasty)
+    with sqlite_store.transaction() as tx:
+        [stored] = tx.events(user_ids=[nasty], account_id=nasty)
+        assert (stored.message_id, stored.event, stored.properties) == (
+            nasty,
+            nasty,
+            {nasty: nasty},
+        )
+        assert tx.resolve(nasty) == "u1"
+        assert tx.get_meta(nasty) == nasty
+
+
+# -- transactions and locking ------------------------------------------------------------
+
+
+def test_nested_transaction_raises(sqlite_store: SQLiteStore) -> None:
+    """Opening a transaction inside another one in the same thread raises StoreError."""
+    with sqlite_store.transaction(), pytest.raises(StoreError, match="do not nest"):
+        sqlite_store.transaction().__enter__()
+
+
+def test_outer_transaction_survives_a_nesting_attempt(sqlite_store: SQLiteStore) -> None:
+    """A refused nested transaction leaves the outer one usable, and it commits."""
+    with sqlite_store.transaction() as tx:
+        tx.insert_event(event("m1"))
+        with pytest.raises(StoreError):
+            sqlite_store.transaction().__enter__()
+        tx.insert_event(event("m2"))
+    assert message_ids(sqlite_store) == ["m1", "m2"]
+
+
+def test_transaction_after_rollback(sqlite_store: SQLiteStore) -> None:
+    """A rolled-back transaction leaves the connection ready for the next one."""
+
+    def insert_then_fail(tx: Transaction) -> None:
+        tx.insert_event(event("m1"))
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError), sqlite_store.transaction() as tx:
+        insert_then_fail(tx)
+    with sqlite_store.transaction() as tx:
+        tx.insert_event(event("m2"))
+    assert message_ids(sqlite_store) == ["m2"]
+
+
+def test_failed_statement_rolls_back_the_transaction(sqlite_store: SQLiteStore) -> None:
+    """A statement SQLite rejects rolls back the whole transaction."""
+
+    def insert_then_break_a_constraint(tx: Transaction) -> None:
+        tx.insert_event(event("m1"))
+        tx.set_meta("k", None)  # type: ignore[arg-type]
+
+    with pytest.raises(sqlite3.IntegrityError), sqlite_store.transaction() as tx:
+        insert_then_break_a_constraint(tx)
+    assert message_ids(sqlite_store) == []
+
+
+def test_close_is_idempotent(sqlite_store: SQLiteStore) -> None:
+    """close() can be called again."""
+    sqlite_store.close()
+    sqlite_store.close()
+
+
+def test_closed_store_refuses_transactions(sqlite_store: SQLiteStore) -> None:
+    """A transaction on a closed store raises StoreError."""
+    sqlite_store.close()
+    with pytest.raises(StoreError, match="closed"), sqlite_store.transaction():
+        pass
+
+
+def test_close_inside_transaction_raises(sqlite_store: SQLiteStore) -> None:
+    """close() inside the store's own transaction raises StoreError and closes nothing."""
+    with sqlite_store.transaction() as tx:
+        with pytest.raises(StoreError):
+            sqlite_store.close()
+        tx.insert_event(event("m1"))
+    assert message_ids(sqlite_store) == ["m1"]
+
+
+def test_threads_share_one_store(sqlite_store: SQLiteStore) -> None:
+    """Threads using one store concurrently store every event exactly once."""
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for i in range(50):
+                with sqlite_store.transaction() as tx:
+                    tx.insert_event(event(f"t{worker}-{i}", f"user-{worker}"))
+                    tx.set_meta("last", f"{worker}-{i}")
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(message_ids(sqlite_store)) == sorted(
+        f"t{w}-{i}" for w in range(8) for i in range(50)
+    )
+
+
+def test_waits_for_another_writer(sqlite_store: SQLiteStore, db_path: Path) -> None:
+    """A transaction waits while another connection holds the write lock."""
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, other.execute, args=("COMMIT",))
+    release.start()
+    try:
+        started = time.monotonic()
+        with sqlite_store.transaction() as tx:
+            tx.insert_event(event("m1"))
+        assert time.monotonic() - started >= 0.2
+    finally:
+        release.join()
+        other.close()
+    assert message_ids(sqlite_store) == ["m1"]
+
+
+def test_lock_timeout_raises_store_error(db_path: Path) -> None:
+    """A write lock held longer than ``timeout`` raises StoreError, not OperationalError."""
+    with SQLiteStore(db_path, timeout=0.2) as store:
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError, match="locked") as caught, store.transaction():
+                pass
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        with store.transaction() as tx:
+            tx.insert_event(event("m1"))
+
+
+def test_busy_error_is_retried() -> None:
+    """A "database is locked" that SQLite reports without waiting is retried."""
+    failures = iter([sqlite3.OperationalError("database is locked")] * 3)
+
+    def action() -> str:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return "done"
+
+    assert sqlite_module._retry_busy(action, timeout=5) == "done"
+
+
+def test_other_operational_errors_are_not_retried() -> None:
+    """An OperationalError other than "locked" is raised at once."""
+    calls: list[int] = []
+
+    def action() -> None:
+        calls.append(1)
+        raise sqlite3.OperationalError("no such table: nope")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        sqlite_module._retry_busy(action, timeout=5)
+    assert calls == [1]
+
+
+# -- fork safety -----------------------------------------------------------------------
+
+
+def test_new_connection_after_pid_change(
+    inherited: None, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the pid changes (a fork), the store opens a new connection and keeps the old one."""
+    before = sqlite_store._connection()
+    with sqlite_store.transaction() as tx:
+        tx.insert_event(event("m1"))
+    monkeypatch.setattr(sqlite_module.os, "getpid", lambda: before.pid + 1)
+
+    after = sqlite_store._connection()
+    with sqlite_store.transaction() as tx:
+        tx.insert_event(event("m2"))
+
+    assert after is not before
+    assert after.db.conn is not before.db.conn
+    assert after.lock is not before.lock
+    assert before.db in sqlite_module._inherited
+    assert before.db.conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+
+
+def test_close_after_pid_change_leaves_parent_connection_open(
+    inherited: None, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() in a forked child does not close the parent's connection."""
+    parent = sqlite_store._connection()
+    monkeypatch.setattr(sqlite_module.os, "getpid", lambda: parent.pid + 1)
+    sqlite_store.close()
+    assert parent.db.conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_writes_through_parent_store(sqlite_store: SQLiteStore) -> None:
+    """A child forked with an open store writes through it; the parent's connection still works."""
+    with sqlite_store.transaction() as tx:
+        tx.insert_event(event("from-parent"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may..."
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 1
+        try:
+            with sqlite_store.transaction() as tx:
+                tx.insert_event(event("from-child"))
+            sqlite_store.close()
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with sqlite_store.transaction() as tx:
+        tx.insert_event(event("parent-again"))
+    assert message_ids(sqlite_store) == ["from-parent", "from-child", "parent-again"]
+
+
+# -- several processes -------------------------------------------------------------------
+
+
+def _insert_events(path: str, worker: int, count: int) -> None:
+    """A child process: ``count`` transactions, each inserting one event."""
+    try:
+        with SQLiteStore(path) as store:
+            for i in range(count):
+                with store.transaction() as tx:
+                    tx.insert_event(event(f"w{worker}-{i}", f"user-{worker}"))
+                    tx.set_meta(f"worker-{worker}", str(i))
+    except sqlite3.OperationalError:
+        traceback.print_exc()
+        sys.exit(OPERATIONAL_ERROR)
+
+
+def test_processes_contending_for_one_file(db_path: Path) -> None:
+    """4 processes x 500 transactions on one new file: every event stored once, no lock error."""
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_insert_events, args=(str(db_path), n, 500)) for n in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    with SQLiteStore(db_path) as store:
+        stored = message_ids(store)
+        with store.transaction() as tx:
+            assert [tx.get_meta(f"worker-{n}") for n in range(4)] == ["499"] * 4
+    assert len(stored) == 2000
+    assert set(stored) == {f"w{n}-{i}" for n in range(4) for i in range(500)}
+
+
+# -- store URLs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "relative_path"),
+    [("sqlite:///pql.db", "pql.db"), ("sqlite:///data/pql.db", "data/pql.db")],
+)
+def test_open_relative_sqlite_url(
+    url: str, relative_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite:///path opens a file relative to the current directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    store = open_store(url)
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == str(tmp_path / relative_path)
+    finally:
+        store.close()
+
+
+def test_open_absolute_sqlite_url(tmp_path: Path) -> None:
+    """sqlite:////abs/path opens a file at an absolute path."""
+    store = open_store(f"sqlite:///{tmp_path}/abs.db")
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == str(tmp_path / "abs.db")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("url", ["sqlite://:memory:", "sqlite:///:memory:", "sqlite://"])
+def test_open_in_memory_sqlite_url(url: str) -> None:
+    """The in-memory sqlite URLs open an in-memory SQLiteStore."""
+    store = open_store(url)
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == ":memory:"
+    finally:
+        store.close()
+
+
+def test_open_memory_url() -> None:
+    """memory:// is a MemoryStore."""
+    assert isinstance(open_store("memory://"), MemoryStore)
+
+
+def test_open_none_is_the_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """None opens pqlkit.db in the current directory."""
+    monkeypatch.chdir(tmp_path)
+    store = open_store(None)
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == str(tmp_path / sqlite_module.DEFAULT_SQLITE_PATH)
+    finally:
+        store.close()
+
+
+def test_open_store_instance_is_returned_as_is() -> None:
+    """A Store instance is returned unchanged."""
+    store = MemoryStore()
+    assert open_store(store) is store
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://jane:s3cret@db/pql", "postgres://jane:s3cret@db/pql"]
+)
+def test_open_postgres_without_postgres_store(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A postgres URL without an importable PostgresStore raises StoreError, hiding the URL."""
+    monkeypatch.setitem(sys.modules, "pqlkit.stores.postgres", None)
+    with pytest.raises(StoreError, match="PostgresStore") as caught:
+        open_store(url)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "pql.db",
+        "",
+        "mysql://jane:s3cret@db/pql",
+        "sqlite://host/pql.db",
+        "sqlite:///",
+        "sqlite:///pql.db?mode=ro",
+        "memory://somewhere",
+        42,
+    ],
+)
+def test_open_bad_url(url: str) -> None:
+    """Anything else is a ValidationError on the "store" field, without the URL in it."""
+    with pytest.raises(ValidationError) as caught:
+        open_store(url)
+    assert caught.value.field == "store"
+    assert "s3cret" not in str(caught.value)

@@ -1,0 +1,848 @@
+"""The Store protocol suite: every store must pass it (see the ``store`` fixture)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import pytest
+
+from pqlkit import Store
+from pqlkit._events import Qualification
+from pqlkit.stores import Transaction
+from pqlkit.stores._base import DeliveryRecord, NewEvent, QualificationRecord, StateRecord
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def event(
+    message_id: str,
+    user_id: str = "u1",
+    name: str = "login",
+    *,
+    account_id: str | None = None,
+    timestamp: datetime = T0,
+    properties: dict[str, Any] | None = None,
+) -> NewEvent:
+    return NewEvent(
+        message_id=message_id,
+        user_id=user_id,
+        event=name,
+        properties=properties or {},
+        account_id=account_id,
+        timestamp=timestamp,
+    )
+
+
+def qualification_record(
+    subject_id: str = "u1",
+    round: int = 0,
+    *,
+    model: str = "m",
+    kind: str = "pql",
+    fingerprint: str = "f1",
+) -> QualificationRecord:
+    return QualificationRecord(
+        id=f"{model}:{kind}:{subject_id}:{round}",
+        model=model,
+        kind=kind,  # type: ignore[arg-type]
+        subject_id=subject_id,
+        round=round,
+        fingerprint=fingerprint,
+        qualified_at=at(60),
+        first_seen=T0,
+    )
+
+
+def payload(subject_id: str = "u1", kind: str = "pql") -> Qualification:
+    return Qualification(
+        id=f"q-{subject_id}",
+        kind=kind,  # type: ignore[arg-type]
+        subject_id=subject_id,
+        account_id="acme",
+        model="m",
+        fingerprint="f1",
+        qualified_at=at(60),
+        scores={"behavior": 55.0, "fit": 20.5},
+        signals=("activated", "invited"),
+        explanation=("activated: true", "behavior = 55"),
+        context={"user_traits": {"plan": "pro", "seats": 3}, "events": [{"event": "login"}]},
+    )
+
+
+def delivery(
+    delivery_id: str, *, kind: str = "pql", subject_id: str = "u1", **changes: Any
+) -> DeliveryRecord:
+    qualification_kind = kind if kind != "disqualified" else "pql"
+    return DeliveryRecord(
+        id=delivery_id,
+        kind=kind,  # type: ignore[arg-type]
+        subject_id=subject_id,
+        qualification=payload(subject_id, qualification_kind),
+        **changes,
+    )
+
+
+def seqs(records: Any) -> list[str]:
+    return [r.message_id for r in records]
+
+
+# -- transactions ---------------------------------------------------------------------
+
+
+def test_committed_writes_are_visible_to_the_next_transaction(store: Store) -> None:
+    """What one transaction commits, the next one reads."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1"))
+        tx.set_meta("k", "v")
+    with store.transaction() as tx:
+        assert tx.has_message("m1")
+        assert tx.get_meta("k") == "v"
+
+
+def test_exception_propagates_out_of_transaction(store: Store) -> None:
+    """The exception that aborts a transaction reaches the caller unchanged."""
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), store.transaction():
+        raise Boom
+
+
+def _populate(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1", account_id="acme"))
+        tx.insert_event(event("m2", "u2", account_id="acme", timestamp=at(5)))
+        tx.insert_event(event("m3", "anon", timestamp=at(1)))
+        tx.set_alias("old", "u1")
+        tx.set_traits("user", "u1", {"plan": "pro"})
+        tx.set_traits("account", "acme", {"employees": 600})
+        tx.save_state(StateRecord("m", "user", "u1", '{"n": 1}', due_at=at(100)))
+        tx.save_state(StateRecord("m", "user", "u2", '{"n": 2}'))
+        tx.insert_qualification(qualification_record("u1"))
+        tx.enqueue(delivery("d1"))
+        tx.enqueue(delivery("d2", subject_id="u2", status="dead", attempts=10))
+        tx.set_meta("fingerprint:m", "f1")
+
+
+def _snapshot(store: Store) -> dict[str, Any]:
+    """Everything the protocol can read about the populated store."""
+    users = ["u1", "u2", "anon", "old", "new"]
+    with store.transaction() as tx:
+        return {
+            "events": list(tx.events()),
+            "resolve": {u: tx.resolve(u) for u in users},
+            "aliases": {u: tx.aliases_of(u) for u in users},
+            "traits": {
+                (k, s): tx.traits(k, s) for k in ("user", "account") for s in [*users, "acme"]
+            },
+            "accounts": tx.accounts_of(users),
+            "users": tx.users_of("acme"),
+            "states": [tx.load_state("m", "user", u) for u in users],
+            "due": tx.due_subjects("m", at(10_000), 100),
+            "count": tx.count_subjects("m", "user"),
+            "qualifications": list(tx.qualifications("m")),
+            "latest": tx.latest_qualification("m", "pql", "u1"),
+            "deliveries": {s: tx.deliveries(s) for s in ("pending", "delivered", "dead")},
+            "meta": tx.get_meta("fingerprint:m"),
+        }
+
+
+def _write_everything_then_fail(tx: Transaction) -> None:
+    tx.insert_event(event("m4", "u1", account_id="other"))
+    tx.set_alias("u1", "new")
+    tx.set_traits("user", "u2", {"plan": "free"})
+    tx.forget_users(["u2"])
+    tx.save_state(StateRecord("m", "user", "u1", "{}", due_at=T0))
+    tx.delete_state("m", "user", "u2")
+    tx.clear_states("m")
+    tx.insert_qualification(qualification_record("u1", 1))
+    tx.set_disqualified("m:pql:u1:0", at(90))
+    tx.delete_qualifications("u1", "pql")
+    tx.enqueue(delivery("d3"))
+    tx.claim_due(at(1_000), at(1_000), at(2_000), ["pql"], 10)
+    tx.finish_delivery("d1", status="delivered", attempts=1, next_attempt_at=None, last_error=None)
+    tx.revive_dead(at(1_000))
+    tx.set_meta("fingerprint:m", "f2")
+    raise RuntimeError("abort")
+
+
+def test_rollback_leaves_the_store_exactly_as_it_was(store: Store) -> None:
+    """A transaction that raises after every kind of write changes nothing."""
+    _populate(store)
+    before = _snapshot(store)
+
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        _write_everything_then_fail(tx)
+
+    assert _snapshot(store) == before
+
+
+# -- event log -----------------------------------------------------------------------
+
+
+def test_insert_event_returns_the_stored_record(store: Store) -> None:
+    """insert_event returns the event as stored, with its seq."""
+    new = event("m1", "u1", "signup", account_id="acme", properties={"plan": "pro"})
+    with store.transaction() as tx:
+        record = tx.insert_event(new)
+        assert record is not None
+        assert list(tx.events()) == [record]
+    assert attrs.asdict(record) == {"seq": record.seq, **attrs.asdict(new)}
+
+
+def test_seq_increases_in_arrival_order(store: Store) -> None:
+    """Each stored event gets a larger seq than the one stored before it."""
+    with store.transaction() as tx:
+        records = [tx.insert_event(event(f"m{i}")) for i in range(5)]
+    numbers = [r.seq for r in records if r is not None]
+    assert len(numbers) == 5
+    assert numbers == sorted(numbers)
+    assert len(set(numbers)) == 5
+
+
+def test_seq_is_not_reused_after_forgetting_the_newest_event(store: Store) -> None:
+    """A forgotten event's seq is never given to a later event."""
+    with store.transaction() as tx:
+        kept = tx.insert_event(event("m1", "u1"))
+        gone = tx.insert_event(event("m2", "u2"))
+        tx.forget_users(["u2"])
+        later = tx.insert_event(event("m3", "u1"))
+    assert kept is not None
+    assert gone is not None
+    assert later is not None
+    assert later.seq > gone.seq
+
+
+def test_duplicate_message_id_is_ignored(store: Store) -> None:
+    """A second event with a stored message_id returns None and stores nothing."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1", "login"))
+    with store.transaction() as tx:
+        assert tx.insert_event(event("m1", "u2", "logout")) is None
+        assert [(e.user_id, e.event) for e in tx.events()] == [("u1", "login")]
+
+
+def test_has_message(store: Store) -> None:
+    """has_message is true exactly for stored message ids."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1"))
+        assert tx.has_message("m1")
+        assert not tx.has_message("m2")
+
+
+def test_events_are_in_arrival_order_not_timestamp_order(store: Store) -> None:
+    """events() yields events by seq, whatever their timestamps."""
+    with store.transaction() as tx:
+        tx.insert_event(event("late", timestamp=at(50)))
+        tx.insert_event(event("early", timestamp=at(-50)))
+        tx.insert_event(event("middle", timestamp=at(0)))
+        assert seqs(tx.events()) == ["late", "early", "middle"]
+
+
+def test_events_of_some_users(store: Store) -> None:
+    """events(user_ids=...) keeps only those users' events."""
+    with store.transaction() as tx:
+        for i, user in enumerate(["u1", "u2", "u3", "u1", "u2"]):
+            tx.insert_event(event(f"m{i}", user))
+        assert seqs(tx.events(user_ids=["u1", "u2"])) == ["m0", "m1", "m3", "m4"]
+        assert seqs(tx.events(user_ids=["u3"])) == ["m2"]
+
+
+def test_events_of_no_users(store: Store) -> None:
+    """events(user_ids=[]) yields nothing."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1"))
+        assert list(tx.events(user_ids=[])) == []
+
+
+def test_events_of_one_account(store: Store) -> None:
+    """events(account_id=...) keeps only events carrying that account."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1", account_id="acme"))
+        tx.insert_event(event("m2", "u2", account_id="globex"))
+        tx.insert_event(event("m3", "u1"))
+        tx.insert_event(event("m4", "u3", account_id="acme"))
+        assert seqs(tx.events(account_id="acme")) == ["m1", "m4"]
+
+
+def test_events_of_users_and_account(store: Store) -> None:
+    """Both filters together keep the events matching both."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1", account_id="acme"))
+        tx.insert_event(event("m2", "u2", account_id="acme"))
+        tx.insert_event(event("m3", "u1", account_id="globex"))
+        assert seqs(tx.events(user_ids=["u1"], account_id="acme")) == ["m1"]
+
+
+def test_events_after_seq(store: Store) -> None:
+    """events(after_seq=n) starts after seq n."""
+    with store.transaction() as tx:
+        records = [tx.insert_event(event(f"m{i}")) for i in range(4)]
+        second = records[1]
+        assert second is not None
+        assert seqs(tx.events(after_seq=second.seq)) == ["m2", "m3"]
+
+
+def test_events_limit(store: Store) -> None:
+    """events(limit=n) yields the first n matching events."""
+    with store.transaction() as tx:
+        for i in range(5):
+            tx.insert_event(event(f"m{i}", "u1" if i % 2 else "u2"))
+        assert seqs(tx.events(limit=2)) == ["m0", "m1"]
+        assert seqs(tx.events(user_ids=["u2"], limit=2)) == ["m0", "m2"]
+
+
+def test_events_of_a_long_log(store: Store) -> None:
+    """events() yields every event of a log longer than any page, in order."""
+    with store.transaction() as tx:
+        for i in range(2345):
+            tx.insert_event(event(f"m{i:05}", "u1" if i % 3 else "u2"))
+    with store.transaction() as tx:
+        assert seqs(tx.events()) == [f"m{i:05}" for i in range(2345)]
+        assert seqs(tx.events(limit=1500)) == [f"m{i:05}" for i in range(1500)]
+        assert len(list(tx.events(user_ids=["u2"]))) == 782
+
+
+def test_recent_events_newest_first(store: Store) -> None:
+    """recent_events orders by timestamp then seq, newest first, and limits."""
+    with store.transaction() as tx:
+        tx.insert_event(event("a", "u1", timestamp=at(10)))
+        tx.insert_event(event("b", "u2", timestamp=at(30)))
+        tx.insert_event(event("c", "u1", timestamp=at(30)))
+        tx.insert_event(event("d", "u3", timestamp=at(40)))
+        tx.insert_event(event("e", "u1", timestamp=at(20)))
+        assert seqs(tx.recent_events(["u1", "u2"], 10)) == ["c", "b", "e", "a"]
+        assert seqs(tx.recent_events(["u1", "u2"], 2)) == ["c", "b"]
+
+
+def test_properties_round_trip(store: Store) -> None:
+    """Nested JSON properties come back equal."""
+    properties = {
+        "path": "/pricing",
+        "n": 3,
+        "x": 1.5,
+        "ok": True,
+        "none": None,
+        "tags": ["a", "é", "日本"],
+        "nested": {"deep": {"list": [1, {"k": "v"}]}},
+    }
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", properties=properties))
+    with store.transaction() as tx:
+        assert next(tx.events()).properties == properties
+
+
+# -- identity --------------------------------------------------------------------------
+
+
+def test_resolve_without_alias_is_identity(store: Store) -> None:
+    """An id with no alias resolves to itself."""
+    with store.transaction() as tx:
+        assert tx.resolve("u1") == "u1"
+        assert tx.aliases_of("u1") == []
+
+
+def test_set_alias(store: Store) -> None:
+    """An aliased id resolves to its target, which lists it."""
+    with store.transaction() as tx:
+        tx.set_alias("anon-1", "u1")
+        assert tx.resolve("anon-1") == "u1"
+        assert tx.aliases_of("u1") == ["anon-1"]
+
+
+def test_set_alias_compresses_chains(store: Store) -> None:
+    """Aliasing an id moves the ids aliased to it, so every alias points at the final id."""
+    with store.transaction() as tx:
+        tx.set_alias("a", "b")
+        tx.set_alias("x", "b")
+        tx.set_alias("b", "c")
+        assert tx.resolve("a") == "c"
+        assert tx.resolve("x") == "c"
+        assert tx.resolve("b") == "c"
+        assert tx.aliases_of("c") == ["a", "b", "x"]
+        assert tx.aliases_of("b") == []
+
+
+def test_set_alias_again_retargets(store: Store) -> None:
+    """Aliasing an already aliased id points it at the new target."""
+    with store.transaction() as tx:
+        tx.set_alias("a", "u1")
+        tx.set_alias("a", "u2")
+        assert tx.resolve("a") == "u2"
+        assert tx.aliases_of("u1") == []
+
+
+def test_traits_are_empty_when_none(store: Store) -> None:
+    """A subject with no traits has an empty dict."""
+    with store.transaction() as tx:
+        assert tx.traits("user", "u1") == {}
+
+
+def test_set_traits_replaces(store: Store) -> None:
+    """set_traits replaces the stored traits (merging is the caller's job)."""
+    with store.transaction() as tx:
+        tx.set_traits("user", "u1", {"email": "jane@acme.io", "role": "marketing"})
+        tx.set_traits("user", "u1", {"role": "admin", "meta": {"x": [1, 2]}})
+    with store.transaction() as tx:
+        assert tx.traits("user", "u1") == {"role": "admin", "meta": {"x": [1, 2]}}
+
+
+def test_traits_are_kept_per_kind(store: Store) -> None:
+    """A user and an account with the same id have separate traits."""
+    with store.transaction() as tx:
+        tx.set_traits("user", "same", {"of": "user"})
+        tx.set_traits("account", "same", {"of": "account"})
+        assert tx.traits("user", "same") == {"of": "user"}
+        assert tx.traits("account", "same") == {"of": "account"}
+
+
+def test_accounts_of(store: Store) -> None:
+    """accounts_of lists the accounts the users' events carry."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1", account_id="acme"))
+        tx.insert_event(event("m2", "u1", account_id="acme"))
+        tx.insert_event(event("m3", "u2", account_id="globex"))
+        tx.insert_event(event("m4", "u2"))
+        tx.insert_event(event("m5", "u3", account_id="initech"))
+        assert tx.accounts_of(["u1", "u2"]) == {"acme", "globex"}
+        assert tx.accounts_of(["nobody"]) == set()
+
+
+def test_users_of(store: Store) -> None:
+    """users_of lists the user ids with an event for the account."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1", account_id="acme"))
+        tx.insert_event(event("m2", "u2", account_id="acme"))
+        tx.insert_event(event("m3", "u2", account_id="acme"))
+        tx.insert_event(event("m4", "u3", account_id="globex"))
+        tx.insert_event(event("m5", "u4"))
+        assert tx.users_of("acme") == {"u1", "u2"}
+        assert tx.users_of("nobody") == set()
+
+
+def test_forget_users(store: Store) -> None:
+    """forget_users deletes the users' events, user traits and aliases, nothing else."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1", account_id="acme"))
+        tx.insert_event(event("m2", "anon", account_id="acme"))
+        tx.insert_event(event("m3", "u2", account_id="acme"))
+        tx.set_alias("anon", "u1")
+        tx.set_alias("u1", "u9")
+        tx.set_alias("other", "u2")
+        tx.set_traits("user", "u1", {"email": "jane@acme.io"})
+        tx.set_traits("user", "u2", {"email": "joe@acme.io"})
+        tx.set_traits("account", "acme", {"employees": 600})
+        tx.forget_users(["u1", "anon"])
+    with store.transaction() as tx:
+        assert seqs(tx.events()) == ["m3"]
+        assert not tx.has_message("m1")
+        assert tx.traits("user", "u1") == {}
+        assert tx.traits("user", "u2") == {"email": "joe@acme.io"}
+        assert tx.traits("account", "acme") == {"employees": 600}
+        assert tx.resolve("anon") == "anon"
+        assert tx.resolve("u1") == "u1"
+        assert tx.aliases_of("u9") == []
+        assert tx.resolve("other") == "u2"
+        assert tx.users_of("acme") == {"u2"}
+
+
+def test_forgotten_message_id_can_be_stored_again(store: Store) -> None:
+    """After forget_users, the deleted events' message ids are free again."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1"))
+        tx.forget_users(["u1"])
+        assert tx.insert_event(event("m1", "u1")) is not None
+
+
+# -- derived state ---------------------------------------------------------------------
+
+
+def test_load_missing_state(store: Store) -> None:
+    """load_state is None for a subject without state."""
+    with store.transaction() as tx:
+        assert tx.load_state("m", "user", "u1") is None
+
+
+def test_save_and_load_state(store: Store) -> None:
+    """A saved state loads back equal, due time included."""
+    records = [
+        StateRecord("m", "user", "u1", '{"count": 3}', due_at=at(3600)),
+        StateRecord("m", "account", "acme", "{}"),
+    ]
+    with store.transaction() as tx:
+        for record in records:
+            tx.save_state(record)
+    with store.transaction() as tx:
+        assert tx.load_state("m", "user", "u1") == records[0]
+        assert tx.load_state("m", "account", "acme") == records[1]
+        assert tx.load_state("m", "account", "u1") is None
+        assert tx.load_state("other", "user", "u1") is None
+
+
+def test_save_state_replaces(store: Store) -> None:
+    """Saving a subject's state again replaces it."""
+    with store.transaction() as tx:
+        tx.save_state(StateRecord("m", "user", "u1", "old", due_at=T0))
+        tx.save_state(StateRecord("m", "user", "u1", "new"))
+        assert tx.load_state("m", "user", "u1") == StateRecord("m", "user", "u1", "new")
+        assert tx.count_subjects("m", "user") == 1
+
+
+def test_delete_state(store: Store) -> None:
+    """delete_state forgets one subject's state, and ignores a missing one."""
+    with store.transaction() as tx:
+        tx.save_state(StateRecord("m", "user", "u1", "s1"))
+        tx.save_state(StateRecord("m", "user", "u2", "s2"))
+        tx.delete_state("m", "user", "u1")
+        tx.delete_state("m", "user", "nobody")
+        assert tx.load_state("m", "user", "u1") is None
+        assert tx.load_state("m", "user", "u2") is not None
+
+
+def test_clear_states(store: Store) -> None:
+    """clear_states forgets every state of one model only."""
+    with store.transaction() as tx:
+        tx.save_state(StateRecord("m", "user", "u1", "s"))
+        tx.save_state(StateRecord("m", "account", "acme", "s"))
+        tx.save_state(StateRecord("other", "user", "u1", "s"))
+        tx.clear_states("m")
+        assert tx.count_subjects("m", "user") == 0
+        assert tx.count_subjects("m", "account") == 0
+        assert tx.load_state("other", "user", "u1") is not None
+
+
+def test_due_subjects_earliest_first(store: Store) -> None:
+    """due_subjects lists subjects due at or before now, by due time, then kind and id."""
+    with store.transaction() as tx:
+        tx.save_state(StateRecord("m", "user", "late", "s", due_at=at(30)))
+        tx.save_state(StateRecord("m", "user", "b", "s", due_at=at(10)))
+        tx.save_state(StateRecord("m", "user", "a", "s", due_at=at(10)))
+        tx.save_state(StateRecord("m", "account", "z", "s", due_at=at(10)))
+        tx.save_state(StateRecord("m", "user", "first", "s", due_at=at(-5)))
+        tx.save_state(StateRecord("m", "user", "future", "s", due_at=at(31)))
+        tx.save_state(StateRecord("m", "user", "never", "s"))
+        tx.save_state(StateRecord("other", "user", "x", "s", due_at=at(0)))
+        assert tx.due_subjects("m", at(30), 100) == [
+            ("user", "first"),
+            ("account", "z"),
+            ("user", "a"),
+            ("user", "b"),
+            ("user", "late"),
+        ]
+
+
+def test_due_subjects_limit(store: Store) -> None:
+    """due_subjects returns at most ``limit`` subjects, the earliest."""
+    with store.transaction() as tx:
+        for i in range(5):
+            tx.save_state(StateRecord("m", "user", f"u{i}", "s", due_at=at(10 - i)))
+        assert tx.due_subjects("m", at(100), 2) == [("user", "u4"), ("user", "u3")]
+
+
+def test_count_subjects(store: Store) -> None:
+    """count_subjects counts states of one model and kind."""
+    with store.transaction() as tx:
+        for user in ("u1", "u2", "u3"):
+            tx.save_state(StateRecord("m", "user", user, "s"))
+        tx.save_state(StateRecord("m", "account", "acme", "s"))
+        tx.save_state(StateRecord("other", "user", "u1", "s"))
+        assert tx.count_subjects("m", "user") == 3
+        assert tx.count_subjects("m", "account") == 1
+        assert tx.count_subjects("nope", "user") == 0
+
+
+# -- qualifications ------------------------------------------------------------------------
+
+
+def test_qualification_is_unique_per_round(store: Store) -> None:
+    """A second record for the same (model, kind, subject, round) is refused and not stored."""
+    with store.transaction() as tx:
+        assert tx.insert_qualification(qualification_record("u1", fingerprint="f1"))
+        assert not tx.insert_qualification(qualification_record("u1", fingerprint="f2"))
+        assert [q.fingerprint for q in tx.qualifications("m")] == ["f1"]
+
+
+def test_qualification_rounds_models_and_kinds_are_distinct(store: Store) -> None:
+    """Another round, model, kind or subject is a different qualification."""
+    with store.transaction() as tx:
+        assert tx.insert_qualification(qualification_record("u1", 0))
+        assert tx.insert_qualification(qualification_record("u1", 1))
+        assert tx.insert_qualification(qualification_record("u1", 0, model="m2"))
+        assert tx.insert_qualification(qualification_record("u1", 0, kind="pqa"))
+        assert tx.insert_qualification(qualification_record("u2", 0))
+
+
+def test_qualification_round_trip(store: Store) -> None:
+    """A stored qualification record reads back equal."""
+    record = attrs.evolve(qualification_record("u1"), disqualified_at=at(120))
+    with store.transaction() as tx:
+        tx.insert_qualification(record)
+    with store.transaction() as tx:
+        assert list(tx.qualifications("m")) == [record]
+
+
+def test_latest_qualification(store: Store) -> None:
+    """latest_qualification is the subject's highest round under that model and kind."""
+    with store.transaction() as tx:
+        assert tx.latest_qualification("m", "pql", "u1") is None
+        for round in (0, 2, 1):
+            tx.insert_qualification(qualification_record("u1", round))
+        tx.insert_qualification(qualification_record("u1", 5, model="m2"))
+        tx.insert_qualification(qualification_record("u1", 6, kind="pqa"))
+        latest = tx.latest_qualification("m", "pql", "u1")
+        assert latest is not None
+        assert latest.round == 2
+        assert tx.latest_qualification("m", "pql", "u2") is None
+
+
+def test_set_disqualified(store: Store) -> None:
+    """set_disqualified records when the qualification's rule turned false."""
+    with store.transaction() as tx:
+        tx.insert_qualification(qualification_record("u1", 0))
+        tx.insert_qualification(qualification_record("u2", 0))
+        tx.set_disqualified("m:pql:u1:0", at(500))
+        tx.set_disqualified("unknown", at(500))
+    with store.transaction() as tx:
+        u1 = tx.latest_qualification("m", "pql", "u1")
+        u2 = tx.latest_qualification("m", "pql", "u2")
+        assert u1 is not None
+        assert u1.disqualified_at == at(500)
+        assert u2 is not None
+        assert u2.disqualified_at is None
+
+
+def test_qualifications_of_one_model(store: Store) -> None:
+    """qualifications(model) yields that model's records only."""
+    with store.transaction() as tx:
+        tx.insert_qualification(qualification_record("u1"))
+        tx.insert_qualification(qualification_record("u2"))
+        tx.insert_qualification(qualification_record("u3", model="m2"))
+        assert sorted(q.subject_id for q in tx.qualifications("m")) == ["u1", "u2"]
+        assert [q.subject_id for q in tx.qualifications("m2")] == ["u3"]
+
+
+def test_delete_qualifications(store: Store) -> None:
+    """delete_qualifications deletes a subject's records of one kind, and their deliveries."""
+    with store.transaction() as tx:
+        tx.insert_qualification(qualification_record("u1", 0))
+        tx.insert_qualification(qualification_record("u1", 1))
+        tx.insert_qualification(qualification_record("u1", 0, model="m2"))
+        tx.insert_qualification(qualification_record("u1", 0, kind="pqa"))
+        tx.insert_qualification(qualification_record("u2", 0))
+        tx.enqueue(delivery("d1", subject_id="u1"))
+        tx.enqueue(delivery("d2", kind="disqualified", subject_id="u1"))
+        tx.enqueue(delivery("d3", kind="pqa", subject_id="u1"))
+        tx.enqueue(delivery("d4", subject_id="u2"))
+        tx.delete_qualifications("u1", "pql")
+    with store.transaction() as tx:
+        assert tx.latest_qualification("m", "pql", "u1") is None
+        assert tx.latest_qualification("m2", "pql", "u1") is None
+        assert tx.latest_qualification("m", "pqa", "u1") is not None
+        assert tx.latest_qualification("m", "pql", "u2") is not None
+        assert [d.id for d in tx.deliveries("pending")] == ["d3", "d4"]
+
+
+# -- outbox --------------------------------------------------------------------------
+
+
+def test_delivery_round_trip(store: Store) -> None:
+    """An enqueued delivery reads back equal, its Qualification included."""
+    record = delivery("d1", attempts=2, next_attempt_at=at(5), last_error="boom")
+    with store.transaction() as tx:
+        tx.enqueue(record)
+    with store.transaction() as tx:
+        assert tx.deliveries("pending") == [record]
+
+
+def test_enqueue_is_idempotent(store: Store) -> None:
+    """Enqueueing an existing delivery id again changes nothing."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1"))
+        tx.enqueue(delivery("d1", attempts=5, status="dead"))
+        assert [(d.id, d.attempts) for d in tx.deliveries("pending")] == [("d1", 0)]
+        assert tx.deliveries("dead") == []
+
+
+def test_deliveries_by_status_oldest_first(store: Store) -> None:
+    """deliveries(status) lists that status's deliveries in enqueue order."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("b"))
+        tx.enqueue(delivery("a", status="dead"))
+        tx.enqueue(delivery("c"))
+        tx.enqueue(delivery("0", status="delivered"))
+        assert [d.id for d in tx.deliveries("pending")] == ["b", "c"]
+        assert [d.id for d in tx.deliveries("dead")] == ["a"]
+        assert [d.id for d in tx.deliveries("delivered")] == ["0"]
+
+
+def test_claim_due_leases_due_deliveries(store: Store) -> None:
+    """claim_due returns due pending deliveries and records their lease."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1"))
+        tx.enqueue(delivery("d2", next_attempt_at=at(10)))
+    with store.transaction() as tx:
+        claimed = tx.claim_due(at(10), at(0), at(30), ["pql"], 10)
+        assert [(d.id, d.lease_until) for d in claimed] == [("d1", at(30)), ("d2", at(30))]
+        assert [d.lease_until for d in tx.deliveries("pending")] == [at(30), at(30)]
+
+
+def test_claim_due_skips_deliveries_not_yet_due(store: Store) -> None:
+    """A delivery whose next attempt is after now is not claimed."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1", next_attempt_at=at(11)))
+        assert tx.claim_due(at(10), at(0), at(30), ["pql"], 10) == []
+
+
+def test_claim_due_skips_leased_deliveries(store: Store) -> None:
+    """A leased delivery is claimed again only once its lease expired (on the wall clock)."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1"))
+        assert len(tx.claim_due(at(0), at(0), at(30), ["pql"], 10)) == 1
+        assert tx.claim_due(at(100), at(29), at(60), ["pql"], 10) == []
+        assert [d.id for d in tx.claim_due(at(0), at(30), at(60), ["pql"], 10)] == ["d1"]
+
+
+def test_claim_due_only_given_kinds(store: Store) -> None:
+    """claim_due claims only deliveries of the given kinds."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1", kind="pql"))
+        tx.enqueue(delivery("d2", kind="pqa"))
+        tx.enqueue(delivery("d3", kind="disqualified"))
+        claimed = tx.claim_due(at(0), at(0), at(30), ["pqa", "disqualified"], 10)
+        assert [d.id for d in claimed] == ["d2", "d3"]
+        assert tx.claim_due(at(0), at(0), at(30), [], 10) == []
+
+
+def test_claim_due_limit_oldest_first(store: Store) -> None:
+    """claim_due claims at most ``limit`` deliveries, the oldest enqueued."""
+    with store.transaction() as tx:
+        for name in ("c", "a", "b"):
+            tx.enqueue(delivery(name))
+        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 2)] == ["c", "a"]
+
+
+def test_claim_due_skips_finished_deliveries(store: Store) -> None:
+    """Delivered and dead deliveries are never claimed."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1", status="delivered"))
+        tx.enqueue(delivery("d2", status="dead"))
+        assert tx.claim_due(at(0), at(0), at(30), ["pql"], 10) == []
+
+
+def test_finish_delivery(store: Store) -> None:
+    """finish_delivery records the outcome and releases the lease."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1"))
+        tx.claim_due(at(0), at(0), at(30), ["pql"], 10)
+        tx.finish_delivery(
+            "d1", status="pending", attempts=1, next_attempt_at=at(1), last_error="boom"
+        )
+        tx.finish_delivery(
+            "unknown", status="dead", attempts=1, next_attempt_at=None, last_error=None
+        )
+    with store.transaction() as tx:
+        [d1] = tx.deliveries("pending")
+        assert (d1.attempts, d1.next_attempt_at, d1.last_error, d1.lease_until) == (
+            1,
+            at(1),
+            "boom",
+            None,
+        )
+        tx.finish_delivery(
+            "d1", status="delivered", attempts=2, next_attempt_at=None, last_error=None
+        )
+        assert [d.id for d in tx.deliveries("delivered")] == ["d1"]
+        assert tx.deliveries("pending") == []
+
+
+def test_revive_dead(store: Store) -> None:
+    """revive_dead makes dead deliveries pending again, due now, and counts them."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1", status="dead", attempts=10, last_error="boom"))
+        tx.enqueue(delivery("d2", status="dead", attempts=10, lease_until=at(5)))
+        tx.enqueue(delivery("d3", status="delivered", attempts=1))
+        assert tx.revive_dead(at(100)) == 2
+        assert tx.revive_dead(at(100)) == 0
+    with store.transaction() as tx:
+        revived = tx.deliveries("pending")
+        assert [(d.id, d.attempts, d.next_attempt_at, d.lease_until) for d in revived] == [
+            ("d1", 0, at(100), None),
+            ("d2", 0, at(100), None),
+        ]
+        assert [d.id for d in tx.deliveries("delivered")] == ["d3"]
+
+
+# -- metadata ------------------------------------------------------------------------------
+
+
+def test_meta(store: Store) -> None:
+    """set_meta stores a setting that get_meta reads; setting it again replaces it."""
+    with store.transaction() as tx:
+        assert tx.get_meta("fingerprint:m") is None
+        tx.set_meta("fingerprint:m", "f1")
+        tx.set_meta("fingerprint:m", "f2")
+        tx.set_meta("other", "")
+    with store.transaction() as tx:
+        assert tx.get_meta("fingerprint:m") == "f2"
+        assert tx.get_meta("other") == ""
+
+
+def test_lock_is_accepted(store: Store) -> None:
+    """lock() can be called inside any transaction."""
+    with store.transaction() as tx:
+        tx.lock(["user:u1", "account:acme"])
+        tx.lock([])
+
+
+# -- datetimes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        T0,
+        datetime(1970, 1, 1, tzinfo=timezone.utc),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+        datetime(1, 1, 1, tzinfo=timezone.utc),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+    ],
+    ids=["now", "epoch", "before-epoch", "min", "max"],
+)
+def test_datetimes_round_trip_exactly(store: Store, moment: datetime) -> None:
+    """Every stored datetime comes back equal to the microsecond, in UTC."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", timestamp=moment))
+        tx.save_state(StateRecord("m", "user", "u1", "s", due_at=moment))
+        tx.insert_qualification(
+            attrs.evolve(qualification_record(), qualified_at=moment, first_seen=moment)
+        )
+        tx.enqueue(
+            attrs.evolve(
+                delivery("d1", next_attempt_at=moment, lease_until=moment),
+                qualification=attrs.evolve(payload(), qualified_at=moment),
+            )
+        )
+    with store.transaction() as tx:
+        state = tx.load_state("m", "user", "u1")
+        qualification = tx.latest_qualification("m", "pql", "u1")
+        [pending] = tx.deliveries("pending")
+        assert state is not None
+        assert qualification is not None
+        found = [
+            next(tx.events()).timestamp,
+            state.due_at,
+            qualification.qualified_at,
+            qualification.first_seen,
+            pending.next_attempt_at,
+            pending.lease_until,
+            pending.qualification.qualified_at,
+        ]
+    assert found == [moment] * len(found)
+    assert {d.utcoffset() for d in found if d is not None} == {timedelta(0)}
