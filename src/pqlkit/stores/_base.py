@@ -12,7 +12,10 @@ A store keeps five things, all of them plain values:
 * the **outbox** of deliveries to callbacks.
 
 Everything happens inside :meth:`Store.transaction`: one transaction per
-``track()``, committed atomically or not at all. A transaction must isolate
+``track()``, committed atomically or not at all. Transactions do not nest (a
+store raises :class:`~pqlkit.StoreError` if one is opened inside another in the
+same thread), and what a transaction returns lazily (``events()``) is only
+valid until it ends. A transaction must isolate
 concurrent writers to the same subject (SQLite: ``BEGIN IMMEDIATE``; Postgres:
 :meth:`Transaction.lock`). Bring your own store by implementing both protocols;
 ``tests/test_store.py`` is the suite it must pass.
@@ -68,7 +71,10 @@ class StateRecord:
 
 @attrs.frozen
 class QualificationRecord:
-    """One firing of a rule for a subject; ``round`` counts re-qualifications from 0."""
+    """One firing of a rule for a subject; ``round`` counts re-qualifications from 0.
+
+    ``id`` is unique (derived from model, kind, subject and round).
+    """
 
     id: str
     model: str
@@ -188,7 +194,10 @@ class Transaction(Protocol):
         """Every qualification record of ``model``."""
 
     def delete_qualifications(self, subject_id: str, kind: str) -> None:
-        """Delete the subject's qualification records and undelivered deliveries (any model)."""
+        """Delete the subject's qualification records and all its deliveries (any model).
+
+        Deliveries hold personal data (traits, events), so delivered and dead ones go too.
+        """
 
     # -- outbox ----------------------------------------------------------------
     def enqueue(self, delivery: DeliveryRecord) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from .._events import EventRecord
+from ..exceptions import StoreError
 from ._base import (
     DeliveryRecord,
     DeliveryStatus,
@@ -91,6 +92,8 @@ class _MemoryTransaction:
     ) -> Iterator[EventRecord]:
         wanted = set(user_ids) if user_ids is not None else None
         found = 0
+        if limit is not None and limit <= 0:
+            return
         for record in list(self._d.events):
             if record.seq <= after_seq:
                 continue
@@ -203,10 +206,9 @@ class _MemoryTransaction:
         return True
 
     def set_disqualified(self, qualification_id: str, at: datetime) -> None:
-        for key, q in self._d.qualifications.items():
+        for key, q in list(self._d.qualifications.items()):
             if q.id == qualification_id:
                 self._set(self._d.qualifications, key, attrs.evolve(q, disqualified_at=at))
-                return
 
     def qualifications(self, model: str) -> Iterator[QualificationRecord]:
         return iter([q for q in self._d.qualifications.values() if q.model == model])
@@ -311,20 +313,26 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data = _Data()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._owner: int | None = None
 
     def __repr__(self) -> str:
         return f"MemoryStore(events={len(self._data.events)})"
 
     @contextmanager
     def transaction(self) -> Iterator[_MemoryTransaction]:
+        if self._owner == threading.get_ident():
+            raise StoreError("nested transaction: a transaction is already open in this thread")
         with self._lock:
+            self._owner = threading.get_ident()
             tx = _MemoryTransaction(self._data)
             try:
                 yield tx
             except BaseException:
                 tx.rollback()
                 raise
+            finally:
+                self._owner = None
 
     def close(self) -> None:
         """Nothing to release; the data stays readable until garbage-collected."""
