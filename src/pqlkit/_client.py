@@ -69,6 +69,7 @@ class _Subject:
     id: str
     state: SubjectState
     account: str | None = None  # users: their current account
+    requalify_at: int | None = None  # rule true during requalify_after: when it may fire
 
 
 @attrs.define
@@ -686,7 +687,10 @@ class Client:
         if s.newest is None:
             tx.delete_state(self.model.name, kind, subject.id)
             return
-        due = self._plan.next_due(s, max(at or s.newest, s.newest), kind)
+        t = max(at or s.newest, s.newest)
+        due = self._plan.next_due(s, t, kind)
+        if subject.requalify_at is not None and subject.requalify_at > t:
+            due = subject.requalify_at if due is None else min(due, subject.requalify_at)
         tx.save_state(
             StateRecord(
                 self.model.name,
@@ -729,6 +733,7 @@ class Client:
         name = self.model.name
         latest = tx.latest_qualification(name, rule_kind, subject.id)
         when = from_us(t)
+        subject.requalify_at = None
         if ev.rule:
             round_ = None
             if latest is None:
@@ -737,6 +742,8 @@ class Client:
                 cool = self.model.requalify_after
                 if cool is not None and when >= latest.disqualified_at + cool:
                     round_ = latest.round + 1
+                elif cool is not None:  # a sweep at the cool-down's end fires it
+                    subject.requalify_at = to_us(latest.disqualified_at + cool)
             if round_ is None:
                 return ev
             assert subject.state.first is not None
@@ -754,7 +761,11 @@ class Client:
             if not tx.insert_qualification(record):
                 return ev  # a concurrent writer got there first
             q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
-            tx.enqueue(DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=when))
+            # the first attempt is due now on the client's clock (T, an event's
+            # timestamp or a sweep's `now`, may lie in the clock's future)
+            tx.enqueue(
+                DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=self._clock.now())
+            )
             out.qualified.append(q)
             out.enqueued = True
         elif latest is not None and latest.disqualified_at is None:
@@ -772,7 +783,11 @@ class Client:
                 ),
                 disqualified_at=when,
             )
-            tx.enqueue(DeliveryRecord(dq_id, "disqualified", subject.id, q, next_attempt_at=when))
+            tx.enqueue(
+                DeliveryRecord(
+                    dq_id, "disqualified", subject.id, q, next_attempt_at=self._clock.now()
+                )
+            )
             out.disqualified.append(q)
             out.enqueued = True
         return ev
