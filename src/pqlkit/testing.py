@@ -40,12 +40,12 @@ from .exceptions import ValidationError
 from .stores.memory import MemoryStore
 
 __all__ = [
-    "START",
     "ClientFactory",
     "FakeStore",
     "FrozenClock",
     "Journey",
     "Recorder",
+    "START",
     "assert_not_qualified",
     "assert_qualified",
     "assert_score",
