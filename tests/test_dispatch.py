@@ -1,0 +1,600 @@
+"""Delivering qualifications to callbacks: inline and background, retries, dead letters."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pqlkit import Client, MemoryStore, Model, Qualification, SQLiteStore, Store, did, signal
+from pqlkit import _dispatch as dispatch_module
+from pqlkit.exceptions import StoreError
+from pqlkit.testing import FrozenClock
+
+T0 = datetime(2024, 3, 4, 9, 0, tzinfo=timezone.utc)
+US = timedelta(microseconds=1)
+
+MODEL = Model(
+    "dispatch",
+    signals={"built": did("dashboard_built"), "churned": did("churned")},
+    pql=signal("built") & ~signal("churned"),
+)
+
+
+@pytest.fixture(name="clock")
+def fixture_clock() -> FrozenClock:
+    """A FrozenClock at T0."""
+    return FrozenClock(T0)
+
+
+ClientFactory = Callable[..., Client]
+
+
+@pytest.fixture(name="make_client")
+def fixture_make_client(store: Store, clock: FrozenClock) -> Iterator[ClientFactory]:
+    """Build Clients (inline unless told) on the shared store and clock; close them after."""
+    built: list[Client] = []
+
+    def make(**settings: Any) -> Client:
+        settings.setdefault("dispatch", "inline")
+        settings.setdefault("clock", clock)
+        client = Client(MODEL, store=store, **settings)
+        built.append(client)
+        return client
+
+    yield make
+    for client in reversed(built):
+        client.close()
+
+
+@pytest.fixture(name="client")
+def fixture_client(make_client: ClientFactory) -> Client:
+    """An inline Client on the shared store and clock."""
+    return make_client()
+
+
+@pytest.fixture(name="no_jitter")
+def fixture_no_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry delays without jitter: exactly base * 2**(attempt - 1)."""
+    monkeypatch.setattr(dispatch_module.random, "random", lambda: 0.0)
+
+
+class Flaky:
+    """A callback failing its first ``failures`` calls; records every call."""
+
+    def __init__(self, failures: int = 1_000_000) -> None:
+        self.failures = failures
+        self.calls: list[Qualification] = []
+
+    def __call__(self, q: Qualification) -> None:
+        self.calls.append(q)
+        if len(self.calls) <= self.failures:
+            raise RuntimeError(f"receiver down (call {len(self.calls)})")
+
+
+def reopen(store: Store) -> Store:
+    """Another handle on the same data: the same MemoryStore, a new SQLiteStore on the file."""
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path)
+    return store
+
+
+def next_attempt(store: Store) -> datetime | None:
+    with store.transaction() as tx:
+        (pending,) = tx.deliveries("pending")
+    return pending.next_attempt_at
+
+
+def attempts(store: Store, status: str = "pending") -> int:
+    with store.transaction() as tx:
+        (delivery,) = tx.deliveries(status)  # type: ignore[arg-type]
+    return delivery.attempts
+
+
+def qualify(client: Client, user: str = "u1") -> Qualification:
+    (q,) = client.track(user, "dashboard_built").qualified
+    return q
+
+
+# -- inline ----------------------------------------------------------------------
+
+
+def committed_elsewhere(store: Store, message_id: str) -> bool:
+    """Whether another thread (and for SQLite, another connection) sees the event stored.
+
+    An open write transaction would block the reader: it then gives up after a
+    timeout and this returns False.
+    """
+    seen: list[bool] = []
+
+    def read() -> None:
+        other = SQLiteStore(store.path, timeout=1) if isinstance(store, SQLiteStore) else store
+        try:
+            with other.transaction() as tx:
+                seen.append(tx.has_message(message_id))
+        except StoreError:  # the write lock is still held: not committed
+            seen.append(False)
+        finally:
+            if other is not store:
+                other.close()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    return seen == [True]
+
+
+def test_inline_callback_runs_in_track_after_the_commit(client: Client, store: Store) -> None:
+    """dispatch="inline": the callback runs before track() returns, with the event committed."""
+    checks: list[tuple[bool, int]] = []
+
+    @client.on_pql
+    def check(q: Qualification) -> None:
+        checks.append((committed_elsewhere(store, "m-1"), threading.get_ident()))
+
+    client.track("u1", "dashboard_built", message_id="m-1")
+    assert checks == [(True, threading.get_ident())]
+
+
+def test_callback_error_never_reaches_track(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A raising callback: track() returns normally, the error is logged on `pqlkit`."""
+    client.on("pql", Flaky())
+    with caplog.at_level(logging.ERROR, logger="pqlkit"):
+        result = client.track("u1", "dashboard_built")
+    assert [q.subject_id for q in result.qualified] == ["u1"]
+    records = [r for r in caplog.records if r.name == "pqlkit"]
+    assert len(records) == 1
+    assert records[0].levelno == logging.ERROR
+    assert "u1" in records[0].getMessage()
+    assert "attempt 1 of 10" in records[0].getMessage()
+    assert records[0].exc_info is not None
+    assert "receiver down" in str(records[0].exc_info[1])
+    assert [q.subject_id for q in client.pending()] == ["u1"]
+
+
+def test_callback_error_never_reaches_flush_or_sweep(client: Client, clock: FrozenClock) -> None:
+    """flush() and sweep() also swallow callback errors."""
+    flaky = Flaky()
+    client.on("pql", flaky)
+    qualify(client)
+    clock.advance(timedelta(hours=1))
+    client.flush()
+    clock.advance(timedelta(hours=1))
+    client.sweep()
+    assert len(flaky.calls) == 3
+
+
+def test_retries_back_off_exponentially_on_the_clients_clock(
+    client: Client, clock: FrozenClock, no_jitter: None
+) -> None:
+    """Retries come 1 s, 2 s, 4 s after each failure, on the client's clock, not before."""
+    flaky = Flaky()
+    client.on("pql", flaky)
+    qualify(client)
+    assert len(flaky.calls) == 1
+    for n, delay in enumerate((1, 2, 4, 8), start=2):
+        clock.advance(timedelta(seconds=delay) - US)
+        client.flush()
+        assert len(flaky.calls) == n - 1, f"retried before {delay} s"
+        clock.advance(US)
+        client.flush()
+        assert len(flaky.calls) == n, f"not retried after {delay} s"
+
+
+def test_retry_succeeds_and_stops(client: Client, clock: FrozenClock, store: Store) -> None:
+    """A retry that succeeds marks the delivery delivered: no more calls."""
+    flaky = Flaky(failures=2)
+    client.on("pql", flaky)
+    qualify(client)
+    for _ in range(5):
+        clock.advance(timedelta(minutes=1))
+        client.flush()
+    assert len(flaky.calls) == 3
+    assert client.pending() == []
+    assert attempts(store, "delivered") == 3
+
+
+def test_due_retries_run_on_track_and_sweep(client: Client, clock: FrozenClock) -> None:
+    """A due retry is attempted by the next track() (of anyone) and by sweep()."""
+    flaky = Flaky()
+    client.on("pql", flaky)
+    qualify(client)
+    clock.advance(timedelta(seconds=1))
+    client.track("someone-else", "login")
+    assert len(flaky.calls) == 2
+    clock.advance(timedelta(seconds=2))
+    client.sweep()
+    assert len(flaky.calls) == 3
+
+
+def test_jitter_only_shortens_delays_by_up_to_ten_percent(
+    client: Client, clock: FrozenClock, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each delay lies in [0.9, 1] x nominal: with the largest jitter, 0.9 x."""
+    client.on("pql", Flaky())
+    qualify(client)
+    for nominal in (1, 2, 4, 8, 16):
+        due = next_attempt(store)
+        assert due is not None
+        delay = due - clock.now()
+        assert timedelta(seconds=0.9 * nominal) <= delay <= timedelta(seconds=nominal)
+        clock.set(due)
+        if nominal == 8:
+            monkeypatch.setattr(dispatch_module.random, "random", lambda: 1.0)
+        client.flush()
+    assert next_attempt(store) == clock.now() + timedelta(seconds=0.9 * 32)
+
+
+def test_delays_are_capped(
+    make_client: ClientFactory, clock: FrozenClock, store: Store, no_jitter: None
+) -> None:
+    """retry_cap bounds the delay; retry_base sets the first one."""
+    client = make_client(retry_base=timedelta(seconds=10), retry_cap=timedelta(seconds=30))
+    client.on("pql", Flaky())
+    qualify(client)
+    delays = []
+    for _ in range(4):
+        due = next_attempt(store)
+        assert due is not None
+        delays.append((due - clock.now()).total_seconds())
+        clock.set(due)
+        client.flush()
+    assert delays == [10, 20, 30, 30]
+
+
+def test_default_delays_double_up_to_one_hour(
+    make_client: ClientFactory, clock: FrozenClock, store: Store, no_jitter: None
+) -> None:
+    """By default the delay starts at 1 s, doubles, and stops growing at one hour."""
+    client = make_client(max_attempts=20)
+    client.on("pql", Flaky())
+    qualify(client)
+    delays = []
+    for _ in range(14):
+        due = next_attempt(store)
+        assert due is not None
+        delays.append(int((due - clock.now()).total_seconds()))
+        clock.set(due)
+        client.flush()
+    assert delays == [2**n for n in range(12)] + [3600, 3600]
+
+
+def test_dead_lettered_after_max_attempts(
+    make_client: ClientFactory, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After max_attempts failures a delivery is dead: listed, logged, never retried."""
+    client = make_client(max_attempts=3)
+    flaky = Flaky()
+    client.on("pql", flaky)
+    q = qualify(client)
+    with caplog.at_level(logging.ERROR, logger="pqlkit"):
+        for _ in range(2):
+            clock.advance(timedelta(minutes=5))
+            client.flush()
+    assert len(flaky.calls) == 3
+    assert client.dead_letters() == [q]
+    assert client.pending() == []
+    assert "dead-lettered" in caplog.records[-1].getMessage()
+    clock.advance(timedelta(days=30))
+    client.flush()
+    client.track("u2", "login")
+    assert len(flaky.calls) == 3
+
+
+def test_ten_attempts_by_default(client: Client, clock: FrozenClock) -> None:
+    """max_attempts defaults to 10."""
+    flaky = Flaky()
+    client.on("pql", flaky)
+    qualify(client)
+    for _ in range(20):
+        clock.advance(timedelta(hours=2))
+        client.flush()
+    assert len(flaky.calls) == 10
+    assert len(client.dead_letters()) == 1
+
+
+def test_retry_dead_letters_makes_them_pending(
+    make_client: ClientFactory, clock: FrozenClock, store: Store
+) -> None:
+    """retry_dead_letters(): returns the count, they are pending again and then delivered."""
+    client = make_client(max_attempts=1)
+    flaky = Flaky(failures=2)
+    client.on("pql", flaky)
+    q1 = qualify(client, "u1")
+    q2 = qualify(client, "u2")
+    assert client.dead_letters() == [q1, q2]
+    assert client.retry_dead_letters() == 2  # pending again, and due at once
+    assert client.dead_letters() == []
+    assert [c.id for c in flaky.calls] == [q1.id, q2.id, q1.id, q2.id]
+    assert client.pending() == []
+    assert client.retry_dead_letters() == 0
+
+
+def test_revived_dead_letter_is_pending_until_flushed(
+    make_client: ClientFactory, store: Store
+) -> None:
+    """A revived dead letter is pending again (attempts reset) until a delivery pass runs."""
+    client = make_client(max_attempts=1)
+    client.on("pql", Flaky())
+    q = qualify(client)
+    other = make_client(max_attempts=1)  # no callback: revives without delivering
+    assert other.retry_dead_letters() == 1
+    assert other.pending() == [q]
+    assert attempts(store) == 0
+
+
+def test_pending_lists_undelivered_oldest_first(client: Client) -> None:
+    """pending(): qualifications and disqualifications not delivered yet, oldest first."""
+    q1 = qualify(client, "u1")
+    q2 = qualify(client, "u2")
+    (dq,) = client.track("u1", "churned").disqualified
+    assert client.pending() == [q1, q2, dq]
+    assert dq.id != q1.id
+    assert dq.disqualified_at == T0
+
+
+def test_without_a_callback_of_its_kind_a_delivery_stays_pending(
+    client: Client, store: Store
+) -> None:
+    """No callback for its kind: not attempted; delivered once one is registered and flushed."""
+    q = qualify(client)
+    client.on("disqualified", Flaky())  # another kind: does not take it
+    client.flush()
+    assert client.pending() == [q]
+    assert attempts(store) == 0
+    got: list[Qualification] = []
+    client.on("pql", got.append)
+    assert got == []  # registering does not dispatch
+    client.flush()
+    assert got == [q]
+    assert client.pending() == []
+
+
+def test_constructing_a_client_never_dispatches(make_client: ClientFactory, store: Store) -> None:
+    """Pending work is delivered by track()/flush() of a new Client, not by constructing it."""
+    first = make_client()
+    q = qualify(first)
+    first.close()
+    second = make_client()
+    got: list[Qualification] = []
+    second.on("pql", got.append)
+    assert got == []
+    second.track("u9", "login")
+    assert got == [q]
+
+
+def test_a_new_client_delivers_what_an_earlier_one_left_pending(
+    store: Store, clock: FrozenClock
+) -> None:
+    """A Client on the same store (a restart) delivers an earlier Client's pending work."""
+    first_handle = reopen(store)
+    with Client(MODEL, store=first_handle, clock=clock, dispatch="inline") as first:
+        flaky = Flaky()
+        first.on("pql", flaky)
+        q = qualify(first)
+        assert len(flaky.calls) == 1
+    if first_handle is not store:
+        first_handle.close()
+    clock.advance(timedelta(seconds=1))
+    second_handle = reopen(store)
+    with Client(MODEL, store=second_handle, clock=clock, dispatch="inline") as second:
+        got: list[Qualification] = []
+        second.on("pql", got.append)
+        second.flush()
+        assert got == [q]
+        assert second.pending() == []
+    if second_handle is not store:
+        second_handle.close()
+    assert flaky.calls == [q]
+
+
+def test_a_leased_delivery_waits_for_its_lease(client: Client, store: Store) -> None:
+    """A delivery leased by another (live) process is not run until the lease expires."""
+    q = qualify(client)  # no callback yet: pending
+    wall = datetime.now(timezone.utc)
+    with store.transaction() as tx:  # another process claims it for 0.3 s
+        (claimed,) = tx.claim_due(T0, wall, wall + timedelta(seconds=0.3), ["pql"], 10)
+    assert claimed.id == q.id
+    got: list[Qualification] = []
+    client.on("pql", got.append)
+    client.flush()
+    assert got == []
+    time.sleep(0.4)
+    client.flush()
+    assert got == [q]
+
+
+def test_every_callback_of_a_kind_is_retried_when_one_fails(
+    client: Client, clock: FrozenClock
+) -> None:
+    """One delivery calls all callbacks of its kind; a failure retries them all (same id)."""
+    ok: list[Qualification] = []
+    flaky = Flaky(failures=1)
+    client.on("pql", ok.append)
+    client.on("pql", flaky)
+    q = qualify(client)
+    clock.advance(timedelta(seconds=1))
+    client.flush()
+    assert ok == [q, q]
+    assert flaky.calls == [q, q]
+
+
+def test_a_callback_may_call_track(client: Client) -> None:
+    """A callback that records an event (qualifying someone else) does not deadlock."""
+    got: list[str] = []
+
+    @client.on_pql
+    def chain(q: Qualification) -> None:
+        got.append(q.subject_id)
+        if q.subject_id == "u1":
+            client.track("u2", "dashboard_built")
+
+    qualify(client)
+    client.flush()
+    assert got == ["u1", "u2"]
+    assert client.pending() == []
+
+
+def test_disqualifications_are_retried_too(
+    client: Client, clock: FrozenClock, no_jitter: None
+) -> None:
+    """on_disqualified deliveries get the same retry schedule."""
+    flaky = Flaky(failures=1)
+    client.on("disqualified", flaky)
+    qualify(client)
+    client.track("u1", "churned")
+    clock.advance(timedelta(seconds=1) - US)
+    client.flush()
+    assert len(flaky.calls) == 1
+    clock.advance(US)
+    client.flush()
+    assert len(flaky.calls) == 2
+    assert flaky.calls[0] == flaky.calls[1]
+    assert client.pending()[0].kind == "pql"  # no pql callback: still pending
+
+
+# -- background ------------------------------------------------------------------
+
+
+def test_background_callbacks_run_on_a_worker_thread(make_client: ClientFactory) -> None:
+    """dispatch="background": callbacks run on another thread; flush() waits for them."""
+    client = make_client(dispatch="background")
+    threads: list[threading.Thread] = []
+
+    @client.on_pql
+    def slow(q: Qualification) -> None:
+        time.sleep(0.2)
+        threads.append(threading.current_thread())
+
+    result = client.track("u1", "dashboard_built")
+    assert len(result.qualified) == 1
+    client.flush()
+    assert len(threads) == 1
+    assert threads[0] is not threading.current_thread()
+    assert client.pending() == []
+    client.close()
+    assert not threads[0].is_alive()
+
+
+def test_background_flush_waits_for_every_due_delivery(make_client: ClientFactory) -> None:
+    """flush() returns only after every due delivery was attempted (failures included)."""
+    client = make_client(dispatch="background")
+    got: list[str] = []
+
+    @client.on_pql
+    def slow(q: Qualification) -> None:
+        time.sleep(0.05)
+        got.append(q.subject_id)
+        if q.subject_id == "u3":
+            raise RuntimeError("boom")
+
+    users = [f"u{n}" for n in range(6)]
+    for user in users:
+        client.track(user, "dashboard_built")
+    client.flush()
+    assert sorted(got) == users
+    assert [q.subject_id for q in client.pending()] == ["u3"]
+
+
+def test_background_track_does_not_wait_for_callbacks(make_client: ClientFactory) -> None:
+    """In background mode track() returns while a callback is still blocked."""
+    client = make_client(dispatch="background")
+    release = threading.Event()
+    started = threading.Event()
+
+    @client.on_pql
+    def blocked(q: Qualification) -> None:
+        started.set()
+        release.wait(timeout=10)
+
+    client.track("u1", "dashboard_built")
+    assert started.wait(timeout=10)
+    assert not release.is_set()
+    release.set()
+    client.flush()
+    assert client.pending() == []
+
+
+def test_background_close_stops_the_worker(make_client: ClientFactory) -> None:
+    """close() delivers what is due, then stops the worker thread."""
+    client = make_client(dispatch="background")
+    threads: list[threading.Thread] = []
+    client.on("pql", lambda q: threads.append(threading.current_thread()))
+    client.track("u1", "dashboard_built")
+    client.close()
+    assert len(threads) == 1
+    assert threads[0] is not threading.current_thread()
+    assert not threads[0].is_alive()
+
+
+def test_background_errors_are_logged_not_raised(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing callback on the worker is logged on `pqlkit` and stays pending."""
+    client = make_client(dispatch="background")
+    client.on("pql", Flaky())
+    with caplog.at_level(logging.ERROR, logger="pqlkit"):
+        client.track("u1", "dashboard_built")
+        client.flush()
+    assert any("u1" in r.getMessage() for r in caplog.records if r.name == "pqlkit")
+    assert len(client.pending()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_background_worker_after_fork(tmp_path: Path) -> None:
+    """A child forked after the Client exists gets its own worker; its callback runs there."""
+    log = tmp_path / "calls.txt"
+
+    def record(q: Qualification) -> None:
+        with open(log, "a") as f:
+            f.write(f"{q.subject_id} {os.getpid()} {threading.current_thread().name}\n")
+
+    store = SQLiteStore(tmp_path / "pql.db")
+    client = Client(MODEL, store=store, dispatch="background")
+    try:
+        client.on("pql", record)
+        client.track("parent-1", "dashboard_built")
+        client.flush()  # the parent's worker thread now runs
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 1
+            try:
+                client.track("child", "dashboard_built")
+                client.flush()
+                client.close()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        client.track("parent-2", "dashboard_built")
+        client.flush()
+    finally:
+        client.close()
+        store.close()
+    parent = os.getpid()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert sorted((user, int(p)) for user, p, _ in lines) == [
+        ("child", pid),
+        ("parent-1", parent),
+        ("parent-2", parent),
+    ]
+    assert all(name != "MainThread" for *_, name in lines)
+
+
+def test_unknown_dispatch_mode_is_rejected() -> None:
+    """dispatch is "inline" or "background"; anything else raises ValidationError."""
+    from pqlkit import ValidationError
+
+    with pytest.raises(ValidationError, match="dispatch"):
+        Client(MODEL, store=MemoryStore(), dispatch="threads")  # type: ignore[arg-type]
