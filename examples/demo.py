@@ -6,7 +6,8 @@ pqlkit records every event in an SQLite file (the default store), fires the PQL
 and PQA alerts below the moment someone qualifies, and at the end explains who did
 not qualify and why.
 
-Run it from the repository root: ``python examples/demo.py``.
+Run it from the repository root: ``python examples/demo.py [path/to/file.db]`` (default:
+``pqlkit-demo/pqlkit-demo.db`` in the temporary directory, deleted at start).
 """
 
 from __future__ import annotations
@@ -171,4 +172,4 @@ def main(db_path: Path | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
