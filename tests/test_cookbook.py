@@ -671,20 +671,21 @@ def test_fit_company_traits_arriving_later_qualify(start: Callable[[Model], Run]
 # -- the scripts run ---------------------------------------------------------------------------
 
 
+MAIN_CASES: list[tuple[Callable[[], None], list[str], list[str]]] = [
+    (data_tooling.main, ["-> PQL: dana", "(30 + 10 + 20 = 60)"], []),
+    (project_management.main, ["-> PQL: pat"], ["-> PQL: kim"]),
+    (email_marketing.main, ["-> PQL: ada"], ["-> PQL: bob"]),
+    (analytics_tool.main, ["-> PQL: ann"], ["-> PQL: cy"]),
+    (developer_tools.main, ["= 99 >= 100 -> false", "-> PQL: dev"], []),
+    (crm.main, ["-> PQL: eve"], ["-> PQL: max"]),
+    (video_hosting.main, ["-> PQL: vic"], ["-> PQL: wes"]),
+    (tev_score.main, ["-> PQL: liz, tev 50", "tev = 83.33"], []),
+    (firmographic_fit.main, ["-> PQL: buyer", "hobbyist: behavior 75 + fit -30"], []),
+]
+
+
 @pytest.mark.parametrize(
-    ("main", "shown", "not_shown"),
-    [
-        (data_tooling.main, ["-> PQL: dana", "(30 + 10 + 20 = 60)"], []),
-        (project_management.main, ["-> PQL: pat"], ["-> PQL: kim"]),
-        (email_marketing.main, ["-> PQL: ada"], ["-> PQL: bob"]),
-        (analytics_tool.main, ["-> PQL: ann"], ["-> PQL: cy"]),
-        (developer_tools.main, ["= 99 >= 100 -> false", "-> PQL: dev"], []),
-        (crm.main, ["-> PQL: eve"], ["-> PQL: max"]),
-        (video_hosting.main, ["-> PQL: vic"], ["-> PQL: wes"]),
-        (tev_score.main, ["-> PQL: liz, tev 50", "tev = 83.33"], []),
-        (firmographic_fit.main, ["-> PQL: buyer", "hobbyist: behavior 75 + fit -30"], []),
-    ],
-    ids=lambda v: v.__module__ if callable(v) else "",
+    ("main", "shown", "not_shown"), MAIN_CASES, ids=[c[0].__module__ for c in MAIN_CASES]
 )
 def test_example_main_runs(
     capsys: pytest.CaptureFixture[str],
