@@ -1,0 +1,229 @@
+"""Several processes writing one SQLite file: every event stored once, every PQL fired once.
+
+The worker function lives in this module so that ``spawn`` children can import it
+(pytest puts ``tests/`` on ``sys.path``, and spawn passes ``sys.path`` on).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import sqlite3
+import sys
+import traceback
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pqlkit import Client, Model, active_users, count
+from pqlkit.testing import FrozenClock
+
+pytestmark = pytest.mark.slow
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+NOW = T0 + timedelta(days=1)  # every child's clock: after every event, so deliveries are due
+
+MODEL = Model(
+    "multiprocess",
+    scores={"events": count(), "logins": count("login"), "users": active_users()},
+    pql=count("login") >= 100,
+    pqa=active_users() >= 8,
+)
+
+PROCESSES = 4
+CALLS = 2_000  # track() calls per process
+RESENT = 100  # of which re-send events of the next process (same message_id): duplicates
+USERS = 40
+ACCOUNTS = 5
+
+Call = tuple[str, str, str, datetime, str]  # user, event, account, timestamp, message_id
+
+
+def all_events() -> list[Call]:
+    """The distinct events the processes send between them, in a fixed random order."""
+    rng = random.Random(2026)
+    events: list[Call] = []
+    for i in range(PROCESSES * (CALLS - RESENT)):
+        user = f"u{rng.randrange(USERS)}"
+        event = "login" if rng.random() < 0.5 else "page_viewed"
+        account = f"acct{int(user[1:]) % ACCOUNTS}"
+        events.append((user, event, account, T0 + timedelta(seconds=i), f"m{i}"))
+    return events
+
+
+def calls_of(worker: int) -> list[Call]:
+    """What process ``worker`` sends: its own share, then the start of the next one's again."""
+    events = all_events()
+    share = CALLS - RESENT
+    own = events[worker * share : (worker + 1) * share]
+    nxt = (worker + 1) % PROCESSES
+    return own + events[nxt * share : nxt * share + RESENT]
+
+
+def track_in_child(path: str, worker: int) -> dict[str, Any]:
+    """A child process: its own Client on the shared file; report what happened."""
+    errors: list[str] = []
+    fired: list[tuple[str, str]] = []
+    delivered: list[str] = []
+    stored = duplicates = 0
+    with Client(
+        MODEL, store=f"sqlite:///{path}", clock=FrozenClock(NOW), dispatch="inline"
+    ) as client:
+        client.on_pql(lambda q: delivered.append(q.id))
+        client.on_pqa(lambda q: delivered.append(q.id))
+        for user, event, account, when, message_id in calls_of(worker):
+            try:
+                result = client.track(
+                    user, event, account_id=account, timestamp=when, message_id=message_id
+                )
+            except Exception as error:  # reported to the parent
+                errors.append(f"{type(error).__name__}: {error}")
+                continue
+            duplicates += result.duplicate
+            stored += not result.duplicate
+            fired.extend((q.kind, q.subject_id) for q in result.qualified)
+        client.flush()
+    return {
+        "errors": errors,
+        "stored": stored,
+        "duplicates": duplicates,
+        "fired": fired,
+        "delivered": delivered,
+    }
+
+
+def test_processes_sharing_one_sqlite_file(tmp_path: Path) -> None:
+    """4 spawned processes x 2,000 track(): each event once, exact counts, each PQL fires once."""
+    path = tmp_path / "shared.db"
+    # Create the schema (and record the model) first, as an app's deploy step would.
+    with Client(MODEL, store=f"sqlite:///{path}", clock=FrozenClock(NOW)):
+        pass
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=PROCESSES, mp_context=context) as pool:
+        futures = [pool.submit(track_in_child, str(path), w) for w in range(PROCESSES)]
+        reports = [f.result(timeout=300) for f in futures]
+
+    assert [r["errors"] for r in reports] == [[]] * PROCESSES  # no "database is locked"
+    events = all_events()
+    assert sum(r["stored"] for r in reports) == len(events)
+    assert sum(r["duplicates"] for r in reports) == PROCESSES * RESENT
+
+    # Every event is stored exactly once.
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT message_id) FROM events").fetchone()
+    conn.close()
+    assert rows == (len(events), len(events))
+
+    expected_events = Counter(user for user, *_ in events)
+    expected_logins = Counter(user for user, event, *_ in events if event == "login")
+    qualifying = {u for u, n in expected_logins.items() if n >= 100}
+    assert 0 < len(qualifying) < USERS  # the threshold splits the users
+    account_users: dict[str, set[str]] = {}
+    for user, _, account, _, _ in events:
+        account_users.setdefault(account, set()).add(user)
+
+    fired = Counter(subject for r in reports for kind, subject in r["fired"] if kind == "pql")
+    assert fired == dict.fromkeys(qualifying, 1)
+    fired_pqa = Counter(subject for r in reports for kind, subject in r["fired"] if kind == "pqa")
+    assert fired_pqa == {a: 1 for a, users in account_users.items() if len(users) >= 8}
+
+    with Client(MODEL, store=f"sqlite:///{path}", clock=FrozenClock(NOW)) as client:
+        with client.store.transaction() as tx:
+            assert {e.message_id for e in tx.events()} == {e[-1] for e in events}
+            records = Counter((q.kind, q.subject_id) for q in tx.qualifications(MODEL.name))
+            ids = {q.id for q in tx.qualifications(MODEL.name)}
+            assert tx.deliveries("pending") == []
+            assert {d.id for d in tx.deliveries("delivered")} == ids
+        assert records == {
+            **{("pql", u): 1 for u in qualifying},
+            **{("pqa", a): 1 for a in fired_pqa},
+        }
+        for user, n in expected_events.items():
+            scores = client.scores(user)
+            assert (scores["events"], scores["logins"]) == (n, expected_logins[user]), user
+        for account, users in account_users.items():
+            scores = client.scores(account, of="account")
+            assert scores["users"] == len(users)
+            assert scores["events"] == sum(expected_events[u] for u in users)
+
+    # Each qualification reached a callback, in one process or another, exactly once.
+    delivered = Counter(qid for r in reports for qid in r["delivered"])
+    assert delivered == dict.fromkeys(ids, 1)
+
+
+# -- fork ------------------------------------------------------------------------------
+
+FORK_CHILDREN = 2
+FORK_EVENTS = 300
+
+
+def track_in_forked_child(client: Client, child: int) -> int:
+    """Runs in a forked child; returns its exit status (0: all good)."""
+    try:
+        for i in range(FORK_EVENTS):
+            result = client.track(
+                f"c{child}-u{i % 10}",
+                "login",
+                account_id="acme",
+                timestamp=T0 + timedelta(seconds=i),
+                message_id=f"c{child}-{i}",
+            )
+            if result.duplicate:
+                return 3
+        if client.scores(f"c{child}-u0")["logins"] != FORK_EVENTS // 10:
+            return 4
+        client.flush()
+        client.close()
+        return 0
+    except BaseException:
+        traceback.print_exc()
+        return 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+def test_a_client_created_before_fork(tmp_path: Path) -> None:
+    """Like gunicorn --preload: a Client opened before fork() works in the parent and children."""
+    client = Client(MODEL, store=f"sqlite:///{tmp_path / 'forked.db'}", clock=FrozenClock(NOW))
+    try:
+        for i in range(20):
+            client.track("parent", "login", message_id=f"p-before-{i}", timestamp=T0)
+        pids = []
+        for child in range(FORK_CHILDREN):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # the child: never return into pytest
+                status = 1
+                try:
+                    status = track_in_forked_child(client, child)
+                finally:
+                    os._exit(status)
+            pids.append(pid)
+        for i in range(FORK_EVENTS):  # the parent keeps writing while the children do
+            client.track("parent", "login", message_id=f"p-during-{i}", timestamp=T0)
+        statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+        assert statuses == [0] * FORK_CHILDREN
+        for i in range(20):
+            client.track("parent", "login", message_id=f"p-after-{i}", timestamp=T0)
+
+        with client.store.transaction() as tx:
+            stored = [e.message_id for e in tx.events()]
+        expected = (
+            {f"p-{when}-{i}" for when in ("before", "after") for i in range(20)}
+            | {f"p-during-{i}" for i in range(FORK_EVENTS)}
+            | {f"c{c}-{i}" for c in range(FORK_CHILDREN) for i in range(FORK_EVENTS)}
+        )
+        assert len(stored) == len(expected)
+        assert set(stored) == expected
+        assert client.scores("parent")["logins"] == 40 + FORK_EVENTS
+        for c in range(FORK_CHILDREN):
+            for u in range(10):
+                assert client.scores(f"c{c}-u{u}")["logins"] == FORK_EVENTS // 10
+        assert client.scores("acme", of="account")["users"] == 10 * FORK_CHILDREN
+    finally:
+        client.close()
