@@ -7,6 +7,7 @@ qualifies. Everything public is importable from here.
 
 from __future__ import annotations
 
+from ._async import AsyncClient
 from ._client import Client
 from ._default import alias, configure, flush, forget, get_client, group, identify, track
 from ._dispatch import Callback
@@ -48,6 +49,7 @@ from .exceptions import (
 from .stores import MemoryStore, SQLiteStore, Store
 
 __all__ = [
+    "AsyncClient",
     "BulkResult",
     "Callback",
     "Client",

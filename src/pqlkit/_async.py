@@ -1,0 +1,305 @@
+"""AsyncClient: the Client's methods as coroutines, with store work off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from ._client import Client
+from ._clock import Clock
+from ._dispatch import Callback
+from ._events import BulkResult, Event, Qualification, Stats, TrackResult
+from ._model import Model
+from .exceptions import ClientClosedError, ValidationError
+from .stores._base import Store
+
+__all__ = ["AsyncClient"]
+
+F = TypeVar("F", bound=Callback)
+R = TypeVar("R")
+SubjectKind = Literal["user", "account"]
+
+
+class AsyncClient:
+    """The methods of :class:`~pqlkit.Client` as coroutines, for asyncio applications.
+
+    It wraps one :class:`~pqlkit.Client` and runs every call that touches the
+    store on a small thread pool of its own, so a slow store never blocks the
+    event loop. Results, guarantees and errors are the Client's.
+
+    Callbacks are registered synchronously (``@client.on_pql``). A plain
+    function runs where the Client runs it: on a pool thread inside ``track()``
+    with ``dispatch="inline"``, on the Client's worker with
+    ``dispatch="background"``. An ``async def`` callback runs on the event loop
+    this AsyncClient was last awaited from; the delivering thread waits for it,
+    and an exception it raises makes pqlkit retry the delivery like any other.
+
+    Args:
+        model: The :class:`~pqlkit.Model` to evaluate.
+        store: A :class:`~pqlkit.Store` or a store URL, as for ``Client``.
+        max_workers: Threads in the pool that runs store work.
+        **settings: Every other keyword of :class:`~pqlkit.Client` (``clock``,
+            ``dispatch``, ``max_attempts``, ``retry_base``, ...).
+
+    Constructing it builds the Client in the calling thread (which may rebuild
+    derived state after a model change); do it once, at startup.
+
+    Example:
+        >>> import asyncio
+        >>> import pqlkit
+        >>> from pqlkit import Model, did
+        >>> model = Model("doc", pql=did("dashboard_built"))
+        >>> async def main() -> str:
+        ...     async with pqlkit.AsyncClient(model, store="memory://") as client:
+        ...         result = await client.track("u1", "dashboard_built")
+        ...         return result.qualified[0].subject_id
+        >>> asyncio.run(main())
+        'u1'
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        store: Store | str | None = None,
+        *,
+        max_workers: int = 4,
+        clock: Clock | None = None,
+        dispatch: Literal["inline", "background"] = "inline",
+        max_attempts: int = 10,
+        retry_base: timedelta = timedelta(seconds=1),
+        retry_cap: timedelta = timedelta(hours=1),
+        max_id_length: int = 256,
+        max_properties_bytes: int = 32_768,
+        max_depth: int = 16,
+        context_events: int = 10,
+        delivery_lease: timedelta = timedelta(seconds=30),
+    ) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValidationError("max_workers", "must be a positive int")
+        self._client = Client(
+            model,
+            store,
+            clock=clock,
+            dispatch=dispatch,
+            max_attempts=max_attempts,
+            retry_base=retry_base,
+            retry_cap=retry_cap,
+            max_id_length=max_id_length,
+            max_properties_bytes=max_properties_bytes,
+            max_depth=max_depth,
+            context_events=context_events,
+            delivery_lease=delivery_lease,
+        )
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pqlkit-async")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(model={self.model.name!r}, store={self.store!r})"
+
+    @property
+    def client(self) -> Client:
+        """The wrapped synchronous :class:`~pqlkit.Client` (for ``pqlkit.testing`` helpers)."""
+        return self._client
+
+    @property
+    def model(self) -> Model:
+        """The model this client evaluates."""
+        return self._client.model
+
+    @property
+    def store(self) -> Store:
+        """The store this client writes to."""
+        return self._client.store
+
+    # -- running store work off the loop ------------------------------------------------
+    async def _run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        if self._closed:
+            raise ClientClosedError("this AsyncClient is closed")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        try:
+            future = loop.run_in_executor(self._executor, call)
+        except RuntimeError:  # the pool was shut down by a concurrent close()
+            raise ClientClosedError("this AsyncClient is closed") from None
+        return await future
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Deliver what is due, close the Client, and stop the thread pool."""
+        if self._closed:
+            return
+        try:
+            await self._run(self._client.close)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=True)
+
+    # -- callbacks (registration is synchronous) ---------------------------------------------
+    def on(self, kind: Literal["pql", "pqa", "disqualified"], fn: Callback) -> Callback:
+        """Register ``fn`` (a function or an ``async def``) for ``kind`` deliveries."""
+        if not callable(fn):
+            raise ValidationError("fn", "must be callable")
+        self._client.on(kind, self._adapt(fn))
+        return fn
+
+    def on_pql(self, fn: F) -> F:
+        """Decorator: call ``fn(qualification)`` when a user first qualifies."""
+        self.on("pql", fn)
+        return fn
+
+    def on_pqa(self, fn: F) -> F:
+        """Decorator: call ``fn(qualification)`` when an account first qualifies."""
+        self.on("pqa", fn)
+        return fn
+
+    def on_disqualified(self, fn: F) -> F:
+        """Decorator: call ``fn(qualification)`` when a qualified subject's rule turns false."""
+        self.on("disqualified", fn)
+        return fn
+
+    def _adapt(self, fn: Callback) -> Callback:
+        """Run what ``fn`` returns on the event loop when it is a coroutine."""
+
+        @functools.wraps(fn)
+        def deliver(qualification: Qualification, /) -> object:
+            result = fn(qualification)
+            if not inspect.iscoroutine(result):
+                return result
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                result.close()
+                raise RuntimeError("async callback: no open event loop has used this client")
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                result.close()
+                raise RuntimeError(
+                    "async callback delivered on its own event loop's thread "
+                    "(call the AsyncClient's coroutines, not its .client, from async code)"
+                )
+            return asyncio.run_coroutine_threadsafe(result, loop).result()
+
+        return deliver
+
+    # -- recording -----------------------------------------------------------------------
+    async def track(
+        self,
+        user_id: str,
+        event: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        account_id: str | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+    ) -> TrackResult:
+        """:meth:`Client.track <pqlkit.Client.track>`, awaited."""
+        return await self._run(
+            self._client.track,
+            user_id,
+            event,
+            properties,
+            account_id=account_id,
+            timestamp=timestamp,
+            message_id=message_id,
+        )
+
+    async def track_many(self, events: Iterable[Event | Mapping[str, Any]]) -> BulkResult:
+        """:meth:`Client.track_many <pqlkit.Client.track_many>`, awaited.
+
+        ``events`` is consumed on a pool thread: pass a list or a plain
+        (synchronous) iterable.
+        """
+        return await self._run(self._client.track_many, events)
+
+    async def identify(
+        self,
+        user_id: str,
+        traits: Mapping[str, Any] | None = None,
+        *,
+        account_id: str | None = None,
+    ) -> None:
+        """:meth:`Client.identify <pqlkit.Client.identify>`, awaited."""
+        await self._run(self._client.identify, user_id, traits, account_id=account_id)
+
+    async def group(self, account_id: str, traits: Mapping[str, Any] | None = None) -> None:
+        """:meth:`Client.group <pqlkit.Client.group>`, awaited."""
+        await self._run(self._client.group, account_id, traits)
+
+    async def alias(self, previous_id: str, user_id: str) -> None:
+        """:meth:`Client.alias <pqlkit.Client.alias>`, awaited."""
+        await self._run(self._client.alias, previous_id, user_id)
+
+    async def forget(self, user_id: str) -> None:
+        """:meth:`Client.forget <pqlkit.Client.forget>`, awaited."""
+        await self._run(self._client.forget, user_id)
+
+    # -- reading -----------------------------------------------------------------------
+    async def scores(self, subject_id: str, *, of: SubjectKind = "user") -> dict[str, float]:
+        """:meth:`Client.scores <pqlkit.Client.scores>`, awaited."""
+        return await self._run(self._client.scores, subject_id, of=of)
+
+    async def signals(self, subject_id: str, *, of: SubjectKind = "user") -> dict[str, bool]:
+        """:meth:`Client.signals <pqlkit.Client.signals>`, awaited."""
+        return await self._run(self._client.signals, subject_id, of=of)
+
+    async def explain(self, subject_id: str, *, of: SubjectKind = "user") -> list[str]:
+        """:meth:`Client.explain <pqlkit.Client.explain>`, awaited."""
+        return await self._run(self._client.explain, subject_id, of=of)
+
+    async def qualified_at(
+        self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql"
+    ) -> datetime | None:
+        """:meth:`Client.qualified_at <pqlkit.Client.qualified_at>`, awaited."""
+        return await self._run(self._client.qualified_at, subject_id, kind=kind)
+
+    async def stats(self) -> Stats:
+        """:meth:`Client.stats <pqlkit.Client.stats>`, awaited."""
+        return await self._run(self._client.stats)
+
+    # -- outbox --------------------------------------------------------------------------
+    async def flush(self) -> None:
+        """:meth:`Client.flush <pqlkit.Client.flush>`, awaited."""
+        await self._run(self._client.flush)
+
+    async def pending(self) -> list[Qualification]:
+        """:meth:`Client.pending <pqlkit.Client.pending>`, awaited."""
+        return await self._run(self._client.pending)
+
+    async def dead_letters(self) -> list[Qualification]:
+        """:meth:`Client.dead_letters <pqlkit.Client.dead_letters>`, awaited."""
+        return await self._run(self._client.dead_letters)
+
+    async def retry_dead_letters(self) -> int:
+        """:meth:`Client.retry_dead_letters <pqlkit.Client.retry_dead_letters>`, awaited."""
+        return await self._run(self._client.retry_dead_letters)
+
+    # -- time and model changes ------------------------------------------------------------
+    async def sweep(self, now: datetime | None = None) -> list[Qualification]:
+        """:meth:`Client.sweep <pqlkit.Client.sweep>`, awaited."""
+        return await self._run(self._client.sweep, now)
+
+    async def rebuild(self) -> int:
+        """:meth:`Client.rebuild <pqlkit.Client.rebuild>`, awaited."""
+        return await self._run(self._client.rebuild)
