@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pqlkit import (
     Qualification,
     SQLiteStore,
     Store,
+    absent,
     active_days,
     active_users,
     count,
@@ -30,6 +32,8 @@ from pqlkit import (
     tev,
     trait,
 )
+from pqlkit.stores import Transaction
+from pqlkit.stores._base import StateRecord
 from pqlkit.testing import FrozenClock
 
 T0 = datetime(2024, 3, 4, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -881,3 +885,152 @@ def test_stats_without_users(make_client: ClientFactory) -> None:
     assert stats.time_to_pql_median is None
     assert stats.time_to_pql_p90 is None
     assert stats.pql_rate_healthy is None
+
+
+# -- sweep -----------------------------------------------------------------------------
+
+STALLED = Model(
+    "stalled",
+    signals={"stalled": absent("dashboard_built", after="signup", within=days(3))},
+    pql=signal("stalled"),
+)
+QUIET = Model(
+    "quiet",
+    signals={"activated": did("activated"), "erroring": did("error", within=days(7))},
+    pql=signal("activated") & ~signal("erroring"),
+)
+IDLE_TRIAL = Model(
+    "idle-trial",
+    signals={"trial": did("trial_started"), "idle": idle() >= days(3)},
+    pql=signal("trial") & signal("idle"),
+)
+DORMANT = Model(
+    "dormant",
+    signals={"signed_up": did("signup"), "dormant": idle() >= days(14)},
+    pql=signal("signed_up") & ~signal("dormant"),
+)
+
+
+def test_sweep_fires_absent_when_its_window_has_passed(make_client: ClientFactory) -> None:
+    """absent(): fires at after + within, not a microsecond before; an event in time prevents it."""
+    client = make_client(STALLED)
+    rec = Received(client)
+    client.track("u1", "signup", timestamp=T0)
+    client.track("u2", "signup", timestamp=T0)
+    client.track("u2", "dashboard_built", timestamp=T0 + days(1))
+    client.track("u3", "signup", timestamp=T0)
+    client.track("u3", "dashboard_built", timestamp=T0 + days(3))  # at the end: still inside
+    assert client.sweep(T0 + days(3) - US) == []
+    fired = client.sweep(T0 + days(3))
+    assert [(q.subject_id, q.qualified_at) for q in fired] == [("u1", T0 + days(3))]
+    assert rec.pql == fired
+    assert client.sweep(T0 + days(30)) == []
+
+
+def test_sweep_fires_when_a_window_expires(make_client: ClientFactory) -> None:
+    """A condition that turns true when an event leaves its window fires on the sweep."""
+    client = make_client(QUIET)
+    rec = Received(client)
+    client.track("u1", "error", timestamp=T0)
+    assert client.track("u1", "activated", timestamp=T0 + days(1)).qualified == []
+    assert client.sweep(T0 + days(7) - US) == []
+    (q,) = client.sweep(T0 + days(7))
+    assert (q.subject_id, q.qualified_at, q.signals) == ("u1", T0 + days(7), ("activated",))
+    assert rec.pql == [q]
+
+
+def test_sweep_fires_on_idle_and_uses_the_clock(
+    make_client: ClientFactory, clock: FrozenClock
+) -> None:
+    """sweep() with no argument evaluates at the clock's now (idle() >= 3 days)."""
+    client = make_client(IDLE_TRIAL)
+    rec = Received(client)
+    client.track("u1", "trial_started")
+    clock.advance(days(3) - US)
+    assert client.sweep() == []
+    clock.advance(US)
+    (q,) = client.sweep()
+    assert q.qualified_at == T0 + days(3)
+    assert rec.pql == [q]
+
+
+def test_sweep_is_deterministic() -> None:
+    """The same events and sweeps on two stores fire identical qualifications."""
+    results = []
+    for _ in range(2):
+        clock = FrozenClock(T0)
+        with Client(QUIET, store="memory://", clock=clock, dispatch="inline") as client:
+            for n in range(5):
+                client.track(f"u{n}", "error", timestamp=T0 + timedelta(hours=n))
+                client.track(f"u{n}", "activated", timestamp=T0 + timedelta(hours=n))
+            fired = []
+            for hours in range(7 * 24, 7 * 24 + 6):
+                fired.append(client.sweep(T0 + timedelta(hours=hours)))
+            results.append(fired)
+    assert results[0] == results[1]
+    assert [[q.subject_id for q in batch] for batch in results[0]] == [
+        ["u0"],
+        ["u1"],
+        ["u2"],
+        ["u3"],
+        ["u4"],
+        [],
+    ]
+
+
+def test_sweep_handles_more_due_subjects_than_one_batch(make_client: ClientFactory) -> None:
+    """Every due subject is swept, however many (more than one internal batch of 500)."""
+    client = make_client(DORMANT)
+    client.track_many({"user_id": f"u{n}", "event": "signup", "timestamp": T0} for n in range(600))
+    fired = client.sweep(T0 + days(14))
+    assert len(fired) == 600
+    assert {q.subject_id for q in fired} == {f"u{n}" for n in range(600)}
+    assert all(q.disqualified_at == T0 + days(14) for q in fired)
+
+
+class CountingStore:
+    """A store delegating to another, counting the subject states loaded."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.loads = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.inner.transaction() as tx:
+            yield _CountingTransaction(tx, self)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _CountingTransaction:
+    def __init__(self, tx: Transaction, owner: CountingStore) -> None:
+        self._tx = tx
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def load_state(self, model: str, kind: Any, subject_id: str) -> StateRecord | None:
+        self._owner.loads += 1
+        return self._tx.load_state(model, kind, subject_id)
+
+
+def test_sweep_cost_follows_the_subjects_due(store: Store, clock: FrozenClock) -> None:
+    """1,000 subjects, 10 due: a sweep loads 10 states, not 1,000."""
+    counting = CountingStore(store)
+    with Client(DORMANT, store=counting, clock=clock, dispatch="inline") as client:
+        early = [f"early{n}" for n in range(10)]
+        late = [f"late{n}" for n in range(990)]
+        events = [{"user_id": u, "event": "signup", "timestamp": T0} for u in early]
+        events += [{"user_id": u, "event": "signup", "timestamp": T0 + days(5)} for u in late]
+        client.track_many(events)
+        counting.loads = 0
+        fired = client.sweep(T0 + days(14))
+        assert sorted(q.subject_id for q in fired) == sorted(early)
+        assert counting.loads == 10
+        counting.loads = 0
+        assert client.sweep(T0 + days(14)) == []
+        assert counting.loads == 0
+        assert client.stats().users == 1000
