@@ -7,7 +7,8 @@ built-in exception it resembles where one fits::
     ├── ValidationError (also ValueError)   bad input to track/identify/group/...
     ├── ModelError (also ValueError)        a Model declaration that cannot work
     ├── StoreError                          the store cannot do what was asked
-    │   └── SchemaError                     the stored schema is newer than this pqlkit
+    │   ├── SchemaError                     the stored schema is newer than this pqlkit
+    │   └── TransientStoreError             a conflict aborted the transaction; retrying may work
     └── ClientClosedError (also RuntimeError)  a closed Client was used
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "PqlkitError",
     "SchemaError",
     "StoreError",
+    "TransientStoreError",
     "ValidationError",
 ]
 
@@ -84,6 +86,15 @@ class StoreError(PqlkitError):
 
 class SchemaError(StoreError):
     """The store's schema was written by a newer pqlkit than this one."""
+
+
+class TransientStoreError(StoreError):
+    """The database aborted a transaction to resolve a conflict; running it again may succeed.
+
+    Raised by :class:`~pqlkit.stores.postgres.PostgresStore` for a deadlock or a
+    serialization failure. Nothing of the transaction was stored. The Client
+    retries its writes a few times before letting it through.
+    """
 
 
 class ClientClosedError(PqlkitError, RuntimeError):

@@ -1,0 +1,967 @@
+"""PostgresStore: one PostgreSQL database shared by every app server, through a connection pool.
+
+How it stays safe:
+
+* **Writers to one subject** take turns on transaction-level advisory locks:
+  :meth:`Transaction.lock` calls ``pg_advisory_xact_lock`` for each key, in
+  sorted order, and PostgreSQL releases them at commit or rollback.
+  Transactions run at READ COMMITTED, so every statement after the lock sees
+  what the previous holder committed. Unique constraints (one event per
+  ``message_id``, one qualification per subject and round) are the backstop.
+* **Only transaction-level locks** are used, never session-level ones, so the
+  store works behind PgBouncer in transaction pooling mode.
+* **Conflicts** that PostgreSQL resolves by aborting a transaction (a deadlock,
+  SQLSTATE 40P01, or a serialization failure, 40001) roll the transaction back
+  and raise :class:`~pqlkit.exceptions.TransientStoreError`; the Client re-runs
+  its write, a bounded number of times. A pooled connection found broken at
+  ``BEGIN`` is replaced and ``BEGIN`` retried, since nothing has run yet.
+* **Forks** (``gunicorn --preload``): the pool belongs to one process. A forked
+  child notices that ``os.getpid()`` changed and opens a pool of its own; the
+  parent's connections are never used, nor closed, in the child.
+* **The schema** lives in its own PostgreSQL schema (``pqlkit`` by default),
+  created on first use and upgraded by forward migrations under an advisory
+  lock, so many processes starting at once migrate it exactly once. The
+  version is recorded in ``schema_version``.
+
+Every value is a bound parameter; the schema name, checked to be a plain
+identifier, is composed with :class:`psycopg.sql.Identifier`. psycopg is
+imported only when a store is opened, so pqlkit works without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from .._convert import dumps, json_converter, loads, row_converter, to_us
+from .._events import EventRecord, Qualification
+from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
+from ._base import (
+    DeliveryRecord,
+    DeliveryStatus,
+    NewEvent,
+    QualificationRecord,
+    StateRecord,
+    SubjectKind,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+_INSTALL_HINT = 'PostgresStore needs psycopg 3 and psycopg-pool: pip install "pqlkit[postgres]"'
+
+# -- rows ----------------------------------------------------------------------------
+# The same mapping as SQLiteStore's: datetimes are integer microseconds since the
+# epoch, JSON columns travel as text (read back with ``::text``, so the caller's
+# own json loaders, on a joined connection, never get in the way).
+
+_rows = row_converter.copy()
+
+
+def _qualification_to_json(value: Qualification) -> str:
+    return dumps(json_converter.unstructure(value))
+
+
+def _qualification_from_json(value: str, _: Any) -> Qualification:
+    return json_converter.structure(loads(value), Qualification)
+
+
+def _from_json(value: str, _: Any) -> Any:
+    return loads(value)
+
+
+_rows.register_unstructure_hook(
+    NewEvent,
+    make_dict_unstructure_fn(
+        NewEvent,
+        _rows,
+        timestamp=override(rename="ts"),
+        properties=override(unstruct_hook=dumps),
+    ),
+)
+_rows.register_structure_hook(
+    EventRecord,
+    make_dict_structure_fn(
+        EventRecord,
+        _rows,
+        timestamp=override(rename="ts"),
+        properties=override(struct_hook=_from_json),
+    ),
+)
+_rows.register_unstructure_hook(
+    DeliveryRecord,
+    make_dict_unstructure_fn(
+        DeliveryRecord, _rows, qualification=override(unstruct_hook=_qualification_to_json)
+    ),
+)
+_rows.register_structure_hook(
+    DeliveryRecord,
+    make_dict_structure_fn(
+        DeliveryRecord, _rows, qualification=override(struct_hook=_qualification_from_json)
+    ),
+)
+
+# -- schema ------------------------------------------------------------------------------
+# Templates are composed with the schema's quoted name ({s}) once per store.
+# JSON columns are ``json``, not ``jsonb``: ``json`` keeps the text as written, so
+# every number comes back exactly (jsonb turns 1e308 into a 309-digit integer)
+# and "\u0000" is accepted; pqlkit never queries inside them.
+
+_CREATE_V1 = [
+    """CREATE TABLE IF NOT EXISTS {s}.events (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        message_id text NOT NULL,
+        user_id text NOT NULL,
+        event text NOT NULL,
+        properties json NOT NULL,
+        account_id text,
+        ts bigint NOT NULL,
+        CONSTRAINT events_message_id_key UNIQUE (message_id)
+    )""",
+    # events() pages through one user's or one account's events by seq.
+    "CREATE INDEX IF NOT EXISTS events_user_id_seq ON {s}.events (user_id, seq)",
+    "CREATE INDEX IF NOT EXISTS events_account_id_seq ON {s}.events (account_id, seq)",
+    """CREATE TABLE IF NOT EXISTS {s}.aliases (
+        previous_id text PRIMARY KEY,
+        user_id text NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS aliases_user_id ON {s}.aliases (user_id)",
+    """CREATE TABLE IF NOT EXISTS {s}.traits (
+        kind text NOT NULL,
+        subject_id text NOT NULL,
+        traits json NOT NULL,
+        PRIMARY KEY (kind, subject_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS {s}.states (
+        model text NOT NULL,
+        kind text NOT NULL,
+        subject_id text NOT NULL,
+        state text NOT NULL,
+        due_at bigint,
+        PRIMARY KEY (model, kind, subject_id)
+    )""",
+    # (model, due_at) for due_subjects(); kind and subject_id give the tie-break order.
+    "CREATE INDEX IF NOT EXISTS states_model_due_at"
+    " ON {s}.states (model, due_at, kind, subject_id)",
+    """CREATE TABLE IF NOT EXISTS {s}.qualifications (
+        pos bigint GENERATED ALWAYS AS IDENTITY,
+        id text NOT NULL,
+        model text NOT NULL,
+        kind text NOT NULL,
+        subject_id text NOT NULL,
+        round integer NOT NULL,
+        fingerprint text NOT NULL,
+        qualified_at bigint NOT NULL,
+        first_seen bigint NOT NULL,
+        disqualified_at bigint,
+        PRIMARY KEY (model, kind, subject_id, round),
+        CONSTRAINT qualifications_id_key UNIQUE (id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS qualifications_subject ON {s}.qualifications (subject_id, kind)",
+    """CREATE TABLE IF NOT EXISTS {s}.deliveries (
+        id text PRIMARY KEY,
+        kind text NOT NULL,
+        subject_id text NOT NULL,
+        qualification json NOT NULL,
+        status text NOT NULL,
+        attempts integer NOT NULL,
+        next_attempt_at bigint,
+        lease_until bigint,
+        last_error text,
+        created bigint GENERATED ALWAYS AS IDENTITY,
+        CONSTRAINT deliveries_created_key UNIQUE (created)
+    )""",
+    "CREATE INDEX IF NOT EXISTS deliveries_status ON {s}.deliveries (status, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS deliveries_subject_id ON {s}.deliveries (subject_id)",
+    """CREATE TABLE IF NOT EXISTS {s}.meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    )""",
+]
+
+# Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
+# Append to it; never edit a migration that was released.
+_MIGRATIONS: list[list[str]] = [_CREATE_V1]
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The schema version this code writes; a database at a higher version is refused."""
+
+_SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {s}.schema_version (
+    version integer PRIMARY KEY,
+    applied_at bigint NOT NULL
+)"""
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# -- statements ----------------------------------------------------------------------------
+
+_EVENT_COLUMNS = "seq, message_id, user_id, event, properties::text AS properties, account_id, ts"
+_DELIVERY_COLUMNS = (
+    "id, kind, subject_id, qualification::text AS qualification, status, attempts,"
+    " next_attempt_at, lease_until, last_error"
+)
+_QUALIFICATION_COLUMNS = (
+    "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
+)
+
+_STATEMENTS: dict[str, str] = {
+    "max_seq": "SELECT coalesce(max(seq), 0) FROM {s}.events",
+    "insert_event": (
+        "INSERT INTO {s}.events (message_id, user_id, event, properties, account_id, ts)"
+        " VALUES (%(message_id)s, %(user_id)s, %(event)s, %(properties)s::json,"
+        " %(account_id)s, %(ts)s)"
+        " ON CONFLICT (message_id) DO NOTHING RETURNING seq"
+    ),
+    "recent_events": (
+        f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE user_id = ANY(%s::text[])"
+        " ORDER BY ts DESC, seq DESC LIMIT %s"
+    ),
+    "has_message": "SELECT 1 FROM {s}.events WHERE message_id = %s",
+    "resolve": "SELECT user_id FROM {s}.aliases WHERE previous_id = %s",
+    "aliases_of": "SELECT previous_id FROM {s}.aliases WHERE user_id = %s ORDER BY previous_id",
+    "retarget_aliases": "UPDATE {s}.aliases SET user_id = %s WHERE user_id = %s",
+    "set_alias": (
+        "INSERT INTO {s}.aliases (previous_id, user_id) VALUES (%s, %s)"
+        " ON CONFLICT (previous_id) DO UPDATE SET user_id = excluded.user_id"
+    ),
+    "traits": "SELECT traits::text FROM {s}.traits WHERE kind = %s AND subject_id = %s",
+    "set_traits": (
+        "INSERT INTO {s}.traits (kind, subject_id, traits) VALUES (%s, %s, %s::json)"
+        " ON CONFLICT (kind, subject_id) DO UPDATE SET traits = excluded.traits"
+    ),
+    "accounts_of": (
+        "SELECT DISTINCT account_id FROM {s}.events"
+        " WHERE user_id = ANY(%s::text[]) AND account_id IS NOT NULL"
+    ),
+    "users_of": "SELECT DISTINCT user_id FROM {s}.events WHERE account_id = %s",
+    "forget_events": "DELETE FROM {s}.events WHERE user_id = ANY(%s::text[])",
+    "forget_traits": (
+        "DELETE FROM {s}.traits WHERE kind = 'user' AND subject_id = ANY(%s::text[])"
+    ),
+    "forget_aliases": (
+        "DELETE FROM {s}.aliases"
+        " WHERE previous_id = ANY(%(ids)s::text[]) OR user_id = ANY(%(ids)s::text[])"
+    ),
+    "load_state": (
+        "SELECT model, kind, subject_id, state, due_at FROM {s}.states"
+        " WHERE model = %s AND kind = %s AND subject_id = %s"
+    ),
+    "save_state": (
+        "INSERT INTO {s}.states (model, kind, subject_id, state, due_at)"
+        " VALUES (%(model)s, %(kind)s, %(subject_id)s, %(state)s, %(due_at)s)"
+        " ON CONFLICT (model, kind, subject_id)"
+        " DO UPDATE SET state = excluded.state, due_at = excluded.due_at"
+    ),
+    "delete_state": "DELETE FROM {s}.states WHERE model = %s AND kind = %s AND subject_id = %s",
+    "clear_states": "DELETE FROM {s}.states WHERE model = %s",
+    "due_subjects": (
+        "SELECT kind, subject_id FROM {s}.states WHERE model = %s AND due_at <= %s"
+        " ORDER BY due_at, kind, subject_id LIMIT %s"
+    ),
+    "count_subjects": "SELECT count(*) FROM {s}.states WHERE model = %s AND kind = %s",
+    "latest_qualification": (
+        f"SELECT {_QUALIFICATION_COLUMNS} FROM {{s}}.qualifications"
+        " WHERE model = %s AND kind = %s AND subject_id = %s ORDER BY round DESC LIMIT 1"
+    ),
+    "insert_qualification": (
+        f"INSERT INTO {{s}}.qualifications ({_QUALIFICATION_COLUMNS})"
+        " VALUES (%(id)s, %(model)s, %(kind)s, %(subject_id)s, %(round)s, %(fingerprint)s,"
+        " %(qualified_at)s, %(first_seen)s, %(disqualified_at)s)"
+        " ON CONFLICT (model, kind, subject_id, round) DO NOTHING"
+    ),
+    "set_disqualified": "UPDATE {s}.qualifications SET disqualified_at = %s WHERE id = %s",
+    "qualifications": (
+        f"SELECT {_QUALIFICATION_COLUMNS} FROM {{s}}.qualifications WHERE model = %s ORDER BY pos"
+    ),
+    "delete_qualifications": ("DELETE FROM {s}.qualifications WHERE subject_id = %s AND kind = %s"),
+    "delete_deliveries": (
+        "DELETE FROM {s}.deliveries WHERE subject_id = %s AND qualification->>'kind' = %s"
+    ),
+    "enqueue": (
+        "INSERT INTO {s}.deliveries (id, kind, subject_id, qualification, status, attempts,"
+        " next_attempt_at, lease_until, last_error)"
+        " VALUES (%(id)s, %(kind)s, %(subject_id)s, %(qualification)s::json, %(status)s,"
+        " %(attempts)s, %(next_attempt_at)s, %(lease_until)s, %(last_error)s)"
+        " ON CONFLICT (id) DO NOTHING"
+    ),
+    # SKIP LOCKED: two processes claiming at once take different deliveries, and
+    # neither waits for the other.
+    "claim_due": (
+        "UPDATE {s}.deliveries AS d SET lease_until = %(lease_until)s"
+        " FROM (SELECT id FROM {s}.deliveries"
+        " WHERE status = 'pending' AND kind = ANY(%(kinds)s::text[])"
+        " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
+        " AND (lease_until IS NULL OR lease_until <= %(wall_now)s)"
+        " ORDER BY created LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
+        " WHERE d.id = due.id"
+        " RETURNING d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
+        " d.status, d.attempts, d.next_attempt_at, d.lease_until, d.last_error, d.created"
+    ),
+    "finish_delivery": (
+        "UPDATE {s}.deliveries SET status = %s, attempts = %s, next_attempt_at = %s,"
+        " last_error = %s, lease_until = NULL WHERE id = %s"
+    ),
+    "deliveries": (
+        f"SELECT {_DELIVERY_COLUMNS} FROM {{s}}.deliveries WHERE status = %s ORDER BY created"
+    ),
+    "revive_dead": (
+        "UPDATE {s}.deliveries SET status = 'pending', attempts = 0, next_attempt_at = %s,"
+        " lease_until = NULL WHERE status = 'dead'"
+    ),
+    "get_meta": "SELECT value FROM {s}.meta WHERE key = %s",
+    "set_meta": (
+        "INSERT INTO {s}.meta (key, value) VALUES (%s, %s)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    ),
+}
+
+# events() has a statement per combination of filters, so each can use its index.
+_STATEMENTS.update(
+    {
+        f"events_{int(users)}{int(account)}": (
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE seq > %s AND seq <= %s"
+            + (" AND user_id = ANY(%s::text[])" if users else "")
+            + (" AND account_id = %s" if account else "")
+            + " ORDER BY seq LIMIT %s"
+        )
+        for users in (False, True)
+        for account in (False, True)
+    }
+)
+_PAGE_SIZE = 1000
+
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_BEGIN_ATTEMPTS = 5
+
+
+def _check_schema_name(schema: object) -> str:
+    if not isinstance(schema, str):
+        raise ValidationError("schema", f"must be a str, got {type(schema).__name__}")
+    if not _SCHEMA_NAME.fullmatch(schema) or len(schema.encode()) > 63:
+        raise ValidationError(
+            "schema",
+            f"{schema!r} is not a plain identifier (letters, digits and _, not starting with a"
+            " digit, at most 63 characters)",
+        )
+    if schema.lower().startswith("pg_"):
+        raise ValidationError("schema", "names starting with 'pg_' are reserved by PostgreSQL")
+    return schema
+
+
+def lock_id(namespace: str, key: str) -> int:
+    """The signed 64-bit advisory lock id of ``key`` in ``namespace`` (stable across processes)."""
+    digest = hashlib.blake2b(
+        f"{namespace}\x00{key}".encode("utf-8", "surrogatepass"), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _redacted(dsn: str) -> str:
+    """The DSN's host, port and database, for messages (never the password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(dsn)
+    parts = [f"{k}={params[k]}" for k in ("host", "port", "dbname", "user") if params.get(k)]
+    return " ".join(parts) or "(default connection parameters)"
+
+
+# -- forks ---------------------------------------------------------------------------------
+
+# The lock that guards opening a pool. Replaced in a forked child, where it may
+# have been copied while another thread of the parent held it.
+_open_lock = threading.Lock()
+
+# Pools inherited across fork(). Never used nor closed in the child: closing one
+# would end the parent's server sessions, and keeping a reference stops garbage
+# collection from trying to.
+_inherited: list[ConnectionPool[Any]] = []
+
+
+def _reset_after_fork() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+@attrs.define
+class _Pool:
+    """This process's pool."""
+
+    pool: ConnectionPool[Any]
+    pid: int
+
+
+# -- the transaction ---------------------------------------------------------------------
+
+
+class _PostgresTransaction:
+    """The Transaction protocol over one open transaction (or savepoint) on ``cursor``."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], sql: dict[str, bytes], namespace: str) -> None:
+        self._cur = cursor
+        self._sql = sql
+        self._namespace = namespace
+        self._held: set[str] = set()
+
+    def _execute(self, name: str, params: Any = None) -> psycopg.Cursor[Any]:
+        return self._cur.execute(self._sql[name], params)
+
+    def _dicts(self, name: str, params: Any = None) -> list[dict[str, Any]]:
+        cursor = self._execute(name, params)
+        assert cursor.description is not None
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _scalar(self, name: str, params: Any = None) -> Any:
+        row = self._execute(name, params).fetchone()
+        return None if row is None else row[0]
+
+    def _column(self, name: str, params: Any = None) -> list[Any]:
+        return [row[0] for row in self._execute(name, params).fetchall()]
+
+    def lock(self, keys: Sequence[str]) -> None:
+        """Take ``pg_advisory_xact_lock`` on each key (sorted), held until the transaction ends."""
+        for key in sorted(set(keys) - self._held):
+            self._cur.execute(b"SELECT pg_advisory_xact_lock(%s)", (lock_id(self._namespace, key),))
+            self._held.add(key)
+
+    # -- event log -------------------------------------------------------------------
+    def insert_event(self, event: NewEvent) -> EventRecord | None:
+        seq = self._scalar("insert_event", _rows.unstructure(event))
+        if seq is None:
+            return None
+        return EventRecord(seq=int(seq), **attrs.asdict(event, recurse=False))
+
+    def events(
+        self,
+        *,
+        user_ids: Sequence[str] | None = None,
+        account_id: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[EventRecord]:
+        """Events in arrival order, read in pages (valid inside the transaction only)."""
+        high = int(self._scalar("max_seq"))
+        name = f"events_{int(user_ids is not None)}{int(account_id is not None)}"
+        filters: list[Any] = []
+        if user_ids is not None:
+            filters.append(list(user_ids))
+        if account_id is not None:
+            filters.append(account_id)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = _PAGE_SIZE if remaining is None else min(_PAGE_SIZE, remaining)
+            rows = self._dicts(name, [after_seq, high, *filters, page])
+            for row in rows:
+                yield _rows.structure(row, EventRecord)
+            if len(rows) < page:
+                return
+            after_seq = rows[-1]["seq"]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def recent_events(self, user_ids: Sequence[str], limit: int) -> list[EventRecord]:
+        rows = self._dicts("recent_events", (list(user_ids), limit))
+        return [_rows.structure(row, EventRecord) for row in rows]
+
+    def has_message(self, message_id: str) -> bool:
+        return self._scalar("has_message", (message_id,)) is not None
+
+    # -- identity ----------------------------------------------------------------------
+    def resolve(self, user_id: str) -> str:
+        target = self._scalar("resolve", (user_id,))
+        return user_id if target is None else str(target)
+
+    def aliases_of(self, user_id: str) -> list[str]:
+        return [str(v) for v in self._column("aliases_of", (user_id,))]
+
+    def set_alias(self, previous_id: str, user_id: str) -> None:
+        self._execute("retarget_aliases", (user_id, previous_id))
+        self._execute("set_alias", (previous_id, user_id))
+
+    def traits(self, kind: SubjectKind, subject_id: str) -> dict[str, Any]:
+        text = self._scalar("traits", (kind, subject_id))
+        return {} if text is None else dict(loads(text))
+
+    def set_traits(self, kind: SubjectKind, subject_id: str, traits: dict[str, Any]) -> None:
+        self._execute("set_traits", (kind, subject_id, dumps(traits)))
+
+    def accounts_of(self, user_ids: Sequence[str]) -> set[str]:
+        return {str(v) for v in self._column("accounts_of", (list(user_ids),))}
+
+    def users_of(self, account_id: str) -> set[str]:
+        return {str(v) for v in self._column("users_of", (account_id,))}
+
+    def forget_users(self, user_ids: Sequence[str]) -> None:
+        wanted = list(user_ids)
+        self._execute("forget_events", (wanted,))
+        self._execute("forget_traits", (wanted,))
+        self._execute("forget_aliases", {"ids": wanted})
+
+    # -- derived state -------------------------------------------------------------------
+    def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
+        rows = self._dicts("load_state", (model, kind, subject_id))
+        return _rows.structure(rows[0], StateRecord) if rows else None
+
+    def save_state(self, record: StateRecord) -> None:
+        self._execute("save_state", _rows.unstructure(record))
+
+    def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
+        self._execute("delete_state", (model, kind, subject_id))
+
+    def clear_states(self, model: str) -> None:
+        self._execute("clear_states", (model,))
+
+    def due_subjects(self, model: str, now: datetime, limit: int) -> list[tuple[SubjectKind, str]]:
+        rows = self._execute("due_subjects", (model, to_us(now), limit)).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def count_subjects(self, model: str, kind: SubjectKind) -> int:
+        return int(self._scalar("count_subjects", (model, kind)))
+
+    # -- qualifications ------------------------------------------------------------------
+    def latest_qualification(
+        self, model: str, kind: str, subject_id: str
+    ) -> QualificationRecord | None:
+        rows = self._dicts("latest_qualification", (model, kind, subject_id))
+        return _rows.structure(rows[0], QualificationRecord) if rows else None
+
+    def insert_qualification(self, record: QualificationRecord) -> bool:
+        cursor = self._execute("insert_qualification", _rows.unstructure(record))
+        return cursor.rowcount == 1
+
+    def set_disqualified(self, qualification_id: str, at: datetime) -> None:
+        self._execute("set_disqualified", (to_us(at), qualification_id))
+
+    def qualifications(self, model: str) -> Iterator[QualificationRecord]:
+        rows = self._dicts("qualifications", (model,))
+        return iter([_rows.structure(row, QualificationRecord) for row in rows])
+
+    def delete_qualifications(self, subject_id: str, kind: str) -> None:
+        self._execute("delete_qualifications", (subject_id, kind))
+        self._execute("delete_deliveries", (subject_id, kind))
+
+    # -- outbox ------------------------------------------------------------------------
+    def enqueue(self, delivery: DeliveryRecord) -> None:
+        self._execute("enqueue", _rows.unstructure(delivery))
+
+    def claim_due(
+        self,
+        now: datetime,
+        wall_now: datetime,
+        lease_until: datetime,
+        kinds: Sequence[str],
+        limit: int,
+    ) -> list[DeliveryRecord]:
+        rows = self._dicts(
+            "claim_due",
+            {
+                "lease_until": to_us(lease_until),
+                "kinds": list(kinds),
+                "now": to_us(now),
+                "wall_now": to_us(wall_now),
+                "limit": limit,
+            },
+        )
+        rows.sort(key=lambda row: row.pop("created"))
+        return [_rows.structure(row, DeliveryRecord) for row in rows]
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        *,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        last_error: str | None,
+    ) -> None:
+        self._execute(
+            "finish_delivery",
+            (
+                status,
+                attempts,
+                None if next_attempt_at is None else to_us(next_attempt_at),
+                last_error,
+                delivery_id,
+            ),
+        )
+
+    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
+        rows = self._dicts("deliveries", (status,))
+        return [_rows.structure(row, DeliveryRecord) for row in rows]
+
+    def revive_dead(self, now: datetime) -> int:
+        return self._execute("revive_dead", (to_us(now),)).rowcount
+
+    # -- metadata ------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        value = self._scalar("get_meta", (key,))
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._execute("set_meta", (key, value))
+
+
+# -- the store -------------------------------------------------------------------------
+
+
+class PostgresStore:
+    """A store in a PostgreSQL database: for several app servers sharing one database.
+
+    Connections come from a pool (psycopg 3 and psycopg-pool: ``pip install
+    "pqlkit[postgres]"``); each ``transaction()`` is one READ COMMITTED
+    transaction on one pooled connection. Writers to the same subject serialize
+    on transaction-level advisory locks, so the store is safe behind PgBouncer
+    in transaction pooling mode. A forked child (``gunicorn --preload``) opens
+    its own pool.
+
+    Args:
+        dsn: A libpq connection string or URL, e.g.
+            ``"postgresql://app@db.internal:5432/app"``.
+        schema: The PostgreSQL schema holding pqlkit's tables, created if
+            missing. A plain identifier: letters, digits and ``_``.
+        min_size: Connections the pool keeps open.
+        max_size: Most connections the pool opens.
+        timeout: Seconds to wait for a pooled connection before giving up
+            with :class:`~pqlkit.exceptions.StoreError`.
+        prepare_threshold: psycopg's ``prepare_threshold``: after how many runs
+            a statement is prepared on the server. ``None`` never prepares
+            (for PgBouncer older than 1.21 in transaction pooling mode).
+
+    Raises:
+        ValidationError: ``schema`` is not a plain identifier, or a size is not
+            a positive int.
+        StoreError: psycopg is not installed, or the database cannot be reached.
+        SchemaError: The schema was written by a newer pqlkit.
+
+    Example:
+        >>> from pqlkit.stores.postgres import PostgresStore
+        >>> store = PostgresStore("postgresql://postgres@127.0.0.1/test")  # doctest: +SKIP
+        >>> with store.transaction() as tx:  # doctest: +SKIP
+        ...     tx.set_meta("greeting", "hello")
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "pqlkit",
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        try:
+            import psycopg
+            import psycopg_pool  # noqa: F401
+        except ImportError as error:
+            raise StoreError(f"{_INSTALL_HINT} ({error})") from error
+        if not isinstance(dsn, str):
+            raise ValidationError("dsn", f"must be a str, got {type(dsn).__name__}")
+        self._schema = _check_schema_name(schema)
+        for name, size in (("min_size", min_size), ("max_size", max_size)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValidationError(name, f"must be a positive int, got {size!r}")
+        if max_size < min_size:
+            raise ValidationError("max_size", f"must be at least min_size ({min_size})")
+        try:
+            self._where = _redacted(dsn)
+        except psycopg.ProgrammingError as error:
+            raise ValidationError("dsn", f"is not a valid connection string: {error}") from None
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._prepare_threshold = prepare_threshold
+        self._closed = False
+        self._local = threading.local()
+        schema_id = psycopg.sql.Identifier(schema)
+        self._sql = {
+            name: psycopg.sql.SQL(template).format(s=schema_id).as_bytes(None)
+            for name, template in _STATEMENTS.items()
+        }
+        self._migrate()
+        self._current: _Pool | None = self._open_pool()
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding pqlkit's tables."""
+        return self._schema
+
+    def __repr__(self) -> str:
+        closed = ", closed" if self._closed else ""
+        return f"<PostgresStore {self._where} schema={self._schema!r}{closed}>"
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- connections ---------------------------------------------------------------------
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "prepare_threshold": self._prepare_threshold}
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema, on a connection of its own, under an advisory lock."""
+        import psycopg
+        from psycopg import sql
+
+        try:
+            conn = psycopg.connect(self._dsn, connect_timeout=max(1, int(self._timeout)))
+        except psycopg.Error as error:
+            raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {error}") from error
+        schema_id = sql.Identifier(self._schema)
+        try:
+            with conn:
+                if self._version(conn) == SCHEMA_VERSION:
+                    return
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s)",
+                        (lock_id(self._schema, "$migrate"),),
+                    )
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema_id))
+                    conn.execute(sql.SQL(_SCHEMA_VERSION_TABLE).format(s=schema_id))
+                    version = self._version(conn)  # another process may have migrated meanwhile
+                    for target in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[target - 1]:
+                            conn.execute(sql.SQL(statement).format(s=schema_id))
+                        conn.execute(
+                            sql.SQL(
+                                "INSERT INTO {}.schema_version (version, applied_at)"
+                                " VALUES (%s, %s)"
+                            ).format(schema_id),
+                            (target, to_us(datetime.now(timezone.utc))),
+                        )
+        except psycopg.Error as error:
+            raise StoreError(
+                f"cannot create pqlkit's schema {self._schema!r} at {self._where}: {error}"
+            ) from error
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        """The schema's version (0 when there is none yet); refuses a newer one."""
+        from psycopg import sql
+
+        table = sql.Identifier(self._schema, "schema_version").as_string(conn)
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        version = 0
+        if exists is not None and exists[0]:
+            row = conn.execute(
+                sql.SQL("SELECT max(version) FROM {}").format(
+                    sql.Identifier(self._schema, "schema_version")
+                )
+            ).fetchone()
+            version = int(row[0] or 0) if row is not None else 0
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"schema {self._schema!r} at {self._where} has version {version}, but this"
+                f" pqlkit knows versions up to {SCHEMA_VERSION}: upgrade pqlkit to use it"
+            )
+        return version
+
+    def _open_pool(self) -> _Pool:
+        from psycopg_pool import ConnectionPool
+
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self._dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            timeout=self._timeout,
+            kwargs=self._connect_kwargs(),
+            name=f"pqlkit-{self._schema}",
+            open=False,
+        )
+        pool.open(wait=False)
+        return _Pool(pool, os.getpid())
+
+    def _pool(self) -> ConnectionPool[Any]:
+        """This process's pool, opened anew after a fork."""
+        current = self._current
+        if current is not None and current.pid == os.getpid():
+            return current.pool
+        with _open_lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            current = self._current
+            if current is None or current.pid != os.getpid():
+                if current is not None:
+                    _inherited.append(current.pool)  # the parent's: never touch it
+                current = self._current = self._open_pool()
+            return current.pool
+
+    @contextmanager
+    def _begin(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a new transaction (replaced and retried if found broken)."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        pool = self._pool()
+        delay = 0.005
+        for attempt in range(1, _BEGIN_ATTEMPTS + 1):
+            try:
+                conn = pool.getconn()
+            except PoolTimeout as error:
+                raise StoreError(
+                    f"no PostgreSQL connection became free within {self._timeout} s"
+                ) from error
+            except psycopg.Error as error:  # the pool is closed
+                raise StoreError(f"{self!r} cannot hand out connections: {error}") from error
+            try:
+                conn.execute(b"BEGIN ISOLATION LEVEL READ COMMITTED")
+            except psycopg.OperationalError as error:
+                pool.putconn(conn)  # broken: the pool discards it
+                if attempt == _BEGIN_ATTEMPTS:
+                    raise StoreError(
+                        f"cannot start a transaction at {self._where}: {error}"
+                    ) from error
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay *= 2
+                continue
+            break
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
+
+    def _enter(self) -> None:
+        if getattr(self._local, "active", False):
+            raise StoreError(
+                "a transaction of this PostgresStore is already open in this thread; "
+                "transactions do not nest"
+            )
+        self._local.active = True
+
+    def _exit(self) -> None:
+        self._local.active = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PostgresTransaction]:
+        """A READ COMMITTED transaction: committed on exit, rolled back if the block raises.
+
+        Raises:
+            TransientStoreError: PostgreSQL aborted the transaction to resolve a
+                deadlock or a serialization failure; running the block again
+                may succeed (the Client does so).
+            StoreError: The store is closed, a transaction is already open in
+                this thread, no connection became free within ``timeout``, or
+                the database failed.
+        """
+        import psycopg
+        from psycopg.rows import tuple_row
+
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        self._enter()
+        try:
+            with self._begin() as conn:
+                try:
+                    with conn.cursor(row_factory=tuple_row) as cursor:
+                        yield _PostgresTransaction(cursor, self._sql, self._schema)
+                    conn.execute(b"COMMIT")
+                except BaseException as error:
+                    if not conn.closed:
+                        # if the connection broke, the pool discards it
+                        with suppress(psycopg.Error):
+                            conn.execute(b"ROLLBACK")
+                    if isinstance(error, psycopg.Error):
+                        raise self._translate(error) from error
+                    raise
+        finally:
+            self._exit()
+
+    @contextmanager
+    def joined(self, connection: psycopg.Connection[Any]) -> Iterator[_PostgresTransaction]:
+        """A transaction inside the caller's own, on the caller's psycopg connection.
+
+        pqlkit's writes go into a savepoint of the caller's current transaction
+        and are committed, or rolled back, with it: pqlkit never commits. If the
+        block raises, only pqlkit's writes are rolled back (to the savepoint)
+        and the caller's transaction stays usable. The advisory locks taken by
+        :meth:`Transaction.lock` are held until the caller's transaction ends.
+
+        The connection must reach the database this store uses. A connection in
+        autocommit mode must be inside ``with connection.transaction():``.
+
+        Raises:
+            ValidationError: ``connection`` is not a psycopg connection, is in
+                autocommit mode outside a transaction, or its transaction failed.
+            TransientStoreError: PostgreSQL aborted pqlkit's statements to resolve
+                a deadlock; pqlkit's writes were rolled back to the savepoint.
+        """
+        import psycopg
+        from psycopg.pq import TransactionStatus
+        from psycopg.rows import tuple_row
+
+        if not isinstance(connection, psycopg.Connection):
+            raise ValidationError(
+                "connection",
+                f"must be a psycopg (3) Connection, got {type(connection).__name__}",
+            )
+        status = connection.info.transaction_status
+        if status == TransactionStatus.INERROR:
+            raise ValidationError(
+                "connection", "its transaction has failed; roll it back before tracking"
+            )
+        if status == TransactionStatus.ACTIVE:
+            raise ValidationError("connection", "is busy running another query")
+        if status == TransactionStatus.IDLE:
+            if connection.autocommit:
+                raise ValidationError(
+                    "connection",
+                    "is in autocommit mode outside a transaction, so nothing would be atomic;"
+                    " track inside `with connection.transaction():`",
+                )
+            connection.execute(b"SELECT 1")  # opens the implicit transaction pqlkit joins
+        self._enter()
+        try:
+            with connection.transaction(), connection.cursor(row_factory=tuple_row) as cursor:
+                yield _PostgresTransaction(cursor, self._sql, self._schema)
+        except psycopg.Error as error:
+            raise self._translate(error) from error
+        finally:
+            self._exit()
+
+    def _translate(self, error: Exception) -> StoreError:
+        code = getattr(error, "sqlstate", None)
+        if code in _RETRYABLE_SQLSTATES:
+            return TransientStoreError(
+                f"PostgreSQL aborted the transaction to resolve a conflict ({code}): {error}"
+            )
+        return StoreError(f"PostgreSQL error at {self._where}: {error}")
+
+    def close(self) -> None:
+        """Close this process's pool. Idempotent.
+
+        Raises:
+            StoreError: Called inside one of this store's transactions.
+        """
+        current = self._current
+        if current is None:
+            self._closed = True
+            return
+        if current.pid != os.getpid():
+            _inherited.append(current.pool)  # the parent's: never touch it
+            self._current, self._closed = None, True
+            return
+        if getattr(self._local, "active", False):
+            raise StoreError("cannot close a PostgresStore inside its own transaction")
+        self._current, self._closed = None, True
+        current.pool.close()
