@@ -549,6 +549,28 @@ def test_background_errors_are_logged_not_raised(
     assert len(client.pending()) == 1
 
 
+def test_background_callback_may_track_and_flush(make_client: ClientFactory) -> None:
+    """A callback on the worker calling track() and flush() neither deadlocks nor loses work."""
+    client = make_client(dispatch="background")
+    got: list[str] = []
+
+    @client.on_pql
+    def chain(q: Qualification) -> None:
+        got.append(q.subject_id)
+        if q.subject_id == "u1":
+            client.track("u2", "dashboard_built")
+            client.flush()  # on the worker itself: must not wait for itself
+
+    client.track("u1", "dashboard_built")
+    flusher = threading.Thread(target=client.flush, daemon=True)
+    flusher.start()
+    flusher.join(timeout=10)
+    assert not flusher.is_alive(), "flush() deadlocked"
+    client.flush()
+    assert got == ["u1", "u2"]
+    assert client.pending() == []
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_background_worker_after_fork(tmp_path: Path) -> None:

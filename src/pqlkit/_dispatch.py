@@ -102,6 +102,8 @@ class Dispatcher:
             self.run_due()
             return
         ticket = self._wake()
+        if threading.current_thread() is self._thread:
+            return  # a callback flushed: waiting for ourselves would never end
         with self._cond:
             while self._completed < ticket and self._thread is not None:
                 self._cond.wait(timeout=0.5)
@@ -229,5 +231,6 @@ class Dispatcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        thread.join(timeout=10)
+        if thread is not threading.current_thread():  # a callback closed the client
+            thread.join(timeout=10)
         self._thread = None
