@@ -118,9 +118,13 @@ def _fmt_value(v: Any) -> str:
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:
-    module = getattr(fn, "__module__", None) or "?"
-    qualname = getattr(fn, "__qualname__", None) or repr(fn)
-    return f"{module}.{qualname}"
+    """A ``where=`` callable's name for the fingerprint: its qualified name only.
+
+    Not its module (a model run as a script lives in ``__main__``, imported it does
+    not) and not its code (bump ``Model(version=...)`` when the code changes).
+    """
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else type(fn).__name__
 
 
 class Expr:
