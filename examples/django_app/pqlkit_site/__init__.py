@@ -1,0 +1,1 @@
+"""The Django project around the ``pql_app`` example app."""

@@ -1,0 +1,30 @@
+"""Settings for the pqlkit Django example: just enough to serve ``pql_app``.
+
+``PQLKIT`` configures the client ``pql_app`` builds when Django starts: ``STORE``
+(a store URL; here from the ``PQLKIT_STORE`` environment variable, default an SQLite
+file next to this project) and ``SETTINGS`` (more keyword arguments for
+``pqlkit.Client``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "pqlkit-example-not-a-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+
+INSTALLED_APPS = ["pql_app"]
+MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+ROOT_URLCONF = "pqlkit_site.urls"
+DATABASES: dict[str, dict[str, str]] = {}  # pqlkit keeps its own store; no ORM models here
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+PQLKIT = {
+    "STORE": os.environ.get("PQLKIT_STORE", f"sqlite:///{BASE_DIR / 'pqlkit.db'}"),
+    "SETTINGS": {},
+}
