@@ -21,6 +21,11 @@ from pqlkit.testing import FrozenClock
 T0 = datetime(2024, 3, 4, 9, 0, tzinfo=timezone.utc)
 US = timedelta(microseconds=1)
 
+
+def days_(n: float) -> timedelta:
+    return timedelta(days=n)
+
+
 MODEL = Model(
     "dispatch",
     signals={"built": did("dashboard_built"), "churned": did("churned")},
@@ -330,6 +335,19 @@ def test_revived_dead_letter_is_pending_until_flushed(
     assert other.retry_dead_letters() == 1
     assert other.pending() == [q]
     assert attempts(store) == 0
+
+
+def test_future_timestamps_and_sweeps_deliver_at_once(client: Client, clock: FrozenClock) -> None:
+    """The first attempt is due at the clock's now, even when T lies in the clock's future."""
+    got: list[Qualification] = []
+    client.on("pql", got.append)
+    client.on("disqualified", got.append)
+    (q,) = client.track("u1", "dashboard_built", timestamp=T0 + days_(3)).qualified
+    assert got == [q]
+    (dq,) = client.track("u1", "churned", timestamp=T0 + days_(4)).disqualified
+    assert got == [q, dq]
+    assert client.pending() == []
+    assert clock.now() == T0
 
 
 def test_pending_lists_undelivered_oldest_first(client: Client) -> None:

@@ -729,6 +729,29 @@ def test_disqualified_by_a_sweep_when_idle(client: Client, clock: FrozenClock) -
     assert client.sweep() == []
 
 
+def test_pqa_disqualified_by_a_sweep(client: Client) -> None:
+    """An account whose active users leave the window is disqualified (kind "pqa") by sweep()."""
+    rec = Received(client)
+    for user in ("u1", "u2", "u3"):
+        client.track(user, "login", account_id="acme", timestamp=T0)
+    (q,) = rec.pqa
+    assert client.sweep(T0 + days(14) - US) == []
+    (dq,) = client.sweep(T0 + days(14))
+    assert (dq.kind, dq.subject_id, dq.disqualified_at) == ("pqa", "acme", T0 + days(14))
+    assert dq.id != q.id
+    assert rec.disqualified == [dq]
+
+
+def test_identify_can_qualify_a_user(client: Client) -> None:
+    """A trait from identify() that completes the rule fires the user, at its newest event."""
+    rec = Received(client)
+    client.group("acme", {"employees": 600})
+    activate(client, "u1")
+    assert rec.pql == []
+    client.identify("u1", {"role": "data"}, account_id="acme")
+    assert [(q.subject_id, q.account_id, q.qualified_at) for q in rec.pql] == [("u1", "acme", T0)]
+
+
 def test_without_requalify_after_a_disqualified_user_never_fires_again(
     make_client: ClientFactory,
 ) -> None:
