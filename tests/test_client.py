@@ -878,3 +878,23 @@ def test_threads_racing_with_the_same_message_ids_store_each_once(client: Client
     assert sorted(e.message_id for e in all_events(client)) == sorted(ids)
     for u in range(5):
         assert client.scores(f"u{u}")["logins"] == 20
+
+
+def test_forgotten_user_qualifying_again_gets_a_new_id(store: pqlkit.Store) -> None:
+    """A receiver de-duplicating on Qualification.id still hears of a forgotten user's new PQL."""
+    model = pqlkit.Model("m", signals={"x": pqlkit.did("x")}, pql=pqlkit.signal("x"))
+    clock = FrozenClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    with pqlkit.Client(model, store=store, clock=clock) as client:
+        first = client.track("u1", "x").qualified[0].id
+        client.forget("u1")
+        clock.advance(timedelta(days=1))
+        second = client.track("u1", "x").qualified[0].id
+    assert first != second
+
+
+def test_identify_rejects_the_reserved_account_trait(store: pqlkit.Store) -> None:
+    """The key pqlkit keeps identify()'s account under cannot be set as a trait."""
+    model = pqlkit.Model("m", signals={"x": pqlkit.did("x")})
+    with pqlkit.Client(model, store=store) as client, pytest.raises(pqlkit.ValidationError) as info:
+        client.identify("u1", {"$account_id": "evil"})
+    assert info.value.field == "traits.$account_id"

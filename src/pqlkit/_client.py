@@ -53,8 +53,10 @@ _ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the
 _BATCH = 500
 
 
-def _qualification_id(model: str, kind: str, subject: str, round_: int) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{model}\x00{kind}\x00{subject}\x00{round_}"))
+def _qualification_id(model: str, kind: str, subject: str, round_: int, first_seen: int) -> str:
+    """A stable id: the same in every delivery, new for a subject forgotten and seen again."""
+    key = f"{model}\x00{kind}\x00{subject}\x00{round_}\x00{first_seen}"
+    return str(uuid.uuid5(_NAMESPACE, key))
 
 
 def _public_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,6 +157,8 @@ class Client:
         self.model = model
         self._plan = Plan(model)
         self._limits = Limits(max_id_length, max_properties_bytes, max_depth)
+        if clock is not None and not callable(getattr(clock, "now", None)):
+            raise ValidationError("clock", "must have a now() method returning an aware datetime")
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._context_events = context_events
         self._owns_store = not (store is not None and not isinstance(store, str))
@@ -334,6 +338,10 @@ class Client:
         self._check_open()
         check_id(user_id, "user_id", self._limits)
         data = check_properties(traits, "traits", self._limits)
+        if _ACCOUNT_TRAIT in data:
+            raise ValidationError(
+                f"traits.{_ACCOUNT_TRAIT}", "is reserved: pass account_id=... instead"
+            )
         if account_id is not None:
             check_id(account_id, "account_id", self._limits)
         with self._store.transaction() as tx:
@@ -747,7 +755,7 @@ class Client:
             if round_ is None:
                 return ev
             assert subject.state.first is not None
-            qid = _qualification_id(name, rule_kind, subject.id, round_)
+            qid = _qualification_id(name, rule_kind, subject.id, round_, subject.state.first)
             record = QualificationRecord(
                 qid,
                 name,
@@ -770,7 +778,9 @@ class Client:
             out.enqueued = True
         elif latest is not None and latest.disqualified_at is None:
             tx.set_disqualified(latest.id, when)
-            dq_id = _qualification_id(name, "disqualified", subject.id, latest.round)
+            dq_id = _qualification_id(
+                name, "disqualified", subject.id, latest.round, to_us(latest.first_seen)
+            )
             q = attrs.evolve(
                 self._payload(
                     tx,
