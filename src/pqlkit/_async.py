@@ -45,8 +45,17 @@ class AsyncClient:
         model: The :class:`~pqlkit.Model` to evaluate.
         store: A :class:`~pqlkit.Store` or a store URL, as for ``Client``.
         max_workers: Threads in the pool that runs store work.
-        **settings: Every other keyword of :class:`~pqlkit.Client` (``clock``,
-            ``dispatch``, ``max_attempts``, ``retry_base``, ...).
+        clock: As for :class:`~pqlkit.Client`.
+        dispatch: As for ``Client``: ``"inline"`` delivers inside ``track()`` (on
+            a pool thread), ``"background"`` on the Client's worker thread.
+        max_attempts: As for ``Client``.
+        retry_base: As for ``Client``.
+        retry_cap: As for ``Client``.
+        max_id_length: As for ``Client``.
+        max_properties_bytes: As for ``Client``.
+        max_depth: As for ``Client``.
+        context_events: As for ``Client``.
+        delivery_lease: As for ``Client``.
 
     Constructing it builds the Client in the calling thread (which may rebuild
     derived state after a model change); do it once, at startup.
