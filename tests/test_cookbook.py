@@ -311,7 +311,7 @@ def test_email_marketing_lists_do_not_add_up(start: Callable[[Model], Run]) -> N
     assert run.leads() == []
     line = run.line("bo", "big_list:")
     assert line == (
-        "big_list: count('list_imported', where=email_marketing.big_list) = 0 >= 1 -> false"
+        "big_list: count('list_imported', where=big_list) = 0 >= 1 -> false"
     )
 
 
