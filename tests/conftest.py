@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,16 +12,122 @@ import pytest
 
 from pqlkit.stores import MemoryStore, SQLiteStore, Store
 
+POSTGRES_DSN = os.environ.get(
+    "PQLKIT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL server the ``postgres`` tests use (each session in schemas of its own)."""
+
+POSTGRES_SCHEMA = f"pqlkit_test_{os.getpid()}_{secrets.token_hex(4)}"
+"""This session's schema for the shared suite, emptied before each test, dropped at the end."""
+
+_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_PG_TABLES = ("events", "aliases", "traits", "states", "qualifications", "deliveries", "meta")
+_PG_IDENTITIES = (("events", "seq"), ("qualifications", "pos"), ("deliveries", "created"))
+_dropped_at_exit: set[str] = set()
+
+
+@functools.cache
+def _postgres_unreachable() -> str | None:
+    """Why the test server cannot be used, or None when it can."""
+    try:
+        import psycopg
+    except ImportError as error:  # pragma: no cover - the dev extra installs it
+        return f"psycopg is not installed ({error})"
+    try:
+        psycopg.connect(POSTGRES_DSN, connect_timeout=3).close()
+    except psycopg.Error as error:
+        return f"PostgreSQL at PQLKIT_TEST_POSTGRES_DSN is unreachable: {error}"
+    return None
+
+
+def require_postgres() -> str:
+    """The test server's DSN; skips the test without one, but fails it under ``CI=true``."""
+    reason = _postgres_unreachable()
+    if reason is not None:
+        if _IN_CI:
+            pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
+        pytest.skip(reason)
+    return POSTGRES_DSN
+
+
+def new_postgres_schema() -> str:
+    """A fresh schema name for this session; it is dropped when the session ends."""
+    name = f"{POSTGRES_SCHEMA}_{secrets.token_hex(3)}"
+    _dropped_at_exit.add(name)
+    return name
+
+
+def drop_postgres_schemas(*names: str) -> None:
+    """Drop these schemas (and everything in them) if they exist."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        for name in names:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+            _dropped_at_exit.discard(name)
+
+
+def _postgres_store(tmp_path: Path) -> Store:
+    """A PostgresStore on this session's schema, emptied first (faster than a new schema)."""
+    import psycopg
+    from psycopg import sql
+
+    from pqlkit.stores.postgres import PostgresStore
+
+    dsn = require_postgres()
+    _dropped_at_exit.add(POSTGRES_SCHEMA)
+    store = PostgresStore(dsn, schema=POSTGRES_SCHEMA, max_size=4)
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        # DELETE, not TRUNCATE: on a handful of rows it is 20 times faster
+        for table in _PG_TABLES:
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(POSTGRES_SCHEMA, table)))
+        for table, column in _PG_IDENTITIES:
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence(%s, %s), 1, false)",
+                (sql.Identifier(POSTGRES_SCHEMA, table).as_string(conn), column),
+            )
+    return store
+
+
 STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
     "memory": lambda tmp_path: MemoryStore(),
     "sqlite": lambda tmp_path: SQLiteStore(tmp_path / "pqlkit.db"),
+    "postgres": _postgres_store,
 }
 """Every store the shared suite runs on, by name: add one here to run the suite on it."""
 
+_STORE_MARKS = {"postgres": [pytest.mark.postgres]}
 
-@pytest.fixture(name="store", params=list(STORE_FACTORIES))
+
+@pytest.fixture(
+    name="store",
+    params=[pytest.param(name, marks=_STORE_MARKS.get(name, [])) for name in STORE_FACTORIES],
+)
 def fixture_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh, empty store of each kind, closed after the test."""
     store = STORE_FACTORIES[request.param](tmp_path)
     yield store
     store.close()
+
+
+@pytest.fixture(name="postgres_dsn")
+def fixture_postgres_dsn() -> str:
+    """The test server's DSN (the test is skipped without a server, and fails under CI=true)."""
+    return require_postgres()
+
+
+@pytest.fixture(name="pg_schema")
+def fixture_pg_schema(postgres_dsn: str) -> Iterator[str]:
+    """A schema name of this test's own, dropped after it."""
+    name = new_postgres_schema()
+    yield name
+    drop_postgres_schemas(name)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _drop_session_schemas() -> Iterator[None]:
+    """Drop every schema this session created, when it ends."""
+    yield
+    if _dropped_at_exit and _postgres_unreachable() is None:
+        drop_postgres_schemas(*sorted(_dropped_at_exit))

@@ -438,9 +438,16 @@ class _PostgresTransaction:
 
     def lock(self, keys: Sequence[str]) -> None:
         """Take ``pg_advisory_xact_lock`` on each key (sorted), held until the transaction ends."""
-        for key in sorted(set(keys) - self._held):
-            self._cur.execute(b"SELECT pg_advisory_xact_lock(%s)", (lock_id(self._namespace, key),))
-            self._held.add(key)
+        wanted = sorted(set(keys) - self._held)
+        if not wanted:
+            return
+        # One round trip: unnest() yields the ids in array order, and the aggregate
+        # takes them one after the other in that order.
+        self._cur.execute(
+            b"SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k",
+            ([lock_id(self._namespace, key) for key in wanted],),
+        )
+        self._held.update(wanted)
 
     # -- event log -------------------------------------------------------------------
     def insert_event(self, event: NewEvent) -> EventRecord | None:
