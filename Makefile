@@ -33,8 +33,16 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+# The benchmark suite (issue 7): peers and profilers come from the `bench` extra.
+# `make bench BENCH_ARGS=--quick` for the small sizes; the full run takes long.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 docs: $(VENV)/.installed-docs
 	$(BIN)/mkdocs build --strict
