@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
@@ -33,7 +36,7 @@ from ._validation import (
     check_properties,
     check_timestamp,
 )
-from .exceptions import ClientClosedError, ValidationError
+from .exceptions import ClientClosedError, TransientStoreError, ValidationError
 from .stores._base import (
     DeliveryRecord,
     NewEvent,
@@ -43,14 +46,19 @@ from .stores._base import (
     Transaction,
 )
 
+if TYPE_CHECKING:
+    import psycopg
+
 __all__ = ["Client"]
 
 SubjectKind = Literal["user", "account"]
 F = TypeVar("F", bound=Callback)
+T = TypeVar("T")
 
 _NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
 _ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the user's traits
 _BATCH = 500
+_WRITE_ATTEMPTS = 5  # a write the store aborted to resolve a conflict is run again, up to this
 
 
 def _qualification_id(model: str, kind: str, subject: str, round_: int, first_seen: int) -> str:
@@ -253,6 +261,7 @@ class Client:
         account_id: str | None = None,
         timestamp: datetime | None = None,
         message_id: str | None = None,
+        connection: psycopg.Connection[Any] | None = None,
     ) -> TrackResult:
         """Record an event, evaluate the model for the user (and account), fire what is due.
 
@@ -264,51 +273,74 @@ class Client:
             timestamp: When it happened (aware; default: the clock's now). Events
                 may arrive out of order.
             message_id: Idempotency key; a repeated one is ignored. Default: a UUID.
+            connection: PostgresStore only: your psycopg connection, to write the
+                event (and any qualification it fires) inside your own open
+                transaction. pqlkit never commits it: your commit keeps the event,
+                your rollback leaves nothing. Callbacks run on the next
+                ``track()`` or ``flush()`` after your commit. Until then, other
+                writes for the same user and account wait for your transaction.
 
         Returns:
             What the call changed: qualifications fired, the user's scores, and
             whether it was a duplicate.
 
         Raises:
-            ValidationError: Bad input; nothing was stored.
+            ValidationError: Bad input (or a ``connection`` on a store other than
+                PostgresStore); nothing was stored.
         """
         self._check_open()
         new = self._validate_event(user_id, event, properties, account_id, timestamp, message_id)
-        with self._store.transaction() as tx:
-            outcome = self._record(tx, new, {})
-        self._dispatcher.poke(enqueued=outcome is not None and outcome.enqueued)
+        self._check_connection(connection)
+        outcome = self._write(lambda tx: self._record(tx, new, {}), connection)
+        self._after_write(enqueued=outcome is not None and outcome.enqueued, joined=connection)
         if outcome is None:
             return TrackResult(scores=self.scores(user_id), duplicate=True)
         return TrackResult(outcome.qualified, outcome.scores, False, outcome.disqualified)
 
-    def track_many(self, events: Iterable[Event | Mapping[str, Any]]) -> BulkResult:
+    def track_many(
+        self,
+        events: Iterable[Event | Mapping[str, Any]],
+        *,
+        connection: psycopg.Connection[Any] | None = None,
+    ) -> BulkResult:
         """Record many events (import, backfill): the same semantics as repeated ``track()``.
 
         Events are validated and written in batches of 500, one transaction per
         batch. A bad event raises :class:`ValidationError` naming its index
         (``events[12].user_id``); earlier batches stay stored, nothing of its own
-        batch is.
+        batch is. ``connection`` works as in :meth:`track`.
         """
         self._check_open()
+        self._check_connection(connection)
         stored = duplicates = 0
         qualified: list[Qualification] = []
         batch: list[NewEvent] = []
         enqueued = False
 
+        def work(tx: Transaction) -> tuple[int, int, list[Qualification], bool]:
+            cache: dict[tuple[str, str], _Subject] = {}
+            done = dupes = 0
+            fired: list[Qualification] = []
+            queued = False
+            for new in batch:
+                outcome = self._record(tx, new, cache, save=False)
+                if outcome is None:
+                    dupes += 1
+                    continue
+                done += 1
+                fired.extend(outcome.qualified)
+                queued = queued or outcome.enqueued
+            for subject in cache.values():
+                self._save(tx, subject)
+            return done, dupes, fired, queued
+
         def write() -> None:
             nonlocal stored, duplicates, enqueued
-            cache: dict[tuple[str, str], _Subject] = {}
-            with self._store.transaction() as tx:
-                for new in batch:
-                    outcome = self._record(tx, new, cache, save=False)
-                    if outcome is None:
-                        duplicates += 1
-                        continue
-                    stored += 1
-                    qualified.extend(outcome.qualified)
-                    enqueued = enqueued or outcome.enqueued
-                for subject in cache.values():
-                    self._save(tx, subject)
+            done, dupes, fired, queued = self._write(work, connection)
+            stored += done
+            duplicates += dupes
+            qualified.extend(fired)
+            enqueued = enqueued or queued
             batch.clear()
 
         for index, item in enumerate(events):
@@ -320,7 +352,7 @@ class Client:
                 write()
         if batch:
             write()
-        self._dispatcher.poke(enqueued=enqueued)
+        self._after_write(enqueued=enqueued, joined=connection)
         return BulkResult(stored, duplicates, qualified)
 
     def identify(
@@ -344,7 +376,8 @@ class Client:
             )
         if account_id is not None:
             check_id(account_id, "account_id", self._limits)
-        with self._store.transaction() as tx:
+
+        def work(tx: Transaction) -> _Outcome:
             uid = tx.resolve(user_id)
             tx.lock([f"user:{uid}"])
             merged = {**tx.traits("user", uid), **data}
@@ -356,6 +389,9 @@ class Client:
             if subject.state.newest is not None:
                 self._evaluate(tx, subject, subject.state.newest, out)
                 self._save(tx, subject)
+            return out
+
+        out = self._write(work)
         self._dispatcher.poke(enqueued=out.enqueued)
 
     def group(self, account_id: str, traits: Mapping[str, Any] | None = None) -> None:
@@ -363,8 +399,9 @@ class Client:
         self._check_open()
         check_id(account_id, "account_id", self._limits)
         data = check_properties(traits, "traits", self._limits)
-        out = _Outcome()
-        with self._store.transaction() as tx:
+
+        def work(tx: Transaction) -> _Outcome:
+            out = _Outcome()
             tx.lock([f"account:{account_id}"])
             tx.set_traits("account", account_id, {**tx.traits("account", account_id), **data})
             subjects = [self._load(tx, "account", account_id)]
@@ -376,6 +413,9 @@ class Client:
                 if subject.state.newest is not None:
                     self._evaluate(tx, subject, subject.state.newest, out)
                     self._save(tx, subject)
+            return out
+
+        out = self._write(work)
         self._dispatcher.poke(enqueued=out.enqueued)
 
     def alias(self, previous_id: str, user_id: str) -> None:
@@ -387,15 +427,16 @@ class Client:
         self._check_open()
         check_id(previous_id, "previous_id", self._limits)
         check_id(user_id, "user_id", self._limits)
-        out = _Outcome()
-        with self._store.transaction() as tx:
+
+        def work(tx: Transaction) -> _Outcome | None:
+            out = _Outcome()
             target = tx.resolve(user_id)
             if target == previous_id:
                 raise ValidationError(
                     "user_id", f"{user_id!r} is already an alias of {previous_id!r}"
                 )
             if tx.resolve(previous_id) == target:
-                return
+                return None
             tx.lock([f"user:{previous_id}", f"user:{target}"])
             tx.set_alias(previous_id, target)
             tx.delete_state(self.model.name, "user", previous_id)
@@ -403,7 +444,11 @@ class Client:
             self._rebuild_subjects(tx, [("user", target)], out)
             accounts = sorted(tx.accounts_of(ids))
             self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
-        self._dispatcher.poke(enqueued=out.enqueued)
+            return out
+
+        out = self._write(work)
+        if out is not None:
+            self._dispatcher.poke(enqueued=out.enqueued)
 
     def forget(self, user_id: str) -> None:
         """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications.
@@ -413,8 +458,9 @@ class Client:
         """
         self._check_open()
         check_id(user_id, "user_id", self._limits)
-        out = _Outcome()
-        with self._store.transaction() as tx:
+
+        def work(tx: Transaction) -> _Outcome:
+            out = _Outcome()
             uid = tx.resolve(user_id)
             ids = sorted({uid, user_id, *tx.aliases_of(uid)})
             tx.lock([f"user:{i}" for i in ids])
@@ -424,6 +470,9 @@ class Client:
                 tx.delete_state(self.model.name, "user", i)
                 tx.delete_qualifications(i, "pql")
             self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
+            return out
+
+        out = self._write(work)
         self._dispatcher.poke(enqueued=out.enqueued)
 
     # -- reading -----------------------------------------------------------------------
@@ -518,8 +567,8 @@ class Client:
     def retry_dead_letters(self) -> int:
         """Make every dead letter pending again (due now); return how many."""
         self._check_open()
-        with self._store.transaction() as tx:
-            count = tx.revive_dead(self._clock.now())
+        now = self._clock.now()
+        count = self._write(lambda tx: tx.revive_dead(now))
         self._dispatcher.poke(enqueued=count > 0)
         return count
 
@@ -536,16 +585,24 @@ class Client:
         t = to_us(when)
         fired: list[Qualification] = []
         out = _Outcome()
+
+        def work(tx: Transaction) -> tuple[int, _Outcome]:
+            batch = _Outcome()
+            due = tx.due_subjects(self.model.name, when, _BATCH)
+            for kind, sid in due:
+                tx.lock([f"{kind}:{sid}"])
+                subject = self._load(tx, kind, sid)
+                newest = subject.state.newest
+                self._evaluate(tx, subject, max(t, newest or t), batch, latch=False)
+                self._save(tx, subject, at=t)
+            return len(due), batch
+
         while True:
-            with self._store.transaction() as tx:
-                due = tx.due_subjects(self.model.name, when, _BATCH)
-                for kind, sid in due:
-                    tx.lock([f"{kind}:{sid}"])
-                    subject = self._load(tx, kind, sid)
-                    newest = subject.state.newest
-                    self._evaluate(tx, subject, max(t, newest or t), out, latch=False)
-                    self._save(tx, subject, at=t)
-            if len(due) < _BATCH:
+            count, batch = self._write(work)
+            out.qualified += batch.qualified
+            out.disqualified += batch.disqualified
+            out.enqueued = out.enqueued or batch.enqueued
+            if count < _BATCH:
                 break
         fired = out.qualified + out.disqualified
         self._dispatcher.poke(enqueued=out.enqueued)
@@ -906,8 +963,8 @@ class Client:
             self._save(tx, subject)
 
     def _rebuild_all(self, *, only_if_stale: bool = False) -> tuple[int, _Outcome]:
-        out = _Outcome()
-        with self._rebuild_lock, self._store.transaction() as tx:
+        def work(tx: Transaction) -> tuple[int, _Outcome]:
+            out = _Outcome()
             tx.lock([f"model:{self.model.name}"])
             if only_if_stale and tx.get_meta(self._fingerprint_key) == self.model.fingerprint:
                 return 0, out  # another process rebuilt it meanwhile
@@ -920,7 +977,55 @@ class Client:
                 self._evaluate(tx, subject, subject.state.newest, out, latch=False)
                 self._save(tx, subject)
             tx.set_meta(self._fingerprint_key, self.model.fingerprint)
-        return count, out
+            return count, out
+
+        with self._rebuild_lock:
+            return self._write(work)
+
+    # -- internals: transactions ---------------------------------------------------------------
+    def _write(self, work: Callable[[Transaction], T], connection: object = None) -> T:
+        """Run ``work`` in one store transaction; run it again if the store aborted it.
+
+        A store raises :class:`TransientStoreError` when the database aborted the
+        transaction to resolve a conflict (PostgreSQL: a deadlock or a
+        serialization failure); nothing of it was stored, so ``work`` runs again,
+        after a short jittered pause, up to ``_WRITE_ATTEMPTS`` times. ``work``
+        must return what it changed rather than change anything outside.
+        """
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                with self._transaction(connection) as tx:
+                    return work(tx)
+            except TransientStoreError:
+                if attempt == _WRITE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.5, 1.5) * 0.005 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transaction(self, connection: object) -> AbstractContextManager[Transaction]:
+        if connection is None:
+            return self._store.transaction()
+        joined = getattr(self._store, "joined", None)  # PostgresStore's; see _check_connection
+        assert callable(joined)
+        context: AbstractContextManager[Transaction] = joined(connection)
+        return context
+
+    def _check_connection(self, connection: object) -> None:
+        """Refuse ``connection=`` on a store that cannot join the caller's transaction."""
+        if connection is not None and not callable(getattr(self._store, "joined", None)):
+            raise ValidationError(
+                "connection",
+                "writing inside your own transaction needs a PostgresStore; this client's"
+                f" store is a {type(self._store).__name__}",
+            )
+
+    def _after_write(self, *, enqueued: bool, joined: object) -> None:
+        if joined is None:
+            self._dispatcher.poke(enqueued=enqueued)
+        elif enqueued:
+            # The caller has not committed yet: nothing can be delivered now. Make
+            # the next track() or flush() look for it.
+            self._dispatcher._dirty = True
 
     @property
     def _fingerprint_key(self) -> str:
