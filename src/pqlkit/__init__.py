@@ -44,9 +44,10 @@ from .exceptions import (
     PqlkitError,
     SchemaError,
     StoreError,
+    TransientStoreError,
     ValidationError,
 )
-from .stores import MemoryStore, SQLiteStore, Store
+from .stores import MemoryStore, PostgresStore, SQLiteStore, Store
 
 __all__ = [
     "AsyncClient",
@@ -58,6 +59,7 @@ __all__ = [
     "MemoryStore",
     "Model",
     "ModelError",
+    "PostgresStore",
     "PqlkitError",
     "Qualification",
     "SQLiteStore",
@@ -66,6 +68,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TrackResult",
+    "TransientStoreError",
     "ValidationError",
     "absent",
     "active_days",
