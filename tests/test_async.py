@@ -486,3 +486,17 @@ def test_track_many_matches_the_sync_client() -> None:
     got = asyncio.run(main())
     assert attrs.asdict(got) == attrs.asdict(expected)
     assert got.stored == 3
+
+
+def test_connection_is_passed_to_the_client() -> None:
+    """``connection=`` reaches Client.track/track_many (refused on a store that cannot join)."""
+
+    async def main() -> None:
+        async with AsyncClient(MODEL, store="memory://") as client:
+            with pytest.raises(ValidationError, match="connection"):
+                await client.track("u1", "login", connection=object())  # type: ignore[arg-type]
+            with pytest.raises(ValidationError, match="connection"):
+                await client.track_many([], connection=object())  # type: ignore[arg-type]
+            assert await client.stats() == client.client.stats()
+
+    asyncio.run(main())

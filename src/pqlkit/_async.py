@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._client import Client
 from ._clock import Clock
@@ -19,6 +19,9 @@ from ._events import BulkResult, Event, Qualification, Stats, TrackResult
 from ._model import Model
 from .exceptions import ClientClosedError, ValidationError
 from .stores._base import Store
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["AsyncClient"]
 
@@ -222,8 +225,13 @@ class AsyncClient:
         account_id: str | None = None,
         timestamp: datetime | None = None,
         message_id: str | None = None,
+        connection: psycopg.Connection[Any] | None = None,
     ) -> TrackResult:
-        """:meth:`Client.track <pqlkit.Client.track>`, awaited."""
+        """:meth:`Client.track <pqlkit.Client.track>`, awaited.
+
+        ``connection`` (PostgresStore only) is a synchronous psycopg connection,
+        used from a pool thread while this call runs.
+        """
         return await self._run(
             self._client.track,
             user_id,
@@ -232,15 +240,21 @@ class AsyncClient:
             account_id=account_id,
             timestamp=timestamp,
             message_id=message_id,
+            connection=connection,
         )
 
-    async def track_many(self, events: Iterable[Event | Mapping[str, Any]]) -> BulkResult:
+    async def track_many(
+        self,
+        events: Iterable[Event | Mapping[str, Any]],
+        *,
+        connection: psycopg.Connection[Any] | None = None,
+    ) -> BulkResult:
         """:meth:`Client.track_many <pqlkit.Client.track_many>`, awaited.
 
         ``events`` is consumed on a pool thread: pass a list or a plain
         (synchronous) iterable.
         """
-        return await self._run(self._client.track_many, events)
+        return await self._run(self._client.track_many, events, connection=connection)
 
     async def identify(
         self,
