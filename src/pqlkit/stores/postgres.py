@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import attrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
@@ -60,7 +61,10 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresStore"]
+
+DEFAULT_SCHEMA = "pqlkit"
+"""The PostgreSQL schema a :class:`PostgresStore` uses when given none."""
 
 _INSTALL_HINT = 'PostgresStore needs psycopg 3 and psycopg-pool: pip install "pqlkit[postgres]"'
 
@@ -362,6 +366,20 @@ def _check_schema_name(schema: object) -> str:
     return schema
 
 
+def _split_schema(dsn: str) -> tuple[str, str | None]:
+    """``dsn`` without a ``schema`` URL query parameter, and that parameter's value."""
+    scheme, separator, _ = dsn.partition("://")
+    if not separator or scheme.lower() not in ("postgres", "postgresql"):
+        return dsn, None
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    if not schemas:
+        return dsn, None
+    kept = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
+    return urlunsplit(parts._replace(query=kept)), schemas[-1]
+
+
 def lock_id(namespace: str, key: str) -> int:
     """The signed 64-bit advisory lock id of ``key`` in ``namespace`` (stable across processes)."""
     digest = hashlib.blake2b(
@@ -641,9 +659,12 @@ class PostgresStore:
 
     Args:
         dsn: A libpq connection string or URL, e.g.
-            ``"postgresql://app@db.internal:5432/app"``.
+            ``"postgresql://app@db.internal:5432/app"``. A URL may name the
+            schema in a ``schema`` query parameter (``...?schema=analytics``),
+            as Prisma's do; it is removed before connecting.
         schema: The PostgreSQL schema holding pqlkit's tables, created if
-            missing. A plain identifier: letters, digits and ``_``.
+            missing; default ``"pqlkit"``. A plain identifier: letters, digits
+            and ``_``.
         min_size: Connections the pool keeps open.
         max_size: Most connections the pool opens.
         timeout: Seconds to wait for a pooled connection before giving up
@@ -669,7 +690,7 @@ class PostgresStore:
         self,
         dsn: str,
         *,
-        schema: str = "pqlkit",
+        schema: str | None = None,
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 30.0,
@@ -682,6 +703,13 @@ class PostgresStore:
             raise StoreError(f"{_INSTALL_HINT} ({error})") from error
         if not isinstance(dsn, str):
             raise ValidationError("dsn", f"must be a str, got {type(dsn).__name__}")
+        dsn, in_url = _split_schema(dsn)
+        if schema is not None and in_url is not None and schema != in_url:
+            raise ValidationError(
+                "schema", f"{schema!r} differs from the URL's schema={in_url!r}; give one"
+            )
+        if schema is None:
+            schema = DEFAULT_SCHEMA if in_url is None else in_url
         self._schema = _check_schema_name(schema)
         for name, size in (("min_size", min_size), ("max_size", max_size)):
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
