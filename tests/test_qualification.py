@@ -561,6 +561,19 @@ def test_retuned_model_rebuilds_and_fires_newly_qualified_only(
     assert [q.subject_id for q in got] == ["u2"]
 
 
+def test_rolling_deploy_old_and_new_clients_share_one_store(make_client: ClientFactory) -> None:
+    """Two model versions on one store rebuild a subject the other wrote; counts stay exact."""
+    old = make_client(model(api_key=15))
+    old.track("u1", "warehouse_connected")
+    new = make_client(model(api_key=25))  # rebuilds every subject with its own layout
+    old.track("u1", "dashboard_built")  # old reads a state the new version wrote
+    assert old.scores("u1")["behavior"] == 30
+    assert old.signals("u1")["activated"] is True
+    new.track("u1", "api_key_generated")  # and the other way round
+    assert new.scores("u1")["behavior"] == 30 + 25
+    assert old.scores("u1")["behavior"] == 30 + 15
+
+
 def test_qualification_records_the_fingerprint_that_fired_it(
     make_client: ClientFactory, store: Store
 ) -> None:

@@ -704,11 +704,11 @@ class Client:
             return None
         out = _Outcome()
         ts = to_us(new.timestamp)
-        user = self._cached(tx, cache, "user", uid)
+        user = self._cached(tx, cache, "user", uid, record.seq)
         self._apply(user, record, ts, uid)
         self._evaluate(tx, user, user.state.newest or ts, out)
         if new.account_id is not None:
-            account = self._cached(tx, cache, "account", new.account_id)
+            account = self._cached(tx, cache, "account", new.account_id, record.seq)
             self._apply(account, record, ts, uid)
             self._evaluate(tx, account, account.state.newest or ts, out)
         if save:
@@ -717,11 +717,16 @@ class Client:
         return out
 
     def _cached(
-        self, tx: Transaction, cache: dict[tuple[str, str], _Subject], kind: SubjectKind, sid: str
+        self,
+        tx: Transaction,
+        cache: dict[tuple[str, str], _Subject],
+        kind: SubjectKind,
+        sid: str,
+        seq: int,
     ) -> _Subject:
         key = (kind, sid)
         if key not in cache:
-            cache[key] = self._load(tx, kind, sid)
+            cache[key] = self._load(tx, kind, sid, skip_seq=seq)
         return cache[key]
 
     def _apply(self, subject: _Subject, record: EventRecord, ts: int, uid: str) -> None:
@@ -732,9 +737,15 @@ class Client:
                 s.account = [ts, record.account_id]
             subject.account = s.account[1]
 
-    def _load(self, tx: Transaction, kind: SubjectKind, sid: str) -> _Subject:
+    def _load(
+        self, tx: Transaction, kind: SubjectKind, sid: str, *, skip_seq: int | None = None
+    ) -> _Subject:
         row = tx.load_state(self.model.name, kind, sid)
         state = self._plan.load(row.state if row is not None else None)
+        if state is None:
+            # Written by another version of the model (a rolling deploy): rebuild this
+            # subject from the log, leaving out the event being recorded right now.
+            state = self._replay_subject(tx, kind, sid, skip_seq).state
         subject = _Subject(kind, sid, state)
         if kind == "user":
             subject.account = self._account_of(tx, subject)
@@ -943,17 +954,25 @@ class Client:
             count += 1
         return subjects, count
 
+    def _replay_subject(
+        self, tx: Transaction, kind: SubjectKind, sid: str, skip_seq: int | None = None
+    ) -> _Subject:
+        """One subject's state rebuilt from its events (without event ``skip_seq``)."""
+        if kind == "user":
+            events: Iterable[EventRecord] = tx.events(user_ids=[sid, *tx.aliases_of(sid)])
+        else:
+            events = tx.events(account_id=sid)
+        if skip_seq is not None:
+            events = (e for e in events if e.seq != skip_seq)
+        subjects, _ = self._replay(events, tx, {(kind, sid)})
+        return subjects.get((kind, sid)) or _Subject(kind, sid, self._plan.new_state())
+
     def _rebuild_subjects(
         self, tx: Transaction, keys: Sequence[tuple[SubjectKind, str]], out: _Outcome
     ) -> None:
         for kind, sid in keys:
-            if kind == "user":
-                events = tx.events(user_ids=[sid, *tx.aliases_of(sid)])
-            else:
-                events = tx.events(account_id=sid)
-            subjects, _ = self._replay(events, tx, {(kind, sid)})
-            subject = subjects.get((kind, sid))
-            if subject is None:
+            subject = self._replay_subject(tx, kind, sid)
+            if subject.state.newest is None:
                 tx.delete_state(self.model.name, kind, sid)
                 continue
             if kind == "user":

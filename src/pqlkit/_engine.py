@@ -66,16 +66,28 @@ class SubjectState:
     latches: dict[str, int] = attrs.Factory(dict)
     account: list[Any] | None = None  # users: [ts, account_id] of the latest event with one
 
+    fingerprint: str = ""  # the model version whose plan wrote it
+
     def dump(self) -> str:
-        return json.dumps(
-            [self.first, self.newest, self.events, self.slots, self.latches, self.account],
-            separators=(",", ":"),
+        return _ENCODER.encode(
+            [
+                self.fingerprint,
+                self.first,
+                self.newest,
+                self.events,
+                self.slots,
+                self.latches,
+                self.account,
+            ]
         )
 
     @classmethod
     def load(cls, text: str) -> SubjectState:
-        first, newest, events, slots, latches, account = json.loads(text)
-        return cls(first, newest, events, slots, latches, account)
+        fingerprint, first, newest, events, slots, latches, account = json.loads(text)
+        return cls(first, newest, events, slots, latches, account, fingerprint)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 @attrs.frozen
@@ -729,10 +741,19 @@ class Plan:
 
     # -- state ---------------------------------------------------------------
     def new_state(self) -> SubjectState:
-        return SubjectState(slots=[acc.init() for acc in self.accs])
+        return SubjectState(
+            slots=[acc.init() for acc in self.accs], fingerprint=self.model.fingerprint
+        )
 
-    def load(self, text: str | None) -> SubjectState:
-        return self.new_state() if text is None else SubjectState.load(text)
+    def load(self, text: str | None) -> SubjectState | None:
+        """A stored state; a fresh one for None; None if another model version wrote it."""
+        if text is None:
+            return self.new_state()
+        try:
+            state = SubjectState.load(text)
+        except ValueError:
+            return None
+        return state if state.fingerprint == self.model.fingerprint else None
 
     def apply(
         self, s: SubjectState, ts: int, name: str, props: Mapping[str, Any], user: str
