@@ -807,7 +807,7 @@ class Client:
         if rule is None:
             return ev
         name = self.model.name
-        latest = tx.latest_qualification(name, rule_kind, subject.id)
+        latest = self._latest(tx, subject, rule_kind)
         when = from_us(t)
         subject.requalify_at = None
         if ev.rule:
@@ -835,7 +835,9 @@ class Client:
                 from_us(subject.state.first),
             )
             if not tx.insert_qualification(record):
-                return ev  # a concurrent writer got there first
+                subject.state.qualification = None  # a concurrent writer got there first
+                return ev
+            _remember(subject, record)
             q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
             # the first attempt is due now on the client's clock (T, an event's
             # timestamp or a sweep's `now`, may lie in the clock's future)
@@ -846,6 +848,7 @@ class Client:
             out.enqueued = True
         elif latest is not None and latest.disqualified_at is None:
             tx.set_disqualified(latest.id, when)
+            _remember(subject, attrs.evolve(latest, disqualified_at=when))
             dq_id = _qualification_id(
                 name, "disqualified", subject.id, latest.round, to_us(latest.first_seen)
             )
@@ -869,6 +872,30 @@ class Client:
             out.disqualified.append(q)
             out.enqueued = True
         return ev
+
+    def _latest(
+        self, tx: Transaction, subject: _Subject, kind: Literal["pql", "pqa"]
+    ) -> QualificationRecord | None:
+        """The subject's latest qualification record, cached in its state."""
+        cached = subject.state.qualification
+        if cached is None:
+            record = tx.latest_qualification(self.model.name, kind, subject.id)
+            _remember(subject, record)
+            return record
+        if cached == 0:
+            return None
+        qid, round_, fingerprint, qualified, first, disqualified = cached
+        return QualificationRecord(
+            qid,
+            self.model.name,
+            kind,
+            subject.id,
+            round_,
+            fingerprint,
+            from_us(qualified),
+            from_us(first),
+            None if disqualified is None else from_us(disqualified),
+        )
 
     def _payload(
         self,
@@ -1068,3 +1095,19 @@ def _median(values: list[timedelta]) -> timedelta | None:
     if len(values) % 2:
         return values[mid]
     return (values[mid - 1] + values[mid]) / 2
+
+
+def _remember(subject: _Subject, record: QualificationRecord | None) -> None:
+    """Cache ``record`` (the subject's latest qualification) in its state."""
+    if record is None:
+        subject.state.qualification = 0
+        return
+    dq = record.disqualified_at
+    subject.state.qualification = [
+        record.id,
+        record.round,
+        record.fingerprint,
+        to_us(record.qualified_at),
+        to_us(record.first_seen),
+        None if dq is None else to_us(dq),
+    ]

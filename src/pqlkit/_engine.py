@@ -67,6 +67,9 @@ class SubjectState:
     account: list[Any] | None = None  # users: [ts, account_id] of the latest event with one
 
     fingerprint: str = ""  # the model version whose plan wrote it
+    # A cache of the subject's latest qualification record (kept by the Client in
+    # the same transaction as the record): None unknown, 0 none, else its fields.
+    qualification: Any = None
 
     def dump(self) -> str:
         return _ENCODER.encode(
@@ -78,13 +81,14 @@ class SubjectState:
                 self.slots,
                 self.latches,
                 self.account,
+                self.qualification,
             ]
         )
 
     @classmethod
     def load(cls, text: str) -> SubjectState:
-        fingerprint, first, newest, events, slots, latches, account = json.loads(text)
-        return cls(first, newest, events, slots, latches, account, fingerprint)
+        fingerprint, first, newest, events, slots, latches, account, qual = json.loads(text)
+        return cls(first, newest, events, slots, latches, account, fingerprint, qual)
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
