@@ -310,9 +310,7 @@ def test_email_marketing_lists_do_not_add_up(start: Callable[[Model], Run]) -> N
     run.at(hours(2), "bo", "campaign_sent")
     assert run.leads() == []
     line = run.line("bo", "big_list:")
-    assert line == (
-        "big_list: count('list_imported', where=big_list) = 0 >= 1 -> false"
-    )
+    assert line == ("big_list: count('list_imported', where=big_list) = 0 >= 1 -> false")
 
 
 # -- d. analytics tool (examples/analytics_tool.py) ------------------------------------------
