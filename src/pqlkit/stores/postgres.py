@@ -348,6 +348,23 @@ _STATEMENTS.update(
 )
 _PAGE_SIZE = 1000
 
+
+def _names(columns: str) -> tuple[str, ...]:
+    """The result names of a column list: ``"a, b::text AS b"`` -> ``("a", "b")``."""
+    return tuple(part.split()[-1].split(".")[-1] for part in columns.split(","))
+
+
+# The names of each row-returning statement's columns (cheaper than cursor.description).
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    **{name: _names(_EVENT_COLUMNS) for name in _STATEMENTS if name.startswith("events_")},
+    "recent_events": _names(_EVENT_COLUMNS),
+    "load_state": ("model", "kind", "subject_id", "state", "due_at"),
+    "latest_qualification": _names(_QUALIFICATION_COLUMNS),
+    "qualifications": _names(_QUALIFICATION_COLUMNS),
+    "claim_due": (*_names(_DELIVERY_COLUMNS), "created"),
+    "deliveries": _names(_DELIVERY_COLUMNS),
+}
+
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 _BEGIN_ATTEMPTS = 5
 
@@ -442,10 +459,9 @@ class _PostgresTransaction:
         return self._cur.execute(self._sql[name], params)
 
     def _dicts(self, name: str, params: Any = None) -> list[dict[str, Any]]:
-        cursor = self._execute(name, params)
-        assert cursor.description is not None
-        names = [column.name for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        names = _COLUMNS[name]
+        rows = self._execute(name, params).fetchall()
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def _scalar(self, name: str, params: Any = None) -> Any:
         row = self._execute(name, params).fetchone()
