@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 USERS = 240  # in 24 accounts of 10
-LOGINS_TO_QUALIFY = 40
+LOGINS_TO_QUALIFY = 35
 ROWS_TO_QUALIFY = 2_000
 EVENTS = ("login", "usage_reported", "invite_sent")
 
@@ -54,7 +54,7 @@ def plan(worker: int, calls: int) -> Iterator[tuple[str, str, str, dict[str, Any
     """
     rng = random.Random(f"worker-{worker}")
     for i in range(calls):
-        user = int(USERS * rng.random() ** 2)
+        user = int(USERS * rng.random() ** 1.5)
         event = rng.choice(EVENTS)
         props = {"rows": rng.randrange(1, 20)} if event == "usage_reported" else {}
         yield f"u{user}", f"a{user // 10}", event, props, f"w{worker}-{i}", i
