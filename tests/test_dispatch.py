@@ -431,6 +431,23 @@ def test_a_leased_delivery_waits_for_its_lease(client: Client, store: Store) -> 
     assert got == [q]
 
 
+def test_attempts_cut_short_by_dying_processes_count(
+    make_client: ClientFactory, store: Store
+) -> None:
+    """A callback that kills its process every time is dead-lettered, not retried forever."""
+    client = make_client(max_attempts=3)
+    q = qualify(client)  # no callback yet: pending
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    for _ in range(3):  # three processes claim it and die before finishing
+        with store.transaction() as tx:
+            assert [d.id for d in tx.claim_due(T0, past, past, ["pql"], 10)] == [q.id]
+    got: list[Qualification] = []
+    client.on("pql", got.append)
+    client.flush()
+    assert got == []
+    assert client.dead_letters() == [q]
+
+
 def test_every_callback_of_a_kind_is_retried_when_one_fails(
     client: Client, clock: FrozenClock
 ) -> None:

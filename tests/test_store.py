@@ -693,6 +693,15 @@ def test_claim_due_leases_due_deliveries(store: Store) -> None:
         assert [d.lease_until for d in tx.deliveries("pending")] == [at(30), at(30)]
 
 
+def test_claim_due_counts_the_attempt(store: Store) -> None:
+    """Each claim uses up an attempt, so a process dying mid-callback still counts one."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1", attempts=2))
+        assert [d.attempts for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == [3]
+        assert [d.attempts for d in tx.deliveries("pending")] == [3]
+        assert [d.attempts for d in tx.claim_due(at(0), at(30), at(60), ["pql"], 10)] == [4]
+
+
 def test_claim_due_skips_deliveries_not_yet_due(store: Store) -> None:
     """A delivery whose next attempt is after now is not claimed."""
     with store.transaction() as tx:

@@ -151,7 +151,24 @@ class Dispatcher:
     def _attempt(self, delivery: DeliveryRecord) -> None:
         with self._lock:
             fns = list(self._callbacks[delivery.kind])
-        attempts = delivery.attempts + 1
+        attempts = delivery.attempts  # counted by the claim
+        if attempts > self._policy.max_attempts:
+            # every attempt so far died with its process (or was cut short): give up
+            logger.error(
+                "pqlkit: %s delivery for %s dead-lettered: %d attempts never finished",
+                delivery.kind,
+                delivery.qualification.subject_id,
+                attempts - 1,
+            )
+            with self._store.transaction() as tx:
+                tx.finish_delivery(
+                    delivery.id,
+                    status="dead",
+                    attempts=attempts - 1,
+                    next_attempt_at=None,
+                    last_error=delivery.last_error or "the process died during the callback",
+                )
+            return
         try:
             for fn in fns:
                 fn(delivery.qualification)

@@ -213,7 +213,9 @@ class Transaction(Protocol):
     ) -> list[DeliveryRecord]:
         """Lease pending deliveries of ``kinds`` due at ``now`` whose lease expired.
 
-        Sets each one's ``lease_until`` and returns them, oldest first.
+        Sets each one's ``lease_until``, counts the attempt (``attempts + 1``, so a
+        process that dies mid-callback still uses one up) and returns them, oldest
+        first, as updated.
         """
 
     def finish_delivery(

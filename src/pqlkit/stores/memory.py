@@ -243,7 +243,7 @@ class _MemoryTransaction:
                 continue
             if d.lease_until is not None and d.lease_until > wall_now:
                 continue
-            leased = attrs.evolve(d, lease_until=lease_until)
+            leased = attrs.evolve(d, lease_until=lease_until, attempts=d.attempts + 1)
             self._set(self._d.deliveries, d.id, leased)
             claimed.append(leased)
         return claimed

@@ -305,7 +305,7 @@ _STATEMENTS: dict[str, str] = {
     # SKIP LOCKED: two processes claiming at once take different deliveries, and
     # neither waits for the other.
     "claim_due": (
-        "UPDATE {s}.deliveries AS d SET lease_until = %(lease_until)s"
+        "UPDATE {s}.deliveries AS d SET lease_until = %(lease_until)s, attempts = d.attempts + 1"
         " FROM (SELECT id FROM {s}.deliveries"
         " WHERE status = 'pending' AND kind = ANY(%(kinds)s::text[])"
         " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
@@ -454,6 +454,10 @@ class _PostgresTransaction:
         self._sql = sql
         self._namespace = namespace
         self._held: set[str] = set()
+        # Traits read in this transaction. A subject's traits are written only
+        # under its lock (identify: the user's, group: the account's), which
+        # track() holds too, so a second read would return the same.
+        self._traits: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _execute(self, name: str, params: Any = None) -> psycopg.Cursor[Any]:
         return self._cur.execute(self._sql[name], params)
@@ -538,11 +542,16 @@ class _PostgresTransaction:
         self._execute("set_alias", (previous_id, user_id))
 
     def traits(self, kind: SubjectKind, subject_id: str) -> dict[str, Any]:
-        text = self._scalar("traits", (kind, subject_id))
-        return {} if text is None else dict(loads(text))
+        cached = self._traits.get((kind, subject_id))
+        if cached is None:
+            text = self._scalar("traits", (kind, subject_id))
+            cached = self._traits[kind, subject_id] = {} if text is None else dict(loads(text))
+        return dict(cached)
 
     def set_traits(self, kind: SubjectKind, subject_id: str, traits: dict[str, Any]) -> None:
-        self._execute("set_traits", (kind, subject_id, dumps(traits)))
+        text = dumps(traits)
+        self._execute("set_traits", (kind, subject_id, text))
+        self._traits[kind, subject_id] = loads(text)  # a deep copy, as a read would give
 
     def accounts_of(self, user_ids: Sequence[str]) -> set[str]:
         return {str(v) for v in self._column("accounts_of", (list(user_ids),))}
@@ -552,6 +561,7 @@ class _PostgresTransaction:
 
     def forget_users(self, user_ids: Sequence[str]) -> None:
         wanted = list(user_ids)
+        self._traits.clear()
         self._execute("forget_events", (wanted,))
         self._execute("forget_traits", (wanted,))
         self._execute("forget_aliases", {"ids": wanted})

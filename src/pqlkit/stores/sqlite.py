@@ -610,12 +610,16 @@ class _SQLiteTransaction:
             (dumps(list(kinds)), to_us(now), to_us(wall_now), limit),
         )
         claimed = [
-            attrs.evolve(_rows.structure(row, DeliveryRecord), lease_until=lease_until)
+            attrs.evolve(
+                record := _rows.structure(row, DeliveryRecord),
+                lease_until=lease_until,
+                attempts=record.attempts + 1,
+            )
             for row in rows
         ]
         self._conn.executemany(
-            "UPDATE deliveries SET lease_until = ? WHERE id = ?",
-            [(to_us(lease_until), d.id) for d in claimed],
+            "UPDATE deliveries SET lease_until = ?, attempts = ? WHERE id = ?",
+            [(to_us(lease_until), d.attempts, d.id) for d in claimed],
         )
         return claimed
 
