@@ -456,6 +456,21 @@ def test_forget_updates_account_aggregates(client: Client) -> None:
     assert (after["users"], after["events"], after["rows"], after["logins"]) == (1, 1, 7, 0)
 
 
+def test_forget_redacts_the_user_from_account_qualifications(store: pqlkit.Store) -> None:
+    """A forgotten user's events leave the context of its account's stored PQA payloads."""
+    model = pqlkit.Model("m", signals={"x": pqlkit.did("login")}, pqa=pqlkit.active_users() >= 1)
+    with pqlkit.Client(model, store=store) as client:
+        got: list[pqlkit.Qualification] = []
+        client.on_pqa(got.append)
+        client.track("u1", "login", {"email": "jane@acme.io"}, account_id="acme")
+        assert got[0].context["events"][0]["user_id"] == "u1"
+        client.forget("u1")
+        with store.transaction() as tx:
+            (delivered,) = tx.deliveries("delivered")
+        assert delivered.qualification.id == got[0].id
+        assert delivered.qualification.context["events"] == []
+
+
 def test_forget_through_a_previous_id_forgets_the_user(client: Client) -> None:
     """forget() with an id aliased to a user forgets that user entirely."""
     client.track("u1", "login")

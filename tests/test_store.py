@@ -693,6 +693,18 @@ def test_claim_due_leases_due_deliveries(store: Store) -> None:
         assert [d.lease_until for d in tx.deliveries("pending")] == [at(30), at(30)]
 
 
+def test_replace_qualification_rewrites_the_payload(store: Store) -> None:
+    """replace_qualification swaps a delivery's payload and keeps everything else."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1", attempts=2))
+        (before,) = tx.deliveries("pending")
+        changed = attrs.evolve(before.qualification, context={"events": []})
+        tx.replace_qualification("d1", changed)
+        (after,) = tx.deliveries("pending")
+    assert after.qualification == changed
+    assert attrs.evolve(after, qualification=before.qualification) == before
+
+
 def test_claim_due_counts_the_attempt(store: Store) -> None:
     """Each claim uses up an attempt, so a process dying mid-callback still counts one."""
     with store.transaction() as tx:

@@ -453,8 +453,9 @@ class Client:
     def forget(self, user_id: str) -> None:
         """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications.
 
-        Its accounts are rebuilt without its events. A later ``track()`` for the
-        id starts fresh.
+        Its accounts are rebuilt without its events, and its events are removed
+        from the context of its accounts' stored qualifications (pending or sent).
+        A later ``track()`` for the id starts fresh.
         """
         self._check_open()
         check_id(user_id, "user_id", self._limits)
@@ -469,6 +470,7 @@ class Client:
             for i in ids:
                 tx.delete_state(self.model.name, "user", i)
                 tx.delete_qualifications(i, "pql")
+            _redact(tx, set(accounts), set(ids))
             self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
             return out
 
@@ -1111,3 +1113,20 @@ def _remember(subject: _Subject, record: QualificationRecord | None) -> None:
         to_us(record.first_seen),
         None if dq is None else to_us(dq),
     ]
+
+
+def _redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:
+    """Remove these users' events from the stored payloads of these accounts' deliveries."""
+    if not accounts:
+        return
+    for status in ("pending", "delivered", "dead"):
+        for d in tx.deliveries(status):
+            q = d.qualification
+            if q.kind != "pqa" or q.subject_id not in accounts:
+                continue
+            events = q.context.get("events", [])
+            kept = [e for e in events if e.get("user_id") not in user_ids]
+            if len(kept) != len(events):
+                tx.replace_qualification(
+                    d.id, attrs.evolve(q, context={**q.context, "events": kept})
+                )

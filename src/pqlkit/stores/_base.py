@@ -203,6 +203,9 @@ class Transaction(Protocol):
     def enqueue(self, delivery: DeliveryRecord) -> None:
         """Add a pending delivery (ignored if its id exists)."""
 
+    def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
+        """Replace a delivery's payload (``forget`` redacts a forgotten user from it)."""
+
     def claim_due(
         self,
         now: datetime,

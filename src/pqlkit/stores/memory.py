@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from .._events import EventRecord
+from .._events import EventRecord, Qualification
 from ..exceptions import StoreError
 from ._base import (
     DeliveryRecord,
@@ -224,6 +224,11 @@ class _MemoryTransaction:
     def enqueue(self, delivery: DeliveryRecord) -> None:
         if delivery.id not in self._d.deliveries:
             self._set(self._d.deliveries, delivery.id, delivery)
+
+    def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
+        d = self._d.deliveries.get(delivery_id)
+        if d is not None:
+            self._set(self._d.deliveries, delivery_id, attrs.evolve(d, qualification=qualification))
 
     def claim_due(
         self,

@@ -295,6 +295,9 @@ _STATEMENTS: dict[str, str] = {
     "delete_deliveries": (
         "DELETE FROM {s}.deliveries WHERE subject_id = %s AND qualification->>'kind' = %s"
     ),
+    "replace_qualification": (
+        "UPDATE {s}.deliveries SET qualification = %(qualification)s::json WHERE id = %(id)s"
+    ),
     "enqueue": (
         "INSERT INTO {s}.deliveries (id, kind, subject_id, qualification, status, attempts,"
         " next_attempt_at, lease_until, last_error)"
@@ -612,6 +615,15 @@ class _PostgresTransaction:
     # -- outbox ------------------------------------------------------------------------
     def enqueue(self, delivery: DeliveryRecord) -> None:
         self._execute("enqueue", _rows.unstructure(delivery))
+
+    def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
+        row = _rows.unstructure(
+            DeliveryRecord(delivery_id, "pql", qualification.subject_id, qualification)
+        )
+        self._execute(
+            "replace_qualification",
+            {"id": delivery_id, "qualification": row["qualification"]},
+        )
 
     def claim_due(
         self,

@@ -593,6 +593,15 @@ class _SQLiteTransaction:
             _rows.unstructure(delivery),
         )
 
+    def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
+        row = _rows.unstructure(
+            DeliveryRecord(delivery_id, "pql", qualification.subject_id, qualification)
+        )
+        self._conn.execute(
+            "UPDATE deliveries SET qualification = ? WHERE id = ?",
+            (row["qualification"], delivery_id),
+        )
+
     def claim_due(
         self,
         now: datetime,
