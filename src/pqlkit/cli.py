@@ -172,8 +172,8 @@ def import_command(url: str, model_path: str, source: IO[bytes]) -> None:
     Events are stored by message id (a repeated one is skipped), then the
     model's derived state is rebuilt from the whole log: subjects that now
     qualify fire (their callbacks run in your app, not here); qualifications
-    recorded in the file do not fire again. Other models using the store
-    rebuild when a Client with them next starts, or with client.rebuild().
+    recorded in the file do not fire again. Another model sharing the store
+    needs its own rebuild (client.rebuild()).
     """
     model = _load_model(model_path)
     store = _open(url)
