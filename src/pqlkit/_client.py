@@ -708,7 +708,7 @@ class Client:
         ts = to_us(new.timestamp)
         user = self._cached(tx, cache, "user", uid, record.seq)
         self._apply(user, record, ts, uid)
-        self._evaluate(tx, user, user.state.newest or ts, out)
+        self._evaluate(tx, user, user.state.newest or ts, out, scores=True)
         if new.account_id is not None:
             account = self._cached(tx, cache, "account", new.account_id, record.seq)
             self._apply(account, record, ts, uid)
@@ -799,10 +799,17 @@ class Client:
         out: _Outcome,
         *,
         latch: bool = True,
+        scores: bool = False,
     ) -> Evaluation:
+        """Evaluate the subject at ``t``; fire or disqualify as its rule says.
+
+        Only what the rule reads is evaluated unless ``scores`` asks for every
+        score (a user's, for ``TrackResult.scores``); a payload is built from a
+        full evaluation.
+        """
         ctx = self._context(tx, subject, full=False)
-        ev = self._plan.evaluate(subject.state, t, subject.kind, ctx, latch=latch)
-        if subject.kind == "user":
+        ev = self._plan.evaluate(subject.state, t, subject.kind, ctx, latch=latch, full=scores)
+        if scores:
             out.scores = ev.scores
         rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
         rule = self.model.pql if rule_kind == "pql" else self.model.pqa
@@ -909,6 +916,7 @@ class Client:
         when: datetime,
         ctx: Context,
     ) -> Qualification:
+        ev = self._plan.evaluate(subject.state, ev.t, subject.kind, ctx)  # every score
         if subject.kind == "user":
             ids = [subject.id, *tx.aliases_of(subject.id)]
             recent = tx.recent_events(ids, self._context_events)

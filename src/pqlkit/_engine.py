@@ -789,21 +789,32 @@ class Plan:
                     s.slots[slot] = acc.refirst(s.slots[slot], s)
 
     def evaluate(
-        self, s: SubjectState, t: int, kind: SubjectKind, ctx: Context, *, latch: bool = False
+        self,
+        s: SubjectState,
+        t: int,
+        kind: SubjectKind,
+        ctx: Context,
+        *,
+        latch: bool = False,
+        full: bool = True,
     ) -> Evaluation:
-        """Evaluate every signal, score and the subject's rule at time ``t``.
+        """Evaluate the subject's signals, scores and rule at time ``t``.
 
         With ``latch=True`` (track-time evaluations), the first time a TEV
-        activation signal is seen true is recorded in the state.
+        activation signal is seen true is recorded in the state. With
+        ``full=False`` only what the rule reads is evaluated (the signals and
+        scores of the result are then partial).
         """
         e = _Eval(self, s, t, kind, ctx)
-        for name in self.latched:
-            if latch and name not in s.latches and e.signal(name):
-                s.latches[name] = t
-        for name in self.model.signals:
-            e.signal(name)
-        for name in self.model.scores:
-            e.score(name)
+        if latch:
+            for name in self.latched:
+                if name not in s.latches and e.signal(name):
+                    s.latches[name] = t
+        if full:
+            for name in self.model.signals:
+                e.signal(name)
+            for name in self.model.scores:
+                e.score(name)
         rule_expr = self.model.pql if kind == "user" else self.model.pqa
         rule = bool(e.ev(rule_expr)) if rule_expr is not None else False
         return Evaluation(t, dict(e.signals), dict(e.scores), rule)
