@@ -8,7 +8,6 @@ also writes to. The ground truth is computed from the inputs alone.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import random
 import time
 import traceback
@@ -20,7 +19,12 @@ from typing import Any
 
 import pytest
 
-from conftest import drop_postgres_schemas, new_postgres_schema, require_postgres
+from conftest import (
+    drop_postgres_schemas,
+    new_postgres_schema,
+    require_postgres,
+    worker_context,
+)
 from pqlkit import Client, Model, Qualification, active_users, count, total
 from pqlkit.stores import SQLiteStore, Store
 from pqlkit.stores.postgres import PostgresStore
@@ -120,7 +124,7 @@ def worker_main(kind: str, location: str, worker: int, calls: int, out: str, bar
 
 
 def run_workers(kind: str, location: str, workers: int, calls: int, tmp_path: Path) -> list[Any]:
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     barrier = context.Barrier(workers)
     outs = [tmp_path / f"worker-{n}.json" for n in range(workers)]
     processes = [
