@@ -899,8 +899,12 @@ class PostgresStore:
                 raise StoreError(f"{self!r} cannot hand out connections: {error}") from error
             try:
                 conn.execute(b"BEGIN ISOLATION LEVEL READ COMMITTED")
-            except psycopg.OperationalError as error:
-                pool.putconn(conn)  # broken: the pool discards it
+            except BaseException as error:
+                pool.putconn(conn)  # if it broke, the pool discards it
+                if not isinstance(error, psycopg.OperationalError):
+                    if isinstance(error, psycopg.Error):
+                        raise self._translate(error) from error
+                    raise
                 if attempt == _BEGIN_ATTEMPTS:
                     raise StoreError(
                         f"cannot start a transaction at {self._where}: {error}"
