@@ -96,11 +96,14 @@ def minutes(n: float) -> timedelta:
 
 
 def _fmt_duration(d: timedelta) -> str:
-    total = d.total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if total % size == 0 and total >= size:
-            return f"{int(total // size)}{unit}"
-    return f"{total:g}s"
+    """Exact and short: ``7d``, ``36h``, ``90m``, ``45s``, ``1500000us``."""
+    micros = d // timedelta(microseconds=1)
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000)):
+        if micros % size == 0 and micros >= size:
+            return f"{micros // size}{unit}"
+    if micros % 1_000_000 == 0:
+        return f"{micros // 1_000_000}s"
+    return f"{micros}us"
 
 
 def _fmt_value(v: Any) -> str:
