@@ -61,10 +61,11 @@ class Alias:
 
 @attrs.frozen
 class Identify:
-    """``client.identify(user_id, traits)``: traits merged into the user's."""
+    """``client.identify(user_id, traits, account_id=)``: traits merged into the user's."""
 
     user_id: str
     traits: Mapping[str, Any]
+    account_id: str | None = None
 
 
 @attrs.frozen
@@ -164,12 +165,18 @@ def account_traits(history: Sequence[Op], account_id: str | None) -> dict[str, A
 
 
 def account_of(history: Sequence[Op], user_id: str) -> str | None:
-    """The ``account_id`` of the user's latest event that has one (by timestamp, then arrival)."""
+    """The user's account: the ``account_id`` of its latest event that has one (by
+    timestamp, then arrival), otherwise the last one given to ``identify``."""
     events = [e for e in subject_events(history, user_id, "user") if e.account_id is not None]
-    if not events:
-        return None
-    latest = max(enumerate(events), key=lambda ie: (ie[1].ts, ie[0]))[1]
-    return latest.account_id
+    if events:
+        latest = max(enumerate(events), key=lambda ie: (ie[1].ts, ie[0]))[1]
+        return latest.account_id
+    identified = [
+        op.account_id
+        for op in history
+        if isinstance(op, Identify) and op.user_id == user_id and op.account_id is not None
+    ]
+    return identified[-1] if identified else None
 
 
 # -- the oracle -------------------------------------------------------------------
@@ -341,11 +348,11 @@ class Evaluator:
                 return None
             return len({e.user_id for e in self.selected(node.match, node.within)})
         if isinstance(node, d.Last):
-            chosen = list(enumerate(self.selected(node.match)))
-            if not chosen:
+            arrivals = list(enumerate(self.selected(node.match)))
+            if not arrivals:
                 return None
             # latest by timestamp; on a tie, the later arrival
-            latest = max(chosen, key=lambda ie: (ie[1].ts, ie[0]))[1]
+            latest = max(arrivals, key=lambda ie: (ie[1].ts, ie[0]))[1]
             return latest.props.get(node.prop)
         if isinstance(node, d.Trait):
             if node.of == "user":
@@ -456,7 +463,7 @@ class Evaluator:
             v = self.value(expr)
             if not is_number(v):
                 return 0.0
-            return min(max(v / target, 0.0), 1.0)
+            return min(max(float(v) / target, 0.0), 1.0)
 
         parts = (
             time_part,

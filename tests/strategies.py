@@ -63,6 +63,7 @@ WHERES: tuple[Any, ...] = (
     {"n": 1},
     {"plan": "free", "n": 2},
     {"n": None},
+    {"n": [1]},
     {},
     big_n,
     has_email,
@@ -254,7 +255,7 @@ def score_exprs(
     fast = draw(windows_of_model)
     slow = fast + draw(windows_of_model)
     weight = st.sampled_from((0, 1, 2, 0.5))
-    weights = draw(st.tuples(weight, weight, weight).filter(lambda w: sum(w) > 0))
+    parts = draw(st.tuples(weight, weight, weight).filter(lambda w: sum(w) > 0))
     return d.tev(
         activation=draw(st.sampled_from(activations)),
         fast=fast,
@@ -263,7 +264,7 @@ def score_exprs(
         engagement_target=draw(st.sampled_from((1, 3, 2.5))),
         virality=draw(numbers(traits=True, depth=0)),
         virality_target=draw(st.sampled_from((1, 2))),
-        weights=weights,
+        weights=parts,
     )
 
 
@@ -296,7 +297,7 @@ def models(draw: st.DrawFn) -> Model:
 # -- histories ------------------------------------------------------------------
 
 PROP_VALUES = {
-    "n": st.sampled_from((0, 1, 1, 2, 3, -1, "2", True, None, [1])),
+    "n": st.sampled_from((0, 1, 1, 2, 3, -1, 1.0, "2", True, None, [1], {"k": 1})),
     "plan": st.sampled_from(("free", "pro", None)),
     "email": st.sampled_from(("a@x.io", "b@x.io", "c@x.io")),
 }
@@ -445,7 +446,8 @@ def histories(
                 history.append(Alias(prev, user))
         elif kind == "identify":
             user_id = draw(st.sampled_from(USERS))
-            history.append(Identify(user_id, draw(user_trait_values)))
+            account_id = draw(st.one_of(st.none(), st.sampled_from(ACCOUNTS)))
+            history.append(Identify(user_id, draw(user_trait_values), account_id))
         elif kind == "group":
             account_id = draw(st.sampled_from(ACCOUNTS))
             history.append(Group(account_id, draw(account_trait_values)))
@@ -467,7 +469,8 @@ def echoes(
     offsets: tuple[int, ...],
     edges: tuple[Edge, ...],
 ) -> Track:
-    """An earlier event again (same id and properties) exactly one offset or edge away."""
+    """An earlier event again (same id, often the same properties) exactly one offset or
+    edge away, or at the very same time."""
     jitter = draw(st.sampled_from((0, 0, 0, 1, -1)))
     if edges and draw(st.booleans()):
         edge = draw(st.sampled_from(edges))
@@ -478,9 +481,10 @@ def echoes(
     else:
         earlier = draw(st.sampled_from(sent))
         name = draw(st.sampled_from((earlier.name, earlier.name, *EVENTS)))
-        offset = draw(st.sampled_from(offsets or (0,))) * draw(st.sampled_from((1, -1)))
+        offset = draw(st.sampled_from((0, *offsets))) * draw(st.sampled_from((1, -1)))
         ts = earlier.ts + offset + jitter
-    return attrs.evolve(earlier, name=name, ts=ts, message_id=message_id)
+    props = draw(st.one_of(st.just(earlier.props), properties))
+    return attrs.evolve(earlier, name=name, ts=ts, props=props, message_id=message_id)
 
 
 @st.composite

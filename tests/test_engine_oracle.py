@@ -233,7 +233,7 @@ def send(client: Client, op: Op) -> TrackResult | None:
     if isinstance(op, Alias):
         client.alias(op.prev, op.user)
     elif isinstance(op, Identify):
-        client.identify(op.user_id, dict(op.traits))
+        client.identify(op.user_id, dict(op.traits), account_id=op.account_id)
     else:
         client.group(op.account_id, dict(op.traits))
     return None
