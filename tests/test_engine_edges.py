@@ -473,10 +473,6 @@ def test_tev_time_shrinks_when_a_late_event_moves_f_earlier() -> None:
 # -- shared state ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="engine bug: aggregates whose windows print alike (1e+06s) share one accumulator",
-    strict=True,
-)
 def test_windows_that_print_alike_are_still_different_windows() -> None:
     """Two windows 1 s apart give two different counts at the edge of the longer one."""
     second = 1_000_000
