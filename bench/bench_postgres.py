@@ -25,10 +25,10 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import pqlkit
 from pqlkit import Client, Model
 from pqlkit.stores import PostgresStore, SQLiteStore, Store
 from pqlkit.testing import FrozenClock
@@ -173,7 +173,7 @@ def main() -> int:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         tmp.cleanup()
 
-    print(f"pqlkit {pqlkit.__name__} on Python {sys.version.split()[0]}, {os.cpu_count()} CPUs,")
+    print(f"pqlkit {version('pqlkit')} on Python {sys.version.split()[0]}, {os.cpu_count()} CPUs,")
     print(f"load average {load[0]:.2f} -> {os.getloadavg()[0]:.2f};")
     print(f"model {model.name!r}, {args.batches} x {args.calls} track() calls per store\n")
     header = (
