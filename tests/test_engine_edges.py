@@ -481,3 +481,19 @@ def test_windows_that_print_alike_are_still_different_windows() -> None:
     events = [ev(T0), ev(T0 + 1_000_001 * second)]
     assert value_of(short, events) == 1
     assert value_of(long - short, events) == 1
+
+
+def test_retuned_float_constants_change_the_fingerprint() -> None:
+    """A threshold or weight changed in its seventh digit is a different model."""
+    from pqlkit import Model, points, total
+
+    def fingerprint(threshold: float, weight: float) -> str:
+        return Model(
+            "m",
+            signals={"s": total("usage", "rows") >= threshold},
+            scores={"p": points(s=weight)},
+        ).fingerprint
+
+    base = fingerprint(1_000_000.0, 0.1234567)
+    assert fingerprint(1_000_004.0, 0.1234567) != base
+    assert fingerprint(1_000_000.0, 0.1234568) != base

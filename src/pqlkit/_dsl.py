@@ -112,7 +112,7 @@ def _fmt_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return f"{v:g}"
+        return repr(v)  # the shortest text that reads back exactly (the fingerprint needs it)
     if isinstance(v, str):
         return repr(v)
     if isinstance(v, (list, tuple, frozenset, set)):
@@ -374,7 +374,7 @@ class ActiveDays(Aggregate):
 
 @attrs.frozen(eq=False, repr=False)
 class ActiveUsers(Aggregate):
-    """Account subjects: distinct users with a matching event (0 on user subjects)."""
+    """Account subjects: distinct users with a matching event (None on user subjects)."""
 
     match: Match
     within: timedelta | None = None
