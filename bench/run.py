@@ -261,7 +261,18 @@ class Target:
     what: str
     goal: str
     measured: str
-    met: bool | None  # None: not measured in this run
+    met: bool | None  # on wall-time medians; None: not measured in this run
+    cpu_met: bool | None = None  # the same on CPU-time medians, where that applies
+
+    @property
+    def verdict(self) -> str:
+        if self.met is None:
+            return "not measured"
+        if self.cpu_met is None or self.cpu_met == self.met:
+            return "met" if self.met else "**not met**"
+        if self.met:
+            return "borderline: met on wall time, not on CPU time"
+        return "borderline: met on CPU time, not on wall time"
 
 
 def render(
@@ -324,6 +335,7 @@ def render(
                     "≤ 2.5x",
                     f"{x:.2f}x ({h.us(sq.p50)} vs {h.us(floor)} µs); CPU {h.ratio(sq.cpu_p50, fc)}",
                     x <= 2.5,
+                    sq.cpu_p50 / fc <= 2.5,
                 )
             )
         mm = pe.get("pqlkit track() on MemoryStore")
@@ -335,6 +347,7 @@ def render(
                     "≤ 2x",
                     f"{x:.2f}x ({h.us(mm.p50)} vs {h.us(seg)} µs); CPU {h.ratio(mm.cpu_p50, sc)}",
                     x <= 2,
+                    mm.cpu_p50 / sc <= 2,
                 )
             )
 
@@ -370,6 +383,7 @@ def render(
                     f"1/{1 / share:.1f} ({h.rate(1 / sq.p50)} vs {h.rate(floor_rate)} /s);"
                     f" CPU 1/{sq.cpu_p50 / fl.cpu_p50:.1f}",
                     share >= 1 / 15,
+                    fl.cpu_p50 / sq.cpu_p50 >= 1 / 15,
                 )
             )
 
@@ -417,6 +431,7 @@ def render(
                 f" (CPU {h.ratio(last.whale.cpu_p50, last.fresh.cpu_p50)})"
                 + ("" if full else "; 1M not measured in this run"),
                 (x <= 1.25) if full else None,
+                (last.whale.cpu_p50 / last.fresh.cpu_p50 <= 1.25) if full else None,
             )
         )
 
@@ -488,11 +503,10 @@ def render(
     if targets:
         out.append("### Targets (issue 7)")
         out.append("")
-        verdict = {True: "met", False: "**not met**", None: "not measured"}
         out.append(
             h.table(
                 ["target", "goal", "measured", "verdict"],
-                [[t.what, t.goal, t.measured, verdict[t.met]] for t in targets],
+                [[t.what, t.goal, t.measured, t.verdict] for t in targets],
             )
         )
         out.append("")
