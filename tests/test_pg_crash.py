@@ -132,8 +132,31 @@ def writer(dsn: str, schema: str, workdir: str, run: int, limit: int | None = No
         raise
 
 
+def wait_for_other_sessions(dsn: str, timeout: float = 10.0) -> None:
+    """Wait until no other session of this database is mid-statement or mid-transaction.
+
+    A SIGKILLed client's server session lives on until the server notices the
+    closed socket; a COMMIT it sent just before dying may still be landing. The
+    checks must see the store after that, not during it.
+    """
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state IN"
+                " ('active', 'idle in transaction', 'idle in transaction (aborted)')"
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            time.sleep(0.05)
+
+
 def check_store(dsn: str, schema: str, workdir: Path) -> None:
     """Nothing reported lost; incremental state equals a rebuild; one record per qualifier."""
+    wait_for_other_sessions(dsn)
     logged = read_lines(workdir / "committed.log")
     with PostgresStore(dsn, schema=schema, max_size=1) as store:
         with store.transaction() as tx:

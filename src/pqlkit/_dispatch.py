@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Literal, Protocol
 
@@ -13,13 +14,15 @@ import attrs
 
 from ._clock import Clock
 from ._events import Qualification
-from .stores._base import DeliveryRecord, Store
+from .exceptions import TransientStoreError
+from .stores._base import DeliveryRecord, DeliveryStatus, Store
 
 __all__ = ["Callback", "Dispatcher", "RetryPolicy"]
 
 logger = logging.getLogger("pqlkit")
 
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
+_FINISH_ATTEMPTS = 5
 
 
 class Callback(Protocol):
@@ -111,8 +114,6 @@ class Dispatcher:
                     break
 
     def _should_run(self) -> bool:
-        import time
-
         if self._dirty:
             return True
         if self._known_due is not None and self._clock.now() >= self._known_due:
@@ -122,8 +123,6 @@ class Dispatcher:
     # -- the work --------------------------------------------------------------
     def run_due(self) -> int:
         """Attempt every due delivery whose kind has a callback; return how many were attempted."""
-        import time
-
         if getattr(self._local, "active", False):
             return 0  # a callback called track(): the outer loop picks new work up
         self._local.active = True
@@ -138,8 +137,12 @@ class Dispatcher:
                     return attempted
                 wall = datetime.now(timezone.utc)
                 now = self._clock.now()
-                with self._store.transaction() as tx:
-                    batch = tx.claim_due(now, wall, wall + self._lease, kinds, 50)
+                try:
+                    with self._store.transaction() as tx:
+                        batch = tx.claim_due(now, wall, wall + self._lease, kinds, 50)
+                except TransientStoreError:  # a conflict: the next pass claims them
+                    self._dirty = True
+                    return attempted
                 if not batch:
                     return attempted
                 for delivery in batch:
@@ -160,14 +163,13 @@ class Dispatcher:
                 delivery.qualification.subject_id,
                 attempts - 1,
             )
-            with self._store.transaction() as tx:
-                tx.finish_delivery(
-                    delivery.id,
-                    status="dead",
-                    attempts=attempts - 1,
-                    next_attempt_at=None,
-                    last_error=delivery.last_error or "the process died during the callback",
-                )
+            self._finish(
+                delivery.id,
+                status="dead",
+                attempts=attempts - 1,
+                next_attempt_at=None,
+                last_error=delivery.last_error or "the process died during the callback",
+            )
             return
         try:
             for fn in fns:
@@ -185,23 +187,54 @@ class Dispatcher:
             next_at = None if dead else self._clock.now() + self._policy.delay(attempts)
             if next_at is not None and (self._known_due is None or next_at < self._known_due):
                 self._known_due = next_at
-            with self._store.transaction() as tx:
-                tx.finish_delivery(
-                    delivery.id,
-                    status="dead" if dead else "pending",
-                    attempts=attempts,
-                    next_attempt_at=next_at,
-                    last_error=f"{type(exc).__name__}: {exc}",
-                )
-            return
-        with self._store.transaction() as tx:
-            tx.finish_delivery(
+            self._finish(
                 delivery.id,
-                status="delivered",
+                status="dead" if dead else "pending",
                 attempts=attempts,
-                next_attempt_at=None,
-                last_error=None,
+                next_attempt_at=next_at,
+                last_error=f"{type(exc).__name__}: {exc}",
             )
+            return
+        self._finish(
+            delivery.id,
+            status="delivered",
+            attempts=attempts,
+            next_attempt_at=None,
+            last_error=None,
+        )
+
+    def _finish(
+        self,
+        delivery_id: str,
+        *,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        last_error: str | None,
+    ) -> None:
+        """Record an attempt's outcome, re-running the write if the database aborted it.
+
+        If it cannot be recorded, the lease expires and the delivery runs again:
+        at least once, never lost.
+        """
+        for attempt in range(1, _FINISH_ATTEMPTS + 1):
+            try:
+                with self._store.transaction() as tx:
+                    tx.finish_delivery(
+                        delivery_id,
+                        status=status,
+                        attempts=attempts,
+                        next_attempt_at=next_attempt_at,
+                        last_error=last_error,
+                    )
+                return
+            except TransientStoreError:
+                if attempt == _FINISH_ATTEMPTS:
+                    logger.warning(
+                        "pqlkit: could not record delivery %s; it will run again", delivery_id
+                    )
+                    return
+                time.sleep(0.005 * 2**attempt * random.uniform(0.5, 1.5))
 
     # -- background worker -------------------------------------------------------
     def _wake(self) -> int:
