@@ -43,9 +43,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import attrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from .._convert import dumps, json_converter, loads, row_converter, to_us
+from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from ._base import (
@@ -56,6 +55,7 @@ from ._base import (
     StateRecord,
     SubjectKind,
 )
+from ._rows import rows
 
 if TYPE_CHECKING:
     import psycopg
@@ -68,56 +68,9 @@ DEFAULT_SCHEMA = "pqlkit"
 
 _INSTALL_HINT = 'PostgresStore needs psycopg 3 and psycopg-pool: pip install "pqlkit[postgres]"'
 
-# -- rows ----------------------------------------------------------------------------
-# The same mapping as SQLiteStore's: datetimes are integer microseconds since the
-# epoch, JSON columns travel as text (read back with ``::text``, so the caller's
-# own json loaders, on a joined connection, never get in the way).
+# Rows: the mapping shared with the other SQL store (``_rows.py``).
 
-_rows = row_converter.copy()
-
-
-def _qualification_to_json(value: Qualification) -> str:
-    return dumps(json_converter.unstructure(value))
-
-
-def _qualification_from_json(value: str, _: Any) -> Qualification:
-    return json_converter.structure(loads(value), Qualification)
-
-
-def _from_json(value: str, _: Any) -> Any:
-    return loads(value)
-
-
-_rows.register_unstructure_hook(
-    NewEvent,
-    make_dict_unstructure_fn(
-        NewEvent,
-        _rows,
-        timestamp=override(rename="ts"),
-        properties=override(unstruct_hook=dumps),
-    ),
-)
-_rows.register_structure_hook(
-    EventRecord,
-    make_dict_structure_fn(
-        EventRecord,
-        _rows,
-        timestamp=override(rename="ts"),
-        properties=override(struct_hook=_from_json),
-    ),
-)
-_rows.register_unstructure_hook(
-    DeliveryRecord,
-    make_dict_unstructure_fn(
-        DeliveryRecord, _rows, qualification=override(unstruct_hook=_qualification_to_json)
-    ),
-)
-_rows.register_structure_hook(
-    DeliveryRecord,
-    make_dict_structure_fn(
-        DeliveryRecord, _rows, qualification=override(struct_hook=_qualification_from_json)
-    ),
-)
+_rows = rows
 
 # -- schema ------------------------------------------------------------------------------
 # Templates are composed with the schema's quoted name ({s}) once per store.

@@ -32,10 +32,9 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import attrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from sqlite_utils import Database
 
-from .._convert import dumps, json_converter, loads, row_converter, to_us
+from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification
 from ..exceptions import SchemaError, StoreError
 from ._base import (
@@ -46,6 +45,7 @@ from ._base import (
     StateRecord,
     SubjectKind,
 )
+from ._rows import rows
 
 __all__ = ["DEFAULT_SQLITE_PATH", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -56,56 +56,9 @@ DEFAULT_SQLITE_PATH = "pqlkit.db"
 
 _MEMORY = ":memory:"
 
-# -- rows ----------------------------------------------------------------------------
-# A private copy of the shared row converter, taught the few places where a
-# column differs from its attribute: JSON text columns and ``ts`` for timestamps.
+# Rows: the mapping shared with the other SQL store (``_rows.py``).
 
-_rows = row_converter.copy()
-
-
-def _qualification_to_json(value: Qualification) -> str:
-    return dumps(json_converter.unstructure(value))
-
-
-def _qualification_from_json(value: str, _: Any) -> Qualification:
-    return json_converter.structure(loads(value), Qualification)
-
-
-def _from_json(value: str, _: Any) -> Any:
-    return loads(value)
-
-
-_rows.register_unstructure_hook(
-    NewEvent,
-    make_dict_unstructure_fn(
-        NewEvent,
-        _rows,
-        timestamp=override(rename="ts"),
-        properties=override(unstruct_hook=dumps),
-    ),
-)
-_rows.register_structure_hook(
-    EventRecord,
-    make_dict_structure_fn(
-        EventRecord,
-        _rows,
-        timestamp=override(rename="ts"),
-        properties=override(struct_hook=_from_json),
-    ),
-)
-_rows.register_unstructure_hook(
-    DeliveryRecord,
-    make_dict_unstructure_fn(
-        DeliveryRecord, _rows, qualification=override(unstruct_hook=_qualification_to_json)
-    ),
-)
-_rows.register_structure_hook(
-    DeliveryRecord,
-    make_dict_structure_fn(
-        DeliveryRecord, _rows, qualification=override(struct_hook=_qualification_from_json)
-    ),
-)
-
+_rows = rows
 
 # -- schema --------------------------------------------------------------------------
 
