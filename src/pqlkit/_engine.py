@@ -219,9 +219,12 @@ class _Windowed(Acc):
     def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
         if self.within is None:
             return None
-        times = st.values() if self.is_set else (e[0] for e in st)
-        later = [ts + self.within for ts in times if ts + self.within > t]
-        return min(later, default=None)
+        if self.is_set:
+            later = [ts + self.within for ts in st.values() if ts + self.within > t]
+            return min(later, default=None)
+        # entries are sorted by time: the first one still inside leaves first
+        i = bisect.bisect_right(st, [t - self.within, math.inf])
+        return st[i][0] + self.within if i < len(st) else None
 
 
 def _add_entry(entries: list[list[Any]], ts: int, x: Any) -> None:
