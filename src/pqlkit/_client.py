@@ -663,9 +663,10 @@ class Client:
         name = check_event(event)
         props = check_properties(properties, "properties", lim)
         acc = check_id(account_id, "account_id", lim) if account_id is not None else None
-        ts = check_timestamp(timestamp) if timestamp is not None else self._clock.now()
+        # the clock's now is checked too: a custom clock may hand back a naive datetime
+        ts = check_timestamp(timestamp if timestamp is not None else self._clock.now())
         mid = check_message_id(message_id, lim) if message_id is not None else str(uuid.uuid4())
-        return NewEvent(mid, uid, name, props, acc, check_timestamp(ts))
+        return NewEvent(mid, uid, name, props, acc, ts)
 
     def _validate_item(self, item: Event | Mapping[str, Any]) -> NewEvent:
         if isinstance(item, Event):

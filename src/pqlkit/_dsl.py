@@ -306,6 +306,14 @@ class Aggregate(Value):
     time_dependent: ClassVar[bool] = False
 
 
+def _describe_events(
+    name: str, match: Match, within: timedelta | None, since_first_seen: timedelta | None
+) -> str:
+    """``name(match, windows)``, the match left out when it is "any event"."""
+    parts = [match.describe()] if match.event or match.where else []
+    return f"{name}({', '.join(parts)}{_window_text(within, since_first_seen)})".replace("(, ", "(")
+
+
 @attrs.frozen(eq=False, repr=False)
 class Count(Aggregate):
     """Number of matching events."""
@@ -317,10 +325,7 @@ class Count(Aggregate):
     vtype: ClassVar[ValueType] = "number"
 
     def describe(self) -> str:
-        m = self.match.describe() if self.match.event or self.match.where else ""
-        return f"{self.name}({m}{_window_text(self.within, self.since_first_seen)})".replace(
-            "(, ", "("
-        )
+        return _describe_events(self.name, self.match, self.within, self.since_first_seen)
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -366,10 +371,7 @@ class ActiveDays(Aggregate):
     vtype: ClassVar[ValueType] = "number"
 
     def describe(self) -> str:
-        m = self.match.describe() if self.match.event or self.match.where else ""
-        return f"{self.name}({m}{_window_text(self.within, self.since_first_seen)})".replace(
-            "(, ", "("
-        )
+        return _describe_events(self.name, self.match, self.within, self.since_first_seen)
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -382,8 +384,7 @@ class ActiveUsers(Aggregate):
     vtype: ClassVar[ValueType] = "number"
 
     def describe(self) -> str:
-        m = self.match.describe() if self.match.event or self.match.where else ""
-        return f"{self.name}({m}{_window_text(self.within, None)})".replace("(, ", "(")
+        return _describe_events(self.name, self.match, self.within, None)
 
 
 @attrs.frozen(eq=False, repr=False)
