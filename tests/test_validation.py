@@ -757,3 +757,46 @@ def test_stored_properties_are_a_copy(client: Client) -> None:
     }
     with client.store.transaction() as tx:
         assert tx.traits("user", "u9") == {"seats": 3, "roles": ["admin"]}
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(codec="ascii"), max_size=400),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    props=st.dictionaries(st.text(max_size=12), _SCALARS, max_size=12),
+    limit=st.sampled_from([64, 256, 32_768]),
+)
+def test_the_fast_path_for_flat_properties_agrees_with_the_general_one(
+    props: dict[str, Any], limit: int
+) -> None:
+    """Flat dicts take a shortcut: it accepts and rejects exactly what the general path does."""
+    from pqlkit import _validation as v
+
+    limits = v.Limits(max_properties_bytes=limit)
+
+    def outcome(check: Callable[[], Any]) -> Any:
+        try:
+            return ("ok", check())
+        except ValidationError as error:
+            return ("error", str(error))
+
+    def general() -> Any:
+        with_flat_path_off = v._flat_copy
+        v._flat_copy = lambda value, limits: None  # type: ignore[assignment]
+        try:
+            return v.check_properties(props, "properties", limits)
+        finally:
+            v._flat_copy = with_flat_path_off
+
+    fast = outcome(lambda: v.check_properties(props, "properties", limits))
+    assert fast == outcome(general)
+    if fast[0] == "ok":
+        assert fast[1] is not props  # a copy: the caller's dict may change later

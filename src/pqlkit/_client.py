@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -80,6 +81,58 @@ class _Subject:
     state: SubjectState
     account: str | None = None  # users: their current account
     requalify_at: int | None = None  # rule true during requalify_after: when it may fire
+    # What the store holds of it: the state as of `stored_events` events (None: no
+    # row), and the row's due time. Behind these, its newer events are a tail in the log.
+    stored_events: int | None = None
+    stored_due: int | None = None
+    stored_size: int = 0
+
+
+_WARM_SUBJECTS = 10_000  # subjects a Client keeps warm (decoded) in memory
+_TAIL_EVENTS = 16  # a warm subject is written back at least every this many events...
+_TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
+
+
+class _Warm:
+    """This process's cache of decoded subject states, traits and aliases.
+
+    Valid while nothing but this Client's own transactions wrote to the store:
+    each transaction compares the store's cache token with the one its previous
+    transaction saw (see ``stores/_base.py``) and starts cold if they differ, or
+    if a transaction of its own failed. While warm, a subject's state is not
+    decoded from the store on each event, and it is written back only every few
+    events (its newer events stay in the log, replayed by whoever loads it cold).
+    """
+
+    def __init__(self, capacity: int = _WARM_SUBJECTS) -> None:
+        self.capacity = capacity
+        self.subjects: dict[tuple[str, str], _Subject] = {}
+        self.traits: dict[tuple[str, str], dict[str, Any]] = {}
+        self.resolved: dict[str, str] = {}
+        self.active = False  # inside a transaction that may use the cache
+        self.usable = True  # False once the store turned out to have no cache_token()
+        self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+
+    def lock(self) -> threading.RLock:
+        """The lock held for each whole transaction (a new one after fork())."""
+        if self._pid != os.getpid():
+            self._lock, self._pid = threading.RLock(), os.getpid()
+            self.clear()
+        return self._lock
+
+    def begin(self, token: tuple[Hashable, int] | None) -> None:
+        last = self.last
+        if token is None or last is None or last[0] != token[0] or last[1] + 1 != token[1]:
+            self.clear()
+        self.active = token is not None
+
+    def clear(self) -> None:
+        self.subjects.clear()
+        self.traits.clear()
+        self.resolved.clear()
+        self.last = None
 
 
 @attrs.define
@@ -172,12 +225,14 @@ class Client:
         self._owns_store = not (store is not None and not isinstance(store, str))
         self._store: Store = open_store(store)
         self._closed = False
+        self._warm = _Warm()
         self._dispatcher = Dispatcher(
             self._store,
             self._clock,
             mode=dispatch,
             policy=RetryPolicy(max_attempts, retry_base, retry_cap),
             lease=delivery_lease,
+            transaction=self._tx,
         )
         self._rebuild_lock = threading.Lock()
         self._ensure_fingerprint()
@@ -210,12 +265,25 @@ class Client:
         if self._closed:
             return
         try:
+            self._write_back()
             self._dispatcher.flush()
         finally:
             self._closed = True
             self._dispatcher.close()
             if self._owns_store:
                 self._store.close()
+
+    def _write_back(self) -> None:
+        """Store the warm subjects' states that are behind their events (a faster cold start)."""
+        if not self._warm.subjects:
+            return
+
+        def work(tx: Transaction) -> None:
+            for subject in list(self._warm.subjects.values()):  # empty if the cache went cold
+                if subject.stored_events != subject.state.events:
+                    self._save(tx, subject)
+
+        self._write(work)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -331,7 +399,7 @@ class Client:
                 fired.extend(outcome.qualified)
                 queued = queued or outcome.enqueued
             for subject in cache.values():
-                self._save(tx, subject)
+                self._save(tx, subject, defer=True)
             return done, dupes, fired, queued
 
         def write() -> None:
@@ -378,14 +446,15 @@ class Client:
             check_id(account_id, "account_id", self._limits)
 
         def work(tx: Transaction) -> _Outcome:
-            uid = tx.resolve(user_id)
+            uid = self._resolve(tx, user_id)
             tx.lock([f"user:{uid}"])
-            merged = {**tx.traits("user", uid), **data}
+            merged = {**self._traits(tx, "user", uid), **data}
             if account_id is not None:
                 merged[_ACCOUNT_TRAIT] = account_id
-            tx.set_traits("user", uid, merged)
+            self._set_traits(tx, "user", uid, merged)
             out = _Outcome()
             subject = self._load(tx, "user", uid)
+            subject.account = self._account_of(tx, subject)  # a warm one may predate it
             if subject.state.newest is not None:
                 self._evaluate(tx, subject, subject.state.newest, out)
                 self._save(tx, subject)
@@ -403,7 +472,8 @@ class Client:
         def work(tx: Transaction) -> _Outcome:
             out = _Outcome()
             tx.lock([f"account:{account_id}"])
-            tx.set_traits("account", account_id, {**tx.traits("account", account_id), **data})
+            merged = {**self._traits(tx, "account", account_id), **data}
+            self._set_traits(tx, "account", account_id, merged)
             subjects = [self._load(tx, "account", account_id)]
             for uid in sorted({tx.resolve(u) for u in tx.users_of(account_id)}):
                 user = self._load(tx, "user", uid)
@@ -430,6 +500,7 @@ class Client:
 
         def work(tx: Transaction) -> _Outcome | None:
             out = _Outcome()
+            self._warm.clear()  # the rebuild below replaces states; nothing warm survives it
             target = tx.resolve(user_id)
             if target == previous_id:
                 raise ValidationError(
@@ -462,6 +533,7 @@ class Client:
 
         def work(tx: Transaction) -> _Outcome:
             out = _Outcome()
+            self._warm.clear()  # states and traits are deleted or rebuilt below
             uid = tx.resolve(user_id)
             ids = sorted({uid, user_id, *tx.aliases_of(uid)})
             tx.lock([f"user:{i}" for i in ids])
@@ -494,7 +566,7 @@ class Client:
         """
         self._check_open()
         kind = self._check_of(of)
-        with self._store.transaction() as tx:
+        with self._tx() as tx:
             subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
             t = self._read_time(subject)
             return self._plan.explain(subject.state, t, kind, self._context(tx, subject))
@@ -521,7 +593,7 @@ class Client:
         if kind not in ("pql", "pqa"):
             raise ValidationError("kind", f'must be "pql" or "pqa", got {kind!r}')
         of: SubjectKind = "user" if kind == "pql" else "account"
-        with self._store.transaction() as tx:
+        with self._tx() as tx:
             sid = self._subject_key(tx, of, subject_id)
             record = tx.latest_qualification(self.model.name, kind, sid)
         return record.qualified_at if record is not None else None
@@ -529,7 +601,7 @@ class Client:
     def _read(self, subject_id: str, of: SubjectKind) -> Evaluation:
         self._check_open()
         kind = self._check_of(of)
-        with self._store.transaction() as tx:
+        with self._tx() as tx:
             subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
             t = self._read_time(subject)
             return self._plan.evaluate(subject.state, t, kind, self._context(tx, subject))
@@ -557,13 +629,13 @@ class Client:
     def pending(self) -> list[Qualification]:
         """Qualifications (and disqualifications) not delivered yet, oldest first."""
         self._check_open()
-        with self._store.transaction() as tx:
+        with self._tx() as tx:
             return [d.qualification for d in tx.deliveries("pending")]
 
     def dead_letters(self) -> list[Qualification]:
         """Qualifications whose delivery exhausted ``max_attempts``."""
         self._check_open()
-        with self._store.transaction() as tx:
+        with self._tx() as tx:
             return [d.qualification for d in tx.deliveries("dead")]
 
     def retry_dead_letters(self) -> int:
@@ -625,7 +697,7 @@ class Client:
         """Funnel health: users, accounts, PQLs, PQAs, the PQL rate and time to PQL."""
         self._check_open()
         name = self.model.name
-        with self._store.transaction() as tx:
+        with self._tx() as tx:
             users = tx.count_subjects(name, "user")
             accounts = tx.count_subjects(name, "account")
             firsts: dict[tuple[str, str], QualificationRecord] = {}
@@ -699,7 +771,7 @@ class Client:
         *,
         save: bool = True,
     ) -> _Outcome | None:
-        uid = tx.resolve(new.user_id)
+        uid = self._resolve(tx, new.user_id)
         keys = [f"user:{uid}"] + ([f"account:{new.account_id}"] if new.account_id else [])
         tx.lock(keys)
         record = tx.insert_event(new)
@@ -716,7 +788,7 @@ class Client:
             self._evaluate(tx, account, account.state.newest or ts, out)
         if save:
             for subject in cache.values():
-                self._save(tx, subject)
+                self._save(tx, subject, defer=True)
         return out
 
     def _cached(
@@ -735,6 +807,8 @@ class Client:
     def _apply(self, subject: _Subject, record: EventRecord, ts: int, uid: str) -> None:
         s = subject.state
         self._plan.apply(s, ts, record.event, record.properties, uid)
+        if record.seq > s.seq:
+            s.seq = record.seq
         if subject.kind == "user" and record.account_id is not None:
             if s.account is None or ts >= s.account[0]:
                 s.account = [ts, record.account_id]
@@ -743,53 +817,156 @@ class Client:
     def _load(
         self, tx: Transaction, kind: SubjectKind, sid: str, *, skip_seq: int | None = None
     ) -> _Subject:
+        """The subject's state: warm from memory, else from the store (and its log tail)."""
+        warm = self._warm
+        key = (kind, sid)
+        if warm.active:
+            subject = warm.subjects.pop(key, None)
+            if subject is not None:
+                warm.subjects[key] = subject  # most recently used last
+                return subject
         row = tx.load_state(self.model.name, kind, sid)
         state = self._plan.load(row.state if row is not None else None)
         if state is None:
             # Written by another version of the model (a rolling deploy): rebuild this
             # subject from the log, leaving out the event being recorded right now.
-            state = self._replay_subject(tx, kind, sid, skip_seq).state
-        subject = _Subject(kind, sid, state)
+            subject = self._replay_subject(tx, kind, sid, skip_seq)
+        else:
+            subject = _Subject(kind, sid, state)
+            if row is not None:
+                subject.stored_events = state.events
+                subject.stored_due = None if row.due_at is None else to_us(row.due_at)
+                subject.stored_size = len(row.state)
+                if warm.usable:  # its writer may have left newer events in the log
+                    self._catch_up(tx, subject, skip_seq)
         if kind == "user":
             subject.account = self._account_of(tx, subject)
+        if warm.active:
+            self._keep_warm(tx, subject)
         return subject
+
+    def _keep_warm(self, tx: Transaction, subject: _Subject) -> None:
+        """Cache ``subject``; write back the least recently used one if full."""
+        warm = self._warm
+        subjects = warm.subjects
+        subjects[(subject.kind, subject.id)] = subject
+        while len(subjects) > warm.capacity:
+            oldest = subjects.pop(next(iter(subjects)))
+            self._save(tx, oldest, defer=True, evicting=True)
+        if len(warm.traits) > 2 * warm.capacity:
+            warm.traits.clear()
+        if len(warm.resolved) > 2 * warm.capacity:
+            warm.resolved.clear()
+
+    def _catch_up(self, tx: Transaction, subject: _Subject, skip_seq: int | None) -> None:
+        """Fold in the subject's events newer than its stored state (left by a warm writer)."""
+        s = subject.state
+        if subject.kind == "user":
+            ids = [subject.id, *tx.aliases_of(subject.id)]
+            events = tx.events(user_ids=ids, after_seq=s.seq)
+        else:
+            events = tx.events(account_id=subject.id, after_seq=s.seq)
+        tail = [e for e in events if e.seq != skip_seq]
+        if tail:
+            s.qualification = None  # the tail may have fired: read it from the store again
+            key = (subject.kind, subject.id)
+            self._replay(tail, tx, {key}, {key: subject})
+
+    def _resolve(self, tx: Transaction, user_id: str) -> str:
+        warm = self._warm
+        if not warm.active:
+            return tx.resolve(user_id)
+        uid = warm.resolved.get(user_id)
+        if uid is None:
+            uid = warm.resolved[user_id] = tx.resolve(user_id)
+        return uid
+
+    def _traits(self, tx: Transaction, kind: SubjectKind, sid: str) -> dict[str, Any]:
+        """The subject's stored traits (do not modify the dict returned)."""
+        warm = self._warm
+        if not warm.active:
+            return tx.traits(kind, sid)
+        traits = warm.traits.get((kind, sid))
+        if traits is None:
+            traits = warm.traits[(kind, sid)] = tx.traits(kind, sid)
+        return traits
+
+    def _set_traits(
+        self, tx: Transaction, kind: SubjectKind, sid: str, traits: dict[str, Any]
+    ) -> None:
+        tx.set_traits(kind, sid, traits)
+        if self._warm.active:
+            self._warm.traits[(kind, sid)] = traits
 
     def _account_of(self, tx: Transaction, subject: _Subject) -> str | None:
         if subject.state.account is not None:
             return str(subject.state.account[1])
-        acc = tx.traits("user", subject.id).get(_ACCOUNT_TRAIT)
+        acc = self._traits(tx, "user", subject.id).get(_ACCOUNT_TRAIT)
         return acc if isinstance(acc, str) else None
 
-    def _save(self, tx: Transaction, subject: _Subject, *, at: int | None = None) -> None:
+    def _save(
+        self,
+        tx: Transaction,
+        subject: _Subject,
+        *,
+        at: int | None = None,
+        defer: bool = False,
+        evicting: bool = False,
+    ) -> None:
+        """Store the subject's state and due time.
+
+        With ``defer`` (a warm subject after an event), the write is skipped while
+        the stored state is only a few events behind and its due time is not later
+        than the new one: the events in between are in the log (see ``_catch_up``),
+        and a sweep that comes early finds nothing to do and stores the state.
+        """
         s = subject.state
         kind = subject.kind
         if s.newest is None:
             tx.delete_state(self.model.name, kind, subject.id)
+            self._warm.subjects.pop((kind, subject.id), None)
             return
         t = max(at or s.newest, s.newest)
         due = self._plan.next_due(s, t, kind)
         if subject.requalify_at is not None and subject.requalify_at > t:
             due = subject.requalify_at if due is None else min(due, subject.requalify_at)
+        stored = subject.stored_events
+        if (
+            defer
+            and stored is not None
+            and (self._warm.active or evicting)
+            and (due is None or (subject.stored_due is not None and subject.stored_due <= due))
+        ):
+            if s.events == stored:
+                return  # nothing new (an evicted subject written back already)
+            if not evicting and s.events - stored < max(
+                _TAIL_EVENTS, subject.stored_size // _TAIL_BYTES
+            ):
+                return
+        text = s.dump()
         tx.save_state(
             StateRecord(
                 self.model.name,
                 kind,
                 subject.id,
-                s.dump(),
+                text,
                 from_us(due) if due is not None else None,
             )
         )
+        subject.stored_events = s.events
+        subject.stored_due = due
+        subject.stored_size = len(text)
 
     def _context(self, tx: Transaction, subject: _Subject, *, full: bool = True) -> Context:
         """The traits an evaluation sees; with ``full=False`` only those the model reads."""
         user = full or self._plan.reads_user_traits
         account = full or self._plan.reads_account_traits
         if subject.kind == "account":
-            return Context({}, tx.traits("account", subject.id) if account else {})
+            return Context({}, self._traits(tx, "account", subject.id) if account else {})
         acc = subject.account
         return Context(
-            tx.traits("user", subject.id) if user else {},
-            tx.traits("account", acc) if account and acc is not None else {},
+            self._traits(tx, "user", subject.id) if user else {},
+            self._traits(tx, "account", acc) if account and acc is not None else {},
         )
 
     def _evaluate(
@@ -816,10 +993,15 @@ class Client:
         rule = self.model.pql if rule_kind == "pql" else self.model.pqa
         if rule is None:
             return ev
+        subject.requalify_at = None
+        cached = subject.state.qualification  # see _remember()
+        if cached is not None and (
+            (cached[5] is None if ev.rule else cached[5] is not None) if cached else not ev.rule
+        ):
+            return ev  # qualified and still true, or not qualified and still false
         name = self.model.name
         latest = self._latest(tx, subject, rule_kind)
         when = from_us(t)
-        subject.requalify_at = None
         if ev.rule:
             round_ = None
             if latest is None:
@@ -961,10 +1143,15 @@ class Client:
 
     # -- internals: rebuilds -------------------------------------------------------------
     def _replay(
-        self, events: Iterable[EventRecord], tx: Transaction, wanted: set[tuple[str, str]] | None
+        self,
+        events: Iterable[EventRecord],
+        tx: Transaction,
+        wanted: set[tuple[str, str]] | None,
+        subjects: dict[tuple[str, str], _Subject] | None = None,
     ) -> tuple[dict[tuple[str, str], _Subject], int]:
-        """Fold events (arrival order) into fresh states; latch TEV activations per event."""
-        subjects: dict[tuple[str, str], _Subject] = {}
+        """Fold events (arrival order) into states (fresh ones unless given); latch TEV
+        activations per event."""
+        subjects = {} if subjects is None else subjects
         resolved: dict[str, str] = {}
         count = 0
         for record in events:
@@ -1026,6 +1213,7 @@ class Client:
             if only_if_stale and tx.get_meta(self._fingerprint_key) == self.model.fingerprint:
                 return 0, out  # another process rebuilt it meanwhile
             tx.clear_states(self.model.name)
+            self._warm.clear()
             subjects, count = self._replay(tx.events(), tx, None)
             for subject in subjects.values():
                 if subject.kind == "user":
@@ -1051,13 +1239,40 @@ class Client:
         """
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                with self._transaction(connection) as tx:
+                with self._tx(connection) as tx:
                     return work(tx)
             except TransientStoreError:
                 if attempt == _WRITE_ATTEMPTS:
                     raise
                 time.sleep(random.uniform(0.5, 1.5) * 0.005 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _tx(self, connection: object = None) -> Iterator[Transaction]:
+        """A store transaction that keeps the warm cache honest (see :class:`_Warm`)."""
+        warm = self._warm
+        if connection is not None or not warm.usable:  # e.g. PostgresStore: no cache
+            with self._transaction(connection) as tx:
+                yield tx
+            return
+        with warm.lock():
+            token = None
+            committed = False
+            try:
+                with self._transaction(connection) as tx:
+                    cache_token = getattr(tx, "cache_token", None)
+                    if cache_token is None:
+                        warm.usable = False  # this store cannot tell: never cache
+                    token = cache_token() if cache_token is not None else None
+                    warm.begin(token)
+                    yield tx
+                committed = True
+            finally:
+                warm.active = False
+                if committed and token is not None:
+                    warm.last = token
+                else:
+                    warm.clear()
 
     def _transaction(self, connection: object) -> AbstractContextManager[Transaction]:
         if connection is None:
@@ -1089,7 +1304,7 @@ class Client:
         return f"model:{self.model.name}:fingerprint"
 
     def _ensure_fingerprint(self) -> None:
-        with self._store.transaction() as tx:
+        with self._tx() as tx:
             stored = tx.get_meta(self._fingerprint_key)
             if stored == self.model.fingerprint:
                 return

@@ -7,6 +7,8 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Literal, Protocol
 
@@ -15,7 +17,7 @@ import attrs
 from ._clock import Clock
 from ._events import Qualification
 from .exceptions import TransientStoreError
-from .stores._base import DeliveryRecord, DeliveryStatus, Store
+from .stores._base import DeliveryRecord, DeliveryStatus, Store, Transaction
 
 __all__ = ["Callback", "Dispatcher", "RetryPolicy"]
 
@@ -56,8 +58,11 @@ class Dispatcher:
         mode: Literal["inline", "background"],
         policy: RetryPolicy,
         lease: timedelta,
+        transaction: Callable[[], AbstractContextManager[Transaction]] | None = None,
     ) -> None:
         self._store = store
+        # how to open a transaction (the Client passes its own, which keeps its cache valid)
+        self._transaction = transaction if transaction is not None else store.transaction
         self._clock = clock
         self.mode = mode
         self._policy = policy
@@ -138,7 +143,7 @@ class Dispatcher:
                 wall = datetime.now(timezone.utc)
                 now = self._clock.now()
                 try:
-                    with self._store.transaction() as tx:
+                    with self._transaction() as tx:
                         batch = tx.claim_due(now, wall, wall + self._lease, kinds, 50)
                 except TransientStoreError:  # a conflict: the next pass claims them
                     self._dirty = True
@@ -219,7 +224,7 @@ class Dispatcher:
         """
         for attempt in range(1, _FINISH_ATTEMPTS + 1):
             try:
-                with self._store.transaction() as tx:
+                with self._transaction() as tx:
                     tx.finish_delivery(
                         delivery_id,
                         status=status,

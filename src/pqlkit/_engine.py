@@ -35,7 +35,7 @@ from . import _dsl as d
 from ._convert import from_us, to_us
 from ._model import Model
 
-__all__ = ["Context", "Evaluation", "Plan", "SubjectState"]
+__all__ = ["STATE_LAYOUT", "Context", "Evaluation", "Plan", "SubjectState"]
 
 DAY_US = 86_400_000_000
 SubjectKind = Literal["user", "account"]
@@ -55,6 +55,13 @@ def _key(v: Any) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
+STATE_LAYOUT = 2
+"""The layout of a stored state: bump when the meaning of the stored state changes.
+
+A state stored with another layout is not read: the subject is rebuilt from the log.
+"""
+
+
 @attrs.define
 class SubjectState:
     """The derived state of one subject: first/newest event time, count, accumulators."""
@@ -70,11 +77,14 @@ class SubjectState:
     # A cache of the subject's latest qualification record (kept by the Client in
     # the same transaction as the record): None unknown, 0 none, else its fields.
     qualification: Any = None
+    seq: int = 0  # the arrival seq of the newest event folded in (events after it: a tail)
 
     def dump(self) -> str:
         return _ENCODER.encode(
             [
+                STATE_LAYOUT,
                 self.fingerprint,
+                self.seq,
                 self.first,
                 self.newest,
                 self.events,
@@ -87,8 +97,12 @@ class SubjectState:
 
     @classmethod
     def load(cls, text: str) -> SubjectState:
-        fingerprint, first, newest, events, slots, latches, account, qual = json.loads(text)
-        return cls(first, newest, events, slots, latches, account, fingerprint, qual)
+        """Parse a dump; ValueError if it is not one of this layout."""
+        data = json.loads(text)
+        if not isinstance(data, list) or len(data) != 10 or data[0] != STATE_LAYOUT:
+            raise ValueError("not a state of this layout")
+        _, fingerprint, seq, first, newest, events, slots, latches, account, qual = data
+        return cls(first, newest, events, slots, latches, account, fingerprint, qual, seq)
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)

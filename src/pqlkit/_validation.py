@@ -114,10 +114,42 @@ def _check_json(value: Any, path: str, depth: int, limits: Limits) -> Any:
     )
 
 
+_FLAT_TYPES = frozenset({str, int, float, bool, type(None)})
+_INT_BOUND = 2**63  # ints below it print in at most 20 characters
+
+
+def _flat_copy(value: dict[Any, Any], limits: Limits) -> dict[str, Any] | None:
+    """The common case, checked quickly: a flat dict of ASCII str keys and scalar values,
+    surely within the size limit. None: take the general path (which explains errors)."""
+    bound = 2
+    for k, v in value.items():
+        t = type(v)
+        if type(k) is not str or not k.isascii() or t not in _FLAT_TYPES:
+            return None
+        if t is str:
+            if not v.isascii():
+                return None
+            bound += 6 * len(v)  # "\u001f" is the longest escape of an ASCII character
+        elif t is float:
+            if not math.isfinite(v):
+                return None
+            bound += 24
+        elif t is int and not -_INT_BOUND < v < _INT_BOUND:
+            return None
+        else:
+            bound += 20
+        bound += 6 * len(k) + 4
+    return dict(value) if bound <= limits.max_properties_bytes else None
+
+
 def check_properties(value: object, field: str, limits: Limits) -> dict[str, Any]:
     """A JSON object of JSON values within the depth and size limits (None means ``{}``)."""
     if value is None:
         return {}
+    if type(value) is dict:
+        flat = _flat_copy(value, limits)
+        if flat is not None:
+            return flat
     if not isinstance(value, Mapping):
         raise ValidationError(field, f"must be a dict, got {type(value).__name__}")
     data: dict[str, Any] = _check_json(value, field, 1, limits)

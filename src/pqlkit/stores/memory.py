@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -40,9 +41,14 @@ class _Data:
 class _MemoryTransaction:
     """A transaction over :class:`_Data`; every write logs its undo."""
 
-    def __init__(self, data: _Data) -> None:
+    def __init__(self, data: _Data, token: tuple[Hashable, int]) -> None:
         self._d = data
         self._undo: list[Callable[[], None]] = []
+        self._token = token
+
+    def cache_token(self) -> tuple[Hashable, int]:
+        """(this store, the number of transactions begun before this one): see ``_base``."""
+        return self._token
 
     def rollback(self) -> None:
         while self._undo:
@@ -94,7 +100,9 @@ class _MemoryTransaction:
         found = 0
         if limit is not None and limit <= 0:
             return
-        for record in list(self._d.events):
+        events = self._d.events  # in seq order: start after after_seq
+        start = bisect.bisect_right(events, after_seq, key=lambda e: e.seq) if after_seq else 0
+        for record in events[start:]:
             if record.seq <= after_seq:
                 continue
             if wanted is not None and record.user_id not in wanted:
@@ -320,6 +328,8 @@ class MemoryStore:
         self._data = _Data()
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self._serial = object()  # tells this store's cache tokens from another's
+        self._begun = 0
 
     def __repr__(self) -> str:
         return f"MemoryStore(events={len(self._data.events)})"
@@ -330,7 +340,8 @@ class MemoryStore:
             raise StoreError("nested transaction: a transaction is already open in this thread")
         with self._lock:
             self._owner = threading.get_ident()
-            tx = _MemoryTransaction(self._data)
+            tx = _MemoryTransaction(self._data, (self._serial, self._begun))
+            self._begun += 1
             try:
                 yield tx
             except BaseException:

@@ -26,7 +26,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -295,6 +295,8 @@ class _Connection:
     pid: int
     lock: threading.RLock = attrs.field(factory=threading.RLock)
     active: bool = False  # a transaction is open (to refuse nesting)
+    serial: object = attrs.field(factory=object)  # tells this connection's cache tokens apart
+    begun: int = 0  # transactions begun on it
 
 
 # -- the transaction ---------------------------------------------------------------------
@@ -326,8 +328,19 @@ _PAGE_SIZE = 1000
 class _SQLiteTransaction:
     """The Transaction protocol over one open ``BEGIN IMMEDIATE`` transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, begun: tuple[Hashable, int]) -> None:
         self._conn = conn
+        self._begun = begun
+
+    def cache_token(self) -> tuple[Hashable, int]:
+        """((connection, data version), transactions begun on it before this one).
+
+        SQLite changes ``PRAGMA data_version`` when another connection (another
+        process, or another store on the same file) commits; see ``_base``.
+        """
+        serial, begun = self._begun
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        return (serial, version), begun
 
     def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cursor = self._conn.execute(sql, params)
@@ -747,9 +760,11 @@ class SQLiteStore:
                     "transactions do not nest"
                 )
             connection.active = True
+            begun = (connection.serial, connection.begun)
+            connection.begun += 1
             try:
                 with _immediate(connection.db.conn, self._timeout):
-                    yield _SQLiteTransaction(connection.db.conn)
+                    yield _SQLiteTransaction(connection.db.conn, begun)
             finally:
                 connection.active = False
 

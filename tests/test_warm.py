@@ -1,0 +1,209 @@
+"""The Client's warm cache: states kept decoded in memory, written back every few events.
+
+The stored state may be a few events behind the log while a Client keeps its
+subject warm; whoever loads it cold (another Client, another process, a restart)
+folds in the newer events from the log. These tests pin down what must hold:
+nothing is lost or counted twice, a sweep still finds what is due, and a failed
+transaction leaves no trace in the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pqlkit import Client, Model, SQLiteStore, count, days, did, idle, trait
+from pqlkit._engine import SubjectState
+from pqlkit.exceptions import StoreError
+from pqlkit.stores import PostgresStore, Store, Transaction
+from pqlkit.stores._base import StateRecord
+from pqlkit.testing import FrozenClock
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+MODEL = Model(
+    "warm",
+    signals={
+        "busy": count("x", within=days(1)) >= 3,
+        "dormant": idle() >= days(14),
+        "paid": did("upgrade"),
+        "vip": trait("tier") == "gold",
+    },
+    pql=count("x", within=days(1)) >= 3,
+    pqa=count("x") >= 5,
+)
+
+
+class SpyStore:
+    """A store delegating to another; counts state writes, can fail one operation."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.saves: list[StateRecord] = []
+        self.fail_on: str | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.inner.transaction() as tx:
+            yield _SpyTransaction(tx, self)  # type: ignore[misc]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _SpyTransaction:
+    def __init__(self, tx: Transaction, owner: SpyStore) -> None:
+        self._tx = tx
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self._owner.fail_on:
+            self._owner.fail_on = None
+            raise StoreError(f"injected failure in {name}")
+        return getattr(self._tx, name)
+
+    def save_state(self, record: StateRecord) -> None:
+        self._owner.saves.append(record)
+        self._tx.save_state(record)
+
+
+def stored_events(store: Store, kind: str, subject_id: str) -> int:
+    """How many events the stored state of the subject has folded in."""
+    with store.transaction() as tx:
+        row = tx.load_state("warm", kind, subject_id)  # type: ignore[arg-type]
+    assert row is not None
+    return SubjectState.load(row.state).events
+
+
+def test_state_is_written_back_every_few_events_and_read_cold_exactly(store: Store) -> None:
+    spy = SpyStore(store)
+    clock = FrozenClock(T0)
+    with Client(MODEL, store=spy, clock=clock) as warm:
+        for i in range(100):
+            clock.advance(timedelta(minutes=1))
+            warm.track("u1", "x" if i % 2 else "y", account_id="a1")
+        writes = [r for r in spy.saves if r.subject_id == "u1"]
+        if isinstance(store, PostgresStore):  # no cache: several processes write at once
+            assert len(writes) == 100
+        else:
+            # the first event creates the row, the first "x" makes it due earlier (its
+            # window entry expires); other than that, one write per 16 events
+            assert 2 <= len(writes) <= 2 + 100 // 16
+            assert stored_events(store, "user", "u1") < 100  # behind: the tail is in the log
+        with Client(MODEL, store=store, clock=clock) as cold:
+            assert cold.scores("u1") == warm.scores("u1")
+            assert cold.signals("u1") == warm.signals("u1")
+            assert cold.explain("a1", of="account") == warm.explain("a1", of="account")
+    # close() writes back what a warm client holds (the reads above made it cold)
+    with Client(MODEL, store=store, clock=clock) as again:
+        for _ in range(20):
+            again.track("u1", "y", account_id="a1")  # (reading the store here would chill it)
+    assert stored_events(store, "user", "u1") == 120
+    assert stored_events(store, "account", "a1") == 120
+
+
+def test_a_cold_writer_continues_from_the_log_tail(store: Store) -> None:
+    """Events tracked by a warm client, then by another: each counted once."""
+    clock = FrozenClock(T0)
+    a = Client(MODEL, store=store, clock=clock)
+    b = Client(MODEL, store=store, clock=clock)
+    try:
+        for i in range(40):
+            clock.advance(timedelta(seconds=10))
+            (a if (i // 7) % 2 else b).track("u1", "x", account_id="a1")
+        want = {"busy": True, "dormant": False, "paid": False, "vip": False}
+        assert a.signals("u1") == b.signals("u1") == want
+        assert a.explain("a1", of="account")[-1] == "pqa: count('x') = 40 >= 5 -> true"
+        assert b.explain("a1", of="account")[-1] == "pqa: count('x') = 40 >= 5 -> true"
+        # one PQL and one PQA in all, although both clients saw the rules hold
+        with store.transaction() as tx:
+            fired = [(q.kind, q.subject_id, q.round) for q in tx.qualifications("warm")]
+        assert sorted(fired) == [("pqa", "a1", 0), ("pql", "u1", 0)]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_sweep_finds_a_subject_whose_due_time_moved_earlier(store: Store) -> None:
+    """A write-back is never deferred when the subject became due earlier than stored."""
+    clock = FrozenClock(T0)
+    with Client(MODEL, store=store, clock=clock) as client:
+        for _ in range(20):  # no window entry yet: nothing due but dormancy
+            clock.advance(timedelta(minutes=1))
+            client.track("u1", "y")
+        for _ in range(3):
+            clock.advance(timedelta(minutes=1))
+            fired = client.track("u1", "x").qualified
+        assert [q.subject_id for q in fired] == ["u1"]
+        # a sweep by a cold client (another process) after the window passed
+        with Client(MODEL, store=store, clock=clock) as other:
+            dropped = other.sweep(clock.now() + timedelta(days=2))
+        assert [(q.subject_id, q.disqualified_at is not None) for q in dropped] == [("u1", True)]
+
+
+def test_a_full_cache_writes_back_what_it_evicts(store: Store) -> None:
+    clock = FrozenClock(T0)
+    with Client(MODEL, store=store, clock=clock) as client:
+        client._warm.capacity = 3
+        for i in range(200):
+            clock.advance(timedelta(seconds=5))
+            client.track(f"u{i % 10}", "x", account_id=f"a{i % 4}")
+        assert len(client._warm.subjects) <= 3
+        with Client(MODEL, store=store, clock=clock) as cold:
+            for n in range(10):
+                busy = cold.explain(f"u{n}")[0]
+                assert busy == "busy: count('x', within=1d) = 20 >= 3 -> true"
+            for n in range(4):
+                assert cold.explain(f"a{n}", of="account")[-1] == (
+                    "pqa: count('x') = 50 >= 5 -> true"
+                )
+
+
+@pytest.mark.parametrize("operation", ["insert_qualification", "enqueue"])
+def test_a_failed_transaction_leaves_nothing_in_the_cache(store: Store, operation: str) -> None:
+    spy = SpyStore(store)
+    clock = FrozenClock(T0)
+    with Client(MODEL, store=spy, clock=clock) as client:
+        for _ in range(2):
+            clock.advance(timedelta(minutes=1))
+            client.track("u1", "x", account_id="a1")
+        spy.fail_on = operation  # the third "x" qualifies: its transaction fails
+        clock.advance(timedelta(minutes=1))
+        with pytest.raises(StoreError, match="injected"):
+            client.track("u1", "x", account_id="a1", message_id="m3")
+        assert client.explain("u1")[0] == "busy: count('x', within=1d) = 2 >= 3 -> false"
+        assert client.pending() == []
+        result = client.track("u1", "x", account_id="a1", message_id="m3")  # the retry
+        assert not result.duplicate
+        assert [q.subject_id for q in result.qualified] == ["u1"]
+        assert client.explain("u1")[0] == "busy: count('x', within=1d) = 3 >= 3 -> true"
+
+
+def test_sqlite_writers_on_two_connections_see_each_other(tmp_path: Path) -> None:
+    """Two SQLiteStores on one file (as two processes): PRAGMA data_version tells."""
+    clock = FrozenClock(T0)
+    path = tmp_path / "shared.db"
+    with (
+        Client(MODEL, store=SQLiteStore(path), clock=clock) as a,
+        Client(MODEL, store=SQLiteStore(path), clock=clock) as b,
+    ):
+        for i in range(30):
+            clock.advance(timedelta(seconds=30))
+            (a, b)[i % 2].track("u1", "x")
+        assert (
+            a.explain("u1")[0]
+            == b.explain("u1")[0]
+            == ("busy: count('x', within=1d) = 30 >= 3 -> true")
+        )
+        assert a.signals("u1")["vip"] is False  # a has u1's traits cached now
+        b.identify("u1", {"tier": "gold"})
+        assert a.signals("u1")["vip"] is True
+        a.identify("u1", {"tier": "silver"})
+        assert b.signals("u1")["vip"] is False
+    a.store.close()
+    b.store.close()
