@@ -19,6 +19,15 @@ valid until it ends. A transaction must isolate
 concurrent writers to the same subject (SQLite: ``BEGIN IMMEDIATE``; Postgres:
 :meth:`Transaction.lock`). Bring your own store by implementing both protocols;
 ``tests/test_store.py`` is the suite it must pass.
+
+Optionally, a transaction may offer ``cache_token() -> (key, n)``, which lets a
+Client keep subjects' decoded states, traits and aliases in memory between its
+transactions: ``n`` counts the transactions begun on this connection before this
+one, and ``key`` must change whenever anyone else (another connection, another
+process) committed since. A Client whose previous transaction saw ``(key, n - 1)``
+knows that only it wrote in between. SQLiteStore derives ``key`` from ``PRAGMA
+data_version``; MemoryStore from its identity. A store without it (PostgresStore,
+whose writers run concurrently) is read on every transaction.
 """
 
 from __future__ import annotations
