@@ -34,9 +34,12 @@ def from_us(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
 def dumps(value: Any) -> str:
     """Compact, deterministic JSON (sorted keys; NaN refused)."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return _ENCODE(value)
 
 
 def loads(text: str) -> Any:

@@ -76,7 +76,10 @@ class _MemoryTransaction:
         d = self._d
         if event.message_id in d.message_ids:
             return None
-        record = EventRecord(seq=d.next_seq, **attrs.asdict(event, recurse=False))
+        e = event
+        record = EventRecord(
+            d.next_seq, e.message_id, e.user_id, e.event, e.properties, e.account_id, e.timestamp
+        )
         d.events.append(record)
         d.message_ids.add(event.message_id)
         d.next_seq += 1
