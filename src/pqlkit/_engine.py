@@ -8,8 +8,11 @@ a subject's state; ``evaluate`` reads the state at an evaluation time T.
 What each accumulator keeps (all times are integer microseconds since the epoch):
 
 * no window: a running value (a count, a sum, a set of distinct keys);
-* ``within=D``: entries ``[ts, x]`` for matching events newer than ``newest - D``
-  (older ones can never re-enter the window, since T never goes back);
+* ``within=D``: entries ``[ts, x, cum]`` (``cum`` an exact running sum, so a window
+  sum is one bisection and one subtraction) for matching events newer than
+  ``newest - D``, or for sets each key's latest time and those times sorted; older
+  entries can never re-enter the window, since T never goes back, and are dropped
+  lazily (in batches: readers bisect on their own cut);
 * ``since_first_seen=D``: entries inside ``[F, F + D)``, dropped when a late
   event moves F earlier;
 * ``sequence``: the timestamps of its steps' events until the chain completes;
@@ -55,10 +58,12 @@ def _key(v: Any) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
-STATE_LAYOUT = 2
+STATE_LAYOUT = 3
 """The layout of a stored state: bump when the meaning of the stored state changes.
 
 A state stored with another layout is not read: the subject is rebuilt from the log.
+3: windowed count/total keep ``[k, [[ts, x, cum], ...]]`` (exact prefix sums) and
+windowed distinct/active_days/active_users ``[latest, times]``; both trimmed lazily.
 """
 
 
@@ -146,15 +151,33 @@ class Acc:
         return None
 
 
+# Lazy trimming: entries with ts <= newest - D can never count again (T never goes
+# back below the newest event) and every reader bisects on its own cut, so the
+# expired prefix is only dropped once it holds more than _TRIM_MIN entries and more
+# than a quarter of the list (amortized O(1) per event; the list stays under
+# max(live + _TRIM_MIN, 4/3 live) entries after each apply).
+_TRIM_MIN = 32
+_TS = operator.itemgetter(0)
+
+
 class _Windowed(Acc):
     """Shared window logic for count/total/distinct/active_days/active_users.
 
     Subclasses say how an event contributes (``contribution``) and how entries
     combine; the state layout depends on the window kind:
 
-    * none: ``total`` (running value)
-    * within: sorted list of ``[ts, x]`` (or a dict key -> latest ts for sets)
-    * since_first_seen: sorted list of ``[ts, x]`` (or dict key -> earliest ts)
+    * none: ``total`` (running value), or a dict key -> 1 for sets;
+    * within, count/total: ``[k, entries]``, entries sorted ``[ts, x, cum]`` with
+      ``cum`` the exact prefix sum of the entries up to and including this one,
+      in units of ``2**-k`` (see ``_units``), so a window sum is one subtraction;
+      entries at or before ``newest - D`` are dropped lazily (readers bisect);
+    * within, sets: ``[latest, times]``, a dict key -> latest ts and the sorted
+      list of its values (the same multiset), trimmed lazily with the same rule;
+    * since_first_seen: ``[k, entries]`` as above (or a dict key -> earliest ts
+      for sets), only entries inside ``[F, F + D)``.
+
+    Readers are exact for evaluation times at or after the subject's newest event
+    (every caller's case: the client never evaluates before it).
     """
 
     is_set = False
@@ -171,10 +194,16 @@ class _Windowed(Acc):
     def contribution(self, ev: EventView) -> Any:
         raise NotImplementedError
 
+    def _units(self, x: Any) -> tuple[int, int]:
+        """An entry's value as ``(n, p)``, exactly ``n * 2**-p`` (what a sum adds)."""
+        return x, 0
+
     def init(self) -> Any:
+        if self.within is None and self.sfs is None:
+            return {} if self.is_set else 0
         if self.is_set:
-            return {}
-        return 0 if self.within is None and self.sfs is None else []
+            return [{}, []] if self.within is not None else {}
+        return [0, []]
 
     def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
         if old_first is not None and s.first is not None and s.first < old_first:
@@ -188,13 +217,30 @@ class _Windowed(Acc):
         if self.within is not None:
             cut = s.newest - self.within
             if self.is_set:
-                if ts > cut and st.get(x, cut) < ts:
-                    st[x] = ts
-                return {k: v for k, v in st.items() if v > cut} if len(st) > 64 else st
+                latest, times = st
+                if ts > cut:
+                    old = latest.get(x)
+                    if old is None or old < ts:
+                        if old is not None:
+                            del times[bisect.bisect_left(times, old)]
+                        bisect.insort(times, ts)
+                        latest[x] = ts
+                lo = bisect.bisect_right(times, cut)
+                if lo > _TRIM_MIN and 4 * lo > len(times):
+                    st[0] = {k: v for k, v in latest.items() if v > cut}
+                    st[1] = times[lo:]
+                return st
             if ts > cut:
-                _add_entry(st, ts, x)
-            lo = bisect.bisect_right(st, [cut, math.inf])
-            return st[lo:] if lo else st
+                self._add_entry(st, ts, x)
+            entries = st[1]
+            lo = bisect.bisect_right(entries, cut, key=_TS)
+            if lo > _TRIM_MIN and 4 * lo > len(entries):
+                base = entries[lo - 1][2]
+                kept = entries[lo:]
+                for e in kept:
+                    e[2] -= base
+                st[1] = kept
+            return st
         if self.sfs is not None:
             if ts >= s.first + self.sfs:
                 return st
@@ -202,12 +248,43 @@ class _Windowed(Acc):
                 if x not in st or ts < st[x]:
                     st[x] = ts
                 return st
-            _add_entry(st, ts, x)
+            self._add_entry(st, ts, x)
             return st
         if self.is_set:
             st[x] = 1
             return st
         return st + x
+
+    def _add_entry(self, st: list[Any], ts: int, x: Any) -> None:
+        """Add ``x`` at ``ts`` to a ``[k, entries]`` state, keeping every ``cum`` exact."""
+        entries: list[list[Any]] = st[1]
+        i = bisect.bisect_left(entries, ts, key=_TS)
+        if i < len(entries) and entries[i][0] == ts:
+            e = entries[i]
+            v = e[1] + x  # the same merge (and float rounding) as a plain list of [ts, x]
+            n, p = self._units(v)
+            self._rescale(st, p)
+            old = e[2] - (entries[i - 1][2] if i else 0)
+            e[1] = v
+            delta = (n << (st[0] - p)) - old
+        else:
+            n, p = self._units(x)
+            self._rescale(st, p)
+            entries.insert(i, [ts, x, entries[i - 1][2] if i else 0])
+            delta = n << (st[0] - p)
+        if delta:
+            for j in range(i, len(entries)):  # later entries: only after a late event
+                entries[j][2] += delta
+
+    @staticmethod
+    def _rescale(st: list[Any], p: int) -> None:
+        """Make the unit of a ``[k, entries]`` state at least as fine as ``2**-p``."""
+        k = st[0]
+        if p > k:
+            shift = p - k
+            for e in st[1]:
+                e[2] <<= shift
+            st[0] = p
 
     def refirst(self, st: Any, s: SubjectState) -> Any:
         if self.sfs is None:
@@ -216,37 +293,40 @@ class _Windowed(Acc):
         end = s.first + self.sfs
         if self.is_set:
             return {k: v for k, v in st.items() if v < end}
-        return [e for e in st if e[0] < end]
-
-    def _live(self, st: Any, t: int) -> Any:
-        """The entries that count at evaluation time t."""
-        if self.within is not None:
-            cut = t - self.within
-            if self.is_set:
-                return [k for k, v in st.items() if v > cut]
-            lo = bisect.bisect_right(st, [cut, math.inf])
-            return st[lo:]
-        if self.is_set:
-            return list(st)
+        entries = st[1]
+        st[1] = entries[: bisect.bisect_left(entries, end, key=_TS)]  # a prefix: cums stay
         return st
+
+    def _sum(self, st: Any, t: int) -> int:
+        """The exact sum (in units of ``2**-k``) of a ``[k, entries]`` state at time t."""
+        entries = st[1]
+        if not entries:
+            return 0
+        if self.within is None:
+            return int(entries[-1][2])
+        i = bisect.bisect_right(entries, t - self.within, key=_TS)
+        if i == len(entries):
+            return 0
+        return int(entries[-1][2] - (entries[i - 1][2] if i else 0))
+
+    def _size(self, st: Any, t: int) -> int:
+        """How many keys of a set state count at time t."""
+        if self.within is None:
+            return len(st)
+        times = st[1]
+        return len(times) - bisect.bisect_right(times, t - self.within)
 
     def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
         if self.within is None:
             return None
+        # sorted by time: the first entry (or key time) still inside leaves first
         if self.is_set:
-            later = [ts + self.within for ts in st.values() if ts + self.within > t]
-            return min(later, default=None)
-        # entries are sorted by time: the first one still inside leaves first
-        i = bisect.bisect_right(st, [t - self.within, math.inf])
-        return st[i][0] + self.within if i < len(st) else None
-
-
-def _add_entry(entries: list[list[Any]], ts: int, x: Any) -> None:
-    i = bisect.bisect_left(entries, [ts, -math.inf])
-    if i < len(entries) and entries[i][0] == ts:
-        entries[i][1] += x
-    else:
-        entries.insert(i, [ts, x])
+            times = st[1]
+            i = bisect.bisect_right(times, t - self.within)
+            return times[i] + self.within if i < len(times) else None
+        entries = st[1]
+        i = bisect.bisect_right(entries, t - self.within, key=_TS)
+        return entries[i][0] + self.within if i < len(entries) else None
 
 
 class CountAcc(_Windowed):
@@ -254,8 +334,7 @@ class CountAcc(_Windowed):
         return 1
 
     def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
-        live = self._live(st, t)
-        return live if isinstance(live, int) else sum(e[1] for e in live)
+        return st if isinstance(st, int) else self._sum(st, t)
 
 
 class TotalAcc(_Windowed):
@@ -267,9 +346,17 @@ class TotalAcc(_Windowed):
         v = _num(ev.properties.get(self.prop))
         return 0 if v is None else v
 
+    def _units(self, x: Any) -> tuple[int, int]:
+        # float(x): a sum of the entries' floats, as math.fsum computes it
+        n, den = float(x).as_integer_ratio()
+        return n, den.bit_length() - 1
+
     def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
-        live = self._live(st, t)
-        return live if isinstance(live, (int, float)) else math.fsum(e[1] for e in live)
+        if isinstance(st, (int, float)):
+            return st
+        units = self._sum(st, t)
+        # int / int is correctly rounded: the same float as math.fsum of the entries
+        return units / (1 << st[0]) if units else 0.0
 
 
 class DistinctAcc(_Windowed):
@@ -284,7 +371,7 @@ class DistinctAcc(_Windowed):
         return None if v is None else _key(v)
 
     def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
-        return len(self._live(st, t))
+        return self._size(st, t)
 
 
 class ActiveDaysAcc(DistinctAcc):
@@ -305,7 +392,7 @@ class ActiveUsersAcc(DistinctAcc):
     def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
         if kind != "account":
             return None
-        return len(self._live(st, t))
+        return self._size(st, t)
 
 
 class LastAcc(Acc):
