@@ -207,3 +207,31 @@ def test_sqlite_writers_on_two_connections_see_each_other(tmp_path: Path) -> Non
         assert b.signals("u1")["vip"] is False
     a.store.close()
     b.store.close()
+
+
+def test_track_many_through_a_small_cache_loses_nothing(store: Store) -> None:
+    """Batches that evict subjects mid-batch, then fold more events into them."""
+    clock = FrozenClock(T0)
+    events = [
+        {
+            "user_id": f"u{i % 10}",
+            "event": "x",
+            "account_id": f"a{i % 4}",
+            "timestamp": T0 + timedelta(seconds=i),
+        }
+        for i in range(1_200)
+    ]
+    with Client(MODEL, store=store, clock=clock) as client:
+        client._warm.capacity = 3
+        for start in range(0, len(events), 40):  # 4 events per user and batch
+            client.track_many(events[start : start + 40])
+            for n in range(10):  # reads through the same small cache
+                want = (start + 40) // 10
+                assert client.explain(f"u{n}")[0].startswith(
+                    f"busy: count('x', within=1d) = {want}"
+                )
+    with Client(MODEL, store=store, clock=clock) as cold:
+        for n in range(10):
+            assert cold.explain(f"u{n}")[0] == "busy: count('x', within=1d) = 120 >= 3 -> true"
+        for n in range(4):
+            assert cold.explain(f"a{n}", of="account")[-1] == "pqa: count('x') = 300 >= 5 -> true"

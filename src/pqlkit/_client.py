@@ -109,6 +109,9 @@ class _Warm:
         self.subjects: dict[tuple[str, str], _Subject] = {}
         self.traits: dict[tuple[str, str], dict[str, Any]] = {}
         self.resolved: dict[str, str] = {}
+        # subjects whose stored state this client wrote (or read whole) since the cache
+        # went warm: loading them needs no look for newer events in the log
+        self.current: set[tuple[str, str]] = set()
         self.active = False  # inside a transaction that may use the cache
         self.usable = True  # False once the store turned out to have no cache_token()
         self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
@@ -132,6 +135,7 @@ class _Warm:
         self.subjects.clear()
         self.traits.clear()
         self.resolved.clear()
+        self.current.clear()
         self.last = None
 
 
@@ -837,7 +841,8 @@ class Client:
                 subject.stored_events = state.events
                 subject.stored_due = None if row.due_at is None else to_us(row.due_at)
                 subject.stored_size = len(row.state)
-                if warm.usable:  # its writer may have left newer events in the log
+                # its writer may have left newer events in the log
+                if warm.usable and not (warm.active and key in warm.current):
                     self._catch_up(tx, subject, skip_seq)
         if kind == "user":
             subject.account = self._account_of(tx, subject)
@@ -857,6 +862,8 @@ class Client:
             warm.traits.clear()
         if len(warm.resolved) > 2 * warm.capacity:
             warm.resolved.clear()
+        if len(warm.current) > 20 * warm.capacity:
+            warm.current.clear()
 
     def _catch_up(self, tx: Transaction, subject: _Subject, skip_seq: int | None) -> None:
         """Fold in the subject's events newer than its stored state (left by a warm writer)."""
@@ -925,16 +932,19 @@ class Client:
         if s.newest is None:
             tx.delete_state(self.model.name, kind, subject.id)
             self._warm.subjects.pop((kind, subject.id), None)
+            self._warm.current.discard((kind, subject.id))
             return
         t = max(at or s.newest, s.newest)
         due = self._plan.next_due(s, t, kind)
         if subject.requalify_at is not None and subject.requalify_at > t:
             due = subject.requalify_at if due is None else min(due, subject.requalify_at)
         stored = subject.stored_events
+        warm = self._warm
         if (
             defer
             and stored is not None
-            and (self._warm.active or evicting)
+            # only a subject that stays warm (or is leaving now) may stay behind
+            and (evicting or (warm.active and warm.subjects.get((kind, subject.id)) is subject))
             and (due is None or (subject.stored_due is not None and subject.stored_due <= due))
         ):
             if s.events == stored:
@@ -956,6 +966,8 @@ class Client:
         subject.stored_events = s.events
         subject.stored_due = due
         subject.stored_size = len(text)
+        if self._warm.active:
+            self._warm.current.add((kind, subject.id))
 
     def _context(self, tx: Transaction, subject: _Subject, *, full: bool = True) -> Context:
         """The traits an evaluation sees; with ``full=False`` only those the model reads."""
