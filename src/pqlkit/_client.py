@@ -998,7 +998,9 @@ class Client:
         full evaluation.
         """
         ctx = self._context(tx, subject, full=False)
-        ev = self._plan.evaluate(subject.state, t, subject.kind, ctx, latch=latch, full=scores)
+        ev = self._plan.evaluate(
+            subject.state, t, subject.kind, ctx, latch=latch, full=False, scores=scores
+        )
         if scores:
             out.scores = ev.scores
         rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"

@@ -775,6 +775,7 @@ class Plan:
             names = {m.event for m in matches} if matches else {None}
             for name in names:
                 self.by_event.setdefault(name, []).append((slot, matches))
+        self._feeds: dict[str, list[tuple[int, Acc, tuple[d.Match, ...] | None]]] = {}
         self._compiled: dict[int, Fn] = {}
         for root in roots:
             self.compiled(root)
@@ -875,22 +876,37 @@ class Plan:
         s.events += 1
         ev = EventView(ts, name, props, user)
         moved = old_first is not None and s.first < old_first
-        seen: set[int] = set()
-        for key in (name, None):
-            for slot, matches in self.by_event.get(key, ()):
-                if slot in seen:
-                    continue
-                seen.add(slot)
-                acc = self.accs[slot]
-                hit = not matches or any(m.matches(name, props) for m in matches)
-                if hit:
-                    s.slots[slot] = acc.apply(s.slots[slot], ev, s, old_first)
-                elif moved:
-                    s.slots[slot] = acc.refirst(s.slots[slot], s)
+        slots = s.slots
+        feeds = self._feeds_of(name)
+        for slot, acc, checks in feeds:
+            if checks is None or any(m.matches(name, props) for m in checks):
+                slots[slot] = acc.apply(slots[slot], ev, s, old_first)
+            elif moved:
+                slots[slot] = acc.refirst(slots[slot], s)
         if moved:
+            fed = {slot for slot, _, _ in feeds}
             for slot, acc in enumerate(self.accs):
-                if slot not in seen:
-                    s.slots[slot] = acc.refirst(s.slots[slot], s)
+                if slot not in fed:
+                    slots[slot] = acc.refirst(slots[slot], s)
+
+    def _feeds_of(self, name: str) -> list[tuple[int, Acc, tuple[d.Match, ...] | None]]:
+        """The slots an event called ``name`` may feed, each with the matches left to test
+        on its properties (None: every such event feeds it). Cached per name."""
+        feeds = self._feeds.get(name)
+        if feeds is None:
+            feeds = []
+            seen: set[int] = set()
+            for key in (name, None):
+                for slot, matches in self.by_event.get(key, ()):
+                    if slot in seen:
+                        continue
+                    seen.add(slot)
+                    relevant = tuple(m for m in matches if m.event in (None, name))
+                    always = not matches or any(m.where is None for m in relevant)
+                    feeds.append((slot, self.accs[slot], None if always else relevant))
+            if len(self._feeds) < 10_000:  # event names come from callers: bound the cache
+                self._feeds[name] = feeds
+        return feeds
 
     def evaluate(
         self,
@@ -901,13 +917,15 @@ class Plan:
         *,
         latch: bool = False,
         full: bool = True,
+        scores: bool = False,
     ) -> Evaluation:
         """Evaluate the subject's signals, scores and rule at time ``t``.
 
         With ``latch=True`` (track-time evaluations), the first time a TEV
         activation signal is seen true is recorded in the state. With
         ``full=False`` only what the rule reads is evaluated (the signals and
-        scores of the result are then partial).
+        scores of the result are then partial), and every score too with
+        ``scores=True`` (the result's scores are then complete, its signals not).
         """
         e = _Eval(self, s, t, kind, ctx)
         if latch:
@@ -917,6 +935,7 @@ class Plan:
         if full:
             for name in self.model.signals:
                 e.signal(name)
+        if full or scores:
             for name in self.model.scores:
                 e.score(name)
         rule_expr = self.model.pql if kind == "user" else self.model.pqa
