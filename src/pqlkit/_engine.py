@@ -25,6 +25,7 @@ the windows, never on the length of the subject's history.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import math
 import operator
@@ -46,6 +47,9 @@ SubjectKind = Literal["user", "account"]
 
 def _us(td: timedelta) -> int:
     return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds
+
+
+_us_cached = functools.lru_cache(maxsize=256)(_us)
 
 
 def _num(v: Any) -> float | None:
@@ -599,6 +603,8 @@ class Evaluation:
 class _Eval:
     """One evaluation: memoized signals and scores."""
 
+    __slots__ = ("aggs", "ctx", "kind", "plan", "s", "scores", "signals", "t")
+
     def __init__(
         self, plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context
     ) -> None:
@@ -620,8 +626,13 @@ class _Eval:
     def score(self, name: str) -> float:
         v = self.scores.get(name)
         if v is None:
-            n = _num(self.plan.score_fns[name](self))
-            v = self.scores[name] = 0.0 if n is None else float(n)
+            n = self.plan.score_fns[name](self)
+            if type(n) is not float:  # the common case, checked fast
+                n = _num(n)
+                n = 0.0 if n is None else float(n)
+            elif not math.isfinite(n):
+                n = 0.0
+            v = self.scores[name] = n
         return v
 
     def tev_parts(self, node: d.Tev) -> tuple[float, float, float, Any, Any, Any]:
@@ -629,7 +640,7 @@ class _Eval:
         if at is None and self.signal(node.activation):
             at = self.t  # true now, not latched yet (first evaluation that sees it)
         elapsed = None if at is None or self.s.first is None else at - self.s.first
-        fast, slow = _us(node.fast), _us(node.slow)
+        fast, slow = _us_cached(node.fast), _us_cached(node.slow)
         if elapsed is None or elapsed >= slow:
             time_part = 0.0
         elif elapsed <= fast:
@@ -655,6 +666,21 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
     if isinstance(node, d.Const):
         value = node.value
         return lambda e: value
+    if isinstance(node, d.Compare) and isinstance(node.right, d.Const):
+        left, op, b = c(node.left), _CMP[node.op], node.right.value
+        if b is None:
+            return lambda e: False
+
+        def compare_const(e: _Eval) -> bool:
+            a = left(e)
+            if a is None:
+                return False
+            try:
+                return bool(op(a, b))
+            except TypeError:
+                return False
+
+        return compare_const
     if isinstance(node, d.Compare):
         left, right, op = c(node.left), c(node.right), _CMP[node.op]
 
@@ -714,17 +740,46 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
     if isinstance(node, d.IsIn):
         value, options = c(node.value), node.options
 
+        try:
+            hashed: frozenset[Any] | None = frozenset(options)
+        except TypeError:
+            hashed = None
+
         def is_in(e: _Eval) -> bool:
             v = value(e)
-            return v is not None and any(_compare("==", v, o) for o in options)
+            if v is None:
+                return False
+            if hashed is not None:
+                try:
+                    return v in hashed  # == by hash: the same answer as the loop below
+                except TypeError:
+                    pass  # v is unhashable (a list, a dict)
+            return any(_compare("==", v, o) for o in options)
 
         return is_in
     if isinstance(node, d.Points):
         weights = node.weights
-        return lambda e: sum(w for sig, w in weights if e.signal(sig))
+
+        def points(e: _Eval) -> Any:
+            total: Any = 0
+            signal = e.signal
+            for sig, w in weights:
+                if signal(sig):
+                    total += w
+            return total
+
+        return points
     if isinstance(node, d.Fit):
         rules = [(c(cond), pts) for cond, pts in node.rules]
-        return lambda e: sum(pts for f, pts in rules if f(e))
+
+        def fit(e: _Eval) -> Any:
+            total: Any = 0
+            for f, pts in rules:
+                if f(e):
+                    total += pts
+            return total
+
+        return fit
     if isinstance(node, d.Tev):
         tev = node
         w = node.weights
@@ -737,12 +792,16 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
         return tev_score
     slot = plan.slot_of[id(node)]
     acc = plan.accs[slot]
+    if type(acc) in (CountAcc, TotalAcc) and acc.within is None and acc.sfs is None:  # type: ignore[attr-defined]
+        return lambda e: e.s.slots[slot]  # a running value: nothing to compute
+    value = acc.value
 
     def aggregate(e: _Eval) -> Any:
         cache = e.aggs
         if slot in cache:
             return cache[slot]
-        v = cache[slot] = acc.value(e.s.slots[slot], e.t, e.s, e.kind)
+        s = e.s
+        v = cache[slot] = value(s.slots[slot], e.t, s, e.kind)
         return v
 
     return aggregate
@@ -940,7 +999,7 @@ class Plan:
                 e.score(name)
         rule_expr = self.model.pql if kind == "user" else self.model.pqa
         rule = bool(e.ev(rule_expr)) if rule_expr is not None else False
-        return Evaluation(t, dict(e.signals), dict(e.scores), rule)
+        return Evaluation(t, e.signals, e.scores, rule)
 
     def next_due(self, s: SubjectState, t: int, kind: SubjectKind) -> int | None:
         """The earliest time after ``t`` at which time alone may change the subject's rule."""
