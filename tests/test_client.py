@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import random
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -913,3 +914,13 @@ def test_identify_rejects_the_reserved_account_trait(store: pqlkit.Store) -> Non
     with pqlkit.Client(model, store=store) as client, pytest.raises(pqlkit.ValidationError) as info:
         client.identify("u1", {"$account_id": "evil"})
     assert info.value.field == "traits.$account_id"
+
+
+def test_default_message_ids_are_random_uuid4s() -> None:
+    from pqlkit._client import _new_message_id
+
+    ids = {_new_message_id() for _ in range(2_000)}
+    assert len(ids) == 2_000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

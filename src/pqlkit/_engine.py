@@ -834,7 +834,9 @@ class Plan:
             names = {m.event for m in matches} if matches else {None}
             for name in names:
                 self.by_event.setdefault(name, []).append((slot, matches))
-        self._feeds: dict[str, list[tuple[int, Acc, tuple[d.Match, ...] | None]]] = {}
+        self._feeds: dict[
+            tuple[str, SubjectKind | None], list[tuple[int, Acc, tuple[d.Match, ...] | None]]
+        ] = {}
         self._compiled: dict[int, Fn] = {}
         for root in roots:
             self.compiled(root)
@@ -924,9 +926,15 @@ class Plan:
         return state if state.fingerprint == self.model.fingerprint else None
 
     def apply(
-        self, s: SubjectState, ts: int, name: str, props: Mapping[str, Any], user: str
+        self,
+        s: SubjectState,
+        ts: int,
+        name: str,
+        props: Mapping[str, Any],
+        user: str,
+        kind: SubjectKind | None = None,
     ) -> None:
-        """Fold one event into the subject's state."""
+        """Fold one event into the subject's state (a ``kind`` skips what it never reads)."""
         old_first = s.first
         if s.first is None or ts < s.first:
             s.first = ts
@@ -936,7 +944,7 @@ class Plan:
         ev = EventView(ts, name, props, user)
         moved = old_first is not None and s.first < old_first
         slots = s.slots
-        feeds = self._feeds_of(name)
+        feeds = self._feeds_of(name, kind)
         for slot, acc, checks in feeds:
             if checks is None or any(m.matches(name, props) for m in checks):
                 slots[slot] = acc.apply(slots[slot], ev, s, old_first)
@@ -948,10 +956,16 @@ class Plan:
                 if slot not in fed:
                     slots[slot] = acc.refirst(slots[slot], s)
 
-    def _feeds_of(self, name: str) -> list[tuple[int, Acc, tuple[d.Match, ...] | None]]:
+    def _feeds_of(
+        self, name: str, kind: SubjectKind | None = None
+    ) -> list[tuple[int, Acc, tuple[d.Match, ...] | None]]:
         """The slots an event called ``name`` may feed, each with the matches left to test
-        on its properties (None: every such event feeds it). Cached per name."""
-        feeds = self._feeds.get(name)
+        on its properties (None: every such event feeds it). Cached per name.
+
+        Left out: accumulators that keep nothing (``idle``), and for users the
+        ``active_users`` ones (a user's value is None whatever they hold).
+        """
+        feeds = self._feeds.get((name, kind))
         if feeds is None:
             feeds = []
             seen: set[int] = set()
@@ -960,11 +974,16 @@ class Plan:
                     if slot in seen:
                         continue
                     seen.add(slot)
+                    acc = self.accs[slot]
+                    if type(acc).apply is Acc.apply or (
+                        kind == "user" and isinstance(acc, ActiveUsersAcc)
+                    ):
+                        continue
                     relevant = tuple(m for m in matches if m.event in (None, name))
                     always = not matches or any(m.where is None for m in relevant)
-                    feeds.append((slot, self.accs[slot], None if always else relevant))
+                    feeds.append((slot, acc, None if always else relevant))
             if len(self._feeds) < 10_000:  # event names come from callers: bound the cache
-                self._feeds[name] = feeds
+                self._feeds[(name, kind)] = feeds
         return feeds
 
     def evaluate(
