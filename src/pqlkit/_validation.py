@@ -63,6 +63,8 @@ def check_message_id(value: object, limits: Limits) -> str:
 
 def _check_text(value: str, field: str) -> None:
     """Reject text that cannot be stored as UTF-8 (it holds a lone surrogate)."""
+    if value.isascii():
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -75,6 +77,8 @@ def check_timestamp(value: object, field: str = "timestamp") -> datetime:
     """An aware datetime, returned in UTC."""
     if not isinstance(value, datetime):
         raise ValidationError(field, f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is timezone.utc and type(value) is datetime:
+        return value  # already what astimezone() would return
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field, "must be timezone-aware (naive datetimes are ambiguous)")
     return value.astimezone(timezone.utc)
