@@ -235,3 +235,17 @@ def test_track_many_through_a_small_cache_loses_nothing(store: Store) -> None:
             assert cold.explain(f"u{n}")[0] == "busy: count('x', within=1d) = 120 >= 3 -> true"
         for n in range(4):
             assert cold.explain(f"a{n}", of="account")[-1] == "pqa: count('x') = 300 >= 5 -> true"
+
+
+def test_closing_the_store_first_loses_nothing(tmp_path: Path) -> None:
+    """close() writes warm states back if it can; if the store is gone, the log has it all."""
+    clock = FrozenClock(T0)
+    path = tmp_path / "gone.db"
+    store = SQLiteStore(path)
+    client = Client(MODEL, store=store, clock=clock)
+    for _ in range(10):
+        client.track("u1", "x", account_id="a1")
+    store.close()
+    client.close()  # no error: the write-back is best effort
+    with Client(MODEL, store=f"sqlite:///{path}", clock=clock) as again:
+        assert again.explain("u1")[0] == "busy: count('x', within=1d) = 10 >= 3 -> true"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -37,7 +38,7 @@ from ._validation import (
     check_properties,
     check_timestamp,
 )
-from .exceptions import ClientClosedError, TransientStoreError, ValidationError
+from .exceptions import ClientClosedError, StoreError, TransientStoreError, ValidationError
 from .stores._base import (
     DeliveryRecord,
     NewEvent,
@@ -58,6 +59,8 @@ T = TypeVar("T")
 
 _NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
 _ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the user's traits
+logger = logging.getLogger("pqlkit")
+
 _BATCH = 500
 _WRITE_ATTEMPTS = 5  # a write the store aborted to resolve a conflict is run again, up to this
 
@@ -284,7 +287,11 @@ class Client:
                 self._store.close()
 
     def _write_back(self) -> None:
-        """Store the warm subjects' states that are behind their events (a faster cold start)."""
+        """Store the warm subjects' states that are behind their events (a faster cold start).
+
+        Best effort: if the store cannot take it (closed already, say), nothing is lost:
+        the events are in the log, and whoever loads those subjects folds them in.
+        """
         if not self._warm.subjects:
             return
 
@@ -293,7 +300,10 @@ class Client:
                 if subject.stored_events != subject.state.events:
                     self._save(tx, subject)
 
-        self._write(work)
+        try:
+            self._write(work)
+        except StoreError as error:
+            logger.debug("pqlkit: warm states not written back at close(): %s", error)
 
     def _check_open(self) -> None:
         if self._closed:
