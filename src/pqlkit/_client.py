@@ -118,7 +118,7 @@ class _Warm:
         self.subjects: dict[tuple[str, str], _Subject] = {}
         self.traits: dict[tuple[str, str], dict[str, Any]] = {}
         self.resolved: dict[str, str] = {}
-        # subjects whose stored state this client wrote (or read whole) since the cache
+        # subjects whose stored state this client wrote since the cache
         # went warm: loading them needs no look for newer events in the log
         self.current: set[tuple[str, str]] = set()
         self.active = False  # inside a transaction that may use the cache
