@@ -9,8 +9,8 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -154,6 +154,76 @@ class _Outcome:
     disqualified: list[Qualification] = attrs.Factory(list)
     scores: dict[str, float] = attrs.Factory(dict)
     enqueued: bool = False
+
+
+class _TxScope:
+    """``Client._tx()``: a store transaction that keeps the warm cache honest.
+
+    The cache is used only when the transaction's ``cache_token()`` follows the
+    one of this client's previous transaction; it is cleared when it does not, and
+    when the transaction fails. A class rather than a generator: every write
+    enters one.
+    """
+
+    __slots__ = ("_client", "_connection", "_inner", "_lock", "_token")
+
+    def __init__(self, client: Client, connection: object) -> None:
+        self._client = client
+        self._connection = connection
+        self._lock: threading.RLock | None = None
+        self._token: tuple[Hashable, int] | None = None
+
+    def __enter__(self) -> Transaction:
+        client = self._client
+        warm = client._warm
+        if self._connection is not None or not warm.usable:  # e.g. PostgresStore: no cache
+            self._inner = client._transaction(self._connection)
+            return self._inner.__enter__()
+        lock = warm.lock()
+        lock.acquire()
+        try:
+            self._inner = client._store.transaction()
+            tx = self._inner.__enter__()
+            try:
+                cache_token = getattr(tx, "cache_token", None)
+                if cache_token is None:
+                    warm.usable = False  # this store cannot tell: never cache
+                token = cache_token() if cache_token is not None else None
+                warm.begin(token)
+            except BaseException as error:
+                self._inner.__exit__(type(error), error, error.__traceback__)
+                raise
+        except BaseException:
+            warm.active = False
+            warm.clear()
+            lock.release()
+            raise
+        self._token = token
+        self._lock = lock
+        return tx
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lock = self._lock
+        if lock is None:
+            self._inner.__exit__(exc_type, exc, tb)
+            return
+        warm = self._client._warm
+        committed = False
+        try:
+            self._inner.__exit__(exc_type, exc, tb)
+            committed = exc_type is None
+        finally:
+            warm.active = False
+            if committed and self._token is not None:
+                warm.last = self._token
+            else:
+                warm.clear()
+            lock.release()
 
 
 class Client:
@@ -1277,32 +1347,9 @@ class Client:
                 time.sleep(random.uniform(0.5, 1.5) * 0.005 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @contextmanager
-    def _tx(self, connection: object = None) -> Iterator[Transaction]:
+    def _tx(self, connection: object = None) -> AbstractContextManager[Transaction]:
         """A store transaction that keeps the warm cache honest (see :class:`_Warm`)."""
-        warm = self._warm
-        if connection is not None or not warm.usable:  # e.g. PostgresStore: no cache
-            with self._transaction(connection) as tx:
-                yield tx
-            return
-        with warm.lock():
-            token = None
-            committed = False
-            try:
-                with self._transaction(connection) as tx:
-                    cache_token = getattr(tx, "cache_token", None)
-                    if cache_token is None:
-                        warm.usable = False  # this store cannot tell: never cache
-                    token = cache_token() if cache_token is not None else None
-                    warm.begin(token)
-                    yield tx
-                committed = True
-            finally:
-                warm.active = False
-                if committed and token is not None:
-                    warm.last = token
-                else:
-                    warm.clear()
+        return _TxScope(self, connection)
 
     def _transaction(self, connection: object) -> AbstractContextManager[Transaction]:
         if connection is None:

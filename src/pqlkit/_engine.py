@@ -62,12 +62,13 @@ def _key(v: Any) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
-STATE_LAYOUT = 3
+STATE_LAYOUT = 4
 """The layout of a stored state: bump when the meaning of the stored state changes.
 
 A state stored with another layout is not read: the subject is rebuilt from the log.
 3: windowed count/total keep ``[k, [[ts, x, cum], ...]]`` (exact prefix sums) and
 windowed distinct/active_days/active_users ``[latest, times]``; both trimmed lazily.
+4: windowed active_days keep a sorted list of each day's latest time.
 """
 
 
@@ -379,11 +380,58 @@ class DistinctAcc(_Windowed):
 
 
 class ActiveDaysAcc(DistinctAcc):
+    """Distinct UTC days. With ``within=D`` the state is a plain sorted list: the
+    latest event time of each day (days do not overlap, so sorting by day sorts
+    the times too), a day counting while its latest time is inside the window."""
+
     def __init__(self, node: d.ActiveDays) -> None:
         _Windowed.__init__(self, node)
 
     def contribution(self, ev: EventView) -> Any:
         return str(ev.ts // DAY_US)
+
+    def init(self) -> Any:
+        return [] if self.within is not None else super().init()
+
+    def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
+        within = self.within
+        if within is None:
+            return super().apply(st, ev, s, old_first)
+        assert s.newest is not None
+        cut = s.newest - within
+        ts = ev.ts
+        if ts > cut:
+            times: list[int] = st
+            day = ts // DAY_US
+            last = times[-1] // DAY_US if times else -1
+            if day > last:
+                times.append(ts)  # the common case: a new latest day
+            elif day == last:
+                if ts > times[-1]:
+                    times[-1] = ts
+            else:  # a late event: find its day
+                i = bisect.bisect_left(times, day * DAY_US)
+                if i < len(times) and times[i] // DAY_US == day:
+                    if ts > times[i]:
+                        times[i] = ts
+                else:
+                    times.insert(i, ts)
+        if st and st[0] <= cut:
+            lo = bisect.bisect_right(st, cut)
+            if lo > _TRIM_MIN and 4 * lo > len(st):
+                del st[:lo]
+        return st
+
+    def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+        if self.within is None:
+            return super().value(st, t, s, kind)
+        return len(st) - bisect.bisect_right(st, t - self.within)
+
+    def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
+        if self.within is None:
+            return None
+        i = bisect.bisect_right(st, t - self.within)
+        return st[i] + self.within if i < len(st) else None
 
 
 class ActiveUsersAcc(DistinctAcc):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -312,6 +312,35 @@ class _MemoryTransaction:
         self._set(self._d.meta, key, value)
 
 
+class _Scope:
+    """One transaction of a MemoryStore (a class, not a generator: it is on the hot path)."""
+
+    __slots__ = ("_store", "_tx")
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> _MemoryTransaction:
+        store = self._store
+        me = threading.get_ident()
+        if store._owner == me:
+            raise StoreError("nested transaction: a transaction is already open in this thread")
+        store._lock.acquire()
+        store._owner = me
+        tx = self._tx = _MemoryTransaction(store._data, (store._serial, store._begun))
+        store._begun += 1
+        return tx
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        store = self._store
+        try:
+            if exc_type is not None:
+                self._tx.rollback()
+        finally:
+            store._owner = None
+            store._lock.release()
+
+
 class MemoryStore:
     """A store that keeps everything in this process's memory.
 
@@ -337,21 +366,14 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(events={len(self._data.events)})"
 
-    @contextmanager
-    def transaction(self) -> Iterator[_MemoryTransaction]:
-        if self._owner == threading.get_ident():
-            raise StoreError("nested transaction: a transaction is already open in this thread")
-        with self._lock:
-            self._owner = threading.get_ident()
-            tx = _MemoryTransaction(self._data, (self._serial, self._begun))
-            self._begun += 1
-            try:
-                yield tx
-            except BaseException:
-                tx.rollback()
-                raise
-            finally:
-                self._owner = None
+    def transaction(self) -> AbstractContextManager[_MemoryTransaction]:
+        """A transaction holding the store's lock: undone if the block raises.
+
+        Raises:
+            StoreError: A transaction of this store is already open in this
+                thread (transactions do not nest).
+        """
+        return _Scope(self)
 
     def close(self) -> None:
         """Nothing to release; the data stays readable until garbage-collected."""

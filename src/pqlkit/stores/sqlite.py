@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -664,6 +664,60 @@ class _SQLiteTransaction:
 # -- the store -------------------------------------------------------------------------
 
 
+class _Scope:
+    """One transaction of an SQLiteStore (a class, not a generator: it is on the hot path)."""
+
+    __slots__ = ("_connection", "_store")
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> _SQLiteTransaction:
+        store = self._store
+        connection = store._connection()
+        connection.lock.acquire()
+        try:
+            if connection is not store._current:  # closed by another thread meanwhile
+                raise StoreError(f"{store!r} is closed")
+            if connection.active:
+                raise StoreError(
+                    "a transaction of this SQLiteStore is already open in this thread; "
+                    "transactions do not nest"
+                )
+            conn = connection.db.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+                _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), store._timeout)
+        except BaseException:
+            connection.lock.release()
+            raise
+        connection.active = True
+        begun = (connection.serial, connection.begun)
+        connection.begun += 1
+        self._connection = connection
+        return _SQLiteTransaction(conn, begun)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        connection = self._connection
+        conn = connection.db.conn
+        try:
+            if exc_type is None:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
+        finally:
+            connection.active = False
+            connection.lock.release()
+
+
 class SQLiteStore:
     """A store in one SQLite file: the default, safe for several processes on one file.
 
@@ -755,8 +809,7 @@ class SQLiteStore:
                 current = self._current = self._connect()
             return current
 
-    @contextmanager
-    def transaction(self) -> Iterator[_SQLiteTransaction]:
+    def transaction(self) -> AbstractContextManager[_SQLiteTransaction]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on exit, rolled back if the block raises.
 
         Raises:
@@ -764,23 +817,7 @@ class SQLiteStore:
                 this thread (transactions do not nest), or the write lock could
                 not be taken within ``timeout`` seconds.
         """
-        connection = self._connection()
-        with connection.lock:
-            if connection is not self._current:  # closed by another thread meanwhile
-                raise StoreError(f"{self!r} is closed")
-            if connection.active:
-                raise StoreError(
-                    "a transaction of this SQLiteStore is already open in this thread; "
-                    "transactions do not nest"
-                )
-            connection.active = True
-            begun = (connection.serial, connection.begun)
-            connection.begun += 1
-            try:
-                with _immediate(connection.db.conn, self._timeout):
-                    yield _SQLiteTransaction(connection.db.conn, begun)
-            finally:
-                connection.active = False
+        return _Scope(self)
 
     def close(self) -> None:
         """Close this process's connection. Idempotent.
