@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
@@ -62,6 +62,7 @@ _ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the
 logger = logging.getLogger("pqlkit")
 
 _BATCH = 500
+_NO_TRAITS: Mapping[str, Any] = MappingProxyType({})
 _WRITE_ATTEMPTS = 5  # a write the store aborted to resolve a conflict is run again, up to this
 
 
@@ -1059,12 +1060,16 @@ class Client:
         """The traits an evaluation sees; with ``full=False`` only those the model reads."""
         user = full or self._plan.reads_user_traits
         account = full or self._plan.reads_account_traits
+        # _NO_TRAITS, not a new {}: an evaluation keeps time-free values while it
+        # sees the very same traits objects (see Plan.memo_signals)
         if subject.kind == "account":
-            return Context({}, self._traits(tx, "account", subject.id) if account else {})
+            return Context(
+                _NO_TRAITS, self._traits(tx, "account", subject.id) if account else _NO_TRAITS
+            )
         acc = subject.account
         return Context(
-            self._traits(tx, "user", subject.id) if user else {},
-            self._traits(tx, "account", acc) if account and acc is not None else {},
+            self._traits(tx, "user", subject.id) if user else _NO_TRAITS,
+            self._traits(tx, "account", acc) if account and acc is not None else _NO_TRAITS,
         )
 
     def _evaluate(

@@ -25,7 +25,6 @@ the windows, never on the length of the subject's history.
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import math
 import operator
@@ -47,9 +46,6 @@ SubjectKind = Literal["user", "account"]
 
 def _us(td: timedelta) -> int:
     return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds
-
-
-_us_cached = functools.lru_cache(maxsize=256)(_us)
 
 
 def _num(v: Any) -> float | None:
@@ -88,6 +84,11 @@ class SubjectState:
     # the same transaction as the record): None unknown, 0 none, else its fields.
     qualification: Any = None
     seq: int = 0  # the arrival seq of the newest event folded in (events after it: a tail)
+    # Not stored: values of time-free signals and scores (see Plan.memo_signals)
+    # from earlier evaluations, valid for the traits in `memo_ctx`.
+    memo_signals: dict[str, bool] = attrs.field(factory=dict, eq=False, repr=False)
+    memo_scores: dict[str, float] = attrs.field(factory=dict, eq=False, repr=False)
+    memo_ctx: tuple[Any, Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     def dump(self) -> str:
         return _ENCODER.encode(
@@ -661,42 +662,54 @@ class _Eval:
         self.t = t
         self.kind = kind
         self.ctx = ctx
-        self.signals: dict[str, bool] = {}
-        self.scores: dict[str, float] = {}
+        memo = s.memo_ctx
+        if memo is None or memo[0] is not ctx.user_traits or memo[1] is not ctx.account_traits:
+            s.memo_signals.clear()
+            s.memo_scores.clear()
+            s.memo_ctx = (ctx.user_traits, ctx.account_traits)
+        self.signals: dict[str, bool] = s.memo_signals.copy()
+        self.scores: dict[str, float] = s.memo_scores.copy()
         self.aggs: dict[int, Any] = {}
 
     def signal(self, name: str) -> bool:
         v = self.signals.get(name)
         if v is None:
             v = self.signals[name] = bool(self.plan.signal_fns[name](self))
+            if name in self.plan.memo_signals:
+                self.s.memo_signals[name] = v
         return v
 
     def score(self, name: str) -> float:
         v = self.scores.get(name)
         if v is None:
             n = self.plan.score_fns[name](self)
-            if type(n) is not float:  # the common case, checked fast
+            t = type(n)
+            if t is int:  # the common cases, checked fast
+                n = float(n)
+            elif t is not float:
                 n = _num(n)
                 n = 0.0 if n is None else float(n)
             elif not math.isfinite(n):
                 n = 0.0
             v = self.scores[name] = n
+            if name in self.plan.memo_scores:
+                self.s.memo_scores[name] = v
         return v
 
     def tev_parts(self, node: d.Tev) -> tuple[float, float, float, Any, Any, Any]:
+        fast, slow, engagement, virality = self.plan.tev_parts[id(node)]
         at = self.s.latches.get(node.activation)
         if at is None and self.signal(node.activation):
             at = self.t  # true now, not latched yet (first evaluation that sees it)
         elapsed = None if at is None or self.s.first is None else at - self.s.first
-        fast, slow = _us_cached(node.fast), _us_cached(node.slow)
         if elapsed is None or elapsed >= slow:
             time_part = 0.0
         elif elapsed <= fast:
             time_part = 1.0
         else:
             time_part = (slow - elapsed) / (slow - fast)
-        eng = _num(self.ev(node.engagement))
-        vir = _num(self.ev(node.virality))
+        eng = _num(engagement(self))
+        vir = _num(virality(self))
         e_part = min(1.0, max(0.0, (eng or 0) / node.engagement_target))
         v_part = min(1.0, max(0.0, (vir or 0) / node.virality_target))
         return time_part, e_part, v_part, elapsed, eng, vir
@@ -718,6 +731,16 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
         left, op, b = c(node.left), _CMP[node.op], node.right.value
         if b is None:
             return lambda e: False
+        if isinstance(node.left, d.Idle) and isinstance(b, timedelta):
+            b_us = _us(b)
+
+            def compare_idle(e: _Eval) -> bool:  # in microseconds: no timedelta per call
+                newest = e.s.newest
+                if newest is None:
+                    return False
+                return bool(op(max(0, e.t - newest), b_us))
+
+            return compare_idle
 
         def compare_const(e: _Eval) -> bool:
             a = left(e)
@@ -831,6 +854,12 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
     if isinstance(node, d.Tev):
         tev = node
         w = node.weights
+        plan.tev_parts[id(node)] = (
+            _us(node.fast),
+            _us(node.slow),
+            c(node.engagement),
+            c(node.virality),
+        )
         total_w = sum(w)
 
         def tev_score(e: _Eval) -> float:
@@ -886,6 +915,7 @@ class Plan:
             tuple[str, SubjectKind | None], list[tuple[int, Acc, tuple[d.Match, ...] | None]]
         ] = {}
         self._compiled: dict[int, Fn] = {}
+        self.tev_parts: dict[int, tuple[int, int, Fn, Fn]] = {}
         for root in roots:
             self.compiled(root)
         traits = [n for r in roots for n in _walk(r) if isinstance(n, d.Trait)]
@@ -896,6 +926,7 @@ class Plan:
         self.latched = sorted(
             {n.activation for r in roots for n in _walk(r) if isinstance(n, d.Tev)}
         )
+        self._memoize()
         self.time_slots = {
             "user": self._time_slots(model.pql),
             "account": self._time_slots(model.pqa),
@@ -936,6 +967,37 @@ class Plan:
                         m = self.model
                         stack.append(m.signals[r[1]] if r[0] == "s" else m.scores[r[1]])
         return out
+
+    def _memoize(self) -> None:
+        """Find the time-free signals and scores, and the slots each one reads.
+
+        A time-free value (no window, ``idle``, ``absent`` or ``tev`` anywhere
+        below it) changes only when an event feeds a slot it reads, when the
+        subject's first-seen time moves or when the traits it sees change: it is
+        kept in the state's memo between evaluations and dropped on those.
+        """
+        self.memo_signals: frozenset[str] = frozenset()
+        self.memo_scores: frozenset[str] = frozenset()
+        deps: list[tuple[list[str], list[str]]] = [([], []) for _ in self.accs]
+        for names, kind in ((self.model.signals, "s"), (self.model.scores, "c")):
+            memo = set()
+            for name, expr in names.items():
+                nodes = self._deps(expr)
+                if any(isinstance(n, _TIMED) for n in nodes):
+                    continue
+                slots = {self.slot_of[id(n)] for n in nodes if id(n) in self.slot_of}
+                if any(self.accs[slot].time_dependent for slot in slots):
+                    continue
+                memo.add(name)
+                for slot in slots:
+                    deps[slot][0 if kind == "s" else 1].append(name)
+            if kind == "s":
+                self.memo_signals = frozenset(memo)
+            else:
+                self.memo_scores = frozenset(memo)
+        self.memo_of_slot: list[tuple[tuple[str, ...], tuple[str, ...]] | None] = [
+            (tuple(sig), tuple(sc)) if sig or sc else None for sig, sc in deps
+        ]
 
     def _time_slots(self, rule: d.Expr | None) -> list[int]:
         slots = {self.slot_of[id(n)] for n in self._deps(rule) if id(n) in self.slot_of}
@@ -993,12 +1055,21 @@ class Plan:
         moved = old_first is not None and s.first < old_first
         slots = s.slots
         feeds = self._feeds_of(name, kind)
+        memo_of_slot = self.memo_of_slot
         for slot, acc, checks in feeds:
             if checks is None or any(m.matches(name, props) for m in checks):
                 slots[slot] = acc.apply(slots[slot], ev, s, old_first)
+                drop = memo_of_slot[slot]
+                if drop is not None:
+                    for key in drop[0]:
+                        s.memo_signals.pop(key, None)
+                    for key in drop[1]:
+                        s.memo_scores.pop(key, None)
             elif moved:
                 slots[slot] = acc.refirst(slots[slot], s)
         if moved:
+            s.memo_signals.clear()
+            s.memo_scores.clear()
             fed = {slot for slot, _, _ in feeds}
             for slot, acc in enumerate(self.accs):
                 if slot not in fed:
@@ -1147,6 +1218,8 @@ class Plan:
             )
         return f": {self._explain(e, node)}"
 
+
+_TIMED = (d.Idle, d.Absent, d.Tev)  # nodes whose value depends on the evaluation time
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
