@@ -119,14 +119,16 @@ class SubjectState:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
-@attrs.frozen
 class EventView:
-    """What an accumulator sees of one event."""
+    """What an accumulator sees of one event (a plain class: one is made per event)."""
 
-    ts: int
-    name: str
-    properties: Mapping[str, Any]
-    user_id: str
+    __slots__ = ("name", "properties", "ts", "user_id")
+
+    def __init__(self, ts: int, name: str, properties: Mapping[str, Any], user_id: str) -> None:
+        self.ts = ts
+        self.name = name
+        self.properties = properties
+        self.user_id = user_id
 
 
 # -- accumulators ---------------------------------------------------------------
@@ -627,7 +629,7 @@ def _arith(op: str, a: Any, b: Any) -> Any:
     return a / b
 
 
-@attrs.frozen
+@attrs.define  # not frozen: two are made per event, and frozen attrs classes init slower
 class Context:
     """Traits visible to an evaluation."""
 
@@ -635,7 +637,7 @@ class Context:
     account_traits: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen
+@attrs.define  # not frozen: made per evaluation (read-only by convention)
 class Evaluation:
     """The result of evaluating a subject at time ``t``."""
 
@@ -922,6 +924,10 @@ class Plan:
         self.reads_user_traits = any(n.of == "user" for n in traits)
         self.reads_account_traits = any(n.of == "account" for n in traits)
         self.signal_fns = {n: self.compiled(x) for n, x in model.signals.items()}
+        self.rule_fns: dict[SubjectKind, Fn | None] = {
+            "user": self.compiled(model.pql) if model.pql is not None else None,
+            "account": self.compiled(model.pqa) if model.pqa is not None else None,
+        }
         self.score_fns = {n: self.compiled(x) for n, x in model.scores.items()}
         self.latched = sorted(
             {n.activation for r in roots for n in _walk(r) if isinstance(n, d.Tev)}
@@ -1046,27 +1052,35 @@ class Plan:
     ) -> None:
         """Fold one event into the subject's state (a ``kind`` skips what it never reads)."""
         old_first = s.first
-        if s.first is None or ts < s.first:
+        moved = False
+        if old_first is None:
             s.first = ts
+        elif ts < old_first:
+            s.first = ts
+            moved = True
         if s.newest is None or ts > s.newest:
             s.newest = ts
         s.events += 1
         ev = EventView(ts, name, props, user)
-        moved = old_first is not None and s.first < old_first
         slots = s.slots
-        feeds = self._feeds_of(name, kind)
+        feeds = self._feeds.get((name, kind)) or self._feeds_of(name, kind)
         memo_of_slot = self.memo_of_slot
         for slot, acc, checks in feeds:
-            if checks is None or any(m.matches(name, props) for m in checks):
-                slots[slot] = acc.apply(slots[slot], ev, s, old_first)
-                drop = memo_of_slot[slot]
-                if drop is not None:
-                    for key in drop[0]:
-                        s.memo_signals.pop(key, None)
-                    for key in drop[1]:
-                        s.memo_scores.pop(key, None)
-            elif moved:
-                slots[slot] = acc.refirst(slots[slot], s)
+            if checks is not None:
+                for m in checks:
+                    if m.matches(name, props):
+                        break
+                else:  # no match: this event does not feed the slot
+                    if moved:
+                        slots[slot] = acc.refirst(slots[slot], s)
+                    continue
+            slots[slot] = acc.apply(slots[slot], ev, s, old_first)
+            drop = memo_of_slot[slot]
+            if drop is not None:
+                for key in drop[0]:
+                    s.memo_signals.pop(key, None)
+                for key in drop[1]:
+                    s.memo_scores.pop(key, None)
         if moved:
             s.memo_signals.clear()
             s.memo_scores.clear()
@@ -1135,8 +1149,8 @@ class Plan:
         if full or scores:
             for name in self.model.scores:
                 e.score(name)
-        rule_expr = self.model.pql if kind == "user" else self.model.pqa
-        rule = bool(e.ev(rule_expr)) if rule_expr is not None else False
+        rule_fn = self.rule_fns[kind]
+        rule = bool(rule_fn(e)) if rule_fn is not None else False
         return Evaluation(t, e.signals, e.scores, rule)
 
     def next_due(self, s: SubjectState, t: int, kind: SubjectKind) -> int | None:

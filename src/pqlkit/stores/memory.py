@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
+import operator
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -24,10 +27,13 @@ from ._base import (
 
 __all__ = ["MemoryStore"]
 
+_SEQ = operator.attrgetter("seq")
+
 
 @attrs.define
 class _Data:
     events: list[EventRecord] = attrs.Factory(list)
+    by_user: dict[str, list[EventRecord]] = attrs.Factory(dict)  # each list in seq order
     message_ids: set[str] = attrs.Factory(set)
     next_seq: int = 1
     aliases: dict[str, str] = attrs.Factory(dict)
@@ -81,11 +87,19 @@ class _MemoryTransaction:
             d.next_seq, e.message_id, e.user_id, e.event, e.properties, e.account_id, e.timestamp
         )
         d.events.append(record)
+        mine = d.by_user.get(e.user_id)
+        if mine is None:
+            mine = d.by_user[e.user_id] = []
+        mine.append(record)
         d.message_ids.add(event.message_id)
         d.next_seq += 1
 
-        def undo() -> None:
-            d.events.remove(record)
+        def undo() -> None:  # the newest record of both lists, unless undone out of order
+            for records in (d.events, mine):
+                if records and records[-1] is record:
+                    records.pop()
+                else:
+                    records.remove(record)
             d.message_ids.discard(record.message_id)
 
         self._undo.append(undo)
@@ -104,7 +118,9 @@ class _MemoryTransaction:
         if limit is not None and limit <= 0:
             return
         events = self._d.events  # in seq order: start after after_seq
-        start = bisect.bisect_right(events, after_seq, key=lambda e: e.seq) if after_seq else 0
+        if wanted is not None:  # only these users' events, merged in seq order
+            events = list(heapq.merge(*self._of_users(wanted), key=_SEQ))
+        start = bisect.bisect_right(events, after_seq, key=_SEQ) if after_seq else 0
         for record in events[start:]:
             if record.seq <= after_seq:
                 continue
@@ -118,10 +134,12 @@ class _MemoryTransaction:
                 return
 
     def recent_events(self, user_ids: Sequence[str], limit: int) -> list[EventRecord]:
-        wanted = set(user_ids)
-        mine = [e for e in self._d.events if e.user_id in wanted]
-        mine.sort(key=lambda e: (e.timestamp, e.seq), reverse=True)
-        return mine[:limit]
+        mine = itertools.chain.from_iterable(self._of_users(set(user_ids)))
+        return heapq.nlargest(limit, mine, key=lambda e: (e.timestamp, e.seq))
+
+    def _of_users(self, user_ids: set[str]) -> list[list[EventRecord]]:
+        by_user = self._d.by_user
+        return [by_user[u] for u in sorted(user_ids) if u in by_user]
 
     def has_message(self, message_id: str) -> bool:
         return message_id in self._d.message_ids
@@ -144,10 +162,8 @@ class _MemoryTransaction:
         self._set(self._d.traits, (kind, subject_id), dict(traits))
 
     def accounts_of(self, user_ids: Sequence[str]) -> set[str]:
-        wanted = set(user_ids)
-        return {
-            e.account_id for e in self._d.events if e.user_id in wanted and e.account_id is not None
-        }
+        mine = itertools.chain.from_iterable(self._of_users(set(user_ids)))
+        return {e.account_id for e in mine if e.account_id is not None}
 
     def users_of(self, account_id: str) -> set[str]:
         return {e.user_id for e in self._d.events if e.account_id == account_id}
@@ -160,10 +176,12 @@ class _MemoryTransaction:
         gone = {e.message_id for e in old_events if e.user_id in wanted}
         d.events = kept
         d.message_ids -= gone
+        dropped = {u: d.by_user.pop(u) for u in wanted if u in d.by_user}
 
         def undo() -> None:
             d.events = old_events
             d.message_ids |= gone
+            d.by_user.update(dropped)
 
         self._undo.append(undo)
         for uid in wanted:
