@@ -497,3 +497,64 @@ def test_retuned_float_constants_change_the_fingerprint() -> None:
     base = fingerprint(1_000_000.0, 0.1234567)
     assert fingerprint(1_000_004.0, 0.1234567) != base
     assert fingerprint(1_000_000.0, 0.1234568) != base
+
+
+# -- values kept between evaluations (Plan.memo_signals) --------------------------
+
+
+def test_only_time_free_values_are_kept_between_evaluations() -> None:
+    model = Model(
+        "memo",
+        signals={
+            "twice": count("a") >= 2,
+            "pro": trait("plan") == "pro",
+            "early": count("a", since_first_seen=days(1)) >= 2,
+            "recent": count("a", within=days(1)) >= 1,
+            "dormant": idle() >= days(3),
+            "both": d.signal("twice") & d.signal("recent"),
+        },
+        scores={
+            "fit": d.fit((trait("plan") == "pro", 10)),
+            "tev": tev(
+                activation="twice",
+                fast=days(1),
+                slow=days(7),
+                engagement=count("a"),
+                engagement_target=5,
+                virality=distinct("invited", "email"),
+                virality_target=3,
+            ),
+        },
+    )
+    plan = Plan(model)
+    assert plan.memo_signals == {"twice", "pro", "early"}
+    assert plan.memo_scores == {"fit"}
+
+
+def test_a_kept_value_is_dropped_when_an_event_feeds_what_it_reads() -> None:
+    plan = Plan(Model("memo", signals={"twice": count("a") >= 2, "b": did("b")}))
+    state, ctx = plan.new_state(), Context({}, {})
+    for i, name in enumerate(["a", "b", "a"]):
+        plan.apply(state, i * HOUR, name, {}, "u1")
+        got = plan.evaluate(state, i * HOUR, "user", ctx)
+        assert got.signals == {"twice": i == 2, "b": i >= 1}
+
+
+def test_a_kept_value_is_dropped_when_the_traits_change() -> None:
+    plan = Plan(Model("memo", signals={"pro": trait("plan") == "pro"}))
+    state = plan.new_state()
+    plan.apply(state, 0, "login", {}, "u1")
+    assert not plan.evaluate(state, 0, "user", Context({"plan": "free"}, {})).signals["pro"]
+    assert plan.evaluate(state, 0, "user", Context({"plan": "pro"}, {})).signals["pro"]
+
+
+def test_a_kept_value_is_dropped_when_a_late_event_moves_first_seen() -> None:
+    plan = Plan(Model("memo", signals={"early": count("a", since_first_seen=days(1)) >= 2}))
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {}, "u1")
+    plan.apply(state, HOUR, "a", {}, "u1")
+    assert plan.evaluate(state, HOUR, "user", ctx).signals["early"]
+    # a late login (an event the count does not read) moves first seen a day
+    # earlier: both a's now fall outside [F, F + 1d)
+    plan.apply(state, -DAY, "login", {}, "u1")
+    assert not plan.evaluate(state, HOUR, "user", ctx).signals["early"]
