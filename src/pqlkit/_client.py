@@ -149,12 +149,16 @@ class _Warm:
         self.last = None
 
 
-@attrs.define
 class _Outcome:
-    qualified: list[Qualification] = attrs.Factory(list)
-    disqualified: list[Qualification] = attrs.Factory(list)
-    scores: dict[str, float] = attrs.Factory(dict)
-    enqueued: bool = False
+    """What one write changed (a plain class: one is made per event)."""
+
+    __slots__ = ("disqualified", "enqueued", "qualified", "scores")
+
+    def __init__(self) -> None:
+        self.qualified: list[Qualification] = []
+        self.disqualified: list[Qualification] = []
+        self.scores: dict[str, float] = {}
+        self.enqueued = False
 
 
 class _TxScope:
@@ -863,8 +867,8 @@ class Client:
         save: bool = True,
     ) -> _Outcome | None:
         uid = self._resolve(tx, new.user_id)
-        keys = [f"user:{uid}"] + ([f"account:{new.account_id}"] if new.account_id else [])
-        tx.lock(keys)
+        acc = new.account_id
+        tx.lock((f"user:{uid}", f"account:{acc}") if acc else (f"user:{uid}",))
         record = tx.insert_event(new)
         if record is None:
             return None
@@ -890,10 +894,10 @@ class Client:
         sid: str,
         seq: int,
     ) -> _Subject:
-        key = (kind, sid)
-        if key not in cache:
-            cache[key] = self._load(tx, kind, sid, skip_seq=seq)
-        return cache[key]
+        subject = cache.get((kind, sid))
+        if subject is None:
+            subject = cache[(kind, sid)] = self._load(tx, kind, sid, skip_seq=seq)
+        return subject
 
     def _apply(self, subject: _Subject, record: EventRecord, ts: int, uid: str) -> None:
         s = subject.state
@@ -1058,6 +1062,24 @@ class Client:
 
     def _context(self, tx: Transaction, subject: _Subject, *, full: bool = True) -> Context:
         """The traits an evaluation sees; with ``full=False`` only those the model reads."""
+        warm = self._warm
+        if not full and warm.active:  # the hot path: traits from the cache
+            traits = warm.traits
+            if subject.kind == "account":
+                sid = subject.id
+                if not self._plan.reads_account_traits:
+                    return Context(_NO_TRAITS, _NO_TRAITS)
+                return Context(
+                    _NO_TRAITS, traits.get(("account", sid)) or self._traits(tx, "account", sid)
+                )
+            u = _NO_TRAITS
+            if self._plan.reads_user_traits:
+                u = traits.get(("user", subject.id)) or self._traits(tx, "user", subject.id)
+            acc = subject.account
+            a = _NO_TRAITS
+            if acc is not None and self._plan.reads_account_traits:
+                a = traits.get(("account", acc)) or self._traits(tx, "account", acc)
+            return Context(u, a)
         user = full or self._plan.reads_user_traits
         account = full or self._plan.reads_account_traits
         # _NO_TRAITS, not a new {}: an evaluation keeps time-free values while it

@@ -32,6 +32,13 @@ class Limits:
 
 def check_id(value: object, field: str, limits: Limits) -> str:
     """A user, account or previous id: a non-blank str within the length limit."""
+    if (
+        type(value) is str
+        and 0 < len(value) <= limits.max_id_length
+        and value.isascii()
+        and not value.isspace()
+    ):
+        return value  # the common case, checked fast
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a str, got {type(value).__name__}")
     if not value.strip():
@@ -46,6 +53,8 @@ def check_id(value: object, field: str, limits: Limits) -> str:
 
 def check_event(value: object) -> str:
     """An event name: a non-blank str."""
+    if type(value) is str and 0 < len(value) <= 1024 and value.isascii() and not value.isspace():
+        return value  # the common case, checked fast
     if not isinstance(value, str):
         raise ValidationError("event", f"must be a str, got {type(value).__name__}")
     if not value.strip():
