@@ -7,10 +7,14 @@ Each stage's new events are spread uniformly at random over the 365 days before
 the measurement, with the live traffic's event mix (page views, queries, funnel
 events), so at every stage the history is uniform over the past year.
 
-At each stage two contenders run interleaved on the *same* client and store (so
+At each stage three contenders run interleaved on the *same* client and store (so
 the table sizes are the same): ``track()`` for the whale (and its account), and
 ``track()`` for a brand-new user in a brand-new account (0 prior events). The
-ratio of their medians is the cost of history.
+ratio of their medians is the cost of history. The third is the whale *cold*: the
+client's warm cache is dropped before each call (outside the timed region), as
+when another process wrote in between or the client was just started, so the call
+reads and decodes the whale's and its account's stored states and replays the few
+events newer than them from the log.
 """
 
 from __future__ import annotations
@@ -94,6 +98,17 @@ class FreshTrack(_HistoryTrack):
         self._stage.fresh_serial += 1
         n = self._stage.fresh_serial
         return f"fresh-{n}", f"fresh-co-{n}"
+
+
+class ColdWhaleTrack(_HistoryTrack):
+    """``track()`` for the whale with the client's warm cache dropped before each call."""
+
+    name = "whale, cold"
+
+    def ids(self) -> tuple[str, str]:
+        # Private, bench only: what a client sees after another process wrote.
+        self._stage.client._warm.clear()
+        return "whale", "whale-co"
 
 
 class WhaleTrack(_HistoryTrack):

@@ -127,6 +127,7 @@ class HistoryRow:
     build_s: float
     fresh: h.Result
     whale: h.Result
+    cold: h.Result
 
 
 def run_history(sz: Sizes, tmp: str) -> list[HistoryRow]:
@@ -140,8 +141,10 @@ def run_history(sz: Sizes, tmp: str) -> list[HistoryRow]:
             fresh = history.FreshTrack(stage, sz.history_ops, seed=40 + prior % 97)
             whale = history.WhaleTrack(stage, sz.history_ops, seed=50 + prior % 97)
             whale.name = f"whale ({prior:,} prior events)"
-            res = h.run_group(f"history {prior:,}", [fresh, whale], batches=sz.batches)
-            rows.append(HistoryRow(prior, build, res[fresh.name], res[whale.name]))
+            cold = history.ColdWhaleTrack(stage, sz.history_ops, seed=60 + prior % 97)
+            cold.name = f"whale, cold ({prior:,} prior events)"
+            res = h.run_group(f"history {prior:,}", [fresh, whale, cold], batches=sz.batches)
+            rows.append(HistoryRow(prior, build, res[fresh.name], res[whale.name], res[cold.name]))
     finally:
         stage.close()
     return rows
@@ -401,6 +404,8 @@ def render(
                     h.us(row.whale.p99),
                     h.ratio(row.whale.p50, row.fresh.p50),
                     h.ratio(row.whale.cpu_p50, row.fresh.cpu_p50),
+                    h.us(row.cold.p50),
+                    h.ratio(row.cold.p50, row.fresh.p50),
                     _backfill(hist, row),
                 ]
             )
@@ -414,10 +419,18 @@ def render(
                     "whale p99",
                     "whale ÷ fresh",
                     "(CPU)",
+                    "cold whale p50",
+                    "cold ÷ fresh",
                     "backfill (track_many)",
                 ],
                 rows,
             )
+        )
+        out.append("")
+        out.append(
+            "The whale is warm in the client that tracks it (the steady state of a server"
+            " process); the cold whale is read from the store on each call, as after another"
+            " process wrote."
         )
         out.append("")
         last = hist[-1]
@@ -614,6 +627,7 @@ def _save_json(
                 "build_s": r.build_s,
                 "fresh": r.fresh.to_json(),
                 "whale": r.whale.to_json(),
+                "cold": r.cold.to_json(),
             }
             for r in hist
         ]

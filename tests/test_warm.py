@@ -209,6 +209,33 @@ def test_sqlite_writers_on_two_connections_see_each_other(tmp_path: Path) -> Non
     b.store.close()
 
 
+def test_where_other_writers_keep_chilling_the_cache_states_are_written_every_event(
+    tmp_path: Path,
+) -> None:
+    """Two processes taking turns: neither leaves a tail the other must replay."""
+    clock = FrozenClock(T0)
+    path = tmp_path / "shared.db"
+    with (
+        Client(MODEL, store=SQLiteStore(path), clock=clock) as a,
+        Client(MODEL, store=SQLiteStore(path), clock=clock) as b,
+    ):
+        for i in range(1, 41):
+            clock.advance(timedelta(seconds=30))
+            (a, b)[i % 2].track("u1", "x", account_id="a1")
+            assert stored_events(a.store, "user", "u1") == i
+            assert stored_events(a.store, "account", "a1") == i
+        # alone again, a client defers its writes once its cache keeps surviving
+        # (read through b's connection: a transaction on a's own would chill a)
+        for _ in range(41, 101):
+            clock.advance(timedelta(seconds=30))
+            a.track("u1", "x", account_id="a1")
+        assert stored_events(b.store, "user", "u1") < 100
+        a.close()  # writes back what it deferred
+        assert stored_events(b.store, "user", "u1") == 100
+    a.store.close()
+    b.store.close()
+
+
 def test_track_many_through_a_small_cache_loses_nothing(store: Store) -> None:
     """Batches that evict subjects mid-batch, then fold more events into them."""
     clock = FrozenClock(T0)

@@ -112,6 +112,11 @@ class _Warm:
     if a transaction of its own failed. While warm, a subject's state is not
     decoded from the store on each event, and it is written back only every few
     events (its newer events stay in the log, replayed by whoever loads it cold).
+
+    The tail left behind is never longer than ``streak``, the transactions in a
+    row that found the cache valid: where other processes write often (a cache
+    that rarely survives) states are written on every event, so loading one cold
+    replays little or nothing.
     """
 
     def __init__(self, capacity: int = _WARM_SUBJECTS) -> None:
@@ -125,6 +130,7 @@ class _Warm:
         self.active = False  # inside a transaction that may use the cache
         self.usable = True  # False once the store turned out to have no cache_token()
         self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
+        self.streak = 0  # transactions in a row that found the cache valid
         self._lock = threading.RLock()
         self._pid = os.getpid()
 
@@ -139,6 +145,8 @@ class _Warm:
         last = self.last
         if token is None or last is None or last[0] != token[0] or last[1] + 1 != token[1]:
             self.clear()
+        else:
+            self.streak += 1
         self.active = token is not None
 
     def clear(self) -> None:
@@ -147,6 +155,7 @@ class _Warm:
         self.resolved.clear()
         self.current.clear()
         self.last = None
+        self.streak = 0
 
 
 class _Outcome:
@@ -1040,8 +1049,8 @@ class Client:
         ):
             if s.events == stored:
                 return  # nothing new (an evicted subject written back already)
-            if not evicting and s.events - stored < max(
-                _TAIL_EVENTS, subject.stored_size // _TAIL_BYTES
+            if not evicting and s.events - stored < min(
+                max(_TAIL_EVENTS, subject.stored_size // _TAIL_BYTES), warm.streak
             ):
                 return
         text = s.dump()
