@@ -712,15 +712,28 @@ class _Eval:
             time_part = (slow - elapsed) / (slow - fast)
         eng = _num(engagement(self))
         vir = _num(virality(self))
-        e_part = min(1.0, max(0.0, (eng or 0) / node.engagement_target))
-        v_part = min(1.0, max(0.0, (vir or 0) / node.virality_target))
-        return time_part, e_part, v_part, elapsed, eng, vir
+        return (
+            time_part,
+            _part(eng, node.engagement_target),
+            _part(vir, node.virality_target),
+            elapsed,
+            eng,
+            vir,
+        )
 
     def ev(self, node: d.Expr) -> Any:
         return self.plan.compiled(node)(self)
 
 
 Fn = Callable[[_Eval], Any]
+
+
+def _part(value: float | None, target: float) -> float:
+    """``value / target`` clamped to [0, 1] (None counts as 0)."""
+    if not value:
+        return 0.0
+    x = value / target
+    return 1.0 if x >= 1.0 else (x if x > 0.0 else 0.0)
 
 
 def _compile(plan: Plan, node: d.Expr) -> Fn:
@@ -733,6 +746,9 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
         left, op, b = c(node.left), _CMP[node.op], node.right.value
         if b is None:
             return lambda e: False
+        did_within = _did_within(plan, node)
+        if did_within is not None:
+            return did_within
         if isinstance(node.left, d.Idle) and isinstance(b, timedelta):
             b_us = _us(b)
 
@@ -865,7 +881,7 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
         total_w = sum(w)
 
         def tev_score(e: _Eval) -> float:
-            tp, ep, vp, *_ = e.tev_parts(tev)
+            tp, ep, vp, _, _, _ = e.tev_parts(tev)
             return 100.0 * (w[0] * tp + w[1] * ep + w[2] * vp) / total_w
 
         return tev_score
@@ -884,6 +900,41 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
         return v
 
     return aggregate
+
+
+# (slot, its accumulator's apply, the accumulator, the matches left to test or None,
+# the kept signal and score values it invalidates or None)
+_Feed = tuple[
+    int,
+    Callable[[Any, "EventView", SubjectState, "int | None"], Any],
+    Acc,
+    "tuple[d.Match, ...] | None",
+    "tuple[tuple[str, ...], tuple[str, ...]] | None",
+]
+
+
+def _did_within(plan: Plan, node: d.Compare) -> Fn | None:
+    """``count(..., within=D) >= 1`` (``did(..., within=D)``) as a look at the newest entry."""
+    assert isinstance(node.right, d.Const)
+    b = node.right.value
+    if not (
+        isinstance(node.left, d.Count)
+        and type(b) is int
+        and ((node.op == ">=" and b == 1) or (node.op == ">" and b == 0))
+    ):
+        return None
+    slot = plan.slot_of[id(node.left)]
+    acc = plan.accs[slot]
+    within = getattr(acc, "within", None)
+    if within is None or getattr(acc, "sfs", None) is not None:
+        return None
+
+    def did_within(e: _Eval) -> bool:
+        # entries are sorted by time and none is newer than T: the newest decides
+        entries = e.s.slots[slot][1]
+        return bool(entries) and entries[-1][0] > e.t - within
+
+    return did_within
 
 
 class Plan:
@@ -913,9 +964,7 @@ class Plan:
             names = {m.event for m in matches} if matches else {None}
             for name in names:
                 self.by_event.setdefault(name, []).append((slot, matches))
-        self._feeds: dict[
-            tuple[str, SubjectKind | None], list[tuple[int, Acc, tuple[d.Match, ...] | None]]
-        ] = {}
+        self._feeds: dict[tuple[str, SubjectKind | None], list[_Feed]] = {}
         self._compiled: dict[int, Fn] = {}
         self.tev_parts: dict[int, tuple[int, int, Fn, Fn]] = {}
         for root in roots:
@@ -1064,8 +1113,7 @@ class Plan:
         ev = EventView(ts, name, props, user)
         slots = s.slots
         feeds = self._feeds.get((name, kind)) or self._feeds_of(name, kind)
-        memo_of_slot = self.memo_of_slot
-        for slot, acc, checks in feeds:
+        for slot, apply, acc, checks, drop in feeds:
             if checks is not None:
                 for m in checks:
                     if m.matches(name, props):
@@ -1074,8 +1122,7 @@ class Plan:
                     if moved:
                         slots[slot] = acc.refirst(slots[slot], s)
                     continue
-            slots[slot] = acc.apply(slots[slot], ev, s, old_first)
-            drop = memo_of_slot[slot]
+            slots[slot] = apply(slots[slot], ev, s, old_first)
             if drop is not None:
                 for key in drop[0]:
                     s.memo_signals.pop(key, None)
@@ -1084,16 +1131,15 @@ class Plan:
         if moved:
             s.memo_signals.clear()
             s.memo_scores.clear()
-            fed = {slot for slot, _, _ in feeds}
+            fed = {feed[0] for feed in feeds}
             for slot, acc in enumerate(self.accs):
                 if slot not in fed:
                     slots[slot] = acc.refirst(slots[slot], s)
 
-    def _feeds_of(
-        self, name: str, kind: SubjectKind | None = None
-    ) -> list[tuple[int, Acc, tuple[d.Match, ...] | None]]:
+    def _feeds_of(self, name: str, kind: SubjectKind | None = None) -> list[_Feed]:
         """The slots an event called ``name`` may feed, each with the matches left to test
-        on its properties (None: every such event feeds it). Cached per name.
+        on its properties (None: every such event feeds it) and the kept values it
+        invalidates (see ``_memoize``). Cached per name.
 
         Left out: accumulators that keep nothing (``idle``), and for users the
         ``active_users`` ones (a user's value is None whatever they hold).
@@ -1114,7 +1160,8 @@ class Plan:
                         continue
                     relevant = tuple(m for m in matches if m.event in (None, name))
                     always = not matches or any(m.where is None for m in relevant)
-                    feeds.append((slot, acc, None if always else relevant))
+                    drop = self.memo_of_slot[slot]
+                    feeds.append((slot, acc.apply, acc, None if always else relevant, drop))
             if len(self._feeds) < 10_000:  # event names come from callers: bound the cache
                 self._feeds[(name, kind)] = feeds
         return feeds
