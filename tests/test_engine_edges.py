@@ -105,6 +105,14 @@ def test_within_window_empties_after_d() -> None:
     assert value_of(count(within=hours(1)), [ev(T0)], later=HOUR) == 0
 
 
+def test_did_within_holds_until_exactly_d_after_the_event() -> None:
+    """did(within=D) (read from the newest entry alone): true at D - 1 µs, false at D."""
+    events = [ev(T0), ev(T0 + HOUR, "other")]
+    assert value_of(did("login", within=hours(2)), events, later=HOUR - US) is True
+    assert value_of(did("login", within=hours(2)), events, later=HOUR) is False
+    assert value_of(count("login", within=hours(2)) > 0, events, later=HOUR) is False
+
+
 def test_total_within_excludes_the_edge() -> None:
     """total(within=D) leaves out the amount at exactly T - D."""
     events = [ev(T0, "pay", {"n": 5}), ev(T0 + 1, "pay", {"n": 3}), ev(T0 + DAY, "pay", {"n": 1})]
