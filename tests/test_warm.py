@@ -46,6 +46,7 @@ class SpyStore:
         self.inner = inner
         self.saves: list[StateRecord] = []
         self.fail_on: str | None = None
+        self.sweeps = 0  # due_subjects() calls
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -65,6 +66,10 @@ class _SpyTransaction:
         if name == self._owner.fail_on:
             self._owner.fail_on = None
             raise StoreError(f"injected failure in {name}")
+        if name == "due_subjects":
+            self._owner.sweeps += 1
+            if self._owner.sweeps > 100:  # fail rather than hang
+                raise AssertionError("sweep() keeps finding the same subjects due")
         return getattr(self._tx, name)
 
     def save_state(self, record: StateRecord) -> None:
@@ -162,6 +167,43 @@ def test_a_full_cache_writes_back_what_it_evicts(store: Store) -> None:
                 assert cold.explain(f"a{n}", of="account")[-1] == (
                     "pqa: count('x') = 50 >= 5 -> true"
                 )
+
+
+def test_a_sweep_through_a_small_cache_ends_and_leaves_nothing_due(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swept subject evicted from the cache keeps the due time the sweep stored."""
+    clock = FrozenClock(T0)
+    with Client(MODEL, store=store, clock=clock) as client:
+        for i in range(60):
+            clock.advance(timedelta(seconds=5))
+            client.track(f"u{i % 20}", "x")
+    monkeypatch.setattr("pqlkit._client._BATCH", 4)  # several batches of due subjects
+    spy = SpyStore(store)
+    later = clock.now() + timedelta(days=2)  # every user's window has emptied
+    with Client(MODEL, store=spy, clock=clock) as sweeper:
+        sweeper._warm.capacity = 3
+        dropped = sweeper.sweep(later)
+        assert sorted(q.subject_id for q in dropped) == sorted(f"u{n}" for n in range(20))
+        assert all(q.disqualified_at is not None for q in dropped)
+        assert sweeper.sweep(later) == []
+    assert spy.sweeps <= 20 // 4 + 3
+
+
+def test_a_sweep_that_keeps_finding_the_same_subjects_stops(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A safety net: were a due time ever stored at or before the sweep, it ends anyway."""
+    clock = FrozenClock(T0)
+    with Client(MODEL, store=store, clock=clock) as client:
+        for i in range(12):
+            clock.advance(timedelta(seconds=5))
+            client.track(f"u{i}", "x")
+        monkeypatch.setattr("pqlkit._client._BATCH", 4)
+        # a broken due time: "due again right now", whatever the state
+        monkeypatch.setattr(client._plan, "next_due", lambda s, t, kind: t)
+        client.sweep(clock.now() + timedelta(days=2))
+    assert "sweep() found 4 swept subjects due again" in caplog.text
 
 
 @pytest.mark.parametrize("operation", ["insert_qualification", "enqueue"])

@@ -764,9 +764,17 @@ class Client:
         fired: list[Qualification] = []
         out = _Outcome()
 
+        swept: set[tuple[str, str]] = set()
+
         def work(tx: Transaction) -> tuple[int, _Outcome]:
             batch = _Outcome()
             due = tx.due_subjects(self.model.name, when, _BATCH)
+            if due and swept.issuperset(due):
+                # Each subject's stored due time is after `when` once swept: finding
+                # only swept ones again means it is not, and looping would never end.
+                logger.warning("pqlkit: sweep() found %d swept subjects due again", len(due))
+                return 0, batch
+            swept.update(due)
             for kind, sid in due:
                 tx.lock([f"{kind}:{sid}"])
                 subject = self._load(tx, kind, sid)
@@ -1034,6 +1042,10 @@ class Client:
             self._warm.subjects.pop((kind, subject.id), None)
             self._warm.current.discard((kind, subject.id))
             return
+        if evicting and subject.stored_events == s.events:
+            # Stored already, with the due time of its last save: computing one again
+            # from its newest event would undo a sweep's (and make it due again).
+            return
         t = max(at or s.newest, s.newest)
         due = self._plan.next_due(s, t, kind)
         if subject.requalify_at is not None and subject.requalify_at > t:
@@ -1048,7 +1060,7 @@ class Client:
             and (due is None or (subject.stored_due is not None and subject.stored_due <= due))
         ):
             if s.events == stored:
-                return  # nothing new (an evicted subject written back already)
+                return  # nothing new
             if not evicting and s.events - stored < min(
                 max(_TAIL_EVENTS, subject.stored_size // _TAIL_BYTES), warm.streak
             ):
