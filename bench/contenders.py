@@ -275,6 +275,51 @@ class Track(Contender):
         self._store.close()
 
 
+class TrackTwoWriters(Contender):
+    """``track()`` by two Clients on one SQLite file taking turns, call by call.
+
+    What several worker processes writing to one file see at worst: each call
+    follows the other writer's, so the client's warm cache is never valid and
+    every call reads the user's and account's states from the store.
+    """
+
+    name = "pqlkit track() on SQLiteStore, two writers taking turns"
+
+    def __init__(self, ops: int, tmp: str, pop: workload.Population) -> None:
+        super().__init__(ops)
+        self._path = os.path.join(tmp, "two-writers.db")
+        self._pop = pop
+
+    def setup(self, batches: int) -> None:
+        self._stores = [pqlkit.SQLiteStore(self._path), pqlkit.SQLiteStore(self._path)]
+        self._clock = FrozenClock(workload.T0)
+        self._clients = [new_client(store, self._clock) for store in self._stores]
+        self._pop.set_traits(self._clients[0])
+        self._calls = iter(workload.calls(self._pop, self.ops * (batches + 1), seed=26))
+        self._turn = 0
+
+    def batch(self, n: int) -> list[Sample]:
+        advance = self._clock.advance
+        out = []
+        for _ in range(n):
+            call = next(self._calls)
+            advance(call.gap)
+            self._turn ^= 1
+            track = self._clients[self._turn].track
+            c0 = cpu_ns()
+            w0 = now_ns()
+            track(call.user_id, call.event, call.properties, account_id=call.account_id)
+            w1 = now_ns()
+            out.append((w1 - w0, cpu_ns() - c0))
+        return out
+
+    def teardown(self) -> None:
+        for client in self._clients:
+            client.close()
+        for store in self._stores:
+            store.close()
+
+
 class TrackMany(Contender):
     """pqlkit ``Client.track_many()`` of ``ops`` events per batch (timestamps given)."""
 

@@ -98,6 +98,7 @@ def per_event(sz: Sizes, tmp: str, available: dict[str, Any]) -> dict[str, h.Res
     for name, opener in available.items():
         ops = sz.per_event_ops // 4 if name == "postgres" else sz.per_event_ops
         group.append(cs.Track(f"pqlkit track() on {_store_name(name)}", ops, opener, pop))
+    group.append(cs.TrackTwoWriters(sz.per_event_ops, tmp, pop))
     return h.run_group("per event", group, batches=sz.batches)
 
 
