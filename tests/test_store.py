@@ -310,6 +310,22 @@ def test_events_of_a_long_log(store: Store) -> None:
         assert len(list(tx.events(user_ids=["u2"]))) == 782
 
 
+@pytest.mark.parametrize("existing", [10, 2345])
+def test_events_inserted_while_iterating_are_not_returned(store: Store, existing: int) -> None:
+    """events() yields the log as it was when iteration began (one page or several)."""
+    with store.transaction() as tx:
+        for i in range(existing):
+            tx.insert_event(event(f"m{i:05}", "u1"))
+    with store.transaction() as tx:
+        seen = []
+        for n, record in enumerate(tx.events(user_ids=["u1"])):
+            seen.append(record.message_id)
+            if n > existing:  # a store that returns late ones would go on forever
+                break
+            tx.insert_event(event(f"late{n:05}", "u1"))
+        assert seen == [f"m{i:05}" for i in range(existing)]
+
+
 def test_recent_events_newest_first(store: Store) -> None:
     """recent_events orders by timestamp then seq, newest first, and limits."""
     with store.transaction() as tx:

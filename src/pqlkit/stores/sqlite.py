@@ -388,8 +388,13 @@ class _SQLiteTransaction:
         after_seq: int = 0,
         limit: int | None = None,
     ) -> Iterator[EventRecord]:
-        """Events in arrival order, read in pages (valid inside the transaction only)."""
-        high = int(self._scalar("SELECT coalesce(max(seq), 0) FROM events"))
+        """Events in arrival order, read in pages (valid inside the transaction only).
+
+        Only events that existed when the first page was read are returned, even if
+        the caller inserts more while iterating. The upper bound that takes is read
+        only when there is a second page (a log tail fits in one: one statement).
+        """
+        high = 2**63 - 1
         sql = _EVENTS_PAGE[user_ids is not None, account_id is not None]
         filters: list[Any] = []
         if user_ids is not None:
@@ -400,6 +405,9 @@ class _SQLiteTransaction:
         while remaining is None or remaining > 0:
             page = _PAGE_SIZE if remaining is None else min(_PAGE_SIZE, remaining)
             rows = self._dicts(sql, [after_seq, high, *filters, page])
+            if len(rows) == page and high == 2**63 - 1:
+                # before yielding anything: nobody can have written since the page
+                high = int(self._scalar("SELECT coalesce(max(seq), 0) FROM events"))
             for row in rows:
                 yield _rows.structure(row, EventRecord)
             if len(rows) < page:
