@@ -1083,24 +1083,6 @@ class Client:
 
     def _context(self, tx: Transaction, subject: _Subject, *, full: bool = True) -> Context:
         """The traits an evaluation sees; with ``full=False`` only those the model reads."""
-        warm = self._warm
-        if not full and warm.active:  # the hot path: traits from the cache
-            traits = warm.traits
-            if subject.kind == "account":
-                sid = subject.id
-                if not self._plan.reads_account_traits:
-                    return Context(_NO_TRAITS, _NO_TRAITS)
-                return Context(
-                    _NO_TRAITS, traits.get(("account", sid)) or self._traits(tx, "account", sid)
-                )
-            u = _NO_TRAITS
-            if self._plan.reads_user_traits:
-                u = traits.get(("user", subject.id)) or self._traits(tx, "user", subject.id)
-            acc = subject.account
-            a = _NO_TRAITS
-            if acc is not None and self._plan.reads_account_traits:
-                a = traits.get(("account", acc)) or self._traits(tx, "account", acc)
-            return Context(u, a)
         user = full or self._plan.reads_user_traits
         account = full or self._plan.reads_account_traits
         # _NO_TRAITS, not a new {}: an evaluation keeps time-free values while it

@@ -165,6 +165,13 @@ class Acc:
 # than a quarter of the list (amortized O(1) per event; the list stays under
 # max(live + _TRIM_MIN, 4/3 live) entries after each apply).
 _TRIM_MIN = 32
+
+
+def _trim_due(lo: int, n: int) -> bool:
+    """Whether an expired prefix of ``lo`` of ``n`` entries is long enough to drop."""
+    return lo > _TRIM_MIN and 4 * lo > n
+
+
 _TS = operator.itemgetter(0)
 
 
@@ -234,7 +241,7 @@ class _Windowed(Acc):
                         bisect.insort(times, ts)
                         latest[x] = ts
                 lo = bisect.bisect_right(times, cut)
-                if lo > _TRIM_MIN and 4 * lo > len(times):
+                if _trim_due(lo, len(times)):
                     st[0] = {k: v for k, v in latest.items() if v > cut}
                     st[1] = times[lo:]
                 return st
@@ -242,7 +249,7 @@ class _Windowed(Acc):
                 self._add_entry(st, ts, x)
             entries = st[1]
             lo = bisect.bisect_right(entries, cut, key=_TS)
-            if lo > _TRIM_MIN and 4 * lo > len(entries):
+            if _trim_due(lo, len(entries)):
                 base = entries[lo - 1][2]
                 kept = entries[lo:]
                 for e in kept:
@@ -321,17 +328,25 @@ class _Windowed(Acc):
         """How many keys of a set state count at time t."""
         if self.within is None:
             return len(st)
-        times = st[1]
+        return self._live(st[1], t)
+
+    def _live(self, times: list[int], t: int) -> int:
+        """How many of the sorted ``times`` are inside the window at time t."""
+        assert self.within is not None
         return len(times) - bisect.bisect_right(times, t - self.within)
+
+    def _first_exit(self, times: list[int], t: int) -> int | None:
+        """When the first of the sorted ``times`` still inside the window at t leaves it."""
+        assert self.within is not None
+        i = bisect.bisect_right(times, t - self.within)
+        return times[i] + self.within if i < len(times) else None
 
     def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
         if self.within is None:
             return None
         # sorted by time: the first entry (or key time) still inside leaves first
         if self.is_set:
-            times = st[1]
-            i = bisect.bisect_right(times, t - self.within)
-            return times[i] + self.within if i < len(times) else None
+            return self._first_exit(st[1], t)
         entries = st[1]
         i = bisect.bisect_right(entries, t - self.within, key=_TS)
         return entries[i][0] + self.within if i < len(entries) else None
@@ -421,20 +436,17 @@ class ActiveDaysAcc(DistinctAcc):
                     times.insert(i, ts)
         if st and st[0] <= cut:
             lo = bisect.bisect_right(st, cut)
-            if lo > _TRIM_MIN and 4 * lo > len(st):
+            if _trim_due(lo, len(st)):
                 del st[:lo]
         return st
 
     def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
         if self.within is None:
             return super().value(st, t, s, kind)
-        return len(st) - bisect.bisect_right(st, t - self.within)
+        return self._live(st, t)
 
     def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
-        if self.within is None:
-            return None
-        i = bisect.bisect_right(st, t - self.within)
-        return st[i] + self.within if i < len(st) else None
+        return None if self.within is None else self._first_exit(st, t)
 
 
 class ActiveUsersAcc(DistinctAcc):

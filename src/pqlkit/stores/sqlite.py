@@ -255,17 +255,39 @@ def _retry_busy(action: Callable[[], T], timeout: float) -> T:
             delay = min(delay * 2, 0.05)
 
 
+def _begin(conn: sqlite3.Connection, timeout: float) -> None:
+    """``BEGIN IMMEDIATE``, retrying "database is locked" for up to ``timeout`` s."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # the common case: no retry closure
+    except sqlite3.OperationalError as error:
+        if not _is_busy(error):
+            raise
+        _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), timeout)
+
+
+def _end(conn: sqlite3.Connection, *, commit: bool) -> None:
+    """``COMMIT`` (``ROLLBACK`` if that fails), or ``ROLLBACK``."""
+    if commit:
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    elif conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 @contextmanager
 def _immediate(conn: sqlite3.Connection, timeout: float) -> Iterator[None]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` if the block raises."""
-    _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), timeout)
+    _begin(conn, timeout)
     try:
         yield
-        conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _end(conn, commit=False)
         raise
+    _end(conn, commit=True)
 
 
 # The lock that guards opening a connection. Replaced in a forked child, where
@@ -693,12 +715,7 @@ class _Scope:
                     "transactions do not nest"
                 )
             conn = connection.db.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error):
-                    raise
-                _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), store._timeout)
+            _begin(conn, store._timeout)
         except BaseException:
             connection.lock.release()
             raise
@@ -710,17 +727,8 @@ class _Scope:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         connection = self._connection
-        conn = connection.db.conn
         try:
-            if exc_type is None:
-                try:
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _end(connection.db.conn, commit=exc_type is None)
         finally:
             connection.active = False
             connection.lock.release()
