@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import random
 import threading
 import uuid
@@ -917,10 +918,36 @@ def test_identify_rejects_the_reserved_account_trait(store: pqlkit.Store) -> Non
 
 
 def test_default_message_ids_are_random_uuid4s() -> None:
-    from pqlkit._client import _new_message_id
+    from pqlkit._process import new_message_id
 
-    ids = {_new_message_id() for _ in range(2_000)}
+    ids = {new_message_id() for _ in range(2_000)}
     assert len(ids) == 2_000
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+def test_a_forked_child_draws_other_message_ids_than_its_parent() -> None:
+    """The id stream is seeded again in a child: a parent and its children (gunicorn
+    --preload workers) never hand out the same ids, and the child knows its pid."""
+    from pqlkit import _process
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        try:
+            ok = _process.pid == os.getpid()
+            line = " ".join([str(ok)] + [_process.new_message_id() for _ in range(50)])
+            os.write(write, line.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        ok, *theirs = pipe.read().split()
+    os.waitpid(child, 0)
+    ours = {_process.new_message_id() for _ in range(50)}
+    assert ok == "True"
+    assert _process.pid == os.getpid() != child
+    assert len(theirs) == 50
+    assert not ours & set(theirs)

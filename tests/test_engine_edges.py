@@ -35,6 +35,7 @@ from pqlkit import (
 )
 from pqlkit import _dsl as d
 from pqlkit._engine import Context, Plan
+from pqlkit.exceptions import ModelError
 from strategies import T0
 
 US = 1
@@ -507,36 +508,96 @@ def test_retuned_float_constants_change_the_fingerprint() -> None:
     assert fingerprint(1_000_000.0, 0.1234568) != base
 
 
-# -- values kept between evaluations (Plan.memo_signals) --------------------------
+# -- values kept between evaluations (SubjectState.memo) ---------------------------
 
 
-def test_only_time_free_values_are_kept_between_evaluations() -> None:
-    model = Model(
-        "memo",
-        signals={
-            "twice": count("a") >= 2,
-            "pro": trait("plan") == "pro",
-            "early": count("a", since_first_seen=days(1)) >= 2,
-            "recent": count("a", within=days(1)) >= 1,
-            "dormant": idle() >= days(3),
-            "both": d.signal("twice") & d.signal("recent"),
-        },
-        scores={
-            "fit": d.fit((trait("plan") == "pro", 10)),
-            "tev": tev(
-                activation="twice",
-                fast=days(1),
-                slow=days(7),
-                engagement=count("a"),
-                engagement_target=5,
-                virality=distinct("invited", "email"),
-                virality_target=3,
-            ),
-        },
+def test_a_windowed_value_is_kept_until_its_window_lets_go() -> None:
+    plan = Plan(Model("memo", signals={"recent": count("a", within=days(1)) >= 2}))
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {}, "u1")
+    plan.apply(state, HOUR, "a", {}, "u1")
+    assert plan.evaluate(state, HOUR, "user", ctx).signals["recent"]
+    # kept, with the time the first "a" leaves the window: the count drops then
+    assert state.memo["recent"][:2] == (True, DAY)
+    assert plan.evaluate(state, DAY - 1, "user", ctx).signals["recent"]
+    assert not plan.evaluate(state, DAY, "user", ctx).signals["recent"]
+    assert state.memo["recent"][:2] == (False, DAY + HOUR)  # the last "a" leaves then
+
+
+def test_an_idle_comparison_outlives_newer_events_while_they_cannot_flip_it() -> None:
+    plan = Plan(Model("memo", signals={"dormant": idle() >= days(3), "quiet": idle() < days(3)}))
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {}, "u1")
+    ev = plan.evaluate(state, HOUR, "user", ctx)
+    assert ev.signals == {"dormant": False, "quiet": True}
+    # a newer event makes idle smaller: neither can flip sooner, both are kept
+    # (their flip time, 3 days after the first "a", now early: safe)
+    plan.apply(state, 2 * HOUR, "a", {}, "u1")
+    ev = plan.evaluate(state, 2 * DAY, "user", ctx)
+    assert ev.signals == {"dormant": False, "quiet": True}
+    assert state.memo["dormant"][:2] == (False, 3 * DAY)
+    assert state.memo["quiet"][:2] == (True, 3 * DAY)
+    ev = plan.evaluate(state, 3 * DAY, "user", ctx)  # recomputed: 3 days after the first only
+    assert ev.signals == {"dormant": False, "quiet": True}
+    assert state.memo["dormant"][:2] == (False, 3 * DAY + 2 * HOUR)
+    ev = plan.evaluate(state, 4 * DAY, "user", ctx)
+    assert ev.signals == {"dormant": True, "quiet": False}
+    # a newer event would flip these: kept only while the newest event stays the same
+    plan.apply(state, 4 * DAY, "a", {}, "u1")
+    ev = plan.evaluate(state, 4 * DAY, "user", ctx)
+    assert ev.signals == {"dormant": False, "quiet": True}
+
+
+def test_an_event_on_a_day_already_counted_keeps_what_reads_active_days() -> None:
+    plan = Plan(Model("memo", signals={"habit": active_days(within=days(7)) >= 2}))
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {}, "u1")
+    plan.apply(state, DAY, "a", {}, "u1")
+    assert plan.evaluate(state, DAY, "user", ctx).signals["habit"]
+    kept = state.memo["habit"]
+    assert kept[:2] == (True, 7 * DAY)
+    plan.apply(state, DAY + HOUR, "b", {}, "u1")  # the same day: still two days
+    assert state.memo["habit"] is kept
+    plan.apply(state, 2 * DAY, "b", {}, "u1")  # a new day: recomputed when read
+    assert "habit" not in state.memo
+    assert plan.evaluate(state, 7 * DAY, "user", ctx).signals["habit"]  # days 1 and 2
+
+
+def test_a_late_event_on_a_day_that_left_the_window_counts_again() -> None:
+    """The kept count is dropped when the event revives a day it no longer counted."""
+    plan = Plan(Model("memo", signals={"habit": active_days(within=days(2)) >= 2}))
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {}, "u1")  # day 0, 00:00
+    plan.apply(state, DAY + 20 * HOUR, "a", {}, "u1")  # day 1, 20:00
+    # at day 2, 01:00 day 0 (its latest event at 00:00) has left the window
+    assert not plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["habit"]
+    plan.apply(state, 23 * HOUR, "a", {}, "u1")  # late, day 0 at 23:00: inside again
+    assert plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["habit"]
+
+
+def test_a_tev_score_whose_activation_is_not_latched_yet_follows_t() -> None:
+    """Read without latching (explain, scores()), the time part counts up to T: not kept."""
+    score = tev(
+        activation="idle_a_day",
+        fast=days(1),
+        slow=days(11),
+        engagement=count("a"),
+        engagement_target=1,
+        virality=count("b"),
+        virality_target=1,
     )
-    plan = Plan(model)
-    assert plan.memo_signals == {"twice", "pro", "early"}
-    assert plan.memo_scores == {"fit"}
+    plan = Plan(Model("memo", signals={"idle_a_day": idle() >= days(1)}, scores={"tev": score}))
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {}, "u1")
+    # weights 1/1/1: time part 1 - (elapsed - 1d) / 10d, engagement 1, virality 0
+    assert plan.evaluate(state, 2 * DAY, "user", ctx).scores["tev"] == pytest.approx(100 * 1.9 / 3)
+    assert plan.evaluate(state, 6 * DAY, "user", ctx).scores["tev"] == pytest.approx(100 * 1.5 / 3)
+
+
+def test_names_must_be_printable() -> None:
+    with pytest.raises(ModelError) as info:
+        Model("m", signals={"\x00rule": did("x")})
+    assert info.value.name == "signals"
 
 
 def test_a_kept_value_is_dropped_when_an_event_feeds_what_it_reads() -> None:

@@ -103,6 +103,7 @@ class PlanDriver:
         self.history: list[Op] = []
         self.states: dict[Subject, SubjectState] = {}
         self.seen_ids: set[str] = set()
+        self.contexts: dict[Subject, Context] = {}
 
     def call(self, op: Op) -> dict[Subject, Evaluation]:
         """Record one call; return the evaluations of the subjects it concerns."""
@@ -158,13 +159,20 @@ class PlanDriver:
 
     def evaluate(self, subject: Subject, t: int | None = None) -> Evaluation:
         """Evaluate at ``t`` (default: the newest event), latching TEV activations."""
-        kind, _ = subject
-        users, accounts = context(self.history, subject)
         if t is None:
             t = newest(self.history, subject)
         return self.plan.evaluate(
-            self.states[subject], t, kind, Context(users, accounts), latch=True
+            self.states[subject], t, subject[0], self.context(subject), latch=True
         )
+
+    def context(self, subject: Subject) -> Context:
+        """The subject's traits: the same Context object while they stay equal, as
+        the Client hands the engine (values kept between evaluations are then used)."""
+        users, accounts = context(self.history, subject)
+        ctx = self.contexts.get(subject)
+        if ctx is None or ctx.user_traits != users or ctx.account_traits != accounts:
+            ctx = self.contexts[subject] = Context(users, accounts)
+        return ctx
 
 
 @oracle_settings
@@ -179,9 +187,8 @@ def test_plan_equals_oracle(case: Case) -> None:
     for subject in sorted(oracle.subjects(history)):
         for offset in case.later:
             t = newest(history, subject) + offset
-            users, accounts = context(history, subject)
             ev = driver.plan.evaluate(
-                driver.states[subject], t, subject[0], Context(users, accounts)
+                driver.states[subject], t, subject[0], driver.context(subject)
             )
             assert_agrees(model, history, subject, ev.signals, ev.scores, ev.rule, t=t)
 

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 import pqlkit
 from conftest import drop_postgres_schemas, new_postgres_schema
-from pqlkit import Client, Model, Qualification, count, did, points, score
+from pqlkit import Client, Model, Qualification, _process, count, did, points, score
 from pqlkit.exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from pqlkit.stores import MemoryStore, SQLiteStore, Store, open_store
 from pqlkit.stores import postgres as pg_module
@@ -614,7 +614,7 @@ def test_new_pool_after_pid_change(
         tx.insert_event(event("m1"))
     before = pg_store._pool()
     parent_pid = os.getpid()
-    monkeypatch.setattr(pg_module.os, "getpid", lambda: parent_pid + 1)
+    monkeypatch.setattr(_process, "pid", parent_pid + 1)
 
     after = pg_store._pool()
     with pg_store.transaction() as tx:
@@ -634,7 +634,7 @@ def test_close_after_pid_change_leaves_the_parent_pool_open(
     """close() in a forked child does not close the parent's pool."""
     parent = pg_store._pool()
     parent_pid = os.getpid()
-    monkeypatch.setattr(pg_module.os, "getpid", lambda: parent_pid + 1)
+    monkeypatch.setattr(_process, "pid", parent_pid + 1)
     pg_store.close()
     assert not parent.closed
     with parent.connection() as conn:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pqlkit import _process
 from pqlkit.exceptions import SchemaError, StoreError, ValidationError
 from pqlkit.stores import MemoryStore, SQLiteStore, Store, Transaction, open_store
 from pqlkit.stores import sqlite as sqlite_module
@@ -386,7 +387,7 @@ def test_new_connection_after_pid_change(
     before = sqlite_store._connection()
     with sqlite_store.transaction() as tx:
         tx.insert_event(event("m1"))
-    monkeypatch.setattr(sqlite_module.os, "getpid", lambda: before.pid + 1)
+    monkeypatch.setattr(_process, "pid", before.pid + 1)
 
     after = sqlite_store._connection()
     with sqlite_store.transaction() as tx:
@@ -404,7 +405,7 @@ def test_close_after_pid_change_leaves_parent_connection_open(
 ) -> None:
     """close() in a forked child does not close the parent's connection."""
     parent = sqlite_store._connection()
-    monkeypatch.setattr(sqlite_module.os, "getpid", lambda: parent.pid + 1)
+    monkeypatch.setattr(_process, "pid", parent.pid + 1)
     sqlite_store.close()
     assert parent.db.conn.execute("SELECT 1").fetchone() == (1,)
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pqlkit import Client, Model, SQLiteStore, count, days, did, idle, trait
-from pqlkit._engine import SubjectState
+from pqlkit._engine import Evaluation, SubjectState
 from pqlkit.exceptions import StoreError
 from pqlkit.stores import PostgresStore, Store, Transaction
 from pqlkit.stores._base import StateRecord
@@ -201,6 +201,14 @@ def test_a_sweep_that_keeps_finding_the_same_subjects_stops(
             client.track(f"u{i}", "x")
         monkeypatch.setattr("pqlkit._client._BATCH", 4)
         # a broken due time: "due again right now", whatever the state
+        evaluate = client._plan.evaluate
+
+        def broken(*args: Any, **kwargs: Any) -> Evaluation:
+            ev = evaluate(*args, **kwargs)
+            ev.until = ev.t
+            return ev
+
+        monkeypatch.setattr(client._plan, "evaluate", broken)
         monkeypatch.setattr(client._plan, "next_due", lambda s, t, kind: t)
         client.sweep(clock.now() + timedelta(days=2))
     assert "sweep() found 4 swept subjects due again" in caplog.text

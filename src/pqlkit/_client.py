@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
+from . import _process
 from ._clock import Clock, SystemClock
 from ._convert import from_us, json_converter, to_us
 from ._dispatch import Callback, Dispatcher, RetryPolicy
@@ -72,12 +72,6 @@ def _qualification_id(model: str, kind: str, subject: str, round_: int, first_se
     return str(uuid.uuid5(_NAMESPACE, key))
 
 
-def _new_message_id() -> str:
-    """A random UUID (version 4) as text: what ``str(uuid.uuid4())`` gives, made faster."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
 def _public_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in traits.items() if k != _ACCOUNT_TRAIT}
 
@@ -96,6 +90,9 @@ class _Subject:
     stored_events: int | None = None
     stored_due: int | None = None
     stored_size: int = 0
+    # (T, events folded in, when time alone may next change the rule) of its last
+    # evaluation: the due time _save() stores, while nothing changed since
+    due_hint: tuple[int, int, int | None] | None = None
 
 
 _WARM_SUBJECTS = 10_000  # subjects a Client keeps warm (decoded) in memory
@@ -132,12 +129,12 @@ class _Warm:
         self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
         self.streak = 0  # transactions in a row that found the cache valid
         self._lock = threading.RLock()
-        self._pid = os.getpid()
+        self._pid = _process.pid
 
     def lock(self) -> threading.RLock:
         """The lock held for each whole transaction (a new one after fork())."""
-        if self._pid != os.getpid():
-            self._lock, self._pid = threading.RLock(), os.getpid()
+        if self._pid != _process.pid:
+            self._lock, self._pid = threading.RLock(), _process.pid
             self.clear()
         return self._lock
 
@@ -849,7 +846,11 @@ class Client:
         acc = check_id(account_id, "account_id", lim) if account_id is not None else None
         # the clock's now is checked too: a custom clock may hand back a naive datetime
         ts = check_timestamp(timestamp if timestamp is not None else self._clock.now())
-        mid = check_message_id(message_id, lim) if message_id is not None else _new_message_id()
+        mid = (
+            check_message_id(message_id, lim)
+            if message_id is not None
+            else _process.new_message_id()
+        )
         return NewEvent(mid, uid, name, props, acc, ts)
 
     def _validate_item(self, item: Event | Mapping[str, Any]) -> NewEvent:
@@ -1047,7 +1048,11 @@ class Client:
             # from its newest event would undo a sweep's (and make it due again).
             return
         t = max(at or s.newest, s.newest)
-        due = self._plan.next_due(s, t, kind)
+        hint = subject.due_hint
+        if hint is not None and hint[0] == t and hint[1] == s.events:
+            due = hint[2]  # what the evaluation at T found
+        else:
+            due = self._plan.next_due(s, t, kind)
         if subject.requalify_at is not None and subject.requalify_at > t:
             due = subject.requalify_at if due is None else min(due, subject.requalify_at)
         stored = subject.stored_events
@@ -1117,6 +1122,7 @@ class Client:
         ev = self._plan.evaluate(
             subject.state, t, subject.kind, ctx, latch=latch, full=False, scores=scores
         )
+        subject.due_hint = (t, subject.state.events, ev.until)
         if scores:
             out.scores = ev.scores
         rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"

@@ -58,6 +58,17 @@ def _key(v: Any) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
+NEVER = 1 << 62
+"""A time (µs) after every real one: "no time-driven change ahead"."""
+
+_ANY = object()
+"""In a kept value: it holds whatever the subject's newest event time becomes."""
+
+_Kept = tuple[Any, int, Any]
+"""A kept value: ``(value, until, newest)``. It holds for evaluations at times
+before ``until``, while the subject's newest event time is ``newest`` (or any, if
+``newest`` is ``_ANY``), until an event feeds a slot it reads."""
+
 STATE_LAYOUT = 4
 """The layout of a stored state: bump when the meaning of the stored state changes.
 
@@ -84,11 +95,12 @@ class SubjectState:
     # the same transaction as the record): None unknown, 0 none, else its fields.
     qualification: Any = None
     seq: int = 0  # the arrival seq of the newest event folded in (events after it: a tail)
-    # Not stored: values of time-free signals and scores (see Plan.memo_signals)
-    # from earlier evaluations, valid for the traits in `memo_ctx`.
-    memo_signals: dict[str, bool] = attrs.field(factory=dict, eq=False, repr=False)
-    memo_scores: dict[str, float] = attrs.field(factory=dict, eq=False, repr=False)
+    # Not stored: signal, score and rule values from earlier evaluations (see
+    # _Eval and Plan._memoize) by key (Plan.keys), each ``(value, until, newest)``;
+    # valid for the traits in `memo_ctx`, and for evaluations from `memo_t` on.
+    memo: dict[str, _Kept] = attrs.field(factory=dict, eq=False, repr=False)
     memo_ctx: tuple[Any, Any] | None = attrs.field(default=None, eq=False, repr=False)
+    memo_t: int = attrs.field(default=-NEVER, eq=False, repr=False)
 
     def dump(self) -> str:
         return _ENCODER.encode(
@@ -158,6 +170,11 @@ class Acc:
     def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
         return None
 
+    keeps: Callable[[Any, EventView, SubjectState], bool] | None = None
+    """If set: whether folding the event into ``st`` leaves the value unchanged for
+    every evaluation a kept value could serve (called before ``apply``, after
+    ``s.newest`` took the event in), so the values that read it stay kept."""
+
 
 # Lazy trimming: entries with ts <= newest - D can never count again (T never goes
 # back below the newest event) and every reader bisects on its own cut, so the
@@ -205,9 +222,29 @@ class _Windowed(Acc):
         self.within = _us(within) if within is not None else None
         self.sfs = _us(sfs) if sfs is not None else None
         self.time_dependent = self.within is not None
+        if self.within is not None and self.is_set:
+            self.keeps = self._keeps_set
 
     def contribution(self, ev: EventView) -> Any:
         raise NotImplementedError
+
+    def _keeps_set(self, st: Any, ev: EventView, s: SubjectState) -> bool:
+        """A windowed set keeps its size when the event's key was inside the window
+        at every time a kept value holds for (from ``s.memo_t`` on) and stays inside
+        longer now, when the key is new but outside the window, or when it has none.
+
+        A key inside the window at the kept value's own time bounds that value's
+        ``until`` by its exit: until then it counts, before and after the event.
+        """
+        x = self.contribution(ev)
+        if x is None:
+            return True
+        assert self.within is not None
+        assert s.newest is not None
+        if ev.ts <= s.newest - self.within:
+            return True  # never counts again
+        old = st[0].get(x)
+        return old is not None and (old >= ev.ts or old > s.memo_t - self.within)
 
     def _units(self, x: Any) -> tuple[int, int]:
         """An entry's value as ``(n, p)``, exactly ``n * 2**-p`` (what a sum adds)."""
@@ -404,9 +441,28 @@ class ActiveDaysAcc(DistinctAcc):
 
     def __init__(self, node: d.ActiveDays) -> None:
         _Windowed.__init__(self, node)
+        if self.within is not None:
+            self.keeps = self._keeps_days
 
     def contribution(self, ev: EventView) -> Any:
         return str(ev.ts // DAY_US)
+
+    def _keeps_days(self, st: Any, ev: EventView, s: SubjectState) -> bool:
+        """As ``_Windowed._keeps_set``, for the sorted list of each day's latest time."""
+        assert self.within is not None
+        assert s.newest is not None
+        ts = ev.ts
+        if ts <= s.newest - self.within:
+            return True
+        times: list[int] = st
+        day = ts // DAY_US
+        i = len(times) - 1
+        if i < 0 or times[i] // DAY_US != day:
+            i = bisect.bisect_left(times, day * DAY_US)
+            if i == len(times) or times[i] // DAY_US != day:
+                return False  # a new day
+        old = times[i]
+        return old >= ts or old > s.memo_t - self.within
 
     def init(self) -> Any:
         return [] if self.within is not None else super().init()
@@ -657,6 +713,8 @@ class Evaluation:
     signals: dict[str, bool]
     scores: dict[str, float]
     rule: bool
+    # when time alone may next change the rule (None: never, or no rule); may be early
+    until: int | None = None
 
     @property
     def true_signals(self) -> tuple[str, ...]:
@@ -664,9 +722,28 @@ class Evaluation:
 
 
 class _Eval:
-    """One evaluation: memoized signals and scores."""
+    """One evaluation: signals and scores, kept in the state between evaluations.
 
-    __slots__ = ("aggs", "ctx", "kind", "plan", "s", "scores", "signals", "t")
+    Each value is kept with how long it holds (see ``_Kept``): while one is
+    computed, ``until`` gathers the earliest time at which time alone may change
+    what it reads (a window's next exit, an ``idle()`` comparison's flip) and
+    ``sensitive`` whether a newer event could change it without feeding a slot
+    (what it reads of ``idle()``).
+    """
+
+    __slots__ = (
+        "aggs",
+        "ctx",
+        "kind",
+        "newest",
+        "plan",
+        "s",
+        "scores",
+        "sensitive",
+        "signals",
+        "t",
+        "until",
+    )
 
     def __init__(
         self, plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context
@@ -677,44 +754,84 @@ class _Eval:
         self.kind = kind
         self.ctx = ctx
         memo = s.memo_ctx
-        if memo is None or memo[0] is not ctx.user_traits or memo[1] is not ctx.account_traits:
-            s.memo_signals.clear()
-            s.memo_scores.clear()
+        if (
+            memo is None
+            or memo[0] is not ctx.user_traits
+            or memo[1] is not ctx.account_traits
+            or t < s.memo_t  # kept values hold from when they were computed on
+        ):
+            s.memo.clear()
             s.memo_ctx = (ctx.user_traits, ctx.account_traits)
-        self.signals: dict[str, bool] = s.memo_signals.copy()
-        self.scores: dict[str, float] = s.memo_scores.copy()
+        s.memo_t = t
+        self.newest = s.newest
+        self.signals: dict[str, bool] = {}
+        self.scores: dict[str, float] = {}
         self.aggs: dict[int, Any] = {}
+        self.until = NEVER
+        self.sensitive = False
+
+    def _kept(self, key: str) -> _Kept | None:
+        """The value kept under ``key`` if it holds now (counted in what is being computed)."""
+        kept = self.s.memo.get(key)
+        if kept is None:
+            return None
+        if kept[1] <= self.t or not (kept[2] is _ANY or kept[2] == self.newest):
+            del self.s.memo[key]
+            return None
+        if kept[1] < self.until:
+            self.until = kept[1]
+        if kept[2] is not _ANY:
+            self.sensitive = True
+        return kept
+
+    def _keep(self, key: str, fn: Fn, *, score: bool = False) -> Any:
+        """Compute ``fn`` and keep it under ``key`` with its own validity."""
+        outer_until, outer_sensitive = self.until, self.sensitive
+        self.until, self.sensitive = NEVER, False
+        try:
+            v = _score_value(fn(self)) if score else bool(fn(self))
+            self.s.memo[key] = (v, self.until, self.newest if self.sensitive else _ANY)
+        finally:
+            if outer_until < self.until:
+                self.until = outer_until
+            self.sensitive = self.sensitive or outer_sensitive
+        return v
 
     def signal(self, name: str) -> bool:
-        v = self.signals.get(name)
-        if v is None:
-            v = self.signals[name] = bool(self.plan.signal_fns[name](self))
-            if name in self.plan.memo_signals:
-                self.s.memo_signals[name] = v
+        kept = self._kept(name)
+        v: bool = kept[0] if kept is not None else self._keep(name, self.plan.signal_fns[name])
+        self.signals[name] = v
         return v
 
     def score(self, name: str) -> float:
-        v = self.scores.get(name)
-        if v is None:
-            n = self.plan.score_fns[name](self)
-            t = type(n)
-            if t is int:  # the common cases, checked fast
-                n = float(n)
-            elif t is not float:
-                n = _num(n)
-                n = 0.0 if n is None else float(n)
-            elif not math.isfinite(n):
-                n = 0.0
-            v = self.scores[name] = n
-            if name in self.plan.memo_scores:
-                self.s.memo_scores[name] = v
+        key = self.plan.score_keys[name]
+        kept = self._kept(key)
+        if kept is not None:
+            v: float = kept[0]
+        else:
+            v = self._keep(key, self.plan.score_fns[name], score=True)
+        self.scores[name] = v
         return v
+
+    def rule(self) -> bool:
+        """The subject's rule (False if the model declares none), kept like a signal."""
+        fn = self.plan.rule_fns[self.kind]
+        if fn is None:
+            return False
+        kept = self._kept(_RULE)
+        return bool(kept[0] if kept is not None else self._keep(_RULE, fn))
+
+    def horizon(self, until: int | None) -> None:
+        """What is being computed may change by time alone at ``until``."""
+        if until is not None and until < self.until:
+            self.until = until
 
     def tev_parts(self, node: d.Tev) -> tuple[float, float, float, Any, Any, Any]:
         fast, slow, engagement, virality = self.plan.tev_parts[id(node)]
         at = self.s.latches.get(node.activation)
         if at is None and self.signal(node.activation):
             at = self.t  # true now, not latched yet (first evaluation that sees it)
+            self.horizon(self.t + 1)  # ...so the time part depends on T
         elapsed = None if at is None or self.s.first is None else at - self.s.first
         if elapsed is None or elapsed >= slow:
             time_part = 0.0
@@ -738,6 +855,21 @@ class _Eval:
 
 
 Fn = Callable[[_Eval], Any]
+
+
+def _score_value(n: Any) -> float:
+    """A score's value as a finite float (None, NaN and infinities count as 0)."""
+    t = type(n)
+    if t is int:  # the common cases, checked fast
+        return float(n)
+    if t is not float:
+        n = _num(n)
+        return 0.0 if n is None else float(n)
+    return n if math.isfinite(n) else 0.0
+
+
+_RULE = "\x00rule"
+"""The key the subject's rule is kept under (no signal's name starts with a control byte)."""
 
 
 def _part(value: float | None, target: float) -> float:
@@ -764,11 +896,25 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
         if isinstance(node.left, d.Idle) and isinstance(b, timedelta):
             b_us = _us(b)
 
+            flips = (b_us, b_us + 1)  # idle - B changes sign around these offsets
+            # a newer event makes idle smaller: this value may then flip
+            fragile = {">=": True, ">": True, "<=": False, "<": False}.get(node.op)
+
             def compare_idle(e: _Eval) -> bool:  # in microseconds: no timedelta per call
-                newest = e.s.newest
+                newest = e.newest
                 if newest is None:
+                    e.sensitive = True  # until the first event
                     return False
-                return bool(op(max(0, e.t - newest), b_us))
+                t = e.t
+                v = bool(op(max(0, t - newest), b_us))
+                for off in flips:
+                    if newest + off > t:
+                        if newest + off < e.until:
+                            e.until = newest + off
+                        break
+                if fragile is None or fragile == v:
+                    e.sensitive = True
+                return v
 
             return compare_idle
 
@@ -902,6 +1048,28 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
     if type(acc) in (CountAcc, TotalAcc) and acc.within is None and acc.sfs is None:  # type: ignore[attr-defined]
         return lambda e: e.s.slots[slot]  # a running value: nothing to compute
     value = acc.value
+    if isinstance(acc, IdleAcc):
+
+        def idle(e: _Eval) -> Any:  # changes with T and with every newer event
+            e.horizon(e.t + 1)
+            e.sensitive = True
+            return value(None, e.t, e.s, e.kind)
+
+        return idle
+    if acc.time_dependent:
+        next_change = acc.next_change
+
+        def timed_aggregate(e: _Eval) -> Any:
+            cache = e.aggs
+            hit = cache.get(slot)
+            if hit is None:
+                s, st, t = e.s, e.s.slots[slot], e.t
+                hit = cache[slot] = (value(st, t, s, e.kind), next_change(st, t, s))
+            if hit[1] is not None and hit[1] < e.until:
+                e.until = hit[1]
+            return hit[0]
+
+        return timed_aggregate
 
     def aggregate(e: _Eval) -> Any:
         cache = e.aggs
@@ -921,7 +1089,7 @@ _Feed = tuple[
     Callable[[Any, "EventView", SubjectState, "int | None"], Any],
     Acc,
     "tuple[d.Match, ...] | None",
-    "tuple[tuple[str, ...], tuple[str, ...]] | None",
+    "frozenset[str] | None",
 ]
 
 
@@ -944,7 +1112,14 @@ def _did_within(plan: Plan, node: d.Compare) -> Fn | None:
     def did_within(e: _Eval) -> bool:
         # entries are sorted by time and none is newer than T: the newest decides
         entries = e.s.slots[slot][1]
-        return bool(entries) and entries[-1][0] > e.t - within
+        if not entries:
+            return False
+        leaves = entries[-1][0] + within
+        if leaves <= e.t:
+            return False
+        if leaves < e.until:
+            e.until = leaves  # ...and it leaves the window then
+        return True
 
     return did_within
 
@@ -1036,34 +1211,30 @@ class Plan:
         return out
 
     def _memoize(self) -> None:
-        """Find the time-free signals and scores, and the slots each one reads.
+        """Key each signal, score and rule, and find the slots each one reads.
 
-        A time-free value (no window, ``idle``, ``absent`` or ``tev`` anywhere
-        below it) changes only when an event feeds a slot it reads, when the
-        subject's first-seen time moves or when the traits it sees change: it is
-        kept in the state's memo between evaluations and dropped on those.
+        Values are kept in the state between evaluations (see ``_Eval``) under
+        these keys, each dropped when an event feeds a slot it reads (through
+        references too); every kept value is also dropped when the subject's
+        first-seen time moves, when a TEV activation latches, and when the traits
+        an evaluation sees change.
         """
-        self.memo_signals: frozenset[str] = frozenset()
-        self.memo_scores: frozenset[str] = frozenset()
-        deps: list[tuple[list[str], list[str]]] = [([], []) for _ in self.accs]
-        for names, kind in ((self.model.signals, "s"), (self.model.scores, "c")):
-            memo = set()
-            for name, expr in names.items():
-                nodes = self._deps(expr)
-                if any(isinstance(n, _TIMED) for n in nodes):
-                    continue
-                slots = {self.slot_of[id(n)] for n in nodes if id(n) in self.slot_of}
-                if any(self.accs[slot].time_dependent for slot in slots):
-                    continue
-                memo.add(name)
-                for slot in slots:
-                    deps[slot][0 if kind == "s" else 1].append(name)
-            if kind == "s":
-                self.memo_signals = frozenset(memo)
-            else:
-                self.memo_scores = frozenset(memo)
-        self.memo_of_slot: list[tuple[tuple[str, ...], tuple[str, ...]] | None] = [
-            (tuple(sig), tuple(sc)) if sig or sc else None for sig, sc in deps
+        # signals by name, scores by name after a byte no name has, rules by _RULE
+        self.score_keys = {name: "\x01" + name for name in self.model.scores}
+        keyed: list[tuple[d.Expr | None, str]] = [
+            *((expr, name) for name, expr in self.model.signals.items()),
+            *((expr, self.score_keys[name]) for name, expr in self.model.scores.items()),
+            (self.model.pql, _RULE),
+            (self.model.pqa, _RULE),
+        ]
+        deps: list[set[str]] = [set() for _ in self.accs]
+        for expr, key in keyed:
+            if expr is not None:
+                for node in self._deps(expr):
+                    if id(node) in self.slot_of:
+                        deps[self.slot_of[id(node)]].add(key)
+        self.memo_of_slot: list[frozenset[str] | None] = [
+            frozenset(keys) if keys else None for keys in deps
         ]
 
     def _time_slots(self, rule: d.Expr | None) -> list[int]:
@@ -1124,6 +1295,7 @@ class Plan:
         s.events += 1
         ev = EventView(ts, name, props, user)
         slots = s.slots
+        memo = s.memo
         feeds = self._feeds.get((name, kind)) or self._feeds_of(name, kind)
         for slot, apply, acc, checks, drop in feeds:
             if checks is not None:
@@ -1134,15 +1306,17 @@ class Plan:
                     if moved:
                         slots[slot] = acc.refirst(slots[slot], s)
                     continue
+            if (
+                drop is not None
+                and memo
+                and not memo.keys().isdisjoint(drop)
+                and (acc.keeps is None or not acc.keeps(slots[slot], ev, s))
+            ):
+                for key in memo.keys() & drop:
+                    del memo[key]
             slots[slot] = apply(slots[slot], ev, s, old_first)
-            if drop is not None:
-                for key in drop[0]:
-                    s.memo_signals.pop(key, None)
-                for key in drop[1]:
-                    s.memo_scores.pop(key, None)
         if moved:
-            s.memo_signals.clear()
-            s.memo_scores.clear()
+            memo.clear()
             fed = {feed[0] for feed in feeds}
             for slot, acc in enumerate(self.accs):
                 if slot not in fed:
@@ -1202,15 +1376,19 @@ class Plan:
             for name in self.latched:
                 if name not in s.latches and e.signal(name):
                     s.latches[name] = t
+                    # TEV scores read the latch. (What they kept is dropped anyway:
+                    # the activation they read turned true. Cheap insurance: rare.)
+                    s.memo.clear()
         if full:
             for name in self.model.signals:
                 e.signal(name)
         if full or scores:
             for name in self.model.scores:
                 e.score(name)
-        rule_fn = self.rule_fns[kind]
-        rule = bool(rule_fn(e)) if rule_fn is not None else False
-        return Evaluation(t, e.signals, e.scores, rule)
+        rule = e.rule()
+        kept = s.memo.get(_RULE)
+        until = kept[1] if kept is not None and kept[1] < NEVER else None
+        return Evaluation(t, e.signals, e.scores, rule, until)
 
     def next_due(self, s: SubjectState, t: int, kind: SubjectKind) -> int | None:
         """The earliest time after ``t`` at which time alone may change the subject's rule."""
@@ -1291,8 +1469,6 @@ class Plan:
             )
         return f": {self._explain(e, node)}"
 
-
-_TIMED = (d.Idle, d.Absent, d.Tev)  # nodes whose value depends on the evaluation time
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 

@@ -103,8 +103,8 @@ class Model:
     def _check(self) -> None:
         for label, mapping in (("signals", self.signals), ("scores", self.scores)):
             for key, expr in mapping.items():
-                if not isinstance(key, str) or not key:
-                    raise ModelError(label, f"names must be non-empty str, got {key!r}")
+                if not isinstance(key, str) or not key or not key.isprintable():
+                    raise ModelError(label, f"names must be non-empty printable str, got {key!r}")
                 if not isinstance(expr, d.Expr):
                     raise ModelError(
                         f"{label}.{key}", f"must be a pqlkit expression, got {type(expr).__name__}"

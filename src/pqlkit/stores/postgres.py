@@ -16,7 +16,7 @@ How it stays safe:
   its write, a bounded number of times. A pooled connection found broken at
   ``BEGIN`` is replaced and ``BEGIN`` retried, since nothing has run yet.
 * **Forks** (``gunicorn --preload``): the pool belongs to one process. A forked
-  child notices that ``os.getpid()`` changed and opens a pool of its own; the
+  child notices that its process id changed and opens a pool of its own; the
   parent's connections are never used, nor closed, in the child.
 * **The schema** lives in its own PostgreSQL schema (``pqlkit`` by default),
   created on first use and upgraded by forward migrations under an advisory
@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import attrs
 
+from .. import _process
 from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
@@ -816,18 +817,18 @@ class PostgresStore:
             open=False,
         )
         pool.open(wait=False)
-        return _Pool(pool, os.getpid())
+        return _Pool(pool, _process.pid)
 
     def _pool(self) -> ConnectionPool[Any]:
         """This process's pool, opened anew after a fork."""
         current = self._current
-        if current is not None and current.pid == os.getpid():
+        if current is not None and current.pid == _process.pid:
             return current.pool
         with _open_lock:
             if self._closed:
                 raise StoreError(f"{self!r} is closed")
             current = self._current
-            if current is None or current.pid != os.getpid():
+            if current is None or current.pid != _process.pid:
                 if current is not None:
                     _inherited.append(current.pool)  # the parent's: never touch it
                 current = self._current = self._open_pool()
@@ -987,7 +988,7 @@ class PostgresStore:
         if current is None:
             self._closed = True
             return
-        if current.pid != os.getpid():
+        if current.pid != _process.pid:
             _inherited.append(current.pool)  # the parent's: never touch it
             self._current, self._closed = None, True
             return

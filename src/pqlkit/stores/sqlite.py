@@ -11,7 +11,7 @@ How it stays safe:
 * **Threads** of one process share one connection, guarded by a lock held for
   the whole transaction.
 * **Forks** (``gunicorn --preload``) get a connection of their own: the store
-  notices that ``os.getpid()`` changed and opens a new connection in the child,
+  notices that its process id changed and opens a new connection in the child,
   leaving the parent's untouched.
 
 The schema is created on first use and upgraded by forward migrations; the
@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import attrs
 from sqlite_utils import Database
 
+from .. import _process
 from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification
 from ..exceptions import SchemaError, StoreError
@@ -808,18 +809,18 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
-        return _Connection(db=db, pid=os.getpid())
+        return _Connection(db=db, pid=_process.pid)
 
     def _connection(self) -> _Connection:
         """This process's connection, opened anew after a fork."""
         current = self._current
-        if current is not None and current.pid == os.getpid():
+        if current is not None and current.pid == _process.pid:
             return current
         with _open_lock:
             if self._closed:
                 raise StoreError(f"{self!r} is closed")
             current = self._current
-            if current is None or current.pid != os.getpid():
+            if current is None or current.pid != _process.pid:
                 if current is not None:
                     _inherited.append(current.db)  # the parent's: never touch it
                 current = self._current = self._connect()
@@ -845,7 +846,7 @@ class SQLiteStore:
         if current is None:
             self._closed = True
             return
-        if current.pid != os.getpid():
+        if current.pid != _process.pid:
             _inherited.append(current.db)  # the parent's: never touch it
             self._current, self._closed = None, True
             return
