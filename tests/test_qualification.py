@@ -1072,3 +1072,24 @@ def test_sweep_cost_follows_the_subjects_due(store: Store, clock: FrozenClock) -
         assert client.sweep(T0 + days(14)) == []
         assert counting.loads == 0
         assert client.stats().users == 1000
+
+
+def test_only_a_rule_that_time_can_flip_makes_its_subject_due(
+    store: Store, clock: FrozenClock
+) -> None:
+    """The due time follows what the rule's evaluation read: with a time-free part
+    false, the window the rule reads next can change nothing, so no sweep loads it."""
+    model = Model(
+        "due",
+        signals={"paid": did("upgraded"), "busy": count("x", within=days(1)) >= 1},
+        pql=signal("paid") & signal("busy"),
+    )
+    with Client(model, store=store, clock=clock, dispatch="inline") as client:
+        client.track("free", "x", timestamp=T0)  # busy for a day, never paid
+        client.track("payer", "upgraded", timestamp=T0)
+        client.track("payer", "x", timestamp=T0)  # qualifies: busy ends in a day
+        with store.transaction() as tx:
+            due = tx.due_subjects("due", T0 + days(2), 10)
+        assert due == [("user", "payer")]
+        fired = client.sweep(T0 + days(2))
+        assert [(q.subject_id, q.disqualified_at) for q in fired] == [("payer", T0 + days(2))]
