@@ -1296,7 +1296,9 @@ class Plan:
         ev = EventView(ts, name, props, user)
         slots = s.slots
         memo = s.memo
-        feeds = self._feeds.get((name, kind)) or self._feeds_of(name, kind)
+        feeds = self._feeds.get((name, kind))
+        if feeds is None:  # (not `or`: an event that feeds nothing caches an empty list)
+            feeds = self._feeds_of(name, kind)
         for slot, apply, acc, checks, drop in feeds:
             if checks is not None:
                 for m in checks:

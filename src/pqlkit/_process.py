@@ -24,8 +24,12 @@ def new_message_id() -> str:
     122 random bits make a collision as unlikely as with ``uuid4()``. Message ids
     are idempotency keys, not secrets.
     """
-    h = f"{_rng.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    h = "%032x" % (_rng.getrandbits(128) & _RANDOM_BITS | _VERSION_4)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_VERSION_4 = (4 << 76) | (2 << 62)  # the version nibble, and the RFC 4122 variant bits
+_RANDOM_BITS = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 
 
 def _after_fork_in_child() -> None:
