@@ -746,26 +746,24 @@ class _Eval:
     )
 
     def __init__(
-        self, plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context
+        self,
+        plan: Plan,
+        s: SubjectState,
+        t: int,
+        kind: SubjectKind,
+        ctx: Context,
+        signals: dict[str, bool] | None = None,
+        scores: dict[str, float] | None = None,
     ) -> None:
         self.plan = plan
         self.s = s
         self.t = t
         self.kind = kind
         self.ctx = ctx
-        memo = s.memo_ctx
-        if (
-            memo is None
-            or memo[0] is not ctx.user_traits
-            or memo[1] is not ctx.account_traits
-            or t < s.memo_t  # kept values hold from when they were computed on
-        ):
-            s.memo.clear()
-            s.memo_ctx = (ctx.user_traits, ctx.account_traits)
-        s.memo_t = t
+        _revalidate(s, t, ctx)
         self.newest = s.newest
-        self.signals: dict[str, bool] = {}
-        self.scores: dict[str, float] = {}
+        self.signals: dict[str, bool] = {} if signals is None else signals
+        self.scores: dict[str, float] = {} if scores is None else scores
         self.aggs: dict[int, Any] = {}
         self.until = NEVER
         self.sensitive = False
@@ -813,14 +811,6 @@ class _Eval:
         self.scores[name] = v
         return v
 
-    def rule(self) -> bool:
-        """The subject's rule (False if the model declares none), kept like a signal."""
-        fn = self.plan.rule_fns[self.kind]
-        if fn is None:
-            return False
-        kept = self._kept(_RULE)
-        return bool(kept[0] if kept is not None else self._keep(_RULE, fn))
-
     def horizon(self, until: int | None) -> None:
         """What is being computed may change by time alone at ``until``."""
         if until is not None and until < self.until:
@@ -855,6 +845,20 @@ class _Eval:
 
 
 Fn = Callable[[_Eval], Any]
+
+
+def _revalidate(s: SubjectState, t: int, ctx: Context) -> None:
+    """Drop the state's kept values unless they may serve an evaluation at ``t`` with ``ctx``."""
+    memo = s.memo_ctx
+    if (
+        memo is None
+        or memo[0] is not ctx.user_traits
+        or memo[1] is not ctx.account_traits
+        or t < s.memo_t  # kept values hold from when they were computed on
+    ):
+        s.memo.clear()
+        s.memo_ctx = (ctx.user_traits, ctx.account_traits)
+    s.memo_t = t
 
 
 def _score_value(n: Any) -> float:
@@ -1082,15 +1086,48 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
     return aggregate
 
 
-# (slot, its accumulator's apply, the accumulator, the matches left to test or None,
-# the kept signal and score values it invalidates or None)
+# (slot, its accumulator's apply, the accumulator, the test left on an event's
+# properties or None, the keys of the kept values it invalidates or None)
 _Feed = tuple[
     int,
     Callable[[Any, "EventView", SubjectState, "int | None"], Any],
     Acc,
-    "tuple[d.Match, ...] | None",
+    "Callable[[Mapping[str, Any]], bool] | None",
     "frozenset[str] | None",
 ]
+
+
+def _where_check(matches: tuple[d.Match, ...]) -> Callable[[Mapping[str, Any]], bool]:
+    """Whether an event's properties pass the ``where`` of any of ``matches`` (all of
+    them with the event's name, or with none, and a ``where``): ``Match.matches``
+    without the name test, and with a dict ``where`` as a plain loop."""
+    tests = [
+        (None, m.where) if callable(m.where) else (tuple(dict(m.where or {}).items()), None)
+        for m in matches
+    ]
+    if len(tests) == 1 and tests[0][0] is not None and len(tests[0][0]) == 1:
+        ((key, want),) = tests[0][0]
+
+        def one(props: Mapping[str, Any]) -> bool:  # the common case: where={"k": v}
+            return key in props and bool(props[key] == want)
+
+        return one
+
+    def any_of(props: Mapping[str, Any]) -> bool:
+        for items, fn in tests:
+            if fn is not None:
+                if fn(props):
+                    return True
+                continue
+            assert items is not None
+            for key, want in items:
+                if key not in props or props[key] != want:
+                    break
+            else:
+                return True
+        return False
+
+    return any_of
 
 
 def _did_within(plan: Plan, node: d.Compare) -> Fn | None:
@@ -1299,15 +1336,11 @@ class Plan:
         feeds = self._feeds.get((name, kind))
         if feeds is None:  # (not `or`: an event that feeds nothing caches an empty list)
             feeds = self._feeds_of(name, kind)
-        for slot, apply, acc, checks, drop in feeds:
-            if checks is not None:
-                for m in checks:
-                    if m.matches(name, props):
-                        break
-                else:  # no match: this event does not feed the slot
-                    if moved:
-                        slots[slot] = acc.refirst(slots[slot], s)
-                    continue
+        for slot, apply, acc, check, drop in feeds:
+            if check is not None and not check(props):  # this event does not feed the slot
+                if moved:
+                    slots[slot] = acc.refirst(slots[slot], s)
+                continue
             if (
                 drop is not None
                 and memo
@@ -1349,7 +1382,8 @@ class Plan:
                     relevant = tuple(m for m in matches if m.event in (None, name))
                     always = not matches or any(m.where is None for m in relevant)
                     drop = self.memo_of_slot[slot]
-                    feeds.append((slot, acc.apply, acc, None if always else relevant, drop))
+                    check = None if always else _where_check(relevant)
+                    feeds.append((slot, acc.apply, acc, check, drop))
             if len(self._feeds) < 10_000:  # event names come from callers: bound the cache
                 self._feeds[(name, kind)] = feeds
         return feeds
@@ -1373,24 +1407,55 @@ class Plan:
         scores of the result are then partial), and every score too with
         ``scores=True`` (the result's scores are then complete, its signals not).
         """
-        e = _Eval(self, s, t, kind, ctx)
+        # Values still kept are read here directly; an _Eval (whose lookups also
+        # gather validity for what is being computed) is made at the first that is not.
+        _revalidate(s, t, ctx)
+        memo, newest = s.memo, s.newest
+        e: _Eval | None = None
+        signals: dict[str, bool] = {}
+        out_scores: dict[str, float] = {}
         if latch:
             for name in self.latched:
-                if name not in s.latches and e.signal(name):
+                if name in s.latches:
+                    continue
+                kept = memo.get(name)
+                if kept is not None and kept[1] > t and (kept[2] is _ANY or kept[2] == newest):
+                    v = signals[name] = kept[0]
+                else:
+                    e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
+                    v = e.signal(name)
+                if v:
                     s.latches[name] = t
                     # TEV scores read the latch. (What they kept is dropped anyway:
                     # the activation they read turned true. Cheap insurance: rare.)
-                    s.memo.clear()
+                    memo.clear()
         if full:
             for name in self.model.signals:
-                e.signal(name)
+                kept = memo.get(name)
+                if kept is not None and kept[1] > t and (kept[2] is _ANY or kept[2] == newest):
+                    signals[name] = kept[0]
+                else:
+                    e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
+                    e.signal(name)
         if full or scores:
-            for name in self.model.scores:
-                e.score(name)
-        rule = e.rule()
-        kept = s.memo.get(_RULE)
-        until = kept[1] if kept is not None and kept[1] < NEVER else None
-        return Evaluation(t, e.signals, e.scores, rule, until)
+            for name, key in self.score_keys.items():
+                kept = memo.get(key)
+                if kept is not None and kept[1] > t and (kept[2] is _ANY or kept[2] == newest):
+                    out_scores[name] = kept[0]
+                else:
+                    e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
+                    e.score(name)
+        rule_fn = self.rule_fns[kind]
+        rule, until = False, None
+        if rule_fn is not None:
+            kept = memo.get(_RULE)
+            if kept is None or kept[1] <= t or not (kept[2] is _ANY or kept[2] == newest):
+                e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
+                e._keep(_RULE, rule_fn)
+                kept = memo[_RULE]
+            rule = kept[0]
+            until = kept[1] if kept[1] < NEVER else None
+        return Evaluation(t, signals, out_scores, rule, until)
 
     def next_due(self, s: SubjectState, t: int, kind: SubjectKind) -> int | None:
         """The earliest time after ``t`` at which time alone may change the subject's rule."""
