@@ -6,12 +6,15 @@ that the incremental engine and the naive oracle both give it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import oracle
 from oracle import DAY, HOUR, Kind, Track
@@ -34,7 +37,7 @@ from pqlkit import (
     trait,
 )
 from pqlkit import _dsl as d
-from pqlkit._engine import Context, Plan
+from pqlkit._engine import Context, Plan, _key
 from pqlkit.exceptions import ModelError
 from strategies import T0
 
@@ -640,3 +643,20 @@ def test_an_event_that_feeds_nothing_is_looked_up_once(monkeypatch: pytest.Monke
     monkeypatch.setattr(plan, "_feeds_of", again)
     plan.apply(state, HOUR, "page_viewed", {}, "u1", "user")
     assert state.events == 2
+
+
+@given(
+    value=st.one_of(
+        st.text(),
+        st.text(alphabet=st.characters(max_codepoint=127)),
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.none(),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+    )
+)
+def test_a_set_key_is_the_canonical_json_of_the_value(value: Any) -> None:
+    """distinct() keys are stored in states: the fast paths must give json.dumps's text."""
+    assert _key(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))

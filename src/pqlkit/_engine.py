@@ -55,6 +55,13 @@ def _num(v: Any) -> float | None:
 
 
 def _key(v: Any) -> str:
+    """A value as a set key: its canonical JSON (what is stored in a state)."""
+    t = type(v)
+    if t is str:
+        if v.isascii() and v.isprintable() and '"' not in v and "\\" not in v:
+            return f'"{v}"'  # what json.dumps gives: nothing to escape
+    elif t is int:
+        return str(v)
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
@@ -277,14 +284,17 @@ class _Windowed(Acc):
                             del times[bisect.bisect_left(times, old)]
                         bisect.insort(times, ts)
                         latest[x] = ts
-                lo = bisect.bisect_right(times, cut)
-                if _trim_due(lo, len(times)):
-                    st[0] = {k: v for k, v in latest.items() if v > cut}
-                    st[1] = times[lo:]
+                if len(times) > _TRIM_MIN and times[0] <= cut:  # else nothing to drop yet
+                    lo = bisect.bisect_right(times, cut)
+                    if _trim_due(lo, len(times)):
+                        st[0] = {k: v for k, v in latest.items() if v > cut}
+                        st[1] = times[lo:]
                 return st
             if ts > cut:
                 self._add_entry(st, ts, x)
             entries = st[1]
+            if len(entries) <= _TRIM_MIN or entries[0][0] > cut:
+                return st  # nothing to drop yet
             lo = bisect.bisect_right(entries, cut, key=_TS)
             if _trim_due(lo, len(entries)):
                 base = entries[lo - 1][2]
@@ -490,7 +500,7 @@ class ActiveDaysAcc(DistinctAcc):
                         times[i] = ts
                 else:
                     times.insert(i, ts)
-        if st and st[0] <= cut:
+        if len(st) > _TRIM_MIN and st[0] <= cut:  # else nothing to drop yet
             lo = bisect.bisect_right(st, cut)
             if _trim_due(lo, len(st)):
                 del st[:lo]
