@@ -6,6 +6,7 @@ import gc
 import os
 import random
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -917,14 +918,19 @@ def test_identify_rejects_the_reserved_account_trait(store: pqlkit.Store) -> Non
     assert info.value.field == "traits.$account_id"
 
 
-def test_default_message_ids_are_random_uuid4s() -> None:
+def test_default_message_ids_are_unique_time_ordered_uuid7s() -> None:
     from pqlkit._process import new_message_id
 
-    ids = {new_message_id() for _ in range(2_000)}
-    assert len(ids) == 2_000
+    ids = [new_message_id() for _ in range(2_000)]
+    assert len(set(ids)) == 2_000
     for text in ids:
         parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        ms = parsed.int >> 80  # the first 48 bits: the Unix time in milliseconds
+        assert abs(ms / 1000 - time.time()) < 60
+    time.sleep(0.002)
+    later = new_message_id()
+    assert later > max(ids)  # a later millisecond sorts after (as text too)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")

@@ -441,7 +441,8 @@ class Client:
             account_id: The account it counts for too.
             timestamp: When it happened (aware; default: the clock's now). Events
                 may arrive out of order.
-            message_id: Idempotency key; a repeated one is ignored. Default: a UUID.
+            message_id: Idempotency key; a repeated one is ignored. Default: a fresh
+                time-ordered UUID (version 7).
             connection: PostgresStore only: your psycopg connection, to write the
                 event (and any qualification it fires) inside your own open
                 transaction. pqlkit never commits it: your commit keeps the event,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 pid = os.getpid()
 """This process's id (read it as ``_process.pid``: it changes in a forked child)."""
@@ -17,18 +18,22 @@ _rng = random.Random()  # seeded from os.urandom
 
 
 def new_message_id() -> str:
-    """A random UUID (version 4) as text, in the format of ``str(uuid.uuid4())``.
+    """A fresh message id: a version 7 UUID (RFC 9562) as text.
 
-    From this process's Mersenne Twister stream (seeded from ``os.urandom``, and
-    seeded again in a forked child, so parent and child never share a stream):
-    122 random bits make a collision as unlikely as with ``uuid4()``. Message ids
-    are idempotency keys, not secrets.
+    Its first 48 bits are the Unix time in milliseconds, so ids are stored in
+    about the order they are made: a store's unique index on them grows at its
+    right end instead of at random pages (fewer pages touched per insert, fewer
+    to checkpoint). The other 74 bits come from this process's Mersenne Twister
+    stream (seeded from ``os.urandom``, and again in a forked child, so parent and
+    child never share a stream): two ids of one millisecond collide with odds of
+    2**-74. Message ids are idempotency keys, not secrets.
     """
-    h = "%032x" % (_rng.getrandbits(128) & _RANDOM_BITS | _VERSION_4)
+    n = (time.time_ns() // 1_000_000) << 80 | _rng.getrandbits(80)
+    h = "%032x" % (n & _RANDOM_BITS | _VERSION_7)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_VERSION_4 = (4 << 76) | (2 << 62)  # the version nibble, and the RFC 4122 variant bits
+_VERSION_7 = (7 << 76) | (2 << 62)  # the version nibble, and the RFC 4122 variant bits
 _RANDOM_BITS = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 
 
