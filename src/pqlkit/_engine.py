@@ -103,7 +103,7 @@ class SubjectState:
     qualification: Any = None
     seq: int = 0  # the arrival seq of the newest event folded in (events after it: a tail)
     # Not stored: signal, score and rule values from earlier evaluations (see
-    # _Eval and Plan._memoize) by key (Plan.keys), each ``(value, until, newest)``;
+    # _Eval and Plan._memoize) by key (Plan.score_keys), each ``(value, until, newest)``;
     # valid for the traits in `memo_ctx`, and for evaluations from `memo_t` on.
     memo: dict[str, _Kept] = attrs.field(factory=dict, eq=False, repr=False)
     memo_ctx: tuple[Any, Any] | None = attrs.field(default=None, eq=False, repr=False)
