@@ -597,6 +597,19 @@ def test_a_tev_score_whose_activation_is_not_latched_yet_follows_t() -> None:
     assert plan.evaluate(state, 6 * DAY, "user", ctx).scores["tev"] == pytest.approx(100 * 1.5 / 3)
 
 
+def test_a_late_event_reviving_a_key_that_left_the_window_counts_again() -> None:
+    """As for days: a distinct key back inside the window drops what was kept."""
+    plan = Plan(Model("memo", signals={"two": distinct("a", "k", within=days(2)) >= 2}))
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {"k": "x"}, "u1")
+    plan.apply(state, DAY + 20 * HOUR, "a", {"k": "y"}, "u1")
+    assert not plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["two"]  # x left
+    plan.apply(state, 23 * HOUR, "a", {"k": "x"}, "u1")  # late: x inside again
+    assert plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["two"]
+    plan.apply(state, 2 * DAY, "a", {"k": "y"}, "u1")  # y was inside all along: kept
+    assert state.memo["two"][0] is True
+
+
 def test_names_must_be_printable() -> None:
     with pytest.raises(ModelError) as info:
         Model("m", signals={"\x00rule": did("x")})

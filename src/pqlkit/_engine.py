@@ -177,10 +177,9 @@ class Acc:
     def next_change(self, st: Any, t: int, s: SubjectState) -> int | None:
         return None
 
-    keeps: Callable[[Any, EventView, SubjectState], bool] | None = None
-    """If set: whether folding the event into ``st`` leaves the value unchanged for
-    every evaluation a kept value could serve (called before ``apply``, after
-    ``s.newest`` took the event in), so the values that read it stay kept."""
+    fold: Callable[[Any, EventView, SubjectState, int | None], tuple[Any, bool]] | None = None
+    """If set: ``apply`` that also says whether the value stayed the same for every
+    evaluation a kept value could serve (so the values that read it stay kept)."""
 
 
 # Lazy trimming: entries with ts <= newest - D can never count again (T never goes
@@ -230,28 +229,45 @@ class _Windowed(Acc):
         self.sfs = _us(sfs) if sfs is not None else None
         self.time_dependent = self.within is not None
         if self.within is not None and self.is_set:
-            self.keeps = self._keeps_set
+            self.fold = self._fold_set
 
     def contribution(self, ev: EventView) -> Any:
         raise NotImplementedError
 
-    def _keeps_set(self, st: Any, ev: EventView, s: SubjectState) -> bool:
-        """A windowed set keeps its size when the event's key was inside the window
-        at every time a kept value holds for (from ``s.memo_t`` on) and stays inside
-        longer now, when the key is new but outside the window, or when it has none.
-
-        A key inside the window at the kept value's own time bounds that value's
-        ``until`` by its exit: until then it counts, before and after the event.
+    def _fold_set(
+        self, st: Any, ev: EventView, s: SubjectState, old_first: int | None
+    ) -> tuple[Any, bool]:
+        """``apply`` for a set with a window. Its size stays the same for the kept
+        values when the event has no key, when its key is outside the window (it
+        never counts again), or when its key was inside the window at every time a
+        kept value holds for (from ``s.memo_t`` on) and now stays inside longer: a
+        key inside the window at a kept value's own time bounds that value's
+        ``until`` by its exit, and until then it counts, before and after the event.
         """
         x = self.contribution(ev)
         if x is None:
-            return True
-        assert self.within is not None
+            return st, True
+        within = self.within
+        assert within is not None
         assert s.newest is not None
-        if ev.ts <= s.newest - self.within:
-            return True  # never counts again
-        old = st[0].get(x)
-        return old is not None and (old >= ev.ts or old > s.memo_t - self.within)
+        cut = s.newest - within
+        ts = ev.ts
+        latest, times = st
+        kept = True
+        if ts > cut:
+            old = latest.get(x)
+            if old is None or old < ts:
+                kept = old is not None and old > s.memo_t - within
+                if old is not None:
+                    del times[bisect.bisect_left(times, old)]
+                bisect.insort(times, ts)
+                latest[x] = ts
+        if len(times) > _TRIM_MIN and times[0] <= cut:  # else nothing to drop yet
+            lo = bisect.bisect_right(times, cut)
+            if _trim_due(lo, len(times)):
+                st[0] = {k: v for k, v in latest.items() if v > cut}
+                st[1] = times[lo:]
+        return st, kept
 
     def _units(self, x: Any) -> tuple[int, int]:
         """An entry's value as ``(n, p)``, exactly ``n * 2**-p`` (what a sum adds)."""
@@ -274,22 +290,9 @@ class _Windowed(Acc):
         assert s.newest is not None
         assert s.first is not None
         if self.within is not None:
-            cut = s.newest - self.within
             if self.is_set:
-                latest, times = st
-                if ts > cut:
-                    old = latest.get(x)
-                    if old is None or old < ts:
-                        if old is not None:
-                            del times[bisect.bisect_left(times, old)]
-                        bisect.insort(times, ts)
-                        latest[x] = ts
-                if len(times) > _TRIM_MIN and times[0] <= cut:  # else nothing to drop yet
-                    lo = bisect.bisect_right(times, cut)
-                    if _trim_due(lo, len(times)):
-                        st[0] = {k: v for k, v in latest.items() if v > cut}
-                        st[1] = times[lo:]
-                return st
+                return self._fold_set(st, ev, s, old_first)[0]
+            cut = s.newest - self.within
             if ts > cut:
                 self._add_entry(st, ts, x)
             entries = st[1]
@@ -452,59 +455,57 @@ class ActiveDaysAcc(DistinctAcc):
     def __init__(self, node: d.ActiveDays) -> None:
         _Windowed.__init__(self, node)
         if self.within is not None:
-            self.keeps = self._keeps_days
+            self.fold = self._fold_days
 
     def contribution(self, ev: EventView) -> Any:
         return str(ev.ts // DAY_US)
-
-    def _keeps_days(self, st: Any, ev: EventView, s: SubjectState) -> bool:
-        """As ``_Windowed._keeps_set``, for the sorted list of each day's latest time."""
-        assert self.within is not None
-        assert s.newest is not None
-        ts = ev.ts
-        if ts <= s.newest - self.within:
-            return True
-        times: list[int] = st
-        day = ts // DAY_US
-        i = len(times) - 1
-        if i < 0 or times[i] // DAY_US != day:
-            i = bisect.bisect_left(times, day * DAY_US)
-            if i == len(times) or times[i] // DAY_US != day:
-                return False  # a new day
-        old = times[i]
-        return old >= ts or old > s.memo_t - self.within
 
     def init(self) -> Any:
         return [] if self.within is not None else super().init()
 
     def apply(self, st: Any, ev: EventView, s: SubjectState, old_first: int | None) -> Any:
-        within = self.within
-        if within is None:
+        if self.within is None:
             return super().apply(st, ev, s, old_first)
+        return self._fold_days(st, ev, s, old_first)[0]
+
+    def _fold_days(
+        self, st: Any, ev: EventView, s: SubjectState, old_first: int | None
+    ) -> tuple[Any, bool]:
+        """``apply`` with a window, and whether the number of days stays the same for
+        the kept values (as ``_Windowed._fold_set``, with days for keys)."""
+        within = self.within
+        assert within is not None
         assert s.newest is not None
         cut = s.newest - within
         ts = ev.ts
+        times: list[int] = st
+        kept = True
         if ts > cut:
-            times: list[int] = st
             day = ts // DAY_US
             last = times[-1] // DAY_US if times else -1
             if day > last:
                 times.append(ts)  # the common case: a new latest day
+                kept = False
             elif day == last:
-                if ts > times[-1]:
+                old = times[-1]
+                if ts > old:
+                    kept = old > s.memo_t - within
                     times[-1] = ts
             else:  # a late event: find its day
                 i = bisect.bisect_left(times, day * DAY_US)
                 if i < len(times) and times[i] // DAY_US == day:
-                    if ts > times[i]:
+                    old = times[i]
+                    if ts > old:
+                        kept = old > s.memo_t - within
                         times[i] = ts
                 else:
                     times.insert(i, ts)
+                    kept = False
         if len(st) > _TRIM_MIN and st[0] <= cut:  # else nothing to drop yet
             lo = bisect.bisect_right(st, cut)
             if _trim_due(lo, len(st)):
                 del st[:lo]
-        return st
+        return st, kept
 
     def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
         if self.within is None:
@@ -1097,13 +1098,15 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
 
 
 # (slot, its accumulator's apply, the accumulator, the test left on an event's
-# properties or None, the keys of the kept values it invalidates or None)
+# properties or None, the keys of the kept values it invalidates or None, its fold
+# or None)
 _Feed = tuple[
     int,
     Callable[[Any, "EventView", SubjectState, "int | None"], Any],
     Acc,
     "Callable[[Mapping[str, Any]], bool] | None",
     "frozenset[str] | None",
+    "Callable[[Any, EventView, SubjectState, int | None], tuple[Any, bool]] | None",
 ]
 
 
@@ -1346,20 +1349,20 @@ class Plan:
         feeds = self._feeds.get((name, kind))
         if feeds is None:  # (not `or`: an event that feeds nothing caches an empty list)
             feeds = self._feeds_of(name, kind)
-        for slot, apply, acc, check, drop in feeds:
+        for slot, apply, acc, check, drop, fold in feeds:
             if check is not None and not check(props):  # this event does not feed the slot
                 if moved:
                     slots[slot] = acc.refirst(slots[slot], s)
                 continue
-            if (
-                drop is not None
-                and memo
-                and not memo.keys().isdisjoint(drop)
-                and (acc.keeps is None or not acc.keeps(slots[slot], ev, s))
-            ):
+            if fold is not None:
+                slots[slot], kept = fold(slots[slot], ev, s, old_first)
+                if kept:
+                    continue  # the values that read it hold as they are
+            else:
+                slots[slot] = apply(slots[slot], ev, s, old_first)
+            if drop is not None and memo and not memo.keys().isdisjoint(drop):
                 for key in memo.keys() & drop:
                     del memo[key]
-            slots[slot] = apply(slots[slot], ev, s, old_first)
         if moved:
             memo.clear()
             fed = {feed[0] for feed in feeds}
@@ -1393,7 +1396,7 @@ class Plan:
                     always = not matches or any(m.where is None for m in relevant)
                     drop = self.memo_of_slot[slot]
                     check = None if always else _where_check(relevant)
-                    feeds.append((slot, acc.apply, acc, check, drop))
+                    feeds.append((slot, acc.apply, acc, check, drop, acc.fold))
             if len(self._feeds) < 10_000:  # event names come from callers: bound the cache
                 self._feeds[(name, kind)] = feeds
         return feeds
