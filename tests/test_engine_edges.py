@@ -528,27 +528,34 @@ def test_a_windowed_value_is_kept_until_its_window_lets_go() -> None:
 
 
 def test_an_idle_comparison_outlives_newer_events_while_they_cannot_flip_it() -> None:
-    plan = Plan(Model("memo", signals={"dormant": idle() >= days(3), "quiet": idle() < days(3)}))
+    plan = Plan(
+        Model(
+            "memo",
+            signals={"dormant": idle() >= days(3), "quiet": idle() < days(3)},
+            pql=d.signal("dormant"),
+        )
+    )
     state, ctx = plan.new_state(), Context({}, {})
     plan.apply(state, 0, "a", {}, "u1")
     ev = plan.evaluate(state, HOUR, "user", ctx)
     assert ev.signals == {"dormant": False, "quiet": True}
-    # a newer event makes idle smaller: neither can flip sooner, both are kept
-    # (their flip time, 3 days after the first "a", now early: safe)
+    assert ev.until == 3 * DAY  # when the rule (dormant) turns true with time alone
+    kept = dict(state.memo)
+    # a newer event makes idle smaller: neither can flip sooner, both are kept,
+    # and the time they hold until moves with the newest event
     plan.apply(state, 2 * HOUR, "a", {}, "u1")
-    ev = plan.evaluate(state, 2 * DAY, "user", ctx)
+    ev = plan.evaluate(state, 3 * DAY, "user", ctx)  # 3 days after the first "a" only
     assert ev.signals == {"dormant": False, "quiet": True}
-    assert state.memo["dormant"][:2] == (False, 3 * DAY)
-    assert state.memo["quiet"][:2] == (True, 3 * DAY)
-    ev = plan.evaluate(state, 3 * DAY, "user", ctx)  # recomputed: 3 days after the first only
-    assert ev.signals == {"dormant": False, "quiet": True}
-    assert state.memo["dormant"][:2] == (False, 3 * DAY + 2 * HOUR)
-    ev = plan.evaluate(state, 4 * DAY, "user", ctx)
+    assert ev.until == 3 * DAY + 2 * HOUR
+    assert all(state.memo[key] is kept[key] for key in ("dormant", "quiet"))
+    ev = plan.evaluate(state, 3 * DAY + 2 * HOUR, "user", ctx)
     assert ev.signals == {"dormant": True, "quiet": False}
+    assert ev.until is None  # true until an event comes
     # a newer event would flip these: kept only while the newest event stays the same
     plan.apply(state, 4 * DAY, "a", {}, "u1")
     ev = plan.evaluate(state, 4 * DAY, "user", ctx)
     assert ev.signals == {"dormant": False, "quiet": True}
+    assert ev.until == 7 * DAY
 
 
 def test_an_event_on_a_day_already_counted_keeps_what_reads_active_days() -> None:
@@ -608,6 +615,19 @@ def test_a_late_event_reviving_a_key_that_left_the_window_counts_again() -> None
     assert plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["two"]
     plan.apply(state, 2 * DAY, "a", {"k": "y"}, "u1")  # y was inside all along: kept
     assert state.memo["two"][0] is True
+
+
+def test_the_due_time_follows_the_first_key_to_leave_the_window() -> None:
+    """An event by the user whose exit the kept rule held until moves that end later
+    (the account is due when its last user leaves, not when that user first would have)."""
+    plan = Plan(Model("due", signals={"x": did("x")}, pqa=active_users(within=days(2)) >= 1))
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {}, "u1", "account")
+    assert plan.evaluate(state, 0, "account", ctx).until == 2 * DAY
+    plan.apply(state, HOUR, "a", {}, "u2", "account")  # another user: u1 still leaves first
+    assert plan.evaluate(state, HOUR, "account", ctx).until == 2 * DAY
+    plan.apply(state, 3 * HOUR, "a", {}, "u1", "account")  # u1 again: u2 now leaves first
+    assert plan.evaluate(state, 3 * HOUR, "account", ctx).until == 2 * DAY + HOUR
 
 
 def test_names_must_be_printable() -> None:

@@ -71,10 +71,12 @@ NEVER = 1 << 62
 _ANY = object()
 """In a kept value: it holds whatever the subject's newest event time becomes."""
 
-_Kept = tuple[Any, int, Any]
-"""A kept value: ``(value, until, newest)``. It holds for evaluations at times
-before ``until``, while the subject's newest event time is ``newest`` (or any, if
-``newest`` is ``_ANY``), until an event feeds a slot it reads."""
+_Kept = tuple[Any, int, Any, int]
+"""A kept value: ``(value, until, newest, idle)``. It holds for evaluations at times
+before ``until`` and before the subject's newest event time plus ``idle`` (the
+first flip of an ``idle()`` comparison it reads: it moves with newer events), while
+the newest event time is ``newest`` (or any, if ``newest`` is ``_ANY``), until an
+event feeds a slot it reads."""
 
 STATE_LAYOUT = 4
 """The layout of a stored state: bump when the meaning of the stored state changes.
@@ -103,7 +105,7 @@ class SubjectState:
     qualification: Any = None
     seq: int = 0  # the arrival seq of the newest event folded in (events after it: a tail)
     # Not stored: signal, score and rule values from earlier evaluations (see
-    # _Eval and Plan._memoize) by key (Plan.score_keys), each ``(value, until, newest)``;
+    # _Eval and Plan._memoize) by key (Plan.score_keys), each a _Kept;
     # valid for the traits in `memo_ctx`, and for evaluations from `memo_t` on.
     memo: dict[str, _Kept] = attrs.field(factory=dict, eq=False, repr=False)
     memo_ctx: tuple[Any, Any] | None = attrs.field(default=None, eq=False, repr=False)
@@ -190,6 +192,14 @@ class Acc:
 _TRIM_MIN = 32
 
 
+def _stays_inside(times: list[int], old: int, cut: int) -> bool:
+    """Whether moving the entry ``old`` of the sorted ``times`` later changes no kept
+    value: it was inside the window (after ``cut``, the window's start at the latest
+    evaluation) and was not the first to leave it (whose exit kept values hold until,
+    and which now comes later: they would be kept with too early an end)."""
+    return old > cut and times[bisect.bisect_right(times, cut)] != old
+
+
 def _trim_due(lo: int, n: int) -> bool:
     """Whether an expired prefix of ``lo`` of ``n`` entries is long enough to drop."""
     return lo > _TRIM_MIN and 4 * lo > n
@@ -257,7 +267,7 @@ class _Windowed(Acc):
         if ts > cut:
             old = latest.get(x)
             if old is None or old < ts:
-                kept = old is not None and old > s.memo_t - within
+                kept = old is not None and _stays_inside(times, old, s.memo_t - within)
                 if old is not None:
                     del times[bisect.bisect_left(times, old)]
                 bisect.insort(times, ts)
@@ -489,14 +499,14 @@ class ActiveDaysAcc(DistinctAcc):
             elif day == last:
                 old = times[-1]
                 if ts > old:
-                    kept = old > s.memo_t - within
+                    kept = _stays_inside(times, old, s.memo_t - within)
                     times[-1] = ts
             else:  # a late event: find its day
                 i = bisect.bisect_left(times, day * DAY_US)
                 if i < len(times) and times[i] // DAY_US == day:
                     old = times[i]
                     if ts > old:
-                        kept = old > s.memo_t - within
+                        kept = _stays_inside(times, old, s.memo_t - within)
                         times[i] = ts
                 else:
                     times.insert(i, ts)
@@ -737,14 +747,15 @@ class _Eval:
 
     Each value is kept with how long it holds (see ``_Kept``): while one is
     computed, ``until`` gathers the earliest time at which time alone may change
-    what it reads (a window's next exit, an ``idle()`` comparison's flip) and
-    ``sensitive`` whether a newer event could change it without feeding a slot
-    (what it reads of ``idle()``).
+    what it reads (a window's next exit), ``idle`` the same after the newest event
+    (an ``idle()`` comparison's flip) and ``sensitive`` whether a newer event could
+    change it without feeding a slot (what it reads of ``idle()``).
     """
 
     __slots__ = (
         "aggs",
         "ctx",
+        "idle",
         "kind",
         "newest",
         "plan",
@@ -777,6 +788,7 @@ class _Eval:
         self.scores: dict[str, float] = {} if scores is None else scores
         self.aggs: dict[int, Any] = {}
         self.until = NEVER
+        self.idle = NEVER
         self.sensitive = False
 
     def _kept(self, key: str) -> _Kept | None:
@@ -784,26 +796,31 @@ class _Eval:
         kept = self.s.memo.get(key)
         if kept is None:
             return None
-        if kept[1] <= self.t or not (kept[2] is _ANY or kept[2] == self.newest):
+        if not _holds(kept, self.t, self.newest):
             del self.s.memo[key]
             return None
         if kept[1] < self.until:
             self.until = kept[1]
+        if kept[3] < self.idle:
+            self.idle = kept[3]
         if kept[2] is not _ANY:
             self.sensitive = True
         return kept
 
     def _keep(self, key: str, fn: Fn, *, score: bool = False) -> Any:
         """Compute ``fn`` and keep it under ``key`` with its own validity."""
-        outer_until, outer_sensitive = self.until, self.sensitive
-        self.until, self.sensitive = NEVER, False
+        outer = self.until, self.idle, self.sensitive
+        self.until, self.idle, self.sensitive = NEVER, NEVER, False
         try:
             v = _score_value(fn(self)) if score else bool(fn(self))
-            self.s.memo[key] = (v, self.until, self.newest if self.sensitive else _ANY)
+            guard = self.newest if self.sensitive else _ANY
+            self.s.memo[key] = (v, self.until, guard, self.idle)
         finally:
-            if outer_until < self.until:
-                self.until = outer_until
-            self.sensitive = self.sensitive or outer_sensitive
+            if outer[0] < self.until:
+                self.until = outer[0]
+            if outer[1] < self.idle:
+                self.idle = outer[1]
+            self.sensitive = self.sensitive or outer[2]
         return v
 
     def signal(self, name: str) -> bool:
@@ -856,6 +873,14 @@ class _Eval:
 
 
 Fn = Callable[[_Eval], Any]
+
+
+def _holds(kept: _Kept, t: int, newest: int | None) -> bool:
+    """Whether a kept value serves an evaluation at ``t`` of a subject whose newest
+    event time is ``newest`` (nothing fed what it reads since it was kept)."""
+    if kept[1] <= t or not (kept[2] is _ANY or kept[2] == newest):
+        return False
+    return kept[3] == NEVER or (newest is not None and newest + kept[3] > t)
 
 
 def _revalidate(s: SubjectState, t: int, ctx: Context) -> None:
@@ -911,7 +936,10 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
         if isinstance(node.left, d.Idle) and isinstance(b, timedelta):
             b_us = _us(b)
 
-            flips = (b_us, b_us + 1)  # idle - B changes sign around these offsets
+            # after the newest event, when the comparison changes as idle() grows
+            flips = {">=": (b_us,), "<": (b_us,), ">": (b_us + 1,), "<=": (b_us + 1,)}.get(
+                node.op, (b_us, b_us + 1)
+            )
             # a newer event makes idle smaller: this value may then flip
             fragile = {">=": True, ">": True, "<=": False, "<": False}.get(node.op)
 
@@ -924,8 +952,8 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
                 v = bool(op(max(0, t - newest), b_us))
                 for off in flips:
                     if newest + off > t:
-                        if newest + off < e.until:
-                            e.until = newest + off
+                        if off < e.idle:
+                            e.idle = off  # after the newest event, whichever it becomes
                         break
                 if fragile is None or fragile == v:
                     e.sensitive = True
@@ -1432,7 +1460,7 @@ class Plan:
                 if name in s.latches:
                     continue
                 kept = memo.get(name)
-                if kept is not None and kept[1] > t and (kept[2] is _ANY or kept[2] == newest):
+                if kept is not None and _holds(kept, t, newest):
                     v = signals[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
@@ -1445,7 +1473,7 @@ class Plan:
         if full:
             for name in self.model.signals:
                 kept = memo.get(name)
-                if kept is not None and kept[1] > t and (kept[2] is _ANY or kept[2] == newest):
+                if kept is not None and _holds(kept, t, newest):
                     signals[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
@@ -1453,7 +1481,7 @@ class Plan:
         if full or scores:
             for name, key in self.score_keys.items():
                 kept = memo.get(key)
-                if kept is not None and kept[1] > t and (kept[2] is _ANY or kept[2] == newest):
+                if kept is not None and _holds(kept, t, newest):
                     out_scores[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
@@ -1462,12 +1490,13 @@ class Plan:
         rule, until = False, None
         if rule_fn is not None:
             kept = memo.get(_RULE)
-            if kept is None or kept[1] <= t or not (kept[2] is _ANY or kept[2] == newest):
+            if kept is None or not _holds(kept, t, newest):
                 e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
                 e._keep(_RULE, rule_fn)
                 kept = memo[_RULE]
             rule = kept[0]
-            until = kept[1] if kept[1] < NEVER else None
+            end = kept[1] if kept[3] == NEVER or newest is None else min(kept[1], newest + kept[3])
+            until = end if end < NEVER else None
         return Evaluation(t, signals, out_scores, rule, until)
 
     def next_due(self, s: SubjectState, t: int, kind: SubjectKind) -> int | None:
