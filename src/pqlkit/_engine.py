@@ -1460,7 +1460,12 @@ class Plan:
                 if name in s.latches:
                     continue
                 kept = memo.get(name)
-                if kept is not None and _holds(kept, t, newest):
+                if (
+                    kept is not None
+                    and kept[1] > t
+                    and (kept[2] is _ANY or kept[2] == newest)
+                    and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
+                ):
                     v = signals[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
@@ -1473,7 +1478,12 @@ class Plan:
         if full:
             for name in self.model.signals:
                 kept = memo.get(name)
-                if kept is not None and _holds(kept, t, newest):
+                if (
+                    kept is not None
+                    and kept[1] > t
+                    and (kept[2] is _ANY or kept[2] == newest)
+                    and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
+                ):
                     signals[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
@@ -1481,7 +1491,12 @@ class Plan:
         if full or scores:
             for name, key in self.score_keys.items():
                 kept = memo.get(key)
-                if kept is not None and _holds(kept, t, newest):
+                if (
+                    kept is not None
+                    and kept[1] > t
+                    and (kept[2] is _ANY or kept[2] == newest)
+                    and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
+                ):
                     out_scores[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
