@@ -76,7 +76,8 @@ _Kept = tuple[Any, int, Any, int]
 before ``until`` and before the subject's newest event time plus ``idle`` (the
 first flip of an ``idle()`` comparison it reads: it moves with newer events), while
 the newest event time is ``newest`` (or any, if ``newest`` is ``_ANY``), until an
-event feeds a slot it reads."""
+event feeds a slot it reads. (The check is written out where evaluations read kept
+values: ``_Eval._kept`` and ``Plan.evaluate``; a call per read costs more than it.)"""
 
 STATE_LAYOUT = 4
 """The layout of a stored state: bump when the meaning of the stored state changes.
@@ -192,12 +193,12 @@ class Acc:
 _TRIM_MIN = 32
 
 
-def _stays_inside(times: list[int], old: int, cut: int) -> bool:
-    """Whether moving the entry ``old`` of the sorted ``times`` later changes no kept
+def _stays_inside(times: list[int], j: int, cut: int) -> bool:
+    """Whether moving ``times[j]`` (of the sorted ``times``) later changes no kept
     value: it was inside the window (after ``cut``, the window's start at the latest
     evaluation) and was not the first to leave it (whose exit kept values hold until,
     and which now comes later: they would be kept with too early an end)."""
-    return old > cut and times[bisect.bisect_right(times, cut)] != old
+    return times[j] > cut and j > 0 and times[j - 1] > cut
 
 
 def _trim_due(lo: int, n: int) -> bool:
@@ -267,9 +268,11 @@ class _Windowed(Acc):
         if ts > cut:
             old = latest.get(x)
             if old is None or old < ts:
-                kept = old is not None and _stays_inside(times, old, s.memo_t - within)
+                kept = False
                 if old is not None:
-                    del times[bisect.bisect_left(times, old)]
+                    j = bisect.bisect_left(times, old)
+                    kept = _stays_inside(times, j, s.memo_t - within)
+                    del times[j]
                 bisect.insort(times, ts)
                 latest[x] = ts
         if len(times) > _TRIM_MIN and times[0] <= cut:  # else nothing to drop yet
@@ -499,14 +502,14 @@ class ActiveDaysAcc(DistinctAcc):
             elif day == last:
                 old = times[-1]
                 if ts > old:
-                    kept = _stays_inside(times, old, s.memo_t - within)
+                    kept = _stays_inside(times, len(times) - 1, s.memo_t - within)
                     times[-1] = ts
             else:  # a late event: find its day
                 i = bisect.bisect_left(times, day * DAY_US)
                 if i < len(times) and times[i] // DAY_US == day:
                     old = times[i]
                     if ts > old:
-                        kept = _stays_inside(times, old, s.memo_t - within)
+                        kept = _stays_inside(times, i, s.memo_t - within)
                         times[i] = ts
                 else:
                     times.insert(i, ts)
@@ -796,7 +799,12 @@ class _Eval:
         kept = self.s.memo.get(key)
         if kept is None:
             return None
-        if not _holds(kept, self.t, self.newest):
+        t, newest = self.t, self.newest
+        if (
+            kept[1] <= t
+            or not (kept[2] is _ANY or kept[2] == newest)
+            or (kept[3] != NEVER and (newest is None or newest + kept[3] <= t))
+        ):
             del self.s.memo[key]
             return None
         if kept[1] < self.until:
@@ -873,14 +881,6 @@ class _Eval:
 
 
 Fn = Callable[[_Eval], Any]
-
-
-def _holds(kept: _Kept, t: int, newest: int | None) -> bool:
-    """Whether a kept value serves an evaluation at ``t`` of a subject whose newest
-    event time is ``newest`` (nothing fed what it reads since it was kept)."""
-    if kept[1] <= t or not (kept[2] is _ANY or kept[2] == newest):
-        return False
-    return kept[3] == NEVER or (newest is not None and newest + kept[3] > t)
 
 
 def _revalidate(s: SubjectState, t: int, ctx: Context) -> None:
@@ -1505,7 +1505,11 @@ class Plan:
         rule, until = False, None
         if rule_fn is not None:
             kept = memo.get(_RULE)
-            if kept is None or not _holds(kept, t, newest):
+            if kept is None or not (
+                kept[1] > t
+                and (kept[2] is _ANY or kept[2] == newest)
+                and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
+            ):
                 e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
                 e._keep(_RULE, rule_fn)
                 kept = memo[_RULE]
