@@ -271,7 +271,8 @@ class _Windowed(Acc):
                 kept = False
                 if old is not None:
                     j = bisect.bisect_left(times, old)
-                    kept = _stays_inside(times, j, s.memo_t - within)
+                    cut0 = s.memo_t - within  # see _stays_inside (written out: hot path)
+                    kept = old > cut0 and j > 0 and times[j - 1] > cut0
                     del times[j]
                 bisect.insort(times, ts)
                 latest[x] = ts
@@ -502,7 +503,8 @@ class ActiveDaysAcc(DistinctAcc):
             elif day == last:
                 old = times[-1]
                 if ts > old:
-                    kept = _stays_inside(times, len(times) - 1, s.memo_t - within)
+                    cut0 = s.memo_t - within  # see _stays_inside (written out: hot path)
+                    kept = old > cut0 and len(times) > 1 and times[-2] > cut0
                     times[-1] = ts
             else:  # a late event: find its day
                 i = bisect.bisect_left(times, day * DAY_US)
