@@ -630,6 +630,48 @@ def test_the_due_time_follows_the_first_key_to_leave_the_window() -> None:
     assert plan.evaluate(state, 3 * HOUR, "account", ctx).until == 2 * DAY + HOUR
 
 
+def test_active_days_windows_of_one_match_share_one_list() -> None:
+    """habit (7d) and engagement (14d) read one list of day times, each with its window."""
+    model = Model(
+        "days",
+        signals={
+            "week": active_days(within=days(7)) >= 2,
+            "fortnight": active_days(within=days(14)) >= 2,
+        },
+        pql=d.signal("week"),
+    )
+    plan = Plan(model)
+    assert len(plan.accs) == 1
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, 0, "a", {}, "u1")
+    plan.apply(state, 10 * DAY, "a", {}, "u1")
+    ev = plan.evaluate(state, 10 * DAY, "user", ctx)
+    assert ev.signals == {"week": False, "fortnight": True}  # day 0 is out of the week only
+    plan.apply(state, 12 * DAY, "a", {}, "u1")
+    assert plan.evaluate(state, 12 * DAY, "user", ctx).signals == {"week": True, "fortnight": True}
+    # the rule (week) turns false when day 10 leaves the 7-day window, not the 14-day one
+    assert plan.next_due(state, 12 * DAY, "user") == 17 * DAY
+    assert plan.evaluate(state, 12 * DAY, "user", ctx).until == 17 * DAY
+    assert plan.evaluate(state, 17 * DAY, "user", ctx).signals == {"week": False, "fortnight": True}
+
+
+def test_a_late_event_reviving_a_day_for_the_narrow_window_only_drops_what_was_kept() -> None:
+    model = Model(
+        "days",
+        signals={"day": active_days(within=days(1)) >= 1, "week": active_days(within=days(7)) >= 1},
+    )
+    plan = Plan(model)
+    state, ctx = plan.new_state(), Context({}, {})
+    plan.apply(state, -DAY, "a", {}, "u1")
+    plan.apply(state, 10 * HOUR, "a", {}, "u1")
+    # a day later at 11:00, day 0's latest time (10:00) has left the 1-day window
+    ev = plan.evaluate(state, DAY + 11 * HOUR, "user", ctx)
+    assert ev.signals == {"day": False, "week": True}
+    plan.apply(state, 12 * HOUR, "a", {}, "u1")  # late, day 0 at 12:00: inside it again
+    ev = plan.evaluate(state, DAY + 11 * HOUR, "user", ctx)
+    assert ev.signals == {"day": True, "week": True}
+
+
 def test_names_must_be_printable() -> None:
     with pytest.raises(ModelError) as info:
         Model("m", signals={"\x00rule": did("x")})

@@ -25,6 +25,7 @@ the windows, never on the length of the subject's history.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import math
 import operator
@@ -79,13 +80,14 @@ the newest event time is ``newest`` (or any, if ``newest`` is ``_ANY``), until a
 event feeds a slot it reads. (The check is written out where evaluations read kept
 values: ``_Eval._kept`` and ``Plan.evaluate``; a call per read costs more than it.)"""
 
-STATE_LAYOUT = 4
+STATE_LAYOUT = 5
 """The layout of a stored state: bump when the meaning of the stored state changes.
 
 A state stored with another layout is not read: the subject is rebuilt from the log.
 3: windowed count/total keep ``[k, [[ts, x, cum], ...]]`` (exact prefix sums) and
 windowed distinct/active_days/active_users ``[latest, times]``; both trimmed lazily.
 4: windowed active_days keep a sorted list of each day's latest time.
+5: active_days of one match with different windows share one such list (one slot).
 """
 
 
@@ -191,6 +193,12 @@ class Acc:
 # than a quarter of the list (amortized O(1) per event; the list stays under
 # max(live + _TRIM_MIN, 4/3 live) entries after each apply).
 _TRIM_MIN = 32
+
+
+def _exit_within(acc: Any, within: int, st: Any, t: int, s: SubjectState) -> int | None:
+    """``ActiveDaysAcc.exit_within`` as a ``next_change`` for one window."""
+    result: int | None = acc.exit_within(st, t, within)
+    return result
 
 
 def _stays_inside(times: list[int], j: int, cut: int) -> bool:
@@ -470,6 +478,18 @@ class ActiveDaysAcc(DistinctAcc):
         _Windowed.__init__(self, node)
         if self.within is not None:
             self.fold = self._fold_days
+        # The narrowest window reading this list (Plan shares one list between
+        # active_days of one match with different windows; self.within is the widest).
+        self.narrowest = self.within
+
+    def count_within(self, st: list[int], t: int, within: int) -> int:
+        """The days inside a window of ``within`` (at most the list's) at time t."""
+        return len(st) - bisect.bisect_right(st, t - within)
+
+    def exit_within(self, st: list[int], t: int, within: int) -> int | None:
+        """When the first day inside a window of ``within`` at time t leaves it."""
+        i = bisect.bisect_right(st, t - within)
+        return st[i] + within if i < len(st) else None
 
     def contribution(self, ev: EventView) -> Any:
         return str(ev.ts // DAY_US)
@@ -487,8 +507,9 @@ class ActiveDaysAcc(DistinctAcc):
     ) -> tuple[Any, bool]:
         """``apply`` with a window, and whether the number of days stays the same for
         the kept values (as ``_Windowed._fold_set``, with days for keys)."""
-        within = self.within
+        within, narrowest = self.within, self.narrowest
         assert within is not None
+        assert narrowest is not None
         assert s.newest is not None
         cut = s.newest - within
         ts = ev.ts
@@ -496,14 +517,15 @@ class ActiveDaysAcc(DistinctAcc):
         kept = True
         if ts > cut:
             day = ts // DAY_US
-            last = times[-1] // DAY_US if times else -1
-            if day > last:
+            last = times[-1] // DAY_US if times else None
+            if last is None or day > last:
                 times.append(ts)  # the common case: a new latest day
                 kept = False
             elif day == last:
                 old = times[-1]
                 if ts > old:
-                    cut0 = s.memo_t - within  # see _stays_inside (written out: hot path)
+                    # see _stays_inside (written out: hot path), for every window read
+                    cut0 = s.memo_t - narrowest
                     kept = old > cut0 and len(times) > 1 and times[-2] > cut0
                     times[-1] = ts
             else:  # a late event: find its day
@@ -511,7 +533,7 @@ class ActiveDaysAcc(DistinctAcc):
                 if i < len(times) and times[i] // DAY_US == day:
                     old = times[i]
                     if ts > old:
-                        kept = _stays_inside(times, i, s.memo_t - within)
+                        kept = _stays_inside(times, i, s.memo_t - narrowest)
                         times[i] = ts
                 else:
                     times.insert(i, ts)
@@ -682,9 +704,19 @@ def _matches_of(node: d.Expr) -> list[d.Match]:
     return [match] if match is not None else []
 
 
-def _agg_key(node: d.Expr) -> str:
+def _agg_key(node: d.Expr, *, window: bool = True) -> str:
     ids = [id(m.where) for m in _matches_of(node) if callable(m.where)]
+    if not window:  # the same aggregate whatever its window (see _shared_days)
+        assert isinstance(node, d.ActiveDays)
+        return (
+            f"{type(node).__name__}:any window:{attrs.evolve(node, within=None).describe()}:{ids}"
+        )
     return f"{type(node).__name__}:{node.describe()}:{ids}"
+
+
+def _shared_days(node: d.Expr) -> bool:
+    """An ``active_days(..., within=D)``: one slot serves every window of its match."""
+    return isinstance(node, d.ActiveDays) and node.within is not None
 
 
 # -- evaluation -----------------------------------------------------------------
@@ -791,7 +823,7 @@ class _Eval:
         self.newest = s.newest
         self.signals: dict[str, bool] = {} if signals is None else signals
         self.scores: dict[str, float] = {} if scores is None else scores
-        self.aggs: dict[int, Any] = {}
+        self.aggs: dict[Any, Any] = {}
         self.until = NEVER
         self.idle = NEVER
         self.sensitive = False
@@ -1093,6 +1125,19 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
     if type(acc) in (CountAcc, TotalAcc) and acc.within is None and acc.sfs is None:  # type: ignore[attr-defined]
         return lambda e: e.s.slots[slot]  # a running value: nothing to compute
     value = acc.value
+    next_change = acc.next_change
+    own = plan.own_window.get(id(node))
+    cache_key: Any = slot if own is None else (slot, own)  # per-evaluation cache key
+    if own is not None:  # a shared active_days list, read with this node's window
+        assert isinstance(acc, ActiveDaysAcc)
+        count, leave = acc.count_within, acc.exit_within
+
+        def value(st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
+            return count(st, t, own)
+
+        def next_change(st: Any, t: int, s: SubjectState) -> int | None:
+            return leave(st, t, own)
+
     if isinstance(acc, IdleAcc):
 
         def idle(e: _Eval) -> Any:  # changes with T and with every newer event
@@ -1102,14 +1147,13 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
 
         return idle
     if acc.time_dependent:
-        next_change = acc.next_change
 
         def timed_aggregate(e: _Eval) -> Any:
             cache = e.aggs
-            hit = cache.get(slot)
+            hit = cache.get(cache_key)
             if hit is None:
                 s, st, t = e.s, e.s.slots[slot], e.t
-                hit = cache[slot] = (value(st, t, s, e.kind), next_change(st, t, s))
+                hit = cache[cache_key] = (value(st, t, s, e.kind), next_change(st, t, s))
             if hit[1] is not None and hit[1] < e.until:
                 e.until = hit[1]
             return hit[0]
@@ -1118,10 +1162,10 @@ def _compile(plan: Plan, node: d.Expr) -> Fn:
 
     def aggregate(e: _Eval) -> Any:
         cache = e.aggs
-        if slot in cache:
-            return cache[slot]
+        if cache_key in cache:
+            return cache[cache_key]
         s = e.s
-        v = cache[slot] = value(s.slots[slot], e.t, s, e.kind)
+        v = cache[cache_key] = value(s.slots[slot], e.t, s, e.kind)
         return v
 
     return aggregate
@@ -1214,15 +1258,37 @@ class Plan:
         by_key: dict[str, int] = {}
         roots: list[d.Expr] = [*model.signals.values(), *model.scores.values()]
         roots += [r for r in (model.pql, model.pqa) if r is not None]
+        # active_days of one match with different windows share one list of day
+        # times, kept for the widest window; each reads it with its own window
+        windows: dict[str, list[timedelta]] = {}
+        for root in roots:
+            for node in _walk(root):
+                if _shared_days(node):
+                    assert isinstance(node, d.ActiveDays)
+                    assert node.within is not None
+                    windows.setdefault(_agg_key(node, window=False), []).append(node.within)
+        self.own_window: dict[int, int] = {}  # id(node) -> its window (µs), where shared
         for root in roots:
             for node in _walk(root):
                 factory = _ACCS.get(type(node))
                 if factory is None:
                     continue
-                key = _agg_key(node)
-                if key not in by_key:
-                    by_key[key] = len(self.accs)
-                    self.accs.append(factory(node))
+                if _shared_days(node):
+                    assert isinstance(node, d.ActiveDays)
+                    assert node.within is not None
+                    key = _agg_key(node, window=False)
+                    if key not in by_key:
+                        widest = attrs.evolve(node, within=max(windows[key]))
+                        days = ActiveDaysAcc(widest)
+                        days.narrowest = _us(min(windows[key]))
+                        by_key[key] = len(self.accs)
+                        self.accs.append(days)
+                    self.own_window[id(node)] = _us(node.within)
+                else:
+                    key = _agg_key(node)
+                    if key not in by_key:
+                        by_key[key] = len(self.accs)
+                        self.accs.append(factory(node))
                 self.slot_of[id(node)] = by_key[key]
         # event name -> slots it may feed; None -> slots that see every event
         self.by_event: dict[str | None, list[tuple[int, list[d.Match]]]] = {}
@@ -1317,9 +1383,22 @@ class Plan:
             frozenset(keys) if keys else None for keys in deps
         ]
 
-    def _time_slots(self, rule: d.Expr | None) -> list[int]:
-        slots = {self.slot_of[id(n)] for n in self._deps(rule) if id(n) in self.slot_of}
-        return sorted(s for s in slots if self.accs[s].time_dependent)
+    def _time_slots(
+        self, rule: d.Expr | None
+    ) -> list[tuple[int, Callable[[Any, int, SubjectState], int | None]]]:
+        """The time-dependent slots the rule reads, each with how to find its next change."""
+        out: dict[tuple[int, int | None], Callable[[Any, int, SubjectState], int | None]] = {}
+        for n in self._deps(rule):
+            slot = self.slot_of.get(id(n))
+            if slot is None or not self.accs[slot].time_dependent:
+                continue
+            acc, own = self.accs[slot], self.own_window.get(id(n))
+            if own is None:
+                out[(slot, None)] = acc.next_change
+            else:
+                assert isinstance(acc, ActiveDaysAcc)
+                out[(slot, own)] = functools.partial(_exit_within, acc, own)
+        return [(slot, fn) for (slot, _), fn in sorted(out.items(), key=lambda kv: str(kv[0]))]
 
     def _idle_breaks(self, rule: d.Expr | None) -> list[int]:
         """Offsets after the newest event at which an ``idle()`` comparison flips."""
@@ -1523,8 +1602,8 @@ class Plan:
     def next_due(self, s: SubjectState, t: int, kind: SubjectKind) -> int | None:
         """The earliest time after ``t`` at which time alone may change the subject's rule."""
         candidates = []
-        for slot in self.time_slots[kind]:
-            nxt = self.accs[slot].next_change(s.slots[slot], t, s)
+        for slot, next_change in self.time_slots[kind]:
+            nxt = next_change(s.slots[slot], t, s)
             if nxt is not None:
                 candidates.append(nxt)
         if s.newest is not None:
