@@ -1091,8 +1091,8 @@ class Client:
         """The traits an evaluation sees; with ``full=False`` only those the model reads."""
         user = full or self._plan.reads_user_traits
         account = full or self._plan.reads_account_traits
-        # _NO_TRAITS, not a new {}: an evaluation keeps time-free values while it
-        # sees the very same traits objects (see Plan.memo_signals)
+        # _NO_TRAITS, not a new {}: values stay kept while an evaluation sees the
+        # very same traits objects (see SubjectState.memo)
         if subject.kind == "account":
             return Context(
                 _NO_TRAITS, self._traits(tx, "account", subject.id) if account else _NO_TRAITS

@@ -77,8 +77,7 @@ _Kept = tuple[Any, int, Any, int]
 before ``until`` and before the subject's newest event time plus ``idle`` (the
 first flip of an ``idle()`` comparison it reads: it moves with newer events), while
 the newest event time is ``newest`` (or any, if ``newest`` is ``_ANY``), until an
-event feeds a slot it reads. (The check is written out where evaluations read kept
-values: ``_Eval._kept`` and ``Plan.evaluate``; a call per read costs more than it.)"""
+event feeds a slot it reads (see ``_holds``)."""
 
 STATE_LAYOUT = 5
 """The layout of a stored state: bump when the meaning of the stored state changes.
@@ -195,10 +194,9 @@ class Acc:
 _TRIM_MIN = 32
 
 
-def _exit_within(acc: Any, within: int, st: Any, t: int, s: SubjectState) -> int | None:
+def _exit_within(acc: ActiveDaysAcc, within: int, st: Any, t: int, s: SubjectState) -> int | None:
     """``ActiveDaysAcc.exit_within`` as a ``next_change`` for one window."""
-    result: int | None = acc.exit_within(st, t, within)
-    return result
+    return acc.exit_within(st, t, within)
 
 
 def _stays_inside(times: list[int], j: int, cut: int) -> bool:
@@ -279,8 +277,7 @@ class _Windowed(Acc):
                 kept = False
                 if old is not None:
                     j = bisect.bisect_left(times, old)
-                    cut0 = s.memo_t - within  # see _stays_inside (written out: hot path)
-                    kept = old > cut0 and j > 0 and times[j - 1] > cut0
+                    kept = _stays_inside(times, j, s.memo_t - within)
                     del times[j]
                 bisect.insort(times, ts)
                 latest[x] = ts
@@ -524,9 +521,7 @@ class ActiveDaysAcc(DistinctAcc):
             elif day == last:
                 old = times[-1]
                 if ts > old:
-                    # see _stays_inside (written out: hot path), for every window read
-                    cut0 = s.memo_t - narrowest
-                    kept = old > cut0 and len(times) > 1 and times[-2] > cut0
+                    kept = _stays_inside(times, len(times) - 1, s.memo_t - narrowest)
                     times[-1] = ts
             else:  # a late event: find its day
                 i = bisect.bisect_left(times, day * DAY_US)
@@ -833,12 +828,7 @@ class _Eval:
         kept = self.s.memo.get(key)
         if kept is None:
             return None
-        t, newest = self.t, self.newest
-        if (
-            kept[1] <= t
-            or not (kept[2] is _ANY or kept[2] == newest)
-            or (kept[3] != NEVER and (newest is None or newest + kept[3] <= t))
-        ):
+        if not _holds(kept, self.t, self.newest):
             del self.s.memo[key]
             return None
         if kept[1] < self.until:
@@ -915,6 +905,16 @@ class _Eval:
 
 
 Fn = Callable[[_Eval], Any]
+
+
+def _holds(kept: _Kept, t: int, newest: int | None) -> bool:
+    """Whether a kept value serves an evaluation at ``t`` of a subject whose newest
+    event time is ``newest`` (nothing fed what it reads since it was kept)."""
+    return (
+        kept[1] > t
+        and (kept[2] is _ANY or kept[2] == newest)
+        and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
+    )
 
 
 def _revalidate(s: SubjectState, t: int, ctx: Context) -> None:
@@ -1398,7 +1398,7 @@ class Plan:
             else:
                 assert isinstance(acc, ActiveDaysAcc)
                 out[(slot, own)] = functools.partial(_exit_within, acc, own)
-        return [(slot, fn) for (slot, _), fn in sorted(out.items(), key=lambda kv: str(kv[0]))]
+        return [(slot, fn) for (slot, _), fn in out.items()]
 
     def _idle_breaks(self, rule: d.Expr | None) -> list[int]:
         """Offsets after the newest event at which an ``idle()`` comparison flips."""
@@ -1541,12 +1541,7 @@ class Plan:
                 if name in s.latches:
                     continue
                 kept = memo.get(name)
-                if (
-                    kept is not None
-                    and kept[1] > t
-                    and (kept[2] is _ANY or kept[2] == newest)
-                    and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
-                ):
+                if kept is not None and _holds(kept, t, newest):
                     v = signals[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
@@ -1559,12 +1554,7 @@ class Plan:
         if full:
             for name in self.model.signals:
                 kept = memo.get(name)
-                if (
-                    kept is not None
-                    and kept[1] > t
-                    and (kept[2] is _ANY or kept[2] == newest)
-                    and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
-                ):
+                if kept is not None and _holds(kept, t, newest):
                     signals[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
@@ -1572,12 +1562,7 @@ class Plan:
         if full or scores:
             for name, key in self.score_keys.items():
                 kept = memo.get(key)
-                if (
-                    kept is not None
-                    and kept[1] > t
-                    and (kept[2] is _ANY or kept[2] == newest)
-                    and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
-                ):
+                if kept is not None and _holds(kept, t, newest):
                     out_scores[name] = kept[0]
                 else:
                     e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
@@ -1586,11 +1571,7 @@ class Plan:
         rule, until = False, None
         if rule_fn is not None:
             kept = memo.get(_RULE)
-            if kept is None or not (
-                kept[1] > t
-                and (kept[2] is _ANY or kept[2] == newest)
-                and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
-            ):
+            if kept is None or not _holds(kept, t, newest):
                 e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
                 e._keep(_RULE, rule_fn)
                 kept = memo[_RULE]
