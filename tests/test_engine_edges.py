@@ -630,6 +630,70 @@ def test_the_due_time_follows_the_first_key_to_leave_the_window() -> None:
     assert plan.evaluate(state, 3 * HOUR, "account", ctx).until == 2 * DAY + HOUR
 
 
+def test_an_event_only_the_users_rule_reads_keeps_the_accounts_rule() -> None:
+    """An account's kept value of its rule (PQA) is dropped only by what PQA reads."""
+    model = Model(
+        "kinds",
+        signals={"x": did("x")},
+        pql=d.signal("x"),
+        pqa=active_users(within=days(2)) >= 1,
+    )
+    plan = Plan(model)
+    ctx = Context({}, {})
+    account, user = plan.new_state(), plan.new_state()
+    for state, kind in ((account, "account"), (user, "user")):
+        plan.apply(state, 0, "a", {}, "u1", kind)
+        plan.apply(state, 1, "a", {}, "u2", kind)
+        plan.evaluate(state, 1, kind, ctx)
+        # u2 again (u1 still leaves the window first: kept), with an "x"
+        plan.apply(state, HOUR, "x", {}, "u2", kind)
+    assert "\x00rule" in account.memo  # PQA does not read "x"
+    assert "\x00rule" not in user.memo  # PQL does
+    assert plan.evaluate(account, HOUR, "account", ctx).rule
+    assert plan.evaluate(user, HOUR, "user", ctx).rule
+
+
+@pytest.mark.parametrize(
+    ("signal", "settled_from"),
+    [
+        (did("x"), 1),
+        (count("x") >= 3, 3),
+        (count("x") > 2.5, 3),
+        (count("x") < 2, 2),
+        (d.Compare("<", d.Const(1), count("x")), 2),
+        (count("x") == 2, 3),
+    ],
+    ids=["did", ">=3", ">2.5", "<2", "1<", "==2"],
+)
+def test_a_count_past_every_threshold_reading_it_keeps_what_reads_it(
+    signal: d.Expr, settled_from: int
+) -> None:
+    """An unwindowed count only grows: once a comparison's truth cannot change, a
+    further event keeps the values that read it (and the count itself goes on)."""
+    plan = Plan(Model("settled", signals={"s": signal}, pql=d.signal("s")))
+    state, ctx = plan.new_state(), Context({}, {})
+    for n in range(1, settled_from + 3):
+        plan.apply(state, n * HOUR, "x", {}, "u1")
+        # kept only when the count before this event had settled the comparison
+        assert ("s" in state.memo) is (n - 1 >= settled_from)
+        result = plan.evaluate(state, n * HOUR, "user", ctx)
+        assert result.rule == value_of(signal, [ev(k * HOUR, "x") for k in range(1, n + 1)])
+    assert f"count('x') = {settled_from + 2}" in plan.explain(state, 0, "user", ctx)[0]
+
+
+def test_a_count_read_by_anything_but_a_comparison_with_a_constant_never_settles() -> None:
+    model = Model(
+        "unsettled",
+        signals={"s": did("x"), "t": count("x") * 2 >= 2, "u": count("x") >= count("y")},
+    )
+    plan = Plan(model)
+    state, ctx = plan.new_state(), Context({}, {})
+    for n in range(1, 5):
+        plan.apply(state, n * HOUR, "x", {}, "u1")
+        assert not state.memo.keys() & {"s", "t", "u"}  # dropped by each "x"
+        plan.evaluate(state, n * HOUR, "user", ctx)
+
+
 def test_active_days_windows_of_one_match_share_one_list() -> None:
     """habit (7d) and engagement (14d) read one list of day times, each with its window."""
     model = Model(

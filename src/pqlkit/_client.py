@@ -893,30 +893,34 @@ class Client:
             return None
         out = _Outcome()
         ts = to_us(new.timestamp)
-        user = self._cached(tx, cache, "user", uid, record.seq)
-        self._apply(user, record, ts, uid)
-        self._evaluate(tx, user, user.state.newest or ts, out, scores=True)
-        if new.account_id is not None:
-            account = self._cached(tx, cache, "account", new.account_id, record.seq)
-            self._apply(account, record, ts, uid)
-            self._evaluate(tx, account, account.state.newest or ts, out)
-        if save:
-            for subject in cache.values():
-                self._save(tx, subject, defer=True)
+        self._step(tx, cache, "user", uid, record, ts, uid, out, save)
+        if acc is not None:
+            self._step(tx, cache, "account", acc, record, ts, uid, out, save)
         return out
 
-    def _cached(
+    def _step(
         self,
         tx: Transaction,
         cache: dict[tuple[str, str], _Subject],
         kind: SubjectKind,
         sid: str,
-        seq: int,
-    ) -> _Subject:
-        subject = cache.get((kind, sid))
+        record: EventRecord,
+        ts: int,
+        uid: str,
+        out: _Outcome,
+        save: bool,
+    ) -> None:
+        """Fold ``record`` into one subject, evaluate it (a user with every score) and,
+        with ``save``, store it (``_save`` defers what a warm subject allows)."""
+        key = (kind, sid)
+        subject = cache.get(key)
         if subject is None:
-            subject = cache[(kind, sid)] = self._load(tx, kind, sid, skip_seq=seq)
-        return subject
+            subject = cache[key] = self._load(tx, kind, sid, skip_seq=record.seq)
+        self._apply(subject, record, ts, uid)
+        newest = subject.state.newest
+        self._evaluate(tx, subject, ts if newest is None else newest, out, scores=kind == "user")
+        if save:
+            self._save(tx, subject, defer=True)
 
     def _apply(self, subject: _Subject, record: EventRecord, ts: int, uid: str) -> None:
         s = subject.state

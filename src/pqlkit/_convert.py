@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -34,7 +35,38 @@ def from_us(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+def _make_encode() -> Callable[[Any], str]:
+    """``JSONEncoder(...).encode`` with the C encoder made once, not on every call.
+
+    ``encode()`` builds a new C encoder per call (about half of its cost for a
+    small dict). Ours is built here with the same settings, without the check for
+    circular references (what pqlkit encodes was copied from JSON-like input or
+    built by it: it has none). Without the C accelerator, the plain ``encode``.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return encoder.encode
+    iterencode = make(
+        None,  # markers: no check for circular references
+        encoder.default,
+        json.encoder.encode_basestring_ascii,  # ensure_ascii=True
+        None,  # indent
+        ":",
+        ",",
+        True,  # sort_keys
+        False,  # skipkeys
+        False,  # allow_nan
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(iterencode(value, 0))
+
+    return encode
+
+
+_ENCODE = _make_encode()
 
 
 def dumps(value: Any) -> str:

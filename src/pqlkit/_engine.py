@@ -425,6 +425,20 @@ class CountAcc(_Windowed):
     def contribution(self, ev: EventView) -> Any:
         return 1
 
+    def settle(self, at: int) -> None:
+        """Every reader of this count (unwindowed, so it only grows) is a comparison
+        whose truth no longer changes once the count reaches ``at`` (see
+        ``Plan._settle``): from there an event changes nothing a kept value read."""
+        assert self.within is None
+        assert self.sfs is None
+        self.settled_at = at
+        self.fold = self._fold_settled
+
+    def _fold_settled(
+        self, st: Any, ev: EventView, s: SubjectState, old_first: int | None
+    ) -> tuple[Any, bool]:
+        return st + 1, st >= self.settled_at
+
     def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
         return st if isinstance(st, int) else self._sum(st, t)
 
@@ -1290,6 +1304,7 @@ class Plan:
                         by_key[key] = len(self.accs)
                         self.accs.append(factory(node))
                 self.slot_of[id(node)] = by_key[key]
+        self._settle(roots)
         # event name -> slots it may feed; None -> slots that see every event
         self.by_event: dict[str | None, list[tuple[int, list[d.Match]]]] = {}
         for slot, acc in enumerate(self.accs):
@@ -1323,6 +1338,34 @@ class Plan:
             "user": self._idle_breaks(model.pql),
             "account": self._idle_breaks(model.pqa),
         }
+
+    def _settle(self, roots: list[d.Expr]) -> None:
+        """Find the unwindowed counts read only by comparisons with a constant.
+
+        Such a count only grows, and once it passes the constant a comparison's
+        truth is settled (``count >= 3`` stays true from 3 on, ``count < 3`` false):
+        its accumulator is told the count from which every comparison reading it is
+        settled, so a ``did()`` seen again drops no kept value.
+        """
+        settled: dict[int, int | None] = {}
+        for root in roots:
+            occurrences: list[tuple[d.Expr | None, d.Expr]] = [(None, root)]
+            occurrences += [(node, child) for node in _walk(root) for child in node.children()]
+            for parent, node in occurrences:
+                slot = self.slot_of.get(id(node))
+                if slot is None:
+                    continue
+                acc = self.accs[slot]
+                if not isinstance(acc, CountAcc) or acc.within is not None or acc.sfs is not None:
+                    continue
+                at = _settles_at(parent, node)
+                before = settled.get(slot, 0)
+                settled[slot] = None if at is None or before is None else max(at, before)
+        for slot, at in settled.items():
+            if at is not None:
+                acc = self.accs[slot]
+                assert isinstance(acc, CountAcc)
+                acc.settle(at)
 
     def compiled(self, node: d.Expr) -> Fn:
         """The closure evaluating ``node`` (compiled once, then cached)."""
@@ -1367,21 +1410,40 @@ class Plan:
         """
         # signals by name, scores by name after a byte no name has, rules by _RULE
         self.score_keys = {name: "\x01" + name for name in self.model.scores}
-        keyed: list[tuple[d.Expr | None, str]] = [
+        keyed: list[tuple[d.Expr, str]] = [
             *((expr, name) for name, expr in self.model.signals.items()),
             *((expr, self.score_keys[name]) for name, expr in self.model.scores.items()),
-            (self.model.pql, _RULE),
-            (self.model.pqa, _RULE),
         ]
-        deps: list[set[str]] = [set() for _ in self.accs]
+        shared: list[set[str]] = [set() for _ in self.accs]  # signals and scores
         for expr, key in keyed:
-            if expr is not None:
-                for node in self._deps(expr):
-                    if id(node) in self.slot_of:
-                        deps[self.slot_of[id(node)]].add(key)
-        self.memo_of_slot: list[frozenset[str] | None] = [
-            frozenset(keys) if keys else None for keys in deps
-        ]
+            for slot in self._slots_read(expr):
+                shared[slot].add(key)
+        # _RULE is the user's PQL rule in a user's state and the account's PQA rule
+        # in an account's: a slot only one of them reads drops only that one
+        rule_slots = {
+            "user": self._slots_read(self.model.pql),
+            "account": self._slots_read(self.model.pqa),
+        }
+
+        def drops(*kinds: SubjectKind) -> list[frozenset[str] | None]:
+            out: list[frozenset[str] | None] = []
+            for slot, keys in enumerate(shared):
+                rule = any(slot in rule_slots[k] for k in kinds)
+                out.append(frozenset(keys | {_RULE}) if rule else frozenset(keys) or None)
+            return out
+
+        # kind None (a state applied without saying whose): either rule
+        self.memo_of_slot: dict[SubjectKind | None, list[frozenset[str] | None]] = {
+            "user": drops("user"),
+            "account": drops("account"),
+            None: drops("user", "account"),
+        }
+
+    def _slots_read(self, expr: d.Expr | None) -> set[int]:
+        """The slots ``expr`` reads, through signal and score references."""
+        if expr is None:
+            return set()
+        return {self.slot_of[id(n)] for n in self._deps(expr) if id(n) in self.slot_of}
 
     def _time_slots(
         self, rule: d.Expr | None
@@ -1503,7 +1565,7 @@ class Plan:
                         continue
                     relevant = tuple(m for m in matches if m.event in (None, name))
                     always = not matches or any(m.where is None for m in relevant)
-                    drop = self.memo_of_slot[slot]
+                    drop = self.memo_of_slot[kind][slot]
                     check = None if always else _where_check(relevant)
                     feeds.append((slot, acc.apply, acc, check, drop, acc.fold))
             if len(self._feeds) < 10_000:  # event names come from callers: bound the cache
@@ -1661,6 +1723,27 @@ class Plan:
 
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _settles_at(parent: d.Expr | None, node: d.Expr) -> int | None:
+    """The count (>= 0) from which ``parent``, a comparison of the count ``node`` with
+    a constant, has the same truth for every larger count; None if ``parent`` reads
+    the count some other way."""
+    if not isinstance(parent, d.Compare):
+        return None
+    op: str
+    if parent.left is node and parent.right is not node:
+        op, other = parent.op, parent.right
+    elif parent.right is node and parent.left is not node:
+        op, other = _FLIP[parent.op], parent.left
+    else:
+        return None
+    c = other.value if isinstance(other, d.Const) else None
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+        return None
+    # n >= ceil(c) settles >= (true) and < (false); any n > c settles every op
+    at = math.ceil(c) if op in (">=", "<") else math.floor(c) + 1
+    return max(at, 0)
 
 
 def _tf(v: bool) -> str:
