@@ -96,7 +96,7 @@ class _Subject:
 
 
 _WARM_SUBJECTS = 10_000  # subjects a Client keeps warm (decoded) in memory
-_TAIL_EVENTS = 16  # a warm subject is written back at least every this many events...
+_TAIL_EVENTS = 64  # a warm subject is written back at least every this many events...
 _TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
 
 
@@ -1043,36 +1043,42 @@ class Client:
         """
         s = subject.state
         kind = subject.kind
-        if s.newest is None:
+        newest = s.newest
+        if newest is None:
             tx.delete_state(self.model.name, kind, subject.id)
             self._warm.subjects.pop((kind, subject.id), None)
             self._warm.current.discard((kind, subject.id))
             return
-        if evicting and subject.stored_events == s.events:
+        events, stored = s.events, subject.stored_events
+        if evicting and stored == events:
             # Stored already, with the due time of its last save: computing one again
             # from its newest event would undo a sweep's (and make it due again).
             return
-        t = max(at or s.newest, s.newest)
+        t = newest if at is None or at < newest else at
         hint = subject.due_hint
-        if hint is not None and hint[0] == t and hint[1] == s.events:
+        if hint is not None and hint[0] == t and hint[1] == events:
             due = hint[2]  # what the evaluation at T found
         else:
             due = self._plan.next_due(s, t, kind)
-        if subject.requalify_at is not None and subject.requalify_at > t:
-            due = subject.requalify_at if due is None else min(due, subject.requalify_at)
-        stored = subject.stored_events
-        warm = self._warm
-        if (
-            defer
-            and stored is not None
-            # only a subject that stays warm (or is leaving now) may stay behind
-            and (evicting or (warm.active and warm.subjects.get((kind, subject.id)) is subject))
-            and (due is None or (subject.stored_due is not None and subject.stored_due <= due))
-        ):
-            if s.events == stored:
-                return  # nothing new
-            if not evicting and s.events - stored < min(
-                max(_TAIL_EVENTS, subject.stored_size // _TAIL_BYTES), warm.streak
+        requalify = subject.requalify_at
+        if requalify is not None and requalify > t:
+            due = requalify if due is None else min(due, requalify)
+        if defer and stored is not None:
+            stored_due = subject.stored_due
+            behind = events - stored
+            warm = self._warm
+            if (
+                (due is None or (stored_due is not None and stored_due <= due))
+                and (
+                    behind == 0
+                    or (
+                        not evicting
+                        and behind < warm.streak
+                        and behind < max(_TAIL_EVENTS, subject.stored_size // _TAIL_BYTES)
+                    )
+                )
+                # only a subject that stays warm (or is leaving now) may stay behind
+                and (evicting or (warm.active and warm.subjects.get((kind, subject.id)) is subject))
             ):
                 return
         text = s.dump()
