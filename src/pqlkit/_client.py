@@ -20,7 +20,7 @@ from . import _process
 from ._clock import Clock, SystemClock
 from ._convert import from_us, json_converter, to_us
 from ._dispatch import Callback, Dispatcher, RetryPolicy
-from ._engine import Context, Evaluation, Plan, SubjectState
+from ._engine import Context, Evaluation, EventView, Plan, SubjectState
 from ._events import (
     BulkResult,
     Event,
@@ -892,10 +892,10 @@ class Client:
         if record is None:
             return None
         out = _Outcome()
-        ts = to_us(new.timestamp)
-        self._step(tx, cache, "user", uid, record, ts, uid, out, save)
+        view = EventView(to_us(new.timestamp), record.event, record.properties, uid)
+        self._step(tx, cache, "user", uid, record, view, out, save)
         if acc is not None:
-            self._step(tx, cache, "account", acc, record, ts, uid, out, save)
+            self._step(tx, cache, "account", acc, record, view, out, save)
         return out
 
     def _step(
@@ -905,8 +905,7 @@ class Client:
         kind: SubjectKind,
         sid: str,
         record: EventRecord,
-        ts: int,
-        uid: str,
+        view: EventView,
         out: _Outcome,
         save: bool,
     ) -> None:
@@ -916,21 +915,25 @@ class Client:
         subject = cache.get(key)
         if subject is None:
             subject = cache[key] = self._load(tx, kind, sid, skip_seq=record.seq)
-        self._apply(subject, record, ts, uid)
+        self._apply(subject, record, view)
         newest = subject.state.newest
-        self._evaluate(tx, subject, ts if newest is None else newest, out, scores=kind == "user")
+        t = view.ts if newest is None else newest
+        self._evaluate(tx, subject, t, out, scores=kind == "user")
         if save:
             self._save(tx, subject, defer=True)
 
-    def _apply(self, subject: _Subject, record: EventRecord, ts: int, uid: str) -> None:
+    def _apply(self, subject: _Subject, record: EventRecord, view: EventView) -> None:
         s = subject.state
-        self._plan.apply(s, ts, record.event, record.properties, uid, subject.kind)
+        self._plan.apply_view(s, view, subject.kind)
         if record.seq > s.seq:
             s.seq = record.seq
         if subject.kind == "user" and record.account_id is not None:
-            if s.account is None or ts >= s.account[0]:
-                s.account = [ts, record.account_id]
-            subject.account = s.account[1]
+            latest = s.account  # [ts, account id] of the user's latest event with one
+            if latest is None:
+                latest = s.account = [view.ts, record.account_id]
+            elif view.ts >= latest[0]:
+                latest[0], latest[1] = view.ts, record.account_id
+            subject.account = latest[1]
 
     def _load(
         self, tx: Transaction, kind: SubjectKind, sid: str, *, skip_seq: int | None = None
@@ -1137,8 +1140,7 @@ class Client:
         if scores:
             out.scores = ev.scores
         rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
-        rule = self.model.pql if rule_kind == "pql" else self.model.pqa
-        if rule is None:
+        if self._plan.rule_fns[subject.kind] is None:  # no rule for this kind
             return ev
         subject.requalify_at = None
         cached = subject.state.qualification  # see _remember()
@@ -1306,6 +1308,7 @@ class Client:
             if uid is None:
                 uid = resolved[record.user_id] = tx.resolve(record.user_id)
             ts = to_us(record.timestamp)
+            view = EventView(ts, record.event, record.properties, uid)
             targets: list[tuple[SubjectKind, str]] = [("user", uid)]
             if record.account_id is not None:
                 targets.append(("account", record.account_id))
@@ -1315,7 +1318,7 @@ class Client:
                 subject = subjects.get((kind, sid))
                 if subject is None:
                     subject = subjects[(kind, sid)] = _Subject(kind, sid, self._plan.new_state())
-                self._apply(subject, record, ts, uid)
+                self._apply(subject, record, view)
                 if self._plan.latched:
                     if subject.kind == "user" and subject.account is None:
                         subject.account = self._account_of(tx, subject)

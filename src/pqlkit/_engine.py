@@ -1504,6 +1504,11 @@ class Plan:
         kind: SubjectKind | None = None,
     ) -> None:
         """Fold one event into the subject's state (a ``kind`` skips what it never reads)."""
+        self.apply_view(s, EventView(ts, name, props, user), kind)
+
+    def apply_view(self, s: SubjectState, ev: EventView, kind: SubjectKind | None = None) -> None:
+        """``apply`` of an event already wrapped (one view serves its user and account)."""
+        ts, props = ev.ts, ev.properties
         old_first = s.first
         moved = False
         if old_first is None:
@@ -1514,12 +1519,11 @@ class Plan:
         if s.newest is None or ts > s.newest:
             s.newest = ts
         s.events += 1
-        ev = EventView(ts, name, props, user)
         slots = s.slots
         memo = s.memo
-        feeds = self._feeds.get((name, kind))
+        feeds = self._feeds.get((ev.name, kind))
         if feeds is None:  # (not `or`: an event that feeds nothing caches an empty list)
-            feeds = self._feeds_of(name, kind)
+            feeds = self._feeds_of(ev.name, kind)
         for slot, apply, acc, check, drop, fold in feeds:
             if check is not None and not check(props):  # this event does not feed the slot
                 if moved:
