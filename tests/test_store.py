@@ -799,6 +799,32 @@ def test_finish_delivery(store: Store) -> None:
         assert tx.deliveries("pending") == []
 
 
+def test_claim_due_follows_creation_order_through_revivals_and_rollbacks(store: Store) -> None:
+    """A revived dead letter is claimed in its place among the pending ones, and a
+    rolled-back claim or finish leaves the delivery claimable as before."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("a"))
+        tx.enqueue(delivery("b", status="dead"))
+        tx.enqueue(delivery("c"))
+        tx.finish_delivery(
+            "a", status="delivered", attempts=1, next_attempt_at=None, last_error=None
+        )
+        tx.revive_dead(at(0))
+
+    def claim_finish_and_fail() -> None:
+        with store.transaction() as tx:
+            tx.claim_due(at(0), at(0), at(30), ["pql"], 10)
+            tx.finish_delivery(
+                "c", status="dead", attempts=1, next_attempt_at=None, last_error=None
+            )
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError, match="rolled back"):
+        claim_finish_and_fail()
+    with store.transaction() as tx:
+        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == ["b", "c"]
+
+
 def test_revive_dead(store: Store) -> None:
     """revive_dead makes dead deliveries pending again, due now, and counts them."""
     with store.transaction() as tx:

@@ -41,6 +41,10 @@ class _Data:
     states: dict[tuple[str, str, str], StateRecord] = attrs.Factory(dict)
     qualifications: dict[tuple[str, str, str, int], QualificationRecord] = attrs.Factory(dict)
     deliveries: dict[str, DeliveryRecord] = attrs.Factory(dict)
+    # the pending ones (claim_due reads only these), each with its place in the
+    # order deliveries were created (the order they are claimed in)
+    pending: dict[str, int] = attrs.Factory(dict)
+    created: dict[str, int] = attrs.Factory(dict)
     meta: dict[str, str] = attrs.Factory(dict)
 
 
@@ -248,16 +252,27 @@ class _MemoryTransaction:
         for d in list(self._d.deliveries.values()):
             if d.subject_id == subject_id and d.qualification.kind == kind:
                 self._del(self._d.deliveries, d.id)
+                self._del(self._d.pending, d.id)
+                self._del(self._d.created, d.id)
 
     # -- outbox ------------------------------------------------------------------
     def enqueue(self, delivery: DeliveryRecord) -> None:
         if delivery.id not in self._d.deliveries:
-            self._set(self._d.deliveries, delivery.id, delivery)
+            self._set(self._d.created, delivery.id, len(self._d.created))
+            self._put(delivery)
+
+    def _put(self, d: DeliveryRecord) -> None:
+        """Store ``d``, and keep the index of pending deliveries in step."""
+        self._set(self._d.deliveries, d.id, d)
+        if d.status != "pending":
+            self._del(self._d.pending, d.id)
+        elif d.id not in self._d.pending:
+            self._set(self._d.pending, d.id, self._d.created[d.id])
 
     def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
         d = self._d.deliveries.get(delivery_id)
         if d is not None:
-            self._set(self._d.deliveries, delivery_id, attrs.evolve(d, qualification=qualification))
+            self._put(attrs.evolve(d, qualification=qualification))
 
     def claim_due(
         self,
@@ -268,17 +283,19 @@ class _MemoryTransaction:
         limit: int,
     ) -> list[DeliveryRecord]:
         claimed: list[DeliveryRecord] = []
-        for d in list(self._d.deliveries.values()):
+        pending = self._d.pending
+        for delivery_id in sorted(pending, key=pending.__getitem__):
             if len(claimed) >= limit:
                 break
-            if d.status != "pending" or d.kind not in kinds:
+            d = self._d.deliveries[delivery_id]
+            if d.kind not in kinds:
                 continue
             if d.next_attempt_at is not None and d.next_attempt_at > now:
                 continue
             if d.lease_until is not None and d.lease_until > wall_now:
                 continue
             leased = attrs.evolve(d, lease_until=lease_until, attempts=d.attempts + 1)
-            self._set(self._d.deliveries, d.id, leased)
+            self._put(leased)
             claimed.append(leased)
         return claimed
 
@@ -294,9 +311,7 @@ class _MemoryTransaction:
         d = self._d.deliveries.get(delivery_id)
         if d is None:
             return
-        self._set(
-            self._d.deliveries,
-            delivery_id,
+        self._put(
             attrs.evolve(
                 d,
                 status=status,
@@ -304,7 +319,7 @@ class _MemoryTransaction:
                 next_attempt_at=next_attempt_at,
                 last_error=last_error,
                 lease_until=None,
-            ),
+            )
         )
 
     def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
@@ -313,12 +328,8 @@ class _MemoryTransaction:
     def revive_dead(self, now: datetime) -> int:
         dead = self.deliveries("dead")
         for d in dead:
-            self._set(
-                self._d.deliveries,
-                d.id,
-                attrs.evolve(
-                    d, status="pending", attempts=0, next_attempt_at=now, lease_until=None
-                ),
+            self._put(
+                attrs.evolve(d, status="pending", attempts=0, next_attempt_at=now, lease_until=None)
             )
         return len(dead)
 
