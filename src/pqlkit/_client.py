@@ -1327,9 +1327,8 @@ class Client:
                     if subject.kind == "user" and subject.account is None:
                         subject.account = self._account_of(tx, subject)
                     t = subject.state.newest or ts
-                    self._plan.evaluate(
-                        subject.state, t, kind, self._context(tx, subject, full=False), latch=True
-                    )
+                    ctx = self._context(tx, subject, full=False)
+                    self._plan.latch(subject.state, t, kind, ctx)
             count += 1
         return subjects, count
 

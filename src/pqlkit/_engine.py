@@ -1603,20 +1603,7 @@ class Plan:
         signals: dict[str, bool] = {}
         out_scores: dict[str, float] = {}
         if latch:
-            for name in self.latched:
-                if name in s.latches:
-                    continue
-                kept = memo.get(name)
-                if kept is not None and _holds(kept, t, newest):
-                    v = signals[name] = kept[0]
-                else:
-                    e = e or _Eval(self, s, t, kind, ctx, signals, out_scores)
-                    v = e.signal(name)
-                if v:
-                    s.latches[name] = t
-                    # TEV scores read the latch. (What they kept is dropped anyway:
-                    # the activation they read turned true. Cheap insurance: rare.)
-                    memo.clear()
+            e = self._latch(s, t, kind, ctx, signals, out_scores)
         if full:
             for name in self.model.signals:
                 kept = memo.get(name)
@@ -1645,6 +1632,41 @@ class Plan:
             end = kept[1] if kept[3] == NEVER or newest is None else min(kept[1], newest + kept[3])
             until = end if end < NEVER else None
         return Evaluation(t, signals, out_scores, rule, until)
+
+    def latch(self, s: SubjectState, t: int, kind: SubjectKind, ctx: Context) -> None:
+        """Only what ``evaluate(latch=True)`` records: the TEV activations true at ``t``
+        (replaying the log, where nothing else of each event's evaluation is needed)."""
+        _revalidate(s, t, ctx)
+        self._latch(s, t, kind, ctx, {}, {})
+
+    def _latch(
+        self,
+        s: SubjectState,
+        t: int,
+        kind: SubjectKind,
+        ctx: Context,
+        signals: dict[str, bool],
+        scores: dict[str, float],
+    ) -> _Eval | None:
+        """Latch each TEV activation signal true at ``t`` not latched yet; the _Eval
+        made on the way, if one was (``_revalidate`` is the caller's)."""
+        memo, newest = s.memo, s.newest
+        e: _Eval | None = None
+        for name in self.latched:
+            if name in s.latches:
+                continue
+            kept = memo.get(name)
+            if kept is not None and _holds(kept, t, newest):
+                v = signals[name] = kept[0]
+            else:
+                e = e or _Eval(self, s, t, kind, ctx, signals, scores)
+                v = e.signal(name)
+            if v:
+                s.latches[name] = t
+                # TEV scores read the latch. (What they kept is dropped anyway:
+                # the activation they read turned true. Cheap insurance: rare.)
+                memo.clear()
+        return e
 
     def next_due(self, s: SubjectState, t: int, kind: SubjectKind) -> int | None:
         """The earliest time after ``t`` at which time alone may change the subject's rule."""
