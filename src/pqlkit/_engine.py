@@ -1602,7 +1602,7 @@ class Plan:
         e: _Eval | None = None
         signals: dict[str, bool] = {}
         out_scores: dict[str, float] = {}
-        if latch:
+        if latch and len(s.latches) < len(self.latched):  # (latches: some of self.latched)
             e = self._latch(s, t, kind, ctx, signals, out_scores)
         if full:
             for name in self.model.signals:
@@ -1636,8 +1636,9 @@ class Plan:
     def latch(self, s: SubjectState, t: int, kind: SubjectKind, ctx: Context) -> None:
         """Only what ``evaluate(latch=True)`` records: the TEV activations true at ``t``
         (replaying the log, where nothing else of each event's evaluation is needed)."""
-        _revalidate(s, t, ctx)
-        self._latch(s, t, kind, ctx, {}, {})
+        if len(s.latches) < len(self.latched):
+            _revalidate(s, t, ctx)
+            self._latch(s, t, kind, ctx, {}, {})
 
     def _latch(
         self,
