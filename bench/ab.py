@@ -1,0 +1,139 @@
+"""A/B of ``track()``: an earlier commit's pqlkit against the working tree's, in one process.
+
+The machine is shared and noisy, and a change worth a few percent drowns in the
+difference between two runs. So both versions run here side by side: the package as it
+was at ``REV`` (taken with ``git archive``) is imported under another name
+(``pqlkit_base``: its imports are relative) beside the working tree's ``pqlkit``; each
+gets its own client, store and copy of the benchmark's workload (``bench/workload.py``:
+the data-tooling model, 300 users in 30 accounts, traits set, 3,000 warm-up calls), and
+batches of calls alternate between the two, the order flipped every pair.
+
+Printed: the p50 of every call of each side and their ratio, and the median of the
+per-pair ratios of batch means (which counts the slow calls too).
+
+Usage::
+
+    python bench/ab.py 0a6c292                        # MemoryStore, 25 pairs of 1,000 calls
+    python bench/ab.py HEAD --store sqlite --pairs 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import workload
+
+BASE = "pqlkit_base"
+
+
+def _export(rev: str, into: Path) -> None:
+    """``src/pqlkit`` at ``rev`` as the package ``pqlkit_base`` in ``into``."""
+    archive = into / "src.tar"
+    with archive.open("wb") as out:
+        subprocess.run(
+            ["git", "archive", rev, "src/pqlkit"], cwd=workload.ROOT, stdout=out, check=True
+        )
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    shutil.move(str(into / "src" / "pqlkit"), str(into / BASE))
+
+
+def _model(package: str, tmp: Path) -> Any:
+    """``examples/data_tooling.py``'s model, built with ``package``'s DSL."""
+    source = (workload.ROOT / "examples" / "data_tooling.py").read_text()
+    source = source.replace("import pqlkit\n", f"import {package} as pqlkit\n")
+    source = source.replace("from pqlkit", f"from {package}")
+    path = tmp / f"data_tooling_{package}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.model
+
+
+Batch = Callable[[int], list[int]]
+
+
+def _side(package: str, store: str, calls: int, tmp: Path) -> tuple[Batch, Callable[[], None]]:
+    """A warmed-up client of ``package``: a function timing ``n`` more calls, and a closer."""
+    pkg = importlib.import_module(package)
+    testing = importlib.import_module(f"{package}.testing")
+    clock = testing.FrozenClock(workload.T0)
+    client = pkg.Client(_model(package, tmp), store=store, clock=clock)
+    client.on_pql(lambda q: None)
+    client.on_pqa(lambda q: None)
+    pop = workload.Population.make(300, 30)
+    pop.set_traits(client)
+    for c in workload.calls(pop, 3_000, seed=1):
+        clock.advance(c.gap)
+        client.track(c.user_id, c.event, c.properties, account_id=c.account_id)
+    stream = iter(workload.calls(pop, calls, seed=2))
+
+    def batch(n: int) -> list[int]:
+        track, out = client.track, []
+        for _ in range(n):
+            c = next(stream)
+            clock.advance(c.gap)
+            t0 = time.perf_counter_ns()
+            track(c.user_id, c.event, c.properties, account_id=c.account_id)
+            out.append(time.perf_counter_ns() - t0)
+        return out
+
+    return batch, client.close
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rev", help="the commit to compare the working tree with")
+    parser.add_argument("--store", choices=["memory", "sqlite"], default="memory")
+    parser.add_argument("--pairs", type=int, default=25, help="pairs of batches (25)")
+    parser.add_argument("--calls", type=int, default=1_000, help="calls per batch (1,000)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        _export(args.rev, Path(tmp))
+        sys.path.insert(0, tmp)
+        total = args.calls * (args.pairs + 1)
+        sides = []
+        for package in (BASE, "pqlkit"):
+            store = "memory://" if args.store == "memory" else f"sqlite:///{tmp}/{package}.db"
+            sides.append(_side(package, store, total, Path(tmp)))
+        (base, close_base), (new, close_new) = sides
+        base(args.calls), new(args.calls)  # one untimed batch each
+        times: tuple[list[int], list[int]] = ([], [])
+        ratios = []
+        for i in range(args.pairs):
+            order = [(0, base), (1, new)] if i % 2 else [(1, new), (0, base)]
+            means = [0.0, 0.0]
+            for side, batch in order:
+                got = batch(args.calls)
+                times[side].extend(got)
+                means[side] = statistics.fmean(got)
+            ratios.append(means[1] / means[0])
+        close_base(), close_new()
+    p50 = [statistics.median(t) / 1000 for t in times]
+    print(f"track() on {args.store}, {args.pairs} pairs of {args.calls:,} calls")
+    print(f"  p50 of every call: {args.rev} {p50[0]:.1f} µs, working tree {p50[1]:.1f} µs,")
+    print(
+        f"  ratio {p50[1] / p50[0]:.3f}; median of the pairs' ratios of means "
+        f"{statistics.median(ratios):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
