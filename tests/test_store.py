@@ -825,6 +825,19 @@ def test_claim_due_follows_creation_order_through_revivals_and_rollbacks(store: 
         assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == ["b", "c"]
 
 
+def test_claim_due_order_survives_forgotten_deliveries(store: Store) -> None:
+    """Deliveries enqueued after others were deleted (forget) still come after the
+    ones enqueued before them, whatever order they turned pending in."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("a", subject_id="gone"))
+        tx.enqueue(delivery("b"))
+        tx.enqueue(delivery("c", status="dead"))
+        tx.delete_qualifications("gone", "pql")
+        tx.enqueue(delivery("d"))
+        tx.revive_dead(at(0))  # c turns pending after d
+        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == ["b", "c", "d"]
+
+
 def test_revive_dead(store: Store) -> None:
     """revive_dead makes dead deliveries pending again, due now, and counts them."""
     with store.transaction() as tx:

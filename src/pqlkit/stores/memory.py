@@ -45,6 +45,7 @@ class _Data:
     # order deliveries were created (the order they are claimed in)
     pending: dict[str, int] = attrs.Factory(dict)
     created: dict[str, int] = attrs.Factory(dict)
+    enqueued: int = 0  # deliveries ever enqueued (numbers them; never reused)
     meta: dict[str, str] = attrs.Factory(dict)
 
 
@@ -258,7 +259,8 @@ class _MemoryTransaction:
     # -- outbox ------------------------------------------------------------------
     def enqueue(self, delivery: DeliveryRecord) -> None:
         if delivery.id not in self._d.deliveries:
-            self._set(self._d.created, delivery.id, len(self._d.created))
+            self._set(self._d.created, delivery.id, self._d.enqueued)
+            self._d.enqueued += 1
             self._put(delivery)
 
     def _put(self, d: DeliveryRecord) -> None:
