@@ -462,11 +462,7 @@ class Client:
         new = self._validate_event(user_id, event, properties, account_id, timestamp, message_id)
         self._check_connection(connection)
         outcome = self._write(lambda tx: self._record(tx, new, {}), connection)
-        enqueued = outcome is not None and outcome.enqueued
-        if connection is None:
-            self._dispatcher.poke(enqueued=enqueued)
-        else:
-            self._after_write(enqueued=enqueued, joined=connection)
+        self._after_write(enqueued=outcome is not None and outcome.enqueued, joined=connection)
         if outcome is None:
             return TrackResult(scores=self.scores(user_id), duplicate=True)
         return TrackResult(outcome.qualified, outcome.scores, False, outcome.disqualified)
@@ -1392,7 +1388,7 @@ class Client:
         """
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                with _TxScope(self, connection) as tx:
+                with self._tx(connection) as tx:
                     return work(tx)
             except TransientStoreError:
                 if attempt == _WRITE_ATTEMPTS:
