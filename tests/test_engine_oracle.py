@@ -300,7 +300,7 @@ def test_two_clients_taking_turns_equal_oracle(store_name: str, case: Case) -> N
     """
     model, history = case.model, case.history
     clock = FrozenClock(at(T0) - timedelta(days=400))
-    with tempfile.TemporaryDirectory() as tmp, mock.patch("pqlkit._client._TAIL_EVENTS", 2):
+    with tempfile.TemporaryDirectory() as tmp, mock.patch("pqlkit._core._TAIL_EVENTS", 2):
         first, second = PAIRS[store_name](Path(tmp))
         with (
             Client(model, store=first, clock=clock, dispatch="inline") as a,

@@ -178,7 +178,7 @@ def test_a_sweep_through_a_small_cache_ends_and_leaves_nothing_due(
         for i in range(60):
             clock.advance(timedelta(seconds=5))
             client.track(f"u{i % 20}", "x")
-    monkeypatch.setattr("pqlkit._client._BATCH", 4)  # several batches of due subjects
+    monkeypatch.setattr("pqlkit._core._BATCH", 4)  # several batches of due subjects
     spy = SpyStore(store)
     later = clock.now() + timedelta(days=2)  # every user's window has emptied
     with Client(MODEL, store=spy, clock=clock) as sweeper:
@@ -199,7 +199,7 @@ def test_a_sweep_that_keeps_finding_the_same_subjects_stops(
         for i in range(12):
             clock.advance(timedelta(seconds=5))
             client.track(f"u{i}", "x")
-        monkeypatch.setattr("pqlkit._client._BATCH", 4)
+        monkeypatch.setattr("pqlkit._core._BATCH", 4)
         # a broken due time: "due again right now", whatever the state
         evaluate = client._plan.evaluate
 

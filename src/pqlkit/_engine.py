@@ -90,28 +90,68 @@ windowed distinct/active_days/active_users ``[latest, times]``; both trimmed laz
 """
 
 
-@attrs.define
 class SubjectState:
-    """The derived state of one subject: first/newest event time, count, accumulators."""
+    """The derived state of one subject: first/newest event time, count, accumulators.
 
-    first: int | None = None
-    newest: int | None = None
-    events: int = 0
-    slots: list[Any] = attrs.Factory(list)
-    latches: dict[str, int] = attrs.Factory(dict)
-    account: list[Any] | None = None  # users: [ts, account_id] of the latest event with one
+    A plain class (as are ``Context`` and ``Evaluation``): mypyc compiles it to a
+    native class in the compiled build (see docs/performance.md).
+    """
 
-    fingerprint: str = ""  # the model version whose plan wrote it
-    # A cache of the subject's latest qualification record (kept by the Client in
-    # the same transaction as the record): None unknown, 0 none, else its fields.
-    qualification: Any = None
-    seq: int = 0  # the arrival seq of the newest event folded in (events after it: a tail)
-    # Not stored: signal, score and rule values from earlier evaluations (see
-    # _Eval and Plan._memoize) by key (Plan.score_keys), each a _Kept;
-    # valid for the traits in `memo_ctx`, and for evaluations from `memo_t` on.
-    memo: dict[str, _Kept] = attrs.field(factory=dict, eq=False, repr=False)
-    memo_ctx: tuple[Any, Any] | None = attrs.field(default=None, eq=False, repr=False)
-    memo_t: int = attrs.field(default=-NEVER, eq=False, repr=False)
+    def __init__(
+        self,
+        first: int | None = None,
+        newest: int | None = None,
+        events: int = 0,
+        slots: list[Any] | None = None,
+        latches: dict[str, int] | None = None,
+        account: list[Any] | None = None,
+        fingerprint: str = "",
+        qualification: Any = None,
+        seq: int = 0,
+    ) -> None:
+        self.first = first
+        self.newest = newest
+        self.events = events
+        self.slots: list[Any] = [] if slots is None else slots
+        self.latches: dict[str, int] = {} if latches is None else latches
+        # users: [ts, account_id] of the latest event with one
+        self.account = account
+        self.fingerprint = fingerprint  # the model version whose plan wrote it
+        # A cache of the subject's latest qualification record (kept by the Client in
+        # the same transaction as the record): None unknown, 0 none, else its fields.
+        self.qualification: Any = qualification
+        # the arrival seq of the newest event folded in (events after it: a tail)
+        self.seq = seq
+        # Not stored: signal, score and rule values from earlier evaluations (see
+        # _Eval and Plan._memoize) by key (Plan.score_keys), each a _Kept;
+        # valid for the traits in `memo_ctx`, and for evaluations from `memo_t` on.
+        self.memo: dict[str, _Kept] = {}
+        self.memo_ctx: tuple[Any, Any] | None = None
+        self.memo_t: int = -NEVER
+
+    def _stored(self) -> tuple[Any, ...]:
+        return (
+            self.first,
+            self.newest,
+            self.events,
+            self.slots,
+            self.latches,
+            self.account,
+            self.fingerprint,
+            self.qualification,
+            self.seq,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when what is stored is (the kept values are a cache: not compared)."""
+        if not isinstance(other, SubjectState):
+            return NotImplemented
+        return self._stored() == other._stored()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"SubjectState{self._stored()!r}"
 
     def dump(self) -> str:
         return _ENCODER.encode(
@@ -764,24 +804,35 @@ def _arith(op: str, a: Any, b: Any) -> Any:
     return a / b
 
 
-@attrs.define  # not frozen: two are made per event, and frozen attrs classes init slower
 class Context:
-    """Traits visible to an evaluation."""
+    """Traits visible to an evaluation (two are made per event)."""
 
-    user_traits: Mapping[str, Any] = attrs.field(factory=dict)
-    account_traits: Mapping[str, Any] = attrs.field(factory=dict)
+    def __init__(
+        self,
+        user_traits: Mapping[str, Any] | None = None,
+        account_traits: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.user_traits: Mapping[str, Any] = {} if user_traits is None else user_traits
+        self.account_traits: Mapping[str, Any] = {} if account_traits is None else account_traits
 
 
-@attrs.define  # not frozen: made per evaluation (read-only by convention)
 class Evaluation:
-    """The result of evaluating a subject at time ``t``."""
+    """The result of evaluating a subject at time ``t`` (read-only by convention)."""
 
-    t: int
-    signals: dict[str, bool]
-    scores: dict[str, float]
-    rule: bool
-    # when time alone may next change the rule (None: never, or no rule); may be early
-    until: int | None = None
+    def __init__(
+        self,
+        t: int,
+        signals: dict[str, bool],
+        scores: dict[str, float],
+        rule: bool,
+        until: int | None = None,
+    ) -> None:
+        self.t = t
+        self.signals = signals
+        self.scores = scores
+        self.rule = rule
+        # when time alone may next change the rule (None: never, or no rule); may be early
+        self.until = until
 
     @property
     def true_signals(self) -> tuple[str, ...]:

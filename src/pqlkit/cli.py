@@ -253,7 +253,7 @@ def _parse(client: Client, number: int, line: dict[str, Any]) -> tuple[str, Any]
             if fields.get("message_id") is None:
                 key = f"{number}\x00{dumps(line)}"
                 fields["message_id"] = f"import-{uuid.uuid5(_NAMESPACE, key)}"
-            return "events", client._validate_item(fields)
+            return "events", client._core._validate_item(fields)
         if kind == "traits":
             if fields.get("kind") not in ("user", "account"):
                 raise ValidationError("kind", 'must be "user" or "account"')

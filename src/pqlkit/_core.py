@@ -1,0 +1,1275 @@
+"""The Client's work: recording events, evaluating the model inline, firing qualifications.
+
+``Client`` (``_client.py``) checks nothing itself and hands every call to a
+``Core``. The methods it calls take ``object`` for what a caller passes and
+check it here (a compiled build's functions would otherwise raise ``TypeError``
+on a wrong type before pqlkit's checks could name the field). This module and
+``_engine.py`` are what the mypyc build compiles (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from . import _process
+from ._clock import Clock
+from ._convert import from_us, json_converter, to_us
+from ._dispatch import Callback, Dispatcher, RetryPolicy
+from ._engine import Context, Evaluation, EventView, Plan, SubjectState
+from ._events import (
+    BulkResult,
+    Event,
+    EventRecord,
+    Qualification,
+    Stats,
+    TrackResult,
+)
+from ._model import Model
+from ._validation import (
+    Limits,
+    check_event,
+    check_id,
+    check_message_id,
+    check_properties,
+    check_timestamp,
+)
+from .exceptions import ClientClosedError, StoreError, TransientStoreError, ValidationError
+from .stores._base import (
+    DeliveryRecord,
+    NewEvent,
+    QualificationRecord,
+    StateRecord,
+    Store,
+    Transaction,
+)
+
+__all__ = ["Core"]
+
+SubjectKind = Literal["user", "account"]
+F = TypeVar("F", bound=Callback)
+T = TypeVar("T")
+
+_NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
+_ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the user's traits
+logger = logging.getLogger("pqlkit")
+
+_BATCH = 500
+_NO_TRAITS: Mapping[str, Any] = MappingProxyType({})
+_WRITE_ATTEMPTS = 5  # a write the store aborted to resolve a conflict is run again, up to this
+
+
+def _qualification_id(model: str, kind: str, subject: str, round_: int, first_seen: int) -> str:
+    """A stable id: the same in every delivery, new for a subject forgotten and seen again."""
+    key = f"{model}\x00{kind}\x00{subject}\x00{round_}\x00{first_seen}"
+    return str(uuid.uuid5(_NAMESPACE, key))
+
+
+def _public_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in traits.items() if k != _ACCOUNT_TRAIT}
+
+
+@attrs.define
+class _Subject:
+    """A subject's state loaded inside a transaction, saved at its end."""
+
+    kind: SubjectKind
+    id: str
+    state: SubjectState
+    account: str | None = None  # users: their current account
+    requalify_at: int | None = None  # rule true during requalify_after: when it may fire
+    # What the store holds of it: the state as of `stored_events` events (None: no
+    # row), and the row's due time. Behind these, its newer events are a tail in the log.
+    stored_events: int | None = None
+    stored_due: int | None = None
+    stored_size: int = 0
+    # (T, events folded in, when time alone may next change the rule) of its last
+    # evaluation: the due time _save() stores, while nothing changed since
+    due_hint: tuple[int, int, int | None] | None = None
+
+
+_WARM_SUBJECTS = 10_000  # subjects a Client keeps warm (decoded) in memory
+_TAIL_EVENTS = 64  # a warm subject is written back at least every this many events...
+_TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
+
+
+class _Warm:
+    """This process's cache of decoded subject states, traits and aliases.
+
+    Valid while nothing but this Client's own transactions wrote to the store:
+    each transaction compares the store's cache token with the one its previous
+    transaction saw (see ``stores/_base.py``) and starts cold if they differ, or
+    if a transaction of its own failed. While warm, a subject's state is not
+    decoded from the store on each event, and it is written back only every few
+    events (its newer events stay in the log, replayed by whoever loads it cold).
+
+    The tail left behind is never longer than ``streak``, the transactions in a
+    row that found the cache valid: where other processes write often (a cache
+    that rarely survives) states are written on every event, so loading one cold
+    replays little or nothing.
+    """
+
+    def __init__(self, capacity: int = _WARM_SUBJECTS) -> None:
+        self.capacity = capacity
+        self.subjects: dict[tuple[str, str], _Subject] = {}
+        self.traits: dict[tuple[str, str], dict[str, Any]] = {}
+        self.resolved: dict[str, str] = {}
+        # subjects whose stored state this client wrote since the cache
+        # went warm: loading them needs no look for newer events in the log
+        self.current: set[tuple[str, str]] = set()
+        self.active = False  # inside a transaction that may use the cache
+        self.usable = True  # False once the store turned out to have no cache_token()
+        self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
+        self.streak = 0  # transactions in a row that found the cache valid
+        self._lock = threading.RLock()
+        self._pid = _process.pid
+
+    def lock(self) -> threading.RLock:
+        """The lock held for each whole transaction (a new one after fork())."""
+        if self._pid != _process.pid:
+            self._lock, self._pid = threading.RLock(), _process.pid
+            self.clear()
+        return self._lock
+
+    def begin(self, token: tuple[Hashable, int] | None) -> None:
+        last = self.last
+        if token is None or last is None or last[0] != token[0] or last[1] + 1 != token[1]:
+            self.clear()
+        else:
+            self.streak += 1
+        self.active = token is not None
+
+    def clear(self) -> None:
+        self.subjects.clear()
+        self.traits.clear()
+        self.resolved.clear()
+        self.current.clear()
+        self.last = None
+        self.streak = 0
+
+
+class _Outcome:
+    """What one write changed (a plain class: one is made per event)."""
+
+    __slots__ = ("disqualified", "enqueued", "qualified", "scores")
+
+    def __init__(self) -> None:
+        self.qualified: list[Qualification] = []
+        self.disqualified: list[Qualification] = []
+        self.scores: dict[str, float] = {}
+        self.enqueued = False
+
+
+class _TxScope:
+    """``Client._tx()``: a store transaction that keeps the warm cache honest.
+
+    The cache is used only when the transaction's ``cache_token()`` follows the
+    one of this client's previous transaction; it is cleared when it does not, and
+    when the transaction fails. A class rather than a generator: every write
+    enters one.
+    """
+
+    __slots__ = ("_client", "_connection", "_inner", "_lock", "_token")
+
+    def __init__(self, client: Core, connection: object) -> None:
+        self._client = client
+        self._connection = connection
+        self._lock: threading.RLock | None = None
+        self._token: tuple[Hashable, int] | None = None
+
+    def __enter__(self) -> Transaction:
+        client = self._client
+        warm = client._warm
+        if self._connection is not None or not warm.usable:  # e.g. PostgresStore: no cache
+            self._inner = client._transaction(self._connection)
+            return self._inner.__enter__()
+        lock = warm.lock()
+        lock.acquire()
+        try:
+            self._inner = client._store.transaction()
+            tx = self._inner.__enter__()
+            try:
+                cache_token = getattr(tx, "cache_token", None)
+                if cache_token is None:
+                    warm.usable = False  # this store cannot tell: never cache
+                token = cache_token() if cache_token is not None else None
+                warm.begin(token)
+            except BaseException as error:
+                self._inner.__exit__(type(error), error, error.__traceback__)
+                raise
+        except BaseException:
+            warm.active = False
+            warm.clear()
+            lock.release()
+            raise
+        self._token = token
+        self._lock = lock
+        return tx
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lock = self._lock
+        if lock is None:
+            self._inner.__exit__(exc_type, exc, tb)
+            return
+        warm = self._client._warm
+        committed = False
+        try:
+            self._inner.__exit__(exc_type, exc, tb)
+            committed = exc_type is None
+        finally:
+            warm.active = False
+            if committed and self._token is not None:
+                warm.last = self._token
+            else:
+                warm.clear()
+            lock.release()
+
+
+class Core:
+    """What a Client does (see the module docstring); its public methods are the Client's."""
+
+    def __init__(
+        self,
+        model: Model,
+        store: Store,
+        *,
+        owns_store: bool,
+        clock: Clock,
+        dispatch: Literal["inline", "background"],
+        policy: RetryPolicy,
+        lease: timedelta,
+        limits: Limits,
+        context_events: int,
+    ) -> None:
+        self.model = model
+        self._plan = Plan(model)
+        self._limits = limits
+        self._clock = clock
+        self._context_events = context_events
+        self._owns_store = owns_store
+        self._store = store
+        self.closed = False
+        self._warm = _Warm()
+        self._dispatcher = Dispatcher(
+            store, clock, mode=dispatch, policy=policy, lease=lease, transaction=self._tx
+        )
+        self._rebuild_lock = threading.Lock()
+        self._ensure_fingerprint()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._write_back()
+            self._dispatcher.flush()
+        finally:
+            self.closed = True
+            self._dispatcher.close()
+            if self._owns_store:
+                self._store.close()
+
+    def _write_back(self) -> None:
+        """Store the warm subjects' states that are behind their events (a faster cold start).
+
+        Best effort: if the store cannot take it (closed already, say), nothing is lost:
+        the events are in the log, and whoever loads those subjects folds them in.
+        """
+        if not self._warm.subjects:
+            return
+
+        def work(tx: Transaction) -> None:
+            for subject in list(self._warm.subjects.values()):  # empty if the cache went cold
+                if subject.stored_events != subject.state.events:
+                    self._save(tx, subject)
+
+        try:
+            self._write(work)
+        except StoreError as error:
+            logger.debug("pqlkit: warm states not written back at close(): %s", error)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClientClosedError("this Client is closed")
+
+    # -- callbacks -----------------------------------------------------------------
+    def on(self, kind: object, fn: object) -> None:
+        if kind != "pql" and kind != "pqa" and kind != "disqualified":
+            raise ValidationError("kind", f'must be "pql", "pqa" or "disqualified", got {kind!r}')
+        if not callable(fn):
+            raise ValidationError("fn", "must be callable")
+        self._dispatcher.register(kind, fn)
+
+    # -- recording -------------------------------------------------------------------
+    def track(
+        self,
+        user_id: object,
+        event: object,
+        properties: object,
+        account_id: object,
+        timestamp: object,
+        message_id: object,
+        connection: object,
+    ) -> TrackResult:
+        self._check_open()
+        new = self._validate_event(user_id, event, properties, account_id, timestamp, message_id)
+        self._check_connection(connection)
+        outcome = self._write(lambda tx: self._record(tx, new, {}), connection)
+        self._after_write(enqueued=outcome is not None and outcome.enqueued, joined=connection)
+        if outcome is None:
+            return TrackResult(scores=self.scores(new.user_id, "user"), duplicate=True)
+        return TrackResult(outcome.qualified, outcome.scores, False, outcome.disqualified)
+
+    def track_many(self, events: object, connection: object) -> BulkResult:
+        self._check_open()
+        self._check_connection(connection)
+        stored = duplicates = 0
+        qualified: list[Qualification] = []
+        batch: list[NewEvent] = []
+        enqueued = False
+
+        def work(tx: Transaction) -> tuple[int, int, list[Qualification], bool]:
+            cache: dict[tuple[str, str], _Subject] = {}
+            done = dupes = 0
+            fired: list[Qualification] = []
+            queued = False
+            for new in batch:
+                outcome = self._record(tx, new, cache, save=False)
+                if outcome is None:
+                    dupes += 1
+                    continue
+                done += 1
+                fired.extend(outcome.qualified)
+                queued = queued or outcome.enqueued
+            for subject in cache.values():
+                self._save(tx, subject, defer=True)
+            return done, dupes, fired, queued
+
+        def write() -> None:
+            nonlocal stored, duplicates, enqueued
+            done, dupes, fired, queued = self._write(work, connection)
+            stored += done
+            duplicates += dupes
+            qualified.extend(fired)
+            enqueued = enqueued or queued
+            batch.clear()
+
+        if not isinstance(events, Iterable):
+            raise ValidationError("events", "must be an iterable of events")
+        for index, item in enumerate(events):
+            try:
+                batch.append(self._validate_item(item))
+            except ValidationError as e:
+                raise ValidationError(f"events[{index}].{e.field}", e.reason) from None
+            if len(batch) >= _BATCH:
+                write()
+        if batch:
+            write()
+        self._after_write(enqueued=enqueued, joined=connection)
+        return BulkResult(stored, duplicates, qualified)
+
+    def identify(self, user_id: object, traits: object, account_id: object) -> None:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        data = check_properties(traits, "traits", self._limits)
+        if _ACCOUNT_TRAIT in data:
+            raise ValidationError(
+                f"traits.{_ACCOUNT_TRAIT}", "is reserved: pass account_id=... instead"
+            )
+        account = (
+            check_id(account_id, "account_id", self._limits) if account_id is not None else None
+        )
+
+        def work(tx: Transaction) -> _Outcome:
+            uid = self._resolve(tx, user)
+            tx.lock([f"user:{uid}"])
+            merged = {**self._traits(tx, "user", uid), **data}
+            if account is not None:
+                merged[_ACCOUNT_TRAIT] = account
+            self._set_traits(tx, "user", uid, merged)
+            out = _Outcome()
+            subject = self._load(tx, "user", uid)
+            subject.account = self._account_of(tx, subject)  # a warm one may predate it
+            if subject.state.newest is not None:
+                self._evaluate(tx, subject, subject.state.newest, out)
+                self._save(tx, subject)
+            return out
+
+        out = self._write(work)
+        self._dispatcher.poke(enqueued=out.enqueued)
+
+    def group(self, account_id: object, traits: object) -> None:
+        self._check_open()
+        account = check_id(account_id, "account_id", self._limits)
+        data = check_properties(traits, "traits", self._limits)
+
+        def work(tx: Transaction) -> _Outcome:
+            out = _Outcome()
+            tx.lock([f"account:{account}"])
+            merged = {**self._traits(tx, "account", account), **data}
+            self._set_traits(tx, "account", account, merged)
+            subjects = [self._load(tx, "account", account)]
+            for uid in sorted({tx.resolve(u) for u in tx.users_of(account)}):
+                user = self._load(tx, "user", uid)
+                if user.account == account:
+                    subjects.append(user)
+            for subject in subjects:
+                if subject.state.newest is not None:
+                    self._evaluate(tx, subject, subject.state.newest, out)
+                    self._save(tx, subject)
+            return out
+
+        out = self._write(work)
+        self._dispatcher.poke(enqueued=out.enqueued)
+
+    def alias(self, previous_id: object, user_id: object) -> None:
+        self._check_open()
+        previous = check_id(previous_id, "previous_id", self._limits)
+        user = check_id(user_id, "user_id", self._limits)
+
+        def work(tx: Transaction) -> _Outcome | None:
+            out = _Outcome()
+            self._warm.clear()  # the rebuild below replaces states; nothing warm survives it
+            target = tx.resolve(user)
+            if target == previous:
+                raise ValidationError("user_id", f"{user!r} is already an alias of {previous!r}")
+            if tx.resolve(previous) == target:
+                return None
+            tx.lock([f"user:{previous}", f"user:{target}"])
+            tx.set_alias(previous, target)
+            tx.delete_state(self.model.name, "user", previous)
+            ids = [target, *tx.aliases_of(target)]
+            self._rebuild_subjects(tx, [("user", target)], out)
+            accounts = sorted(tx.accounts_of(ids))
+            self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
+            return out
+
+        out = self._write(work)
+        if out is not None:
+            self._dispatcher.poke(enqueued=out.enqueued)
+
+    def forget(self, user_id: object) -> None:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+
+        def work(tx: Transaction) -> _Outcome:
+            out = _Outcome()
+            self._warm.clear()  # states and traits are deleted or rebuilt below
+            uid = tx.resolve(user)
+            ids = sorted({uid, user, *tx.aliases_of(uid)})
+            tx.lock([f"user:{i}" for i in ids])
+            accounts = sorted(tx.accounts_of(ids))
+            tx.forget_users(ids)
+            for i in ids:
+                tx.delete_state(self.model.name, "user", i)
+                tx.delete_qualifications(i, "pql")
+            _redact(tx, set(accounts), set(ids))
+            self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
+            return out
+
+        out = self._write(work)
+        self._dispatcher.poke(enqueued=out.enqueued)
+
+    # -- reading -----------------------------------------------------------------------
+    def scores(self, subject_id: object, of: object) -> dict[str, float]:
+        return self._read(subject_id, of).scores
+
+    def signals(self, subject_id: object, of: object) -> dict[str, bool]:
+        return self._read(subject_id, of).signals
+
+    def explain(self, subject_id: object, of: object) -> list[str]:
+        self._check_open()
+        kind = self._check_of(of)
+        with self._tx() as tx:
+            subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
+            t = self._read_time(subject)
+            return self._plan.explain(subject.state, t, kind, self._context(tx, subject))
+
+    def qualified_at(self, subject_id: object, kind: object) -> datetime | None:
+        self._check_open()
+        if kind != "pql" and kind != "pqa":
+            raise ValidationError("kind", f'must be "pql" or "pqa", got {kind!r}')
+        of: SubjectKind = "user" if kind == "pql" else "account"
+        with self._tx() as tx:
+            sid = self._subject_key(tx, of, subject_id)
+            record = tx.latest_qualification(self.model.name, kind, sid)
+        return record.qualified_at if record is not None else None
+
+    def _read(self, subject_id: object, of: object) -> Evaluation:
+        self._check_open()
+        kind = self._check_of(of)
+        with self._tx() as tx:
+            subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
+            t = self._read_time(subject)
+            return self._plan.evaluate(subject.state, t, kind, self._context(tx, subject))
+
+    def _read_time(self, subject: _Subject) -> int:
+        now = to_us(self._clock.now())
+        newest = subject.state.newest
+        return now if newest is None else max(now, newest)
+
+    def _check_of(self, of: object) -> SubjectKind:
+        if of not in ("user", "account"):
+            raise ValidationError("of", f'must be "user" or "account", got {of!r}')
+        return "user" if of == "user" else "account"
+
+    def _subject_key(self, tx: Transaction, kind: SubjectKind, subject_id: object) -> str:
+        sid = check_id(subject_id, "subject_id", self._limits)
+        return tx.resolve(sid) if kind == "user" else sid
+
+    # -- outbox ------------------------------------------------------------------------
+    def flush(self) -> None:
+        self._check_open()
+        self._dispatcher.flush()
+
+    def pending(self) -> list[Qualification]:
+        self._check_open()
+        with self._tx() as tx:
+            return [d.qualification for d in tx.deliveries("pending")]
+
+    def dead_letters(self) -> list[Qualification]:
+        self._check_open()
+        with self._tx() as tx:
+            return [d.qualification for d in tx.deliveries("dead")]
+
+    def retry_dead_letters(self) -> int:
+        self._check_open()
+        now = self._clock.now()
+        count = self._write(lambda tx: tx.revive_dead(now))
+        self._dispatcher.poke(enqueued=count > 0)
+        return count
+
+    # -- time and model changes ------------------------------------------------------------
+    def sweep(self, now: object) -> list[Qualification]:
+        self._check_open()
+        when = check_timestamp(now, "now") if now is not None else self._clock.now()
+        t = to_us(when)
+        fired: list[Qualification] = []
+        out = _Outcome()
+
+        swept: set[tuple[str, str]] = set()
+
+        def work(tx: Transaction) -> tuple[int, _Outcome]:
+            batch = _Outcome()
+            due = tx.due_subjects(self.model.name, when, _BATCH)
+            if due and swept.issuperset(due):
+                # Each subject's stored due time is after `when` once swept: finding
+                # only swept ones again means it is not, and looping would never end.
+                logger.warning("pqlkit: sweep() found %d swept subjects due again", len(due))
+                return 0, batch
+            swept.update(due)
+            for kind, sid in due:
+                tx.lock([f"{kind}:{sid}"])
+                subject = self._load(tx, kind, sid)
+                newest = subject.state.newest
+                self._evaluate(tx, subject, max(t, newest or t), batch, latch=False)
+                self._save(tx, subject, at=t)
+            return len(due), batch
+
+        while True:
+            count, batch = self._write(work)
+            out.qualified += batch.qualified
+            out.disqualified += batch.disqualified
+            out.enqueued = out.enqueued or batch.enqueued
+            if count < _BATCH:
+                break
+        fired = out.qualified + out.disqualified
+        self._dispatcher.poke(enqueued=out.enqueued)
+        return fired
+
+    def rebuild(self) -> int:
+        self._check_open()
+        count, out = self._rebuild_all()
+        self._dispatcher.poke(enqueued=out.enqueued)
+        return count
+
+    def stats(self) -> Stats:
+        self._check_open()
+        name = self.model.name
+        with self._tx() as tx:
+            users = tx.count_subjects(name, "user")
+            accounts = tx.count_subjects(name, "account")
+            firsts: dict[tuple[str, str], QualificationRecord] = {}
+            for q in tx.qualifications(name):
+                key = (q.kind, q.subject_id)
+                if key not in firsts or q.round < firsts[key].round:
+                    firsts[key] = q
+        pqls = [q for (k, _), q in firsts.items() if k == "pql"]
+        pqas = sum(1 for (k, _) in firsts if k == "pqa")
+        waits = sorted(q.qualified_at - q.first_seen for q in pqls)
+        rate = len(pqls) / users if users else 0.0
+        return Stats(
+            users=users,
+            accounts=accounts,
+            pqls=len(pqls),
+            pqas=pqas,
+            pql_rate=rate,
+            time_to_pql_median=_median(waits),
+            time_to_pql_p90=waits[max(0, -(-9 * len(waits) // 10) - 1)] if waits else None,
+            pql_rate_healthy=(0.05 <= rate <= 0.15) if users else None,
+        )
+
+    # -- internals: validation ---------------------------------------------------------------
+    def _validate_event(
+        self,
+        user_id: object,
+        event: object,
+        properties: object,
+        account_id: object,
+        timestamp: object,
+        message_id: object,
+    ) -> NewEvent:
+        lim = self._limits
+        uid = check_id(user_id, "user_id", lim)
+        name = check_event(event)
+        props = check_properties(properties, "properties", lim)
+        acc = check_id(account_id, "account_id", lim) if account_id is not None else None
+        # the clock's now is checked too: a custom clock may hand back a naive datetime
+        ts = check_timestamp(timestamp if timestamp is not None else self._clock.now())
+        mid = (
+            check_message_id(message_id, lim)
+            if message_id is not None
+            else _process.new_message_id()
+        )
+        return NewEvent(mid, uid, name, props, acc, ts)
+
+    def _validate_item(self, item: object) -> NewEvent:
+        if isinstance(item, Event):
+            fields = attrs.asdict(item, recurse=False)
+        elif isinstance(item, Mapping):
+            unknown = set(item) - {f.name for f in attrs.fields(Event)}
+            if unknown:
+                raise ValidationError(sorted(unknown)[0], "is not a parameter of track()")
+            fields = dict(item)
+        else:
+            raise ValidationError("event", "must be a dict or a pqlkit.Event")
+        for required in ("user_id", "event"):
+            if required not in fields:
+                raise ValidationError(required, "is required")
+        return self._validate_event(
+            fields["user_id"],
+            fields["event"],
+            fields.get("properties"),
+            fields.get("account_id"),
+            fields.get("timestamp"),
+            fields.get("message_id"),
+        )
+
+    # -- internals: the write path ---------------------------------------------------------------
+    def _record(
+        self,
+        tx: Transaction,
+        new: NewEvent,
+        cache: dict[tuple[str, str], _Subject],
+        *,
+        save: bool = True,
+    ) -> _Outcome | None:
+        uid = self._resolve(tx, new.user_id)
+        acc = new.account_id
+        tx.lock((f"user:{uid}", f"account:{acc}") if acc else (f"user:{uid}",))
+        record = tx.insert_event(new)
+        if record is None:
+            return None
+        out = _Outcome()
+        view = EventView(to_us(new.timestamp), record.event, record.properties, uid)
+        self._step(tx, cache, "user", uid, record, view, out, save)
+        if acc is not None:
+            self._step(tx, cache, "account", acc, record, view, out, save)
+        return out
+
+    def _step(
+        self,
+        tx: Transaction,
+        cache: dict[tuple[str, str], _Subject],
+        kind: SubjectKind,
+        sid: str,
+        record: EventRecord,
+        view: EventView,
+        out: _Outcome,
+        save: bool,
+    ) -> None:
+        """Fold ``record`` into one subject, evaluate it (a user with every score) and,
+        with ``save``, store it (``_save`` defers what a warm subject allows)."""
+        key = (kind, sid)
+        subject = cache.get(key)
+        if subject is None:
+            subject = cache[key] = self._load(tx, kind, sid, skip_seq=record.seq)
+        self._apply(subject, record, view)
+        newest = subject.state.newest
+        t = view.ts if newest is None else newest
+        self._evaluate(tx, subject, t, out, scores=kind == "user")
+        if save:
+            self._save(tx, subject, defer=True)
+
+    def _apply(self, subject: _Subject, record: EventRecord, view: EventView) -> None:
+        s = subject.state
+        self._plan.apply_view(s, view, subject.kind)
+        if record.seq > s.seq:
+            s.seq = record.seq
+        if subject.kind == "user" and record.account_id is not None:
+            latest = s.account  # [ts, account id] of the user's latest event with one
+            if latest is None:
+                latest = s.account = [view.ts, record.account_id]
+            elif view.ts >= latest[0]:
+                latest[0], latest[1] = view.ts, record.account_id
+            subject.account = latest[1]
+
+    def _load(
+        self, tx: Transaction, kind: SubjectKind, sid: str, *, skip_seq: int | None = None
+    ) -> _Subject:
+        """The subject's state: warm from memory, else from the store (and its log tail)."""
+        warm = self._warm
+        key = (kind, sid)
+        if warm.active:
+            subject = warm.subjects.pop(key, None)
+            if subject is not None:
+                warm.subjects[key] = subject  # most recently used last
+                return subject
+        row = tx.load_state(self.model.name, kind, sid)
+        state = self._plan.load(row.state if row is not None else None)
+        if state is None:
+            # Written by another version of the model (a rolling deploy): rebuild this
+            # subject from the log, leaving out the event being recorded right now.
+            subject = self._replay_subject(tx, kind, sid, skip_seq)
+        else:
+            subject = _Subject(kind, sid, state)
+            if row is not None:
+                subject.stored_events = state.events
+                subject.stored_due = None if row.due_at is None else to_us(row.due_at)
+                subject.stored_size = len(row.state)
+                # its writer may have left newer events in the log
+                if warm.usable and not (warm.active and key in warm.current):
+                    self._catch_up(tx, subject, skip_seq)
+        if kind == "user":
+            subject.account = self._account_of(tx, subject)
+        if warm.active:
+            self._keep_warm(tx, subject)
+        return subject
+
+    def _keep_warm(self, tx: Transaction, subject: _Subject) -> None:
+        """Cache ``subject``; write back the least recently used one if full."""
+        warm = self._warm
+        subjects = warm.subjects
+        subjects[(subject.kind, subject.id)] = subject
+        while len(subjects) > warm.capacity:
+            oldest = subjects.pop(next(iter(subjects)))
+            self._save(tx, oldest, defer=True, evicting=True)
+        if len(warm.traits) > 2 * warm.capacity:
+            warm.traits.clear()
+        if len(warm.resolved) > 2 * warm.capacity:
+            warm.resolved.clear()
+        if len(warm.current) > 20 * warm.capacity:
+            warm.current.clear()
+
+    def _catch_up(self, tx: Transaction, subject: _Subject, skip_seq: int | None) -> None:
+        """Fold in the subject's events newer than its stored state (left by a warm writer)."""
+        s = subject.state
+        if subject.kind == "user":
+            ids = [subject.id, *tx.aliases_of(subject.id)]
+            events = tx.events(user_ids=ids, after_seq=s.seq)
+        else:
+            events = tx.events(account_id=subject.id, after_seq=s.seq)
+        tail = [e for e in events if e.seq != skip_seq]
+        if tail:
+            s.qualification = None  # the tail may have fired: read it from the store again
+            key = (subject.kind, subject.id)
+            self._replay(tail, tx, {key}, {key: subject})
+
+    def _resolve(self, tx: Transaction, user_id: str) -> str:
+        warm = self._warm
+        if not warm.active:
+            return tx.resolve(user_id)
+        uid = warm.resolved.get(user_id)
+        if uid is None:
+            uid = warm.resolved[user_id] = tx.resolve(user_id)
+        return uid
+
+    def _traits(self, tx: Transaction, kind: SubjectKind, sid: str) -> dict[str, Any]:
+        """The subject's stored traits (do not modify the dict returned)."""
+        warm = self._warm
+        if not warm.active:
+            return tx.traits(kind, sid)
+        traits = warm.traits.get((kind, sid))
+        if traits is None:
+            traits = warm.traits[(kind, sid)] = tx.traits(kind, sid)
+        return traits
+
+    def _set_traits(
+        self, tx: Transaction, kind: SubjectKind, sid: str, traits: dict[str, Any]
+    ) -> None:
+        tx.set_traits(kind, sid, traits)
+        if self._warm.active:
+            self._warm.traits[(kind, sid)] = traits
+
+    def _account_of(self, tx: Transaction, subject: _Subject) -> str | None:
+        if subject.state.account is not None:
+            return str(subject.state.account[1])
+        acc = self._traits(tx, "user", subject.id).get(_ACCOUNT_TRAIT)
+        return acc if isinstance(acc, str) else None
+
+    def _save(
+        self,
+        tx: Transaction,
+        subject: _Subject,
+        *,
+        at: int | None = None,
+        defer: bool = False,
+        evicting: bool = False,
+    ) -> None:
+        """Store the subject's state and due time.
+
+        With ``defer`` (a warm subject after an event), the write is skipped while
+        the stored state is only a few events behind and its due time is not later
+        than the new one: the events in between are in the log (see ``_catch_up``),
+        and a sweep that comes early finds nothing to do and stores the state.
+        """
+        s = subject.state
+        kind = subject.kind
+        newest = s.newest
+        if newest is None:
+            tx.delete_state(self.model.name, kind, subject.id)
+            self._warm.subjects.pop((kind, subject.id), None)
+            self._warm.current.discard((kind, subject.id))
+            return
+        events, stored = s.events, subject.stored_events
+        if evicting and stored == events:
+            # Stored already, with the due time of its last save: computing one again
+            # from its newest event would undo a sweep's (and make it due again).
+            return
+        t = newest if at is None or at < newest else at
+        hint = subject.due_hint
+        if hint is not None and hint[0] == t and hint[1] == events:
+            due = hint[2]  # what the evaluation at T found
+        else:
+            due = self._plan.next_due(s, t, kind)
+        requalify = subject.requalify_at
+        if requalify is not None and requalify > t:
+            due = requalify if due is None else min(due, requalify)
+        if defer and stored is not None:
+            stored_due = subject.stored_due
+            behind = events - stored
+            warm = self._warm
+            if (
+                (due is None or (stored_due is not None and stored_due <= due))
+                and (
+                    behind == 0
+                    or (
+                        not evicting
+                        and behind < warm.streak
+                        and behind < max(_TAIL_EVENTS, subject.stored_size // _TAIL_BYTES)
+                    )
+                )
+                # only a subject that stays warm (or is leaving now) may stay behind
+                and (evicting or (warm.active and warm.subjects.get((kind, subject.id)) is subject))
+            ):
+                return
+        text = s.dump()
+        tx.save_state(
+            StateRecord(
+                self.model.name,
+                kind,
+                subject.id,
+                text,
+                from_us(due) if due is not None else None,
+            )
+        )
+        subject.stored_events = s.events
+        subject.stored_due = due
+        subject.stored_size = len(text)
+        if self._warm.active:
+            self._warm.current.add((kind, subject.id))
+
+    def _context(self, tx: Transaction, subject: _Subject, *, full: bool = True) -> Context:
+        """The traits an evaluation sees; with ``full=False`` only those the model reads."""
+        user = full or self._plan.reads_user_traits
+        account = full or self._plan.reads_account_traits
+        # _NO_TRAITS, not a new {}: values stay kept while an evaluation sees the
+        # very same traits objects (see SubjectState.memo)
+        if subject.kind == "account":
+            return Context(
+                _NO_TRAITS, self._traits(tx, "account", subject.id) if account else _NO_TRAITS
+            )
+        acc = subject.account
+        return Context(
+            self._traits(tx, "user", subject.id) if user else _NO_TRAITS,
+            self._traits(tx, "account", acc) if account and acc is not None else _NO_TRAITS,
+        )
+
+    def _evaluate(
+        self,
+        tx: Transaction,
+        subject: _Subject,
+        t: int,
+        out: _Outcome,
+        *,
+        latch: bool = True,
+        scores: bool = False,
+    ) -> Evaluation:
+        """Evaluate the subject at ``t``; fire or disqualify as its rule says.
+
+        Only what the rule reads is evaluated unless ``scores`` asks for every
+        score (a user's, for ``TrackResult.scores``); a payload is built from a
+        full evaluation.
+        """
+        ctx = self._context(tx, subject, full=False)
+        ev = self._plan.evaluate(
+            subject.state, t, subject.kind, ctx, latch=latch, full=False, scores=scores
+        )
+        subject.due_hint = (t, subject.state.events, ev.until)
+        if scores:
+            out.scores = ev.scores
+        rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
+        if self._plan.rule_fns[subject.kind] is None:  # no rule for this kind
+            return ev
+        subject.requalify_at = None
+        cached = subject.state.qualification  # see _remember()
+        if cached is not None and (
+            (cached[5] is None if ev.rule else cached[5] is not None) if cached else not ev.rule
+        ):
+            return ev  # qualified and still true, or not qualified and still false
+        name = self.model.name
+        latest = self._latest(tx, subject, rule_kind)
+        when = from_us(t)
+        if ev.rule:
+            round_ = None
+            if latest is None:
+                round_ = 0
+            elif latest.disqualified_at is not None:
+                cool = self.model.requalify_after
+                if cool is not None and when >= latest.disqualified_at + cool:
+                    round_ = latest.round + 1
+                elif cool is not None:  # a sweep at the cool-down's end fires it
+                    subject.requalify_at = to_us(latest.disqualified_at + cool)
+            if round_ is None:
+                return ev
+            assert subject.state.first is not None
+            qid = _qualification_id(name, rule_kind, subject.id, round_, subject.state.first)
+            record = QualificationRecord(
+                qid,
+                name,
+                rule_kind,
+                subject.id,
+                round_,
+                self.model.fingerprint,
+                when,
+                from_us(subject.state.first),
+            )
+            if not tx.insert_qualification(record):
+                subject.state.qualification = None  # a concurrent writer got there first
+                return ev
+            _remember(subject, record)
+            q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
+            # the first attempt is due now on the client's clock (T, an event's
+            # timestamp or a sweep's `now`, may lie in the clock's future)
+            tx.enqueue(
+                DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=self._clock.now())
+            )
+            out.qualified.append(q)
+            out.enqueued = True
+        elif latest is not None and latest.disqualified_at is None:
+            tx.set_disqualified(latest.id, when)
+            _remember(subject, attrs.evolve(latest, disqualified_at=when))
+            dq_id = _qualification_id(
+                name, "disqualified", subject.id, latest.round, to_us(latest.first_seen)
+            )
+            q = attrs.evolve(
+                self._payload(
+                    tx,
+                    subject,
+                    ev,
+                    dq_id,
+                    rule_kind,
+                    latest.qualified_at,
+                    self._context(tx, subject),
+                ),
+                disqualified_at=when,
+            )
+            tx.enqueue(
+                DeliveryRecord(
+                    dq_id, "disqualified", subject.id, q, next_attempt_at=self._clock.now()
+                )
+            )
+            out.disqualified.append(q)
+            out.enqueued = True
+        return ev
+
+    def _latest(
+        self, tx: Transaction, subject: _Subject, kind: Literal["pql", "pqa"]
+    ) -> QualificationRecord | None:
+        """The subject's latest qualification record, cached in its state."""
+        cached = subject.state.qualification
+        if cached is None:
+            record = tx.latest_qualification(self.model.name, kind, subject.id)
+            _remember(subject, record)
+            return record
+        if cached == 0:
+            return None
+        qid, round_, fingerprint, qualified, first, disqualified = cached
+        return QualificationRecord(
+            qid,
+            self.model.name,
+            kind,
+            subject.id,
+            round_,
+            fingerprint,
+            from_us(qualified),
+            from_us(first),
+            None if disqualified is None else from_us(disqualified),
+        )
+
+    def _payload(
+        self,
+        tx: Transaction,
+        subject: _Subject,
+        ev: Evaluation,
+        qid: str,
+        kind: Literal["pql", "pqa"],
+        when: datetime,
+        ctx: Context,
+    ) -> Qualification:
+        ev = self._plan.evaluate(subject.state, ev.t, subject.kind, ctx)  # every score
+        if subject.kind == "user":
+            ids = [subject.id, *tx.aliases_of(subject.id)]
+            recent = tx.recent_events(ids, self._context_events)
+        else:
+            users = sorted(tx.users_of(subject.id))
+            recent = [
+                e
+                for e in tx.recent_events(users, self._context_events * 10)
+                if e.account_id == subject.id
+            ][: self._context_events]
+        first = subject.state.first
+        context = {
+            "user_traits": _public_traits(ctx.user_traits),
+            "account_traits": dict(ctx.account_traits),
+            "first_seen": from_us(first).isoformat() if first is not None else None,
+            "events": [
+                json_converter.unstructure(
+                    {
+                        "event": e.event,
+                        "user_id": e.user_id,
+                        "timestamp": e.timestamp,
+                        "properties": e.properties,
+                    }
+                )
+                for e in recent
+            ],
+        }
+        return Qualification(
+            id=qid,
+            kind=kind,
+            subject_id=subject.id,
+            account_id=subject.account if subject.kind == "user" else subject.id,
+            model=self.model.name,
+            fingerprint=self.model.fingerprint,
+            qualified_at=when,
+            scores=dict(ev.scores),
+            signals=ev.true_signals,
+            explanation=tuple(self._plan.explain(subject.state, ev.t, subject.kind, ctx)),
+            context=context,
+        )
+
+    # -- internals: rebuilds -------------------------------------------------------------
+    def _replay(
+        self,
+        events: Iterable[EventRecord],
+        tx: Transaction,
+        wanted: set[tuple[str, str]] | None,
+        subjects: dict[tuple[str, str], _Subject] | None = None,
+    ) -> tuple[dict[tuple[str, str], _Subject], int]:
+        """Fold events (arrival order) into states (fresh ones unless given); latch TEV
+        activations per event."""
+        subjects = {} if subjects is None else subjects
+        resolved: dict[str, str] = {}
+        count = 0
+        for record in events:
+            uid = resolved.get(record.user_id)
+            if uid is None:
+                uid = resolved[record.user_id] = tx.resolve(record.user_id)
+            ts = to_us(record.timestamp)
+            view = EventView(ts, record.event, record.properties, uid)
+            targets: list[tuple[SubjectKind, str]] = [("user", uid)]
+            if record.account_id is not None:
+                targets.append(("account", record.account_id))
+            for kind, sid in targets:
+                if wanted is not None and (kind, sid) not in wanted:
+                    continue
+                subject = subjects.get((kind, sid))
+                if subject is None:
+                    subject = subjects[(kind, sid)] = _Subject(kind, sid, self._plan.new_state())
+                self._apply(subject, record, view)
+                if self._plan.latched:
+                    if subject.kind == "user" and subject.account is None:
+                        subject.account = self._account_of(tx, subject)
+                    t = subject.state.newest or ts
+                    ctx = self._context(tx, subject, full=False)
+                    self._plan.latch(subject.state, t, kind, ctx)
+            count += 1
+        return subjects, count
+
+    def _replay_subject(
+        self, tx: Transaction, kind: SubjectKind, sid: str, skip_seq: int | None = None
+    ) -> _Subject:
+        """One subject's state rebuilt from its events (without event ``skip_seq``)."""
+        if kind == "user":
+            events: Iterable[EventRecord] = tx.events(user_ids=[sid, *tx.aliases_of(sid)])
+        else:
+            events = tx.events(account_id=sid)
+        if skip_seq is not None:
+            events = (e for e in events if e.seq != skip_seq)
+        subjects, _ = self._replay(events, tx, {(kind, sid)})
+        return subjects.get((kind, sid)) or _Subject(kind, sid, self._plan.new_state())
+
+    def _rebuild_subjects(
+        self, tx: Transaction, keys: Sequence[tuple[SubjectKind, str]], out: _Outcome
+    ) -> None:
+        for kind, sid in keys:
+            subject = self._replay_subject(tx, kind, sid)
+            if subject.state.newest is None:
+                tx.delete_state(self.model.name, kind, sid)
+                continue
+            if kind == "user":
+                subject.account = self._account_of(tx, subject)
+            assert subject.state.newest is not None
+            self._evaluate(tx, subject, subject.state.newest, out, latch=False)
+            self._save(tx, subject)
+
+    def _rebuild_all(self, *, only_if_stale: bool = False) -> tuple[int, _Outcome]:
+        def work(tx: Transaction) -> tuple[int, _Outcome]:
+            out = _Outcome()
+            tx.lock([f"model:{self.model.name}"])
+            if only_if_stale and tx.get_meta(self._fingerprint_key) == self.model.fingerprint:
+                return 0, out  # another process rebuilt it meanwhile
+            tx.clear_states(self.model.name)
+            self._warm.clear()
+            subjects, count = self._replay(tx.events(), tx, None)
+            for subject in subjects.values():
+                if subject.kind == "user":
+                    subject.account = self._account_of(tx, subject)
+                assert subject.state.newest is not None
+                self._evaluate(tx, subject, subject.state.newest, out, latch=False)
+                self._save(tx, subject)
+            tx.set_meta(self._fingerprint_key, self.model.fingerprint)
+            return count, out
+
+        with self._rebuild_lock:
+            return self._write(work)
+
+    # -- internals: transactions ---------------------------------------------------------------
+    def _write(self, work: Callable[[Transaction], T], connection: object = None) -> T:
+        """Run ``work`` in one store transaction; run it again if the store aborted it.
+
+        A store raises :class:`TransientStoreError` when the database aborted the
+        transaction to resolve a conflict (PostgreSQL: a deadlock or a
+        serialization failure); nothing of it was stored, so ``work`` runs again,
+        after a short jittered pause, up to ``_WRITE_ATTEMPTS`` times. ``work``
+        must return what it changed rather than change anything outside.
+        """
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                with self._tx(connection) as tx:
+                    return work(tx)
+            except TransientStoreError:
+                if attempt == _WRITE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.5, 1.5) * 0.005 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _tx(self, connection: object = None) -> AbstractContextManager[Transaction]:
+        """A store transaction that keeps the warm cache honest (see :class:`_Warm`)."""
+        return _TxScope(self, connection)
+
+    def _transaction(self, connection: object) -> AbstractContextManager[Transaction]:
+        if connection is None:
+            return self._store.transaction()
+        joined = getattr(self._store, "joined", None)  # PostgresStore's; see _check_connection
+        assert callable(joined)
+        context: AbstractContextManager[Transaction] = joined(connection)
+        return context
+
+    def _check_connection(self, connection: object) -> None:
+        """Refuse ``connection=`` on a store that cannot join the caller's transaction."""
+        if connection is not None and not callable(getattr(self._store, "joined", None)):
+            raise ValidationError(
+                "connection",
+                "writing inside your own transaction needs a PostgresStore; this client's"
+                f" store is a {type(self._store).__name__}",
+            )
+
+    def _after_write(self, *, enqueued: bool, joined: object) -> None:
+        if joined is None:
+            self._dispatcher.poke(enqueued=enqueued)
+        elif enqueued:
+            # The caller has not committed yet: nothing can be delivered now. Make
+            # the next track() or flush() look for it.
+            self._dispatcher._dirty = True
+
+    @property
+    def _fingerprint_key(self) -> str:
+        return f"model:{self.model.name}:fingerprint"
+
+    def _ensure_fingerprint(self) -> None:
+        with self._tx() as tx:
+            stored = tx.get_meta(self._fingerprint_key)
+            if stored == self.model.fingerprint:
+                return
+            if stored is None and next(iter(tx.events(limit=1)), None) is None:
+                tx.set_meta(self._fingerprint_key, self.model.fingerprint)
+                return
+        self._rebuild_all(only_if_stale=True)
+
+
+def _median(values: list[timedelta]) -> timedelta | None:
+    if not values:
+        return None
+    mid = len(values) // 2
+    if len(values) % 2:
+        return values[mid]
+    return (values[mid - 1] + values[mid]) / 2
+
+
+def _remember(subject: _Subject, record: QualificationRecord | None) -> None:
+    """Cache ``record`` (the subject's latest qualification) in its state."""
+    if record is None:
+        subject.state.qualification = 0
+        return
+    dq = record.disqualified_at
+    subject.state.qualification = [
+        record.id,
+        record.round,
+        record.fingerprint,
+        to_us(record.qualified_at),
+        to_us(record.first_seen),
+        None if dq is None else to_us(dq),
+    ]
+
+
+def _redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:
+    """Remove these users' events from the stored payloads of these accounts' deliveries."""
+    if not accounts:
+        return
+    for status in ("pending", "delivered", "dead"):
+        for d in tx.deliveries(status):
+            q = d.qualification
+            if q.kind != "pqa" or q.subject_id not in accounts:
+                continue
+            events = q.context.get("events", [])
+            kept = [e for e in events if e.get("user_id") not in user_ids]
+            if len(kept) != len(events):
+                tx.replace_qualification(
+                    d.id, attrs.evolve(q, context={**q.context, "events": kept})
+                )
