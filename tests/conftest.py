@@ -23,6 +23,37 @@ POSTGRES_SCHEMA = f"pqlkit_test_{os.getpid()}_{secrets.token_hex(4)}"
 """This session's schema for the shared suite, emptied before each test, dropped at the end."""
 
 _IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _build() -> str:
+    """``"mypyc"`` when the pqlkit imported is the compiled build, else ``"pure"``."""
+    import pqlkit._core
+
+    return "pure" if str(pqlkit._core.__file__).endswith(".py") else "mypyc"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test another build than the one asked for (``PQLKIT_EXPECT_BUILD``,
+    default ``pure``): compiled modules left in src/ would shadow its sources."""
+    import pqlkit
+
+    expected = os.environ.get("PQLKIT_EXPECT_BUILD", "pure")
+    if expected not in ("pure", "mypyc"):
+        raise pytest.UsageError(f'PQLKIT_EXPECT_BUILD must be "pure" or "mypyc", not {expected!r}')
+    got = _build()
+    if got != expected:
+        raise pytest.UsageError(
+            f"expected the {expected} build of pqlkit, but {pqlkit.__file__} is the {got}"
+            " build (compiled modules in src/? `find src -name '*.so' -delete`)"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import pqlkit
+
+    return f"pqlkit: the {_build()} build, from {os.path.dirname(pqlkit.__file__ or '')}"
+
+
 _PG_TABLES = ("events", "aliases", "traits", "states", "qualifications", "deliveries", "meta")
 _PG_IDENTITIES = (("events", "seq"), ("qualifications", "pos"), ("deliveries", "created"))
 _dropped_at_exit: set[str] = set()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pqlkit import Client, Model, SQLiteStore, count, days, did, idle, trait
-from pqlkit._engine import Evaluation, SubjectState
+from pqlkit._engine import SubjectState
 from pqlkit.exceptions import StoreError
 from pqlkit.stores import PostgresStore, Store, Transaction
 from pqlkit.stores._base import StateRecord
@@ -47,6 +47,12 @@ class SpyStore:
         self.saves: list[StateRecord] = []
         self.fail_on: str | None = None
         self.sweeps = 0  # due_subjects() calls
+        self.stuck: list[tuple[str, str]] | None = None  # see stick_due()
+
+    def stick_due(self) -> None:
+        """From the next ``due_subjects()`` on, answer what that call found, every time
+        (as if the subjects' stored due times never moved past the sweep)."""
+        self.stuck = []
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -70,7 +76,16 @@ class _SpyTransaction:
             self._owner.sweeps += 1
             if self._owner.sweeps > 100:  # fail rather than hang
                 raise AssertionError("sweep() keeps finding the same subjects due")
+            if self._owner.stuck is not None:
+                return self._stuck_due
         return getattr(self._tx, name)
+
+    def _stuck_due(self, model: str, now: datetime, limit: int) -> list[tuple[str, str]]:
+        owner = self._owner
+        if not owner.stuck:
+            owner.stuck = self._tx.due_subjects(model, now, limit)  # type: ignore[assignment]
+        assert owner.stuck is not None
+        return owner.stuck
 
     def save_state(self, record: StateRecord) -> None:
         self._owner.saves.append(record)
@@ -195,22 +210,16 @@ def test_a_sweep_that_keeps_finding_the_same_subjects_stops(
 ) -> None:
     """A safety net: were a due time ever stored at or before the sweep, it ends anyway."""
     clock = FrozenClock(T0)
-    with Client(MODEL, store=store, clock=clock) as client:
+    spy = SpyStore(store)
+    with Client(MODEL, store=spy, clock=clock) as client:
         for i in range(12):
             clock.advance(timedelta(seconds=5))
             client.track(f"u{i}", "x")
         monkeypatch.setattr("pqlkit._core._BATCH", 4)
-        # a broken due time: "due again right now", whatever the state
-        evaluate = client._plan.evaluate
-
-        def broken(*args: Any, **kwargs: Any) -> Evaluation:
-            ev = evaluate(*args, **kwargs)
-            ev.until = ev.t
-            return ev
-
-        monkeypatch.setattr(client._plan, "evaluate", broken)
-        monkeypatch.setattr(client._plan, "next_due", lambda s, t, kind: t)
+        spy.stick_due()  # a broken due time: "due again right now", whatever the state
         client.sweep(clock.now() + timedelta(days=2))
+    assert "sweep() found 4 swept subjects due again" in caplog.text
+    assert spy.sweeps == 2  # the batch it found again ended it
     assert "sweep() found 4 swept subjects due again" in caplog.text
 
 
