@@ -22,49 +22,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import shutil
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import builds
 import workload
 
 BASE = "pqlkit_base"
-
-
-def _export(rev: str, into: Path) -> None:
-    """``src/pqlkit`` at ``rev`` as the package ``pqlkit_base`` in ``into``."""
-    archive = into / "src.tar"
-    with archive.open("wb") as out:
-        subprocess.run(
-            ["git", "archive", rev, "src/pqlkit"], cwd=workload.ROOT, stdout=out, check=True
-        )
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    shutil.move(str(into / "src" / "pqlkit"), str(into / BASE))
-
-
-def _model(package: str, tmp: Path) -> Any:
-    """``examples/data_tooling.py``'s model, built with ``package``'s DSL."""
-    source = (workload.ROOT / "examples" / "data_tooling.py").read_text()
-    source = source.replace("import pqlkit\n", f"import {package} as pqlkit\n")
-    source = source.replace("from pqlkit", f"from {package}")
-    path = tmp / f"data_tooling_{package}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.model
 
 
 Batch = Callable[[int], list[int]]
@@ -75,7 +45,7 @@ def _side(package: str, store: str, calls: int, tmp: Path) -> tuple[Batch, Calla
     pkg = importlib.import_module(package)
     testing = importlib.import_module(f"{package}.testing")
     clock = testing.FrozenClock(workload.T0)
-    client = pkg.Client(_model(package, tmp), store=store, clock=clock)
+    client = pkg.Client(builds.model_for(package, tmp), store=store, clock=clock)
     client.on_pql(lambda q: None)
     client.on_pqa(lambda q: None)
     pop = workload.Population.make(300, 30)
@@ -106,7 +76,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000, help="calls per batch (1,000)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        _export(args.rev, Path(tmp))
+        builds.export(args.rev, BASE, Path(tmp))
         sys.path.insert(0, tmp)
         total = args.calls * (args.pairs + 1)
         sides = []

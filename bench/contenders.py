@@ -27,6 +27,7 @@ and ``on_pqa`` callbacks with ``dispatch="inline"`` (the default).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import queue
@@ -34,6 +35,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import builds
 import workload
 from harness import Contender, Sample, cpu_ns, now_ns
 
@@ -279,6 +281,28 @@ class Track(Contender):
     def teardown(self) -> None:
         self._client.close()
         self._store.close()
+
+
+class TrackPure(Track):
+    """``track()`` of the pure-Python build (``builds.pure()``) beside the one measured
+    as ``pqlkit``: the same workload, on its own MemoryStore or SQLite file."""
+
+    def __init__(self, name: str, ops: int, store: str, tmp: str, pop: workload.Population) -> None:
+        super().__init__(name, ops, lambda: pqlkit.MemoryStore(), pop)
+        self._store_kind = store
+        self._path = os.path.join(tmp, "pure.db")
+
+    def setup(self, batches: int) -> None:
+        package, model = builds.pure()
+        testing = importlib.import_module(f"{package.__name__}.testing")
+        memory = self._store_kind == "memory"
+        self._store = package.MemoryStore() if memory else package.SQLiteStore(self._path)
+        self._clock = testing.FrozenClock(workload.T0)
+        self._client = package.Client(model, store=self._store, clock=self._clock)
+        self._client.on_pql(lambda q: None)
+        self._client.on_pqa(lambda q: None)
+        self._pop.set_traits(self._client)
+        self._calls = iter(workload.calls(self._pop, self.ops * (batches + 1), seed=25))
 
 
 class TrackTwoWriters(Track):

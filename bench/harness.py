@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import builds
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -283,11 +285,11 @@ def commit(repo: Path = ROOT) -> str:
 def machine(extra: dict[str, str] | None = None) -> dict[str, str]:
     import pqlkit
 
-    package = Path(pqlkit.__file__).resolve().parent  # the pqlkit measured: src/pqlkit
-    repo = package.parent.parent
+    package = Path(pqlkit.__file__).resolve().parent  # src/pqlkit, or build/mypyc/pqlkit
     info = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit(repo),
+        "commit": commit(ROOT),
+        "pqlkit build": builds.describe(pqlkit),
         "cpu": cpu_model(),
         "cores": cores(),
         "memory": memory_total(),
@@ -296,7 +298,7 @@ def machine(extra: dict[str, str] | None = None) -> dict[str, str]:
         "os": platform.platform(terse=True),
         "load (1/5/15 min) at start": load(),
     }
-    if repo != ROOT:
-        info["pqlkit measured"] = f"`{package}` (not this checkout's src/)"
+    if not package.is_relative_to(ROOT):
+        info["pqlkit measured"] = f"`{package}` (not this checkout's)"
     info.update(extra or {})
     return info

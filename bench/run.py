@@ -41,6 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import builds
 import contenders as cs
 import harness as h
 import history
@@ -98,6 +99,10 @@ def per_event(sz: Sizes, tmp: str, available: dict[str, Any]) -> dict[str, h.Res
     for name, opener in available.items():
         ops = sz.per_event_ops // 4 if name == "postgres" else sz.per_event_ops
         group.append(cs.Track(f"pqlkit track() on {_store_name(name)}", ops, opener, pop))
+    if builds.build_of(pqlkit) == "mypyc":  # the pure-Python build beside it
+        for name in ("memory", "sqlite"):
+            label = f"pqlkit track() on {_store_name(name)}, pure-Python build"
+            group.append(cs.TrackPure(label, sz.per_event_ops, name, tmp, pop))
     group.append(cs.TrackTwoWriters(sz.per_event_ops, tmp, pop))
     return h.run_group("per event", group, batches=sz.batches)
 
@@ -330,30 +335,33 @@ def render(
         header = ["", "ops/batch", "p50", "p99", "batch p50s", "CPU p50", "÷ sqlite floor"]
         out.append(h.table([*header, "÷ Segment"], rows))
         out.append("")
-        sq = pe.get("pqlkit track() on SQLiteStore")
-        if sq is not None:
-            x = sq.p50 / floor
-            targets.append(
-                Target(
-                    "SQLiteStore `track()` p50 vs raw INSERT+UPSERT+COMMIT",
-                    "≤ 2.5x",
-                    f"{x:.2f}x ({h.us(sq.p50)} vs {h.us(floor)} µs); CPU {h.ratio(sq.cpu_p50, fc)}",
-                    x <= 2.5,
-                    sq.cpu_p50 / fc <= 2.5,
+        for suffix in ("", ", pure-Python build"):
+            sq = pe.get(f"pqlkit track() on SQLiteStore{suffix}")
+            if sq is not None:
+                x = sq.p50 / floor
+                targets.append(
+                    Target(
+                        f"SQLiteStore `track()`{suffix} p50 vs raw INSERT+UPSERT+COMMIT",
+                        "≤ 2.5x",
+                        f"{x:.2f}x ({h.us(sq.p50)} vs {h.us(floor)} µs);"
+                        f" CPU {h.ratio(sq.cpu_p50, fc)}",
+                        x <= 2.5,
+                        sq.cpu_p50 / fc <= 2.5,
+                    )
                 )
-            )
-        mm = pe.get("pqlkit track() on MemoryStore")
-        if mm is not None:
-            x = mm.p50 / seg
-            targets.append(
-                Target(
-                    "MemoryStore `track()` p50 vs Segment `track()`",
-                    "≤ 2x",
-                    f"{x:.2f}x ({h.us(mm.p50)} vs {h.us(seg)} µs); CPU {h.ratio(mm.cpu_p50, sc)}",
-                    x <= 2,
-                    mm.cpu_p50 / sc <= 2,
+            mm = pe.get(f"pqlkit track() on MemoryStore{suffix}")
+            if mm is not None:
+                x = mm.p50 / seg
+                targets.append(
+                    Target(
+                        f"MemoryStore `track()`{suffix} p50 vs Segment `track()`",
+                        "≤ 2x",
+                        f"{x:.2f}x ({h.us(mm.p50)} vs {h.us(seg)} µs);"
+                        f" CPU {h.ratio(mm.cpu_p50, sc)}",
+                        x <= 2,
+                        mm.cpu_p50 / sc <= 2,
+                    )
                 )
-            )
 
     if bk:
         fl = bk[cs.ExecutemanyFloor.name]
