@@ -338,30 +338,12 @@ def render(
         for suffix in ("", ", pure-Python build"):
             sq = pe.get(f"pqlkit track() on SQLiteStore{suffix}")
             if sq is not None:
-                x = sq.p50 / floor
-                targets.append(
-                    Target(
-                        f"SQLiteStore `track()`{suffix} p50 vs raw INSERT+UPSERT+COMMIT",
-                        "≤ 2.5x",
-                        f"{x:.2f}x ({h.us(sq.p50)} vs {h.us(floor)} µs);"
-                        f" CPU {h.ratio(sq.cpu_p50, fc)}",
-                        x <= 2.5,
-                        sq.cpu_p50 / fc <= 2.5,
-                    )
-                )
+                what = f"SQLiteStore `track()`{suffix} p50 vs raw INSERT+UPSERT+COMMIT"
+                targets.append(_within(what, 2.5, sq, pe[floor_name]))
             mm = pe.get(f"pqlkit track() on MemoryStore{suffix}")
             if mm is not None:
-                x = mm.p50 / seg
-                targets.append(
-                    Target(
-                        f"MemoryStore `track()`{suffix} p50 vs Segment `track()`",
-                        "≤ 2x",
-                        f"{x:.2f}x ({h.us(mm.p50)} vs {h.us(seg)} µs);"
-                        f" CPU {h.ratio(mm.cpu_p50, sc)}",
-                        x <= 2,
-                        mm.cpu_p50 / sc <= 2,
-                    )
-                )
+                what = f"MemoryStore `track()`{suffix} p50 vs Segment `track()`"
+                targets.append(_within(what, 2.0, mm, pe[seg_name]))
 
     if bk:
         fl = bk[cs.ExecutemanyFloor.name]
@@ -533,6 +515,18 @@ def render(
         )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _within(what: str, limit: float, r: h.Result, base: h.Result) -> Target:
+    """The target "``r``'s p50 is at most ``limit`` times ``base``'s", on wall and CPU time."""
+    x = r.p50 / base.p50
+    return Target(
+        what,
+        f"≤ {limit:g}x",
+        f"{x:.2f}x ({h.us(r.p50)} vs {h.us(base.p50)} µs); CPU {h.ratio(r.cpu_p50, base.cpu_p50)}",
+        x <= limit,
+        r.cpu_p50 / base.cpu_p50 <= limit,
+    )
 
 
 def _backfill(hist: list[HistoryRow], row: HistoryRow) -> str:

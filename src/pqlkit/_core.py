@@ -404,9 +404,7 @@ class Core:
             out = _Outcome()
             subject = self._load(tx, "user", uid)
             subject.account = self._account_of(tx, subject)  # a warm one may predate it
-            if subject.state.newest is not None:
-                self._evaluate(tx, subject, subject.state.newest, out)
-                self._save(tx, subject)
+            self._reevaluate(tx, [subject], out)
             return out
 
         out = self._write(work)
@@ -427,14 +425,18 @@ class Core:
                 user = self._load(tx, "user", uid)
                 if user.account == account:
                     subjects.append(user)
-            for subject in subjects:
-                if subject.state.newest is not None:
-                    self._evaluate(tx, subject, subject.state.newest, out)
-                    self._save(tx, subject)
+            self._reevaluate(tx, subjects, out)
             return out
 
         out = self._write(work)
         self._dispatcher.poke(enqueued=out.enqueued)
+
+    def _reevaluate(self, tx: Transaction, subjects: list[_Subject], out: _Outcome) -> None:
+        """Evaluate each subject that has events as of its newest one (its traits changed)."""
+        for subject in subjects:
+            if subject.state.newest is not None:
+                self._evaluate(tx, subject, subject.state.newest, out)
+                self._save(tx, subject)
 
     def alias(self, previous_id: object, user_id: object) -> None:
         self._check_open()
