@@ -37,7 +37,7 @@ from pqlkit import (
     trait,
 )
 from pqlkit import _dsl as d
-from pqlkit._engine import Context, Plan, _key
+from pqlkit._engine import Context, Plan, SubjectState, _key
 from pqlkit.exceptions import ModelError
 from strategies import T0
 
@@ -797,3 +797,18 @@ def test_an_event_that_feeds_nothing_has_its_empty_feed_list_cached() -> None:
 def test_a_set_key_is_the_canonical_json_of_the_value(value: Any) -> None:
     """distinct() keys are stored in states: the fast paths must give json.dumps's text."""
     assert _key(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def test_a_state_survives_dump_and_load_and_compares_by_what_is_stored() -> None:
+    plan = Plan(Model("dump", signals={"x": did("x"), "week": count("x", within=days(7)) >= 2}))
+    state = plan.new_state()
+    for i, name in enumerate(["x", "y", "x"]):
+        plan.apply(state, i * HOUR, name, {}, "u1", "user")
+    plan.evaluate(state, 2 * HOUR, "user", Context())  # fills the kept values
+    loaded = SubjectState.load(state.dump())
+    assert state.memo  # kept values are a cache: not stored...
+    assert not loaded.memo
+    assert loaded == state  # ...nor compared
+    assert repr(loaded) == repr(state)
+    plan.apply(loaded, 3 * HOUR, "x", {}, "u1", "user")
+    assert loaded != state

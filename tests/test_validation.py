@@ -534,6 +534,11 @@ def test_track_many_rejects_an_item_of_the_wrong_type(client: Client) -> None:
     assert error.field.startswith("events[0]")
 
 
+def test_track_many_rejects_what_is_not_iterable(client: Client) -> None:
+    """Not a list (or any iterable) of events: ValidationError, not a TypeError."""
+    assert_rejected(client, lambda: client.track_many(5), "events", "must be an iterable")  # type: ignore[arg-type]
+
+
 # -- Client settings and store URLs ------------------------------------------------------
 
 

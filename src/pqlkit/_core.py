@@ -25,7 +25,7 @@ import attrs
 from . import _process
 from ._clock import Clock
 from ._convert import from_us, json_converter, to_us
-from ._dispatch import Callback, Dispatcher, RetryPolicy
+from ._dispatch import Dispatcher, RetryPolicy
 from ._engine import Context, Evaluation, EventView, Plan, SubjectState
 from ._events import (
     BulkResult,
@@ -57,7 +57,6 @@ from .stores._base import (
 __all__ = ["Core"]
 
 SubjectKind = Literal["user", "account"]
-F = TypeVar("F", bound=Callback)
 T = TypeVar("T")
 
 _NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
