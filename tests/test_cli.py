@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,15 @@ def do_import(runner: CliRunner, url: str, path: Path) -> str:
 
 
 def test_version(runner: CliRunner) -> None:
-    """``pqlkit --version`` prints the installed version."""
+    """``pqlkit --version`` prints the installed version and which build runs."""
     from importlib.metadata import version
 
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0
-    assert result.output.strip() == f"pqlkit {version('pqlkit')}"
+    # the build this run tests (tests/conftest.py checks that it is the one imported)
+    compiled = os.environ.get("PQLKIT_EXPECT_BUILD") == "mypyc"
+    build = "compiled with mypyc" if compiled else "pure Python"
+    assert result.output.strip() == f"pqlkit {version('pqlkit')} ({build})"
 
 
 def test_export_writes_every_kind_of_record(runner: CliRunner, source: str, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from typing import IO, Any
 import attrs
 import click
 
+from . import _core
 from ._client import Client
 from ._convert import dumps, json_converter
 from ._model import Model
@@ -55,9 +56,12 @@ _NAMESPACE = uuid.UUID("8d0f3c4e-2b7a-4e51-9c6d-1f2e3a4b5c6d")  # ids of events 
 
 def _version() -> str:
     try:
-        return version("pqlkit")
+        number = version("pqlkit")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
+        number = "unknown"
+    # which build runs: the mypyc-compiled one, or the sources (docs/performance.md, "Builds")
+    build = "pure Python" if str(_core.__file__).endswith(".py") else "compiled with mypyc"
+    return f"{number} ({build})"
 
 
 @click.group()
