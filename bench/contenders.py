@@ -288,7 +288,7 @@ class TrackPure(Track):
     as ``pqlkit``: the same workload, on its own MemoryStore or SQLite file."""
 
     def __init__(self, name: str, ops: int, store: str, tmp: str, pop: workload.Population) -> None:
-        super().__init__(name, ops, lambda: pqlkit.MemoryStore(), pop)
+        super().__init__(name, ops, lambda: pqlkit.MemoryStore(), pop)  # (setup() opens its own)
         self._store_kind = store
         self._path = os.path.join(tmp, "pure.db")
 

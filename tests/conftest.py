@@ -24,6 +24,10 @@ POSTGRES_SCHEMA = f"pqlkit_test_{os.getpid()}_{secrets.token_hex(4)}"
 
 _IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+_PG_TABLES = ("events", "aliases", "traits", "states", "qualifications", "deliveries", "meta")
+_PG_IDENTITIES = (("events", "seq"), ("qualifications", "pos"), ("deliveries", "created"))
+_dropped_at_exit: set[str] = set()
+
 
 def _build() -> str:
     """``"mypyc"`` when the pqlkit imported is the compiled build, else ``"pure"``."""
@@ -52,11 +56,6 @@ def pytest_report_header(config: pytest.Config) -> str:
     import pqlkit
 
     return f"pqlkit: the {_build()} build, from {os.path.dirname(pqlkit.__file__ or '')}"
-
-
-_PG_TABLES = ("events", "aliases", "traits", "states", "qualifications", "deliveries", "meta")
-_PG_IDENTITIES = (("events", "seq"), ("qualifications", "pos"), ("deliveries", "created"))
-_dropped_at_exit: set[str] = set()
 
 
 @functools.cache
