@@ -33,6 +33,7 @@ import os
 import queue
 import sqlite3
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import builds
@@ -230,9 +231,14 @@ def _drain(q: queue.Queue[Any]) -> None:
             return
 
 
-def new_client(store: pqlkit.Store, clock: FrozenClock) -> pqlkit.Client:
-    """A client as an application would run it: inline dispatch, a no-op callback per kind."""
-    client = pqlkit.Client(workload.MODEL, store=store, clock=clock)
+def new_client(
+    store: pqlkit.Store, clock: FrozenClock, package: ModuleType = pqlkit, model: Any = None
+) -> pqlkit.Client:
+    """A client as an application would run it: inline dispatch, a no-op callback per kind
+    (of ``package``'s ``Client``, with ``model``: default pqlkit and the workload's model)."""
+    client: pqlkit.Client = package.Client(
+        workload.MODEL if model is None else model, store=store, clock=clock
+    )
     client.on_pql(lambda q: None)
     client.on_pqa(lambda q: None)
     return client
@@ -255,10 +261,14 @@ class Track(Contender):
 
     def setup(self, batches: int) -> None:
         self._store = self._open_store()
-        self._clock = FrozenClock(workload.T0)
-        self._client = new_client(self._store, self._clock)
+        self._clock, self._client = self._new_client(self._store)
         self._pop.set_traits(self._client)
         self._calls = iter(workload.calls(self._pop, self.ops * (batches + 1), seed=25))
+
+    def _new_client(self, store: pqlkit.Store) -> tuple[FrozenClock, pqlkit.Client]:
+        """A clock at the workload's start, and a client on ``store`` moved by it."""
+        clock = FrozenClock(workload.T0)
+        return clock, new_client(store, clock)
 
     def _track(self) -> Callable[..., Any]:
         """The ``track`` to time next (called outside the timed region)."""
@@ -288,21 +298,18 @@ class TrackPure(Track):
     as ``pqlkit``: the same workload, on its own MemoryStore or SQLite file."""
 
     def __init__(self, name: str, ops: int, store: str, tmp: str, pop: workload.Population) -> None:
-        super().__init__(name, ops, lambda: pqlkit.MemoryStore(), pop)  # (setup() opens its own)
-        self._store_kind = store
-        self._path = os.path.join(tmp, "pure.db")
+        path = os.path.join(tmp, "pure.db")
 
-    def setup(self, batches: int) -> None:
+        def open_store() -> Any:
+            package, _ = builds.pure()
+            return package.MemoryStore() if store == "memory" else package.SQLiteStore(path)
+
+        super().__init__(name, ops, open_store, pop)
+
+    def _new_client(self, store: pqlkit.Store) -> tuple[FrozenClock, pqlkit.Client]:
         package, model = builds.pure()
-        testing = importlib.import_module(f"{package.__name__}.testing")
-        memory = self._store_kind == "memory"
-        self._store = package.MemoryStore() if memory else package.SQLiteStore(self._path)
-        self._clock = testing.FrozenClock(workload.T0)
-        self._client = package.Client(model, store=self._store, clock=self._clock)
-        self._client.on_pql(lambda q: None)
-        self._client.on_pqa(lambda q: None)
-        self._pop.set_traits(self._client)
-        self._calls = iter(workload.calls(self._pop, self.ops * (batches + 1), seed=25))
+        clock = importlib.import_module(f"{package.__name__}.testing").FrozenClock(workload.T0)
+        return clock, new_client(store, clock, package, model)
 
 
 class TrackTwoWriters(Track):
