@@ -501,6 +501,20 @@ def test_track_after_forget_starts_fresh(client: Client, delivered: list[Qualifi
     assert qualification_records(client) == {"u1": 1}
 
 
+def test_forget_of_an_id_with_a_nul_keeps_the_other_user(client: Client) -> None:
+    """track("a\\x00b") and forget("a\\x00b") are refused: they once deleted user a's events
+    on SQLite (whose JSON functions cut text at the NUL) and mixed a's events into the
+    other's context."""
+    client.track("a", "login", account_id="acme")
+    client.track("a", "login", account_id="acme")
+    with pytest.raises(pqlkit.ValidationError, match="NUL"):
+        client.track("a\x00b", "login", account_id="acme")
+    with pytest.raises(pqlkit.ValidationError, match="NUL"):
+        client.forget("a\x00b")
+    assert [e.user_id for e in all_events(client)] == ["a", "a"]
+    assert client.scores("a")["logins"] == 2
+
+
 def test_forget_of_an_unknown_user_is_a_no_op(client: Client) -> None:
     """Forgetting someone never seen changes nothing."""
     client.track("u1", "login")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import attrs
 import pytest
 
-from pqlkit import Store
+from pqlkit import PqlkitError, Store
 from pqlkit._events import Qualification
 from pqlkit.stores import Transaction
 from pqlkit.stores._base import DeliveryRecord, NewEvent, QualificationRecord, StateRecord
@@ -218,6 +219,21 @@ def test_seq_is_not_reused_after_forgetting_the_newest_event(store: Store) -> No
     assert gone is not None
     assert later is not None
     assert later.seq > gone.seq
+
+
+def test_an_id_with_a_nul_never_matches_another_user(store: Store) -> None:
+    """forget_users(["u1\\x00b"]) refuses (or deletes nothing of u1's): SQLite's JSON
+    functions cut text at a NUL, which once made it delete user u1's events."""
+    with store.transaction() as tx:
+        tx.insert_event(event("m1", "u1", account_id="acme"))
+        tx.insert_event(event("m2", "u1", account_id="acme"))
+    with contextlib.suppress(PqlkitError), store.transaction() as tx:
+        assert tx.accounts_of(["u1\x00b"]) == set()
+        assert tx.recent_events(["u1\x00b"], 10) == []
+        assert list(tx.events(user_ids=["u1\x00b"])) == []
+        tx.forget_users(["u1\x00b"])
+    with store.transaction() as tx:
+        assert [e.message_id for e in tx.events(user_ids=["u1"])] == ["m1", "m2"]
 
 
 def test_duplicate_message_id_is_ignored(store: Store) -> None:

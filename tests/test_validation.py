@@ -6,7 +6,7 @@ import itertools
 import math
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,7 @@ BAD_IDS = [
     (uuid.UUID(int=7), "must be a str"),
     ("x" * 257, "the limit is 256"),
     ("u\ud800", "not valid Unicode"),
+    ("u1\x00b", "contains a NUL character at position 2"),
 ]
 BAD_ID_IDS = [
     "None",
@@ -144,6 +145,7 @@ BAD_ID_IDS = [
     "uuid",
     "too-long",
     "lone-surrogate",
+    "nul",
 ]
 
 
@@ -193,8 +195,9 @@ def test_track_rejects_bad_user_id(client: Client, value: object, reason: str) -
         (7, "must be a str"),
         (b"login", "must be a str"),
         ("login\udc80", "not valid Unicode"),
+        ("login\x00x", "contains a NUL character"),
     ],
-    ids=["None", "empty", "whitespace", "int", "bytes", "lone-surrogate"],
+    ids=["None", "empty", "whitespace", "int", "bytes", "lone-surrogate", "nul"],
 )
 def test_track_rejects_bad_event_name(client: Client, value: object, reason: str) -> None:
     """The event name must be a non-blank str (None too is rejected)."""
@@ -283,6 +286,9 @@ def test_custom_max_id_length(store: Store) -> None:
         ({"a": [{"b": -math.inf}]}, "properties.a[0].b", "not a finite number"),
         ({"a": [[{"b": {1, 2}}]]}, "properties.a[0][0].b", "set is not JSON-serialisable"),
         ({"s": "ok\ud800"}, "properties.s", "not valid Unicode"),
+        ({"n": 2**63}, "properties.n", "outside the 64-bit integer range"),
+        ({"n": -(2**63) - 1}, "properties.n", "outside the 64-bit integer range"),
+        ({"a": [10**5000]}, "properties.a[0]", "outside the 64-bit integer range"),
     ],
     ids=[
         "list",
@@ -305,6 +311,9 @@ def test_custom_max_id_length(store: Store) -> None:
         "nested-inf",
         "nested-set",
         "lone-surrogate",
+        "int-2**63",
+        "int-below-int64",
+        "int-5000-digits",
     ],
 )
 def test_track_rejects_bad_properties(
@@ -312,6 +321,13 @@ def test_track_rejects_bad_properties(
 ) -> None:
     """Properties must be a JSON object of finite JSON values; the field names the path."""
     assert_track_rejected(client, field, reason, properties=properties)
+
+
+def test_64_bit_ints_are_accepted(client: Client) -> None:
+    """The largest and smallest 64-bit ints are stored as they are."""
+    mid = fresh_id("ints")
+    client.track("u9", "sized", {"max": 2**63 - 1, "min": -(2**63)}, message_id=mid)
+    assert stored_event(client, mid).properties == {"max": 2**63 - 1, "min": -(2**63)}
 
 
 def test_properties_at_the_default_depth_limit_are_accepted(client: Client) -> None:
@@ -406,6 +422,92 @@ def test_custom_max_properties_bytes_counts_utf8_bytes(store: Store) -> None:
 def test_track_rejects_bad_timestamp(client: Client, timestamp: object, reason: str) -> None:
     """timestamp must be an aware datetime."""
     assert_track_rejected(client, "timestamp", reason, timestamp=timestamp)
+
+
+class _FailingZone(tzinfo):
+    """A tzinfo whose offset lookup raises (a bug in someone else's time zone code)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("zone database unavailable")
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("zone database unavailable")
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "FAIL"
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "reason"),
+    [
+        (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), "outside the range"),
+        (datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))), "outside the range"),
+        (datetime(2026, 3, 2, tzinfo=_FailingZone()), "tzinfo failed: RuntimeError: zone"),
+    ],
+    ids=["before-year-1-in-utc", "after-year-9999-in-utc", "failing-tzinfo"],
+)
+def test_track_rejects_unconvertible_timestamp(
+    client: Client, timestamp: datetime, reason: str
+) -> None:
+    """An aware datetime with no UTC equivalent, or whose tzinfo raises, is a ValidationError."""
+    assert_track_rejected(client, "timestamp", reason, timestamp=timestamp)
+
+
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+def test_track_rejects_a_timestamp_far_in_the_future(client: Client) -> None:
+    """An event dated further than max_future (one day) ahead of now is rejected."""
+    assert_track_rejected(client, "timestamp", "ahead of now", timestamp=FAR_FUTURE)
+
+
+def test_max_future_is_measured_from_the_clock(store: Store) -> None:
+    """With a clock ahead of the system's, the bound is the clock's now + max_future."""
+    start = datetime(2200, 1, 1, tzinfo=timezone.utc)
+    with Client(MODEL, store=store, clock=FrozenClock(start)) as client:
+        assert not client.track("u1", "login", timestamp=start + timedelta(hours=23)).duplicate
+        assert_rejected(
+            client,
+            lambda: client.track("u1", "login", timestamp=start + timedelta(days=1, seconds=1)),
+            "timestamp",
+            "is more than 1 day, 0:00:00 ahead of now (2200-01-01T00:00:00+00:00)",
+        )
+
+
+def test_max_future_is_a_setting(store: Store) -> None:
+    """max_future=None accepts any future timestamp; a smaller bound rejects sooner."""
+    start = datetime(2200, 1, 1, tzinfo=timezone.utc)
+    later = datetime(2300, 1, 1, tzinfo=timezone.utc)
+    with Client(MODEL, store=store, clock=FrozenClock(start), max_future=None) as client:
+        assert not client.track("u1", "login", timestamp=later).duplicate
+    with Client(
+        MODEL, store=store, clock=FrozenClock(start), max_future=timedelta(minutes=5)
+    ) as client:
+        assert_rejected(
+            client,
+            lambda: client.track("u2", "login", timestamp=start + timedelta(minutes=6)),
+            "timestamp",
+            "max_future",
+        )
+
+
+@pytest.mark.parametrize("bad", [timedelta(seconds=-1), 5, "1d"], ids=["negative", "int", "str"])
+def test_max_future_must_be_a_timedelta(bad: object) -> None:
+    """max_future is a timedelta >= 0 or None."""
+    with pytest.raises(ValidationError) as info:
+        Client(MODEL, store="memory://", max_future=bad)  # type: ignore[arg-type]
+    assert info.value.field == "max_future"
+
+
+def test_a_future_event_cannot_freeze_an_account(store: Store) -> None:
+    """One event dated 2100 is refused, so it cannot become the account's newest event and
+    hold its evaluation time there: active_users(within=14d) >= 3 still fires."""
+    model = Model("frozen", pqa=active_users(within=timedelta(days=14)) >= 3)
+    with Client(model, store=store, clock=FrozenClock(T0)) as client:
+        with pytest.raises(ValidationError):
+            client.track("u0", "login", account_id="acme", timestamp=FAR_FUTURE)
+        fired = [client.track(f"u{i}", "login", account_id="acme").qualified for i in (1, 2, 3)]
+    assert [len(q) for q in fired] == [0, 0, 1]
 
 
 # -- identify() and group(): traits ---------------------------------------------------
@@ -647,7 +749,7 @@ def test_relative_and_absolute_sqlite_urls(tmp_path: Path, monkeypatch: pytest.M
 json_scalars = (
     st.none()
     | st.booleans()
-    | st.integers()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
 )
@@ -672,6 +774,7 @@ non_json_leaves = st.one_of(
     st.builds(object),
     st.sampled_from([math.nan, math.inf, -math.inf]),
     st.text(max_size=4).map(lambda s: s + "\ud800"),
+    st.integers(min_value=2**63) | st.integers(max_value=-(2**63) - 1),
 )
 
 

@@ -57,6 +57,7 @@ class AsyncClient:
         max_id_length: As for ``Client``.
         max_properties_bytes: As for ``Client``.
         max_depth: As for ``Client``.
+        max_future: As for ``Client``.
         context_events: As for ``Client``.
         delivery_lease: As for ``Client``.
 
@@ -90,6 +91,7 @@ class AsyncClient:
         max_id_length: int = 256,
         max_properties_bytes: int = 32_768,
         max_depth: int = 16,
+        max_future: timedelta | None = timedelta(days=1),
         context_events: int = 10,
         delivery_lease: timedelta = timedelta(seconds=30),
     ) -> None:
@@ -106,6 +108,7 @@ class AsyncClient:
             max_id_length=max_id_length,
             max_properties_bytes=max_properties_bytes,
             max_depth=max_depth,
+            max_future=max_future,
             context_events=context_events,
             delivery_lease=delivery_lease,
         )

@@ -54,6 +54,11 @@ class Client:
         max_id_length: Longest accepted user/account/message id.
         max_properties_bytes: Largest accepted properties/traits, as JSON.
         max_depth: Deepest accepted nesting of properties/traits.
+        max_future: How far ahead of now an event's ``timestamp`` may be (now:
+            the later of ``clock`` and the system time; default one day, ``None``
+            for no limit). One event dated years ahead would become its subjects'
+            newest event, and so the time every later event of theirs is
+            evaluated at.
         context_events: How many recent events a Qualification's context holds.
         delivery_lease: How long a process may hold a delivery before another
             may retry it (covers a process dying mid-callback), on the wall clock.
@@ -82,6 +87,7 @@ class Client:
         max_id_length: int = 256,
         max_properties_bytes: int = 32_768,
         max_depth: int = 16,
+        max_future: timedelta | None = timedelta(days=1),
         context_events: int = 10,
         delivery_lease: timedelta = timedelta(seconds=30),
     ) -> None:
@@ -106,7 +112,7 @@ class Client:
         ):
             if not isinstance(td, timedelta) or td <= timedelta(0):
                 raise ValidationError(name, "must be a positive timedelta")
-        limits = Limits(max_id_length, max_properties_bytes, max_depth)
+        limits = Limits(max_id_length, max_properties_bytes, max_depth, max_future)
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise ValidationError("clock", "must have a now() method returning an aware datetime")
         owns_store = not (store is not None and not isinstance(store, str))

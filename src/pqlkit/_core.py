@@ -41,6 +41,7 @@ from ._validation import (
     check_event,
     check_id,
     check_message_id,
+    check_not_future,
     check_properties,
     check_timestamp,
 )
@@ -640,7 +641,12 @@ class Core:
         props = check_properties(properties, "properties", lim)
         acc = check_id(account_id, "account_id", lim) if account_id is not None else None
         # the clock's now is checked too: a custom clock may hand back a naive datetime
-        ts = check_timestamp(timestamp if timestamp is not None else self._clock.now())
+        if timestamp is None:
+            ts = check_timestamp(self._clock.now())
+        else:
+            ts = check_timestamp(timestamp)
+            if lim.max_future is not None:
+                check_not_future(ts, check_timestamp(self._clock.now(), "clock"), lim)
         mid = (
             check_message_id(message_id, lim)
             if message_id is not None

@@ -5,29 +5,44 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import attrs
 
 from .exceptions import ValidationError
 
-__all__ = ["Limits", "check_event", "check_id", "check_properties", "check_timestamp"]
+_INT_BOUND = 2**63
+"""Property values must be 64-bit ints (what SQLite, PostgreSQL and JSON readers hold);
+such an int prints in at most 20 characters."""
+
+__all__ = [
+    "Limits",
+    "check_event",
+    "check_id",
+    "check_not_future",
+    "check_properties",
+    "check_timestamp",
+]
 
 
 @attrs.frozen
 class Limits:
-    """The size limits of a Client (its ``max_*`` keyword settings)."""
+    """The input limits of a Client (its ``max_*`` keyword settings)."""
 
     max_id_length: int = 256
     max_properties_bytes: int = 32_768
     max_depth: int = 16
+    max_future: timedelta | None = timedelta(days=1)
 
     def __attrs_post_init__(self) -> None:
         for name in ("max_id_length", "max_properties_bytes", "max_depth"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(name, f"must be a positive int, got {value!r}")
+        future = self.max_future
+        if future is not None and (not isinstance(future, timedelta) or future < timedelta(0)):
+            raise ValidationError("max_future", f"must be a timedelta >= 0 or None, got {future!r}")
 
 
 def check_id(value: object, field: str, limits: Limits) -> str:
@@ -37,12 +52,14 @@ def check_id(value: object, field: str, limits: Limits) -> str:
         and 0 < len(value) <= limits.max_id_length
         and value.isascii()
         and not value.isspace()
+        and "\x00" not in value
     ):
         return value  # the common case, checked fast
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a str, got {type(value).__name__}")
     if not value.strip():
         raise ValidationError(field, "must not be empty or whitespace")
+    _check_name(value, field)
     _check_text(value, field)
     if len(value) > limits.max_id_length:
         raise ValidationError(
@@ -53,12 +70,19 @@ def check_id(value: object, field: str, limits: Limits) -> str:
 
 def check_event(value: object) -> str:
     """An event name: a non-blank str."""
-    if type(value) is str and 0 < len(value) <= 1024 and value.isascii() and not value.isspace():
+    if (
+        type(value) is str
+        and 0 < len(value) <= 1024
+        and value.isascii()
+        and not value.isspace()
+        and "\x00" not in value
+    ):
         return value  # the common case, checked fast
     if not isinstance(value, str):
         raise ValidationError("event", f"must be a str, got {type(value).__name__}")
     if not value.strip():
         raise ValidationError("event", "must not be empty or whitespace")
+    _check_name(value, "event")
     _check_text(value, "event")
     if len(value) > 1024:
         raise ValidationError("event", "is longer than 1024 characters")
@@ -68,6 +92,14 @@ def check_event(value: object) -> str:
 def check_message_id(value: object, limits: Limits) -> str:
     """An idempotency key: a non-blank str within the id length limit."""
     return check_id(value, "message_id", limits)
+
+
+def _check_name(value: str, field: str) -> None:
+    """Reject a NUL character in an id or event name: SQLite's JSON functions, which
+    the store uses to match lists of ids, cut text there (``"a\x00b"`` would match
+    ``"a"``), and PostgreSQL's text columns refuse it."""
+    if "\x00" in value:
+        raise ValidationError(field, f"contains a NUL character at position {value.index(chr(0))}")
 
 
 def _check_text(value: str, field: str) -> None:
@@ -88,9 +120,44 @@ def check_timestamp(value: object, field: str = "timestamp") -> datetime:
         raise ValidationError(field, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is timezone.utc and type(value) is datetime:
         return value  # already what astimezone() would return
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = value.utcoffset()
+    except Exception as error:  # a tzinfo is user code: any error is a bad value
+        raise ValidationError(
+            field, f"its tzinfo failed: {type(error).__name__}: {error}"
+        ) from error
+    if offset is None:
         raise ValidationError(field, "must be timezone-aware (naive datetimes are ambiguous)")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValidationError(
+            field, f"{value.isoformat()} is outside the range of UTC datetimes"
+        ) from None
+    except Exception as error:
+        raise ValidationError(
+            field, f"its tzinfo failed: {type(error).__name__}: {error}"
+        ) from error
+
+
+def check_not_future(value: datetime, clock_now: datetime, limits: Limits) -> None:
+    """Reject a timestamp further than ``limits.max_future`` ahead of now: the later of
+    the client's clock and the system's (so a test's frozen clock set in the past does
+    not turn the events a test dates after it into errors).
+
+    One event dated years ahead would become its subjects' newest event, and so
+    the time every later event of theirs is evaluated at (API.md section 2).
+    """
+    bound = limits.max_future
+    if bound is None or value - clock_now <= bound:
+        return
+    now = max(clock_now, datetime.now(timezone.utc))
+    if value - now > bound:
+        raise ValidationError(
+            "timestamp",
+            f"{value.isoformat()} is more than {bound} ahead of now ({now.isoformat()});"
+            " the Client's max_future setting allows no more",
+        )
 
 
 def _check_json(value: Any, path: str, depth: int, limits: Limits) -> Any:
@@ -107,6 +174,10 @@ def _check_json(value: Any, path: str, depth: int, limits: Limits) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
+        if not -_INT_BOUND <= value < _INT_BOUND:
+            raise ValidationError(
+                path, "is outside the 64-bit integer range (send a larger number as a str)"
+            )
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -128,7 +199,6 @@ def _check_json(value: Any, path: str, depth: int, limits: Limits) -> Any:
 
 
 _FLAT_TYPES = frozenset({str, int, float, bool, type(None)})
-_INT_BOUND = 2**63  # ints below it print in at most 20 characters
 
 
 def _flat_copy(value: dict[Any, Any], limits: Limits) -> dict[str, Any] | None:

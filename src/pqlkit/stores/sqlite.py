@@ -37,7 +37,7 @@ from sqlite_utils import Database
 from .. import _process
 from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification
-from ..exceptions import SchemaError, StoreError
+from ..exceptions import SchemaError, StoreError, ValidationError
 from ._base import (
     DeliveryRecord,
     DeliveryStatus,
@@ -334,6 +334,19 @@ _QUALIFICATION_COLUMNS = (
 )
 _IN_JSON = "(SELECT value FROM json_each(?))"  # binds a whole list as one JSON array
 
+
+def _json_ids(ids: Sequence[str]) -> str:
+    """``ids`` as the JSON array that ``_IN_JSON`` binds.
+
+    json_each() cuts text at a NUL character, so ``"a\x00b"`` would match ``"a"``:
+    the Client rejects such ids, and so does the store, for callers of its own.
+    """
+    for value in ids:
+        if "\x00" in value:
+            raise ValidationError("user_id", f"{value!r} contains a NUL character")
+    return dumps(list(ids))
+
+
 # events() has a statement per combination of filters, so each can use its index.
 _EVENTS_PAGE = {
     (users, account): (
@@ -421,7 +434,7 @@ class _SQLiteTransaction:
         sql = _EVENTS_PAGE[user_ids is not None, account_id is not None]
         filters: list[Any] = []
         if user_ids is not None:
-            filters.append(dumps(list(user_ids)))
+            filters.append(_json_ids(user_ids))
         if account_id is not None:
             filters.append(account_id)
         remaining = limit
@@ -443,7 +456,7 @@ class _SQLiteTransaction:
         rows = self._dicts(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id IN {_IN_JSON}"
             " ORDER BY ts DESC, seq DESC LIMIT ?",
-            (dumps(list(user_ids)), limit),
+            (_json_ids(user_ids), limit),
         )
         return [_rows.structure(row, EventRecord) for row in rows]
 
@@ -488,7 +501,7 @@ class _SQLiteTransaction:
         cursor = self._conn.execute(
             f"SELECT DISTINCT account_id FROM events WHERE user_id IN {_IN_JSON}"
             " AND account_id IS NOT NULL",
-            (dumps(list(user_ids)),),
+            (_json_ids(user_ids),),
         )
         return {row[0] for row in cursor}
 
@@ -499,7 +512,7 @@ class _SQLiteTransaction:
         return {row[0] for row in cursor}
 
     def forget_users(self, user_ids: Sequence[str]) -> None:
-        wanted = (dumps(list(user_ids)),)
+        wanted = (_json_ids(user_ids),)
         self._conn.execute(f"DELETE FROM events WHERE user_id IN {_IN_JSON}", wanted)
         self._conn.execute(
             f"DELETE FROM traits WHERE kind = 'user' AND subject_id IN {_IN_JSON}", wanted
