@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pqlkit import Client, Model, SQLiteStore, count, days, did, idle, trait
+from pqlkit import Client, Model, SQLiteStore, active_users, count, days, did, idle, trait
 from pqlkit._engine import SubjectState
 from pqlkit.exceptions import StoreError
 from pqlkit.stores import PostgresStore, Store, Transaction
@@ -335,3 +335,31 @@ def test_closing_the_store_first_loses_nothing(tmp_path: Path) -> None:
     client.close()  # no error: the write-back is best effort
     with Client(MODEL, store=f"sqlite:///{path}", clock=clock) as again:
         assert again.explain("u1")[0] == "busy: count('x', within=1d) = 10 >= 3 -> true"
+
+
+def test_the_cache_is_bounded_by_the_size_of_its_states(store: Store) -> None:
+    """Accounts with many users have large states: the cache keeps fewer of them, evicting
+    the least recently used while their stored sizes add up to more than max_bytes, and
+    nothing is lost by it."""
+    model = Model("warm", pqa=active_users() >= 500)
+    clock = FrozenClock(T0)
+    with Client(model, store=store, clock=clock) as client:
+        warm = client._warm
+        warm.max_bytes = 6_000
+        for round_ in range(3):
+            for a in range(6):
+                for u in range(70):  # one account's state: about 1.3 kB
+                    clock.advance(timedelta(seconds=1))
+                    client.track(f"u{a}-{u}-{round_}", "x", account_id=f"a{a}")
+                subjects = warm.subjects.values()
+                assert warm.size == sum(s.stored_size for s in subjects)
+                # checked as each subject comes in (here every event: each user is new);
+                # the save after it may grow the account by up to 64 events' worth
+                assert warm.size <= warm.max_bytes + 64 * 20
+        # the many users are small: it is the accounts that were evicted
+        assert sum(1 for kind, _ in warm.subjects if kind == "account") < 6
+        with Client(model, store=store, clock=clock) as cold:
+            for a in range(6):
+                assert cold.explain(f"a{a}", of="account")[-1] == (
+                    "pqa: active_users() = 210 >= 500 -> false"
+                )

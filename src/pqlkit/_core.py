@@ -98,7 +98,8 @@ class _Subject:
     due_hint: tuple[int, int, int | None] | None = None
 
 
-_WARM_SUBJECTS = 10_000  # subjects a Client keeps warm (decoded) in memory
+_WARM_SUBJECTS = 10_000  # subjects a Client keeps warm (decoded) in memory...
+_WARM_BYTES = 16 * 2**20  # ...and the most their stored (encoded) states may add up to
 _TAIL_EVENTS = 64  # a warm subject is written back at least every this many events...
 _TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
 
@@ -117,10 +118,18 @@ class _Warm:
     row that found the cache valid: where other processes write often (a cache
     that rarely survives) states are written on every event, so loading one cold
     replays little or nothing.
+
+    The cache holds at most ``capacity`` subjects. As a subject comes in, the least
+    recently used ones are evicted while the states' stored sizes add up to more
+    than ``max_bytes`` (``size``: the sum, as of each state's last write): a few
+    whales with large states, such as accounts with many users, take the room of
+    many small subjects.
     """
 
     def __init__(self, capacity: int = _WARM_SUBJECTS) -> None:
         self.capacity = capacity
+        self.max_bytes = _WARM_BYTES
+        self.size = 0  # the stored sizes of the subjects in `subjects`, added up
         self.subjects: dict[tuple[str, str], _Subject] = {}
         self.traits: dict[tuple[str, str], dict[str, Any]] = {}
         self.resolved: dict[str, str] = {}
@@ -151,6 +160,7 @@ class _Warm:
 
     def clear(self) -> None:
         self.subjects.clear()
+        self.size = 0
         self.traits.clear()
         self.resolved.clear()
         self.current.clear()
@@ -768,12 +778,14 @@ class Core:
         return subject
 
     def _keep_warm(self, tx: Transaction, subject: _Subject) -> None:
-        """Cache ``subject``; write back the least recently used one if full."""
+        """Cache ``subject``; write back the least recently used ones while full."""
         warm = self._warm
         subjects = warm.subjects
         subjects[(subject.kind, subject.id)] = subject
-        while len(subjects) > warm.capacity:
+        warm.size += subject.stored_size
+        while len(subjects) > warm.capacity or (warm.size > warm.max_bytes and len(subjects) > 1):
             oldest = subjects.pop(next(iter(subjects)))
+            warm.size -= oldest.stored_size
             self._save(tx, oldest, defer=True, evicting=True)
         if len(warm.traits) > 2 * warm.capacity:
             warm.traits.clear()
@@ -849,8 +861,10 @@ class Core:
         newest = s.newest
         if newest is None:
             tx.delete_state(self.model.name, kind, subject.id)
-            self._warm.subjects.pop((kind, subject.id), None)
-            self._warm.current.discard((kind, subject.id))
+            warm = self._warm
+            if warm.subjects.pop((kind, subject.id), None) is not None:
+                warm.size -= subject.stored_size
+            warm.current.discard((kind, subject.id))
             return
         events, stored = s.events, subject.stored_events
         if evicting and stored == events:
@@ -896,9 +910,12 @@ class Core:
         )
         subject.stored_events = s.events
         subject.stored_due = due
+        warm = self._warm
+        if warm.subjects.get((kind, subject.id)) is subject:
+            warm.size += len(text) - subject.stored_size
         subject.stored_size = len(text)
-        if self._warm.active:
-            self._warm.current.add((kind, subject.id))
+        if warm.active:
+            warm.current.add((kind, subject.id))
 
     def _context(self, tx: Transaction, subject: _Subject, *, full: bool = True) -> Context:
         """The traits an evaluation sees; with ``full=False`` only those the model reads."""
