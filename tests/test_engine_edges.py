@@ -37,7 +37,8 @@ from pqlkit import (
     trait,
 )
 from pqlkit import _dsl as d
-from pqlkit._engine import Context, Plan, SubjectState, _key
+from pqlkit._engine import Context, Plan, SubjectState, explain
+from pqlkit._engine.state import set_key
 from pqlkit.exceptions import ModelError
 from strategies import T0
 
@@ -678,7 +679,7 @@ def test_a_count_past_every_threshold_reading_it_keeps_what_reads_it(
         assert ("s" in state.memo) is (n - 1 >= settled_from)
         result = plan.evaluate(state, n * HOUR, "user", ctx)
         assert result.rule == value_of(signal, [ev(k * HOUR, "x") for k in range(1, n + 1)])
-    assert f"count('x') = {settled_from + 2}" in plan.explain(state, 0, "user", ctx)[0]
+    assert f"count('x') = {settled_from + 2}" in explain(plan, state, 0, "user", ctx)[0]
 
 
 def test_a_count_read_by_anything_but_a_comparison_with_a_constant_never_settles() -> None:
@@ -796,7 +797,7 @@ def test_an_event_that_feeds_nothing_has_its_empty_feed_list_cached() -> None:
 )
 def test_a_set_key_is_the_canonical_json_of_the_value(value: Any) -> None:
     """distinct() keys are stored in states: the fast paths must give json.dumps's text."""
-    assert _key(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
+    assert set_key(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def test_a_state_survives_dump_and_load_and_compares_by_what_is_stored() -> None:

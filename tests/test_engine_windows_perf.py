@@ -16,7 +16,8 @@ from typing import Any
 
 from pqlkit import Model, active_users, count, days, distinct, total
 from pqlkit import _dsl as d
-from pqlkit._engine import Acc, Plan, SubjectState
+from pqlkit._engine import Plan, SubjectState
+from pqlkit._engine.accumulators import Acc
 from strategies import T0
 
 DAY = 86_400_000_000

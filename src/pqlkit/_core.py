@@ -26,7 +26,7 @@ from . import _process
 from ._clock import Clock
 from ._convert import from_us, json_converter, to_us
 from ._dispatch import Dispatcher, RetryPolicy
-from ._engine import Context, Evaluation, EventView, Plan, SubjectState
+from ._engine import Context, Evaluation, EventView, Plan, SubjectState, explain
 from ._events import (
     BulkResult,
     Event,
@@ -509,7 +509,7 @@ class Core:
         with self._tx() as tx:
             subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
             t = self._read_time(subject)
-            return self._plan.explain(subject.state, t, kind, self._context(tx, subject))
+            return explain(self._plan, subject.state, t, kind, self._context(tx, subject))
 
     def qualified_at(self, subject_id: object, kind: object) -> datetime | None:
         self._check_open()
@@ -1103,7 +1103,7 @@ class Core:
             qualified_at=when,
             scores=dict(ev.scores),
             signals=ev.true_signals,
-            explanation=tuple(self._plan.explain(subject.state, ev.t, subject.kind, ctx)),
+            explanation=tuple(explain(self._plan, subject.state, ev.t, subject.kind, ctx)),
             context=context,
         )
 

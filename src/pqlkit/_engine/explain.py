@@ -1,0 +1,102 @@
+"""The explanation: the lines that say why a subject's signals, scores and rule are
+what they are (``Client.explain()`` and ``Qualification.explanation``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from .. import _dsl as d
+from .evaluate import Context, Eval
+from .plan import Plan
+from .state import SubjectKind, SubjectState
+
+__all__ = ["explain"]
+
+
+def explain(plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context) -> list[str]:
+    """One line per signal (value, threshold, truth), per score (its parts), and the rule."""
+    e = Eval(plan, s, t, kind, ctx)
+    lines = []
+    for name, expr in plan.model.signals.items():
+        truth = e.signal(name)
+        lines.append(f"{name}: {_node(e, expr)} -> {_tf(truth)}")
+    for name, expr in plan.model.scores.items():
+        lines.append(f"{name} = {_fmt(e.score(name))}{_score(e, expr)}")
+    rule_expr = plan.model.pql if kind == "user" else plan.model.pqa
+    label = "pql" if kind == "user" else "pqa"
+    if rule_expr is None:
+        lines.append(f"{label}: never (no rule declared)")
+    else:
+        lines.append(f"{label}: {_node(e, rule_expr)} -> {_tf(bool(e.ev(rule_expr)))}")
+    return lines
+
+
+def _node(e: Eval, node: d.Expr) -> str:
+    if isinstance(node, d.Compare):
+        return f"{_operand(e, node.left)} {node.op} {_operand(e, node.right)}"
+    if isinstance(node, (d.All, d.Any_)):
+        sep = " & " if isinstance(node, d.All) else " | "
+        return "(" + sep.join(_node(e, i) for i in node.items) + ")"
+    if isinstance(node, d.AtLeast):
+        inner = ", ".join(_node(e, i) for i in node.items)
+        return f"at_least({node.k} of: {inner})"
+    if isinstance(node, d.Not):
+        return f"not ({_node(e, node.item)})"
+    if isinstance(node, d.IsIn):
+        return f"{_operand(e, node.value)} in {d._fmt_value(node.options)}"
+    if isinstance(node, d.SignalRef):
+        return f"{node.describe()} = {_tf(e.signal(node.signal))}"
+    return f"{node.describe()} = {_fmt(e.ev(node))}"
+
+
+def _operand(e: Eval, node: d.Expr) -> str:
+    if isinstance(node, d.Const):
+        return node.describe()
+    return f"{node.describe()} = {_fmt(e.ev(node))}"
+
+
+def _score(e: Eval, node: d.Expr) -> str:
+    if isinstance(node, d.Points):
+        parts = [
+            f"{s} {w:+g}" if e.signal(s) else f"{s} 0 (false, would be {w:+g})"
+            for s, w in node.weights
+        ]
+        return ": " + ", ".join(parts)
+    if isinstance(node, d.Fit):
+        parts = [
+            f"{c.describe()} {p:+g}" if e.ev(c) else f"{c.describe()} 0 (false, would be {p:+g})"
+            for c, p in node.rules
+        ]
+        return ": " + ", ".join(parts)
+    if isinstance(node, d.Tev):
+        tp, ep, vp, elapsed, eng, vir = e.tev_parts(node)
+        when = "never" if elapsed is None else _fmt(timedelta(microseconds=elapsed))
+        return (
+            f": time {tp:.2f} ({node.activation} after {when}; fast "
+            f"{_fmt(node.fast)}, slow {_fmt(node.slow)}), engagement {ep:.2f} "
+            f"({_fmt(eng)}/{_fmt(node.engagement_target)}), virality {vp:.2f} "
+            f"({_fmt(vir)}/{_fmt(node.virality_target)})"
+        )
+    return f": {_node(e, node)}"
+
+
+def _tf(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, timedelta):
+        secs = v.total_seconds()
+        if secs >= 86400:
+            return f"{secs / 86400:.3g}d"
+        if secs >= 3600:
+            return f"{secs / 3600:.3g}h"
+        return f"{secs:.3g}s"
+    if isinstance(v, float):
+        return f"{v:.4g}" if not v.is_integer() else str(int(v))
+    if isinstance(v, bool):
+        return _tf(v)
+    return repr(v) if isinstance(v, str) else str(v)

@@ -1,0 +1,183 @@
+"""The derived state of one subject: its stored format and what an accumulator sees of an event.
+
+A state is a plain JSON-compatible list (``SubjectState.dump``): the first and newest
+event times, the event count, one slot per accumulator (see ``accumulators``), the
+TEV activation latches, and what the client caches with it. All times are integer
+microseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Literal
+
+__all__ = [
+    "ANY",
+    "DAY_US",
+    "NEVER",
+    "STATE_LAYOUT",
+    "EventView",
+    "Kept",
+    "SubjectKind",
+    "SubjectState",
+    "micros",
+    "number",
+    "set_key",
+]
+
+DAY_US = 86_400_000_000
+SubjectKind = Literal["user", "account"]
+
+
+def micros(td: timedelta) -> int:
+    """A duration in whole microseconds (exact, no float)."""
+    return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds
+
+
+def number(v: Any) -> float | None:
+    """``v`` if it is a finite int or float (not a bool), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def set_key(v: Any) -> str:
+    """A value as a set key: its canonical JSON (what is stored in a state)."""
+    t = type(v)
+    if t is str:
+        if v.isascii() and v.isprintable() and '"' not in v and "\\" not in v:
+            return f'"{v}"'  # what json.dumps gives: nothing to escape
+    elif t is int:
+        return str(v)
+    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+NEVER = 1 << 62
+"""A time (µs) after every real one: "no time-driven change ahead"."""
+
+ANY = object()
+"""In a kept value: it holds whatever the subject's newest event time becomes."""
+
+Kept = tuple[Any, int, Any, int]
+"""A kept value: ``(value, until, newest, idle)``. It holds for evaluations at times
+before ``until`` and before the subject's newest event time plus ``idle`` (the
+first flip of an ``idle()`` comparison it reads: it moves with newer events), while
+the newest event time is ``newest`` (or any, if ``newest`` is ``ANY``), until an
+event feeds a slot it reads (see ``holds``)."""
+
+STATE_LAYOUT = 5
+"""The layout of a stored state: bump when the meaning of the stored state changes.
+
+A state stored with another layout is not read: the subject is rebuilt from the log.
+3: windowed count/total keep ``[k, [[ts, x, cum], ...]]`` (exact prefix sums) and
+windowed distinct/active_days/active_users ``[latest, times]``; both trimmed lazily.
+4: windowed active_days keep a sorted list of each day's latest time.
+5: active_days of one match with different windows share one such list (one slot).
+"""
+
+
+class SubjectState:
+    """The derived state of one subject: first/newest event time, count, accumulators.
+
+    A plain class (as are ``Context`` and ``Evaluation``): mypyc compiles it to a
+    native class in the compiled build (see docs/performance.md).
+    """
+
+    def __init__(
+        self,
+        first: int | None = None,
+        newest: int | None = None,
+        events: int = 0,
+        slots: list[Any] | None = None,
+        latches: dict[str, int] | None = None,
+        account: list[Any] | None = None,
+        fingerprint: str = "",
+        qualification: Any = None,
+        seq: int = 0,
+    ) -> None:
+        self.first = first
+        self.newest = newest
+        self.events = events
+        self.slots: list[Any] = [] if slots is None else slots
+        self.latches: dict[str, int] = {} if latches is None else latches
+        # users: [ts, account_id] of the latest event with one
+        self.account = account
+        self.fingerprint = fingerprint  # the model version whose plan wrote it
+        # A cache of the subject's latest qualification record (kept by the Client in
+        # the same transaction as the record): None unknown, 0 none, else its fields.
+        self.qualification: Any = qualification
+        # the arrival seq of the newest event folded in (events after it: a tail)
+        self.seq = seq
+        # Not stored: signal, score and rule values from earlier evaluations (see
+        # Eval and Plan._memoize) by key (Plan.score_keys), each a Kept;
+        # valid for the traits in `memo_ctx`, and for evaluations from `memo_t` on.
+        self.memo: dict[str, Kept] = {}
+        self.memo_ctx: tuple[Any, Any] | None = None
+        self.memo_t: int = -NEVER
+
+    def _stored(self) -> tuple[Any, ...]:
+        return (
+            self.first,
+            self.newest,
+            self.events,
+            self.slots,
+            self.latches,
+            self.account,
+            self.fingerprint,
+            self.qualification,
+            self.seq,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when what is stored is (the kept values are a cache: not compared)."""
+        if not isinstance(other, SubjectState):
+            return NotImplemented
+        return self._stored() == other._stored()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"SubjectState{self._stored()!r}"
+
+    def dump(self) -> str:
+        return _ENCODER.encode(
+            [
+                STATE_LAYOUT,
+                self.fingerprint,
+                self.seq,
+                self.first,
+                self.newest,
+                self.events,
+                self.slots,
+                self.latches,
+                self.account,
+                self.qualification,
+            ]
+        )
+
+    @classmethod
+    def load(cls, text: str) -> SubjectState:
+        """Parse a dump; ValueError if it is not one of this layout."""
+        data = json.loads(text)
+        if not isinstance(data, list) or len(data) != 10 or data[0] != STATE_LAYOUT:
+            raise ValueError("not a state of this layout")
+        _, fingerprint, seq, first, newest, events, slots, latches, account, qual = data
+        return cls(first, newest, events, slots, latches, account, fingerprint, qual, seq)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+class EventView:
+    """What an accumulator sees of one event (a plain class: one is made per event)."""
+
+    __slots__ = ("name", "properties", "ts", "user_id")
+
+    def __init__(self, ts: int, name: str, properties: Mapping[str, Any], user_id: str) -> None:
+        self.ts = ts
+        self.name = name
+        self.properties = properties
+        self.user_id = user_id
