@@ -130,7 +130,7 @@ def test_repr(sqlite_store: SQLiteStore, db_path: Path) -> None:
 def test_not_a_database(db_path: Path) -> None:
     """A file that is not an SQLite database raises StoreError."""
     db_path.write_bytes(b"this is not a database, just some text" * 100)
-    with pytest.raises(StoreError, match="cannot use SQLite database"):
+    with pytest.raises(StoreError, match="is corrupt, or is not an SQLite database"):
         SQLiteStore(db_path)
 
 
@@ -261,14 +261,15 @@ def test_transaction_after_rollback(sqlite_store: SQLiteStore) -> None:
 
 
 def test_failed_statement_rolls_back_the_transaction(sqlite_store: SQLiteStore) -> None:
-    """A statement SQLite rejects rolls back the whole transaction."""
+    """A statement SQLite rejects rolls back the whole transaction, with a StoreError."""
 
     def insert_then_break_a_constraint(tx: Transaction) -> None:
         tx.insert_event(event("m1"))
         tx.set_meta("k", None)  # type: ignore[arg-type]
 
-    with pytest.raises(sqlite3.IntegrityError), sqlite_store.transaction() as tx:
+    with pytest.raises(StoreError, match="NOT NULL") as caught, sqlite_store.transaction() as tx:
         insert_then_break_a_constraint(tx)
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
     assert message_ids(sqlite_store) == []
 
 
