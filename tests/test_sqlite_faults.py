@@ -227,6 +227,70 @@ def test_disk_full_raises_store_error_and_loses_nothing(db_path: Path) -> None:
         assert client.track("u1", "login").scores["logins"] == 3
 
 
+_ON_A_FULL_DISK = """
+import sys
+from datetime import datetime, timedelta, timezone
+import pqlkit
+from pqlkit.stores import SQLiteStore
+path = sys.argv[1]
+t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+model = pqlkit.Model("faults", signals={"active": pqlkit.did("login")})
+tracked = 0
+with SQLiteStore(path) as store, pqlkit.Client(model, store=store, dispatch="inline") as client:
+    try:
+        for i in range(1000):
+            client.track("u1", "login", {"blob": "x" * 20_000}, timestamp=t0 + timedelta(seconds=i))
+            tracked += 1
+    except pqlkit.StoreError as error:
+        print(f"StoreError: {error}")
+        print(f"cause: {type(error.__cause__).__name__}")
+print(f"tracked: {tracked}")
+with SQLiteStore(path) as store, store.transaction() as tx:
+    print(f"stored: {sum(1 for _ in tx.events())}")
+"""
+
+
+def test_a_real_full_disk(tmp_path: Path) -> None:
+    """On a real 1 MB file system (a tmpfs private to a child), the failing COMMIT is "full"."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs in a private mount namespace needs root and unshare")
+    src = os.path.dirname(os.path.dirname(pqlkit.__file__ or ""))
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    path = mount / "pqlkit.db"
+    done = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" -c "$3" "$4"',
+            "sh",
+            str(mount),
+            sys.executable,
+            _ON_A_FULL_DISK,
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": src},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("StoreError: "), lines
+    _says(lines[0], "is full", path)
+    assert lines[1] == "cause: OperationalError", lines
+    tracked = int(lines[2].removeprefix("tracked: "))
+    assert tracked > 10, lines  # the disk filled up after a few events, not at once
+    assert lines[3] == f"stored: {tracked}", lines  # all of them, and not the failed one
+    assert not path.exists()  # it was on the private tmpfs, gone with the child
+
+
 # -- a read-only file --------------------------------------------------------------------
 
 _AS_ANOTHER_USER = """
