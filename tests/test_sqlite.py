@@ -23,7 +23,7 @@ from pqlkit.stores import sqlite as sqlite_module
 from pqlkit.stores._base import NewEvent
 
 T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
-OPERATIONAL_ERROR = 3  # a child's exit status when it saw sqlite3.OperationalError
+STORE_ERROR = 3  # a child's exit status when it saw a StoreError (SQLite's errors arrive as one)
 
 
 def event(message_id: str, user_id: str = "u1") -> NewEvent:
@@ -448,9 +448,9 @@ def _insert_events(path: str, worker: int, count: int) -> None:
                 with store.transaction() as tx:
                     tx.insert_event(event(f"w{worker}-{i}", f"user-{worker}"))
                     tx.set_meta(f"worker-{worker}", str(i))
-    except sqlite3.OperationalError:
+    except StoreError:
         traceback.print_exc()
-        sys.exit(OPERATIONAL_ERROR)
+        sys.exit(STORE_ERROR)
 
 
 def test_processes_contending_for_one_file(db_path: Path) -> None:
