@@ -23,7 +23,7 @@ from pqlkit.stores import sqlite as sqlite_module
 from pqlkit.stores._base import NewEvent
 
 T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
-OPERATIONAL_ERROR = 3  # a child's exit status when it saw sqlite3.OperationalError
+STORE_ERROR = 3  # a child's exit status when it saw a StoreError (SQLite's errors arrive as one)
 
 
 def event(message_id: str, user_id: str = "u1") -> NewEvent:
@@ -130,7 +130,7 @@ def test_repr(sqlite_store: SQLiteStore, db_path: Path) -> None:
 def test_not_a_database(db_path: Path) -> None:
     """A file that is not an SQLite database raises StoreError."""
     db_path.write_bytes(b"this is not a database, just some text" * 100)
-    with pytest.raises(StoreError, match="cannot use SQLite database"):
+    with pytest.raises(StoreError, match="is corrupt, or is not an SQLite database"):
         SQLiteStore(db_path)
 
 
@@ -261,14 +261,15 @@ def test_transaction_after_rollback(sqlite_store: SQLiteStore) -> None:
 
 
 def test_failed_statement_rolls_back_the_transaction(sqlite_store: SQLiteStore) -> None:
-    """A statement SQLite rejects rolls back the whole transaction."""
+    """A statement SQLite rejects rolls back the whole transaction, with a StoreError."""
 
     def insert_then_break_a_constraint(tx: Transaction) -> None:
         tx.insert_event(event("m1"))
         tx.set_meta("k", None)  # type: ignore[arg-type]
 
-    with pytest.raises(sqlite3.IntegrityError), sqlite_store.transaction() as tx:
+    with pytest.raises(StoreError, match="NOT NULL") as caught, sqlite_store.transaction() as tx:
         insert_then_break_a_constraint(tx)
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
     assert message_ids(sqlite_store) == []
 
 
@@ -447,9 +448,9 @@ def _insert_events(path: str, worker: int, count: int) -> None:
                 with store.transaction() as tx:
                     tx.insert_event(event(f"w{worker}-{i}", f"user-{worker}"))
                     tx.set_meta(f"worker-{worker}", str(i))
-    except sqlite3.OperationalError:
+    except StoreError:
         traceback.print_exc()
-        sys.exit(OPERATIONAL_ERROR)
+        sys.exit(STORE_ERROR)
 
 
 def test_processes_contending_for_one_file(db_path: Path) -> None:

@@ -1178,6 +1178,9 @@ class Core:
             tx.lock([f"model:{self.model.name}"])
             if only_if_stale and tx.get_meta(self._fingerprint_key) == self.model.fingerprint:
                 return 0, out  # another process rebuilt it meanwhile
+            check_integrity = getattr(tx, "check_integrity", None)  # optional: see _base
+            if check_integrity is not None:
+                check_integrity()  # before any state is rewritten from what the log reads
             tx.clear_states(self.model.name)
             self._warm.clear()
             subjects, count = self._replay(tx.events(), tx, None)

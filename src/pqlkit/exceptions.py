@@ -81,7 +81,11 @@ class ModelError(PqlkitError, ValueError):
 
 
 class StoreError(PqlkitError):
-    """The store could not complete an operation."""
+    """The store could not complete an operation.
+
+    The message names the store and says why (for an SQLite file: corrupt, full,
+    read-only...); the database's own error, if any, is its ``__cause__``.
+    """
 
 
 class SchemaError(StoreError):

@@ -28,6 +28,12 @@ process) committed since. A Client whose previous transaction saw ``(key, n - 1)
 knows that only it wrote in between. SQLiteStore derives ``key`` from ``PRAGMA
 data_version``; MemoryStore from its identity. A store without it (PostgresStore,
 whose writers run concurrently) is read on every transaction.
+
+Optionally too, a transaction may offer ``check_integrity()``, which raises
+:class:`~pqlkit.StoreError` when the store finds its own data damaged. A Client
+calls it before a full rebuild, which would otherwise rewrite every subject's
+state from whatever a damaged log still reads. SQLiteStore runs ``PRAGMA
+integrity_check``; MemoryStore and PostgresStore do not offer it.
 """
 
 from __future__ import annotations
