@@ -655,3 +655,33 @@ def test_unknown_dispatch_mode_is_rejected() -> None:
 
     with pytest.raises(ValidationError, match="dispatch"):
         Client(MODEL, store=MemoryStore(), dispatch="threads")  # type: ignore[arg-type]
+
+
+# -- models sharing a store --------------------------------------------------------
+
+
+def test_two_models_on_one_store_never_see_each_others_qualifications(
+    store: Store, clock: FrozenClock
+) -> None:
+    """A v2 client's callbacks never receive a v1 qualification, nor list it as its own."""
+    v2_model = Model("dispatch-v2", signals={"built": did("dashboard_built")}, pql=signal("built"))
+    with (
+        Client(MODEL, store=store, clock=clock, dispatch="inline") as v1,
+        Client(v2_model, store=store, clock=clock, dispatch="inline") as v2,
+    ):
+        got_v2: list[Qualification] = []
+        v2.on("pql", got_v2.append)
+        q1 = qualify(v1, "u1")  # v1 has no callback: stays pending in v1's outbox
+        v2.flush()
+        v2.track("u9", "login")
+        assert got_v2 == []
+        assert v2.pending() == []
+        assert v1.pending() == [q1]
+        (q2,) = v2.track("u2", "dashboard_built").qualified
+        assert got_v2 == [q2]
+        assert q2.model == "dispatch-v2"
+        got_v1: list[Qualification] = []
+        v1.on("pql", got_v1.append)
+        v1.flush()
+        assert got_v1 == [q1]
+        assert v1.pending() == v2.pending() == []

@@ -265,7 +265,13 @@ class Core:
         self.closed = False
         self._warm = _Warm()
         self._dispatcher = Dispatcher(
-            store, clock, mode=dispatch, policy=policy, lease=lease, transaction=self._tx
+            store,
+            clock,
+            mode=dispatch,
+            policy=policy,
+            lease=lease,
+            transaction=self._tx,
+            model=model.name,
         )
         self._rebuild_lock = threading.Lock()
         self._ensure_fingerprint()
@@ -540,17 +546,17 @@ class Core:
     def pending(self) -> list[Qualification]:
         self._check_open()
         with self._tx() as tx:
-            return [d.qualification for d in tx.deliveries("pending")]
+            return [d.qualification for d in tx.deliveries("pending", model=self.model.name)]
 
     def dead_letters(self) -> list[Qualification]:
         self._check_open()
         with self._tx() as tx:
-            return [d.qualification for d in tx.deliveries("dead")]
+            return [d.qualification for d in tx.deliveries("dead", model=self.model.name)]
 
     def retry_dead_letters(self) -> int:
         self._check_open()
         now = self._clock.now()
-        count = self._write(lambda tx: tx.revive_dead(now))
+        count = self._write(lambda tx: tx.revive_dead(now, model=self.model.name))
         self._dispatcher.poke(enqueued=count > 0)
         return count
 

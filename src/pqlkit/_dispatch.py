@@ -59,8 +59,10 @@ class Dispatcher:
         policy: RetryPolicy,
         lease: timedelta,
         transaction: Callable[[], AbstractContextManager[Transaction]] | None = None,
+        model: str | None = None,
     ) -> None:
         self._store = store
+        self._model = model  # only this model's deliveries are claimed
         # how to open a transaction (the Client passes its own, which keeps its cache valid)
         self._transaction = transaction if transaction is not None else store.transaction
         self._clock = clock
@@ -144,7 +146,9 @@ class Dispatcher:
                 now = self._clock.now()
                 try:
                     with self._transaction() as tx:
-                        batch = tx.claim_due(now, wall, wall + self._lease, kinds, 50)
+                        batch = tx.claim_due(
+                            now, wall, wall + self._lease, kinds, 50, model=self._model
+                        )
                 except TransientStoreError:  # a conflict: the next pass claims them
                     self._dirty = True
                     return attempted

@@ -283,6 +283,8 @@ class _MemoryTransaction:
         lease_until: datetime,
         kinds: Sequence[str],
         limit: int,
+        *,
+        model: str | None = None,
     ) -> list[DeliveryRecord]:
         claimed: list[DeliveryRecord] = []
         pending = self._d.pending
@@ -291,6 +293,8 @@ class _MemoryTransaction:
                 break
             d = self._d.deliveries[delivery_id]
             if d.kind not in kinds:
+                continue
+            if model is not None and d.model != model:
                 continue
             if d.next_attempt_at is not None and d.next_attempt_at > now:
                 continue
@@ -324,11 +328,17 @@ class _MemoryTransaction:
             )
         )
 
-    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
-        return [d for d in self._d.deliveries.values() if d.status == status]
+    def deliveries(
+        self, status: DeliveryStatus, *, model: str | None = None
+    ) -> list[DeliveryRecord]:
+        return [
+            d
+            for d in self._d.deliveries.values()
+            if d.status == status and (model is None or d.model == model)
+        ]
 
-    def revive_dead(self, now: datetime) -> int:
-        dead = self.deliveries("dead")
+    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
+        dead = self.deliveries("dead", model=model)
         for d in dead:
             self._put(
                 attrs.evolve(d, status="pending", attempts=0, next_attempt_at=now, lease_until=None)
