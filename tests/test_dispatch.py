@@ -685,3 +685,45 @@ def test_two_models_on_one_store_never_see_each_others_qualifications(
         v1.flush()
         assert got_v1 == [q1]
         assert v1.pending() == v2.pending() == []
+
+
+# -- after the commit, track() does not raise ---------------------------------------
+
+
+def test_close_inside_a_callback_does_not_make_track_raise(
+    tmp_path: Path, clock: FrozenClock
+) -> None:
+    """A callback that closes the client: the track() that ran it returns its result."""
+    client = Client(MODEL, store=f"sqlite:///{tmp_path / 'own.db'}", clock=clock)
+    client.on("pql", lambda q: client.close())
+    result = client.track("u1", "dashboard_built", message_id="m-1")
+    assert [q.subject_id for q in result.qualified] == ["u1"]
+    assert client._core.closed
+    with SQLiteStore(tmp_path / "own.db") as store, store.transaction() as tx:
+        assert tx.has_message("m-1")
+
+
+def test_a_store_failure_after_the_commit_does_not_make_track_raise(
+    clock: FrozenClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The delivery step fails after the event committed: track() returns, logs, stays pending."""
+    from pqlkit.stores import memory
+
+    store = MemoryStore()
+    with Client(MODEL, store=store, clock=clock) as client:
+        got: list[Qualification] = []
+        client.on("pql", got.append)
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise StoreError("disk I/O error")
+
+        monkeypatch.setattr(memory._MemoryTransaction, "claim_due", broken)
+        with caplog.at_level(logging.ERROR, logger="pqlkit"):
+            result = client.track("u1", "dashboard_built", message_id="m-1")
+        assert [q.subject_id for q in result.qualified] == ["u1"]
+        assert got == []
+        assert "disk I/O error" in caplog.text
+        assert [q.subject_id for q in client.pending()] == ["u1"]
+        monkeypatch.undo()
+        client.flush()
+        assert got == result.qualified

@@ -221,6 +221,12 @@ class Client:
         Raises:
             ValidationError: Bad input (or a ``connection`` on a store other than
                 PostgresStore); nothing was stored.
+            ClientClosedError: The client is closed; nothing was stored.
+            StoreError: The store could not commit the write (including
+                :class:`~pqlkit.exceptions.TransientStoreError`); nothing was stored,
+                so calling again is safe. Once the event is committed, ``track()``
+                never raises: trouble delivering what it fired is logged on the
+                ``pqlkit`` logger, and the delivery stays pending.
         """
         return self._core.track(
             user_id, event, properties, account_id, timestamp, message_id, connection

@@ -80,6 +80,7 @@ class Dispatcher:
         self._requested = 0
         self._completed = 0
         self._stopping = False
+        self._closed = False  # close() was called: claim nothing more
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
@@ -95,15 +96,23 @@ class Dispatcher:
 
     # -- triggering ------------------------------------------------------------
     def poke(self, *, enqueued: bool) -> None:
-        """Called after each write: run what is due (inline) or wake the worker."""
-        if enqueued:
-            self._dirty = True
-        if not self._should_run():
-            return
-        if self.mode == "inline":
-            self.run_due()
-        else:
-            self._wake()
+        """Called after each write: run what is due (inline) or wake the worker.
+
+        Never raises: the write it follows is committed, and a caller that saw an
+        error would retry it (storing it twice). A delivery that could not be
+        attempted stays pending.
+        """
+        try:
+            if enqueued:
+                self._dirty = True
+            if self._closed or not self._should_run():
+                return
+            if self.mode == "inline":
+                self.run_due()
+            else:
+                self._wake()
+        except Exception:
+            logger.exception("pqlkit: delivery after the commit failed; it stays pending")
 
     def flush(self) -> None:
         """Attempt every due delivery; in background mode wait for the worker to do it."""
@@ -140,7 +149,7 @@ class Dispatcher:
             self._known_due = None
             while True:
                 kinds = self.kinds()
-                if not kinds:
+                if not kinds or self._closed:
                     return attempted
                 wall = datetime.now(timezone.utc)
                 now = self._clock.now()
@@ -284,6 +293,7 @@ class Dispatcher:
                 self._cond.notify_all()
 
     def close(self) -> None:
+        self._closed = True
         thread = self._thread
         if thread is None or os.getpid() != self._pid:
             return
