@@ -727,3 +727,52 @@ def test_a_store_failure_after_the_commit_does_not_make_track_raise(
         monkeypatch.undo()
         client.flush()
         assert got == result.qualified
+
+
+# -- leases ----------------------------------------------------------------------------
+
+
+class Overlaps:
+    """A slow callback that records each call and any call overlapping another of the same id."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running: set[str] = set()
+        self.calls: list[str] = []
+        self.overlaps: list[str] = []
+
+    def __call__(self, q: Qualification) -> None:
+        with self.lock:
+            if q.id in self.running:
+                self.overlaps.append(q.id)
+            self.running.add(q.id)
+            self.calls.append(q.id)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running.discard(q.id)
+
+
+def test_a_callback_longer_than_the_lease_never_runs_twice_at_once(
+    make_client: ClientFactory,
+) -> None:
+    """Two threads flushing, callbacks 3x longer than the lease: each runs once, never overlapping."""
+    client = make_client(delivery_lease=timedelta(seconds=0.1))
+    ids = [qualify(client, f"u{n}").id for n in range(6)]  # no callback yet: all pending
+    slow = Overlaps(0.3)
+    client.on("pql", slow)
+    deadline = time.monotonic() + 2.5
+
+    def keep_flushing() -> None:
+        while time.monotonic() < deadline:
+            client.flush()
+            time.sleep(0.01)
+
+    flushers = [threading.Thread(target=keep_flushing) for _ in range(2)]
+    for thread in flushers:
+        thread.start()
+    for thread in flushers:
+        thread.join(timeout=30)
+    assert slow.overlaps == []
+    assert sorted(slow.calls) == sorted(ids)
+    assert client.pending() == []

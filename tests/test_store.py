@@ -792,6 +792,22 @@ def test_claim_due_skips_finished_deliveries(store: Store) -> None:
         assert tx.claim_due(at(0), at(0), at(30), ["pql"], 10) == []
 
 
+def test_renew_lease_extends_a_claimed_delivery(store: Store) -> None:
+    """renew_lease extends the lease of the claim whose attempt count it names, and only that."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1"))
+        (claimed,) = tx.claim_due(at(0), at(0), at(30), ["pql"], 10)
+        assert tx.renew_lease("d1", claimed.attempts, at(60))
+        assert tx.claim_due(at(0), at(45), at(90), ["pql"], 10) == []  # still leased at 45
+        assert not tx.renew_lease("d1", claimed.attempts + 1, at(500))  # not that claim
+        assert not tx.renew_lease("unknown", 1, at(500))
+        assert [d.lease_until for d in tx.deliveries("pending")] == [at(60)]
+        tx.finish_delivery(
+            "d1", status="delivered", attempts=1, next_attempt_at=None, last_error=None
+        )
+        assert not tx.renew_lease("d1", claimed.attempts, at(500))  # finished
+
+
 def test_finish_delivery(store: Store) -> None:
     """finish_delivery records the outcome and releases the lease."""
     with store.transaction() as tx:

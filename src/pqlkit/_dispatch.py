@@ -25,6 +25,8 @@ logger = logging.getLogger("pqlkit")
 
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
 _FINISH_ATTEMPTS = 5
+_BEATS_PER_LEASE = 3  # a running callback's lease is renewed this often per lease
+_BEAT_IDLE = 60.0  # seconds without a running callback before the heartbeat thread ends
 
 
 class Callback(Protocol):
@@ -83,6 +85,11 @@ class Dispatcher:
         self._closed = False  # close() was called: claim nothing more
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        # leases of the deliveries whose callbacks run now (id -> attempts of the
+        # claim), renewed by the heartbeat thread until they finish
+        self._inflight: dict[str, int] = {}
+        self._beat: threading.Thread | None = None
+        self._beat_cond = threading.Condition()
 
     # -- registration ----------------------------------------------------------
     def register(self, kind: DeliveryKind, fn: Callback) -> None:
@@ -155,8 +162,10 @@ class Dispatcher:
                 now = self._clock.now()
                 try:
                     with self._transaction() as tx:
+                                # one delivery per claim: its lease covers one callback run,
+                        # renewed while it runs (see _heartbeat)
                         batch = tx.claim_due(
-                            now, wall, wall + self._lease, kinds, 50, model=self._model
+                            now, wall, wall + self._lease, kinds, 1, model=self._model
                         )
                 except TransientStoreError:  # a conflict: the next pass claims them
                     self._dirty = True
@@ -164,10 +173,25 @@ class Dispatcher:
                 if not batch:
                     return attempted
                 for delivery in batch:
-                    self._attempt(delivery)
+                    self._attempt_leased(delivery)
                     attempted += 1
         finally:
             self._local.active = False
+
+    def _attempt_leased(self, delivery: DeliveryRecord) -> None:
+        """Attempt a claimed delivery, its lease renewed until its outcome is recorded."""
+        with self._lock:
+            if delivery.id in self._inflight:
+                # running here already (its lease ran out while a renewal failed):
+                # never twice at once; that run records the outcome
+                return
+            self._inflight[delivery.id] = delivery.attempts
+        try:
+            self._ensure_heartbeat()
+            self._attempt(delivery)
+        finally:
+            with self._lock:
+                self._inflight.pop(delivery.id, None)
 
     def _attempt(self, delivery: DeliveryRecord) -> None:
         with self._lock:
@@ -254,6 +278,60 @@ class Dispatcher:
                     return
                 time.sleep(0.005 * 2**attempt * random.uniform(0.5, 1.5))
 
+    # -- heartbeat ------------------------------------------------------------------
+    def _ensure_heartbeat(self) -> None:
+        self._check_fork()
+        beat = self._beat
+        if beat is None or not beat.is_alive():
+            with self._lock:
+                if self._beat is None or not self._beat.is_alive():
+                    self._beat = threading.Thread(
+                        target=self._heartbeat, name="pqlkit-lease", daemon=True
+                    )
+                    self._beat.start()
+
+    def _heartbeat(self) -> None:
+        """Renew the leases of running callbacks every lease / 3; end when idle for a while."""
+        interval = self._lease.total_seconds() / _BEATS_PER_LEASE
+        idle_since = time.monotonic()
+        while True:
+            with self._beat_cond:
+                self._beat_cond.wait(timeout=interval)
+            with self._lock:
+                running = dict(self._inflight)
+                if not running and (
+                    self._closed or time.monotonic() - idle_since >= _BEAT_IDLE
+                ):
+                    self._beat = None
+                    return
+            if not running:
+                continue
+            idle_since = time.monotonic()
+            until = datetime.now(timezone.utc) + self._lease
+            try:
+                with self._transaction() as tx:
+                    for delivery_id, attempts in running.items():
+                        if not tx.renew_lease(delivery_id, attempts, until):
+                            logger.warning(
+                                "pqlkit: the lease of delivery %s was lost while its callback"
+                                " ran; another process may deliver it again",
+                                delivery_id,
+                            )
+            except Exception:  # the next beat tries again
+                logger.warning("pqlkit: could not renew delivery leases", exc_info=True)
+
+    def _check_fork(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:  # forked: threads do not survive a fork
+            self._pid = pid
+            self._thread = None
+            self._beat = None
+            self._cond = threading.Condition()
+            self._beat_cond = threading.Condition()
+            self._lock = threading.Lock()
+            self._inflight = {}
+            self._requested = self._completed = 0
+
     # -- background worker -------------------------------------------------------
     def _wake(self) -> int:
         self._ensure_thread()
@@ -264,13 +342,7 @@ class Dispatcher:
         return ticket
 
     def _ensure_thread(self) -> None:
-        pid = os.getpid()
-        if pid != self._pid:  # forked: threads do not survive a fork
-            self._pid = pid
-            self._thread = None
-            self._cond = threading.Condition()
-            self._lock = threading.Lock()
-            self._requested = self._completed = 0
+        self._check_fork()
         if self._thread is None or not self._thread.is_alive():
             self._stopping = False
             self._thread = threading.Thread(target=self._loop, name="pqlkit-dispatch", daemon=True)
@@ -294,6 +366,8 @@ class Dispatcher:
 
     def close(self) -> None:
         self._closed = True
+        with self._beat_cond:
+            self._beat_cond.notify_all()
         thread = self._thread
         if thread is None or os.getpid() != self._pid:
             return

@@ -240,6 +240,13 @@ class Transaction(Protocol):
         first, as updated.
         """
 
+    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+        """Extend the lease of a claimed delivery whose callback is still running.
+
+        Only while it is pending and ``attempts`` is still what the claim set (nobody
+        claimed it since); returns whether it was extended.
+        """
+
     def finish_delivery(
         self,
         delivery_id: str,

@@ -305,6 +305,13 @@ class _MemoryTransaction:
             claimed.append(leased)
         return claimed
 
+    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+        d = self._d.deliveries.get(delivery_id)
+        if d is None or d.status != "pending" or d.attempts != attempts:
+            return False
+        self._put(attrs.evolve(d, lease_until=lease_until))
+        return True
+
     def finish_delivery(
         self,
         delivery_id: str,

@@ -279,6 +279,10 @@ _STATEMENTS: dict[str, str] = {
         " RETURNING d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
         " d.status, d.attempts, d.next_attempt_at, d.lease_until, d.last_error, d.created"
     ),
+    "renew_lease": (
+        "UPDATE {s}.deliveries SET lease_until = %s"
+        " WHERE id = %s AND attempts = %s AND status = 'pending'"
+    ),
     "finish_delivery": (
         "UPDATE {s}.deliveries SET status = %s, attempts = %s, next_attempt_at = %s,"
         " last_error = %s, lease_until = NULL WHERE id = %s"
@@ -611,6 +615,10 @@ class _PostgresTransaction:
         )
         rows.sort(key=lambda row: row.pop("created"))
         return [_rows.structure(row, DeliveryRecord) for row in rows]
+
+    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+        cursor = self._execute("renew_lease", (to_us(lease_until), delivery_id, attempts))
+        return cursor.rowcount == 1
 
     def finish_delivery(
         self,

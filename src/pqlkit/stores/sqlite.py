@@ -653,6 +653,14 @@ class _SQLiteTransaction:
         )
         return claimed
 
+    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+        cursor = self._conn.execute(
+            "UPDATE deliveries SET lease_until = ?"
+            " WHERE id = ? AND attempts = ? AND status = 'pending'",
+            (to_us(lease_until), delivery_id, attempts),
+        )
+        return cursor.rowcount == 1
+
     def finish_delivery(
         self,
         delivery_id: str,
