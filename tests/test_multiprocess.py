@@ -262,7 +262,7 @@ def flush_in_child(url: str, log: str, start_at: float) -> int:
 def test_two_processes_flushing_slow_callbacks_deliver_each_once(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:
-    """2 processes flush 200 deliveries whose callbacks outlast the lease: each runs exactly once."""
+    """2 processes flush 200 deliveries whose callbacks outlast the lease: each runs once."""
     if kind == "postgres":
         require_postgres()
         schema = request.getfixturevalue("pg_schema")

@@ -581,8 +581,15 @@ def make_v1_database(path: Path, deliveries: list[tuple[str, str, str]]) -> None
     db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
     db.execute("INSERT INTO schema_version VALUES (1, 0)")
     for created, (delivery_id, model, status) in enumerate(deliveries, start=1):
-        payload = {"id": delivery_id, "kind": "pql", "subject_id": "u1", "account_id": None,
-                   "model": model, "fingerprint": "f", "qualified_at": T0.isoformat()}  # fmt: skip
+        payload = {
+            "id": delivery_id,
+            "kind": "pql",
+            "subject_id": "u1",
+            "account_id": None,
+            "model": model,
+            "fingerprint": "f",
+            "qualified_at": T0.isoformat(),
+        }
         db.execute(
             "INSERT INTO deliveries (id, kind, subject_id, qualification, status, attempts,"
             " created) VALUES (?, 'pql', 'u1', ?, ?, 1, ?)",

@@ -156,12 +156,12 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Deliver what is due, close the Client, and stop the thread pool."""
+    async def close(self, timeout: float | None = 10.0) -> None:
+        """Deliver what is due (up to ``timeout`` s), close the Client, stop the thread pool."""
         if self._closed:
             return
         try:
-            await self._run(self._client.close)
+            await self._run(self._client.close, timeout)
         finally:
             self._closed = True
             self._executor.shutdown(wait=True)
@@ -302,9 +302,9 @@ class AsyncClient:
         return await self._run(self._client.stats)
 
     # -- outbox --------------------------------------------------------------------------
-    async def flush(self) -> None:
+    async def flush(self, timeout: float | None = None) -> int:
         """:meth:`Client.flush <pqlkit.Client.flush>`, awaited."""
-        await self._run(self._client.flush)
+        return await self._run(self._client.flush, timeout)
 
     async def pending(self) -> list[Qualification]:
         """:meth:`Client.pending <pqlkit.Client.pending>`, awaited."""

@@ -229,11 +229,12 @@ class Transaction(Protocol):
         limit: int,
         *,
         model: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
         """Lease pending deliveries of ``kinds`` due at ``now`` whose lease expired.
 
         With ``model``, only that model's deliveries (another model's callbacks
-        never receive them).
+        never receive them); with ``ids``, only deliveries with those ids.
 
         Sets each one's ``lease_until``, counts the attempt (``attempts + 1``, so a
         process that dies mid-callback still uses one up) and returns them, oldest

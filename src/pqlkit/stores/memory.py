@@ -285,10 +285,12 @@ class _MemoryTransaction:
         limit: int,
         *,
         model: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
         claimed: list[DeliveryRecord] = []
         pending = self._d.pending
-        for delivery_id in sorted(pending, key=pending.__getitem__):
+        candidates = pending if ids is None else [i for i in ids if i in pending]
+        for delivery_id in sorted(candidates, key=pending.__getitem__):
             if len(claimed) >= limit:
                 break
             d = self._d.deliveries[delivery_id]

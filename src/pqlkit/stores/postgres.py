@@ -279,6 +279,19 @@ _STATEMENTS: dict[str, str] = {
         " RETURNING d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
         " d.status, d.attempts, d.next_attempt_at, d.lease_until, d.last_error, d.created"
     ),
+    "claim_ids": (
+        "UPDATE {s}.deliveries AS d SET lease_until = %(lease_until)s, attempts = d.attempts + 1"
+        " FROM (SELECT id FROM {s}.deliveries"
+        " WHERE id = ANY(%(ids)s::text[]) AND status = 'pending'"
+        " AND kind = ANY(%(kinds)s::text[])"
+        " AND (%(model)s::text IS NULL OR model = %(model)s::text)"
+        " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
+        " AND (lease_until IS NULL OR lease_until <= %(wall_now)s)"
+        " ORDER BY created LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
+        " WHERE d.id = due.id"
+        " RETURNING d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
+        " d.status, d.attempts, d.next_attempt_at, d.lease_until, d.last_error, d.created"
+    ),
     "renew_lease": (
         "UPDATE {s}.deliveries SET lease_until = %s"
         " WHERE id = %s AND attempts = %s AND status = 'pending'"
@@ -332,6 +345,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "latest_qualification": _names(_QUALIFICATION_COLUMNS),
     "qualifications": _names(_QUALIFICATION_COLUMNS),
     "claim_due": (*_names(_DELIVERY_COLUMNS), "created"),
+    "claim_ids": (*_names(_DELIVERY_COLUMNS), "created"),
     "deliveries": _names(_DELIVERY_COLUMNS),
 }
 
@@ -601,10 +615,12 @@ class _PostgresTransaction:
         limit: int,
         *,
         model: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
         rows = self._dicts(
-            "claim_due",
+            "claim_due" if ids is None else "claim_ids",
             {
+                "ids": None if ids is None else list(ids),
                 "lease_until": to_us(lease_until),
                 "kinds": list(kinds),
                 "model": model,

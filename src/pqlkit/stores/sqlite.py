@@ -629,15 +629,25 @@ class _SQLiteTransaction:
         limit: int,
         *,
         model: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
         rows = self._dicts(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
             f" WHERE status = 'pending' AND kind IN {_IN_JSON}"
-            " AND (? IS NULL OR model = ?)"
+            + ("" if ids is None else f" AND id IN {_IN_JSON}")
+            + " AND (? IS NULL OR model = ?)"
             " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
             " AND (lease_until IS NULL OR lease_until <= ?)"
             " ORDER BY created LIMIT ?",
-            (dumps(list(kinds)), model, model, to_us(now), to_us(wall_now), limit),
+            (
+                dumps(list(kinds)),
+                *(() if ids is None else (dumps(list(ids)),)),
+                model,
+                model,
+                to_us(now),
+                to_us(wall_now),
+                limit,
+            ),
         )
         claimed = [
             attrs.evolve(
