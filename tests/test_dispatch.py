@@ -208,16 +208,20 @@ def test_retry_succeeds_and_stops(client: Client, clock: FrozenClock, store: Sto
     assert attempts(store, "delivered") == 3
 
 
-def test_due_retries_run_on_track_and_sweep(client: Client, clock: FrozenClock) -> None:
-    """A due retry is attempted by the next track() (of anyone) and by sweep()."""
+def test_due_retries_run_on_sweep_and_flush_never_on_anothers_track(
+    client: Client, clock: FrozenClock
+) -> None:
+    """A due retry is attempted by sweep() and flush(); a track() that fired nothing skips it."""
     flaky = Flaky()
     client.on("pql", flaky)
     qualify(client)
     clock.advance(timedelta(seconds=1))
     client.track("someone-else", "login")
+    assert len(flaky.calls) == 1
+    client.sweep()
     assert len(flaky.calls) == 2
     clock.advance(timedelta(seconds=2))
-    client.sweep()
+    client.flush()
     assert len(flaky.calls) == 3
 
 
@@ -378,7 +382,8 @@ def test_without_a_callback_of_its_kind_a_delivery_stays_pending(
 
 
 def test_constructing_a_client_never_dispatches(make_client: ClientFactory, store: Store) -> None:
-    """Pending work is delivered by track()/flush() of a new Client, not by constructing it."""
+    """Pending work is delivered by flush() of a new Client, not by constructing it (nor by a
+    track() that fired nothing)."""
     first = make_client()
     q = qualify(first)
     first.close()
@@ -387,6 +392,8 @@ def test_constructing_a_client_never_dispatches(make_client: ClientFactory, stor
     second.on("pql", got.append)
     assert got == []
     second.track("u9", "login")
+    assert got == []
+    second.flush()
     assert got == [q]
 
 
@@ -655,3 +662,242 @@ def test_unknown_dispatch_mode_is_rejected() -> None:
 
     with pytest.raises(ValidationError, match="dispatch"):
         Client(MODEL, store=MemoryStore(), dispatch="threads")  # type: ignore[arg-type]
+
+
+# -- models sharing a store --------------------------------------------------------
+
+
+def test_two_models_on_one_store_never_see_each_others_qualifications(
+    store: Store, clock: FrozenClock
+) -> None:
+    """A v2 client's callbacks never receive a v1 qualification, nor list it as its own."""
+    v2_model = Model("dispatch-v2", signals={"built": did("dashboard_built")}, pql=signal("built"))
+    with (
+        Client(MODEL, store=store, clock=clock, dispatch="inline") as v1,
+        Client(v2_model, store=store, clock=clock, dispatch="inline") as v2,
+    ):
+        got_v2: list[Qualification] = []
+        v2.on("pql", got_v2.append)
+        q1 = qualify(v1, "u1")  # v1 has no callback: stays pending in v1's outbox
+        v2.flush()
+        v2.track("u9", "login")
+        assert got_v2 == []
+        assert v2.pending() == []
+        assert v1.pending() == [q1]
+        (q2,) = v2.track("u2", "dashboard_built").qualified
+        assert got_v2 == [q2]
+        assert q2.model == "dispatch-v2"
+        got_v1: list[Qualification] = []
+        v1.on("pql", got_v1.append)
+        v1.flush()
+        assert got_v1 == [q1]
+        assert v1.pending() == v2.pending() == []
+
+
+# -- after the commit, track() does not raise ---------------------------------------
+
+
+def test_close_inside_a_callback_does_not_make_track_raise(
+    tmp_path: Path, clock: FrozenClock
+) -> None:
+    """A callback that closes the client: the track() that ran it returns its result."""
+    client = Client(MODEL, store=f"sqlite:///{tmp_path / 'own.db'}", clock=clock)
+    client.on("pql", lambda q: client.close())
+    result = client.track("u1", "dashboard_built", message_id="m-1")
+    assert [q.subject_id for q in result.qualified] == ["u1"]
+    assert client._core.closed
+    with SQLiteStore(tmp_path / "own.db") as store, store.transaction() as tx:
+        assert tx.has_message("m-1")
+
+
+def test_a_store_failure_after_the_commit_does_not_make_track_raise(
+    clock: FrozenClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The delivery step fails after the event committed: track() returns, logs, stays pending."""
+    from pqlkit.stores import memory
+
+    store = MemoryStore()
+    with Client(MODEL, store=store, clock=clock) as client:
+        got: list[Qualification] = []
+        client.on("pql", got.append)
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise StoreError("disk I/O error")
+
+        monkeypatch.setattr(memory._MemoryTransaction, "claim_due", broken)
+        with caplog.at_level(logging.ERROR, logger="pqlkit"):
+            result = client.track("u1", "dashboard_built", message_id="m-1")
+        assert [q.subject_id for q in result.qualified] == ["u1"]
+        assert got == []
+        assert "disk I/O error" in caplog.text
+        assert [q.subject_id for q in client.pending()] == ["u1"]
+        monkeypatch.undo()
+        client.flush()
+        assert got == result.qualified
+
+
+# -- leases ----------------------------------------------------------------------------
+
+
+class Overlaps:
+    """A slow callback that records each call and any call overlapping another of the same id."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running: set[str] = set()
+        self.calls: list[str] = []
+        self.overlaps: list[str] = []
+
+    def __call__(self, q: Qualification) -> None:
+        with self.lock:
+            if q.id in self.running:
+                self.overlaps.append(q.id)
+            self.running.add(q.id)
+            self.calls.append(q.id)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running.discard(q.id)
+
+
+def test_a_callback_longer_than_the_lease_never_runs_twice_at_once(
+    make_client: ClientFactory,
+) -> None:
+    """Two threads flushing, callbacks 3x longer than the lease: each runs once, never at once."""
+    client = make_client(delivery_lease=timedelta(seconds=0.1))
+    ids = [qualify(client, f"u{n}").id for n in range(6)]  # no callback yet: all pending
+    slow = Overlaps(0.3)
+    client.on("pql", slow)
+    deadline = time.monotonic() + 2.5
+
+    def keep_flushing() -> None:
+        while time.monotonic() < deadline:
+            client.flush()
+            time.sleep(0.01)
+
+    flushers = [threading.Thread(target=keep_flushing) for _ in range(2)]
+    for thread in flushers:
+        thread.start()
+    for thread in flushers:
+        thread.join(timeout=30)
+    assert slow.overlaps == []
+    assert sorted(slow.calls) == sorted(ids)
+    assert client.pending() == []
+
+
+# -- inline budget, bounded flush and close ---------------------------------------------
+
+BOTH = Model(
+    "dispatch-both",
+    signals={"built": did("dashboard_built")},
+    pql=signal("built"),
+    pqa=signal("built"),
+)
+
+
+def test_a_track_that_fired_nothing_never_runs_anothers_delivery(
+    client: Client, clock: FrozenClock
+) -> None:
+    """Inline: a due retry of a slow, failing callback is not run by someone else's track()."""
+    calls: list[str] = []
+
+    def slow_and_down(q: Qualification) -> None:
+        calls.append(q.subject_id)
+        time.sleep(0.3)
+        raise RuntimeError("Slack timed out")
+
+    client.on("pql", slow_and_down)
+    qualify(client, "u1")
+    assert calls == ["u1"]
+    clock.advance(timedelta(minutes=5))  # the retry is due
+    for n in range(3):
+        client.track(f"visitor-{n}", "login")
+    assert calls == ["u1"]
+    client.flush()
+    assert calls == ["u1", "u1"]
+
+
+def test_inline_delivery_stops_at_the_budget_and_leaves_the_rest_pending(
+    store: Store, clock: FrozenClock
+) -> None:
+    """A write delivers what it fired until inline_budget is spent; the rest waits for flush()."""
+    with Client(BOTH, store=store, clock=clock, inline_budget=timedelta(seconds=0.1)) as client:
+        got: list[str] = []
+
+        def slow(q: Qualification) -> None:
+            time.sleep(0.2)
+            got.append(q.kind)
+
+        client.on("pql", slow)
+        client.on("pqa", slow)
+        result = client.track("u1", "dashboard_built", account_id="acme")
+        assert sorted(q.kind for q in result.qualified) == ["pqa", "pql"]
+        assert len(got) == 1  # the second callback would have started past the budget
+        assert len(client.pending()) == 1
+        client.flush()
+        assert sorted(got) == ["pqa", "pql"]
+        assert client.pending() == []
+
+
+def test_an_inline_budget_of_zero_delivers_only_on_flush(
+    make_client: ClientFactory,
+) -> None:
+    """inline_budget=0: track() delivers nothing; flush() does."""
+    client = make_client(inline_budget=timedelta(0))
+    got: list[Qualification] = []
+    client.on("pql", got.append)
+    q = qualify(client)
+    assert got == []
+    assert client.pending() == [q]
+    assert client.flush() == 0
+    assert got == [q]
+
+
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_close_with_a_hung_callback_returns_after_its_timeout(
+    make_client: ClientFactory, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close(timeout=1) returns within about a second while a callback hangs; it is logged."""
+    client = make_client(dispatch=mode, inline_budget=timedelta(0))
+    release = threading.Event()
+    started = threading.Event()
+
+    def hung(q: Qualification) -> None:
+        started.set()
+        release.wait(timeout=30)
+
+    client.on("pql", hung)
+    qualify(client, "u1")
+    qualify(client, "u2")
+    try:
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="pqlkit"):
+            client.close(timeout=1)
+        took = time.monotonic() - began
+        assert started.is_set()
+        assert took < 5, f"close(timeout=1) took {took:.1f} s"
+        assert "left pending" in caplog.text
+    finally:
+        release.set()
+
+
+def test_flush_with_a_timeout_returns_how_many_it_left(make_client: ClientFactory) -> None:
+    """flush(timeout=0.5) with a hung callback: returns within bounds, counting what is left."""
+    client = make_client(inline_budget=timedelta(0))
+    release = threading.Event()
+
+    def hung(q: Qualification) -> None:
+        release.wait(timeout=30)
+
+    for n in range(3):
+        qualify(client, f"u{n}")
+    client.on("pql", hung)
+    try:
+        began = time.monotonic()
+        left = client.flush(timeout=0.5)
+        assert time.monotonic() - began < 5
+        assert left == 2  # one is running (not interrupted), two were not started
+    finally:
+        release.set()
+    assert client.flush(timeout=10) == 0
+    assert client.pending() == []

@@ -11,6 +11,7 @@ import os
 import random
 import sqlite3
 import sys
+import time
 import traceback
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from pqlkit import Client, Model, active_users, count
+from conftest import require_postgres, worker_context
+from pqlkit import Client, Model, Qualification, active_users, count, did
 from pqlkit.testing import FrozenClock
 
 pytestmark = pytest.mark.slow
@@ -227,3 +229,57 @@ def test_a_client_created_before_fork(tmp_path: Path) -> None:
         assert client.scores("acme", of="account")["users"] == 10 * FORK_CHILDREN
     finally:
         client.close()
+
+
+# -- two processes flushing one outbox ----------------------------------------------------
+
+LEASE_MODEL = Model("lease-race", signals={"x": did("x")}, pql=did("x"))
+RACED = 200  # pending deliveries
+LEASE = 0.05  # seconds: shorter than a callback
+CALLBACK = 0.08  # seconds per callback
+
+
+def flush_in_child(url: str, log: str, start_at: float) -> int:
+    """A process with a slow callback: flush() every pending delivery, log each call."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def slow(q: Qualification) -> None:
+        os.write(fd, f"begin {q.id} {os.getpid()}\n".encode())
+        time.sleep(CALLBACK)
+        os.write(fd, f"end {q.id} {os.getpid()}\n".encode())
+
+    with Client(
+        LEASE_MODEL, store=url, clock=FrozenClock(NOW), delivery_lease=timedelta(seconds=LEASE)
+    ) as client:
+        client.on_pql(slow)
+        time.sleep(max(0.0, start_at - time.time()))
+        client.flush()
+    os.close(fd)
+    return os.getpid()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_two_processes_flushing_slow_callbacks_deliver_each_once(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """2 processes flush 200 deliveries whose callbacks outlast the lease: each runs once."""
+    if kind == "postgres":
+        require_postgres()
+        schema = request.getfixturevalue("pg_schema")
+        url = f"{request.getfixturevalue('postgres_dsn')}?schema={schema}"
+    else:
+        url = f"sqlite:///{tmp_path / 'race.db'}"
+    with Client(LEASE_MODEL, store=url, clock=FrozenClock(NOW)) as client:  # no callback
+        ids = {client.track(f"u{n}", "x").qualified[0].id for n in range(RACED)}
+        assert len(client.pending()) == RACED
+    log = tmp_path / "calls.txt"
+    start_at = time.time() + 1.5
+    with ProcessPoolExecutor(max_workers=2, mp_context=worker_context()) as pool:
+        futures = [pool.submit(flush_in_child, url, str(log), start_at) for _ in range(2)]
+        pids = [f.result(timeout=300) for f in futures]
+    with Client(LEASE_MODEL, store=url, clock=FrozenClock(NOW)) as client:
+        assert client.pending() == []
+    lines = [line.split() for line in log.read_text().splitlines()]
+    begun = Counter(qid for word, qid, _ in lines if word == "begin")
+    assert begun == dict.fromkeys(ids, 1)
+    assert {int(pid) for *_, pid in lines} == set(pids)  # both processes delivered some

@@ -123,6 +123,49 @@ def test_first_use_creates_the_schema_and_its_tables(postgres_dsn: str, pg_schem
     assert versions(postgres_dsn, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
 
 
+def make_v1_schema(dsn: str, schema: str, deliveries: list[tuple[str, str, str]]) -> None:
+    """A schema as pqlkit's schema version 1 wrote it, with (id, model, status) deliveries."""
+    from pqlkit._convert import dumps
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        for statement in [*pg_module._MIGRATIONS[0], pg_module._SCHEMA_VERSION_TABLE]:
+            conn.execute(sql.SQL(statement).format(s=sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES (1, 0)").format(sql.Identifier(schema, "schema_version"))
+        )
+        for delivery_id, model, status in deliveries:
+            payload = {
+                "id": delivery_id,
+                "kind": "pql",
+                "subject_id": "u1",
+                "account_id": None,
+                "model": model,
+                "fingerprint": "f",
+                "qualified_at": T0.isoformat(),
+            }
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (id, kind, subject_id, qualification, status, attempts)"
+                    " VALUES (%s, 'pql', 'u1', %s, %s, 1)"
+                ).format(sql.Identifier(schema, "deliveries")),
+                (delivery_id, dumps(payload), status),
+            )
+
+
+def test_a_version_1_schema_is_migrated_with_its_deliveries(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    """A schema of version 1 is upgraded: its deliveries keep their model and status."""
+    rows = [("d1", "a", "pending"), ("d2", "b", "pending"), ("d3", "a", "dead")]
+    make_v1_schema(postgres_dsn, pg_schema, rows)
+    with PostgresStore(postgres_dsn, schema=pg_schema) as store, store.transaction() as tx:
+        assert [d.id for d in tx.deliveries("pending", model="a")] == ["d1"]
+        assert [d.id for d in tx.deliveries("pending", model="b")] == ["d2"]
+        assert [d.id for d in tx.deliveries("dead", model="a")] == ["d3"]
+    assert versions(postgres_dsn, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
+
+
 def test_reopening_does_not_migrate_again(postgres_dsn: str, pg_schema: str) -> None:
     """A second store on a migrated schema keeps its data and adds no version."""
     with PostgresStore(postgres_dsn, schema=pg_schema) as store, store.transaction() as tx:
@@ -731,16 +774,18 @@ def test_joined_commit_keeps_event_and_qualification(
     assert app_conn.execute("SELECT id FROM orders").fetchall() == [{"id": 1}]
 
 
-def test_joined_qualification_is_delivered_by_the_next_track_after_commit(
+def test_joined_qualification_is_delivered_by_flush_after_commit(
     pg_client: Client, app_conn: psycopg.Connection[Any]
 ) -> None:
-    """After the app commits, the next track() (of anyone) runs the callback."""
+    """After the app commits, flush() runs the callback (a track() that fired nothing does not)."""
     fired: list[Qualification] = []
     pg_client.on_pql(fired.append)
     pg_client.track("u1", "dashboard_built", connection=app_conn)
     app_conn.commit()
     assert fired == []
     pg_client.track("u2", "login")
+    assert fired == []
+    pg_client.flush()
     assert [q.subject_id for q in fired] == ["u1"]
 
 

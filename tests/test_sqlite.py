@@ -566,3 +566,47 @@ def test_open_bad_url(url: str) -> None:
         open_store(url)
     assert caught.value.field == "store"
     assert "s3cret" not in str(caught.value)
+
+
+# -- migrations ------------------------------------------------------------------------
+
+
+def make_v1_database(path: Path, deliveries: list[tuple[str, str, str]]) -> None:
+    """A database as pqlkit's schema version 1 wrote it, with (id, model, status) deliveries."""
+    from sqlite_utils import Database
+
+    from pqlkit._convert import dumps
+
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    sqlite_module._MIGRATIONS[0](db)
+    db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
+    db.execute("INSERT INTO schema_version VALUES (1, 0)")
+    for created, (delivery_id, model, status) in enumerate(deliveries, start=1):
+        payload = {
+            "id": delivery_id,
+            "kind": "pql",
+            "subject_id": "u1",
+            "account_id": None,
+            "model": model,
+            "fingerprint": "f",
+            "qualified_at": T0.isoformat(),
+        }
+        db.execute(
+            "INSERT INTO deliveries (id, kind, subject_id, qualification, status, attempts,"
+            " created) VALUES (?, 'pql', 'u1', ?, ?, 1, ?)",
+            (delivery_id, dumps(payload), status, created),
+        )
+    db.close()
+
+
+def test_a_version_1_database_is_migrated_with_its_deliveries(db_path: Path) -> None:
+    """A database of schema version 1 is upgraded: its deliveries keep their model and status."""
+    make_v1_database(db_path, [("d1", "a", "pending"), ("d2", "b", "pending"), ("d3", "a", "dead")])
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        assert [d.id for d in tx.deliveries("pending", model="a")] == ["d1"]
+        assert [d.id for d in tx.deliveries("pending", model="b")] == ["d2"]
+        assert [d.id for d in tx.deliveries("dead", model="a")] == ["d3"]
+    with sqlite3.connect(db_path) as other:
+        rows = other.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    other.close()
+    assert [v for (v,) in rows] == list(range(1, sqlite_module.SCHEMA_VERSION + 1))

@@ -773,6 +773,25 @@ def test_claim_due_only_given_kinds(store: Store) -> None:
         assert tx.claim_due(at(0), at(0), at(30), [], 10) == []
 
 
+def test_claim_due_deliveries_and_revive_dead_of_one_model(store: Store) -> None:
+    """With ``model``, claim_due, deliveries and revive_dead see only that model's deliveries."""
+    other = attrs.evolve(payload("u2"), model="other")
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1"))
+        tx.enqueue(DeliveryRecord("d2", "pql", "u2", other))
+        tx.enqueue(DeliveryRecord("d3", "pql", "u3", other, status="dead"))
+        assert [d.id for d in tx.deliveries("pending", model="other")] == ["d2"]
+        assert [d.id for d in tx.deliveries("pending", model="m")] == ["d1"]
+        assert [d.id for d in tx.deliveries("pending")] == ["d1", "d2"]
+        assert tx.revive_dead(at(0), model="m") == 0
+        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10, model="other")] == [
+            "d2"
+        ]
+        assert tx.claim_due(at(0), at(0), at(30), ["pql"], 10, model="third") == []
+        assert tx.revive_dead(at(0), model="other") == 1
+        assert [d.model for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == ["m", "other"]
+
+
 def test_claim_due_limit_oldest_first(store: Store) -> None:
     """claim_due claims at most ``limit`` deliveries, the oldest enqueued."""
     with store.transaction() as tx:
@@ -787,6 +806,22 @@ def test_claim_due_skips_finished_deliveries(store: Store) -> None:
         tx.enqueue(delivery("d1", status="delivered"))
         tx.enqueue(delivery("d2", status="dead"))
         assert tx.claim_due(at(0), at(0), at(30), ["pql"], 10) == []
+
+
+def test_renew_lease_extends_a_claimed_delivery(store: Store) -> None:
+    """renew_lease extends the lease of the claim whose attempt count it names, and only that."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1"))
+        (claimed,) = tx.claim_due(at(0), at(0), at(30), ["pql"], 10)
+        assert tx.renew_lease("d1", claimed.attempts, at(60))
+        assert tx.claim_due(at(0), at(45), at(90), ["pql"], 10) == []  # still leased at 45
+        assert not tx.renew_lease("d1", claimed.attempts + 1, at(500))  # not that claim
+        assert not tx.renew_lease("unknown", 1, at(500))
+        assert [d.lease_until for d in tx.deliveries("pending")] == [at(60)]
+        tx.finish_delivery(
+            "d1", status="delivered", attempts=1, next_attempt_at=None, last_error=None
+        )
+        assert not tx.renew_lease("d1", claimed.attempts, at(500))  # finished
 
 
 def test_finish_delivery(store: Store) -> None:

@@ -60,6 +60,7 @@ class AsyncClient:
         max_future: As for ``Client``.
         context_events: As for ``Client``.
         delivery_lease: As for ``Client``.
+        inline_budget: As for ``Client``.
 
     Constructing it builds the Client in the calling thread (which may rebuild
     derived state after a model change); do it once, at startup.
@@ -94,6 +95,7 @@ class AsyncClient:
         max_future: timedelta | None = timedelta(days=1),
         context_events: int = 10,
         delivery_lease: timedelta = timedelta(seconds=30),
+        inline_budget: timedelta = timedelta(seconds=1),
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValidationError("max_workers", "must be a positive int")
@@ -111,6 +113,7 @@ class AsyncClient:
             max_future=max_future,
             context_events=context_events,
             delivery_lease=delivery_lease,
+            inline_budget=inline_budget,
         )
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pqlkit-async")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,12 +162,12 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Deliver what is due, close the Client, and stop the thread pool."""
+    async def close(self, timeout: float | None = 10.0) -> None:
+        """Deliver what is due (up to ``timeout`` s), close the Client, stop the thread pool."""
         if self._closed:
             return
         try:
-            await self._run(self._client.close)
+            await self._run(self._client.close, timeout)
         finally:
             self._closed = True
             self._executor.shutdown(wait=True)
@@ -305,9 +308,9 @@ class AsyncClient:
         return await self._run(self._client.stats)
 
     # -- outbox --------------------------------------------------------------------------
-    async def flush(self) -> None:
+    async def flush(self, timeout: float | None = None) -> int:
         """:meth:`Client.flush <pqlkit.Client.flush>`, awaited."""
-        await self._run(self._client.flush)
+        return await self._run(self._client.flush, timeout)
 
     async def pending(self) -> list[Qualification]:
         """:meth:`Client.pending <pqlkit.Client.pending>`, awaited."""

@@ -60,8 +60,14 @@ class Client:
             newest event, and so the time every later event of theirs is
             evaluated at.
         context_events: How many recent events a Qualification's context holds.
-        delivery_lease: How long a process may hold a delivery before another
-            may retry it (covers a process dying mid-callback), on the wall clock.
+        delivery_lease: How long a claimed delivery is held by its process before
+            another may retry it, on the wall clock. It is renewed every third of
+            it while the callback runs, so it runs out only when the process died
+            (or cannot reach the store).
+        inline_budget: With ``dispatch="inline"``: how long a write may spend
+            delivering what it fired, after its commit. It is checked before each
+            callback starts (a running callback is not interrupted); what is left
+            stays pending for the next ``flush()``, ``sweep()`` or background pass.
 
     Example:
         >>> import pqlkit
@@ -90,6 +96,7 @@ class Client:
         max_future: timedelta | None = timedelta(days=1),
         context_events: int = 10,
         delivery_lease: timedelta = timedelta(seconds=30),
+        inline_budget: timedelta = timedelta(seconds=1),
     ) -> None:
         from .stores import open_store
 
@@ -112,6 +119,8 @@ class Client:
         ):
             if not isinstance(td, timedelta) or td <= timedelta(0):
                 raise ValidationError(name, "must be a positive timedelta")
+        if not isinstance(inline_budget, timedelta) or inline_budget < timedelta(0):
+            raise ValidationError("inline_budget", "must be a timedelta >= 0")
         limits = Limits(max_id_length, max_properties_bytes, max_depth, max_future)
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise ValidationError("clock", "must have a now() method returning an aware datetime")
@@ -127,6 +136,7 @@ class Client:
             lease=delivery_lease,
             limits=limits,
             context_events=context_events,
+            inline_budget=inline_budget,
         )
         # what the testing kit (and a few tests) reach for
         self._plan, self._warm, self._clock, self._limits = (
@@ -160,9 +170,16 @@ class Client:
                 stacklevel=1,
             )
 
-    def close(self) -> None:
-        """Deliver what is due, stop the worker, and close a store this client opened."""
-        self._core.close()
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Deliver what is due for up to ``timeout`` seconds, stop the worker, close the store.
+
+        Bounded: what is not delivered by then stays pending (logged as a warning
+        on the ``pqlkit`` logger), for another process or the next start. A
+        callback still running is abandoned, not interrupted. ``timeout=None``
+        waits for every due delivery. The store is closed only if this client
+        opened it (from a URL).
+        """
+        self._core.close(timeout)
 
     @property
     def store(self) -> Store:
@@ -227,6 +244,12 @@ class Client:
         Raises:
             ValidationError: Bad input (or a ``connection`` on a store other than
                 PostgresStore); nothing was stored.
+            ClientClosedError: The client is closed; nothing was stored.
+            StoreError: The store could not commit the write (including
+                :class:`~pqlkit.exceptions.TransientStoreError`); nothing was stored,
+                so calling again is safe. Once the event is committed, ``track()``
+                never raises: trouble delivering what it fired is logged on the
+                ``pqlkit`` logger, and the delivery stays pending.
         """
         return self._core.track(
             user_id, event, properties, account_id, timestamp, message_id, connection
@@ -320,9 +343,14 @@ class Client:
         return self._core.qualified_at(subject_id, kind)
 
     # -- outbox ------------------------------------------------------------------------
-    def flush(self) -> None:
-        """Attempt every due delivery now; returns when each was attempted (background too)."""
-        self._core.flush()
+    def flush(self, timeout: float | None = None) -> int:
+        """Attempt every due delivery now (retries included), on the dispatch thread.
+
+        Returns when each was attempted, or after ``timeout`` seconds: then it
+        returns how many due deliveries it left pending (and logs them), 0 when
+        none. A callback still running is not interrupted.
+        """
+        return self._core.flush(timeout)
 
     def pending(self) -> list[Qualification]:
         """Qualifications (and disqualifications) not delivered yet, oldest first."""

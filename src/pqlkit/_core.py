@@ -265,6 +265,7 @@ class Core:
         lease: timedelta,
         limits: Limits,
         context_events: int,
+        inline_budget: timedelta = timedelta(seconds=1),
     ) -> None:
         self.model = model
         self._plan = Plan(model)
@@ -276,20 +277,29 @@ class Core:
         self.closed = False
         self._warm = _Warm()
         self._dispatcher = Dispatcher(
-            store, clock, mode=dispatch, policy=policy, lease=lease, transaction=self._tx
+            store,
+            clock,
+            mode=dispatch,
+            policy=policy,
+            lease=lease,
+            transaction=self._tx,
+            model=model.name,
+            budget=inline_budget,
         )
         self._rebuild_lock = threading.Lock()
         self._ensure_fingerprint()
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 10.0) -> None:
         if self.closed:
             return
         try:
             self._write_back()
-            self._dispatcher.flush()
         finally:
             self.closed = True
-            self._dispatcher.close()
+            try:
+                self._dispatcher.close(timeout)
+            except Exception:  # nothing is lost: what was due stays pending
+                logger.exception("pqlkit: delivering at close() failed; it stays pending")
             if self._owns_store:
                 self._store.close()
 
@@ -339,7 +349,7 @@ class Core:
         new = self._validate_event(user_id, event, properties, account_id, timestamp, message_id)
         self._check_connection(connection)
         outcome = self._write(lambda tx: self._record(tx, new, {}), connection)
-        self._after_write(enqueued=outcome is not None and outcome.enqueued, joined=connection)
+        self._after_write(_fired([] if outcome is None else [outcome]), connection)
         if outcome is None:
             return TrackResult(scores=self.scores(new.user_id, "user"), duplicate=True)
         return TrackResult(outcome.qualified, outcome.scores, False, outcome.disqualified)
@@ -350,13 +360,13 @@ class Core:
         stored = duplicates = 0
         qualified: list[Qualification] = []
         batch: list[NewEvent] = []
-        enqueued = False
+        ids: list[str] = []
 
-        def work(tx: Transaction) -> tuple[int, int, list[Qualification], bool]:
+        def work(tx: Transaction) -> tuple[int, int, list[Qualification], list[str]]:
             cache: dict[tuple[str, str], _Subject] = {}
             done = dupes = 0
             fired: list[Qualification] = []
-            queued = False
+            outcomes: list[_Outcome] = []
             for new in batch:
                 outcome = self._record(tx, new, cache, save=False)
                 if outcome is None:
@@ -364,18 +374,18 @@ class Core:
                     continue
                 done += 1
                 fired.extend(outcome.qualified)
-                queued = queued or outcome.enqueued
+                outcomes.append(outcome)
             for subject in cache.values():
                 self._save(tx, subject, defer=True)
-            return done, dupes, fired, queued
+            return done, dupes, fired, _fired(outcomes)
 
         def write() -> None:
-            nonlocal stored, duplicates, enqueued
+            nonlocal stored, duplicates
             done, dupes, fired, queued = self._write(work, connection)
             stored += done
             duplicates += dupes
             qualified.extend(fired)
-            enqueued = enqueued or queued
+            ids.extend(queued)
             batch.clear()
 
         if not isinstance(events, Iterable):
@@ -389,7 +399,7 @@ class Core:
                 write()
         if batch:
             write()
-        self._after_write(enqueued=enqueued, joined=connection)
+        self._after_write(ids, connection)
         return BulkResult(stored, duplicates, qualified)
 
     def identify(self, user_id: object, traits: object, account_id: object) -> None:
@@ -418,7 +428,7 @@ class Core:
             return out
 
         out = self._write(work)
-        self._dispatcher.poke(enqueued=out.enqueued)
+        self._dispatcher.fired(_fired([out]))
 
     def group(self, account_id: object, traits: object) -> None:
         self._check_open()
@@ -439,7 +449,7 @@ class Core:
             return out
 
         out = self._write(work)
-        self._dispatcher.poke(enqueued=out.enqueued)
+        self._dispatcher.fired(_fired([out]))
 
     def _reevaluate(self, tx: Transaction, subjects: list[_Subject], out: _Outcome) -> None:
         """Evaluate each subject that has events as of its newest one (its traits changed)."""
@@ -472,7 +482,7 @@ class Core:
 
         out = self._write(work)
         if out is not None:
-            self._dispatcher.poke(enqueued=out.enqueued)
+            self._dispatcher.fired(_fired([out]))
 
     def forget(self, user_id: object) -> None:
         self._check_open()
@@ -494,7 +504,7 @@ class Core:
             return out
 
         out = self._write(work)
-        self._dispatcher.poke(enqueued=out.enqueued)
+        self._dispatcher.fired(_fired([out]))
 
     # -- reading -----------------------------------------------------------------------
     def scores(self, subject_id: object, of: object) -> dict[str, float]:
@@ -544,25 +554,30 @@ class Core:
         return tx.resolve(sid) if kind == "user" else sid
 
     # -- outbox ------------------------------------------------------------------------
-    def flush(self) -> None:
+    def flush(self, timeout: object = None) -> int:
         self._check_open()
-        self._dispatcher.flush()
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise ValidationError("timeout", "must be a number of seconds >= 0, or None")
+        return self._dispatcher.flush(None if timeout is None else float(timeout))
 
     def pending(self) -> list[Qualification]:
         self._check_open()
         with self._tx() as tx:
-            return [d.qualification for d in tx.deliveries("pending")]
+            return [d.qualification for d in tx.deliveries("pending", model=self.model.name)]
 
     def dead_letters(self) -> list[Qualification]:
         self._check_open()
         with self._tx() as tx:
-            return [d.qualification for d in tx.deliveries("dead")]
+            return [d.qualification for d in tx.deliveries("dead", model=self.model.name)]
 
     def retry_dead_letters(self) -> int:
         self._check_open()
         now = self._clock.now()
-        count = self._write(lambda tx: tx.revive_dead(now))
-        self._dispatcher.poke(enqueued=count > 0)
+        count = self._write(lambda tx: tx.revive_dead(now, model=self.model.name))
+        if count:
+            self._dispatcher.revived()
         return count
 
     # -- time and model changes ------------------------------------------------------------
@@ -600,13 +615,13 @@ class Core:
             if count < _BATCH:
                 break
         fired = out.qualified + out.disqualified
-        self._dispatcher.poke(enqueued=out.enqueued)
+        self._dispatcher.swept([q.id for q in fired])
         return fired
 
     def rebuild(self) -> int:
         self._check_open()
         count, out = self._rebuild_all()
-        self._dispatcher.poke(enqueued=out.enqueued)
+        self._dispatcher.fired(_fired([out]))
         return count
 
     def stats(self) -> Stats:
@@ -1237,13 +1252,11 @@ class Core:
                 f" store is a {type(self._store).__name__}",
             )
 
-    def _after_write(self, *, enqueued: bool, joined: object) -> None:
+    def _after_write(self, fired: list[str], joined: object) -> None:
+        # Inside the caller's transaction (joined), nothing can be delivered before
+        # the caller commits: the next flush(), sweep() or background pass does it.
         if joined is None:
-            self._dispatcher.poke(enqueued=enqueued)
-        elif enqueued:
-            # The caller has not committed yet: nothing can be delivered now. Make
-            # the next track() or flush() look for it.
-            self._dispatcher._dirty = True
+            self._dispatcher.fired(fired)
 
     @property
     def _fingerprint_key(self) -> str:
@@ -1258,6 +1271,11 @@ class Core:
                 tx.set_meta(self._fingerprint_key, self.model.fingerprint)
                 return
         self._rebuild_all(only_if_stale=True)
+
+
+def _fired(outcomes: list[_Outcome]) -> list[str]:
+    """The ids of the deliveries these writes enqueued, in order."""
+    return [q.id for out in outcomes for q in (*out.qualified, *out.disqualified)]
 
 
 def _median(values: list[timedelta]) -> timedelta | None:

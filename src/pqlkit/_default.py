@@ -101,6 +101,6 @@ def forget(user_id: str) -> None:
     get_client().forget(user_id)
 
 
-def flush() -> None:
+def flush(timeout: float | None = None) -> int:
     """:meth:`Client.flush` on the default client."""
-    get_client().flush()
+    return get_client().flush(timeout)

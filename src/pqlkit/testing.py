@@ -215,8 +215,8 @@ def recorder(client: Client) -> Recorder:
     The recorder sees deliveries, not firings: with ``dispatch="inline"`` a
     qualification is delivered inside the ``track()`` that fired it. Register
     it before the events you want to see; a qualification that fired while no
-    callback of its kind was registered is delivered on the next ``track()``,
-    ``flush()`` or ``sweep()``.
+    callback of its kind was registered is delivered on the next ``flush()`` or
+    ``sweep()``.
 
     Example:
         >>> from pqlkit import Client, Model, did

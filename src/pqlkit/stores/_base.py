@@ -121,6 +121,11 @@ class DeliveryRecord:
     lease_until: datetime | None = None
     last_error: str | None = None
 
+    @property
+    def model(self) -> str:
+        """The name of the model whose qualification this is (deliveries are scoped to it)."""
+        return self.qualification.model
+
 
 class Transaction(Protocol):
     """Operations available inside :meth:`Store.transaction`."""
@@ -228,12 +233,25 @@ class Transaction(Protocol):
         lease_until: datetime,
         kinds: Sequence[str],
         limit: int,
+        *,
+        model: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
         """Lease pending deliveries of ``kinds`` due at ``now`` whose lease expired.
+
+        With ``model``, only that model's deliveries (another model's callbacks
+        never receive them); with ``ids``, only deliveries with those ids.
 
         Sets each one's ``lease_until``, counts the attempt (``attempts + 1``, so a
         process that dies mid-callback still uses one up) and returns them, oldest
         first, as updated.
+        """
+
+    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+        """Extend the lease of a claimed delivery whose callback is still running.
+
+        Only while it is pending and ``attempts`` is still what the claim set (nobody
+        claimed it since); returns whether it was extended.
         """
 
     def finish_delivery(
@@ -247,11 +265,16 @@ class Transaction(Protocol):
     ) -> None:
         """Record an attempt's outcome and release the lease."""
 
-    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
-        """Deliveries with ``status``, oldest first."""
+    def deliveries(
+        self, status: DeliveryStatus, *, model: str | None = None
+    ) -> list[DeliveryRecord]:
+        """Deliveries with ``status`` (of ``model`` only, if given), oldest first."""
 
-    def revive_dead(self, now: datetime) -> int:
-        """Make every dead delivery pending again, due at ``now``; return how many."""
+    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
+        """Make every dead delivery (of ``model``, if given) pending again, due at ``now``.
+
+        Returns how many.
+        """
 
     # -- metadata --------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

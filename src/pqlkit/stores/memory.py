@@ -283,14 +283,20 @@ class _MemoryTransaction:
         lease_until: datetime,
         kinds: Sequence[str],
         limit: int,
+        *,
+        model: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
         claimed: list[DeliveryRecord] = []
         pending = self._d.pending
-        for delivery_id in sorted(pending, key=pending.__getitem__):
+        candidates = pending if ids is None else [i for i in ids if i in pending]
+        for delivery_id in sorted(candidates, key=pending.__getitem__):
             if len(claimed) >= limit:
                 break
             d = self._d.deliveries[delivery_id]
             if d.kind not in kinds:
+                continue
+            if model is not None and d.model != model:
                 continue
             if d.next_attempt_at is not None and d.next_attempt_at > now:
                 continue
@@ -300,6 +306,13 @@ class _MemoryTransaction:
             self._put(leased)
             claimed.append(leased)
         return claimed
+
+    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+        d = self._d.deliveries.get(delivery_id)
+        if d is None or d.status != "pending" or d.attempts != attempts:
+            return False
+        self._put(attrs.evolve(d, lease_until=lease_until))
+        return True
 
     def finish_delivery(
         self,
@@ -324,11 +337,17 @@ class _MemoryTransaction:
             )
         )
 
-    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
-        return [d for d in self._d.deliveries.values() if d.status == status]
+    def deliveries(
+        self, status: DeliveryStatus, *, model: str | None = None
+    ) -> list[DeliveryRecord]:
+        return [
+            d
+            for d in self._d.deliveries.values()
+            if d.status == status and (model is None or d.model == model)
+        ]
 
-    def revive_dead(self, now: datetime) -> int:
-        dead = self.deliveries("dead")
+    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
+        dead = self.deliveries("dead", model=model)
         for d in dead:
             self._put(
                 attrs.evolve(d, status="pending", attempts=0, next_attempt_at=now, lease_until=None)

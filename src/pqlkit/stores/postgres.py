@@ -151,9 +151,15 @@ _CREATE_V1 = [
     )""",
 ]
 
+# v2: deliveries scoped to their model (a column, filled from the payload).
+_V2_DELIVERY_MODEL = [
+    "ALTER TABLE {s}.deliveries ADD COLUMN IF NOT EXISTS model text NOT NULL DEFAULT ''",
+    "UPDATE {s}.deliveries SET model = qualification->>'model'",
+]
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
-_MIGRATIONS: list[list[str]] = [_CREATE_V1]
+_MIGRATIONS: list[list[str]] = [_CREATE_V1, _V2_DELIVERY_MODEL]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; a database at a higher version is refused."""
@@ -254,9 +260,9 @@ _STATEMENTS: dict[str, str] = {
     ),
     "enqueue": (
         "INSERT INTO {s}.deliveries (id, kind, subject_id, qualification, status, attempts,"
-        " next_attempt_at, lease_until, last_error)"
+        " next_attempt_at, lease_until, last_error, model)"
         " VALUES (%(id)s, %(kind)s, %(subject_id)s, %(qualification)s::json, %(status)s,"
-        " %(attempts)s, %(next_attempt_at)s, %(lease_until)s, %(last_error)s)"
+        " %(attempts)s, %(next_attempt_at)s, %(lease_until)s, %(last_error)s, %(model)s)"
         " ON CONFLICT (id) DO NOTHING"
     ),
     # SKIP LOCKED: two processes claiming at once take different deliveries, and
@@ -265,6 +271,7 @@ _STATEMENTS: dict[str, str] = {
         "UPDATE {s}.deliveries AS d SET lease_until = %(lease_until)s, attempts = d.attempts + 1"
         " FROM (SELECT id FROM {s}.deliveries"
         " WHERE status = 'pending' AND kind = ANY(%(kinds)s::text[])"
+        " AND (%(model)s::text IS NULL OR model = %(model)s::text)"
         " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
         " AND (lease_until IS NULL OR lease_until <= %(wall_now)s)"
         " ORDER BY created LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
@@ -272,16 +279,35 @@ _STATEMENTS: dict[str, str] = {
         " RETURNING d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
         " d.status, d.attempts, d.next_attempt_at, d.lease_until, d.last_error, d.created"
     ),
+    "claim_ids": (
+        "UPDATE {s}.deliveries AS d SET lease_until = %(lease_until)s, attempts = d.attempts + 1"
+        " FROM (SELECT id FROM {s}.deliveries"
+        " WHERE id = ANY(%(ids)s::text[]) AND status = 'pending'"
+        " AND kind = ANY(%(kinds)s::text[])"
+        " AND (%(model)s::text IS NULL OR model = %(model)s::text)"
+        " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
+        " AND (lease_until IS NULL OR lease_until <= %(wall_now)s)"
+        " ORDER BY created LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
+        " WHERE d.id = due.id"
+        " RETURNING d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
+        " d.status, d.attempts, d.next_attempt_at, d.lease_until, d.last_error, d.created"
+    ),
+    "renew_lease": (
+        "UPDATE {s}.deliveries SET lease_until = %s"
+        " WHERE id = %s AND attempts = %s AND status = 'pending'"
+    ),
     "finish_delivery": (
         "UPDATE {s}.deliveries SET status = %s, attempts = %s, next_attempt_at = %s,"
         " last_error = %s, lease_until = NULL WHERE id = %s"
     ),
     "deliveries": (
-        f"SELECT {_DELIVERY_COLUMNS} FROM {{s}}.deliveries WHERE status = %s ORDER BY created"
+        f"SELECT {_DELIVERY_COLUMNS} FROM {{s}}.deliveries WHERE status = %(status)s"
+        " AND (%(model)s::text IS NULL OR model = %(model)s::text) ORDER BY created"
     ),
     "revive_dead": (
-        "UPDATE {s}.deliveries SET status = 'pending', attempts = 0, next_attempt_at = %s,"
+        "UPDATE {s}.deliveries SET status = 'pending', attempts = 0, next_attempt_at = %(now)s,"
         " lease_until = NULL WHERE status = 'dead'"
+        " AND (%(model)s::text IS NULL OR model = %(model)s::text)"
     ),
     "get_meta": "SELECT value FROM {s}.meta WHERE key = %s",
     "set_meta": (
@@ -319,6 +345,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "latest_qualification": _names(_QUALIFICATION_COLUMNS),
     "qualifications": _names(_QUALIFICATION_COLUMNS),
     "claim_due": (*_names(_DELIVERY_COLUMNS), "created"),
+    "claim_ids": (*_names(_DELIVERY_COLUMNS), "created"),
     "deliveries": _names(_DELIVERY_COLUMNS),
 }
 
@@ -568,7 +595,7 @@ class _PostgresTransaction:
 
     # -- outbox ------------------------------------------------------------------------
     def enqueue(self, delivery: DeliveryRecord) -> None:
-        self._execute("enqueue", _rows.unstructure(delivery))
+        self._execute("enqueue", {**_rows.unstructure(delivery), "model": delivery.model})
 
     def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
         row = _rows.unstructure(
@@ -586,12 +613,17 @@ class _PostgresTransaction:
         lease_until: datetime,
         kinds: Sequence[str],
         limit: int,
+        *,
+        model: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
         rows = self._dicts(
-            "claim_due",
+            "claim_due" if ids is None else "claim_ids",
             {
+                "ids": None if ids is None else list(ids),
                 "lease_until": to_us(lease_until),
                 "kinds": list(kinds),
+                "model": model,
                 "now": to_us(now),
                 "wall_now": to_us(wall_now),
                 "limit": limit,
@@ -599,6 +631,10 @@ class _PostgresTransaction:
         )
         rows.sort(key=lambda row: row.pop("created"))
         return [_rows.structure(row, DeliveryRecord) for row in rows]
+
+    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+        cursor = self._execute("renew_lease", (to_us(lease_until), delivery_id, attempts))
+        return cursor.rowcount == 1
 
     def finish_delivery(
         self,
@@ -620,12 +656,14 @@ class _PostgresTransaction:
             ),
         )
 
-    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
-        rows = self._dicts("deliveries", (status,))
+    def deliveries(
+        self, status: DeliveryStatus, *, model: str | None = None
+    ) -> list[DeliveryRecord]:
+        rows = self._dicts("deliveries", {"status": status, "model": model})
         return [_rows.structure(row, DeliveryRecord) for row in rows]
 
-    def revive_dead(self, now: datetime) -> int:
-        return self._execute("revive_dead", (to_us(now),)).rowcount
+    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
+        return self._execute("revive_dead", {"now": to_us(now), "model": model}).rowcount
 
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -168,9 +168,16 @@ def _create_v1(db: Database) -> None:
     )
 
 
+def _v2_delivery_model(db: Database) -> None:
+    """Deliveries scoped to their model: a ``model`` column, filled from the payload."""
+    db.execute("ALTER TABLE deliveries ADD COLUMN model TEXT NOT NULL DEFAULT ''")
+    db.execute("UPDATE deliveries SET model = json_extract(qualification, '$.model')")
+    db.table("deliveries").create_index(["model", "status", "created"], if_not_exists=True)
+
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
-_MIGRATIONS: list[Callable[[Database], None]] = [_create_v1]
+_MIGRATIONS: list[Callable[[Database], None]] = [_create_v1, _v2_delivery_model]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; a database at a higher version is refused."""
@@ -697,12 +704,12 @@ class _SQLiteTransaction:
     # -- outbox ------------------------------------------------------------------------
     def enqueue(self, delivery: DeliveryRecord) -> None:
         self._conn.execute(
-            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}, created)"
+            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}, model, created)"
             " VALUES (:id, :kind, :subject_id, :qualification, :status, :attempts,"
-            " :next_attempt_at, :lease_until, :last_error,"
+            " :next_attempt_at, :lease_until, :last_error, :model,"
             " (SELECT coalesce(max(created), 0) + 1 FROM deliveries))"
             " ON CONFLICT (id) DO NOTHING",
-            _rows.unstructure(delivery),
+            {**_rows.unstructure(delivery), "model": delivery.model},
         )
 
     def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
@@ -721,14 +728,27 @@ class _SQLiteTransaction:
         lease_until: datetime,
         kinds: Sequence[str],
         limit: int,
+        *,
+        model: str | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
         rows = self._dicts(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
             f" WHERE status = 'pending' AND kind IN {_IN_JSON}"
+            + ("" if ids is None else f" AND id IN {_IN_JSON}")
+            + " AND (? IS NULL OR model = ?)"
             " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
             " AND (lease_until IS NULL OR lease_until <= ?)"
             " ORDER BY created LIMIT ?",
-            (dumps(list(kinds)), to_us(now), to_us(wall_now), limit),
+            (
+                dumps(list(kinds)),
+                *(() if ids is None else (dumps(list(ids)),)),
+                model,
+                model,
+                to_us(now),
+                to_us(wall_now),
+                limit,
+            ),
         )
         claimed = [
             attrs.evolve(
@@ -743,6 +763,14 @@ class _SQLiteTransaction:
             [(to_us(lease_until), d.attempts, d.id) for d in claimed],
         )
         return claimed
+
+    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+        cursor = self._conn.execute(
+            "UPDATE deliveries SET lease_until = ?"
+            " WHERE id = ? AND attempts = ? AND status = 'pending'",
+            (to_us(lease_until), delivery_id, attempts),
+        )
+        return cursor.rowcount == 1
 
     def finish_delivery(
         self,
@@ -765,18 +793,21 @@ class _SQLiteTransaction:
             ),
         )
 
-    def deliveries(self, status: DeliveryStatus) -> list[DeliveryRecord]:
+    def deliveries(
+        self, status: DeliveryStatus, *, model: str | None = None
+    ) -> list[DeliveryRecord]:
         rows = self._dicts(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status = ? ORDER BY created",
-            (status,),
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status = ?"
+            " AND (? IS NULL OR model = ?) ORDER BY created",
+            (status, model, model),
         )
         return [_rows.structure(row, DeliveryRecord) for row in rows]
 
-    def revive_dead(self, now: datetime) -> int:
+    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
         cursor = self._conn.execute(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-            " lease_until = NULL WHERE status = 'dead'",
-            (to_us(now),),
+            " lease_until = NULL WHERE status = 'dead' AND (? IS NULL OR model = ?)",
+            (to_us(now), model, model),
         )
         return cursor.rowcount
 
