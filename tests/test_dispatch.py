@@ -881,6 +881,38 @@ def test_close_with_a_hung_callback_returns_after_its_timeout(
         release.set()
 
 
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_a_closed_client_stops_renewing_the_lease_of_an_abandoned_callback(
+    tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After close(timeout=...) leaves a hung callback running, nothing tries the closed
+    store again: its lease is left to expire (the heartbeat logged a failure every beat)."""
+    client = Client(
+        MODEL,
+        store=f"sqlite:///{tmp_path / 'own.db'}",  # owned: close() closes it
+        dispatch=mode,
+        inline_budget=timedelta(0),
+        delivery_lease=timedelta(seconds=0.3),
+    )
+    release = threading.Event()
+    started = threading.Event()
+
+    def hung(q: Qualification) -> None:
+        started.set()
+        release.wait(timeout=30)
+
+    client.on_pql(hung)
+    qualify(client, "u1")
+    try:
+        with caplog.at_level(logging.WARNING, logger="pqlkit"):
+            client.close(timeout=0.5)
+            assert started.is_set()
+            time.sleep(1.0)  # ten beats of a 0.3 s lease
+        assert "could not renew" not in caplog.text
+    finally:
+        release.set()
+
+
 def test_flush_with_a_timeout_returns_how_many_it_left(make_client: ClientFactory) -> None:
     """flush(timeout=0.5) with a hung callback: returns within bounds, counting what is left."""
     client = make_client(inline_budget=timedelta(0))

@@ -16,7 +16,7 @@ import attrs
 
 from ._clock import Clock
 from ._events import Qualification
-from .exceptions import TransientStoreError
+from .exceptions import StoreError, TransientStoreError
 from .stores._base import DeliveryRecord, DeliveryStatus, Store, Transaction
 
 __all__ = ["Callback", "Dispatcher", "RetryPolicy"]
@@ -325,6 +325,16 @@ class Dispatcher:
                     )
                     return
                 time.sleep(0.005 * 2**attempt * random.uniform(0.5, 1.5))
+            except StoreError:
+                if not self._closed:
+                    raise
+                # a callback that close() abandoned ended after it: its store is closed
+                logger.info(
+                    "pqlkit: delivery %s ended after close(); not recorded, it will run"
+                    " again once its lease expires",
+                    delivery_id,
+                )
+                return
 
     # -- heartbeat ------------------------------------------------------------------
     def _ensure_heartbeat(self) -> None:
@@ -363,7 +373,13 @@ class Dispatcher:
                                 " ran; another process may deliver it again",
                                 delivery_id,
                             )
-            except Exception:  # the next beat tries again
+            except Exception:
+                if self._closed:  # the client closed its store: leave the leases to expire
+                    logger.debug("pqlkit: a closed client stopped renewing delivery leases")
+                    with self._lock:
+                        self._beat = None
+                    return
+                # the next beat tries again
                 logger.warning("pqlkit: could not renew delivery leases", exc_info=True)
 
     def _check_fork(self) -> None:
@@ -417,7 +433,8 @@ class Dispatcher:
 
         Returns (and logs) how many due deliveries were left pending. A callback
         still running then is abandoned on its daemon thread; its lease is renewed
-        while this process lives and can reach the store.
+        while this process lives and can reach the store (not once the Client has
+        closed a store it opened: then the lease expires and the delivery runs again).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         left = self.flush(timeout)
