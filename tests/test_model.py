@@ -813,12 +813,14 @@ def test_the_fingerprint_is_stable_across_identical_declarations() -> None:
 
 
 def _retuned_behavior(**weights: float) -> dict[str, Any]:
+    """data_tooling() changes: the behavior score with these weights."""
     scores = dict(data_tooling().scores)
     scores["behavior"] = points(**weights)
     return {"scores": scores}
 
 
 def _retuned_signal(name: str, expr: Any) -> dict[str, Any]:
+    """data_tooling() changes: signal ``name`` is ``expr``."""
     return {"signals": {**data_tooling().signals, name: expr}}
 
 
@@ -850,8 +852,7 @@ def _retuned_signal(name: str, expr: Any) -> dict[str, Any]:
     ],
 )
 def test_the_fingerprint_changes_with_what_scores(changes: dict[str, Any]) -> None:
-    """A tuned weight, threshold, window, filter, rule or option (or a version bump)
-    changes the fingerprint: the stored state is rebuilt from the events."""
+    """A tuned weight, threshold, window, filter, rule, option or version: a new fingerprint."""
     assert data_tooling(**changes).fingerprint != data_tooling().fingerprint
 
 
@@ -901,8 +902,7 @@ def _seats_at_least(threshold: int) -> Callable[[Mapping[str, Any]], bool]:
 def test_the_fingerprint_ignores_what_does_not_score(
     first: dict[str, Any], second: dict[str, Any]
 ) -> None:
-    """Declaration order, spelling of the same duration or filter: the same fingerprint.
-    (So does a where= function's code: bump version= when it changes.)"""
+    """Order, spelling of one duration or filter, a where= function's code: no change."""
     assert Model("m", signals=first).fingerprint == Model("m", signals=second).fingerprint
 
 
