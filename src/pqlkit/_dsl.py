@@ -220,6 +220,8 @@ class Expr:
 
     def is_in(self, options: Iterable[Any]) -> IsIn:
         """Condition: the value is one of ``options`` (e.g. a set of free-mail domains)."""
+        if isinstance(options, (str, bytes)):
+            raise TypeError(f"is_in() takes a collection of options: is_in([{options!r}])")
         return IsIn(self, tuple(sorted(set(options), key=lambda o: dumps(o))))
 
 
@@ -311,7 +313,11 @@ def _describe_events(
 ) -> str:
     """``name(match, windows)``, the match left out when it is "any event"."""
     parts = [match.describe()] if match.event or match.where else []
-    return f"{name}({', '.join(parts)}{_window_text(within, since_first_seen)})".replace("(, ", "(")
+    if within is not None:
+        parts.append(f"within={_fmt_duration(within)}")
+    if since_first_seen is not None:
+        parts.append(f"since_first_seen={_fmt_duration(since_first_seen)}")
+    return f"{name}({', '.join(parts)})"
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -920,6 +926,9 @@ def fit(*rules: tuple[Expr, float]) -> Fit:
         >>> fit((trait("employees", of="account") >= 200, 20))
         fit((trait('employees', of="account") >= 200, 20))
     """
+    for rule in rules:
+        if not isinstance(rule, tuple) or len(rule) != 2:
+            raise TypeError(f"fit() takes (condition, points) pairs, got {rule!r}")
     return Fit(tuple((c, p) for c, p in rules))
 
 

@@ -67,6 +67,11 @@ class Model:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ModelError("name", "must be a non-empty str")
+        for label, mapping in (("signals", signals), ("scores", scores)):
+            if mapping is not None and not isinstance(mapping, Mapping):
+                raise ModelError(
+                    label, f"must be a dict of names to expressions, got {type(mapping).__name__}"
+                )
         self.name = name
         self.signals: dict[str, d.Expr] = dict(signals or {})
         self.scores: dict[str, d.Expr] = dict(scores or {})
@@ -130,9 +135,9 @@ class Model:
                 raise ModelError(rule, f"must be a condition, got a {_kind(expr)}")
         ra = self.requalify_after
         if ra is not None and (not isinstance(ra, timedelta) or ra <= timedelta(0)):
-            raise ModelError("requalify_after", "must be a positive timedelta or None")
+            raise ModelError("requalify_after", f"must be a positive timedelta or None, got {ra!r}")
         if self.version is not None and not isinstance(self.version, str):
-            raise ModelError("version", "must be a str or None")
+            raise ModelError("version", f"must be a str or None, got {self.version!r}")
         self._check_cycles()
 
     def _check_expr(self, expr: d.Expr, where: str) -> None:
@@ -182,8 +187,21 @@ def _kind(expr: d.Expr) -> str:
     ]
 
 
-def _positive(value: Any, what: str, where: str) -> None:
-    if value is None:
+_COMBINATORS: dict[type[d.Expr], str] = {d.All: "all_of", d.Any_: "any_of", d.AtLeast: "at_least"}
+
+
+def _got(value: Any) -> str:
+    """What a user wrote where a typed expression belongs, for an error message."""
+    if not isinstance(value, d.Expr):
+        hint = f" (a signal by name is signal({value!r}))" if isinstance(value, str) else ""
+        return f"{type(value).__name__} {value!r}{hint}"
+    if isinstance(value, d.Const) and isinstance(value.value, str):
+        return f"the str {value.value!r} (a signal by name is signal({value.value!r}))"
+    return f"a {_kind(value)}: {value!r}"
+
+
+def _positive(value: Any, what: str, where: str, *, required: bool = False) -> None:
+    if value is None and not required:
         return
     if not isinstance(value, timedelta) or value <= timedelta(0):
         raise ModelError(where, f"{what} must be a positive timedelta, got {value!r}")
@@ -196,7 +214,10 @@ def _check_match(match: d.Match, where: str) -> None:
     if w is None or callable(w):
         return
     if not isinstance(w, Mapping):
-        raise ModelError(where, "where= must be a dict of property values or a callable")
+        raise ModelError(
+            where,
+            f"where= must be a dict of property values or a callable, got {type(w).__name__}",
+        )
     for k, v in w.items():
         if not isinstance(k, str):
             raise ModelError(where, f"where= keys must be str, got {k!r}")
@@ -218,7 +239,9 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
         if node.within is not None and node.since_first_seen is not None:
             raise ModelError(where, "use within= or since_first_seen=, not both")
         if isinstance(node, (d.Total, d.Distinct)) and not isinstance(node.prop, str):
-            raise ModelError(where, "the property name must be a str")
+            raise ModelError(
+                where, f"{node.name}(): the property name must be a str, got {node.prop!r}"
+            )
     elif isinstance(node, d.ActiveUsers):
         _check_match(node.match, where)
         _positive(node.within, "within", where)
@@ -238,7 +261,7 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
         _positive(node.within, "within", where)
     elif isinstance(node, d.Trait):
         if not isinstance(node.trait, str) or not node.trait:
-            raise ModelError(where, "trait() needs a non-empty name")
+            raise ModelError(where, f"trait() needs a non-empty str name, got {node.trait!r}")
         if node.of not in ("user", "account"):
             raise ModelError(where, f'trait(of=...) must be "user" or "account", got {node.of!r}')
     elif isinstance(node, d.SignalRef):
@@ -254,14 +277,30 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
     elif isinstance(node, d.Compare):
         lt, rt = node.left.value_type(), node.right.value_type()
         if "bool" in (lt, rt):
-            raise ModelError(where, f"cannot compare a condition: {node.describe()}")
+            raise ModelError(
+                where,
+                f"cannot compare a condition (& and | bind tighter than comparisons: "
+                f"parenthesize them): {node.describe()}",
+            )
         if {lt, rt} == {"number", "duration"}:
             raise ModelError(where, f"cannot compare a duration with a number: {node.describe()}")
+        for side, other in ((node.left, node.right), (node.right, node.left)):
+            if (
+                side.value_type() in ("number", "duration")
+                and isinstance(other, d.Const)
+                and isinstance(other.value, str)
+            ):
+                raise ModelError(
+                    where, f"cannot compare a {_kind(side)} with a str: {node.describe()}"
+                )
         if _has_idle(node.left) or _has_idle(node.right):
             ok = isinstance(node.left, d.Idle) and isinstance(node.right, d.Const)
             ok = ok or (isinstance(node.right, d.Idle) and isinstance(node.left, d.Const))
             if not ok:
-                raise ModelError(where, "idle() can only be compared with a constant duration")
+                raise ModelError(
+                    where,
+                    f"idle() can only be compared with a constant duration: {node.describe()}",
+                )
     elif isinstance(node, d.Arith):
         lt, rt = node.left.value_type(), node.right.value_type()
         if "bool" in (lt, rt):
@@ -269,18 +308,22 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
         if "duration" in (lt, rt):
             raise ModelError(where, f"arithmetic on durations is not supported: {node.describe()}")
     elif isinstance(node, (d.All, d.Any_, d.AtLeast, d.Not)):
-        for item in node.children():
-            if item.value_type() != "bool":
-                raise ModelError(where, f"expected a condition, got a {_kind(item)}: {item!r}")
-        if isinstance(node, d.AtLeast) and (
-            not isinstance(node.k, int) or not 0 < node.k <= len(node.items)
-        ):
-            raise ModelError(where, f"at_least(k, ...) needs 1 <= k <= {len(node.items)}")
         if isinstance(node, (d.All, d.Any_, d.AtLeast)) and not node.items:
-            raise ModelError(where, "needs at least one condition")
+            raise ModelError(where, f"{_COMBINATORS[type(node)]}() needs at least one condition")
+        for item in node.children():
+            if not isinstance(item, d.Expr) or item.value_type() != "bool":
+                raise ModelError(where, f"expected a condition, got {_got(item)}")
+        if isinstance(node, d.AtLeast) and (
+            not isinstance(node.k, int)
+            or isinstance(node.k, bool)
+            or not 0 < node.k <= len(node.items)
+        ):
+            raise ModelError(
+                where, f"at_least(k, ...) needs 1 <= k <= {len(node.items)}, got k={node.k!r}"
+            )
     elif isinstance(node, d.IsIn):
         if node.value.value_type() == "bool":
-            raise ModelError(where, "is_in() on a condition")
+            raise ModelError(where, f"is_in() needs a value, not a condition: {node.describe()}")
     elif isinstance(node, d.Points):
         if not node.weights:
             raise ModelError(where, "points() needs at least one signal")
@@ -288,24 +331,28 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
             if s not in model.signals:
                 raise ModelError(where, f"points(): unknown signal {s!r}")
             if not _is_num(w):
-                raise ModelError(where, f"points(): weight of {s!r} must be a number")
+                raise ModelError(where, f"points(): weight of {s!r} must be a number, got {w!r}")
     elif isinstance(node, d.Tev):
         if node.activation not in model.signals:
             raise ModelError(where, f"tev(): unknown activation signal {node.activation!r}")
-        _positive(node.fast, "fast", where)
-        _positive(node.slow, "slow", where)
+        _positive(node.fast, "tev(): fast", where, required=True)
+        _positive(node.slow, "tev(): slow", where, required=True)
         if node.slow <= node.fast:
             raise ModelError(where, "tev(): slow must be longer than fast")
-        for part, target in (
-            (node.engagement, node.engagement_target),
-            (node.virality, node.virality_target),
+        for part_name, part, target in (
+            ("engagement", node.engagement, node.engagement_target),
+            ("virality", node.virality, node.virality_target),
         ):
-            if part.value_type() not in ("number", "any"):
-                raise ModelError(where, f"tev(): {part!r} must be numeric")
+            if not isinstance(part, d.Expr) or part.value_type() not in ("number", "any"):
+                raise ModelError(where, f"tev(): {part_name} must be numeric, got {_got(part)}")
             if not _is_num(target) or target <= 0:
-                raise ModelError(where, "tev(): targets must be positive numbers")
+                raise ModelError(
+                    where, f"tev(): {part_name}_target must be a positive number, got {target!r}"
+                )
         if len(node.weights) != 3 or not all(_is_num(w) and w >= 0 for w in node.weights):
-            raise ModelError(where, "tev(): weights must be three non-negative numbers")
+            raise ModelError(
+                where, f"tev(): weights must be three non-negative numbers, got {node.weights!r}"
+            )
         if sum(node.weights) <= 0:
             raise ModelError(where, "tev(): weights must not all be 0")
     elif isinstance(node, d.Fit):
@@ -315,7 +362,9 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
             if not isinstance(cond, d.Expr) or cond.value_type() != "bool":
                 raise ModelError(where, f"fit(): {cond!r} is not a condition")
             if not _is_num(pts):
-                raise ModelError(where, "fit(): points must be numbers")
+                raise ModelError(
+                    where, f"fit(): the points of {cond!r} must be a number, got {pts!r}"
+                )
 
 
 def _has_idle(expr: d.Expr) -> bool:
