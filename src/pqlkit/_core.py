@@ -762,15 +762,23 @@ class Core:
         locks one of them), so the id is resolved again once they are. On the
         hot path (an id that is no alias) this is one lock and one look-up.
         """
-        keys = [f"user:{user_id}"]
-        if account_id is not None:
-            keys.append(f"account:{account_id}")
-        hint = self._hints.get(user_id)
-        if hint is not None:
-            keys.append(f"user:{hint}")
-        self._lock(tx, held, keys)
+        key = f"user:{user_id}"
+        hint = self._hints.get(user_id) if self._hints else None
+        if hint is None and not held:  # the hot path: the keys in order, as they are
+            if account_id is None:
+                tx.lock((key,))
+                held.add(key)
+            else:
+                account = f"account:{account_id}"  # "account:..." < "user:..."
+                tx.lock((account, key))
+                held.update((account, key))
+        else:
+            keys = [key] if account_id is None else [key, f"account:{account_id}"]
+            if hint is not None:
+                keys.append(f"user:{hint}")
+            self._lock(tx, held, keys)
         uid = self._resolve(tx, user_id)
-        while f"user:{uid}" not in held:  # an alias, and its final id is not locked yet
+        while uid != user_id and f"user:{uid}" not in held:  # its final id is not locked yet
             self._hint(user_id, uid)
             self._lock(tx, held, [f"user:{uid}"])
             uid = tx.resolve(user_id)
