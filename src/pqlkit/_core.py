@@ -67,6 +67,7 @@ logger = logging.getLogger("pqlkit")
 _BATCH = 500
 _NO_TRAITS: Mapping[str, Any] = MappingProxyType({})
 _WRITE_ATTEMPTS = 5  # a write the store aborted to resolve a conflict is run again, up to this
+_HINTS = 10_000  # aliased ids whose final id a Client remembers, to lock both at once
 
 
 def _qualification_id(model: str, kind: str, subject: str, round_: int, first_seen: int) -> str:
@@ -276,6 +277,9 @@ class Core:
         self._store = store
         self.closed = False
         self._warm = _Warm()
+        # id -> the final id it was last seen to resolve to: only a guess of which
+        # locks to take together (see _lock_user), checked under them
+        self._hints: dict[str, str] = {}
         self._dispatcher = Dispatcher(
             store,
             clock,
@@ -367,8 +371,19 @@ class Core:
             done = dupes = 0
             fired: list[Qualification] = []
             outcomes: list[_Outcome] = []
+            # the batch's locks at once, in order (each _record adds only an id's final id)
+            held: set[str] = set()
+            keys: list[str] = []
             for new in batch:
-                outcome = self._record(tx, new, cache, save=False)
+                keys.append(f"user:{new.user_id}")
+                hint = self._hints.get(new.user_id)
+                if hint is not None:
+                    keys.append(f"user:{hint}")
+                if new.account_id is not None:
+                    keys.append(f"account:{new.account_id}")
+            self._lock(tx, held, keys)
+            for new in batch:
+                outcome = self._record(tx, new, cache, save=False, held=held)
                 if outcome is None:
                     dupes += 1
                     continue
@@ -415,8 +430,7 @@ class Core:
         )
 
         def work(tx: Transaction) -> _Outcome:
-            uid = self._resolve(tx, user)
-            tx.lock([f"user:{uid}"])
+            uid = self._lock_user(tx, set(), user, None)
             merged = {**self._traits(tx, "user", uid), **data}
             if account is not None:
                 merged[_ACCOUNT_TRAIT] = account
@@ -437,11 +451,15 @@ class Core:
 
         def work(tx: Transaction) -> _Outcome:
             out = _Outcome()
-            tx.lock([f"account:{account}"])
+            held: set[str] = set()
+            # the account's users are rewritten too: once the account is locked,
+            # no event can join it, so lock them (and what they resolve to) next
+            self._lock(tx, held, [f"account:{account}"])
+            resolved = self._lock_users(tx, held, sorted(tx.users_of(account)))
             merged = {**self._traits(tx, "account", account), **data}
             self._set_traits(tx, "account", account, merged)
             subjects = [self._load(tx, "account", account)]
-            for uid in sorted({tx.resolve(u) for u in tx.users_of(account)}):
+            for uid in sorted(set(resolved.values())):
                 user = self._load(tx, "user", uid)
                 if user.account == account:
                     subjects.append(user)
@@ -466,17 +484,28 @@ class Core:
         def work(tx: Transaction) -> _Outcome | None:
             out = _Outcome()
             self._warm.clear()  # the rebuild below replaces states; nothing warm survives it
-            target = tx.resolve(user)
+            held: set[str] = set()
+            while True:  # read what it rewrites, lock it all, and read again until unchanged
+                target = tx.resolve(user)
+                old = tx.resolve(previous)  # previous's final id until now (itself if none)
+                moved = [previous, *tx.aliases_of(previous), target, *tx.aliases_of(target)]
+                accounts = sorted(tx.accounts_of(moved))
+                keys = {f"user:{i}" for i in (user, target, previous, old)}
+                keys.update(f"account:{a}" for a in accounts)
+                if keys <= held:
+                    break
+                self._lock(tx, held, keys)
             if target == previous:
                 raise ValidationError("user_id", f"{user!r} is already an alias of {previous!r}")
-            if tx.resolve(previous) == target:
+            if old == target:
                 return None
-            tx.lock([f"user:{previous}", f"user:{target}"])
             tx.set_alias(previous, target)
             tx.delete_state(self.model.name, "user", previous)
-            ids = [target, *tx.aliases_of(target)]
-            self._rebuild_subjects(tx, [("user", target)], out)
-            accounts = sorted(tx.accounts_of(ids))
+            # previous's events leave `old` (if it was an alias) and join target
+            users: list[tuple[SubjectKind, str]] = [("user", target)]
+            if old != previous:
+                users.append(("user", old))
+            self._rebuild_subjects(tx, users, out)
             self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
             return out
 
@@ -491,10 +520,15 @@ class Core:
         def work(tx: Transaction) -> _Outcome:
             out = _Outcome()
             self._warm.clear()  # states and traits are deleted or rebuilt below
-            uid = tx.resolve(user)
-            ids = sorted({uid, user, *tx.aliases_of(uid)})
-            tx.lock([f"user:{i}" for i in ids])
-            accounts = sorted(tx.accounts_of(ids))
+            held: set[str] = set()
+            while True:  # read what it rewrites, lock it all, and read again until unchanged
+                uid = tx.resolve(user)
+                ids = sorted({uid, user, *tx.aliases_of(uid)})
+                accounts = sorted(tx.accounts_of(ids))
+                keys = {f"user:{i}" for i in ids} | {f"account:{a}" for a in accounts}
+                if keys <= held:
+                    break
+                self._lock(tx, held, keys)
             tx.forget_users(ids)
             for i in ids:
                 tx.delete_state(self.model.name, "user", i)
@@ -599,8 +633,8 @@ class Core:
                 logger.warning("pqlkit: sweep() found %d swept subjects due again", len(due))
                 return 0, batch
             swept.update(due)
+            self._lock(tx, set(), [f"{kind}:{sid}" for kind, sid in due])
             for kind, sid in due:
-                tx.lock([f"{kind}:{sid}"])
                 subject = self._load(tx, kind, sid)
                 newest = subject.state.newest
                 self._evaluate(tx, subject, max(t, newest or t), batch, latch=False)
@@ -709,10 +743,10 @@ class Core:
         cache: dict[tuple[str, str], _Subject],
         *,
         save: bool = True,
+        held: set[str] | None = None,
     ) -> _Outcome | None:
-        uid = self._resolve(tx, new.user_id)
         acc = new.account_id
-        tx.lock((f"user:{uid}", f"account:{acc}") if acc else (f"user:{uid}",))
+        uid = self._lock_user(tx, set() if held is None else held, new.user_id, acc)
         record = tx.insert_event(new)
         if record is None:
             return None
@@ -722,6 +756,96 @@ class Core:
         if acc is not None:
             self._step(tx, cache, "account", acc, record, view, out, save)
         return out
+
+    def _lock(self, tx: Transaction, held: set[str], keys: Iterable[str]) -> None:
+        """Lock ``keys`` too, adding them to ``held`` (the keys this transaction holds).
+
+        Every write locks the subjects whose state it rewrites before it reads
+        what it decides on, and all in one order (sorted keys), so that two writes
+        never wait for each other. Keys that sort after every key held are locked,
+        waiting if need be. A key that sorts before one held (found out only after
+        locking, as an id's final id) would invert the order: where the
+        transaction can ``try_lock`` it (PostgreSQL) it is only tried, and if it
+        is taken, the transaction is rolled back and run again (``_write``), then
+        taking it in order (see ``_hints``).
+        """
+        new = sorted({k for k in keys if k not in held})
+        if not new:
+            return
+        if held and new[0] < max(held):
+            try_lock: Callable[[Sequence[str]], bool] | None = getattr(tx, "try_lock", None)
+            if try_lock is not None and not try_lock(new):
+                raise TransientStoreError(
+                    "a subject to lock out of order was locked by another write; run it again"
+                )
+            if try_lock is None:
+                tx.lock(new)
+        else:
+            tx.lock(new)
+        held.update(new)
+
+    def _lock_user(
+        self, tx: Transaction, held: set[str], user_id: str, account_id: str | None
+    ) -> str:
+        """Lock the user (and the account): the id, and its final id; return the final id.
+
+        ``alias()`` may change what an id resolves to until both are locked (it
+        locks one of them), so the id is resolved again once they are. On the
+        hot path (an id that is no alias) this is one lock and one look-up.
+        """
+        key = f"user:{user_id}"
+        hint = self._hints.get(user_id) if self._hints else None
+        if hint is None and not held:  # the hot path: the keys in order, as they are
+            if account_id is None:
+                tx.lock((key,))
+                held.add(key)
+            else:
+                account = f"account:{account_id}"  # "account:..." < "user:..."
+                tx.lock((account, key))
+                held.update((account, key))
+        else:
+            keys = [key] if account_id is None else [key, f"account:{account_id}"]
+            if hint is not None:
+                keys.append(f"user:{hint}")
+            self._lock(tx, held, keys)
+        uid = self._resolve(tx, user_id)
+        while uid != user_id and f"user:{uid}" not in held:  # its final id is not locked yet
+            self._hint(user_id, uid)
+            self._lock(tx, held, [f"user:{uid}"])
+            uid = tx.resolve(user_id)
+        if hint != uid:
+            if uid != user_id:
+                self._hint(user_id, uid)
+            elif hint is not None:
+                self._hints.pop(user_id, None)
+        return uid
+
+    def _lock_users(
+        self, tx: Transaction, held: set[str], user_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """``_lock_user`` for many ids at once (in order); return each id's final id."""
+        keys = [f"user:{u}" for u in user_ids]
+        for u in user_ids:
+            hint = self._hints.get(u)
+            if hint is not None:
+                keys.append(f"user:{hint}")
+        self._lock(tx, held, keys)
+        resolved: dict[str, str] = {}
+        pending = list(user_ids)
+        while pending:
+            for u in pending:
+                resolved[u] = tx.resolve(u)
+            pending = [u for u in pending if f"user:{resolved[u]}" not in held]
+            for u in pending:
+                self._hint(u, resolved[u])
+            self._lock(tx, held, [f"user:{resolved[u]}" for u in pending])
+        return resolved
+
+    def _hint(self, user_id: str, uid: str) -> None:
+        hints = self._hints
+        if len(hints) >= _HINTS:
+            hints.clear()
+        hints[user_id] = uid
 
     def _step(
         self,

@@ -132,7 +132,13 @@ class Transaction(Protocol):
 
     # -- concurrency -----------------------------------------------------
     def lock(self, keys: Sequence[str]) -> None:
-        """Serialize with other transactions holding any of ``keys`` until commit."""
+        """Serialize with other transactions holding any of ``keys`` until commit.
+
+        Keys are subjects (``"user:u1"``, ``"account:acme"``); a Client takes them in
+        sorted order. A store whose locks can wait may also offer ``try_lock(keys) ->
+        bool`` (take them without waiting; False if one is held elsewhere), which a
+        Client uses for a key it finds it needs after keys that sort later.
+        """
 
     # -- event log ---------------------------------------------------------
     def insert_event(self, event: NewEvent) -> EventRecord | None:

@@ -471,6 +471,26 @@ class _PostgresTransaction:
         )
         self._held.update(wanted)
 
+    def try_lock(self, keys: Sequence[str]) -> bool:
+        """Take ``pg_try_advisory_xact_lock`` on each key (sorted) without waiting.
+
+        True if every key is held now; False if another transaction holds one
+        (those taken stay held until this transaction ends). The Client uses it
+        for a key it finds it needs only after locking keys that sort after it:
+        waiting for it could deadlock, so it runs the transaction again instead.
+        """
+        wanted = sorted(set(keys) - self._held)
+        if not wanted:
+            return True
+        rows = self._cur.execute(
+            b"SELECT pg_try_advisory_xact_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY"
+            b" AS t(k, n) ORDER BY n",
+            ([lock_id(self._namespace, key) for key in wanted],),
+        ).fetchall()
+        taken = [key for key, row in zip(wanted, rows, strict=True) if row[0]]
+        self._held.update(taken)
+        return len(taken) == len(wanted)
+
     # -- event log -------------------------------------------------------------------
     def insert_event(self, event: NewEvent) -> EventRecord | None:
         seq = self._scalar("insert_event", _rows.unstructure(event))
