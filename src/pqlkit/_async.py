@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from ._client import Client
 from ._clock import Clock
 from ._dispatch import Callback
-from ._events import BulkResult, Event, Qualification, Stats, TrackResult
+from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from .exceptions import ClientClosedError, ValidationError
 from .stores._base import Store
@@ -27,7 +27,6 @@ __all__ = ["AsyncClient"]
 
 F = TypeVar("F", bound=Callback)
 R = TypeVar("R")
-SubjectKind = Literal["user", "account"]
 
 
 class AsyncClient:

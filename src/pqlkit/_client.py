@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from ._clock import Clock, SystemClock
 from ._core import Core
 from ._dispatch import Callback, RetryPolicy
-from ._events import BulkResult, Event, Qualification, Stats, TrackResult
+from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from ._validation import Limits
 from .exceptions import ValidationError
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Client"]
 
-SubjectKind = Literal["user", "account"]
 F = TypeVar("F", bound=Callback)
 
 

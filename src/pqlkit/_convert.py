@@ -15,6 +15,7 @@ __all__ = [
     "from_us",
     "json_converter",
     "loads",
+    "micros",
     "row_converter",
     "to_us",
 ]
@@ -24,10 +25,14 @@ T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+def micros(value: timedelta) -> int:
+    """A duration in whole microseconds (exact, no float)."""
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
 def to_us(value: datetime) -> int:
     """Microseconds since the Unix epoch of an aware datetime (exact, no float)."""
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return micros(value - EPOCH)
 
 
 def from_us(value: int) -> datetime:

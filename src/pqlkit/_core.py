@@ -33,6 +33,7 @@ from ._events import (
     EventRecord,
     Qualification,
     Stats,
+    SubjectKind,
     TrackResult,
 )
 from ._model import Model
@@ -57,7 +58,6 @@ from .stores._base import (
 
 __all__ = ["Core"]
 
-SubjectKind = Literal["user", "account"]
 T = TypeVar("T")
 
 _NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal, Union
 
 import attrs
 
 from ._convert import dumps
+from ._events import SubjectKind
 
 __all__ = [
     "Absent",
@@ -435,7 +436,7 @@ class Trait(Value):
     """The latest trait from ``identify`` (``of="user"``) or ``group`` (``of="account"``)."""
 
     trait: str
-    of: Literal["user", "account"] = "user"
+    of: SubjectKind = "user"
 
     def describe(self) -> str:
         suffix = ', of="account"' if self.of == "account" else ""
@@ -779,7 +780,7 @@ def last(event: str | None, prop: str, *, where: Where = None) -> Last:
     return Last(_match(event, where), prop)
 
 
-def trait(name: str, *, of: Literal["user", "account"] = "user") -> Trait:
+def trait(name: str, *, of: SubjectKind = "user") -> Trait:
     """The latest value of a trait set by ``identify`` (user) or ``group`` (account).
 
     Example:
@@ -930,6 +931,19 @@ def fit(*rules: tuple[Expr, float]) -> Fit:
         if not isinstance(rule, tuple) or len(rule) != 2:
             raise TypeError(f"fit() takes (condition, points) pairs, got {rule!r}")
     return Fit(tuple((c, p) for c, p in rules))
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """``expr`` and every node below it, breadth first (the order a plan numbers the
+    slots of a subject's state in: it must not change). Lazily: a node's children are
+    asked for only once the caller is done with the node (the model checks it first)."""
+    queue = [expr]
+    i = 0
+    while i < len(queue):
+        node = queue[i]
+        yield node
+        queue.extend(node.children())
+        i += 1
 
 
 def is_number(v: Any) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -14,12 +13,6 @@ from ._convert import dumps
 from .exceptions import ModelError
 
 __all__ = ["Model"]
-
-
-def _walk(expr: d.Expr) -> Iterator[d.Expr]:
-    yield expr
-    for child in expr.children():
-        yield from _walk(child)
 
 
 class Model:
@@ -141,12 +134,12 @@ class Model:
         self._check_cycles()
 
     def _check_expr(self, expr: d.Expr, where: str) -> None:
-        for node in _walk(expr):
+        for node in d.walk(expr):
             _check_node(node, where, self)
 
     def _check_cycles(self) -> None:
         def refs(expr: d.Expr) -> Iterator[tuple[str, str]]:
-            for node in _walk(expr):
+            for node in d.walk(expr):
                 if isinstance(node, d.SignalRef):
                     yield ("signals", node.signal)
                 elif isinstance(node, d.ScoreRef):
@@ -225,10 +218,6 @@ def _check_match(match: d.Match, where: str) -> None:
             dumps(v)
         except (TypeError, ValueError) as e:
             raise ModelError(where, f"where={k!r} must be a JSON value: {e}") from None
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def _check_node(node: d.Expr, where: str, model: Model) -> None:
@@ -330,7 +319,7 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
         for s, w in node.weights:
             if s not in model.signals:
                 raise ModelError(where, f"points(): unknown signal {s!r}")
-            if not _is_num(w):
+            if not d.is_number(w):
                 raise ModelError(where, f"points(): weight of {s!r} must be a number, got {w!r}")
     elif isinstance(node, d.Tev):
         if node.activation not in model.signals:
@@ -345,11 +334,11 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
         ):
             if not isinstance(part, d.Expr) or part.value_type() not in ("number", "any"):
                 raise ModelError(where, f"tev(): {part_name} must be numeric, got {_got(part)}")
-            if not _is_num(target) or target <= 0:
+            if not d.is_number(target) or target <= 0:
                 raise ModelError(
                     where, f"tev(): {part_name}_target must be a positive number, got {target!r}"
                 )
-        if len(node.weights) != 3 or not all(_is_num(w) and w >= 0 for w in node.weights):
+        if len(node.weights) != 3 or not all(d.is_number(w) and w >= 0 for w in node.weights):
             raise ModelError(
                 where, f"tev(): weights must be three non-negative numbers, got {node.weights!r}"
             )
@@ -361,11 +350,11 @@ def _check_node(node: d.Expr, where: str, model: Model) -> None:
         for cond, pts in node.rules:
             if not isinstance(cond, d.Expr) or cond.value_type() != "bool":
                 raise ModelError(where, f"fit(): {cond!r} is not a condition")
-            if not _is_num(pts):
+            if not d.is_number(pts):
                 raise ModelError(
                     where, f"fit(): the points of {cond!r} must be a number, got {pts!r}"
                 )
 
 
 def _has_idle(expr: d.Expr) -> bool:
-    return any(isinstance(n, d.Idle) for n in _walk(expr))
+    return any(isinstance(n, d.Idle) for n in d.walk(expr))

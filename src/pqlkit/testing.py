@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol, overload
 
 from . import _default
 from ._client import Client
-from ._events import Qualification, TrackResult
+from ._events import Qualification, SubjectKind, TrackResult
 from ._model import Model
 from .exceptions import ValidationError
 from .stores.memory import MemoryStore
@@ -365,13 +365,13 @@ def journey(client: Client, user_id: str, account_id: str | None = None) -> Jour
 # -- assertions -------------------------------------------------------------------------------
 
 
-def _of(kind: object) -> Literal["user", "account"]:
+def _of(kind: object) -> SubjectKind:
     if kind not in ("pql", "pqa"):
         raise ValidationError("kind", f'must be "pql" or "pqa", got {kind!r}')
     return "user" if kind == "pql" else "account"
 
 
-def _failure(client: Client, subject: str, of: Literal["user", "account"], headline: str) -> str:
+def _failure(client: Client, subject: str, of: SubjectKind, headline: str) -> str:
     lines = client.explain(subject, of=of)
     body = "\n".join(f"  {line}" for line in lines) or "  (nothing)"
     call = f"explain({subject!r})" if of == "user" else f"explain({subject!r}, of='account')"
@@ -437,7 +437,7 @@ def assert_score(
     name: str,
     expected: float,
     *,
-    of: Literal["user", "account"] = "user",
+    of: SubjectKind = "user",
     tolerance: float = 1e-9,
 ) -> None:
     """Assert that the subject's score ``name`` is ``expected`` (within ``tolerance``).

@@ -26,7 +26,8 @@ from typing import Any
 import attrs
 
 from .. import _dsl as d
-from .state import DAY_US, EventView, SubjectKind, SubjectState, micros, number, set_key
+from .._convert import micros
+from .state import DAY_US, EventView, SubjectKind, SubjectState, number, set_key
 
 __all__ = [
     "ACCS",

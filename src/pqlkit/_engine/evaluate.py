@@ -15,8 +15,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import _dsl as d
+from .._convert import micros
 from .accumulators import ActiveDaysAcc, CountAcc, IdleAcc, TotalAcc
-from .state import ANY, NEVER, Kept, SubjectKind, SubjectState, micros, number
+from .state import ANY, NEVER, Kept, SubjectKind, SubjectState, number
 
 if TYPE_CHECKING:
     from .plan import Plan

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from .. import _dsl as d
+from .._convert import micros
 from .._model import Model
 from .accumulators import (
     ACCS,
@@ -30,7 +31,7 @@ from .accumulators import (
     shared_days,
 )
 from .evaluate import RULE, Context, Eval, Evaluation, Fn, compile_node, holds, revalidate
-from .state import NEVER, EventView, SubjectKind, SubjectState, micros
+from .state import NEVER, EventView, SubjectKind, SubjectState
 
 __all__ = ["Plan"]
 
@@ -94,14 +95,14 @@ class Plan:
         # times, kept for the widest window; each reads it with its own window
         windows: dict[str, list[timedelta]] = {}
         for root in roots:
-            for node in _walk(root):
+            for node in d.walk(root):
                 if shared_days(node):
                     assert isinstance(node, d.ActiveDays)
                     assert node.within is not None
                     windows.setdefault(agg_key(node, window=False), []).append(node.within)
         self.own_window: dict[int, int] = {}  # id(node) -> its window (µs), where shared
         for root in roots:
-            for node in _walk(root):
+            for node in d.walk(root):
                 factory = ACCS.get(type(node))
                 if factory is None:
                     continue
@@ -135,7 +136,7 @@ class Plan:
         self.tev_parts: dict[int, tuple[int, int, Fn, Fn]] = {}
         for root in roots:
             self.compiled(root)
-        traits = [n for r in roots for n in _walk(r) if isinstance(n, d.Trait)]
+        traits = [n for r in roots for n in d.walk(r) if isinstance(n, d.Trait)]
         self.reads_user_traits = any(n.of == "user" for n in traits)
         self.reads_account_traits = any(n.of == "account" for n in traits)
         self.signal_fns = {n: self.compiled(x) for n, x in model.signals.items()}
@@ -145,7 +146,7 @@ class Plan:
         }
         self.score_fns = {n: self.compiled(x) for n, x in model.scores.items()}
         self.latched = sorted(
-            {n.activation for r in roots for n in _walk(r) if isinstance(n, d.Tev)}
+            {n.activation for r in roots for n in d.walk(r) if isinstance(n, d.Tev)}
         )
         self._memoize()
         self.time_slots = {
@@ -168,7 +169,7 @@ class Plan:
         settled: dict[int, int | None] = {}
         for root in roots:
             occurrences: list[tuple[d.Expr | None, d.Expr]] = [(None, root)]
-            occurrences += [(node, child) for node in _walk(root) for child in node.children()]
+            occurrences += [(node, child) for node in d.walk(root) for child in node.children()]
             for parent, node in occurrences:
                 slot = self.slot_of.get(id(node))
                 if slot is None:
@@ -198,7 +199,7 @@ class Plan:
         seen: set[tuple[str, str]] = set()
         stack = [rule] if rule is not None else []
         while stack:
-            for node in _walk(stack.pop()):
+            for node in d.walk(stack.pop()):
                 out.append(node)
                 ref: tuple[str, str] | None = None
                 if isinstance(node, d.SignalRef):
@@ -523,12 +524,3 @@ def _settles_at(parent: d.Expr | None, node: d.Expr) -> int | None:
     # n >= ceil(c) settles >= (true) and < (false); any n > c settles every op
     at = math.ceil(c) if op in (">=", "<") else math.floor(c) + 1
     return max(at, 0)
-
-
-def _walk(expr: d.Expr) -> list[d.Expr]:
-    out = [expr]
-    i = 0
-    while i < len(out):
-        out.extend(out[i].children())
-        i += 1
-    return out

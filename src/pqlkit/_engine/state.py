@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
+
+from .._events import SubjectKind
 
 __all__ = [
     "ANY",
@@ -23,18 +24,11 @@ __all__ = [
     "Kept",
     "SubjectKind",
     "SubjectState",
-    "micros",
     "number",
     "set_key",
 ]
 
 DAY_US = 86_400_000_000
-SubjectKind = Literal["user", "account"]
-
-
-def micros(td: timedelta) -> int:
-    """A duration in whole microseconds (exact, no float)."""
-    return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds
 
 
 def number(v: Any) -> float | None:

@@ -45,7 +45,7 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
-from .._events import EventRecord, Qualification
+from .._events import EventRecord, Qualification, SubjectKind
 
 __all__ = [
     "DeliveryRecord",
@@ -56,7 +56,6 @@ __all__ = [
     "Transaction",
 ]
 
-SubjectKind = Literal["user", "account"]
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 

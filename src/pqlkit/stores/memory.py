@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from .._events import EventRecord, Qualification
+from .._events import EventRecord, Qualification, SubjectKind
 from ..exceptions import StoreError
 from ._base import (
     DeliveryRecord,
@@ -22,7 +22,6 @@ from ._base import (
     NewEvent,
     QualificationRecord,
     StateRecord,
-    SubjectKind,
 )
 
 __all__ = ["MemoryStore"]

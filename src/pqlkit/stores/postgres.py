@@ -46,7 +46,7 @@ import attrs
 
 from .. import _process
 from .._convert import dumps, loads, to_us
-from .._events import EventRecord, Qualification
+from .._events import EventRecord, Qualification, SubjectKind
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from ._base import (
     DeliveryRecord,
@@ -54,7 +54,6 @@ from ._base import (
     NewEvent,
     QualificationRecord,
     StateRecord,
-    SubjectKind,
 )
 from ._rows import rows
 

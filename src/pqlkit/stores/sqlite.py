@@ -36,7 +36,7 @@ from sqlite_utils import Database
 
 from .. import _process
 from .._convert import dumps, loads, to_us
-from .._events import EventRecord, Qualification
+from .._events import EventRecord, Qualification, SubjectKind
 from ..exceptions import SchemaError, StoreError, ValidationError
 from ._base import (
     DeliveryRecord,
@@ -44,7 +44,6 @@ from ._base import (
     NewEvent,
     QualificationRecord,
     StateRecord,
-    SubjectKind,
 )
 from ._rows import rows
 
