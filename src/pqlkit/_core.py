@@ -10,9 +10,7 @@ on a wrong type before pqlkit's checks could name the field). This module and
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import time
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -37,6 +35,7 @@ from ._events import (
     TrackResult,
 )
 from ._model import Model
+from ._retry import pause
 from ._validation import (
     Limits,
     check_event,
@@ -1345,15 +1344,15 @@ class Core:
         after a short jittered pause, up to ``_WRITE_ATTEMPTS`` times. ``work``
         must return what it changed rather than change anything outside.
         """
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        failed = 0
+        while True:
             try:
                 with self._tx(connection) as tx:
                     return work(tx)
             except TransientStoreError:
-                if attempt == _WRITE_ATTEMPTS:
+                failed += 1
+                if not pause(failed, first=0.01, attempts=_WRITE_ATTEMPTS):
                     raise
-                time.sleep(random.uniform(0.5, 1.5) * 0.005 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _tx(self, connection: object = None) -> AbstractContextManager[Transaction]:
         """A store transaction that keeps the warm cache honest (see :class:`_Warm`)."""

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import re
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -47,6 +45,7 @@ import attrs
 from .. import _process
 from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification, SubjectKind
+from .._retry import pause
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from ._base import (
     DeliveryRecord,
@@ -898,8 +897,8 @@ class PostgresStore:
         from psycopg_pool import PoolTimeout
 
         pool = self._pool()
-        delay = 0.005
-        for attempt in range(1, _BEGIN_ATTEMPTS + 1):
+        failed = 0
+        while True:
             try:
                 conn = pool.getconn()
             except PoolTimeout as error:
@@ -916,12 +915,11 @@ class PostgresStore:
                     if isinstance(error, psycopg.Error):
                         raise self._translate(error) from error
                     raise
-                if attempt == _BEGIN_ATTEMPTS:
+                failed += 1
+                if not pause(failed, first=0.005, attempts=_BEGIN_ATTEMPTS):
                     raise StoreError(
                         f"cannot start a transaction at {self._where}: {error}"
                     ) from error
-                time.sleep(delay * random.uniform(0.5, 1.5))
-                delay *= 2
                 continue
             break
         try:

@@ -22,7 +22,6 @@ parameter: no user data is ever formatted into SQL.
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -37,6 +36,7 @@ from sqlite_utils import Database
 from .. import _process
 from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification, SubjectKind
+from .._retry import pause
 from ..exceptions import SchemaError, StoreError, ValidationError
 from ._base import (
     DeliveryRecord,
@@ -320,20 +320,18 @@ def _store_error(error: sqlite3.Error, path: str) -> StoreError:
 def _retry_busy(action: Callable[[], T], timeout: float) -> T:
     """Run ``action``, retrying "database is locked" with backoff for up to ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    delay = 0.001
+    failed = 0
     while True:
         try:
             return action()
         except sqlite3.OperationalError as error:
             if not _is_busy(error):
                 raise
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            failed += 1
+            if not pause(failed, first=0.001, cap=0.05, deadline=deadline):
                 raise StoreError(
                     f"the SQLite database stayed locked for more than {timeout} s"
                 ) from error
-            time.sleep(min(delay * random.uniform(0.5, 1.5), remaining))
-            delay = min(delay * 2, 0.05)
 
 
 def _begin(conn: sqlite3.Connection, timeout: float) -> None:
