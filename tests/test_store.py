@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
-from pqlkit import PqlkitError, Store
+from pqlkit import MemoryStore, PqlkitError, SQLiteStore, Store, ValidationError
 from pqlkit._events import Qualification
 from pqlkit.stores import Transaction
 from pqlkit.stores._base import DeliveryRecord, NewEvent, QualificationRecord, StateRecord
@@ -973,3 +974,25 @@ def test_datetimes_round_trip_exactly(store: Store, moment: datetime) -> None:
         ]
     assert found == [moment] * len(found)
     assert {d.utcoffset() for d in found if d is not None} == {timedelta(0)}
+
+
+def test_every_store_answers_the_capability_operations(store: Store) -> None:
+    """cache_token, try_lock and check_integrity are declared by every store, each with
+    its "cannot" answer where the store lacks the capability; nothing asks by getattr."""
+    with store.transaction() as tx:
+        token = tx.cache_token()
+        assert token is None or (isinstance(token, tuple) and isinstance(token[1], int))
+        assert tx.try_lock(["user:u1", "account:acme"]) is True  # nobody else holds them
+        assert tx.check_integrity() is None  # a healthy store
+    assert (token is None) == (type(store).__name__ == "PostgresStore")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_only_postgres_joins_a_callers_transaction(kind: str, tmp_path: Path) -> None:
+    """Store.joined() on a store that cannot join raises ValidationError naming connection
+    (PostgresStore's joined() is tested in tests/test_postgres.py)."""
+    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "db")
+    with pytest.raises(ValidationError) as info:
+        store.joined(object())
+    assert info.value.field == "connection"
+    store.close()

@@ -209,10 +209,9 @@ class _TxScope:
             self._inner = client._store.transaction()
             tx = self._inner.__enter__()
             try:
-                cache_token = getattr(tx, "cache_token", None)
-                if cache_token is None:
+                token = tx.cache_token()
+                if token is None:
                     warm.usable = False  # this store cannot tell: never cache
-                token = cache_token() if cache_token is not None else None
                 warm.begin(token)
             except BaseException as error:
                 self._inner.__exit__(type(error), error, error.__traceback__)
@@ -350,7 +349,6 @@ class Core:
     ) -> TrackResult:
         self._check_open()
         new = self._validate_event(user_id, event, properties, account_id, timestamp, message_id)
-        self._check_connection(connection)
         outcome = self._write(lambda tx: self._record(tx, new, {}), connection)
         self._after_write(_fired([] if outcome is None else [outcome]), connection)
         if outcome is None:
@@ -359,7 +357,8 @@ class Core:
 
     def track_many(self, events: object, connection: object) -> BulkResult:
         self._check_open()
-        self._check_connection(connection)
+        if connection is not None:  # a store that cannot join refuses now, even with no events
+            self._store.joined(connection)
         stored = duplicates = 0
         qualified: list[Qualification] = []
         batch: list[NewEvent] = []
@@ -772,13 +771,10 @@ class Core:
         if not new:
             return
         if held and new[0] < max(held):
-            try_lock: Callable[[Sequence[str]], bool] | None = getattr(tx, "try_lock", None)
-            if try_lock is not None and not try_lock(new):
+            if not tx.try_lock(new):
                 raise TransientStoreError(
                     "a subject to lock out of order was locked by another write; run it again"
                 )
-            if try_lock is None:
-                tx.lock(new)
         else:
             tx.lock(new)
         held.update(new)
@@ -1316,9 +1312,7 @@ class Core:
             tx.lock([f"model:{self.model.name}"])
             if only_if_stale and tx.get_meta(self._fingerprint_key) == self.model.fingerprint:
                 return 0, out  # another process rebuilt it meanwhile
-            check_integrity = getattr(tx, "check_integrity", None)  # optional: see _base
-            if check_integrity is not None:
-                check_integrity()  # before any state is rewritten from what the log reads
+            tx.check_integrity()  # before any state is rewritten from what the log reads
             tx.clear_states(self.model.name)
             self._warm.clear()
             subjects, count = self._replay(tx.events(), tx, None)
@@ -1361,19 +1355,7 @@ class Core:
     def _transaction(self, connection: object) -> AbstractContextManager[Transaction]:
         if connection is None:
             return self._store.transaction()
-        joined = getattr(self._store, "joined", None)  # PostgresStore's; see _check_connection
-        assert callable(joined)
-        context: AbstractContextManager[Transaction] = joined(connection)
-        return context
-
-    def _check_connection(self, connection: object) -> None:
-        """Refuse ``connection=`` on a store that cannot join the caller's transaction."""
-        if connection is not None and not callable(getattr(self._store, "joined", None)):
-            raise ValidationError(
-                "connection",
-                "writing inside your own transaction needs a PostgresStore; this client's"
-                f" store is a {type(self._store).__name__}",
-            )
+        return self._store.joined(connection)
 
     def _after_write(self, fired: list[str], joined: object) -> None:
         # Inside the caller's transaction (joined), nothing can be delivered before

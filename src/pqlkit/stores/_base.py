@@ -20,25 +20,24 @@ concurrent writers to the same subject (SQLite: ``BEGIN IMMEDIATE``; Postgres:
 :meth:`Transaction.lock`). Bring your own store by implementing both protocols;
 ``tests/test_store.py`` is the suite it must pass.
 
-Optionally, a transaction may offer ``cache_token() -> (key, n)``, which lets a
-Client keep subjects' decoded states, traits and aliases in memory between its
-transactions: ``n`` counts the transactions begun on this connection before this
-one, and ``key`` must change whenever anyone else (another connection, another
-process) committed since. A Client whose previous transaction saw ``(key, n - 1)``
-knows that only it wrote in between. SQLiteStore derives ``key`` from ``PRAGMA
-data_version``; MemoryStore from its identity. A store without it (PostgresStore,
-whose writers run concurrently) is read on every transaction.
+Four operations tell what a store can do, each with a "cannot" answer a store
+gives when it does not have the capability (so a Client asks, never guesses):
 
-Optionally too, a transaction may offer ``check_integrity()``, which raises
-:class:`~pqlkit.StoreError` when the store finds its own data damaged. A Client
-calls it before a full rebuild, which would otherwise rewrite every subject's
-state from whatever a damaged log still reads. SQLiteStore runs ``PRAGMA
-integrity_check``; MemoryStore and PostgresStore do not offer it.
+* :meth:`Transaction.cache_token` lets a Client keep decoded states in memory
+  between its transactions (SQLiteStore, MemoryStore); None: read everything from
+  the store on every transaction (PostgresStore, whose writers run concurrently).
+* :meth:`Transaction.try_lock` takes locks without waiting (PostgresStore); a store
+  whose transactions are serialized anyway answers True.
+* :meth:`Transaction.check_integrity` checks the store's own data before a full
+  rebuild (SQLiteStore: ``PRAGMA integrity_check``); a no-op where there is nothing
+  to check.
+* :meth:`Store.joined` runs a transaction inside the caller's own (PostgresStore);
+  the others raise :class:`~pqlkit.ValidationError` naming ``connection``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -46,6 +45,7 @@ from typing import Any, Literal, Protocol
 import attrs
 
 from .._events import EventRecord, Qualification, SubjectKind
+from ..exceptions import ValidationError
 
 __all__ = [
     "DeliveryRecord",
@@ -134,9 +134,34 @@ class Transaction(Protocol):
         """Serialize with other transactions holding any of ``keys`` until commit.
 
         Keys are subjects (``"user:u1"``, ``"account:acme"``); a Client takes them in
-        sorted order. A store whose locks can wait may also offer ``try_lock(keys) ->
-        bool`` (take them without waiting; False if one is held elsewhere), which a
-        Client uses for a key it finds it needs after keys that sort later.
+        sorted order.
+        """
+
+    def try_lock(self, keys: Sequence[str]) -> bool:
+        """Lock ``keys`` without waiting: False if another transaction holds one.
+
+        A Client uses it for a key it finds it needs only after locking keys that
+        sort later (waiting could deadlock): on False it runs the transaction again.
+        A store whose transactions are serialized anyway returns True.
+        """
+
+    def cache_token(self) -> tuple[Hashable, int] | None:
+        """``(key, n)`` that lets a Client keep what it read warm between transactions.
+
+        ``n`` counts the transactions begun on this connection before this one, and
+        ``key`` changes whenever anyone else (another connection, another process)
+        committed since: a Client whose previous transaction saw ``(key, n - 1)``
+        knows that only it wrote in between. SQLiteStore derives ``key`` from ``PRAGMA
+        data_version``; MemoryStore from its identity. None: the store cannot tell
+        (PostgresStore, whose writers run concurrently); it is read every time.
+        """
+
+    def check_integrity(self) -> None:
+        """Raise :class:`~pqlkit.StoreError` if the store finds its own data damaged.
+
+        A Client calls it before a full rebuild, which would otherwise rewrite every
+        subject's state from whatever a damaged log still reads. SQLiteStore runs
+        ``PRAGMA integrity_check``; a store with nothing to check does nothing.
         """
 
     # -- event log ---------------------------------------------------------
@@ -289,6 +314,15 @@ class Transaction(Protocol):
         """Store a setting."""
 
 
+def cannot_join(store: object) -> ValidationError:
+    """What :meth:`Store.joined` raises on a store that cannot join a caller's transaction."""
+    return ValidationError(
+        "connection",
+        "writing inside your own transaction needs a PostgresStore; this client's"
+        f" store is a {type(store).__name__}",
+    )
+
+
 class Store(Protocol):
     """Somewhere pqlkit keeps its events, state and outbox.
 
@@ -299,6 +333,15 @@ class Store(Protocol):
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A unit of work: committed when the block exits, rolled back if it raises."""
+
+    def joined(self, connection: Any) -> AbstractContextManager[Transaction]:
+        """A unit of work inside the caller's own transaction on ``connection``
+        (``track(..., connection=conn)``), committed with it.
+
+        Raises:
+            ValidationError: This store cannot join a caller's transaction (only
+                PostgresStore can), naming ``connection``.
+        """
 
     def close(self) -> None:
         """Release connections. Idempotent."""

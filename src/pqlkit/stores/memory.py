@@ -22,6 +22,7 @@ from ._base import (
     NewEvent,
     QualificationRecord,
     StateRecord,
+    cannot_join,
 )
 
 __all__ = ["MemoryStore"]
@@ -80,6 +81,13 @@ class _MemoryTransaction:
 
     def lock(self, keys: Sequence[str]) -> None:
         """Nothing to do: a MemoryStore transaction holds the store's lock."""
+
+    def try_lock(self, keys: Sequence[str]) -> bool:
+        """True: a MemoryStore transaction holds the store's lock."""
+        return True
+
+    def check_integrity(self) -> None:
+        """Nothing to check: the store is Python objects in this process."""
 
     # -- event log -------------------------------------------------------------
     def insert_event(self, event: NewEvent) -> EventRecord | None:
@@ -423,6 +431,10 @@ class MemoryStore:
                 thread (transactions do not nest).
         """
         return _Scope(self)
+
+    def joined(self, connection: Any) -> AbstractContextManager[_MemoryTransaction]:
+        """Refused: only a PostgresStore joins the caller's transaction."""
+        raise cannot_join(self)
 
     def close(self) -> None:
         """Nothing to release; the data stays readable until garbage-collected."""

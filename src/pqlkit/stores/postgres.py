@@ -456,6 +456,13 @@ class _PostgresTransaction:
     def _column(self, name: str, params: Any = None) -> list[Any]:
         return [row[0] for row in self._execute(name, params).fetchall()]
 
+    def cache_token(self) -> None:
+        """None: PostgreSQL's writers run concurrently, so a Client reads every time."""
+        return None
+
+    def check_integrity(self) -> None:
+        """Nothing here: PostgreSQL checks its own pages (``data_checksums``)."""
+
     def lock(self, keys: Sequence[str]) -> None:
         """Take ``pg_advisory_xact_lock`` on each key (sorted), held until the transaction ends."""
         wanted = sorted(set(keys) - self._held)

@@ -44,6 +44,7 @@ from ._base import (
     NewEvent,
     QualificationRecord,
     StateRecord,
+    cannot_join,
 )
 from ._rows import rows
 
@@ -468,6 +469,10 @@ class _SQLiteTransaction:
 
     def lock(self, keys: Sequence[str]) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already serializes every writer."""
+
+    def try_lock(self, keys: Sequence[str]) -> bool:
+        """True: ``BEGIN IMMEDIATE`` already serializes every writer."""
+        return True
 
     def check_integrity(self) -> None:
         """Raise StoreError if ``PRAGMA integrity_check`` finds the file damaged.
@@ -981,6 +986,10 @@ class SQLiteStore:
                 which). The transaction was rolled back.
         """
         return _Scope(self)
+
+    def joined(self, connection: Any) -> AbstractContextManager[_SQLiteTransaction]:
+        """Refused: only a PostgresStore joins the caller's transaction."""
+        raise cannot_join(self)
 
     def close(self) -> None:
         """Close this process's connection. Idempotent.
