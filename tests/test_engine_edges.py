@@ -522,10 +522,13 @@ def test_a_windowed_value_is_kept_until_its_window_lets_go() -> None:
     plan.apply(state, HOUR, "a", {}, "u1")
     assert plan.evaluate(state, HOUR, "user", ctx).signals["recent"]
     # kept, with the time the first "a" leaves the window: the count drops then
-    assert state.memo["recent"][:2] == (True, DAY)
+    assert (state.memo["recent"].value, state.memo["recent"].until) == (True, DAY)
     assert plan.evaluate(state, DAY - 1, "user", ctx).signals["recent"]
     assert not plan.evaluate(state, DAY, "user", ctx).signals["recent"]
-    assert state.memo["recent"][:2] == (False, DAY + HOUR)  # the last "a" leaves then
+    assert (state.memo["recent"].value, state.memo["recent"].until) == (
+        False,
+        DAY + HOUR,
+    )  # the last "a" leaves then
 
 
 def test_an_idle_comparison_outlives_newer_events_while_they_cannot_flip_it() -> None:
@@ -566,7 +569,7 @@ def test_an_event_on_a_day_already_counted_keeps_what_reads_active_days() -> Non
     plan.apply(state, DAY, "a", {}, "u1")
     assert plan.evaluate(state, DAY, "user", ctx).signals["habit"]
     kept = state.memo["habit"]
-    assert kept[:2] == (True, 7 * DAY)
+    assert (kept.value, kept.until) == (True, 7 * DAY)
     plan.apply(state, DAY + HOUR, "b", {}, "u1")  # the same day: still two days
     assert state.memo["habit"] is kept
     plan.apply(state, 2 * DAY, "b", {}, "u1")  # a new day: recomputed when read
@@ -615,7 +618,7 @@ def test_a_late_event_reviving_a_key_that_left_the_window_counts_again() -> None
     plan.apply(state, 23 * HOUR, "a", {"k": "x"}, "u1")  # late: x inside again
     assert plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["two"]
     plan.apply(state, 2 * DAY, "a", {"k": "y"}, "u1")  # y was inside all along: kept
-    assert state.memo["two"][0] is True
+    assert state.memo["two"].value is True
 
 
 def test_the_due_time_follows_the_first_key_to_leave_the_window() -> None:

@@ -29,7 +29,6 @@ __all__ = [
     "Evaluation",
     "Fn",
     "compile_node",
-    "holds",
     "revalidate",
 ]
 
@@ -156,14 +155,14 @@ class Eval:
         kept = self.s.memo.get(key)
         if kept is None:
             return None
-        if not holds(kept, self.t, self.newest):
+        if not kept.holds(self.t, self.newest):
             del self.s.memo[key]
             return None
-        if kept[1] < self.until:
-            self.until = kept[1]
-        if kept[3] < self.idle:
-            self.idle = kept[3]
-        if kept[2] is not ANY:
+        if kept.until < self.until:
+            self.until = kept.until
+        if kept.idle < self.idle:
+            self.idle = kept.idle
+        if kept.newest is not ANY:
             self.sensitive = True
         return kept
 
@@ -174,7 +173,7 @@ class Eval:
         try:
             v = _score_value(fn(self)) if score else bool(fn(self))
             guard = self.newest if self.sensitive else ANY
-            self.s.memo[key] = (v, self.until, guard, self.idle)
+            self.s.memo[key] = Kept(v, self.until, guard, self.idle)
         finally:
             if outer[0] < self.until:
                 self.until = outer[0]
@@ -185,7 +184,7 @@ class Eval:
 
     def signal(self, name: str) -> bool:
         kept = self._kept(name)
-        v: bool = kept[0] if kept is not None else self._keep(name, self.plan.signal_fns[name])
+        v: bool = kept.value if kept is not None else self._keep(name, self.plan.signal_fns[name])
         self.signals[name] = v
         return v
 
@@ -193,7 +192,7 @@ class Eval:
         key = self.plan.score_keys[name]
         kept = self._kept(key)
         if kept is not None:
-            v: float = kept[0]
+            v: float = kept.value
         else:
             v = self._keep(key, self.plan.score_fns[name], score=True)
         self.scores[name] = v
@@ -233,16 +232,6 @@ class Eval:
 
 
 Fn = Callable[[Eval], Any]
-
-
-def holds(kept: Kept, t: int, newest: int | None) -> bool:
-    """Whether a kept value serves an evaluation at ``t`` of a subject whose newest
-    event time is ``newest`` (nothing fed what it reads since it was kept)."""
-    return (
-        kept[1] > t
-        and (kept[2] is ANY or kept[2] == newest)
-        and (kept[3] == NEVER or (newest is not None and newest + kept[3] > t))
-    )
 
 
 def revalidate(s: SubjectState, t: int, ctx: Context) -> None:

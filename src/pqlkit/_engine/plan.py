@@ -30,7 +30,7 @@ from .accumulators import (
     matches_of,
     shared_days,
 )
-from .evaluate import RULE, Context, Eval, Evaluation, Fn, compile_node, holds, revalidate
+from .evaluate import RULE, Context, Eval, Evaluation, Fn, compile_node, revalidate
 from .state import NEVER, EventView, SubjectKind, SubjectState
 
 __all__ = ["Plan"]
@@ -426,16 +426,16 @@ class Plan:
         if full:
             for name in self.model.signals:
                 kept = memo.get(name)
-                if kept is not None and holds(kept, t, newest):
-                    signals[name] = kept[0]
+                if kept is not None and kept.holds(t, newest):
+                    signals[name] = kept.value
                 else:
                     e = e or Eval(self, s, t, kind, ctx, signals, out_scores)
                     e.signal(name)
         if full or scores:
             for name, key in self.score_keys.items():
                 kept = memo.get(key)
-                if kept is not None and holds(kept, t, newest):
-                    out_scores[name] = kept[0]
+                if kept is not None and kept.holds(t, newest):
+                    out_scores[name] = kept.value
                 else:
                     e = e or Eval(self, s, t, kind, ctx, signals, out_scores)
                     e.score(name)
@@ -443,12 +443,12 @@ class Plan:
         rule, until = False, None
         if rule_fn is not None:
             kept = memo.get(RULE)
-            if kept is None or not holds(kept, t, newest):
+            if kept is None or not kept.holds(t, newest):
                 e = e or Eval(self, s, t, kind, ctx, signals, out_scores)
                 e._keep(RULE, rule_fn)
                 kept = memo[RULE]
-            rule = kept[0]
-            end = kept[1] if kept[3] == NEVER or newest is None else min(kept[1], newest + kept[3])
+            rule = kept.value
+            end = kept.end(newest)
             until = end if end < NEVER else None
         return Evaluation(t, signals, out_scores, rule, until)
 
@@ -476,8 +476,8 @@ class Plan:
             if name in s.latches:
                 continue
             kept = memo.get(name)
-            if kept is not None and holds(kept, t, newest):
-                v = signals[name] = kept[0]
+            if kept is not None and kept.holds(t, newest):
+                v = signals[name] = kept.value
             else:
                 e = e or Eval(self, s, t, kind, ctx, signals, scores)
                 v = e.signal(name)

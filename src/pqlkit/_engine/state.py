@@ -55,12 +55,40 @@ NEVER = 1 << 62
 ANY = object()
 """In a kept value: it holds whatever the subject's newest event time becomes."""
 
-Kept = tuple[Any, int, Any, int]
-"""A kept value: ``(value, until, newest, idle)``. It holds for evaluations at times
-before ``until`` and before the subject's newest event time plus ``idle`` (the
-first flip of an ``idle()`` comparison it reads: it moves with newer events), while
-the newest event time is ``newest`` (or any, if ``newest`` is ``ANY``), until an
-event feeds a slot it reads (see ``holds``)."""
+
+class Kept:
+    """A signal, score or rule value kept between evaluations, and how long it holds.
+
+    It holds for evaluations at times before ``until`` and before the subject's
+    newest event time plus ``idle`` (the first flip of an ``idle()`` comparison it
+    reads: it moves with newer events), while the newest event time is ``newest``
+    (or any, if ``newest`` is ``ANY``), until an event feeds a slot it reads (which
+    drops it from the state's memo).
+    """
+
+    __slots__ = ("idle", "newest", "until", "value")
+
+    def __init__(self, value: Any, until: int, newest: Any, idle: int) -> None:
+        self.value = value
+        self.until = until
+        self.newest = newest
+        self.idle = idle
+
+    def holds(self, t: int, newest: int | None) -> bool:
+        """Whether it serves an evaluation at ``t`` of a subject whose newest event
+        time is ``newest``."""
+        return (
+            self.until > t
+            and (self.newest is ANY or self.newest == newest)
+            and (self.idle == NEVER or (newest is not None and newest + self.idle > t))
+        )
+
+    def end(self, newest: int | None) -> int:
+        """When time alone ends it (``NEVER``: it does not), the newest event staying ``newest``."""
+        if self.idle == NEVER or newest is None:
+            return self.until
+        return min(self.until, newest + self.idle)
+
 
 STATE_LAYOUT = 5
 """The layout of a stored state: bump when the meaning of the stored state changes.
