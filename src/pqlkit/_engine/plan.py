@@ -35,17 +35,28 @@ from .state import NEVER, EventView, SubjectKind, SubjectState
 
 __all__ = ["Plan"]
 
-# (slot, its accumulator's apply, the accumulator, the test left on an event's
-# properties or None, the keys of the kept values it invalidates or None, its fold
-# or None)
-_Feed = tuple[
-    int,
-    Callable[[Any, "EventView", SubjectState, "int | None"], Any],
-    Acc,
-    "Callable[[Mapping[str, Any]], bool] | None",
-    "frozenset[str] | None",
-    "Callable[[Any, EventView, SubjectState, int | None], tuple[Any, bool]] | None",
-]
+
+class Feed:
+    """A slot an event of some name feeds, and how (one per slot, per event name and kind)."""
+
+    __slots__ = ("acc", "apply", "check", "drop", "fold", "slot")
+
+    def __init__(
+        self,
+        slot: int,
+        acc: Acc,
+        check: Callable[[Mapping[str, Any]], bool] | None,
+        drop: frozenset[str] | None,
+    ) -> None:
+        self.slot = slot
+        self.acc = acc
+        self.apply = acc.apply
+        # what the event's properties must pass to feed it (None: every such event does)
+        self.check = check
+        # the keys of the kept values it drops when fed (None: none)
+        self.drop = drop
+        # apply that also says whether the values that read the slot hold (Acc.fold)
+        self.fold = acc.fold
 
 
 def _where_check(matches: tuple[d.Match, ...]) -> Callable[[Mapping[str, Any]], bool]:
@@ -131,7 +142,7 @@ class Plan:
             names = {m.event for m in matches} if matches else {None}
             for name in names:
                 self.by_event.setdefault(name, []).append((slot, matches))
-        self._feeds: dict[tuple[str, SubjectKind | None], list[_Feed]] = {}
+        self._feeds: dict[tuple[str, SubjectKind | None], list[Feed]] = {}
         self._compiled: dict[int, Fn] = {}
         self.tev_parts: dict[int, tuple[int, int, Fn, Fn]] = {}
         for root in roots:
@@ -343,28 +354,29 @@ class Plan:
         feeds = self._feeds.get((ev.name, kind))
         if feeds is None:  # (not `or`: an event that feeds nothing caches an empty list)
             feeds = self._feeds_of(ev.name, kind)
-        for slot, apply, acc, check, drop, fold in feeds:
+        for feed in feeds:
+            slot, check, fold, drop = feed.slot, feed.check, feed.fold, feed.drop
             if check is not None and not check(props):  # this event does not feed the slot
                 if moved:
-                    slots[slot] = acc.refirst(slots[slot], s)
+                    slots[slot] = feed.acc.refirst(slots[slot], s)
                 continue
             if fold is not None:
                 slots[slot], kept = fold(slots[slot], ev, s, old_first)
                 if kept:
                     continue  # the values that read it hold as they are
             else:
-                slots[slot] = apply(slots[slot], ev, s, old_first)
+                slots[slot] = feed.apply(slots[slot], ev, s, old_first)
             if drop is not None and memo and not memo.keys().isdisjoint(drop):
                 for key in memo.keys() & drop:
                     del memo[key]
         if moved:
             memo.clear()
-            fed = {feed[0] for feed in feeds}
+            fed = {feed.slot for feed in feeds}
             for slot, acc in enumerate(self.accs):
                 if slot not in fed:
                     slots[slot] = acc.refirst(slots[slot], s)
 
-    def _feeds_of(self, name: str, kind: SubjectKind | None = None) -> list[_Feed]:
+    def _feeds_of(self, name: str, kind: SubjectKind | None = None) -> list[Feed]:
         """The slots an event called ``name`` may feed, each with the matches left to test
         on its properties (None: every such event feeds it) and the kept values it
         invalidates (see ``_memoize``). Cached per name.
@@ -390,7 +402,7 @@ class Plan:
                     always = not matches or any(m.where is None for m in relevant)
                     drop = self.memo_of_slot[kind][slot]
                     check = None if always else _where_check(relevant)
-                    feeds.append((slot, acc.apply, acc, check, drop, acc.fold))
+                    feeds.append(Feed(slot, acc, check, drop))
             if len(self._feeds) < 10_000:  # event names come from callers: bound the cache
                 self._feeds[(name, kind)] = feeds
         return feeds
