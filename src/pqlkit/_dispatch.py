@@ -469,6 +469,8 @@ class Dispatcher:
         at least once, never lost.
         """
         finished_at = None if status == "pending" else self._clock.now()
+        with self._lock:  # its callback is over: the heartbeat stops renewing the lease
+            self._inflight.pop((delivery_id, name), None)
         for attempt in range(1, _FINISH_ATTEMPTS + 1):
             try:
                 with self._transaction() as tx:
@@ -523,7 +525,11 @@ class Dispatcher:
             try:
                 with self._transaction() as tx:
                     for (delivery_id, name), attempts in running.items():
-                        if not tx.renew_lease(delivery_id, name, attempts, until):
+                        if tx.renew_lease(delivery_id, name, attempts, until):
+                            continue
+                        with self._lock:  # not finished meanwhile: lost
+                            lost = self._inflight.get((delivery_id, name)) == attempts
+                        if lost:
                             logger.warning(
                                 "pqlkit: the lease of delivery %s to %s was lost while the"
                                 " callback ran; another process may deliver it again",
