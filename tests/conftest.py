@@ -24,8 +24,23 @@ POSTGRES_SCHEMA = f"pqlkit_test_{os.getpid()}_{secrets.token_hex(4)}"
 
 _IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-_PG_TABLES = ("events", "aliases", "traits", "states", "qualifications", "deliveries", "meta")
-_PG_IDENTITIES = (("events", "seq"), ("qualifications", "pos"), ("deliveries", "created"))
+_PG_TABLES = (
+    "events",
+    "aliases",
+    "traits",
+    "states",
+    "qualifications",
+    "deliveries",
+    "callback_deliveries",
+    "callbacks",
+    "meta",
+)
+_PG_IDENTITIES = (
+    ("events", "seq"),
+    ("qualifications", "pos"),
+    ("deliveries", "created"),
+    ("callback_deliveries", "seq"),
+)
 _dropped_at_exit: set[str] = set()
 
 

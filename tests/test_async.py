@@ -421,7 +421,9 @@ def test_decorators_return_the_function() -> None:
             assert client.on_pql(fn) is fn
             assert client.on_pqa(fn) is fn
             assert client.on_disqualified(fn) is fn
-            assert client.on("pql", fn) is fn
+            assert client.on("pql", fn, name="again") is fn
+            with pytest.raises(ValidationError, match="registered already"):
+                client.on("pql", fn)  # the same name twice for one kind
             with pytest.raises(ValidationError):
                 client.on("pql", "not callable")  # type: ignore[arg-type]
             with pytest.raises(ValidationError):

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+import pqlkit
 from pqlkit import Client, MemoryStore, Model, Qualification, SQLiteStore, Store, did, signal
 from pqlkit import _dispatch as dispatch_module
-from pqlkit.exceptions import StoreError
-from pqlkit.testing import FrozenClock
+from pqlkit.exceptions import StoreError, ValidationError
+from pqlkit.testing import FrozenClock, use
 
 T0 = datetime(2024, 3, 4, 9, 0, tzinfo=timezone.utc)
 US = timedelta(microseconds=1)
@@ -404,7 +405,7 @@ def test_a_new_client_delivers_what_an_earlier_one_left_pending(
     first_handle = reopen(store)
     with Client(MODEL, store=first_handle, clock=clock, dispatch="inline") as first:
         flaky = Flaky()
-        first.on("pql", flaky)
+        first.on("pql", flaky, name="sink")
         q = qualify(first)
         assert len(flaky.calls) == 1
     if first_handle is not store:
@@ -413,7 +414,7 @@ def test_a_new_client_delivers_what_an_earlier_one_left_pending(
     second_handle = reopen(store)
     with Client(MODEL, store=second_handle, clock=clock, dispatch="inline") as second:
         got: list[Qualification] = []
-        second.on("pql", got.append)
+        second.on("pql", got.append, name="sink")  # the same callback, after a restart
         second.flush()
         assert got == [q]
         assert second.pending() == []
@@ -426,11 +427,12 @@ def test_a_leased_delivery_waits_for_its_lease(client: Client, store: Store) -> 
     """A delivery leased by another (live) process is not run until the lease expires."""
     q = qualify(client)  # no callback yet: pending
     wall = datetime.now(timezone.utc)
-    with store.transaction() as tx:  # another process claims it for 0.3 s
-        (claimed,) = tx.claim_due(T0, wall, wall + timedelta(seconds=0.3), ["pql"], 10)
+    with store.transaction() as tx:  # another process with callback "sink" claims it for 0.3 s
+        tx.register_callback(MODEL.name, "pql", "sink", T0, since=T0)
+        (claimed,) = tx.claim_due(T0, wall, wall + timedelta(seconds=0.3), ["pql:sink"], 10)
     assert claimed.id == q.id
     got: list[Qualification] = []
-    client.on("pql", got.append)
+    client.on("pql", got.append, name="sink")
     client.flush()
     assert got == []
     time.sleep(0.4)
@@ -445,29 +447,187 @@ def test_attempts_cut_short_by_dying_processes_count(
     client = make_client(max_attempts=3)
     q = qualify(client)  # no callback yet: pending
     past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    with store.transaction() as tx:
+        tx.register_callback(MODEL.name, "pql", "sink", T0, since=T0)
     for _ in range(3):  # three processes claim it and die before finishing
         with store.transaction() as tx:
-            assert [d.id for d in tx.claim_due(T0, past, past, ["pql"], 10)] == [q.id]
+            assert [d.id for d in tx.claim_due(T0, past, past, ["pql:sink"], 10)] == [q.id]
     got: list[Qualification] = []
-    client.on("pql", got.append)
+    client.on("pql", got.append, name="sink")
     client.flush()
     assert got == []
     assert client.dead_letters() == [q]
 
 
-def test_every_callback_of_a_kind_is_retried_when_one_fails(
-    client: Client, clock: FrozenClock
+def test_a_failing_callback_never_stops_repeats_or_dead_letters_another(
+    make_client: ClientFactory, clock: FrozenClock
 ) -> None:
-    """One delivery calls all callbacks of its kind; a failure retries them all (same id)."""
-    ok: list[Qualification] = []
-    flaky = Flaky(failures=1)
-    client.on("pql", ok.append)
-    client.on("pql", flaky)
+    """Each callback has its own delivery: one that keeps failing (registered first) does
+    not keep the next from running, does not make it run twice, and is dead-lettered alone."""
+    client = make_client(max_attempts=2)
+    slack = Flaky()  # down for good
+    in_app: list[Qualification] = []
+    client.on("pql", slack)
+    client.on("pql", in_app.append)
     q = qualify(client)
-    clock.advance(timedelta(seconds=1))
+    assert in_app == [q]
+    for _ in range(3):
+        clock.advance(timedelta(hours=1))
+        client.flush()
+    assert slack.calls == [q, q]
+    assert in_app == [q]  # not repeated by slack's retries
+    assert client.dead_letters() == [q]
+    assert client.pending() == []
+
+
+def test_each_callback_has_its_own_delivery_record(
+    make_client: ClientFactory, clock: FrozenClock
+) -> None:
+    """deliveries() lists a record per callback; retry_dead_letters(callback=) revives one."""
+    client = make_client(max_attempts=1)
+    slack = Flaky(failures=1)
+    in_app: list[Qualification] = []
+    client.on_pql(slack, name="slack")
+    client.on_pql(in_app.append, name="in_app")
+    q = qualify(client)
+    records = {d.callback: d for d in client.deliveries()}
+    assert records["in_app"].status == "delivered"
+    assert records["in_app"].finished_at == T0
+    assert records["slack"].status == "dead"
+    assert records["slack"].last_error == "RuntimeError: receiver down (call 1)"
+    assert all(d.qualification == q for d in records.values())
+    assert client.deliveries(status="dead", callback="in_app") == []
+    assert client.retry_dead_letters(callback="in_app") == 0
+    assert client.retry_dead_letters(callback="slack") == 1
+    assert slack.calls == [q, q]
+    assert in_app == [q]
+    assert [d.status for d in client.deliveries(callback="slack")] == ["delivered"]
+
+
+def test_a_callback_registered_after_the_qualification_gets_it_once(
+    make_client: ClientFactory,
+) -> None:
+    """A qualification recorded where no callback is registered (a web worker) reaches a
+    callback registered later in another client on the store (the worker process), once."""
+    web = make_client()
+    q = qualify(web)
+    assert web.pending() == [q]
+    worker = make_client()
+    got: list[Qualification] = []
+    worker.on_pql(got.append, name="slack")
+    worker.flush()
+    assert got == [q]
+    worker.flush()
+    web.flush()
+    assert got == [q]
+    assert web.pending() == worker.pending() == []
+
+
+def test_a_qualification_reaches_callbacks_registered_only_elsewhere(
+    make_client: ClientFactory,
+) -> None:
+    """A callback registered (and seen by the store) in a worker gets what a web client with
+    no callbacks records afterwards, on the worker's next pass; the web client never runs it."""
+    worker = make_client()
+    got: list[Qualification] = []
+    worker.on_pql(got.append, name="slack")
+    worker.flush()  # the worker's first pass records "slack" in the store
+    web = make_client()
+    q = qualify(web)
+    assert [(d.callback, d.status) for d in web.deliveries()] == [("slack", "pending")]
+    web.flush()
+    assert got == []
+    worker.flush()
+    assert got == [q]
+
+
+def test_a_restart_maps_callbacks_back_by_name(
+    make_client: ClientFactory, clock: FrozenClock
+) -> None:
+    """After a restart, callbacks registered under the same names resume their own records:
+    the one that had succeeded is not called again."""
+    first = make_client()
+    first.on_pql(Flaky(), name="slack")
+    first.on_pql(lambda q: None, name="in_app")
+    q = qualify(first)
+    first.close()
+    clock.advance(timedelta(minutes=5))
+    second = make_client()
+    slack: list[Qualification] = []
+    in_app: list[Qualification] = []
+    second.on_pql(slack.append, name="slack")
+    second.on_pql(in_app.append, name="in_app")
+    second.flush()
+    assert slack == [q]
+    assert in_app == []
+
+
+def test_a_qualification_no_callback_took_expires_after_the_window(
+    make_client: ClientFactory, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Taken by no callback within delivery_window: it expires (listed, logged, no longer
+    pending), and a callback registered afterwards does not get it."""
+    client = make_client(delivery_window=days_(1))
+    q = qualify(client)
+    clock.advance(days_(1) + timedelta(seconds=1))
     client.flush()
-    assert ok == [q, q]
-    assert flaky.calls == [q, q]
+    assert client.pending() == []
+    (expired,) = client.deliveries(status="expired")
+    assert (expired.qualification, expired.callback, expired.finished_at) == (q, None, clock.now())
+    assert "1 deliveries expired" in caplog.text
+    got: list[Qualification] = []
+    client.on_pql(got.append)
+    client.flush()
+    assert got == []
+
+
+def test_a_record_never_attempted_within_the_window_expires(
+    make_client: ClientFactory, clock: FrozenClock
+) -> None:
+    """A record for a callback whose process never ran in the window expires; another
+    callback's delivered record does not."""
+    elsewhere = make_client()
+    elsewhere.on_pql(lambda q: None, name="slack")
+    elsewhere.flush()
+    elsewhere.close()
+    client = make_client(delivery_window=days_(1))
+    client.on_pql(lambda q: None, name="in_app")
+    q = qualify(client)
+    clock.advance(days_(2))
+    client.flush()
+    assert [(d.callback, d.status) for d in client.deliveries()] == [
+        ("in_app", "delivered"),
+        ("slack", "expired"),
+    ]
+    assert client.pending() == []
+    assert [d.qualification for d in client.deliveries()] == [q, q]
+
+
+def test_delivered_records_are_deleted_after_the_retention(
+    make_client: ClientFactory, clock: FrozenClock
+) -> None:
+    """A delivered qualification is deleted delivery_retention after its window closed; a
+    dead letter is kept."""
+    client = make_client(delivery_window=days_(1), delivery_retention=days_(2), max_attempts=1)
+    client.on_pql(lambda q: None, name="ok")
+    client.on_pql(Flaky(), name="down")
+    qualify(client, "u1")  # delivered to ok, dead for down
+    clock.advance(days_(1) + timedelta(seconds=1))
+    client.flush()  # the window closes
+    assert len(client.deliveries(status="delivered")) == 1
+    clock.advance(days_(2))
+    client.flush()
+    assert len(client.deliveries(status="delivered")) == 1  # kept: u1 has a dead letter
+    client.retry_dead_letters()  # fails again, still dead
+    assert [d.callback for d in client.deliveries(status="dead")] == ["down"]
+    other = make_client(delivery_window=days_(1), delivery_retention=days_(2))
+    other.on_pql(lambda q: None, name="ok")
+    qualify(other, "u2")
+    clock.advance(days_(1) + timedelta(seconds=1))
+    other.flush()
+    clock.advance(days_(2) + timedelta(seconds=1))
+    other.flush()
+    assert {d.qualification.subject_id for d in other.deliveries()} == {"u1"}
 
 
 def test_a_callback_may_call_track(client: Client) -> None:
@@ -933,3 +1093,38 @@ def test_flush_with_a_timeout_returns_how_many_it_left(make_client: ClientFactor
         release.set()
     assert client.flush(timeout=10) == 0
     assert client.pending() == []
+
+
+def test_callbacks_are_registered_under_a_name(client: Client) -> None:
+    """Bare decorator, decorator with name=, or a call: each returns the function; a name
+    taken by a callback of the same kind is refused, naming the field."""
+
+    def alert(q: Qualification) -> None:
+        pass
+
+    assert client.on_pql(alert) is alert
+    assert client.on_pql(name="slack")(alert) is alert
+    assert client.on_pql(alert, name="crm") is alert
+    assert client.on_disqualified(alert) is alert  # another kind: its own names
+    assert client.on_pqa(name="slack")(alert) is alert
+    for name in (f"{__name__}.test_callbacks_are_registered_under_a_name.<locals>.alert", "crm"):
+        with pytest.raises(ValidationError) as caught:
+            client.on_pql(alert, name=name)
+        assert caught.value.field == "name"
+    for bad in ("", "  ", "*", 5):
+        with pytest.raises(ValidationError) as caught:
+            client.on("pql", alert, name=bad)  # type: ignore[arg-type]
+        assert caught.value.field == "name"
+
+
+def test_the_module_level_api_registers_named_callbacks(client: Client) -> None:
+    """pqlkit.on_pql/on_pqa/on_disqualified register on the default client, with name=."""
+    got: list[str] = []
+    with use(client):
+        pqlkit.on_pql(name="feed")(lambda q: got.append(q.subject_id))
+        pqlkit.on_disqualified(lambda q: None, name="feed")
+        pqlkit.on_pqa(lambda q: None)
+        with pytest.raises(ValidationError):
+            pqlkit.on_pql(lambda q: None, name="feed")
+    qualify(client)
+    assert got == ["u1"]

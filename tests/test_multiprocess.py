@@ -283,3 +283,36 @@ def test_two_processes_flushing_slow_callbacks_deliver_each_once(
     begun = Counter(qid for word, qid, _ in lines if word == "begin")
     assert begun == dict.fromkeys(ids, 1)
     assert {int(pid) for *_, pid in lines} == set(pids)  # both processes delivered some
+
+
+def record_in_child(url: str, first: int, count: int) -> int:
+    """A web worker: records events that qualify users, and registers no callback."""
+    with Client(LEASE_MODEL, store=url, clock=FrozenClock(NOW)) as client:
+        for n in range(first, first + count):
+            client.track(f"u{n}", "x")
+    return os.getpid()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_web_processes_without_callbacks_reach_a_worker_process_callback(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Processes that register no callback record qualifications while a worker process's
+    client, whose callback the store has seen, delivers them: each once, none left."""
+    if kind == "postgres":
+        require_postgres()
+        schema = request.getfixturevalue("pg_schema")
+        url = f"{request.getfixturevalue('postgres_dsn')}?schema={schema}"
+    else:
+        url = f"sqlite:///{tmp_path / 'web.db'}"
+    got: list[str] = []
+    with Client(LEASE_MODEL, store=url, clock=FrozenClock(NOW), dispatch="background") as worker:
+        worker.on_pql(lambda q: got.append(q.subject_id), name="slack")
+        worker.flush()  # its first pass records "slack" in the store
+        with ProcessPoolExecutor(max_workers=2, mp_context=worker_context()) as pool:
+            futures = [pool.submit(record_in_child, url, n * 50, 50) for n in range(2)]
+            for future in futures:
+                future.result(timeout=300)
+        worker.flush()
+        assert sorted(got) == sorted(f"u{n}" for n in range(100))
+        assert worker.pending() == []

@@ -32,6 +32,8 @@ pytestmark = pytest.mark.postgres
 T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
 TABLES = {
     "aliases",
+    "callback_deliveries",
+    "callbacks",
     "deliveries",
     "events",
     "meta",
@@ -123,8 +125,11 @@ def test_first_use_creates_the_schema_and_its_tables(postgres_dsn: str, pg_schem
     assert versions(postgres_dsn, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
 
 
-def make_v1_schema(dsn: str, schema: str, deliveries: list[tuple[str, str, str]]) -> None:
-    """A schema as pqlkit's schema version 1 wrote it, with (id, model, status) deliveries."""
+def make_v1_schema(
+    dsn: str, schema: str, deliveries: list[tuple[str, str, str]], *, version: int = 1
+) -> None:
+    """A schema as pqlkit's schema version 1 wrote it, with (id, model, status) deliveries,
+    then migrated up to ``version``."""
     from pqlkit._convert import dumps
 
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -151,6 +156,15 @@ def make_v1_schema(dsn: str, schema: str, deliveries: list[tuple[str, str, str]]
                 ).format(sql.Identifier(schema, "deliveries")),
                 (delivery_id, dumps(payload), status),
             )
+        for target in range(2, version + 1):
+            for statement in pg_module._MIGRATIONS[target - 1]:
+                conn.execute(sql.SQL(statement).format(s=sql.Identifier(schema)))
+            conn.execute(
+                sql.SQL("INSERT INTO {} VALUES (%s, 0)").format(
+                    sql.Identifier(schema, "schema_version")
+                ),
+                (target,),
+            )
 
 
 def test_a_version_1_schema_is_migrated_with_its_deliveries(
@@ -163,6 +177,30 @@ def test_a_version_1_schema_is_migrated_with_its_deliveries(
         assert [d.id for d in tx.deliveries("pending", model="a")] == ["d1"]
         assert [d.id for d in tx.deliveries("pending", model="b")] == ["d2"]
         assert [d.id for d in tx.deliveries("dead", model="a")] == ["d3"]
+    assert versions(postgres_dsn, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_version_2_schema_is_migrated_to_a_record_per_callback(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    """Upgrading from version 2: a pending delivery waits for callbacks (each registered one
+    gets a record), delivered and dead ones become records of callback "*" (never delivered
+    again; a dead one, retried, goes to every callback)."""
+    rows = [("d1", "m", "pending"), ("d2", "m", "delivered"), ("d3", "m", "dead")]
+    make_v1_schema(postgres_dsn, pg_schema, rows, version=2)
+    now = datetime.now(timezone.utc)
+    with PostgresStore(postgres_dsn, schema=pg_schema) as store, store.transaction() as tx:
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [("d1", None)]
+        assert [(d.id, d.callback) for d in tx.deliveries("delivered")] == [("d2", "*")]
+        assert [(d.id, d.callback, d.attempts) for d in tx.deliveries("dead")] == [("d3", "*", 1)]
+        tx.register_callback("m", "pql", "slack", now, since=now - timedelta(days=7))
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [("d1", "slack")]
+        assert tx.revive_dead(now) == 1
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [
+            ("d1", "slack"),
+            ("d3", "slack"),
+        ]
+        assert [(d.id, d.callback) for d in tx.deliveries("delivered")] == [("d2", "*")]
     assert versions(postgres_dsn, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
 
 
@@ -614,6 +652,39 @@ def test_a_broken_pooled_connection_is_replaced(postgres_dsn: str, pg_store: Pos
 # -- deliveries ------------------------------------------------------------------------
 
 
+def test_a_callback_registered_while_a_delivery_is_enqueued_still_gets_it(
+    pg_store: PostgresStore,
+) -> None:
+    """A registration never misses a qualification whose transaction was open meanwhile:
+    it does not happen while one is uncommitted (nor waits for it), and happens after."""
+    payload = Qualification(
+        id="q", kind="pql", subject_id="u1", account_id=None, model="m", fingerprint="f",
+        qualified_at=T0,
+    )  # fmt: skip
+    enqueued, release = threading.Event(), threading.Event()
+
+    def enqueue() -> None:
+        with pg_store.transaction() as tx:
+            tx.enqueue(DeliveryRecord("d1", "pql", "u1", payload, next_attempt_at=T0), now=T0)
+            enqueued.set()
+            release.wait(5)
+
+    writer = threading.Thread(target=enqueue)
+    writer.start()
+    try:
+        assert enqueued.wait(5)
+        started = time.monotonic()
+        with pg_store.transaction() as tx:  # the writer has not committed: not now
+            assert not tx.register_callback("m", "pql", "slack", T0, since=T0)
+        assert time.monotonic() - started < 2  # and it did not wait for the writer
+    finally:
+        release.set()
+        writer.join(5)
+    with pg_store.transaction() as tx:
+        assert tx.register_callback("m", "pql", "slack", T0, since=T0)
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [("d1", "slack")]
+
+
 def test_claim_due_skips_rows_another_transaction_is_claiming(pg_store: PostgresStore) -> None:
     """Two concurrent claims take different deliveries, and the second does not wait."""
     payload = Qualification(
@@ -622,14 +693,16 @@ def test_claim_due_skips_rows_another_transaction_is_claiming(pg_store: Postgres
     )  # fmt: skip
     with pg_store.transaction() as tx:
         for n in range(2):
-            tx.enqueue(DeliveryRecord(f"d{n}", "pql", "u1", payload, next_attempt_at=T0))
+            tx.enqueue(
+                DeliveryRecord(f"d{n}", "pql", "u1", payload, next_attempt_at=T0), ["cb"], now=T0
+            )
     first_claimed, release = threading.Event(), threading.Event()
     claimed: dict[str, list[str]] = {}
     lease = T0 + timedelta(minutes=1)
 
     def first() -> None:
         with pg_store.transaction() as tx:
-            claimed["first"] = [d.id for d in tx.claim_due(T0, T0, lease, ["pql"], 1)]
+            claimed["first"] = [d.id for d in tx.claim_due(T0, T0, lease, ["pql:cb"], 1)]
             first_claimed.set()
             release.wait(5)
 
@@ -638,7 +711,7 @@ def test_claim_due_skips_rows_another_transaction_is_claiming(pg_store: Postgres
     assert first_claimed.wait(5)
     started = time.monotonic()
     with pg_store.transaction() as tx:
-        claimed["second"] = [d.id for d in tx.claim_due(T0, T0, lease, ["pql"], 5)]
+        claimed["second"] = [d.id for d in tx.claim_due(T0, T0, lease, ["pql:cb"], 5)]
     waited = time.monotonic() - started
     release.set()
     thread.join()

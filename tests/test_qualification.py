@@ -345,8 +345,8 @@ def test_every_callback_of_a_kind_is_called(client: Client) -> None:
     """Several callbacks for one kind each get the delivery."""
     first: list[str] = []
     second: list[str] = []
-    client.on("pql", lambda q: first.append(q.id))
-    client.on("pql", lambda q: second.append(q.id))
+    client.on("pql", lambda q: first.append(q.id), name="first")
+    client.on("pql", lambda q: second.append(q.id), name="second")
     client.track("u1", "teammate_invited", {"email": "a@x.io"})
     activate(client, "u1")
     assert first == second

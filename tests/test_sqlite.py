@@ -11,7 +11,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -571,8 +571,11 @@ def test_open_bad_url(url: str) -> None:
 # -- migrations ------------------------------------------------------------------------
 
 
-def make_v1_database(path: Path, deliveries: list[tuple[str, str, str]]) -> None:
-    """A database as pqlkit's schema version 1 wrote it, with (id, model, status) deliveries."""
+def make_v1_database(
+    path: Path, deliveries: list[tuple[str, str, str]], *, version: int = 1
+) -> None:
+    """A database as pqlkit's schema version 1 wrote it, with (id, model, status) deliveries,
+    then migrated up to ``version``."""
     from sqlite_utils import Database
 
     from pqlkit._convert import dumps
@@ -596,6 +599,9 @@ def make_v1_database(path: Path, deliveries: list[tuple[str, str, str]]) -> None
             " created) VALUES (?, 'pql', 'u1', ?, ?, 1, ?)",
             (delivery_id, dumps(payload), status, created),
         )
+    for target in range(2, version + 1):
+        sqlite_module._MIGRATIONS[target - 1](db)
+        db.execute("INSERT INTO schema_version VALUES (?, 0)", (target,))
     db.close()
 
 
@@ -606,6 +612,27 @@ def test_a_version_1_database_is_migrated_with_its_deliveries(db_path: Path) -> 
         assert [d.id for d in tx.deliveries("pending", model="a")] == ["d1"]
         assert [d.id for d in tx.deliveries("pending", model="b")] == ["d2"]
         assert [d.id for d in tx.deliveries("dead", model="a")] == ["d3"]
+
+
+def test_a_version_2_database_is_migrated_to_a_record_per_callback(db_path: Path) -> None:
+    """Upgrading from version 2: a pending delivery waits for callbacks (each registered one
+    gets a record), delivered and dead ones become records of callback "*" (never delivered
+    again; a dead one, retried, goes to every callback)."""
+    rows = [("d1", "m", "pending"), ("d2", "m", "delivered"), ("d3", "m", "dead")]
+    make_v1_database(db_path, rows, version=2)
+    now = datetime.now(timezone.utc)
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [("d1", None)]
+        assert [(d.id, d.callback) for d in tx.deliveries("delivered")] == [("d2", "*")]
+        assert [(d.id, d.callback, d.attempts) for d in tx.deliveries("dead")] == [("d3", "*", 1)]
+        tx.register_callback("m", "pql", "slack", now, since=now - timedelta(days=7))
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [("d1", "slack")]
+        assert tx.revive_dead(now) == 1
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [
+            ("d1", "slack"),
+            ("d3", "slack"),
+        ]
+        assert [(d.id, d.callback) for d in tx.deliveries("delivered")] == [("d2", "*")]
     with sqlite3.connect(db_path) as other:
         rows = other.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
     other.close()

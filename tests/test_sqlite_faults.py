@@ -157,7 +157,7 @@ def test_damaged_schema_is_corrupt(db_path: Path) -> None:
     _fill(db_path, events=10)
     with db_path.open("r+b") as f:
         f.seek(200)
-        f.write(b"\xa5" * 3000)
+        f.write(b"\xa5" * (4096 - 200))  # the rest of page 1: the schema's root page
     with pytest.raises(StoreError) as caught:
         SQLiteStore(db_path)
     _says(caught.value, "corrupt", db_path)

@@ -13,7 +13,13 @@ import pytest
 from pqlkit import MemoryStore, PqlkitError, SQLiteStore, Store, ValidationError
 from pqlkit._events import Qualification
 from pqlkit.stores import Transaction
-from pqlkit.stores._base import DeliveryRecord, NewEvent, QualificationRecord, StateRecord
+from pqlkit.stores._base import (
+    DeliveryRecord,
+    DeliveryStatus,
+    NewEvent,
+    QualificationRecord,
+    StateRecord,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -90,6 +96,36 @@ def delivery(
     )
 
 
+STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "expired")
+
+
+def put(
+    tx: Transaction,
+    delivery_id: str,
+    callbacks: tuple[str, ...] = ("cb",),
+    *,
+    status: str = "pending",
+    attempts: int = 0,
+    last_error: str | None = None,
+    now: datetime = T0,
+    **changes: Any,
+) -> None:
+    """Enqueue a delivery with a record per callback, each then set to ``status``."""
+    record = delivery(delivery_id, **changes)
+    tx.enqueue(record, callbacks, now=now)
+    if status != "pending" or attempts or last_error:
+        for name in callbacks:
+            tx.finish_delivery(
+                delivery_id,
+                name,
+                status=status,  # type: ignore[arg-type]
+                attempts=attempts,
+                next_attempt_at=record.next_attempt_at,
+                last_error=last_error,
+                finished_at=None if status == "pending" else now,
+            )
+
+
 def seqs(records: Any) -> list[str]:
     return [r.message_id for r in records]
 
@@ -128,8 +164,11 @@ def _populate(store: Store) -> None:
         tx.save_state(StateRecord("m", "user", "u1", '{"n": 1}', due_at=at(100)))
         tx.save_state(StateRecord("m", "user", "u2", '{"n": 2}'))
         tx.insert_qualification(qualification_record("u1"))
-        tx.enqueue(delivery("d1"))
-        tx.enqueue(delivery("d2", subject_id="u2", status="dead", attempts=10))
+        tx.register_callback("m", "pql", "slack", at(0), since=at(0))
+        put(tx, "d1", ("cb",))
+        put(tx, "d2", ("cb",), subject_id="u2", status="dead", attempts=10)
+        put(tx, "d4", ("*",), subject_id="u2", status="dead", attempts=10)
+        put(tx, "d5", (), subject_id="u2", now=at(-100))
         tx.set_meta("fingerprint:m", "f1")
 
 
@@ -151,7 +190,7 @@ def _snapshot(store: Store) -> dict[str, Any]:
             "count": tx.count_subjects("m", "user"),
             "qualifications": list(tx.qualifications("m")),
             "latest": tx.latest_qualification("m", "pql", "u1"),
-            "deliveries": {s: tx.deliveries(s) for s in ("pending", "delivered", "dead")},
+            "deliveries": {s: tx.deliveries(s) for s in STATUSES},
             "meta": tx.get_meta("fingerprint:m"),
         }
 
@@ -167,10 +206,15 @@ def _write_everything_then_fail(tx: Transaction) -> None:
     tx.insert_qualification(qualification_record("u1", 1))
     tx.set_disqualified("m:pql:u1:0", at(90))
     tx.delete_qualifications("u1", "pql")
-    tx.enqueue(delivery("d3"))
-    tx.claim_due(at(1_000), at(1_000), at(2_000), ["pql"], 10)
-    tx.finish_delivery("d1", status="delivered", attempts=1, next_attempt_at=None, last_error=None)
+    tx.enqueue(delivery("d3"), ["cb"], now=at(1_000))
+    tx.register_callback("m", "pql", "new", at(1_000), since=at(0))
+    tx.claim_due(at(1_000), at(1_000), at(2_000), ["pql:cb"], 10)
+    tx.finish_delivery(
+        "d1", "cb", status="delivered", attempts=1, next_attempt_at=None, last_error=None
+    )
     tx.revive_dead(at(1_000))
+    tx.close_deliveries(at(1), at(1_000), model="m")
+    tx.purge_deliveries(at(2_000), model="m")
     tx.set_meta("fingerprint:m", "f2")
     raise RuntimeError("abort")
 
@@ -669,67 +713,141 @@ def test_delete_qualifications(store: Store) -> None:
         tx.insert_qualification(qualification_record("u1", 0, model="m2"))
         tx.insert_qualification(qualification_record("u1", 0, kind="pqa"))
         tx.insert_qualification(qualification_record("u2", 0))
-        tx.enqueue(delivery("d1", subject_id="u1"))
-        tx.enqueue(delivery("d2", kind="disqualified", subject_id="u1"))
-        tx.enqueue(delivery("d3", kind="pqa", subject_id="u1"))
-        tx.enqueue(delivery("d4", subject_id="u2"))
+        put(tx, "d1", subject_id="u1")
+        put(tx, "d2", kind="disqualified", subject_id="u1")
+        put(tx, "d3", kind="pqa", subject_id="u1")
+        put(tx, "d4", ("cb", "other"), subject_id="u2")
+        put(tx, "d5", (), subject_id="u1")
         tx.delete_qualifications("u1", "pql")
     with store.transaction() as tx:
         assert tx.latest_qualification("m", "pql", "u1") is None
         assert tx.latest_qualification("m2", "pql", "u1") is None
         assert tx.latest_qualification("m", "pqa", "u1") is not None
         assert tx.latest_qualification("m", "pql", "u2") is not None
-        assert [d.id for d in tx.deliveries("pending")] == ["d3", "d4"]
+        assert [d.id for d in tx.deliveries("pending")] == ["d3", "d4", "d4"]
 
 
 # -- outbox --------------------------------------------------------------------------
 
 
 def test_delivery_round_trip(store: Store) -> None:
-    """An enqueued delivery reads back equal, its Qualification included."""
-    record = delivery("d1", attempts=2, next_attempt_at=at(5), last_error="boom")
+    """An enqueued delivery reads back as one record per callback, its Qualification included."""
+    record = delivery("d1", next_attempt_at=at(5))
     with store.transaction() as tx:
-        tx.enqueue(record)
+        tx.enqueue(record, ["a", "b"], now=at(1))
     with store.transaction() as tx:
-        assert tx.deliveries("pending") == [record]
+        assert tx.deliveries("pending") == [
+            attrs.evolve(record, callback="a"),
+            attrs.evolve(record, callback="b"),
+        ]
+
+
+def test_a_delivery_no_callback_took_is_pending_with_no_callback(store: Store) -> None:
+    """Enqueued with no callback (none registered anywhere): one record, callback None."""
+    with store.transaction() as tx:
+        tx.enqueue(delivery("d1", next_attempt_at=at(2)), now=at(3))
+        assert tx.deliveries("pending") == [delivery("d1", next_attempt_at=at(2))]
+        assert tx.deliveries("pending", callback="cb") == []
+        assert tx.claim_due(at(9), at(0), at(30), ["pql:cb"], 10) == []
 
 
 def test_enqueue_is_idempotent(store: Store) -> None:
     """Enqueueing an existing delivery id again changes nothing."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1"))
-        tx.enqueue(delivery("d1", attempts=5, status="dead"))
-        assert [(d.id, d.attempts) for d in tx.deliveries("pending")] == [("d1", 0)]
+        put(tx, "d1")
+        tx.enqueue(delivery("d1", attempts=5, status="dead"), ["cb", "other"], now=T0)
+        assert [(d.id, d.callback, d.attempts) for d in tx.deliveries("pending")] == [
+            ("d1", "cb", 0)
+        ]
         assert tx.deliveries("dead") == []
 
 
 def test_deliveries_by_status_oldest_first(store: Store) -> None:
-    """deliveries(status) lists that status's deliveries in enqueue order."""
+    """deliveries(status) lists that status's records in enqueue order."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("b"))
-        tx.enqueue(delivery("a", status="dead"))
-        tx.enqueue(delivery("c"))
-        tx.enqueue(delivery("0", status="delivered"))
+        put(tx, "b")
+        put(tx, "a", status="dead")
+        put(tx, "c")
+        put(tx, "0", status="delivered")
         assert [d.id for d in tx.deliveries("pending")] == ["b", "c"]
         assert [d.id for d in tx.deliveries("dead")] == ["a"]
         assert [d.id for d in tx.deliveries("delivered")] == ["0"]
 
 
+def test_enqueue_adds_records_for_registered_callbacks(store: Store) -> None:
+    """enqueue gives a record to each callback register_callback recorded for the model and
+    kind, seen at or after known_since, as well as to the callbacks it is given."""
+    with store.transaction() as tx:
+        assert tx.register_callback("m", "pql", "slack", at(10), since=at(0))
+        assert tx.register_callback("m", "pql", "stale", at(1), since=at(0))
+        assert tx.register_callback("m", "pqa", "accounts", at(10), since=at(0))
+        assert tx.register_callback("other", "pql", "elsewhere", at(10), since=at(0))
+        tx.enqueue(delivery("d1"), ["local", "slack"], now=at(10), known_since=at(5))
+        records = tx.deliveries("pending")
+    assert sorted(d.callback or "" for d in records) == ["local", "slack"]
+
+
+def test_register_callback_gives_it_the_open_deliveries(store: Store) -> None:
+    """A callback registered later gets a record of each open delivery of its model and kind
+    enqueued since ``since``, due at once; one it has already is left as it is."""
+    with store.transaction() as tx:
+        put(tx, "old", (), now=at(0))
+        put(tx, "d1", (), now=at(10))
+        put(tx, "d2", ("slack",), now=at(10), status="delivered", attempts=1)
+        put(tx, "d3", (), kind="pqa", now=at(10))
+        tx.register_callback("m", "pql", "slack", at(20), since=at(5))
+        slack = tx.deliveries("pending", callback="slack")
+        assert [(d.id, d.next_attempt_at) for d in slack] == [("d1", at(20))]
+        assert [d.id for d in tx.deliveries("delivered", callback="slack")] == ["d2"]
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [
+            ("old", None),
+            ("d1", "slack"),
+            ("d3", None),
+        ]
+
+
 def test_claim_due_leases_due_deliveries(store: Store) -> None:
-    """claim_due returns due pending deliveries and records their lease."""
+    """claim_due returns due pending records and records their lease."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1"))
-        tx.enqueue(delivery("d2", next_attempt_at=at(10)))
+        put(tx, "d1")
+        put(tx, "d2", next_attempt_at=at(10))
     with store.transaction() as tx:
-        claimed = tx.claim_due(at(10), at(0), at(30), ["pql"], 10)
-        assert [(d.id, d.lease_until) for d in claimed] == [("d1", at(30)), ("d2", at(30))]
+        claimed = tx.claim_due(at(10), at(0), at(30), ["pql:cb"], 10)
+        assert [(d.id, d.callback, d.lease_until) for d in claimed] == [
+            ("d1", "cb", at(30)),
+            ("d2", "cb", at(30)),
+        ]
         assert [d.lease_until for d in tx.deliveries("pending")] == [at(30), at(30)]
+
+
+def test_claim_due_only_given_callbacks(store: Store) -> None:
+    """claim_due claims records of the given "kind:name" callbacks only, each on its own."""
+    with store.transaction() as tx:
+        put(tx, "d1", ("a", "b"))
+        put(tx, "d2", ("a",), kind="pqa")
+        put(tx, "d3", ("a",), kind="disqualified")
+        claimed = tx.claim_due(at(0), at(0), at(30), ["pql:b", "pqa:a"], 10)
+        assert [(d.id, d.kind, d.callback) for d in claimed] == [
+            ("d1", "pql", "b"),
+            ("d2", "pqa", "a"),
+        ]
+        assert tx.claim_due(at(0), at(0), at(30), [], 10) == []
+        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql:a"], 10)] == ["d1"]
+
+
+def test_claim_due_only_given_ids(store: Store) -> None:
+    """With ids, claim_due claims only those deliveries' records."""
+    with store.transaction() as tx:
+        put(tx, "d1")
+        put(tx, "d2")
+        claimed = tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10, model="m", ids=["d2"])
+        assert [d.id for d in claimed] == ["d2"]
 
 
 def test_replace_qualification_rewrites_the_payload(store: Store) -> None:
     """replace_qualification swaps a delivery's payload and keeps everything else."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1", attempts=2))
+        put(tx, "d1", attempts=2)
         (before,) = tx.deliveries("pending")
         changed = attrs.evolve(before.qualification, context={"events": []})
         tx.replace_qualification("d1", changed)
@@ -741,170 +859,242 @@ def test_replace_qualification_rewrites_the_payload(store: Store) -> None:
 def test_claim_due_counts_the_attempt(store: Store) -> None:
     """Each claim uses up an attempt, so a process dying mid-callback still counts one."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1", attempts=2))
-        assert [d.attempts for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == [3]
+        put(tx, "d1", attempts=2)
+        assert [d.attempts for d in tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10)] == [3]
         assert [d.attempts for d in tx.deliveries("pending")] == [3]
-        assert [d.attempts for d in tx.claim_due(at(0), at(30), at(60), ["pql"], 10)] == [4]
+        assert [d.attempts for d in tx.claim_due(at(0), at(30), at(60), ["pql:cb"], 10)] == [4]
 
 
 def test_claim_due_skips_deliveries_not_yet_due(store: Store) -> None:
-    """A delivery whose next attempt is after now is not claimed."""
+    """A record whose next attempt is after now is not claimed."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1", next_attempt_at=at(11)))
-        assert tx.claim_due(at(10), at(0), at(30), ["pql"], 10) == []
+        put(tx, "d1", next_attempt_at=at(11))
+        assert tx.claim_due(at(10), at(0), at(30), ["pql:cb"], 10) == []
 
 
 def test_claim_due_skips_leased_deliveries(store: Store) -> None:
-    """A leased delivery is claimed again only once its lease expired (on the wall clock)."""
+    """A leased record is claimed again only once its lease expired (on the wall clock)."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1"))
-        assert len(tx.claim_due(at(0), at(0), at(30), ["pql"], 10)) == 1
-        assert tx.claim_due(at(100), at(29), at(60), ["pql"], 10) == []
-        assert [d.id for d in tx.claim_due(at(0), at(30), at(60), ["pql"], 10)] == ["d1"]
-
-
-def test_claim_due_only_given_kinds(store: Store) -> None:
-    """claim_due claims only deliveries of the given kinds."""
-    with store.transaction() as tx:
-        tx.enqueue(delivery("d1", kind="pql"))
-        tx.enqueue(delivery("d2", kind="pqa"))
-        tx.enqueue(delivery("d3", kind="disqualified"))
-        claimed = tx.claim_due(at(0), at(0), at(30), ["pqa", "disqualified"], 10)
-        assert [d.id for d in claimed] == ["d2", "d3"]
-        assert tx.claim_due(at(0), at(0), at(30), [], 10) == []
+        put(tx, "d1")
+        assert len(tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10)) == 1
+        assert tx.claim_due(at(100), at(29), at(60), ["pql:cb"], 10) == []
+        assert [d.id for d in tx.claim_due(at(0), at(30), at(60), ["pql:cb"], 10)] == ["d1"]
 
 
 def test_claim_due_deliveries_and_revive_dead_of_one_model(store: Store) -> None:
-    """With ``model``, claim_due, deliveries and revive_dead see only that model's deliveries."""
+    """With ``model``, claim_due, deliveries and revive_dead see only that model's records."""
     other = attrs.evolve(payload("u2"), model="other")
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1"))
-        tx.enqueue(DeliveryRecord("d2", "pql", "u2", other))
-        tx.enqueue(DeliveryRecord("d3", "pql", "u3", other, status="dead"))
+        put(tx, "d1")
+        tx.enqueue(DeliveryRecord("d2", "pql", "u2", other), ["cb"], now=T0)
+        tx.enqueue(DeliveryRecord("d3", "pql", "u3", other), ["cb"], now=T0)
+        tx.finish_delivery(
+            "d3", "cb", status="dead", attempts=1, next_attempt_at=None, last_error=None
+        )
         assert [d.id for d in tx.deliveries("pending", model="other")] == ["d2"]
         assert [d.id for d in tx.deliveries("pending", model="m")] == ["d1"]
         assert [d.id for d in tx.deliveries("pending")] == ["d1", "d2"]
         assert tx.revive_dead(at(0), model="m") == 0
-        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10, model="other")] == [
-            "d2"
-        ]
-        assert tx.claim_due(at(0), at(0), at(30), ["pql"], 10, model="third") == []
+        claimed = tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10, model="other")
+        assert [d.id for d in claimed] == ["d2"]
+        assert tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10, model="third") == []
         assert tx.revive_dead(at(0), model="other") == 1
-        assert [d.model for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == ["m", "other"]
+        assert [d.model for d in tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10)] == [
+            "m",
+            "other",
+        ]
 
 
 def test_claim_due_limit_oldest_first(store: Store) -> None:
-    """claim_due claims at most ``limit`` deliveries, the oldest enqueued."""
+    """claim_due claims at most ``limit`` records, the oldest enqueued."""
     with store.transaction() as tx:
         for name in ("c", "a", "b"):
-            tx.enqueue(delivery(name))
-        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 2)] == ["c", "a"]
+            put(tx, name)
+        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 2)] == ["c", "a"]
 
 
 def test_claim_due_skips_finished_deliveries(store: Store) -> None:
-    """Delivered and dead deliveries are never claimed."""
+    """Delivered and dead records are never claimed."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1", status="delivered"))
-        tx.enqueue(delivery("d2", status="dead"))
-        assert tx.claim_due(at(0), at(0), at(30), ["pql"], 10) == []
+        put(tx, "d1", status="delivered")
+        put(tx, "d2", status="dead")
+        assert tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10) == []
 
 
 def test_renew_lease_extends_a_claimed_delivery(store: Store) -> None:
     """renew_lease extends the lease of the claim whose attempt count it names, and only that."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1"))
-        (claimed,) = tx.claim_due(at(0), at(0), at(30), ["pql"], 10)
-        assert tx.renew_lease("d1", claimed.attempts, at(60))
-        assert tx.claim_due(at(0), at(45), at(90), ["pql"], 10) == []  # still leased at 45
-        assert not tx.renew_lease("d1", claimed.attempts + 1, at(500))  # not that claim
-        assert not tx.renew_lease("unknown", 1, at(500))
-        assert [d.lease_until for d in tx.deliveries("pending")] == [at(60)]
+        put(tx, "d1", ("cb", "other"))
+        (claimed,) = tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10)
+        assert tx.renew_lease("d1", "cb", claimed.attempts, at(60))
+        assert tx.claim_due(at(0), at(45), at(90), ["pql:cb"], 10) == []  # still leased at 45
+        assert not tx.renew_lease("d1", "cb", claimed.attempts + 1, at(500))  # not that claim
+        assert not tx.renew_lease("d1", "other", claimed.attempts, at(500))  # not claimed
+        assert not tx.renew_lease("unknown", "cb", 1, at(500))
+        assert [d.lease_until for d in tx.deliveries("pending")] == [at(60), None]
         tx.finish_delivery(
-            "d1", status="delivered", attempts=1, next_attempt_at=None, last_error=None
+            "d1", "cb", status="delivered", attempts=1, next_attempt_at=None, last_error=None
         )
-        assert not tx.renew_lease("d1", claimed.attempts, at(500))  # finished
+        assert not tx.renew_lease("d1", "cb", claimed.attempts, at(500))  # finished
 
 
 def test_finish_delivery(store: Store) -> None:
-    """finish_delivery records the outcome and releases the lease."""
+    """finish_delivery records one callback's outcome and releases its lease."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1"))
-        tx.claim_due(at(0), at(0), at(30), ["pql"], 10)
+        put(tx, "d1", ("cb", "other"))
+        tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10)
         tx.finish_delivery(
-            "d1", status="pending", attempts=1, next_attempt_at=at(1), last_error="boom"
+            "d1", "cb", status="pending", attempts=1, next_attempt_at=at(1), last_error="boom"
         )
         tx.finish_delivery(
-            "unknown", status="dead", attempts=1, next_attempt_at=None, last_error=None
+            "unknown", "cb", status="dead", attempts=1, next_attempt_at=None, last_error=None
         )
     with store.transaction() as tx:
-        [d1] = tx.deliveries("pending")
+        [d1, other] = tx.deliveries("pending")
         assert (d1.attempts, d1.next_attempt_at, d1.last_error, d1.lease_until) == (
             1,
             at(1),
             "boom",
             None,
         )
+        assert (other.callback, other.attempts) == ("other", 0)
         tx.finish_delivery(
-            "d1", status="delivered", attempts=2, next_attempt_at=None, last_error=None
+            "d1",
+            "cb",
+            status="delivered",
+            attempts=2,
+            next_attempt_at=None,
+            last_error=None,
+            finished_at=at(7),
         )
-        assert [d.id for d in tx.deliveries("delivered")] == ["d1"]
-        assert tx.deliveries("pending") == []
+        assert [(d.id, d.finished_at) for d in tx.deliveries("delivered")] == [("d1", at(7))]
+        assert [d.callback for d in tx.deliveries("pending")] == ["other"]
 
 
 def test_claim_due_follows_creation_order_through_revivals_and_rollbacks(store: Store) -> None:
     """A revived dead letter is claimed in its place among the pending ones, and a
-    rolled-back claim or finish leaves the delivery claimable as before."""
+    rolled-back claim or finish leaves the record claimable as before."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("a"))
-        tx.enqueue(delivery("b", status="dead"))
-        tx.enqueue(delivery("c"))
+        put(tx, "a")
+        put(tx, "b", status="dead")
+        put(tx, "c")
         tx.finish_delivery(
-            "a", status="delivered", attempts=1, next_attempt_at=None, last_error=None
+            "a", "cb", status="delivered", attempts=1, next_attempt_at=None, last_error=None
         )
         tx.revive_dead(at(0))
 
     def claim_finish_and_fail() -> None:
         with store.transaction() as tx:
-            tx.claim_due(at(0), at(0), at(30), ["pql"], 10)
+            tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10)
             tx.finish_delivery(
-                "c", status="dead", attempts=1, next_attempt_at=None, last_error=None
+                "c", "cb", status="dead", attempts=1, next_attempt_at=None, last_error=None
             )
             raise RuntimeError("rolled back")
 
     with pytest.raises(RuntimeError, match="rolled back"):
         claim_finish_and_fail()
     with store.transaction() as tx:
-        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == ["b", "c"]
+        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10)] == ["b", "c"]
 
 
 def test_claim_due_order_survives_forgotten_deliveries(store: Store) -> None:
     """Deliveries enqueued after others were deleted (forget) still come after the
     ones enqueued before them, whatever order they turned pending in."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("a", subject_id="gone"))
-        tx.enqueue(delivery("b"))
-        tx.enqueue(delivery("c", status="dead"))
+        put(tx, "a", subject_id="gone")
+        put(tx, "b")
+        put(tx, "c", status="dead")
         tx.delete_qualifications("gone", "pql")
-        tx.enqueue(delivery("d"))
+        put(tx, "d")
         tx.revive_dead(at(0))  # c turns pending after d
-        assert [d.id for d in tx.claim_due(at(0), at(0), at(30), ["pql"], 10)] == ["b", "c", "d"]
+        claimed = tx.claim_due(at(0), at(0), at(30), ["pql:cb"], 10)
+        assert [d.id for d in claimed] == ["b", "c", "d"]
 
 
 def test_revive_dead(store: Store) -> None:
-    """revive_dead makes dead deliveries pending again, due now, and counts them."""
+    """revive_dead makes dead records pending again, due now, and counts them."""
     with store.transaction() as tx:
-        tx.enqueue(delivery("d1", status="dead", attempts=10, last_error="boom"))
-        tx.enqueue(delivery("d2", status="dead", attempts=10, lease_until=at(5)))
-        tx.enqueue(delivery("d3", status="delivered", attempts=1))
+        put(tx, "d1", status="dead", attempts=10, last_error="boom")
+        put(tx, "d2", ("cb", "other"), status="dead", attempts=10)
+        put(tx, "d3", status="delivered", attempts=1)
+        assert tx.revive_dead(at(100), callback="other") == 1
         assert tx.revive_dead(at(100)) == 2
         assert tx.revive_dead(at(100)) == 0
     with store.transaction() as tx:
         revived = tx.deliveries("pending")
-        assert [(d.id, d.attempts, d.next_attempt_at, d.lease_until) for d in revived] == [
-            ("d1", 0, at(100), None),
-            ("d2", 0, at(100), None),
+        assert [
+            (d.id, d.callback, d.attempts, d.next_attempt_at, d.lease_until, d.finished_at)
+            for d in revived
+        ] == [
+            ("d1", "cb", 0, at(100), None, None),
+            ("d2", "cb", 0, at(100), None, None),
+            ("d2", "other", 0, at(100), None, None),
         ]
         assert [d.id for d in tx.deliveries("delivered")] == ["d3"]
+
+
+def test_close_deliveries_expires_what_nobody_took(store: Store) -> None:
+    """Closing the window of deliveries enqueued before ``before``: records never attempted
+    and deliveries no callback took expire; a later callback does not get them."""
+    with store.transaction() as tx:
+        put(tx, "untaken", (), now=at(0))
+        put(tx, "d1", ("done", "never", "failing"), now=at(0))
+        put(tx, "late", (), now=at(50))
+        tx.finish_delivery(
+            "d1", "done", status="delivered", attempts=1, next_attempt_at=None, last_error=None
+        )
+        tx.finish_delivery(
+            "d1", "failing", status="pending", attempts=1, next_attempt_at=at(9), last_error="x"
+        )
+        assert tx.close_deliveries(at(10), at(20), model="other") == 0
+        assert tx.close_deliveries(at(10), at(20), model="m") == 2
+        assert tx.close_deliveries(at(10), at(20), model="m") == 0
+        expired = tx.deliveries("expired")
+        assert [(d.id, d.callback, d.finished_at) for d in expired] == [
+            ("untaken", None, at(20)),
+            ("d1", "never", at(20)),
+        ]
+        assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [
+            ("d1", "failing"),
+            ("late", None),
+        ]
+        tx.register_callback("m", "pql", "new", at(30), since=at(-100))
+        assert [(d.id, d.callback) for d in tx.deliveries("pending", callback="new")] == [
+            ("late", "new")
+        ]
+
+
+def test_purge_deliveries_deletes_what_finished_before(store: Store) -> None:
+    """purge_deliveries deletes closed deliveries whose records all finished (delivered or
+    expired) before ``before``; an open one, a pending or dead record, keeps it."""
+    with store.transaction() as tx:
+        put(tx, "done", ("a", "b"), status="delivered", attempts=1, now=at(0))
+        put(tx, "dead", ("a",), status="dead", attempts=1, now=at(0))
+        put(tx, "untaken", (), now=at(0))
+        put(tx, "open", ("a",), status="delivered", attempts=1, now=at(40))
+        tx.close_deliveries(at(10), at(20), model="m")
+        assert tx.purge_deliveries(at(20), model="m") == 0  # finished at 20: not before
+        assert tx.purge_deliveries(at(21), model="other") == 0
+        assert tx.purge_deliveries(at(21), model="m") == 2
+        assert sorted({d.id for s in STATUSES for d in tx.deliveries(s)}) == ["dead", "open"]
+
+
+def test_reviving_a_migrated_dead_letter_opens_it_to_every_callback(store: Store) -> None:
+    """A dead record of callback "*" (migrated, for every callback of its kind) is replaced
+    on revival by a record for each callback registered for its model and kind."""
+    with store.transaction() as tx:
+        put(tx, "d1", ("*",), status="dead", attempts=10, now=at(0))
+        assert tx.close_deliveries(at(1), at(1), model="m") == 0  # as migrated: closed
+        tx.register_callback("m", "pql", "slack", at(0), since=at(0))
+        tx.register_callback("m", "pql", "gone", at(-500), since=at(-500))
+        assert [d.callback for d in tx.deliveries("dead")] == ["*"]
+        assert tx.revive_dead(at(100), known_since=at(-100)) == 1
+        pending = tx.deliveries("pending")
+        assert [(d.id, d.callback, d.next_attempt_at) for d in pending] == [
+            ("d1", "slack", at(100))
+        ]
+        tx.register_callback("m", "pql", "later", at(101), since=at(50))  # open again
+        assert [d.callback for d in tx.deliveries("pending")] == ["slack", "later"]
 
 
 # -- metadata ------------------------------------------------------------------------------
@@ -953,10 +1143,13 @@ def test_datetimes_round_trip_exactly(store: Store, moment: datetime) -> None:
         )
         tx.enqueue(
             attrs.evolve(
-                delivery("d1", next_attempt_at=moment, lease_until=moment),
+                delivery("d1", next_attempt_at=moment),
                 qualification=attrs.evolve(payload(), qualified_at=moment),
-            )
+            ),
+            ["cb"],
+            now=moment,
         )
+        tx.claim_due(moment, moment, moment, ["pql:cb"], 1)
     with store.transaction() as tx:
         state = tx.load_state("m", "user", "u1")
         qualification = tx.latest_qualification("m", "pql", "u1")

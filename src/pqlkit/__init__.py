@@ -9,8 +9,20 @@ from __future__ import annotations
 
 from ._async import AsyncClient
 from ._client import Client
-from ._default import alias, configure, flush, forget, get_client, group, identify, track
-from ._dispatch import Callback
+from ._default import (
+    alias,
+    configure,
+    flush,
+    forget,
+    get_client,
+    group,
+    identify,
+    on_disqualified,
+    on_pqa,
+    on_pql,
+    track,
+)
+from ._dispatch import Callback, Delivery
 from ._dsl import (
     absent,
     active_days,
@@ -55,6 +67,7 @@ __all__ = [
     "Callback",
     "Client",
     "ClientClosedError",
+    "Delivery",
     "Event",
     "MemoryStore",
     "Model",
@@ -92,6 +105,9 @@ __all__ = [
     "idle",
     "last",
     "minutes",
+    "on_disqualified",
+    "on_pqa",
+    "on_pql",
     "points",
     "score",
     "sequence",

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._client import Client
 from ._clock import Clock
-from ._dispatch import Callback
+from ._dispatch import Callback, Delivery, callback_name
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from .exceptions import ClientClosedError, ValidationError
@@ -60,6 +60,8 @@ class AsyncClient:
         context_events: As for ``Client``.
         delivery_lease: As for ``Client``.
         inline_budget: As for ``Client``.
+        delivery_window: As for ``Client``.
+        delivery_retention: As for ``Client``.
 
     Constructing it builds the Client in the calling thread (which may rebuild
     derived state after a model change); do it once, at startup.
@@ -95,6 +97,8 @@ class AsyncClient:
         context_events: int = 10,
         delivery_lease: timedelta = timedelta(seconds=30),
         inline_budget: timedelta = timedelta(seconds=1),
+        delivery_window: timedelta = timedelta(days=7),
+        delivery_retention: timedelta = timedelta(days=1),
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValidationError("max_workers", "must be a positive int")
@@ -113,6 +117,8 @@ class AsyncClient:
             context_events=context_events,
             delivery_lease=delivery_lease,
             inline_budget=inline_budget,
+            delivery_window=delivery_window,
+            delivery_retention=delivery_retention,
         )
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pqlkit-async")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,26 +178,66 @@ class AsyncClient:
             self._executor.shutdown(wait=True)
 
     # -- callbacks (registration is synchronous) ---------------------------------------------
-    def on(self, kind: Literal["pql", "pqa", "disqualified"], fn: Callback) -> Callback:
-        """Register ``fn`` (a function or an ``async def``) for ``kind`` deliveries."""
+    def on(
+        self,
+        kind: Literal["pql", "pqa", "disqualified"],
+        fn: Callback,
+        *,
+        name: str | None = None,
+    ) -> Callback:
+        """Register ``fn`` (a function or an ``async def``) for ``kind`` deliveries.
+
+        ``name`` as for :meth:`Client.on <pqlkit.Client.on>` (default: ``fn``'s
+        module and qualified name).
+        """
         if not callable(fn):
             raise ValidationError("fn", "must be callable")
-        self._client.on(kind, self._adapt(fn))
+        self._client.on(kind, self._adapt(fn), name=callback_name(fn, name))
         return fn
 
-    def on_pql(self, fn: F) -> F:
-        """Decorator: call ``fn(qualification)`` when a user first qualifies."""
-        self.on("pql", fn)
-        return fn
+    @overload
+    def on_pql(self, fn: F, /, *, name: str | None = None) -> F: ...
+    @overload
+    def on_pql(self, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+    def on_pql(self, fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+        """Decorator: call ``fn(qualification)`` when a user first qualifies.
 
-    def on_pqa(self, fn: F) -> F:
+        ``@client.on_pql``, ``@client.on_pql(name="slack")`` or ``client.on_pql(fn,
+        name="slack")``, as for :meth:`Client.on_pql <pqlkit.Client.on_pql>`.
+        """
+        return self._decorate("pql", fn, name)
+
+    @overload
+    def on_pqa(self, fn: F, /, *, name: str | None = None) -> F: ...
+    @overload
+    def on_pqa(self, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+    def on_pqa(self, fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
         """Decorator: call ``fn(qualification)`` when an account first qualifies."""
-        self.on("pqa", fn)
-        return fn
+        return self._decorate("pqa", fn, name)
 
-    def on_disqualified(self, fn: F) -> F:
+    @overload
+    def on_disqualified(self, fn: F, /, *, name: str | None = None) -> F: ...
+    @overload
+    def on_disqualified(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[F], F]: ...
+    def on_disqualified(
+        self, fn: F | None = None, /, *, name: str | None = None
+    ) -> F | Callable[[F], F]:
         """Decorator: call ``fn(qualification)`` when a qualified subject's rule turns false."""
-        self.on("disqualified", fn)
+        return self._decorate("disqualified", fn, name)
+
+    def _decorate(
+        self, kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
+    ) -> F | Callable[[F], F]:
+        if fn is None:
+
+            def register(fn: F) -> F:
+                self.on(kind, fn, name=name)
+                return fn
+
+            return register
+        self.on(kind, fn, name=name)
         return fn
 
     def _adapt(self, fn: Callback) -> Callback:
@@ -319,9 +365,18 @@ class AsyncClient:
         """:meth:`Client.dead_letters <pqlkit.Client.dead_letters>`, awaited."""
         return await self._run(self._client.dead_letters)
 
-    async def retry_dead_letters(self) -> int:
+    async def deliveries(
+        self,
+        *,
+        status: Literal["pending", "delivered", "dead", "expired"] | None = None,
+        callback: str | None = None,
+    ) -> list[Delivery]:
+        """:meth:`Client.deliveries <pqlkit.Client.deliveries>`, awaited."""
+        return await self._run(self._client.deliveries, status=status, callback=callback)
+
+    async def retry_dead_letters(self, callback: str | None = None) -> int:
         """:meth:`Client.retry_dead_letters <pqlkit.Client.retry_dead_letters>`, awaited."""
-        return await self._run(self._client.retry_dead_letters)
+        return await self._run(self._client.retry_dead_letters, callback)
 
     # -- time and model changes ------------------------------------------------------------
     async def sweep(self, now: datetime | None = None) -> list[Qualification]:

@@ -11,14 +11,14 @@ themselves and raise ``TypeError``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ._clock import Clock, SystemClock
 from ._core import Core
-from ._dispatch import Callback, RetryPolicy
+from ._dispatch import Callback, Delivery, RetryPolicy
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from ._validation import Limits
@@ -67,6 +67,15 @@ class Client:
             delivering what it fired, after its commit. It is checked before each
             callback starts (a running callback is not interrupted); what is left
             stays pending for the next ``flush()``, ``sweep()`` or background pass.
+        delivery_window: How long a qualification stays open to callbacks
+            registered later, in this process or another (a web worker that
+            registers no callback records it; a worker process that registers
+            ``slack`` delivers it). A callback that never took it in that time,
+            and a qualification no callback took, are recorded as "expired"
+            (see :meth:`deliveries`) and logged.
+        delivery_retention: How long a delivered (or expired) delivery is kept
+            once its window closed; then it is deleted. Dead letters are kept
+            until retried.
 
     Example:
         >>> import pqlkit
@@ -96,6 +105,8 @@ class Client:
         context_events: int = 10,
         delivery_lease: timedelta = timedelta(seconds=30),
         inline_budget: timedelta = timedelta(seconds=1),
+        delivery_window: timedelta = timedelta(days=7),
+        delivery_retention: timedelta = timedelta(days=1),
     ) -> None:
         from .stores import open_store
 
@@ -115,6 +126,8 @@ class Client:
             ("retry_base", retry_base),
             ("retry_cap", retry_cap),
             ("delivery_lease", delivery_lease),
+            ("delivery_window", delivery_window),
+            ("delivery_retention", delivery_retention),
         ):
             if not isinstance(td, timedelta) or td <= timedelta(0):
                 raise ValidationError(name, "must be a positive timedelta")
@@ -136,6 +149,8 @@ class Client:
             limits=limits,
             context_events=context_events,
             inline_budget=inline_budget,
+            delivery_window=delivery_window,
+            delivery_retention=delivery_retention,
         )
         # what the testing kit (and a few tests) reach for
         self._plan, self._warm, self._clock, self._limits = (
@@ -186,24 +201,82 @@ class Client:
         return self._core._store
 
     # -- callbacks -----------------------------------------------------------------
-    def on(self, kind: Literal["pql", "pqa", "disqualified"], fn: Callback) -> Callback:
-        """Register ``fn`` for ``"pql"``, ``"pqa"`` or ``"disqualified"`` deliveries."""
-        self._core.on(kind, fn)
+    # Each callback is registered under a name (default: the function's module and
+    # qualified name) and gets a delivery record of its own: one failing callback
+    # never stops, repeats or dead-letters another, and a restarted process picks
+    # up where the same names left off.
+    def on(
+        self,
+        kind: Literal["pql", "pqa", "disqualified"],
+        fn: Callback,
+        *,
+        name: str | None = None,
+    ) -> Callback:
+        """Register ``fn`` for ``"pql"``, ``"pqa"`` or ``"disqualified"`` deliveries.
+
+        Raises:
+            ValidationError: ``name`` (by default ``fn``'s module and qualified
+                name) is taken by another callback of this kind on this client, or
+                is empty.
+        """
+        self._core.on(kind, fn, name)
         return fn
 
-    def on_pql(self, fn: F) -> F:
-        """Decorator: call ``fn(qualification)`` when a user first qualifies."""
-        self._core.on("pql", fn)
-        return fn
+    @overload
+    def on_pql(self, fn: F, /, *, name: str | None = None) -> F: ...
+    @overload
+    def on_pql(self, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+    def on_pql(self, fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+        """Decorator: call ``fn(qualification)`` when a user first qualifies.
 
-    def on_pqa(self, fn: F) -> F:
-        """Decorator: call ``fn(qualification)`` when an account first qualifies."""
-        self._core.on("pqa", fn)
-        return fn
+        ``@client.on_pql``, ``@client.on_pql(name="slack")`` or
+        ``client.on_pql(fn, name="slack")``. The name (default: ``fn``'s module and
+        qualified name, e.g. ``"myapp.hooks.alert_owner"``) identifies the callback's
+        deliveries across restarts and processes; keep it stable.
 
-    def on_disqualified(self, fn: F) -> F:
+        Example:
+            >>> import pqlkit
+            >>> from pqlkit import Model, did
+            >>> with pqlkit.Client(Model("doc", pql=did("x")), store="memory://") as client:
+            ...     @client.on_pql(name="slack")
+            ...     def post(q: pqlkit.Qualification) -> None:
+            ...         print("slack:", q.subject_id)
+            ...     _ = client.track("u1", "x")
+            slack: u1
+        """
+        return self._decorate("pql", fn, name)
+
+    @overload
+    def on_pqa(self, fn: F, /, *, name: str | None = None) -> F: ...
+    @overload
+    def on_pqa(self, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+    def on_pqa(self, fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+        """Decorator: call ``fn(qualification)`` when an account first qualifies (see on_pql)."""
+        return self._decorate("pqa", fn, name)
+
+    @overload
+    def on_disqualified(self, fn: F, /, *, name: str | None = None) -> F: ...
+    @overload
+    def on_disqualified(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[F], F]: ...
+    def on_disqualified(
+        self, fn: F | None = None, /, *, name: str | None = None
+    ) -> F | Callable[[F], F]:
         """Decorator: call ``fn(qualification)`` when a qualified subject's rule turns false."""
-        self._core.on("disqualified", fn)
+        return self._decorate("disqualified", fn, name)
+
+    def _decorate(
+        self, kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
+    ) -> F | Callable[[F], F]:
+        if fn is None:
+
+            def register(fn: F) -> F:
+                self._core.on(kind, fn, name)
+                return fn
+
+            return register
+        self._core.on(kind, fn, name)
         return fn
 
     # -- recording -------------------------------------------------------------------
@@ -352,16 +425,49 @@ class Client:
         return self._core.flush(timeout)
 
     def pending(self) -> list[Qualification]:
-        """Qualifications (and disqualifications) not delivered yet, oldest first."""
+        """Qualifications (and disqualifications) not delivered yet, oldest first.
+
+        One not delivered to some callback yet, or taken by none yet (within its
+        ``delivery_window``), each listed once.
+        """
         return self._core.pending()
 
     def dead_letters(self) -> list[Qualification]:
-        """Qualifications whose delivery exhausted ``max_attempts``."""
+        """Qualifications whose delivery to some callback exhausted ``max_attempts``."""
         return self._core.dead_letters()
 
-    def retry_dead_letters(self) -> int:
-        """Make every dead letter pending again (due now); return how many."""
-        return self._core.retry_dead_letters()
+    def deliveries(
+        self,
+        *,
+        status: Literal["pending", "delivered", "dead", "expired"] | None = None,
+        callback: str | None = None,
+    ) -> list[Delivery]:
+        """The delivery records: one per qualification and callback, oldest first.
+
+        A qualification that no callback took yet is listed once with
+        ``callback=None`` ("pending", or "expired" once its ``delivery_window``
+        closed). Without ``status``, every status, pending ones first, then dead,
+        delivered and expired. Delivered and expired records are kept for
+        ``delivery_retention`` after the window closed.
+
+        Example:
+            >>> import pqlkit
+            >>> from pqlkit import Model, did
+            >>> with pqlkit.Client(Model("doc", pql=did("x")), store="memory://") as client:
+            ...     _ = client.on_pql(lambda q: None, name="crm")
+            ...     _ = client.track("u1", "x")
+            ...     for d in client.deliveries():
+            ...         print(d.callback, d.status, d.qualification.subject_id)
+            crm delivered u1
+        """
+        return self._core.deliveries(status, callback)
+
+    def retry_dead_letters(self, callback: str | None = None) -> int:
+        """Make dead deliveries (of ``callback`` only, if given) pending again, due now.
+
+        Returns how many.
+        """
+        return self._core.retry_dead_letters(callback)
 
     # -- time and model changes ------------------------------------------------------------
     def sweep(self, now: datetime | None = None) -> list[Qualification]:

@@ -23,7 +23,7 @@ import attrs
 from . import _process
 from ._clock import Clock
 from ._convert import from_us, json_converter, to_us
-from ._dispatch import Dispatcher, RetryPolicy
+from ._dispatch import Delivery, Dispatcher, RetryPolicy, callback_name
 from ._engine import Context, Evaluation, EventView, Plan, SubjectState, explain
 from ._events import (
     BulkResult,
@@ -48,6 +48,7 @@ from ._validation import (
 from .exceptions import ClientClosedError, StoreError, TransientStoreError, ValidationError
 from .stores._base import (
     DeliveryRecord,
+    DeliveryStatus,
     NewEvent,
     QualificationRecord,
     StateRecord,
@@ -265,6 +266,8 @@ class Core:
         limits: Limits,
         context_events: int,
         inline_budget: timedelta = timedelta(seconds=1),
+        delivery_window: timedelta = timedelta(days=7),
+        delivery_retention: timedelta = timedelta(days=1),
     ) -> None:
         self.model = model
         self._plan = Plan(model)
@@ -287,6 +290,8 @@ class Core:
             transaction=self._tx,
             model=model.name,
             budget=inline_budget,
+            window=delivery_window,
+            retention=delivery_retention,
         )
         self._rebuild_lock = threading.Lock()
         self._ensure_fingerprint()
@@ -329,12 +334,12 @@ class Core:
             raise ClientClosedError("this Client is closed")
 
     # -- callbacks -----------------------------------------------------------------
-    def on(self, kind: object, fn: object) -> None:
+    def on(self, kind: object, fn: object, name: object = None) -> None:
         if kind != "pql" and kind != "pqa" and kind != "disqualified":
             raise ValidationError("kind", f'must be "pql", "pqa" or "disqualified", got {kind!r}')
         if not callable(fn):
             raise ValidationError("fn", "must be callable")
-        self._dispatcher.register(kind, fn)
+        self._dispatcher.register(kind, fn, callback_name(fn, name))
 
     # -- recording -------------------------------------------------------------------
     def track(
@@ -595,19 +600,51 @@ class Core:
         return self._dispatcher.flush(None if timeout is None else float(timeout))
 
     def pending(self) -> list[Qualification]:
-        self._check_open()
-        with self._tx() as tx:
-            return [d.qualification for d in tx.deliveries("pending", model=self.model.name)]
+        return self._qualifications("pending")
 
     def dead_letters(self) -> list[Qualification]:
+        return self._qualifications("dead")
+
+    def _qualifications(self, status: DeliveryStatus) -> list[Qualification]:
+        """The qualifications with a record of ``status``, each once, oldest first."""
         self._check_open()
         with self._tx() as tx:
-            return [d.qualification for d in tx.deliveries("dead", model=self.model.name)]
+            records = tx.deliveries(status, model=self.model.name)
+        found: dict[str, Qualification] = {}
+        for record in records:
+            found.setdefault(record.id, record.qualification)
+        return list(found.values())
 
-    def retry_dead_letters(self) -> int:
+    def deliveries(self, status: object, callback: object) -> list[Delivery]:
         self._check_open()
+        statuses: tuple[DeliveryStatus, ...] = ("pending", "dead", "delivered", "expired")
+        if status is not None:
+            if status not in statuses:
+                raise ValidationError(
+                    "status",
+                    f'must be "pending", "delivered", "dead", "expired" or None, got {status!r}',
+                )
+            statuses = (status,)
+        if callback is not None and not isinstance(callback, str):
+            raise ValidationError("callback", f"must be a str or None, got {callback!r}")
+        with self._tx() as tx:
+            return [
+                Delivery.of(record)
+                for s in statuses
+                for record in tx.deliveries(s, model=self.model.name, callback=callback)
+            ]
+
+    def retry_dead_letters(self, callback: object = None) -> int:
+        self._check_open()
+        if callback is not None and not isinstance(callback, str):
+            raise ValidationError("callback", f"must be a str or None, got {callback!r}")
         now = self._clock.now()
-        count = self._write(lambda tx: tx.revive_dead(now, model=self.model.name))
+        since = now - self._dispatcher.window
+        count = self._write(
+            lambda tx: tx.revive_dead(
+                now, model=self.model.name, callback=callback, known_since=since
+            )
+        )
         if count:
             self._dispatcher.revived()
         return count
@@ -1133,8 +1170,12 @@ class Core:
             q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
             # the first attempt is due now on the client's clock (T, an event's
             # timestamp or a sweep's `now`, may lie in the clock's future)
+            now = self._clock.now()
             tx.enqueue(
-                DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=self._clock.now())
+                DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=now),
+                self._dispatcher.names(rule_kind),
+                now=now,
+                known_since=now - self._dispatcher.window,
             )
             out.qualified.append(q)
             out.enqueued = True
@@ -1156,10 +1197,12 @@ class Core:
                 ),
                 disqualified_at=when,
             )
+            now = self._clock.now()
             tx.enqueue(
-                DeliveryRecord(
-                    dq_id, "disqualified", subject.id, q, next_attempt_at=self._clock.now()
-                )
+                DeliveryRecord(dq_id, "disqualified", subject.id, q, next_attempt_at=now),
+                self._dispatcher.names("disqualified"),
+                now=now,
+                known_since=now - self._dispatcher.window,
             )
             out.disqualified.append(q)
             out.enqueued = True
@@ -1412,11 +1455,13 @@ def _redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:
     """Remove these users' events from the stored payloads of these accounts' deliveries."""
     if not accounts:
         return
-    for status in ("pending", "delivered", "dead"):
+    done: set[str] = set()
+    for status in ("pending", "delivered", "dead", "expired"):
         for d in tx.deliveries(status):
             q = d.qualification
-            if q.kind != "pqa" or q.subject_id not in accounts:
+            if q.kind != "pqa" or q.subject_id not in accounts or d.id in done:
                 continue
+            done.add(d.id)
             events = q.context.get("events", [])
             kept = [e for e in events if e.get("user_id") not in user_ids]
             if len(kept) != len(events):

@@ -6,16 +6,31 @@ It lives here and only here; :func:`pqlkit.testing.use` swaps it for a test.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 from ._client import Client
+from ._dispatch import Callback
 from ._events import TrackResult
 from ._model import Model
 from .exceptions import PqlkitError
 
-__all__ = ["alias", "configure", "flush", "forget", "get_client", "group", "identify", "track"]
+__all__ = [
+    "alias",
+    "configure",
+    "flush",
+    "forget",
+    "get_client",
+    "group",
+    "identify",
+    "on_disqualified",
+    "on_pqa",
+    "on_pql",
+    "track",
+]
+
+F = TypeVar("F", bound=Callback)
 
 _lock = threading.Lock()
 _client: Client | None = None
@@ -104,3 +119,42 @@ def forget(user_id: str) -> None:
 def flush(timeout: float | None = None) -> int:
     """:meth:`Client.flush` on the default client."""
     return get_client().flush(timeout)
+
+
+@overload
+def on_pql(fn: F, /, *, name: str | None = None) -> F: ...
+@overload
+def on_pql(fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+def on_pql(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """:meth:`Client.on_pql` on the default client (call :func:`configure` first)."""
+    return _register("pql", fn, name)
+
+
+@overload
+def on_pqa(fn: F, /, *, name: str | None = None) -> F: ...
+@overload
+def on_pqa(fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+def on_pqa(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """:meth:`Client.on_pqa` on the default client (call :func:`configure` first)."""
+    return _register("pqa", fn, name)
+
+
+@overload
+def on_disqualified(fn: F, /, *, name: str | None = None) -> F: ...
+@overload
+def on_disqualified(fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+def on_disqualified(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """:meth:`Client.on_disqualified` on the default client (call :func:`configure` first)."""
+    return _register("disqualified", fn, name)
+
+
+def _register(
+    kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
+) -> F | Callable[[F], F]:
+    client = get_client()
+
+    def register(fn: F) -> F:
+        client.on(kind, fn, name=name)
+        return fn
+
+    return register if fn is None else register(fn)

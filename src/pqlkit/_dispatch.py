@@ -16,10 +16,10 @@ import attrs
 
 from ._clock import Clock
 from ._events import Qualification
-from .exceptions import StoreError, TransientStoreError
+from .exceptions import StoreError, TransientStoreError, ValidationError
 from .stores._base import DeliveryRecord, DeliveryStatus, Store, Transaction
 
-__all__ = ["Callback", "Dispatcher", "RetryPolicy"]
+__all__ = ["Callback", "Delivery", "Dispatcher", "RetryPolicy", "callback_name"]
 
 logger = logging.getLogger("pqlkit")
 
@@ -27,12 +27,78 @@ DeliveryKind = Literal["pql", "pqa", "disqualified"]
 _FINISH_ATTEMPTS = 5
 _BEATS_PER_LEASE = 3  # a running callback's lease is renewed this often per lease
 _BEAT_IDLE = 60.0  # seconds without a running callback before the heartbeat thread ends
+_HOUSEKEEPING = timedelta(minutes=1)  # closing windows and purging, at most this often
+_REFRESH = timedelta(hours=1)  # a registered callback is recorded as seen again this often
+_MAX_NAME = 200
 
 
 class Callback(Protocol):
     """A function called with one :class:`~pqlkit.Qualification`."""
 
     def __call__(self, qualification: Qualification, /) -> object: ...
+
+
+def callback_name(fn: object, name: object = None) -> str:
+    """The name ``fn`` is registered under: ``name``, or the function's qualified name.
+
+    The default is ``module.qualname`` (``"myapp.hooks.alert_owner"``), which stays
+    the same across restarts as long as the function is not moved or renamed.
+
+    Raises:
+        ValidationError: ``name`` is not a non-empty str (or is ``"*"``, kept for
+            deliveries migrated from a version that had no names).
+    """
+    if name is None:
+        qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        module = getattr(fn, "__module__", None) or type(fn).__module__
+        name = f"{module}.{qualname}"
+    if not isinstance(name, str):
+        raise ValidationError("name", f"must be a str, got {type(name).__name__}")
+    if not name.strip() or name == "*" or "\x00" in name or len(name) > _MAX_NAME:
+        raise ValidationError(
+            "name", f"must be a non-empty name of at most {_MAX_NAME} characters, got {name!r}"
+        )
+    return name
+
+
+@attrs.frozen
+class Delivery:
+    """One qualification's delivery to one callback, as :meth:`Client.deliveries` lists it.
+
+    Attributes:
+        qualification: What is delivered.
+        callback: The name of the callback it is for; None while no callback took
+            the qualification (``status`` is then "pending", or "expired" once its
+            ``delivery_window`` closed without one). ``"*"`` is a delivery
+            recorded before callbacks had names, for every callback of its kind.
+        status: ``"pending"``, ``"delivered"``, ``"dead"`` (exhausted its attempts)
+            or ``"expired"`` (never attempted within the window).
+        attempts: Attempts so far.
+        next_attempt_at: When it is due next (the client's clock), while pending.
+        last_error: The last attempt's error, if it failed.
+        finished_at: When it was delivered, dead-lettered or expired (the client's clock).
+    """
+
+    qualification: Qualification
+    callback: str | None
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, record: DeliveryRecord) -> Delivery:
+        """The public view of a store's record."""
+        return cls(
+            record.qualification,
+            record.callback,
+            record.status,
+            record.attempts,
+            record.next_attempt_at,
+            record.last_error,
+            record.finished_at,
+        )
 
 
 @attrs.frozen
@@ -63,6 +129,8 @@ class Dispatcher:
         transaction: Callable[[], AbstractContextManager[Transaction]] | None = None,
         model: str | None = None,
         budget: timedelta = timedelta(seconds=1),
+        window: timedelta = timedelta(days=7),
+        retention: timedelta = timedelta(days=1),
     ) -> None:
         self._store = store
         self._model = model  # only this model's deliveries are claimed
@@ -73,7 +141,13 @@ class Dispatcher:
         self._policy = policy
         self._lease = lease
         self._budget = budget.total_seconds()  # inline: how long a write may deliver
-        self._callbacks: dict[str, list[Callback]] = {"pql": [], "pqa": [], "disqualified": []}
+        self._window = window  # how long a qualification waits for callbacks to take it
+        self._retention = retention  # how long finished deliveries are kept after that
+        # (kind, name) -> callback, in registration order
+        self._callbacks: dict[tuple[str, str], Callback] = {}
+        # (kind, name) -> when (the client's clock) it was last recorded in the store
+        self._synced: dict[tuple[str, str], datetime] = {}
+        self._housekept: datetime | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
         # background mode
@@ -84,20 +158,38 @@ class Dispatcher:
         self._closed = False  # close() was called: claim nothing more
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        # leases of the deliveries whose callbacks run now (id -> attempts of the
-        # claim), renewed by the heartbeat thread until they finish
-        self._inflight: dict[str, int] = {}
+        # leases of the records whose callbacks run now ((id, callback) -> attempts
+        # of the claim), renewed by the heartbeat thread until they finish
+        self._inflight: dict[tuple[str, str], int] = {}
         self._beat: threading.Thread | None = None
         self._beat_cond = threading.Condition()
 
     # -- registration ----------------------------------------------------------
-    def register(self, kind: DeliveryKind, fn: Callback) -> None:
+    def register(self, kind: DeliveryKind, fn: Callback, name: str) -> None:
+        """Register ``fn`` for ``kind`` under ``name`` (unique among ``kind``'s callbacks)."""
         with self._lock:
-            self._callbacks[kind].append(fn)
+            if (kind, name) in self._callbacks:
+                raise ValidationError(
+                    "name",
+                    f"a {kind} callback named {name!r} is registered already; give each one"
+                    " its own name= (deliveries are recorded per name)",
+                )
+            self._callbacks[kind, name] = fn
 
-    def kinds(self) -> list[str]:
+    def names(self, kind: str) -> list[str]:
+        """The names of ``kind``'s callbacks."""
         with self._lock:
-            return [k for k, fns in self._callbacks.items() if fns]
+            return [name for k, name in self._callbacks if k == kind]
+
+    def keys(self) -> list[str]:
+        """``"kind:name"`` of every callback (what claim_due selects by)."""
+        with self._lock:
+            return [f"{kind}:{name}" for kind, name in self._callbacks]
+
+    @property
+    def window(self) -> timedelta:
+        """How long a qualification stays open for callbacks registered later."""
+        return self._window
 
     # -- triggering ------------------------------------------------------------
     def fired(self, ids: Sequence[str]) -> None:
@@ -174,8 +266,8 @@ class Dispatcher:
         return left
 
     def count_due(self) -> int:
-        """How many pending deliveries of this client's kinds are due now (and not running)."""
-        kinds = self.kinds()
+        """How many pending records of this client's callbacks are due now (and not running)."""
+        keys = set(self.keys())
         now = self._clock.now()
         with self._transaction() as tx:
             pending = tx.deliveries("pending", model=self._model)
@@ -184,16 +276,18 @@ class Dispatcher:
         return sum(
             1
             for d in pending
-            if d.kind in kinds
+            if f"{d.kind}:{d.callback}" in keys
             and (d.next_attempt_at is None or d.next_attempt_at <= now)
-            and d.id not in running
+            and (d.id, d.callback) not in running
         )
 
     # -- the work --------------------------------------------------------------
     def run_due(self, deadline: float | None = None) -> int:
-        """Attempt due deliveries of kinds with a callback until none is left (or ``deadline``).
+        """Attempt due deliveries to this client's callbacks until none is left (or ``deadline``).
 
-        Returns how many were attempted.
+        First records newly registered callbacks in the store (so they get what
+        is open), and at most once a minute closes windows and purges (see
+        :meth:`_housekeep`). Returns how many were attempted.
         """
         return self._run(None, deadline)
 
@@ -203,9 +297,17 @@ class Dispatcher:
         self._local.active = True
         attempted = 0
         try:
+            if self._closed or self._stopping:
+                return 0
+            try:
+                self._sync()
+                if ids is None:
+                    self._housekeep()
+            except TransientStoreError:  # a conflict: the next pass does it
+                pass
             while True:
-                kinds = self.kinds()
-                if not kinds or self._closed or self._stopping:
+                keys = self.keys()
+                if not keys or self._closed or self._stopping:
                     return attempted
                 if deadline is not None and time.monotonic() >= deadline:
                     return attempted
@@ -213,10 +315,10 @@ class Dispatcher:
                 now = self._clock.now()
                 try:
                     with self._transaction() as tx:
-                        # one delivery per claim: its lease covers one callback run,
+                        # one record per claim: its lease covers one callback run,
                         # renewed while it runs (see _heartbeat)
                         batch = tx.claim_due(
-                            now, wall, wall + self._lease, kinds, 1, model=self._model, ids=ids
+                            now, wall, wall + self._lease, keys, 1, model=self._model, ids=ids
                         )
                 except TransientStoreError:  # a conflict: the next pass claims them
                     return attempted
@@ -228,35 +330,91 @@ class Dispatcher:
         finally:
             self._local.active = False
 
-    def _attempt_leased(self, delivery: DeliveryRecord) -> None:
-        """Attempt a claimed delivery, its lease renewed until its outcome is recorded."""
+    def _sync(self) -> None:
+        """Record this client's callbacks in the store: new ones, and each again hourly.
+
+        The store then gives each one a record of every qualification that is
+        still open (enqueued within the window), including those that processes
+        without this callback recorded, and of every one enqueued from now on.
+        """
+        if self._model is None:
+            return
+        now = self._clock.now()
+        refresh = min(_REFRESH, self._window / 4)
         with self._lock:
-            if delivery.id in self._inflight:
+            stale = [
+                key
+                for key in self._callbacks
+                if key not in self._synced or now >= self._synced[key] + refresh
+            ]
+        for kind, name in stale:
+            with self._transaction() as tx:
+                done = tx.register_callback(self._model, kind, name, now, since=now - self._window)
+            if done:
+                with self._lock:
+                    self._synced[kind, name] = now
+
+    def _housekeep(self) -> None:
+        """Close the window of qualifications enqueued before it, then purge finished ones.
+
+        At most once a minute on the client's clock. A record never attempted in
+        its qualification's window expires, and so does a qualification that no
+        callback took (both logged). A qualification with its records is deleted
+        ``retention`` after its window closed and each record was delivered or
+        expired.
+        """
+        if self._model is None:
+            return
+        now = self._clock.now()
+        if self._housekept is not None and now < self._housekept + _HOUSEKEEPING:
+            return
+        with self._transaction() as tx:
+            expired = tx.close_deliveries(now - self._window, now, model=self._model)
+            tx.purge_deliveries(now - self._retention, model=self._model)
+        self._housekept = now
+        if expired:
+            logger.warning(
+                "pqlkit: %d deliveries expired: no callback took them within %s"
+                " (see client.deliveries(status='expired'))",
+                expired,
+                self._window,
+            )
+
+    def _attempt_leased(self, delivery: DeliveryRecord) -> None:
+        """Attempt a claimed record, its lease renewed until its outcome is recorded."""
+        assert delivery.callback is not None
+        key = (delivery.id, delivery.callback)
+        with self._lock:
+            if key in self._inflight:
                 # running here already (its lease ran out while a renewal failed):
                 # never twice at once; that run records the outcome
                 return
-            self._inflight[delivery.id] = delivery.attempts
+            self._inflight[key] = delivery.attempts
         try:
             self._ensure_heartbeat()
-            self._attempt(delivery)
+            self._attempt(delivery, delivery.callback)
         finally:
             with self._lock:
-                self._inflight.pop(delivery.id, None)
+                self._inflight.pop(key, None)
 
-    def _attempt(self, delivery: DeliveryRecord) -> None:
+    def _attempt(self, delivery: DeliveryRecord, name: str) -> None:
         with self._lock:
-            fns = list(self._callbacks[delivery.kind])
+            fn = self._callbacks.get((delivery.kind, name))
+        if fn is None:  # pragma: no cover - claimed only for registered names
+            return
         attempts = delivery.attempts  # counted by the claim
         if attempts > self._policy.max_attempts:
             # every attempt so far died with its process (or was cut short): give up
             logger.error(
-                "pqlkit: %s delivery for %s dead-lettered: %d attempts never finished",
+                "pqlkit: %s delivery to %s for %s dead-lettered: %d attempts never finished",
                 delivery.kind,
+                name,
                 delivery.qualification.subject_id,
                 attempts - 1,
             )
             self._finish(
                 delivery.id,
+                name,
                 status="dead",
                 attempts=attempts - 1,
                 next_attempt_at=None,
@@ -264,13 +422,13 @@ class Dispatcher:
             )
             return
         try:
-            for fn in fns:
-                fn(delivery.qualification)
+            fn(delivery.qualification)
         except Exception as exc:  # a callback's error never propagates
             dead = attempts >= self._policy.max_attempts
             logger.exception(
-                "pqlkit: %s callback failed for %s (attempt %d of %d)%s",
+                "pqlkit: %s callback %s failed for %s (attempt %d of %d)%s",
                 delivery.kind,
+                name,
                 delivery.qualification.subject_id,
                 attempts,
                 self._policy.max_attempts,
@@ -279,6 +437,7 @@ class Dispatcher:
             next_at = None if dead else self._clock.now() + self._policy.delay(attempts)
             self._finish(
                 delivery.id,
+                name,
                 status="dead" if dead else "pending",
                 attempts=attempts,
                 next_attempt_at=next_at,
@@ -287,6 +446,7 @@ class Dispatcher:
             return
         self._finish(
             delivery.id,
+            name,
             status="delivered",
             attempts=attempts,
             next_attempt_at=None,
@@ -296,6 +456,7 @@ class Dispatcher:
     def _finish(
         self,
         delivery_id: str,
+        name: str,
         *,
         status: DeliveryStatus,
         attempts: int,
@@ -307,21 +468,28 @@ class Dispatcher:
         If it cannot be recorded, the lease expires and the delivery runs again:
         at least once, never lost.
         """
+        finished_at = None if status == "pending" else self._clock.now()
+        with self._lock:  # its callback is over: the heartbeat stops renewing the lease
+            self._inflight.pop((delivery_id, name), None)
         for attempt in range(1, _FINISH_ATTEMPTS + 1):
             try:
                 with self._transaction() as tx:
                     tx.finish_delivery(
                         delivery_id,
+                        name,
                         status=status,
                         attempts=attempts,
                         next_attempt_at=next_attempt_at,
                         last_error=last_error,
+                        finished_at=finished_at,
                     )
                 return
             except TransientStoreError:
                 if attempt == _FINISH_ATTEMPTS:
                     logger.warning(
-                        "pqlkit: could not record delivery %s; it will run again", delivery_id
+                        "pqlkit: could not record delivery %s to %s; it will run again",
+                        delivery_id,
+                        name,
                     )
                     return
                 time.sleep(0.005 * 2**attempt * random.uniform(0.5, 1.5))
@@ -366,12 +534,17 @@ class Dispatcher:
             until = datetime.now(timezone.utc) + self._lease
             try:
                 with self._transaction() as tx:
-                    for delivery_id, attempts in running.items():
-                        if not tx.renew_lease(delivery_id, attempts, until):
+                    for (delivery_id, name), attempts in running.items():
+                        if tx.renew_lease(delivery_id, name, attempts, until):
+                            continue
+                        with self._lock:  # not finished meanwhile: lost
+                            lost = self._inflight.get((delivery_id, name)) == attempts
+                        if lost:
                             logger.warning(
-                                "pqlkit: the lease of delivery %s was lost while its callback"
-                                " ran; another process may deliver it again",
+                                "pqlkit: the lease of delivery %s to %s was lost while the"
+                                " callback ran; another process may deliver it again",
                                 delivery_id,
+                                name,
                             )
             except Exception:
                 if self._closed:  # the client closed its store: leave the leases to expire

@@ -21,7 +21,9 @@ Every line is one JSON object with a ``"type"``:
                     ``traits``: merged into the stored traits.
 ``"alias"``         ``previous_id``, ``user_id``.
 ``"qualification"`` a qualification record (who fired, when, under which model).
-``"delivery"``      an outbox entry, with its status and attempts.
+``"delivery"``      an outbox entry: a qualification, the name of the
+                    ``callback`` it is for (none while no callback took it),
+                    its status and attempts.
 =================== ==========================================================
 """
 
@@ -33,11 +35,10 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
-import attrs
 import click
 
 from . import _core
@@ -46,7 +47,7 @@ from ._convert import dumps, json_converter
 from ._model import Model
 from .exceptions import PqlkitError, ValidationError
 from .stores import Store, Transaction, open_store
-from .stores._base import DeliveryRecord, NewEvent, QualificationRecord
+from .stores._base import DeliveryRecord, DeliveryStatus, NewEvent, QualificationRecord
 
 __all__ = ["main"]
 
@@ -124,7 +125,7 @@ def export_command(url: str, output: IO[str]) -> None:
                 for previous in tx.aliases_of(user):
                     _write(output, {"type": "alias", "previous_id": previous, "user_id": user})
                     others += 1
-            deliveries = [d for s in ("pending", "delivered", "dead") for d in tx.deliveries(s)]
+            deliveries = [d for s in _STATUSES for d in tx.deliveries(s)]
             models = sorted({d.qualification.model for d in deliveries})
             for model in models:
                 for q in tx.qualifications(model):
@@ -196,7 +197,7 @@ def import_command(url: str, model_path: str, source: IO[bytes]) -> None:
 def _import(client: Client, source: IO[bytes]) -> dict[str, int]:
     counts = dict.fromkeys(("events", "traits", "aliases", "qualifications", "deliveries"), 0)
     with client.store.transaction() as tx:
-        known = {d.id for s in ("pending", "delivered", "dead") for d in tx.deliveries(s)}
+        known = {(d.id, d.callback) for s in _STATUSES for d in tx.deliveries(s)}
     batch: list[tuple[int, dict[str, Any]]] = []
     length = _size(source)
     err = sys.stderr
@@ -232,7 +233,7 @@ def _write_batch(
     client: Client,
     batch: list[tuple[int, dict[str, Any]]],
     counts: dict[str, int],
-    known: set[str],
+    known: set[tuple[str, str | None]],
 ) -> None:
     """Validate a batch of lines, then store it in one transaction."""
     writes = [(number, _parse(client, number, line)) for number, line in batch]
@@ -279,6 +280,10 @@ def _parse(client: Client, number: int, line: dict[str, Any]) -> tuple[str, Any]
     raise click.ClickException(f"line {number}: unknown type {kind!r}")
 
 
+_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "expired")
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _text(fields: dict[str, Any], name: str) -> str:
     value = fields.get(name)
     if not isinstance(value, str) or not value.strip():
@@ -286,7 +291,7 @@ def _text(fields: dict[str, Any], name: str) -> str:
     return value
 
 
-def _apply(tx: Transaction, kind: str, value: Any, known: set[str]) -> bool:
+def _apply(tx: Transaction, kind: str, value: Any, known: set[tuple[str, str | None]]) -> bool:
     """Store one parsed line; True if it added something."""
     if kind == "events":
         assert isinstance(value, NewEvent)
@@ -312,10 +317,28 @@ def _apply(tx: Transaction, kind: str, value: Any, known: set[str]) -> bool:
         assert isinstance(value, QualificationRecord)
         return tx.insert_qualification(value)
     assert isinstance(value, DeliveryRecord)
-    if value.id in known:
+    callback = value.callback
+    if callback is None and value.status in ("delivered", "dead"):
+        callback = "*"  # exported before callbacks had names: for every callback of its kind
+    if (value.id, callback) in known:
         return False
-    tx.enqueue(attrs.evolve(value, lease_until=None))
-    known.add(value.id)
+    if callback is None:  # no callback took it yet: open to them from now
+        tx.enqueue(value, now=datetime.now(timezone.utc))
+    else:
+        # its window counts from when it qualified; a "*" one is closed to new callbacks
+        opened = _LONG_AGO if callback == "*" else value.qualification.qualified_at
+        tx.enqueue(value, [callback], now=opened)
+        if value.status != "pending" or value.attempts or value.last_error:
+            tx.finish_delivery(
+                value.id,
+                callback,
+                status=value.status,
+                attempts=value.attempts,
+                next_attempt_at=value.next_attempt_at,
+                last_error=value.last_error,
+                finished_at=value.finished_at,
+            )
+    known.add((value.id, callback))
     return True
 
 

@@ -134,8 +134,8 @@ class Recorder(Sequence[Qualification]):
     Made by :func:`recorder`. It is a read-only sequence (``list(rec)``,
     ``len(rec)``, ``rec[0]``, ``q in rec``) of every delivery; ``pql``, ``pqa``
     and ``disqualified`` hold those of one kind. Delivery is at least once: a
-    delivery retried because another callback raised is recorded again, with
-    the same ``id``.
+    delivery retried (the process died while recording it, say) is recorded
+    again, with the same ``id``. Another callback's failure never makes it so.
     """
 
     def __init__(self) -> None:
@@ -230,9 +230,10 @@ def recorder(client: Client) -> Recorder:
     if not isinstance(client, Client):
         raise ValidationError("client", f"must be a pqlkit.Client, got {type(client).__name__}")
     rec = Recorder()
-    client.on("pql", rec._on_pql)
-    client.on("pqa", rec._on_pqa)
-    client.on("disqualified", rec._on_disqualified)
+    # one name per kind: a second recorder on the same client is refused
+    client.on("pql", rec._on_pql, name="pqlkit.testing.recorder:pql")
+    client.on("pqa", rec._on_pqa, name="pqlkit.testing.recorder:pqa")
+    client.on("disqualified", rec._on_disqualified, name="pqlkit.testing.recorder:disqualified")
     return rec
 
 

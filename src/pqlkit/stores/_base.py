@@ -9,7 +9,10 @@ A store keeps five things, all of them plain values:
 * **derived state** per (model, subject): an opaque JSON text owned by the
   engine, and the time the subject next needs a ``sweep`` (its *due* time);
 * **qualification records**, unique per (model, kind, subject, round);
-* the **outbox** of deliveries to callbacks.
+* the **outbox**: each qualification to deliver, stored once, with one delivery
+  record per callback (status, attempts, backoff, lease), and the names of the
+  callbacks registered for each model and kind (so that a qualification
+  recorded by a process without callbacks still reaches them).
 
 Everything happens inside :meth:`Store.transaction`: one transaction per
 ``track()``, committed atomically or not at all. Transactions do not nest (a
@@ -57,7 +60,7 @@ __all__ = [
 ]
 
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
-DeliveryStatus = Literal["pending", "delivered", "dead"]
+DeliveryStatus = Literal["pending", "delivered", "dead", "expired"]
 
 
 @attrs.frozen
@@ -103,9 +106,15 @@ class QualificationRecord:
 
 @attrs.frozen
 class DeliveryRecord:
-    """A delivery in the outbox.
+    """A delivery in the outbox: one qualification to one callback.
 
-    ``next_attempt_at`` is on the client's clock (it drives backoff);
+    ``callback`` is the name the callback was registered with; None for a
+    qualification no callback took yet (``status`` "pending" while its window
+    is open, "expired" once it closed). ``"*"`` marks a record migrated from
+    schema version 2, when one delivery served every callback of its kind.
+
+    ``next_attempt_at`` is on the client's clock (it drives backoff), and so is
+    ``finished_at`` (when it was delivered, dead-lettered or expired);
     ``lease_until`` is on the wall clock (it stops two processes from running the
     same delivery at once, and expires if the claiming process dies).
     """
@@ -119,6 +128,8 @@ class DeliveryRecord:
     next_attempt_at: datetime | None = None
     lease_until: datetime | None = None
     last_error: str | None = None
+    callback: str | None = None
+    finished_at: datetime | None = None
 
     @property
     def model(self) -> str:
@@ -250,8 +261,37 @@ class Transaction(Protocol):
         """
 
     # -- outbox ----------------------------------------------------------------
-    def enqueue(self, delivery: DeliveryRecord) -> None:
-        """Add a pending delivery (ignored if its id exists)."""
+    # A qualification to deliver is stored once and stays *open* for a window
+    # (the Client's ``delivery_window``): a callback registered in that time, in
+    # any process, gets a delivery record for it. Each record is claimed, retried
+    # and dead-lettered on its own.
+    def enqueue(
+        self,
+        delivery: DeliveryRecord,
+        callbacks: Sequence[str] = (),
+        *,
+        now: datetime,
+        known_since: datetime | None = None,
+    ) -> None:
+        """Store a qualification to deliver, open from ``now`` (ignored if its id exists).
+
+        Adds a pending record, due at ``delivery.next_attempt_at``, for each of
+        ``callbacks`` (names of ``delivery.kind``'s callbacks) and for each callback
+        :meth:`register_callback` recorded for its model and kind as seen at or
+        after ``known_since`` (every one when None). The record fields of
+        ``delivery`` (status, attempts, lease, error) are not read.
+        """
+
+    def register_callback(
+        self, model: str, kind: str, name: str, now: datetime, *, since: datetime
+    ) -> bool:
+        """Record that callback ``name`` of ``kind`` is registered for ``model`` (seen ``now``).
+
+        Adds a pending record, due ``now``, for it to every open qualification of
+        that model and kind enqueued at or after ``since`` that has none. Returns
+        False (and changes nothing) if it could not do so without waiting for
+        other writers (a later call tries again).
+        """
 
     def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
         """Replace a delivery's payload (``forget`` redacts a forgotten user from it)."""
@@ -261,24 +301,28 @@ class Transaction(Protocol):
         now: datetime,
         wall_now: datetime,
         lease_until: datetime,
-        kinds: Sequence[str],
+        callbacks: Sequence[str],
         limit: int,
         *,
         model: str | None = None,
         ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
-        """Lease pending deliveries of ``kinds`` due at ``now`` whose lease expired.
+        """Lease pending records due at ``now`` whose lease expired, for ``callbacks``.
 
-        With ``model``, only that model's deliveries (another model's callbacks
-        never receive them); with ``ids``, only deliveries with those ids.
+        ``callbacks`` are ``"kind:name"`` keys (a record matches by its kind and
+        callback name). With ``model``, only that model's records (another
+        model's callbacks never receive them); with ``ids``, only records of the
+        qualifications with those ids.
 
         Sets each one's ``lease_until``, counts the attempt (``attempts + 1``, so a
         process that dies mid-callback still uses one up) and returns them, oldest
         first, as updated.
         """
 
-    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
-        """Extend the lease of a claimed delivery whose callback is still running.
+    def renew_lease(
+        self, delivery_id: str, callback: str, attempts: int, lease_until: datetime
+    ) -> bool:
+        """Extend the lease of a claimed record whose callback is still running.
 
         Only while it is pending and ``attempts`` is still what the claim set (nobody
         claimed it since); returns whether it was extended.
@@ -287,23 +331,58 @@ class Transaction(Protocol):
     def finish_delivery(
         self,
         delivery_id: str,
+        callback: str,
         *,
         status: DeliveryStatus,
         attempts: int,
         next_attempt_at: datetime | None,
         last_error: str | None,
+        finished_at: datetime | None = None,
     ) -> None:
-        """Record an attempt's outcome and release the lease."""
+        """Record an attempt's outcome for one callback and release the lease."""
 
     def deliveries(
-        self, status: DeliveryStatus, *, model: str | None = None
+        self,
+        status: DeliveryStatus,
+        *,
+        model: str | None = None,
+        callback: str | None = None,
     ) -> list[DeliveryRecord]:
-        """Deliveries with ``status`` (of ``model`` only, if given), oldest first."""
+        """Records with ``status`` (of ``model``, of ``callback``, if given), oldest first.
 
-    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
-        """Make every dead delivery (of ``model``, if given) pending again, due at ``now``.
+        Without ``callback``, "pending" also lists the open qualifications that no
+        callback took yet, and "expired" the ones that none took in their window,
+        each as a record whose ``callback`` is None.
+        """
 
-        Returns how many.
+    def revive_dead(
+        self,
+        now: datetime,
+        *,
+        model: str | None = None,
+        callback: str | None = None,
+        known_since: datetime | None = None,
+    ) -> int:
+        """Make dead records (of ``model``, of ``callback``, if given) pending again, due ``now``.
+
+        A migrated ``"*"`` record is replaced: its qualification opens again from
+        ``now``, with a record for each callback registered for its model and kind
+        since ``known_since``. Returns how many records were revived.
+        """
+
+    def close_deliveries(self, before: datetime, now: datetime, *, model: str) -> int:
+        """Close the window of ``model``'s open qualifications enqueued before ``before``.
+
+        Records of theirs that were never attempted, and qualifications that no
+        callback took, expire (``finished_at = now``). Returns how many expired.
+        """
+
+    def purge_deliveries(self, before: datetime, *, model: str) -> int:
+        """Delete ``model``'s qualifications (with their records) that finished before ``before``.
+
+        A qualification goes once its window closed before ``before`` and each of
+        its records was delivered or expired before ``before`` (a pending or dead
+        record keeps it). Returns how many qualifications were deleted.
         """
 
     # -- metadata --------------------------------------------------------------

@@ -17,6 +17,7 @@ import attrs
 from .._events import EventRecord, Qualification, SubjectKind
 from ..exceptions import StoreError
 from ._base import (
+    DeliveryKind,
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
@@ -30,6 +31,32 @@ __all__ = ["MemoryStore"]
 _SEQ = operator.attrgetter("seq")
 
 
+@attrs.frozen
+class _Delivery:
+    """A qualification to deliver: its payload, and whether its window is still open."""
+
+    qualification: Qualification
+    kind: DeliveryKind
+    order: int  # its place in the order qualifications were enqueued
+    enqueued_at: datetime
+    due: datetime | None  # when it was first due
+    status: str = "open"  # "open", "closed" (window over) or "expired" (nobody took it)
+    finished_at: datetime | None = None
+
+    def untaken(self, status: DeliveryStatus, delivery_id: str) -> DeliveryRecord:
+        """The record that stands for it while no callback has one."""
+        q = self.qualification
+        return DeliveryRecord(
+            delivery_id,
+            self.kind,
+            q.subject_id,
+            q,
+            status=status,
+            next_attempt_at=self.due,
+            finished_at=self.finished_at,
+        )
+
+
 @attrs.define
 class _Data:
     events: list[EventRecord] = attrs.Factory(list)
@@ -40,12 +67,15 @@ class _Data:
     traits: dict[tuple[str, str], dict[str, Any]] = attrs.Factory(dict)
     states: dict[tuple[str, str, str], StateRecord] = attrs.Factory(dict)
     qualifications: dict[tuple[str, str, str, int], QualificationRecord] = attrs.Factory(dict)
-    deliveries: dict[str, DeliveryRecord] = attrs.Factory(dict)
-    # the pending ones (claim_due reads only these), each with its place in the
-    # order deliveries were created (the order they are claimed in)
-    pending: dict[str, int] = attrs.Factory(dict)
-    created: dict[str, int] = attrs.Factory(dict)
-    enqueued: int = 0  # deliveries ever enqueued (numbers them; never reused)
+    # the outbox: each qualification once, and a record per (qualification, callback)
+    deliveries: dict[str, _Delivery] = attrs.Factory(dict)
+    records: dict[tuple[str, str], DeliveryRecord] = attrs.Factory(dict)
+    # the pending records (claim_due reads only these), each with its place in the
+    # order records were created (the order they are claimed in)
+    pending: dict[tuple[str, str], int] = attrs.Factory(dict)
+    created: dict[tuple[str, str], int] = attrs.Factory(dict)
+    enqueued: int = 0  # qualifications and records ever created (numbers them; never reused)
+    callbacks: dict[tuple[str, str, str], datetime] = attrs.Factory(dict)  # -> seen at
     meta: dict[str, str] = attrs.Factory(dict)
 
 
@@ -257,38 +287,108 @@ class _MemoryTransaction:
     def delete_qualifications(self, subject_id: str, kind: str) -> None:
         for key in [k for k in self._d.qualifications if k[1] == kind and k[2] == subject_id]:
             self._del(self._d.qualifications, key)
-        for d in list(self._d.deliveries.values()):
-            if d.subject_id == subject_id and d.qualification.kind == kind:
-                self._del(self._d.deliveries, d.id)
-                self._del(self._d.pending, d.id)
-                self._del(self._d.created, d.id)
+        for delivery_id, d in list(self._d.deliveries.items()):
+            if d.qualification.subject_id == subject_id and d.qualification.kind == kind:
+                self._drop(delivery_id)
 
     # -- outbox ------------------------------------------------------------------
-    def enqueue(self, delivery: DeliveryRecord) -> None:
-        if delivery.id not in self._d.deliveries:
-            self._set(self._d.created, delivery.id, self._d.enqueued)
+    def _drop(self, delivery_id: str) -> None:
+        """Delete a qualification to deliver and its records."""
+        self._del(self._d.deliveries, delivery_id)
+        for key in [k for k in self._d.records if k[0] == delivery_id]:
+            self._del(self._d.records, key)
+            self._del(self._d.pending, key)
+            self._del(self._d.created, key)
+
+    def _records_of(self, delivery_id: str) -> list[DeliveryRecord]:
+        return [r for (i, _), r in self._d.records.items() if i == delivery_id]
+
+    def _add_records(self, delivery_id: str, names: Sequence[str], due: datetime | None) -> None:
+        """A pending record for each of ``names`` that has none for this qualification."""
+        d = self._d.deliveries[delivery_id]
+        q = d.qualification
+        for name in names:
+            key = (delivery_id, name)
+            if key in self._d.records:
+                continue
+            self._set(self._d.created, key, self._d.enqueued)
             self._d.enqueued += 1
-            self._put(delivery)
+            record = DeliveryRecord(
+                delivery_id,
+                d.kind,
+                q.subject_id,
+                q,
+                next_attempt_at=due,
+                callback=name,
+            )
+            self._put(record)
+
+    def _known(self, model: str, kind: str, since: datetime | None) -> list[str]:
+        return sorted(
+            name
+            for (m, k, name), seen in self._d.callbacks.items()
+            if m == model and k == kind and (since is None or seen >= since)
+        )
+
+    def enqueue(
+        self,
+        delivery: DeliveryRecord,
+        callbacks: Sequence[str] = (),
+        *,
+        now: datetime,
+        known_since: datetime | None = None,
+    ) -> None:
+        if delivery.id in self._d.deliveries:
+            return
+        order = self._d.enqueued
+        self._d.enqueued += 1
+        self._set(
+            self._d.deliveries,
+            delivery.id,
+            _Delivery(delivery.qualification, delivery.kind, order, now, delivery.next_attempt_at),
+        )
+        known = self._known(delivery.model, delivery.kind, known_since)
+        names = sorted({*callbacks, *known})
+        self._add_records(delivery.id, names, delivery.next_attempt_at)
+
+    def register_callback(
+        self, model: str, kind: str, name: str, now: datetime, *, since: datetime
+    ) -> bool:
+        self._set(self._d.callbacks, (model, kind, name), now)
+        for delivery_id, d in list(self._d.deliveries.items()):
+            if (
+                d.status == "open"
+                and d.qualification.model == model
+                and d.kind == kind
+                and d.enqueued_at >= since
+            ):
+                self._add_records(delivery_id, [name], now)
+        return True
 
     def _put(self, d: DeliveryRecord) -> None:
-        """Store ``d``, and keep the index of pending deliveries in step."""
-        self._set(self._d.deliveries, d.id, d)
+        """Store record ``d``, and keep the index of pending records in step."""
+        assert d.callback is not None
+        key = (d.id, d.callback)
+        self._set(self._d.records, key, d)
         if d.status != "pending":
-            self._del(self._d.pending, d.id)
-        elif d.id not in self._d.pending:
-            self._set(self._d.pending, d.id, self._d.created[d.id])
+            self._del(self._d.pending, key)
+        elif key not in self._d.pending:
+            self._set(self._d.pending, key, self._d.created[key])
 
     def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
         d = self._d.deliveries.get(delivery_id)
-        if d is not None:
-            self._put(attrs.evolve(d, qualification=qualification))
+        if d is None:
+            return
+        self._set(self._d.deliveries, delivery_id, attrs.evolve(d, qualification=qualification))
+        for record in self._records_of(delivery_id):
+            self._put(attrs.evolve(record, qualification=qualification))
 
     def claim_due(
         self,
         now: datetime,
         wall_now: datetime,
         lease_until: datetime,
-        kinds: Sequence[str],
+        callbacks: Sequence[str],
         limit: int,
         *,
         model: str | None = None,
@@ -296,12 +396,16 @@ class _MemoryTransaction:
     ) -> list[DeliveryRecord]:
         claimed: list[DeliveryRecord] = []
         pending = self._d.pending
-        candidates = pending if ids is None else [i for i in ids if i in pending]
-        for delivery_id in sorted(candidates, key=pending.__getitem__):
+        wanted = set(callbacks)
+        candidates = list(pending)
+        if ids is not None:
+            chosen = set(ids)
+            candidates = [key for key in candidates if key[0] in chosen]
+        for key in sorted(candidates, key=pending.__getitem__):
             if len(claimed) >= limit:
                 break
-            d = self._d.deliveries[delivery_id]
-            if d.kind not in kinds:
+            d = self._d.records[key]
+            if f"{d.kind}:{d.callback}" not in wanted:
                 continue
             if model is not None and d.model != model:
                 continue
@@ -314,8 +418,10 @@ class _MemoryTransaction:
             claimed.append(leased)
         return claimed
 
-    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
-        d = self._d.deliveries.get(delivery_id)
+    def renew_lease(
+        self, delivery_id: str, callback: str, attempts: int, lease_until: datetime
+    ) -> bool:
+        d = self._d.records.get((delivery_id, callback))
         if d is None or d.status != "pending" or d.attempts != attempts:
             return False
         self._put(attrs.evolve(d, lease_until=lease_until))
@@ -324,13 +430,15 @@ class _MemoryTransaction:
     def finish_delivery(
         self,
         delivery_id: str,
+        callback: str,
         *,
         status: DeliveryStatus,
         attempts: int,
         next_attempt_at: datetime | None,
         last_error: str | None,
+        finished_at: datetime | None = None,
     ) -> None:
-        d = self._d.deliveries.get(delivery_id)
+        d = self._d.records.get((delivery_id, callback))
         if d is None:
             return
         self._put(
@@ -341,25 +449,104 @@ class _MemoryTransaction:
                 next_attempt_at=next_attempt_at,
                 last_error=last_error,
                 lease_until=None,
+                finished_at=finished_at,
             )
         )
 
     def deliveries(
-        self, status: DeliveryStatus, *, model: str | None = None
+        self,
+        status: DeliveryStatus,
+        *,
+        model: str | None = None,
+        callback: str | None = None,
     ) -> list[DeliveryRecord]:
-        return [
-            d
-            for d in self._d.deliveries.values()
-            if d.status == status and (model is None or d.model == model)
-        ]
+        created = self._d.created
+        found: list[tuple[tuple[int, int], DeliveryRecord]] = []
+        for key, r in self._d.records.items():
+            if (
+                r.status == status
+                and (model is None or r.model == model)
+                and (callback is None or r.callback == callback)
+            ):
+                found.append(((self._d.deliveries[r.id].order, created[key]), r))
+        if callback is None and status in ("pending", "expired"):
+            wanted = "open" if status == "pending" else "expired"
+            taken = {i for i, _ in self._d.records}
+            for delivery_id, d in self._d.deliveries.items():
+                if d.status != wanted or (model is not None and d.qualification.model != model):
+                    continue
+                if status == "expired" or delivery_id not in taken:
+                    found.append(((d.order, -1), d.untaken(status, delivery_id)))
+        found.sort(key=lambda pair: pair[0])
+        return [r for _, r in found]
 
-    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
-        dead = self.deliveries("dead", model=model)
+    def revive_dead(
+        self,
+        now: datetime,
+        *,
+        model: str | None = None,
+        callback: str | None = None,
+        known_since: datetime | None = None,
+    ) -> int:
+        dead = self.deliveries("dead", model=model, callback=callback)
         for d in dead:
+            if d.callback == "*":  # migrated: open the qualification to every callback again
+                key = (d.id, "*")
+                self._del(self._d.records, key)
+                self._del(self._d.created, key)
+                q = self._d.deliveries[d.id]
+                self._set(
+                    self._d.deliveries,
+                    d.id,
+                    attrs.evolve(q, status="open", enqueued_at=now, finished_at=None),
+                )
+                self._add_records(d.id, self._known(d.model, d.kind, known_since), now)
+                continue
             self._put(
-                attrs.evolve(d, status="pending", attempts=0, next_attempt_at=now, lease_until=None)
+                attrs.evolve(
+                    d,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    lease_until=None,
+                    finished_at=None,
+                )
             )
         return len(dead)
+
+    def close_deliveries(self, before: datetime, now: datetime, *, model: str) -> int:
+        expired = 0
+        for delivery_id, d in list(self._d.deliveries.items()):
+            if d.status != "open" or d.qualification.model != model or d.enqueued_at >= before:
+                continue
+            records = self._records_of(delivery_id)
+            for r in records:
+                if r.status == "pending" and r.attempts == 0:
+                    self._put(attrs.evolve(r, status="expired", finished_at=now))
+                    expired += 1
+            status = "closed" if records else "expired"
+            expired += not records
+            self._set(
+                self._d.deliveries, delivery_id, attrs.evolve(d, status=status, finished_at=now)
+            )
+        return expired
+
+    def purge_deliveries(self, before: datetime, *, model: str) -> int:
+        gone = 0
+        for delivery_id, d in list(self._d.deliveries.items()):
+            if d.status == "open" or d.qualification.model != model:
+                continue
+            if d.finished_at is None or d.finished_at >= before:
+                continue
+            if all(
+                r.status in ("delivered", "expired")
+                and r.finished_at is not None
+                and r.finished_at < before
+                for r in self._records_of(delivery_id)
+            ):
+                self._drop(delivery_id)
+                gone += 1
+        return gone
 
     # -- metadata --------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -155,9 +155,61 @@ _V2_DELIVERY_MODEL = [
     "UPDATE {s}.deliveries SET model = qualification->>'model'",
 ]
 
+_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+# v3: a delivery record per callback (callback_deliveries); each qualification
+# stored once in deliveries ("open", "closed" or "expired"); the callbacks
+# registered per model and kind. A delivered or dead delivery becomes a record of
+# callback "*" (every callback of its kind) of a closed qualification; a pending
+# one an open qualification, open from now, whose records are made as callbacks
+# register.
+_V3_DELIVERY_PER_CALLBACK = [
+    "ALTER TABLE {s}.deliveries ADD COLUMN IF NOT EXISTS enqueued_at bigint",
+    "ALTER TABLE {s}.deliveries ADD COLUMN IF NOT EXISTS finished_at bigint",
+    "DROP INDEX IF EXISTS {s}.deliveries_status",
+    """CREATE TABLE IF NOT EXISTS {s}.callback_deliveries (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        delivery_id text NOT NULL,
+        callback text NOT NULL,
+        model text NOT NULL,
+        kind text NOT NULL,
+        status text NOT NULL,
+        attempts integer NOT NULL,
+        next_attempt_at bigint,
+        lease_until bigint,
+        last_error text,
+        finished_at bigint,
+        CONSTRAINT callback_deliveries_key UNIQUE (delivery_id, callback)
+    )""",
+    # claim_due reads only the pending records: a partial index holds nothing else,
+    # so neither finished records nor their dead versions are read
+    "CREATE INDEX IF NOT EXISTS callback_deliveries_pending"
+    " ON {s}.callback_deliveries (model, seq) WHERE status = 'pending'",
+    """CREATE TABLE IF NOT EXISTS {s}.callbacks (
+        model text NOT NULL,
+        kind text NOT NULL,
+        name text NOT NULL,
+        seen_at bigint NOT NULL,
+        PRIMARY KEY (model, kind, name)
+    )""",
+    "INSERT INTO {s}.callback_deliveries (delivery_id, callback, model, kind, status, attempts,"
+    " last_error, finished_at)"
+    " SELECT id, '*', model, kind, status, attempts, last_error,"
+    f" CASE WHEN status = 'delivered' THEN {_NOW_US} END"
+    " FROM {s}.deliveries WHERE status IN ('delivered', 'dead') ORDER BY created",
+    f"UPDATE {{s}}.deliveries SET status = 'closed', finished_at = {_NOW_US}"
+    " WHERE status IN ('delivered', 'dead')",
+    f"UPDATE {{s}}.deliveries SET status = 'open', enqueued_at = {_NOW_US}, lease_until = NULL"
+    " WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS deliveries_open"
+    " ON {s}.deliveries (model, enqueued_at) WHERE status = 'open'",
+    "CREATE INDEX IF NOT EXISTS deliveries_finished"
+    " ON {s}.deliveries (model, finished_at) WHERE status <> 'open'",
+]
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
-_MIGRATIONS: list[list[str]] = [_CREATE_V1, _V2_DELIVERY_MODEL]
+_MIGRATIONS: list[list[str]] = [_CREATE_V1, _V2_DELIVERY_MODEL, _V3_DELIVERY_PER_CALLBACK]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; a database at a higher version is refused."""
@@ -172,9 +224,33 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # -- statements ----------------------------------------------------------------------------
 
 _EVENT_COLUMNS = "seq, message_id, user_id, event, properties::text AS properties, account_id, ts"
-_DELIVERY_COLUMNS = (
-    "id, kind, subject_id, qualification::text AS qualification, status, attempts,"
-    " next_attempt_at, lease_until, last_error"
+# a record joined with its qualification (c: callback_deliveries, d: deliveries)
+_RECORD_COLUMNS = (
+    "c.delivery_id AS id, c.kind, d.subject_id, d.qualification::text AS qualification,"
+    " c.status, c.attempts, c.next_attempt_at, c.lease_until, c.last_error, c.callback,"
+    " c.finished_at"
+)
+# a qualification that no callback took, as a record with no callback
+_UNTAKEN_COLUMNS = (
+    "d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
+    " %(status)s::text AS status, 0 AS attempts, d.next_attempt_at,"
+    " NULL::bigint AS lease_until, NULL::text AS last_error, NULL::text AS callback,"
+    " d.finished_at"
+)
+_CLAIM = (
+    "UPDATE {s}.callback_deliveries AS c"
+    " SET lease_until = %(lease_until)s, attempts = c.attempts + 1"
+    " FROM (SELECT seq FROM {s}.callback_deliveries WHERE status = 'pending'"
+    "{filters} AND kind || ':' || callback = ANY(%(callbacks)s::text[])"
+    " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
+    " AND (lease_until IS NULL OR lease_until <= %(wall_now)s)"
+    " ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due, {s}.deliveries AS d"
+    " WHERE c.seq = due.seq AND d.id = c.delivery_id"
+    f" RETURNING c.seq, {_RECORD_COLUMNS}"
+)
+_OPENING = (
+    "SELECT id FROM {s}.deliveries"
+    " WHERE status = 'open' AND model = %(model)s AND enqueued_at < %(before)s"
 )
 _QUALIFICATION_COLUMNS = (
     "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
@@ -250,63 +326,132 @@ _STATEMENTS: dict[str, str] = {
         f"SELECT {_QUALIFICATION_COLUMNS} FROM {{s}}.qualifications WHERE model = %s ORDER BY pos"
     ),
     "delete_qualifications": ("DELETE FROM {s}.qualifications WHERE subject_id = %s AND kind = %s"),
+    "delete_callback_deliveries": (
+        "DELETE FROM {s}.callback_deliveries WHERE delivery_id IN (SELECT id FROM {s}.deliveries"
+        " WHERE subject_id = %s AND qualification->>'kind' = %s)"
+    ),
     "delete_deliveries": (
         "DELETE FROM {s}.deliveries WHERE subject_id = %s AND qualification->>'kind' = %s"
     ),
     "replace_qualification": (
         "UPDATE {s}.deliveries SET qualification = %(qualification)s::json WHERE id = %(id)s"
     ),
+    # a registration (exclusive) waits for no enqueuer, and no enqueuer (shared)
+    # commits a qualification without the records of a callback registered meanwhile
+    "share_callbacks": "SELECT pg_advisory_xact_lock_shared(%s)",
+    "own_callbacks": "SELECT pg_try_advisory_xact_lock(%s)",
     "enqueue": (
-        "INSERT INTO {s}.deliveries (id, kind, subject_id, qualification, status, attempts,"
-        " next_attempt_at, lease_until, last_error, model)"
-        " VALUES (%(id)s, %(kind)s, %(subject_id)s, %(qualification)s::json, %(status)s,"
-        " %(attempts)s, %(next_attempt_at)s, %(lease_until)s, %(last_error)s, %(model)s)"
-        " ON CONFLICT (id) DO NOTHING"
+        "WITH q AS (INSERT INTO {s}.deliveries (id, kind, subject_id, qualification, status,"
+        " attempts, model, enqueued_at, next_attempt_at)"
+        " VALUES (%(id)s, %(kind)s, %(subject_id)s, %(qualification)s::json, 'open', 0,"
+        " %(model)s, %(now)s, %(due)s) ON CONFLICT (id) DO NOTHING RETURNING id, model, kind)"
+        " INSERT INTO {s}.callback_deliveries (delivery_id, callback, model, kind, status,"
+        " attempts, next_attempt_at)"
+        " SELECT q.id, names.name, q.model, q.kind, 'pending', 0, %(due)s FROM q,"
+        " (SELECT unnest(%(callbacks)s::text[]) AS name UNION SELECT name FROM {s}.callbacks"
+        " WHERE model = %(model)s AND kind = %(kind)s AND seen_at >= %(known_since)s) AS names"
+        " ORDER BY names.name"
     ),
-    # SKIP LOCKED: two processes claiming at once take different deliveries, and
-    # neither waits for the other.
-    "claim_due": (
-        "UPDATE {s}.deliveries AS d SET lease_until = %(lease_until)s, attempts = d.attempts + 1"
-        " FROM (SELECT id FROM {s}.deliveries"
-        " WHERE status = 'pending' AND kind = ANY(%(kinds)s::text[])"
-        " AND (%(model)s::text IS NULL OR model = %(model)s::text)"
-        " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
-        " AND (lease_until IS NULL OR lease_until <= %(wall_now)s)"
-        " ORDER BY created LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
-        " WHERE d.id = due.id"
-        " RETURNING d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
-        " d.status, d.attempts, d.next_attempt_at, d.lease_until, d.last_error, d.created"
+    "register_callback": (
+        "INSERT INTO {s}.callbacks (model, kind, name, seen_at)"
+        " VALUES (%(model)s, %(kind)s, %(name)s, %(now)s)"
+        " ON CONFLICT (model, kind, name) DO UPDATE SET seen_at = excluded.seen_at"
     ),
-    "claim_ids": (
-        "UPDATE {s}.deliveries AS d SET lease_until = %(lease_until)s, attempts = d.attempts + 1"
-        " FROM (SELECT id FROM {s}.deliveries"
-        " WHERE id = ANY(%(ids)s::text[]) AND status = 'pending'"
-        " AND kind = ANY(%(kinds)s::text[])"
-        " AND (%(model)s::text IS NULL OR model = %(model)s::text)"
-        " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
-        " AND (lease_until IS NULL OR lease_until <= %(wall_now)s)"
-        " ORDER BY created LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
-        " WHERE d.id = due.id"
-        " RETURNING d.id, d.kind, d.subject_id, d.qualification::text AS qualification,"
-        " d.status, d.attempts, d.next_attempt_at, d.lease_until, d.last_error, d.created"
+    "backfill": (
+        "INSERT INTO {s}.callback_deliveries (delivery_id, callback, model, kind, status,"
+        " attempts, next_attempt_at)"
+        " SELECT d.id, %(name)s, d.model, d.kind, 'pending', 0, %(now)s FROM {s}.deliveries AS d"
+        " WHERE d.status = 'open' AND d.model = %(model)s AND d.enqueued_at >= %(since)s"
+        " AND d.kind = %(kind)s AND NOT EXISTS (SELECT 1 FROM {s}.callback_deliveries AS c"
+        " WHERE c.delivery_id = d.id AND c.callback = %(name)s)"
+        " ORDER BY d.created ON CONFLICT DO NOTHING"
     ),
+    "known": (
+        "SELECT name FROM {s}.callbacks WHERE model = %s AND kind = %s AND seen_at >= %s"
+        " ORDER BY name"
+    ),
+    "add_records": (
+        "INSERT INTO {s}.callback_deliveries (delivery_id, callback, model, kind, status,"
+        " attempts, next_attempt_at)"
+        " SELECT d.id, names.name, d.model, d.kind, 'pending', 0, %(now)s FROM {s}.deliveries"
+        " AS d, unnest(%(names)s::text[]) AS names(name) WHERE d.id = %(id)s"
+        " ON CONFLICT DO NOTHING"
+    ),
+    "claim_due": _CLAIM.replace("{filters}", " AND model = %(model)s::text"),
+    "claim_any": _CLAIM.replace("{filters}", ""),
+    "claim_ids": _CLAIM.replace(
+        "{filters}", " AND model = %(model)s::text AND delivery_id = ANY(%(ids)s::text[])"
+    ),
+    "claim_any_ids": _CLAIM.replace("{filters}", " AND delivery_id = ANY(%(ids)s::text[])"),
     "renew_lease": (
-        "UPDATE {s}.deliveries SET lease_until = %s"
-        " WHERE id = %s AND attempts = %s AND status = 'pending'"
+        "UPDATE {s}.callback_deliveries SET lease_until = %s"
+        " WHERE delivery_id = %s AND callback = %s AND attempts = %s AND status = 'pending'"
     ),
     "finish_delivery": (
-        "UPDATE {s}.deliveries SET status = %s, attempts = %s, next_attempt_at = %s,"
-        " last_error = %s, lease_until = NULL WHERE id = %s"
+        "UPDATE {s}.callback_deliveries SET status = %s, attempts = %s, next_attempt_at = %s,"
+        " last_error = %s, lease_until = NULL, finished_at = %s"
+        " WHERE delivery_id = %s AND callback = %s"
     ),
-    "deliveries": (
-        f"SELECT {_DELIVERY_COLUMNS} FROM {{s}}.deliveries WHERE status = %(status)s"
-        " AND (%(model)s::text IS NULL OR model = %(model)s::text) ORDER BY created"
+    "records": (
+        f"SELECT d.created AS _order, c.seq AS _seq, {_RECORD_COLUMNS}"
+        " FROM {s}.callback_deliveries AS c JOIN {s}.deliveries AS d ON d.id = c.delivery_id"
+        " WHERE c.status = %(status)s"
+        " AND (%(model)s::text IS NULL OR c.model = %(model)s::text)"
+        " AND (%(callback)s::text IS NULL OR c.callback = %(callback)s::text)"
+    ),
+    "untaken": (
+        f"SELECT d.created AS _order, -1::bigint AS _seq, {_UNTAKEN_COLUMNS}"
+        " FROM {s}.deliveries AS d WHERE d.status = 'open'"
+        " AND (%(model)s::text IS NULL OR d.model = %(model)s::text)"
+        " AND NOT EXISTS (SELECT 1 FROM {s}.callback_deliveries AS c"
+        " WHERE c.delivery_id = d.id)"
+    ),
+    "expired": (
+        f"SELECT d.created AS _order, -1::bigint AS _seq, {_UNTAKEN_COLUMNS}"
+        " FROM {s}.deliveries AS d WHERE d.status = 'expired'"
+        " AND (%(model)s::text IS NULL OR d.model = %(model)s::text)"
+    ),
+    "legacy_dead": (
+        "SELECT delivery_id, model, kind FROM {s}.callback_deliveries"
+        " WHERE status = 'dead' AND callback = '*'"
+        " AND (%(model)s::text IS NULL OR model = %(model)s::text)"
+        " AND (%(callback)s::text IS NULL OR callback = %(callback)s::text)"
+    ),
+    "drop_legacy": (
+        "DELETE FROM {s}.callback_deliveries WHERE delivery_id = %s AND callback = '*'"
+    ),
+    "reopen": (
+        "UPDATE {s}.deliveries SET status = 'open', enqueued_at = %s, finished_at = NULL"
+        " WHERE id = %s"
     ),
     "revive_dead": (
-        "UPDATE {s}.deliveries SET status = 'pending', attempts = 0, next_attempt_at = %(now)s,"
-        " lease_until = NULL WHERE status = 'dead'"
+        "UPDATE {s}.callback_deliveries SET status = 'pending', attempts = 0,"
+        " next_attempt_at = %(now)s, lease_until = NULL, finished_at = NULL"
+        " WHERE status = 'dead'"
         " AND (%(model)s::text IS NULL OR model = %(model)s::text)"
+        " AND (%(callback)s::text IS NULL OR callback = %(callback)s::text)"
     ),
+    "expire_records": (
+        "UPDATE {s}.callback_deliveries SET status = 'expired', finished_at = %(now)s"
+        f" WHERE status = 'pending' AND attempts = 0 AND delivery_id IN ({_OPENING})"
+    ),
+    "expire_untaken": (
+        "UPDATE {s}.deliveries AS d SET status = 'expired', finished_at = %(now)s"
+        f" WHERE id IN ({_OPENING}) AND NOT EXISTS (SELECT 1 FROM {{s}}.callback_deliveries"
+        " AS c WHERE c.delivery_id = d.id)"
+    ),
+    "close_rest": (
+        f"UPDATE {{s}}.deliveries SET status = 'closed', finished_at = %(now)s"
+        f" WHERE id IN ({_OPENING})"
+    ),
+    "purgeable": (
+        "SELECT id FROM {s}.deliveries AS d WHERE d.status <> 'open' AND d.model = %(model)s"
+        " AND d.finished_at < %(before)s AND NOT EXISTS (SELECT 1 FROM {s}.callback_deliveries"
+        " AS c WHERE c.delivery_id = d.id AND (c.status NOT IN ('delivered', 'expired')"
+        " OR c.finished_at IS NULL OR c.finished_at >= %(before)s))"
+    ),
+    "purge_records": "DELETE FROM {s}.callback_deliveries WHERE delivery_id = ANY(%s::text[])",
+    "purge_deliveries": "DELETE FROM {s}.deliveries WHERE id = ANY(%s::text[])",
     "get_meta": "SELECT value FROM {s}.meta WHERE key = %s",
     "set_meta": (
         "INSERT INTO {s}.meta (key, value) VALUES (%s, %s)"
@@ -342,9 +487,14 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "load_state": ("model", "kind", "subject_id", "state", "due_at"),
     "latest_qualification": _names(_QUALIFICATION_COLUMNS),
     "qualifications": _names(_QUALIFICATION_COLUMNS),
-    "claim_due": (*_names(_DELIVERY_COLUMNS), "created"),
-    "claim_ids": (*_names(_DELIVERY_COLUMNS), "created"),
-    "deliveries": _names(_DELIVERY_COLUMNS),
+    **{
+        name: ("seq", *_names(_RECORD_COLUMNS))
+        for name in ("claim_due", "claim_any", "claim_ids", "claim_any_ids")
+    },
+    "records": ("_order", "_seq", *_names(_RECORD_COLUMNS)),
+    "untaken": ("_order", "_seq", *_names(_UNTAKEN_COLUMNS)),
+    "expired": ("_order", "_seq", *_names(_UNTAKEN_COLUMNS)),
+    "legacy_dead": ("delivery_id", "model", "kind"),
 }
 
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
@@ -616,11 +766,47 @@ class _PostgresTransaction:
 
     def delete_qualifications(self, subject_id: str, kind: str) -> None:
         self._execute("delete_qualifications", (subject_id, kind))
+        self._execute("delete_callback_deliveries", (subject_id, kind))
         self._execute("delete_deliveries", (subject_id, kind))
 
     # -- outbox ------------------------------------------------------------------------
-    def enqueue(self, delivery: DeliveryRecord) -> None:
-        self._execute("enqueue", {**_rows.unstructure(delivery), "model": delivery.model})
+    def _callbacks_lock(self, model: str) -> int:
+        return lock_id(self._namespace, f"$callbacks:{model}")
+
+    def enqueue(
+        self,
+        delivery: DeliveryRecord,
+        callbacks: Sequence[str] = (),
+        *,
+        now: datetime,
+        known_since: datetime | None = None,
+    ) -> None:
+        self._execute("share_callbacks", (self._callbacks_lock(delivery.model),))
+        due = delivery.next_attempt_at
+        self._execute(
+            "enqueue",
+            {
+                "id": delivery.id,
+                "kind": delivery.kind,
+                "subject_id": delivery.subject_id,
+                "qualification": _rows.unstructure(delivery)["qualification"],
+                "model": delivery.model,
+                "now": to_us(now),
+                "due": None if due is None else to_us(due),
+                "callbacks": list(callbacks),
+                "known_since": -(2**63) if known_since is None else to_us(known_since),
+            },
+        )
+
+    def register_callback(
+        self, model: str, kind: str, name: str, now: datetime, *, since: datetime
+    ) -> bool:
+        if not self._scalar("own_callbacks", (self._callbacks_lock(model),)):
+            return False  # an enqueuer is committing: the next pass registers it
+        params = {"model": model, "kind": kind, "name": name, "now": to_us(now)}
+        self._execute("register_callback", params)
+        self._execute("backfill", {**params, "since": to_us(since)})
+        return True
 
     def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
         row = _rows.unstructure(
@@ -636,39 +822,46 @@ class _PostgresTransaction:
         now: datetime,
         wall_now: datetime,
         lease_until: datetime,
-        kinds: Sequence[str],
+        callbacks: Sequence[str],
         limit: int,
         *,
         model: str | None = None,
         ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
+        name = ("claim_any", "claim_due", "claim_any_ids", "claim_ids")[
+            (model is not None) + 2 * (ids is not None)
+        ]
         rows = self._dicts(
-            "claim_due" if ids is None else "claim_ids",
+            name,
             {
                 "ids": None if ids is None else list(ids),
                 "lease_until": to_us(lease_until),
-                "kinds": list(kinds),
+                "callbacks": list(callbacks),
                 "model": model,
                 "now": to_us(now),
                 "wall_now": to_us(wall_now),
                 "limit": limit,
             },
         )
-        rows.sort(key=lambda row: row.pop("created"))
+        rows.sort(key=lambda row: row.pop("seq"))
         return [_rows.structure(row, DeliveryRecord) for row in rows]
 
-    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
-        cursor = self._execute("renew_lease", (to_us(lease_until), delivery_id, attempts))
+    def renew_lease(
+        self, delivery_id: str, callback: str, attempts: int, lease_until: datetime
+    ) -> bool:
+        cursor = self._execute("renew_lease", (to_us(lease_until), delivery_id, callback, attempts))
         return cursor.rowcount == 1
 
     def finish_delivery(
         self,
         delivery_id: str,
+        callback: str,
         *,
         status: DeliveryStatus,
         attempts: int,
         next_attempt_at: datetime | None,
         last_error: str | None,
+        finished_at: datetime | None = None,
     ) -> None:
         self._execute(
             "finish_delivery",
@@ -677,18 +870,62 @@ class _PostgresTransaction:
                 attempts,
                 None if next_attempt_at is None else to_us(next_attempt_at),
                 last_error,
+                None if finished_at is None else to_us(finished_at),
                 delivery_id,
+                callback,
             ),
         )
 
     def deliveries(
-        self, status: DeliveryStatus, *, model: str | None = None
+        self,
+        status: DeliveryStatus,
+        *,
+        model: str | None = None,
+        callback: str | None = None,
     ) -> list[DeliveryRecord]:
-        rows = self._dicts("deliveries", {"status": status, "model": model})
+        params = {"status": status, "model": model, "callback": callback}
+        rows = self._dicts("records", params)
+        if callback is None and status == "pending":
+            rows += self._dicts("untaken", params)
+        elif callback is None and status == "expired":
+            rows += self._dicts("expired", params)
+        rows.sort(key=lambda row: (row.pop("_order"), row.pop("_seq")))
         return [_rows.structure(row, DeliveryRecord) for row in rows]
 
-    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
-        return self._execute("revive_dead", {"now": to_us(now), "model": model}).rowcount
+    def revive_dead(
+        self,
+        now: datetime,
+        *,
+        model: str | None = None,
+        callback: str | None = None,
+        known_since: datetime | None = None,
+    ) -> int:
+        params = {"now": to_us(now), "model": model, "callback": callback}
+        legacy = self._dicts("legacy_dead", params)
+        for row in legacy:  # migrated: open the qualification to every callback again
+            self._execute("share_callbacks", (self._callbacks_lock(row["model"]),))
+            self._execute("drop_legacy", (row["delivery_id"],))
+            self._execute("reopen", (to_us(now), row["delivery_id"]))
+            since = -(2**63) if known_since is None else to_us(known_since)
+            names = self._column("known", (row["model"], row["kind"], since))
+            self._execute(
+                "add_records", {"now": to_us(now), "names": names, "id": row["delivery_id"]}
+            )
+        return len(legacy) + self._execute("revive_dead", params).rowcount
+
+    def close_deliveries(self, before: datetime, now: datetime, *, model: str) -> int:
+        params = {"model": model, "before": to_us(before), "now": to_us(now)}
+        expired = self._execute("expire_records", params).rowcount
+        expired += self._execute("expire_untaken", params).rowcount
+        self._execute("close_rest", params)
+        return expired
+
+    def purge_deliveries(self, before: datetime, *, model: str) -> int:
+        ids = self._column("purgeable", {"model": model, "before": to_us(before)})
+        if ids:
+            self._execute("purge_records", (ids,))
+            self._execute("purge_deliveries", (ids,))
+        return len(ids)
 
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -175,9 +175,78 @@ def _v2_delivery_model(db: Database) -> None:
     db.table("deliveries").create_index(["model", "status", "created"], if_not_exists=True)
 
 
+def _v3_delivery_per_callback(db: Database) -> None:
+    """A delivery record per callback; each qualification stored once, open for a window.
+
+    ``deliveries`` keeps the qualifications (status "open", "closed" or "expired");
+    ``callback_deliveries`` the records, ``callbacks`` the names registered per
+    model and kind. A delivered or dead delivery becomes a record of callback
+    ``"*"`` (every callback of its kind) of a closed qualification; a pending one
+    an open qualification, open from now, whose records are made as callbacks
+    register.
+    """
+    now = to_us(datetime.now(timezone.utc))
+    db.execute("ALTER TABLE deliveries ADD COLUMN enqueued_at INTEGER")
+    db.execute("ALTER TABLE deliveries ADD COLUMN finished_at INTEGER")
+    db.execute("DROP INDEX IF EXISTS idx_deliveries_status_next_attempt_at")
+    db.execute(
+        """CREATE TABLE callback_deliveries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            delivery_id TEXT NOT NULL,
+            callback TEXT NOT NULL,
+            model TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_attempt_at INTEGER,
+            lease_until INTEGER,
+            last_error TEXT,
+            finished_at INTEGER,
+            UNIQUE (delivery_id, callback)
+        )"""
+    )
+    # claim_due reads only the pending records: a partial index keeps the others out
+    db.execute(
+        "CREATE INDEX callback_deliveries_pending ON callback_deliveries (model)"
+        " WHERE status = 'pending'"
+    )
+    db.execute(
+        "CREATE TABLE callbacks (model TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,"
+        " seen_at INTEGER NOT NULL, PRIMARY KEY (model, kind, name))"
+    )
+    db.execute(
+        "INSERT INTO callback_deliveries (delivery_id, callback, model, kind, status, attempts,"
+        " last_error, finished_at)"
+        " SELECT id, '*', model, kind, status, attempts, last_error,"
+        " CASE WHEN status = 'delivered' THEN ? END"
+        " FROM deliveries WHERE status IN ('delivered', 'dead') ORDER BY created",
+        (now,),
+    )
+    db.execute(
+        "UPDATE deliveries SET status = 'closed', finished_at = ?"
+        " WHERE status IN ('delivered', 'dead')",
+        (now,),
+    )
+    db.execute(
+        "UPDATE deliveries SET status = 'open', enqueued_at = ?, lease_until = NULL"
+        " WHERE status = 'pending'",
+        (now,),
+    )
+    db.execute(
+        "CREATE INDEX deliveries_open ON deliveries (model, enqueued_at) WHERE status = 'open'"
+    )
+    db.execute(
+        "CREATE INDEX deliveries_finished ON deliveries (model, finished_at) WHERE status <> 'open'"
+    )
+
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
-_MIGRATIONS: list[Callable[[Database], None]] = [_create_v1, _v2_delivery_model]
+_MIGRATIONS: list[Callable[[Database], None]] = [
+    _create_v1,
+    _v2_delivery_model,
+    _v3_delivery_per_callback,
+]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; a database at a higher version is refused."""
@@ -404,9 +473,24 @@ class _Connection:
 # -- the transaction ---------------------------------------------------------------------
 
 _EVENT_COLUMNS = "seq, message_id, user_id, event, properties, account_id, ts"
-_DELIVERY_COLUMNS = (
-    "id, kind, subject_id, qualification, status, attempts, next_attempt_at, lease_until, "
-    "last_error"
+# a record joined with its qualification (c: callback_deliveries, d: deliveries)
+_RECORD_COLUMNS = (
+    "c.delivery_id AS id, c.kind, d.subject_id, d.qualification, c.status, c.attempts,"
+    " c.next_attempt_at, c.lease_until, c.last_error, c.callback, c.finished_at"
+)
+# a qualification that no callback took, as a record with no callback
+_UNTAKEN_COLUMNS = (
+    "d.id, d.kind, d.subject_id, d.qualification, ? AS status, 0 AS attempts,"
+    " d.next_attempt_at, NULL AS lease_until, NULL AS last_error,"
+    " NULL AS callback, d.finished_at"
+)
+# a pending record for each name (bound: a JSON array) with none for the qualification
+_ADD_RECORDS = (
+    "INSERT INTO callback_deliveries (delivery_id, callback, model, kind, status, attempts,"
+    " next_attempt_at)"
+    " SELECT d.id, names.value, d.model, d.kind, 'pending', 0, ? FROM deliveries AS d,"
+    " json_each(?) AS names WHERE d.id = ? AND NOT EXISTS (SELECT 1 FROM callback_deliveries"
+    " AS c WHERE c.delivery_id = d.id AND c.callback = names.value)"
 )
 _QUALIFICATION_COLUMNS = (
     "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
@@ -698,21 +782,88 @@ class _SQLiteTransaction:
             "DELETE FROM qualifications WHERE subject_id = ? AND kind = ?", (subject_id, kind)
         )
         self._conn.execute(
+            "DELETE FROM callback_deliveries WHERE delivery_id IN (SELECT id FROM deliveries"
+            " WHERE subject_id = ? AND json_extract(qualification, '$.kind') = ?)",
+            (subject_id, kind),
+        )
+        self._conn.execute(
             "DELETE FROM deliveries"
             " WHERE subject_id = ? AND json_extract(qualification, '$.kind') = ?",
             (subject_id, kind),
         )
 
     # -- outbox ------------------------------------------------------------------------
-    def enqueue(self, delivery: DeliveryRecord) -> None:
-        self._conn.execute(
-            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}, model, created)"
-            " VALUES (:id, :kind, :subject_id, :qualification, :status, :attempts,"
-            " :next_attempt_at, :lease_until, :last_error, :model,"
-            " (SELECT coalesce(max(created), 0) + 1 FROM deliveries))"
-            " ON CONFLICT (id) DO NOTHING",
-            {**_rows.unstructure(delivery), "model": delivery.model},
+    def _known(self, model: str, kind: str, since: datetime | None) -> list[str]:
+        cursor = self._conn.execute(
+            "SELECT name FROM callbacks WHERE model = ? AND kind = ? AND seen_at >= ?"
+            " ORDER BY name",
+            (model, kind, -(2**63) if since is None else to_us(since)),
         )
+        return [row[0] for row in cursor]
+
+    def enqueue(
+        self,
+        delivery: DeliveryRecord,
+        callbacks: Sequence[str] = (),
+        *,
+        now: datetime,
+        known_since: datetime | None = None,
+    ) -> None:
+        cursor = self._conn.execute(
+            "INSERT INTO deliveries (id, kind, subject_id, qualification, status, attempts,"
+            " model, created, enqueued_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, 'open', 0, ?,"
+            " (SELECT coalesce(max(created), 0) + 1 FROM deliveries), ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                delivery.id,
+                delivery.kind,
+                delivery.subject_id,
+                _rows.unstructure(delivery)["qualification"],
+                delivery.model,
+                to_us(now),
+                None if (due := delivery.next_attempt_at) is None else to_us(due),
+            ),
+        )
+        if cursor.rowcount != 1:
+            return
+        self._conn.execute(
+            "INSERT INTO callback_deliveries (delivery_id, callback, model, kind, status,"
+            " attempts, next_attempt_at)"
+            " SELECT ?, name, ?, ?, 'pending', 0, ? FROM (SELECT value AS name FROM json_each(?)"
+            " UNION SELECT name FROM callbacks WHERE model = ? AND kind = ? AND seen_at >= ?)"
+            " ORDER BY name",
+            (
+                delivery.id,
+                delivery.model,
+                delivery.kind,
+                None if due is None else to_us(due),
+                dumps(list(callbacks)),
+                delivery.model,
+                delivery.kind,
+                -(2**63) if known_since is None else to_us(known_since),
+            ),
+        )
+
+    def register_callback(
+        self, model: str, kind: str, name: str, now: datetime, *, since: datetime
+    ) -> bool:
+        self._conn.execute(
+            "INSERT INTO callbacks (model, kind, name, seen_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (model, kind, name) DO UPDATE SET seen_at = excluded.seen_at",
+            (model, kind, name, to_us(now)),
+        )
+        self._conn.execute(
+            "INSERT INTO callback_deliveries (delivery_id, callback, model, kind, status,"
+            " attempts, next_attempt_at)"
+            " SELECT d.id, ?, d.model, d.kind, 'pending', 0, ? FROM deliveries AS d"
+            " WHERE d.status = 'open' AND d.model = ? AND d.enqueued_at >= ? AND d.kind = ?"
+            " AND NOT EXISTS (SELECT 1 FROM callback_deliveries AS c"
+            " WHERE c.delivery_id = d.id AND c.callback = ?)"
+            " ORDER BY d.created",
+            (name, to_us(now), model, to_us(since), kind, name),
+        )
+        return True
 
     def replace_qualification(self, delivery_id: str, qualification: Qualification) -> None:
         row = _rows.unstructure(
@@ -728,30 +879,33 @@ class _SQLiteTransaction:
         now: datetime,
         wall_now: datetime,
         lease_until: datetime,
-        kinds: Sequence[str],
+        callbacks: Sequence[str],
         limit: int,
         *,
         model: str | None = None,
         ids: Sequence[str] | None = None,
     ) -> list[DeliveryRecord]:
+        # the pending records, in creation order, through the partial index
         rows = self._dicts(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
-            f" WHERE status = 'pending' AND kind IN {_IN_JSON}"
-            + ("" if ids is None else f" AND id IN {_IN_JSON}")
-            + " AND (? IS NULL OR model = ?)"
-            " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
-            " AND (lease_until IS NULL OR lease_until <= ?)"
-            " ORDER BY created LIMIT ?",
+            f"SELECT c.seq, {_RECORD_COLUMNS}"
+            " FROM callback_deliveries AS c JOIN deliveries AS d ON d.id = c.delivery_id"
+            " WHERE c.status = 'pending'"
+            + ("" if model is None else " AND c.model = ?")
+            + f" AND c.kind || ':' || c.callback IN {_IN_JSON}"
+            + ("" if ids is None else f" AND c.delivery_id IN {_IN_JSON}")
+            + " AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?)"
+            " AND (c.lease_until IS NULL OR c.lease_until <= ?)"
+            " ORDER BY c.seq LIMIT ?",
             (
-                dumps(list(kinds)),
+                *(() if model is None else (model,)),
+                dumps(list(callbacks)),
                 *(() if ids is None else (dumps(list(ids)),)),
-                model,
-                model,
                 to_us(now),
                 to_us(wall_now),
                 limit,
             ),
         )
+        seqs = [row.pop("seq") for row in rows]
         claimed = [
             attrs.evolve(
                 record := _rows.structure(row, DeliveryRecord),
@@ -761,57 +915,149 @@ class _SQLiteTransaction:
             for row in rows
         ]
         self._conn.executemany(
-            "UPDATE deliveries SET lease_until = ?, attempts = ? WHERE id = ?",
-            [(to_us(lease_until), d.attempts, d.id) for d in claimed],
+            "UPDATE callback_deliveries SET lease_until = ?, attempts = ? WHERE seq = ?",
+            [(to_us(lease_until), d.attempts, seq) for d, seq in zip(claimed, seqs, strict=True)],
         )
         return claimed
 
-    def renew_lease(self, delivery_id: str, attempts: int, lease_until: datetime) -> bool:
+    def renew_lease(
+        self, delivery_id: str, callback: str, attempts: int, lease_until: datetime
+    ) -> bool:
         cursor = self._conn.execute(
-            "UPDATE deliveries SET lease_until = ?"
-            " WHERE id = ? AND attempts = ? AND status = 'pending'",
-            (to_us(lease_until), delivery_id, attempts),
+            "UPDATE callback_deliveries SET lease_until = ?"
+            " WHERE delivery_id = ? AND callback = ? AND attempts = ? AND status = 'pending'",
+            (to_us(lease_until), delivery_id, callback, attempts),
         )
         return cursor.rowcount == 1
 
     def finish_delivery(
         self,
         delivery_id: str,
+        callback: str,
         *,
         status: DeliveryStatus,
         attempts: int,
         next_attempt_at: datetime | None,
         last_error: str | None,
+        finished_at: datetime | None = None,
     ) -> None:
         self._conn.execute(
-            "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
-            " last_error = ?, lease_until = NULL WHERE id = ?",
+            "UPDATE callback_deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
+            " last_error = ?, lease_until = NULL, finished_at = ?"
+            " WHERE delivery_id = ? AND callback = ?",
             (
                 status,
                 attempts,
                 None if next_attempt_at is None else to_us(next_attempt_at),
                 last_error,
+                None if finished_at is None else to_us(finished_at),
                 delivery_id,
+                callback,
             ),
         )
 
     def deliveries(
-        self, status: DeliveryStatus, *, model: str | None = None
+        self,
+        status: DeliveryStatus,
+        *,
+        model: str | None = None,
+        callback: str | None = None,
     ) -> list[DeliveryRecord]:
         rows = self._dicts(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status = ?"
-            " AND (? IS NULL OR model = ?) ORDER BY created",
-            (status, model, model),
+            f"SELECT d.created AS _order, c.seq AS _seq, {_RECORD_COLUMNS}"
+            " FROM callback_deliveries AS c JOIN deliveries AS d ON d.id = c.delivery_id"
+            " WHERE c.status = ? AND (? IS NULL OR c.model = ?) AND (? IS NULL OR c.callback = ?)",
+            (status, model, model, callback, callback),
         )
+        if callback is None and status in ("pending", "expired"):
+            rows += self._dicts(
+                f"SELECT d.created AS _order, -1 AS _seq, {_UNTAKEN_COLUMNS} FROM deliveries AS d"
+                " WHERE d.status = ? AND (? IS NULL OR d.model = ?)"
+                + (
+                    " AND NOT EXISTS (SELECT 1 FROM callback_deliveries AS c"
+                    " WHERE c.delivery_id = d.id)"
+                    if status == "pending"
+                    else ""
+                ),
+                (status, "open" if status == "pending" else "expired", model, model),
+            )
+        rows.sort(key=lambda row: (row.pop("_order"), row.pop("_seq")))
         return [_rows.structure(row, DeliveryRecord) for row in rows]
 
-    def revive_dead(self, now: datetime, *, model: str | None = None) -> int:
-        cursor = self._conn.execute(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-            " lease_until = NULL WHERE status = 'dead' AND (? IS NULL OR model = ?)",
-            (to_us(now), model, model),
+    def revive_dead(
+        self,
+        now: datetime,
+        *,
+        model: str | None = None,
+        callback: str | None = None,
+        known_since: datetime | None = None,
+    ) -> int:
+        legacy = self._dicts(
+            "SELECT delivery_id, model, kind FROM callback_deliveries WHERE status = 'dead'"
+            " AND callback = '*' AND (? IS NULL OR model = ?) AND (? IS NULL OR callback = ?)",
+            (model, model, callback, callback),
         )
-        return cursor.rowcount
+        for row in legacy:  # migrated: open the qualification to every callback again
+            self._conn.execute(
+                "DELETE FROM callback_deliveries WHERE delivery_id = ? AND callback = '*'",
+                (row["delivery_id"],),
+            )
+            self._conn.execute(
+                "UPDATE deliveries SET status = 'open', enqueued_at = ?, finished_at = NULL"
+                " WHERE id = ?",
+                (to_us(now), row["delivery_id"]),
+            )
+            names = self._known(row["model"], row["kind"], known_since)
+            self._conn.execute(_ADD_RECORDS, (to_us(now), dumps(names), row["delivery_id"]))
+        cursor = self._conn.execute(
+            "UPDATE callback_deliveries SET status = 'pending', attempts = 0,"
+            " next_attempt_at = ?, lease_until = NULL, finished_at = NULL"
+            " WHERE status = 'dead' AND (? IS NULL OR model = ?) AND (? IS NULL OR callback = ?)",
+            (to_us(now), model, model, callback, callback),
+        )
+        return len(legacy) + cursor.rowcount
+
+    def close_deliveries(self, before: datetime, now: datetime, *, model: str) -> int:
+        closing = (
+            "SELECT id FROM deliveries WHERE status = 'open' AND model = ? AND enqueued_at < ?"
+        )
+        params = (model, to_us(before))
+        expired = self._conn.execute(
+            "UPDATE callback_deliveries SET status = 'expired', finished_at = ?"
+            f" WHERE status = 'pending' AND attempts = 0 AND delivery_id IN ({closing})",
+            (to_us(now), *params),
+        ).rowcount
+        untaken = self._conn.execute(
+            "UPDATE deliveries SET status = 'expired', finished_at = ?"
+            f" WHERE id IN ({closing}) AND NOT EXISTS (SELECT 1 FROM callback_deliveries AS c"
+            " WHERE c.delivery_id = deliveries.id)",
+            (to_us(now), *params),
+        ).rowcount
+        self._conn.execute(
+            f"UPDATE deliveries SET status = 'closed', finished_at = ? WHERE id IN ({closing})",
+            (to_us(now), *params),
+        )
+        return expired + untaken
+
+    def purge_deliveries(self, before: datetime, *, model: str) -> int:
+        cutoff = to_us(before)
+        ids = [
+            row[0]
+            for row in self._conn.execute(
+                "SELECT id FROM deliveries AS d WHERE d.status <> 'open' AND d.model = ?"
+                " AND d.finished_at < ? AND NOT EXISTS (SELECT 1 FROM callback_deliveries AS c"
+                " WHERE c.delivery_id = d.id AND (c.status NOT IN ('delivered', 'expired')"
+                " OR c.finished_at IS NULL OR c.finished_at >= ?))",
+                (model, cutoff, cutoff),
+            )
+        ]
+        if ids:
+            wanted = (dumps(ids),)
+            self._conn.execute(
+                f"DELETE FROM callback_deliveries WHERE delivery_id IN {_IN_JSON}", wanted
+            )
+            self._conn.execute(f"DELETE FROM deliveries WHERE id IN {_IN_JSON}", wanted)
+        return len(ids)
 
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
