@@ -69,21 +69,22 @@ def quick(q):
     line("end", q.id, q.subject_id)
 
 
+# one callback name in every process, as a restarted app registers its callbacks again
 if mode.startswith("block"):
-    client.on("pql", blocking)
+    client.on_pql(blocking, name="sink")
     for step in range(3):
         client.track("u1", "step", message_id=f"m-{step}")
         line("returned", f"m-{step}")
     time.sleep(3600)
 elif mode == "run":
-    client.on("pql", quick)
+    client.on_pql(quick, name="sink")
     line("ready")
     for i in range(100_000):
         message_id = f"{run}-m{i}"
         client.track(f"{run}-u{i // 3}", "step", message_id=message_id)
         line("returned", message_id)
 elif mode == "deliver":
-    client.on("pql", quick)
+    client.on_pql(quick, name="sink")
     time.sleep(LEASE.total_seconds() + 0.5)  # past any lease a killed process held
     client.flush()
     line("flushed", str(len(client.pending())), str(len(client.dead_letters())))

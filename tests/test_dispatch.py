@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 import pqlkit
 from pqlkit import Client, MemoryStore, Model, Qualification, SQLiteStore, Store, did, signal
 from pqlkit import _dispatch as dispatch_module
-from pqlkit.exceptions import StoreError, ValidationError
+from pqlkit.exceptions import StoreError, TransientStoreError, ValidationError
 from pqlkit.testing import FrozenClock, use
 
 T0 = datetime(2024, 3, 4, 9, 0, tzinfo=timezone.utc)
@@ -1128,3 +1129,49 @@ def test_the_module_level_api_registers_named_callbacks(client: Client) -> None:
             pqlkit.on_pql(lambda q: None, name="feed")
     qualify(client)
     assert got == ["u1"]
+
+
+class ClaimConflicts:
+    """A store whose first ``conflicts`` claims are aborted by the database (a deadlock)."""
+
+    def __init__(self, inner: Store, conflicts: int) -> None:
+        self.inner = inner
+        self.conflicts = conflicts
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.inner.transaction() as tx:
+            yield _ClaimConflictsTransaction(tx, self)
+
+    def joined(self, connection: Any) -> Any:
+        return self.inner.joined(connection)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _ClaimConflictsTransaction:
+    def __init__(self, tx: Any, owner: ClaimConflicts) -> None:
+        self._tx = tx
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "claim_due" and self._owner.conflicts > 0:
+            self._owner.conflicts -= 1
+            raise TransientStoreError("deadlock detected (injected)")
+        return getattr(self._tx, name)
+
+
+def test_flush_claims_again_after_the_database_aborted_a_claim(clock: FrozenClock) -> None:
+    """A claim the database aborted (a deadlock between two flushing processes) is tried
+    again after a pause: flush() still delivers everything due (it used to return early)."""
+    store = ClaimConflicts(MemoryStore(), conflicts=0)
+    with Client(MODEL, store=store, clock=clock, inline_budget=timedelta(0)) as client:  # type: ignore[arg-type]
+        got: list[str] = []
+        client.on_pql(lambda q: got.append(q.subject_id), name="sink")
+        for n in range(3):
+            qualify(client, f"u{n}")
+        store.conflicts = 2
+        assert client.flush() == 0
+        assert sorted(got) == ["u0", "u1", "u2"]
+        assert client.pending() == []

@@ -16,6 +16,7 @@ import attrs
 
 from ._clock import Clock
 from ._events import Qualification
+from ._retry import pause
 from .exceptions import StoreError, TransientStoreError, ValidationError
 from .stores._base import DeliveryRecord, DeliveryStatus, Store, Transaction
 
@@ -25,6 +26,7 @@ logger = logging.getLogger("pqlkit")
 
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
 _FINISH_ATTEMPTS = 5
+_CLAIM_ATTEMPTS = 5  # claims in a row the database aborted before a pass gives up
 _BEATS_PER_LEASE = 3  # a running callback's lease is renewed this often per lease
 _BEAT_IDLE = 60.0  # seconds without a running callback before the heartbeat thread ends
 _HOUSEKEEPING = timedelta(minutes=1)  # closing windows and purging, at most this often
@@ -295,7 +297,7 @@ class Dispatcher:
         if getattr(self._local, "active", False):
             return 0  # a callback called track(): left for the next pass
         self._local.active = True
-        attempted = 0
+        attempted = conflicts = 0
         try:
             if self._closed or self._stopping:
                 return 0
@@ -320,8 +322,11 @@ class Dispatcher:
                         batch = tx.claim_due(
                             now, wall, wall + self._lease, keys, 1, model=self._model, ids=ids
                         )
-                except TransientStoreError:  # a conflict: the next pass claims them
-                    return attempted
+                except TransientStoreError:  # a conflict: claim again after a pause
+                    conflicts += 1
+                    if pause(conflicts, first=0.01, attempts=_CLAIM_ATTEMPTS):
+                        continue
+                    return attempted  # the next pass claims them
                 if not batch:
                     return attempted
                 for delivery in batch:
@@ -471,7 +476,8 @@ class Dispatcher:
         finished_at = None if status == "pending" else self._clock.now()
         with self._lock:  # its callback is over: the heartbeat stops renewing the lease
             self._inflight.pop((delivery_id, name), None)
-        for attempt in range(1, _FINISH_ATTEMPTS + 1):
+        failed = 0
+        while True:
             try:
                 with self._transaction() as tx:
                     tx.finish_delivery(
@@ -485,14 +491,14 @@ class Dispatcher:
                     )
                 return
             except TransientStoreError:
-                if attempt == _FINISH_ATTEMPTS:
+                failed += 1
+                if not pause(failed, first=0.01, attempts=_FINISH_ATTEMPTS):
                     logger.warning(
                         "pqlkit: could not record delivery %s to %s; it will run again",
                         delivery_id,
                         name,
                     )
                     return
-                time.sleep(0.005 * 2**attempt * random.uniform(0.5, 1.5))
             except StoreError:
                 if not self._closed:
                     raise
