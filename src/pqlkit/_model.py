@@ -7,7 +7,7 @@ import math
 import numbers
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from . import _dsl as d
 from ._convert import dumps
@@ -41,6 +41,12 @@ class Model:
             ``where=`` callable).
         requalify_after: Let a disqualified subject fire again once its rule holds
             and this long has passed since its disqualification (default: never).
+        on_retune: What a rebuild after a model change does with the subjects it
+            changes: ``"fire"`` (the default) delivers those that qualify only
+            now (their ``qualified_at`` is the time of their newest event) and
+            those that no longer do; ``"record"`` records them (so
+            ``qualified_at()`` and ``stats()`` count them and they never fire
+            later) and delivers nothing. Not part of the fingerprint.
 
     Example:
         >>> from pqlkit import Model, did, points, score
@@ -64,6 +70,7 @@ class Model:
         pqa: d.Expr | None = None,
         version: str | None = None,
         requalify_after: timedelta | None = None,
+        on_retune: Literal["fire", "record"] = "fire",
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ModelError("name", "must be a non-empty str")
@@ -74,6 +81,7 @@ class Model:
         self.pqa = pqa
         self.version = version
         self.requalify_after = requalify_after
+        self.on_retune = on_retune
         self._check()
         self.fingerprint = self._fingerprint()
 
@@ -133,6 +141,8 @@ class Model:
             raise ModelError("requalify_after", "must be a positive timedelta or None")
         if self.version is not None and not isinstance(self.version, str):
             raise ModelError("version", "must be a str or None")
+        if self.on_retune not in ("fire", "record"):
+            raise ModelError("on_retune", f'must be "fire" or "record", got {self.on_retune!r}')
         self._check_cycles()
 
     def _check_expr(self, expr: d.Expr, where: str) -> None:

@@ -1,0 +1,170 @@
+"""Rebuilding derived state from the log while other processes write (API.md section 4).
+
+The worker function lives in this module so that the worker processes can import it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.synchronize
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import worker_context
+from pqlkit import Client, Model, active_users, count
+from pqlkit._engine import Plan
+from pqlkit.stores import SQLiteStore
+from pqlkit.testing import FrozenClock
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+NOW = T0 + timedelta(days=30)  # after every event
+
+MODEL = Model(
+    "rebuild",
+    scores={"events": count(), "logins": count("login"), "users": active_users()},
+    pql=count("login") >= 22,
+    pqa=count("login") >= 250,
+)
+
+HISTORY = 60_000  # events stored before the rebuild: enough for it to take seconds
+USERS = 2_000  # in accounts of 10
+
+
+def account_of(user: str) -> str:
+    return f"a{int(user[1:]) // 10}"
+
+
+def history() -> Iterator[dict[str, Any]]:
+    """The stored events, for ``track_many``: a third are not logins."""
+    for i in range(HISTORY):
+        user = f"u{i * 7919 % USERS}"
+        yield {
+            "user_id": user,
+            "event": "page_viewed" if i % 3 == 0 else "login",
+            "account_id": account_of(user),
+            "timestamp": T0 + timedelta(seconds=i),
+            "message_id": f"h{i}",
+        }
+
+
+def track_while_rebuilding(
+    path: str,
+    ready: multiprocessing.synchronize.Event,
+    stop: multiprocessing.synchronize.Event,
+    results: Any,
+) -> None:
+    """Process B: track logins (of stored users and of new ones) until told to stop.
+
+    Reports each call's start (monotonic, comparable across processes on Linux)
+    and how long it took, and the events it tracked.
+    """
+    try:
+        calls: list[tuple[float, float]] = []
+        tracked: list[str] = []
+        with Client(
+            MODEL, store=SQLiteStore(path), clock=FrozenClock(NOW), dispatch="inline"
+        ) as client:
+            ready.set()
+            i = 0
+            while not stop.is_set():
+                user = f"u{i * 37 % USERS}" if i % 4 else f"u{USERS + i}"  # a quarter new
+                started = time.monotonic()
+                client.track(
+                    user,
+                    "login",
+                    account_id=account_of(user),
+                    timestamp=NOW - timedelta(seconds=i),
+                    message_id=f"b{i}",
+                )
+                calls.append((started, time.monotonic() - started))
+                tracked.append(user)
+                i += 1
+                time.sleep(0.01)
+        results.put({"calls": calls, "tracked": tracked})
+    except BaseException:
+        results.put({"error": traceback.format_exc()})
+        raise
+
+
+@pytest.mark.slow
+def test_rebuild_lets_another_process_track_meanwhile(tmp_path: Path) -> None:
+    """A rebuild of a big store lets another process's track() in; every state ends exact."""
+    path = str(tmp_path / "pql.db")
+    with Client(MODEL, store=SQLiteStore(path), clock=FrozenClock(NOW)) as loader:
+        assert loader.track_many(history()).stored == HISTORY
+
+    context = worker_context()
+    ready, stop, results = context.Event(), context.Event(), context.Queue()
+    worker = context.Process(target=track_while_rebuilding, args=(path, ready, stop, results))
+    worker.start()
+    try:
+        assert ready.wait(60)
+        time.sleep(0.3)  # let it track a few first
+        with Client(MODEL, store=SQLiteStore(path), clock=FrozenClock(NOW)) as client:
+            started = time.monotonic()
+            replayed = client.rebuild()
+            ended = time.monotonic()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        report = results.get(timeout=60)
+        worker.join(60)
+    assert "error" not in report, report.get("error")
+    assert replayed >= HISTORY
+    duration = ended - started
+    during = [(t, wait) for t, wait in report["calls"] if started <= t <= ended]
+    longest = max(wait for _, wait in report["calls"])
+    assert len(during) >= 10, (len(during), duration)
+    assert longest < min(duration / 3, 5.0), (longest, duration)
+
+    # Every subject's stored state is what a rebuild from the log gives: exact counts
+    # (a state may be behind its newest events, which are then in the log after its seq).
+    logins: Counter[tuple[str, str]] = Counter()
+    events: Counter[tuple[str, str]] = Counter()
+    for e in history():
+        for key in (("user", e["user_id"]), ("account", e["account_id"])):
+            events[key] += 1
+            logins[key] += e["event"] == "login"
+    users_of: dict[str, set[str]] = {}
+    for user in [f"u{i}" for i in range(USERS)] + report["tracked"]:
+        users_of.setdefault(account_of(user), set()).add(user)
+    for user in report["tracked"]:
+        for key in (("user", user), ("account", account_of(user))):
+            events[key] += 1
+            logins[key] += 1
+    plan = Plan(MODEL)
+    with SQLiteStore(path) as store:
+        with store.transaction() as tx:
+            seqs: dict[tuple[str, str], list[int]] = {}
+            for e in tx.events():
+                assert e.account_id is not None
+                for key in (("user", e.user_id), ("account", e.account_id)):
+                    seqs.setdefault(key, []).append(e.seq)
+            assert {key: len(s) for key, s in seqs.items()} == events
+            for kind, sid in events:
+                row = tx.load_state(MODEL.name, kind, sid)
+                assert row is not None, (kind, sid)
+                state = plan.load(row.state)
+                assert state is not None, (kind, sid)
+                folded = sum(seq <= state.seq for seq in seqs[(kind, sid)])
+                assert state.events == folded, (kind, sid)
+            records = Counter((q.kind, q.subject_id) for q in tx.qualifications(MODEL.name))
+        with Client(MODEL, store=store, clock=FrozenClock(NOW)) as reader:
+            for kind, sid in events:
+                scores = reader.scores(sid, of=kind)
+                assert scores["events"] == events[(kind, sid)], (kind, sid)
+                assert scores["logins"] == logins[(kind, sid)], (kind, sid)
+                if kind == "account":
+                    assert scores["users"] == len(users_of[sid]), sid
+    qualifiers = {
+        ("pql" if kind == "user" else "pqa", sid)
+        for (kind, sid), n in logins.items()
+        if n >= (22 if kind == "user" else 250)
+    }
+    assert records == Counter(qualifiers)
