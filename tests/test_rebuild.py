@@ -6,6 +6,7 @@ The worker function lives in this module so that the worker processes can import
 from __future__ import annotations
 
 import multiprocessing.synchronize
+import threading
 import time
 import traceback
 from collections import Counter
@@ -19,7 +20,7 @@ import pytest
 from conftest import worker_context
 from pqlkit import Client, Model, active_users, count
 from pqlkit._engine import Plan
-from pqlkit.stores import SQLiteStore
+from pqlkit.stores import SQLiteStore, Store
 from pqlkit.testing import FrozenClock
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
@@ -168,3 +169,43 @@ def test_rebuild_lets_another_process_track_meanwhile(tmp_path: Path) -> None:
         if n >= (22 if kind == "user" else 250)
     }
     assert records == Counter(qualifiers)
+
+
+def test_rebuild_ends_while_another_thread_keeps_tracking(store: Store) -> None:
+    """The subjects are listed up to the end of the log as it was: a busy writer cannot
+    keep a rebuild going; every subject's scores stay exact."""
+    clock = FrozenClock(NOW)
+    with Client(MODEL, store=store, clock=clock) as loader:
+        loader.track_many(
+            {"user_id": f"u{i % 50}", "event": "login", "account_id": f"a{i % 5}"}
+            for i in range(500)
+        )
+    stop = threading.Event()
+    tracked: list[int] = []
+
+    def track() -> None:
+        with Client(MODEL, store=store, clock=clock) as writer:
+            while not stop.is_set() and len(tracked) < 20_000:
+                writer.track(f"u{len(tracked) % 60}", "login", account_id="a0")
+                tracked.append(1)
+
+    with Client(MODEL, store=store, clock=clock) as client:
+        writer = threading.Thread(target=track)
+        writer.start()
+        try:
+            while len(tracked) < 20:
+                time.sleep(0.001)
+            client.rebuild()
+            rebuilt_at = len(tracked)
+        finally:
+            stop.set()
+            writer.join(60)
+        assert rebuilt_at < 20_000  # the rebuild ended while the writer kept tracking
+        with store.transaction() as tx:
+            events: Counter[tuple[str, str]] = Counter()
+            for e in tx.events():
+                events["user", e.user_id] += 1
+                events["account", str(e.account_id)] += 1
+        assert sum(events[k] for k in events if k[0] == "user") == 500 + len(tracked)
+        for (kind, sid), n in events.items():
+            assert client.scores(sid, of=kind)["events"] == n, (kind, sid)

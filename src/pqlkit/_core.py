@@ -1262,41 +1262,48 @@ class Core:
     def _rebuild_keys(self, owner: str) -> list[tuple[SubjectKind, str]] | None:
         """Every subject in the log (users by their final id), sorted; read in pages.
 
-        None if another client took the claim over meanwhile.
+        The listing ends at the first page that is not full: the end of the log
+        then. Subjects first seen after it are new ones, whose writers evaluated
+        them with their own events (going on to the end of a log that other
+        writers keep growing might never end). None if another client took the
+        claim over meanwhile.
         """
         users: dict[str, str] = {}  # user id as recorded -> its final id
         accounts: set[str] = set()
 
-        def page(tx: Transaction, after_seq: int) -> tuple[int, dict[str, str], set[str]] | None:
+        def page(
+            tx: Transaction, after_seq: int
+        ) -> tuple[int, int, dict[str, str], set[str]] | None:
             if not self._renew_rebuild(tx, owner, None):
                 return None
             new_users: dict[str, str] = {}
             new_accounts: set[str] = set()
             last = after_seq
+            read = 0
             for record in tx.events(after_seq=after_seq, limit=_REBUILD_PAGE):
                 last = record.seq
+                read += 1
                 uid = record.user_id
                 if uid not in users and uid not in new_users:
                     new_users[uid] = tx.resolve(uid)
                 if record.account_id is not None:
                     new_accounts.add(record.account_id)
-            return last, new_users, new_accounts
+            return last, read, new_users, new_accounts
 
         after_seq = 0
         while True:
             if after_seq:
                 time.sleep(_REBUILD_PAUSE)  # let other writers in
-            since = after_seq
-            read = self._write(functools.partial(page, after_seq=since))
-            if read is None:
+            got = self._write(functools.partial(page, after_seq=after_seq))
+            if got is None:
                 return None
-            after_seq, new_users, new_accounts = read
-            if after_seq == since:
+            after_seq, read, new_users, new_accounts = got
+            users.update(new_users)
+            accounts |= new_accounts
+            if read < _REBUILD_PAGE:
                 keys: set[tuple[SubjectKind, str]] = {("user", uid) for uid in users.values()}
                 keys.update(("account", acc) for acc in accounts)
                 return sorted(keys)
-            users.update(new_users)
-            accounts |= new_accounts
 
     def _rebuild_batch(
         self,
