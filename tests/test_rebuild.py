@@ -1,10 +1,11 @@
 """Rebuilding derived state from the log while other processes write (API.md section 4).
 
-The worker function lives in this module so that the worker processes can import it.
+The worker functions live in this module so that the worker processes can import it.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing.synchronize
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import pqlkit._core
 from conftest import worker_context
 from pqlkit import Client, Model, active_users, count
 from pqlkit._engine import Plan
@@ -209,3 +211,77 @@ def test_rebuild_ends_while_another_thread_keeps_tracking(store: Store) -> None:
         assert sum(events[k] for k in events if k[0] == "user") == 500 + len(tracked)
         for (kind, sid), n in events.items():
             assert client.scores(sid, of=kind)["events"] == n, (kind, sid)
+
+
+REPLAYED: list[str] = []  # the users whose logins this process's where= callable saw
+
+
+def seen(properties: dict[str, Any]) -> bool:
+    REPLAYED.append(properties["who"])
+    return True
+
+
+RETUNED = Model(  # what the killed process and the next one rebuild for
+    "rebuild",
+    scores={"events": count(), "logins": count("login", where=seen)},
+    pql=count("login", where=seen) >= 10,
+)
+
+
+def rebuild_until_killed(path: str) -> None:
+    """Process A: start a client with RETUNED (a rebuild), slowly; it gets SIGKILLed."""
+    pqlkit._core._REBUILD_SLICE = 0.0  # one subject per transaction
+    pqlkit._core._REBUILD_PAUSE = 0.002
+    pqlkit._core._REBUILD_LEASE = 1.0  # so that the next client need not wait long
+    Client(RETUNED, store=SQLiteStore(path))
+
+
+@pytest.mark.slow
+def test_a_killed_rebuild_is_resumed_by_the_next_client(tmp_path: Path) -> None:
+    """SIGKILL mid-rebuild: the next client resumes after the last subject done; each
+    qualifier fires once and every state is exact."""
+    path = str(tmp_path / "pql.db")
+    users = [f"u{n}" for n in range(300)]
+    logins = {user: n % 20 for n, user in enumerate(users)}
+    with Client(MODEL, store=SQLiteStore(path), clock=FrozenClock(NOW)) as loader:
+        loader.track_many(
+            {"user_id": user, "event": "login", "properties": {"who": user}}
+            for user in users
+            for _ in range(logins[user])
+            if logins[user]
+        )
+    worker = worker_context().Process(target=rebuild_until_killed, args=(path,))
+    worker.start()
+    with SQLiteStore(path) as store:
+        try:
+            deadline = time.monotonic() + 60
+            claim = None
+            while time.monotonic() < deadline:  # wait until it rebuilt some subjects
+                with store.transaction() as tx:
+                    text = tx.get_meta("model:rebuild:rebuild")
+                claim = json.loads(text) if text else None
+                if claim is not None and claim["after"][1] >= "u2":
+                    break
+                time.sleep(0.005)
+        finally:
+            worker.kill()
+            worker.join(30)
+        assert claim is not None
+        assert worker.exitcode is not None
+        with store.transaction() as tx:
+            assert tx.get_meta("model:rebuild:fingerprint") == MODEL.fingerprint
+            stopped = json.loads(tx.get_meta("model:rebuild:rebuild") or "")["after"][1]
+        assert "u2" <= stopped < max(users)
+
+        REPLAYED.clear()
+        with Client(RETUNED, store=store, clock=FrozenClock(NOW)) as client:
+            assert REPLAYED  # it resumed the rebuild...
+            assert min(REPLAYED) > stopped  # ...after the last subject the killed one did
+            qualifiers = sorted(user for user in users if logins[user] >= 10)
+            assert sorted(q.subject_id for q in client.pending()) == qualifiers
+            for user in users:
+                assert client.scores(user)["logins"] == logins[user], user
+        with store.transaction() as tx:
+            assert tx.get_meta("model:rebuild:fingerprint") == RETUNED.fingerprint
+            records = sorted(q.subject_id for q in tx.qualifications("rebuild"))
+        assert records == qualifiers
