@@ -41,12 +41,13 @@ class Model:
             ``where=`` callable).
         requalify_after: Let a disqualified subject fire again once its rule holds
             and this long has passed since its disqualification (default: never).
-        on_retune: What a rebuild after a model change does with the subjects it
-            changes: ``"fire"`` (the default) delivers those that qualify only
-            now (their ``qualified_at`` is the time of their newest event) and
-            those that no longer do; ``"record"`` records them (so
-            ``qualified_at()`` and ``stats()`` count them and they never fire
-            later) and delivers nothing. Not part of the fingerprint.
+        on_retune: What a rebuild (after a model change, or ``client.rebuild()``)
+            does with the subjects it finds newly qualified or disqualified:
+            ``"fire"`` (the default) delivers them, a newly qualified one with the
+            time of its newest event as ``qualified_at``; ``"record"`` records
+            them, with the same ``qualified_at`` (``qualified_at()`` and
+            ``stats()`` count them, and they never fire later), and delivers
+            nothing. Not part of the fingerprint.
 
     Example:
         >>> from pqlkit import Model, did, points, score
