@@ -166,6 +166,7 @@ def _script() -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
         ("forget", ("raj",), {}),
         ("scores", ("acme",), {"of": "account"}),
         ("rebuild", (), {}),
+        ("rebuild", (), {"on_retune": "record"}),
         ("dead_letters", (), {}),
         ("retry_dead_letters", (), {}),
         ("stats", (), {}),

@@ -195,6 +195,12 @@ BAD_DECLARATIONS = [
         "must be a str or None, got 2",
     ),
     case(
+        "on-retune-unknown",
+        lambda: Model("m", on_retune="deliver"),  # type: ignore[arg-type]
+        "on_retune",
+        'must be "fire" or "record", got \'deliver\'',
+    ),
+    case(
         "cycle-of-one-signal",
         lambda: Model("m", signals={"a": signal("a")}),
         "signals.a",
@@ -697,7 +703,7 @@ def test_every_raise_in_the_model_has_a_case() -> None:
         for line, pattern in patterns
         if not any(pattern.fullmatch(reason) for reason in reasons)  # type: ignore[arg-type]
     ]
-    assert len(patterns) == 47
+    assert len(patterns) == 48
     assert missing == []
 
 

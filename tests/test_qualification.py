@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
+import pqlkit._core
 from pqlkit import (
     Client,
     Event,
@@ -17,6 +20,7 @@ from pqlkit import (
     Qualification,
     SQLiteStore,
     Store,
+    ValidationError,
     absent,
     active_days,
     active_users,
@@ -32,6 +36,7 @@ from pqlkit import (
     tev,
     trait,
 )
+from pqlkit.exceptions import ModelError
 from pqlkit.stores import Transaction
 from pqlkit.stores._base import StateRecord
 from pqlkit.testing import FrozenClock
@@ -41,7 +46,9 @@ US = timedelta(microseconds=1)
 FREE_MAIL = ("gmail.com", "yahoo.com")
 
 
-def model(name: str = "data-tooling", **weights: float) -> Model:
+def model(
+    name: str = "data-tooling", *, on_retune: Literal["fire", "record"] = "fire", **weights: float
+) -> Model:
     """The model of API.md section 2, trimmed; ``weights`` override the behavior points."""
     behavior = {"activated": 30, "invited": 20, "api_key": 15, "dormant": -25, **weights}
     return Model(
@@ -71,6 +78,7 @@ def model(name: str = "data-tooling", **weights: float) -> Model:
         },
         pql=(score("behavior") + score("fit") >= 50) & ~signal("dormant"),
         pqa=active_users(within=days(14)) >= 3,
+        on_retune=on_retune,
     )
 
 
@@ -632,6 +640,191 @@ def test_explicit_rebuild_picks_up_a_changed_where_callable(
     assert [q.subject_id for q in rec.pql] == ["u2", "u1"]
     client.rebuild()
     assert [q.subject_id for q in rec.pql] == ["u2", "u1"]
+
+
+# -- the re-tune policy (Model(on_retune=...)) ------------------------------------
+
+
+def test_on_retune_is_not_part_of_the_fingerprint() -> None:
+    """on_retune says what a rebuild delivers, not how subjects score."""
+    assert model(on_retune="record").fingerprint == MODEL.fingerprint
+
+
+def test_on_retune_must_be_fire_or_record() -> None:
+    """Any other value is a ModelError naming the field."""
+    with pytest.raises(ModelError) as info:
+        Model("m", pql=did("x"), on_retune="quietly")  # type: ignore[arg-type]
+    assert info.value.name == "on_retune"
+
+
+@pytest.mark.parametrize("policy", ["fire", "record"])
+def test_retune_that_qualifies_fires_or_records(
+    make_client: ClientFactory, store: Store, clock: FrozenClock, policy: str
+) -> None:
+    """A lowered bar: "fire" delivers the newly qualified; "record" only records them."""
+    v1 = make_client(model(api_key=15))
+    rec1 = Received(v1)
+    v1.track("u1", "teammate_invited", {"email": "a@x.io"})
+    activate(v1, "u1")  # 30 + 20: qualifies under v1
+    v1.track("u2", "api_key_generated")
+    activate(v1, "u2")  # 30 + 15: does not
+    assert [q.subject_id for q in rec1.pql] == ["u1"]
+    v1.close()
+
+    clock.advance(days(1))
+    v2 = make_client(model(api_key=25, on_retune=policy))  # u2 has 55 now
+    rec = Received(v2)
+    newly = ["u2"] if policy == "fire" else []
+    assert [q.subject_id for q in v2.pending()] == newly
+    v2.flush()
+    assert [q.subject_id for q in rec.pql] == newly
+    assert v2.qualified_at("u2") == T0  # the time of u2's newest event, either way
+    assert v2.stats().pqls == 2
+    with store.transaction() as tx:
+        record = tx.latest_qualification("data-tooling", "pql", "u2")
+    assert record is not None
+    assert record.fingerprint == v2.model.fingerprint
+    assert v2.track("u2", "login").qualified == []  # recorded: it never fires later
+    v2.flush()
+    assert [q.subject_id for q in rec.pql] == newly
+    assert v2.pending() == []
+
+
+@pytest.mark.parametrize("policy", ["fire", "record"])
+def test_retune_that_disqualifies_delivers_or_records(
+    make_client: ClientFactory, store: Store, clock: FrozenClock, policy: str
+) -> None:
+    """A raised bar: "fire" delivers the disqualification; "record" only records it."""
+    v1 = make_client(model(api_key=15))
+    rec1 = Received(v1)
+    v1.track("u1", "teammate_invited", {"email": "a@x.io"})
+    activate(v1, "u1")  # 30 + 20: qualifies
+    assert [q.subject_id for q in rec1.pql] == ["u1"]
+    v1.close()
+
+    clock.advance(days(1))
+    v2 = make_client(model(invited=10, on_retune=policy))  # u1 has 40 now
+    expected = [("u1", T0)] if policy == "fire" else []
+    assert [(q.subject_id, q.disqualified_at) for q in v2.pending()] == expected
+    with store.transaction() as tx:
+        latest = tx.latest_qualification("data-tooling", "pql", "u1")
+    assert latest is not None
+    assert latest.disqualified_at == T0
+    rec = Received(v2)
+    v2.track("u1", "login")
+    v2.flush()
+    assert len(rec.disqualified) == len(expected)
+    assert rec.pql == []
+    assert v2.pending() == []
+
+
+def test_explicit_rebuild_can_record_instead_of_firing(make_client: ClientFactory) -> None:
+    """client.rebuild(on_retune="record") overrides the model's policy for that rebuild."""
+    accepted = {"plans": {"pro"}}
+    m = Model(
+        "where-model",
+        signals={
+            "upgraded": did("plan_chosen", where=lambda p: p.get("plan") in accepted["plans"])
+        },
+        pql=signal("upgraded"),
+    )
+    client = make_client(m)
+    rec = Received(client)
+    client.track("u1", "plan_chosen", {"plan": "team"})
+    client.track("u2", "plan_chosen", {"plan": "pro"})
+    accepted["plans"] = {"pro", "team"}
+    assert client.rebuild(on_retune="record") == 2
+    client.flush()
+    assert [q.subject_id for q in rec.pql] == ["u2"]
+    assert client.pending() == []
+    assert client.qualified_at("u1") == T0
+    with pytest.raises(ValidationError) as info:
+        client.rebuild(on_retune="later")  # type: ignore[arg-type]
+    assert info.value.field == "on_retune"
+
+
+def test_an_interrupted_rebuild_resumes_where_it_stopped(
+    make_client: ClientFactory, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild that fails half-way keeps what it did; the next client does the rest, once."""
+    monkeypatch.setattr(pqlkit._core, "_REBUILD_SLICE", 0.0)  # one subject per transaction
+    monkeypatch.setattr(pqlkit._core, "_REBUILD_PAUSE", 0.0)
+    seen: list[int] = []
+    failing = {"n": 5}
+
+    def upgraded(properties: dict[str, Any]) -> bool:
+        seen.append(properties["n"])
+        if properties["n"] == failing["n"]:
+            raise RuntimeError("a bug in a where= callable")
+        return True
+
+    old = Model("resume", signals={"upgraded": did("upgrade", where={"n": -1})})
+    new = Model(
+        "resume", signals={"upgraded": did("upgrade", where=upgraded)}, pql=signal("upgraded")
+    )
+    v1 = make_client(old)
+    for n in range(10):
+        v1.track(f"u{n}", "upgrade", {"n": n})
+    v1.close()
+    with pytest.raises(RuntimeError, match="a bug"):
+        make_client(new)  # rebuilds u0..u4, fails on u5
+    assert sorted(set(seen)) == [0, 1, 2, 3, 4, 5]
+    with store.transaction() as tx:
+        assert tx.get_meta("model:resume:fingerprint") == old.fingerprint
+
+    failing["n"] = -1
+    seen.clear()
+    v2 = make_client(new)
+    assert sorted(set(seen)) == [5, 6, 7, 8, 9]  # resumed after u4
+    rec = Received(v2)
+    v2.flush()
+    assert sorted(q.subject_id for q in rec.pql) == [f"u{n}" for n in range(10)]
+    seen.clear()
+    make_client(new)
+    assert seen == []  # done: the fingerprint is stored
+
+
+def test_a_client_waits_for_another_clients_rebuild(make_client: ClientFactory) -> None:
+    """Two clients that need the same rebuild: the second waits for the first, replaying nothing."""
+
+    def pro(log: list[str], started: threading.Event) -> Callable[[dict[str, Any]], bool]:
+        def is_pro(properties: dict[str, Any]) -> bool:
+            log.append(properties["user"])
+            started.set()
+            time.sleep(0.01)  # a slow rebuild: several transactions
+            return True
+
+        return is_pro
+
+    def tuned(log: list[str], started: threading.Event) -> Model:
+        return Model(
+            "waits",
+            signals={"pro": did("plan_chosen", where=pro(log, started))},
+            pql=signal("pro"),
+        )
+
+    first = make_client(Model("waits", signals={"pro": did("plan_chosen", where={"x": 1})}))
+    for n in range(30):
+        first.track(f"u{n}", "plan_chosen", {"user": f"u{n}"})
+    first.close()
+    a_log: list[str] = []
+    b_log: list[str] = []
+    a_started, b_started = threading.Event(), threading.Event()
+    assert tuned(a_log, a_started).fingerprint == tuned(b_log, b_started).fingerprint
+    built: list[Client] = []
+    rebuilding = threading.Thread(target=lambda: built.append(make_client(tuned(a_log, a_started))))
+    rebuilding.start()
+    try:
+        assert a_started.wait(30)
+        b = make_client(tuned(b_log, b_started))
+    finally:
+        rebuilding.join(60)
+    assert len(built) == 1
+    assert sorted(a_log) == sorted(f"u{n}" for n in range(30))
+    assert b_log == []
+    rec = Received(b)
+    b.flush()
+    assert sorted(q.subject_id for q in rec.pql) == sorted(f"u{n}" for n in range(30))
 
 
 def test_another_model_name_fires_again(make_client: ClientFactory) -> None:

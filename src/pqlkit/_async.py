@@ -383,6 +383,6 @@ class AsyncClient:
         """:meth:`Client.sweep <pqlkit.Client.sweep>`, awaited."""
         return await self._run(self._client.sweep, now)
 
-    async def rebuild(self) -> int:
+    async def rebuild(self, *, on_retune: Literal["fire", "record"] | None = None) -> int:
         """:meth:`Client.rebuild <pqlkit.Client.rebuild>`, awaited."""
-        return await self._run(self._client.rebuild)
+        return await self._run(self._client.rebuild, on_retune=on_retune)

@@ -479,13 +479,22 @@ class Client:
         """
         return self._core.sweep(now)
 
-    def rebuild(self) -> int:
+    def rebuild(self, *, on_retune: Literal["fire", "record"] | None = None) -> int:
         """Rebuild every subject's derived state from the event log; fire what now qualifies.
 
         Happens automatically when a Client starts with a model whose fingerprint
-        differs from the stored one. Returns the number of events replayed.
+        differs from the stored one. The rebuild runs in short transactions, so
+        other writers (threads and processes) get in between them; another Client
+        that needs the same rebuild waits for this one, and one interrupted is
+        resumed by the next Client that starts. Returns the number of events
+        replayed.
+
+        Args:
+            on_retune: ``"fire"`` delivers the qualifications and
+                disqualifications the rebuild finds; ``"record"`` records them
+                without delivering anything. Default: the model's ``on_retune``.
         """
-        return self._core.rebuild()
+        return self._core.rebuild(on_retune)
 
     def stats(self) -> Stats:
         """Funnel health: users, accounts, PQLs, PQAs, the PQL rate and time to PQL."""

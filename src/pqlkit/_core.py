@@ -9,8 +9,12 @@ on a wrong type before pqlkit's checks could name the field). This module and
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -687,10 +691,14 @@ class Core:
         self._dispatcher.swept([q.id for q in fired])
         return fired
 
-    def rebuild(self) -> int:
+    def rebuild(self, on_retune: object) -> int:
         self._check_open()
-        count, out = self._rebuild_all()
-        self._dispatcher.fired(_fired([out]))
+        if on_retune is None:
+            on_retune = self.model.on_retune
+        elif on_retune != "fire" and on_retune != "record":
+            raise ValidationError("on_retune", f'must be "fire" or "record", got {on_retune!r}')
+        count, out = self._rebuild_all(deliver=on_retune == "fire")
+        self._dispatcher.fired(_fired([out]) if out.enqueued else [])
         return count
 
     def stats(self) -> Stats:
@@ -1113,12 +1121,14 @@ class Core:
         *,
         latch: bool = True,
         scores: bool = False,
+        deliver: bool = True,
     ) -> Evaluation:
         """Evaluate the subject at ``t``; fire or disqualify as its rule says.
 
         Only what the rule reads is evaluated unless ``scores`` asks for every
         score (a user's, for ``TrackResult.scores``); a payload is built from a
-        full evaluation.
+        full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
+        a qualification or disqualification is recorded, and nothing is enqueued.
         """
         ctx = self._context(tx, subject, full=False)
         ev = self._plan.evaluate(
@@ -1167,6 +1177,8 @@ class Core:
                 subject.state.qualification = None  # a concurrent writer got there first
                 return ev
             _remember(subject, record)
+            if not deliver:
+                return ev
             q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
             # the first attempt is due now on the client's clock (T, an event's
             # timestamp or a sweep's `now`, may lie in the clock's future)
@@ -1182,6 +1194,8 @@ class Core:
         elif latest is not None and latest.disqualified_at is None:
             tx.set_disqualified(latest.id, when)
             _remember(subject, attrs.evolve(latest, disqualified_at=when))
+            if not deliver:
+                return ev
             dq_id = _qualification_id(
                 name, "disqualified", subject.id, latest.round, to_us(latest.first_seen)
             )
@@ -1336,8 +1350,15 @@ class Core:
         return subjects.get((kind, sid)) or _Subject(kind, sid, self._plan.new_state())
 
     def _rebuild_subjects(
-        self, tx: Transaction, keys: Sequence[tuple[SubjectKind, str]], out: _Outcome
-    ) -> None:
+        self,
+        tx: Transaction,
+        keys: Sequence[tuple[SubjectKind, str]],
+        out: _Outcome,
+        *,
+        deliver: bool = True,
+    ) -> int:
+        """Rebuild these subjects from the log and evaluate them; return the users' events."""
+        replayed = 0
         for kind, sid in keys:
             subject = self._replay_subject(tx, kind, sid)
             if subject.state.newest is None:
@@ -1345,31 +1366,217 @@ class Core:
                 continue
             if kind == "user":
                 subject.account = self._account_of(tx, subject)
+                replayed += subject.state.events
             assert subject.state.newest is not None
-            self._evaluate(tx, subject, subject.state.newest, out, latch=False)
+            self._evaluate(tx, subject, subject.state.newest, out, latch=False, deliver=deliver)
             self._save(tx, subject)
+        return replayed
 
-    def _rebuild_all(self, *, only_if_stale: bool = False) -> tuple[int, _Outcome]:
-        def work(tx: Transaction) -> tuple[int, _Outcome]:
-            out = _Outcome()
-            tx.lock([f"model:{self.model.name}"])
-            if only_if_stale and tx.get_meta(self._fingerprint_key) == self.model.fingerprint:
-                return 0, out  # another process rebuilt it meanwhile
-            tx.check_integrity()  # before any state is rewritten from what the log reads
-            tx.clear_states(self.model.name)
-            self._warm.clear()
-            subjects, count = self._replay(tx.events(), tx, None)
-            for subject in subjects.values():
-                if subject.kind == "user":
-                    subject.account = self._account_of(tx, subject)
-                assert subject.state.newest is not None
-                self._evaluate(tx, subject, subject.state.newest, out, latch=False)
-                self._save(tx, subject)
-            tx.set_meta(self._fingerprint_key, self.model.fingerprint)
-            return count, out
+    def _rebuild_all(
+        self, *, only_if_stale: bool = False, deliver: bool = True
+    ) -> tuple[int, _Outcome]:
+        """Rebuild every subject's state from the log, in short transactions.
 
+        Other writers get in between them: each transaction locks and rebuilds
+        a few subjects from their whole log as it is then (a subject tracked
+        meanwhile is either rebuilt with its new event or loads the rebuilt
+        state and folds it in), and the write lock is then left free for a
+        moment. The rebuild is claimed in the store's metadata (see
+        :class:`_Claim`): other clients wait for it rather than do it again, and
+        the fingerprint is stored only when every subject is done. A rebuild
+        that dies (its claim no longer renewed) is resumed by the next client
+        that finds the fingerprint stale; one that raises releases its claim.
+        Returns the users' events replayed and what was enqueued.
+        """
+        owner = uuid.uuid4().hex
+        out = _Outcome()
+        replayed = 0
+        poll = _REBUILD_POLL
         with self._rebuild_lock:
-            return self._write(work)
+            while True:
+                status, after = self._write(
+                    lambda tx: self._claim_rebuild(tx, owner, only_if_stale)
+                )
+                if status == "done":
+                    return replayed, out
+                if status == "wait":  # for another client's rebuild
+                    time.sleep(poll * random.uniform(0.5, 1.5))
+                    poll = min(poll * 2, _REBUILD_POLL_MAX)
+                    continue
+                try:
+                    done, count = self._run_rebuild(owner, after, deliver, out)
+                except BaseException:
+                    self._release_rebuild(owner)
+                    raise
+                replayed += count
+                if done:
+                    return replayed, out
+                poll = _REBUILD_POLL  # another client took it over: wait for it
+
+    def _claim_rebuild(
+        self, tx: Transaction, owner: str, only_if_stale: bool
+    ) -> tuple[Literal["done", "wait", "run"], tuple[str, str]]:
+        """Claim the rebuild for ``owner`` ("run", and the last subject done to resume
+        after: ``("", "")`` for none); "wait" while another client's claim is live;
+        "done" if the fingerprint is stored already (with ``only_if_stale``)."""
+        tx.lock([self._rebuild_key])
+        claim = _Claim.read(tx, self._rebuild_key)
+        now = time.time()
+        after = ("", "")
+        if claim is not None and claim.owner != owner and claim.lease > now:
+            return "wait", after
+        fingerprint = self.model.fingerprint
+        if only_if_stale:
+            if tx.get_meta(self._fingerprint_key) == fingerprint:
+                return "done", after  # another client rebuilt it meanwhile
+            if claim is not None and claim.fingerprint == fingerprint:
+                after = claim.after  # left unfinished: resume it
+        if after == ("", ""):  # a fresh rebuild: before any state is rewritten from the log
+            tx.check_integrity()
+        _Claim(fingerprint, owner, now + _REBUILD_LEASE, after).write(tx, self._rebuild_key)
+        return "run", after
+
+    def _run_rebuild(
+        self, owner: str, after: tuple[str, str], deliver: bool, out: _Outcome
+    ) -> tuple[bool, int]:
+        """Rebuild the subjects after ``after`` in batches; (finished, users' events
+        replayed). Not finished: another client took the claim over."""
+        keys = self._rebuild_keys(owner)
+        if keys is None:
+            return False, 0
+        if after != ("", ""):
+            keys = [key for key in keys if key > after]
+        replayed = 0
+        start = 0
+        while start < len(keys):
+            if start:
+                time.sleep(_REBUILD_PAUSE)  # let other writers in
+            batch = self._write(
+                functools.partial(
+                    self._rebuild_batch, owner=owner, keys=keys, start=start, deliver=deliver
+                )
+            )
+            if batch is None:
+                return False, replayed
+            start, count, fired = batch
+            replayed += count
+            out.qualified += fired.qualified
+            out.disqualified += fired.disqualified
+            out.enqueued = out.enqueued or fired.enqueued
+        return self._write(lambda tx: self._finish_rebuild(tx, owner)), replayed
+
+    def _rebuild_keys(self, owner: str) -> list[tuple[SubjectKind, str]] | None:
+        """Every subject in the log (users by their final id), sorted; read in pages.
+
+        The listing ends at the first page that is not full: the end of the log
+        then. Subjects first seen after it are new ones, whose writers evaluated
+        them with their own events (going on to the end of a log that other
+        writers keep growing might never end). None if another client took the
+        claim over meanwhile.
+        """
+        users: dict[str, str] = {}  # user id as recorded -> its final id
+        accounts: set[str] = set()
+
+        def page(
+            tx: Transaction, after_seq: int
+        ) -> tuple[int, int, dict[str, str], set[str]] | None:
+            if not self._renew_rebuild(tx, owner, None):
+                return None
+            new_users: dict[str, str] = {}
+            new_accounts: set[str] = set()
+            last = after_seq
+            read = 0
+            for record in tx.events(after_seq=after_seq, limit=_REBUILD_PAGE):
+                last = record.seq
+                read += 1
+                uid = record.user_id
+                if uid not in users and uid not in new_users:
+                    new_users[uid] = tx.resolve(uid)
+                if record.account_id is not None:
+                    new_accounts.add(record.account_id)
+            return last, read, new_users, new_accounts
+
+        after_seq = 0
+        while True:
+            if after_seq:
+                time.sleep(_REBUILD_PAUSE)  # let other writers in
+            got = self._write(functools.partial(page, after_seq=after_seq))
+            if got is None:
+                return None
+            after_seq, read, new_users, new_accounts = got
+            users.update(new_users)
+            accounts |= new_accounts
+            if read < _REBUILD_PAGE:
+                keys: set[tuple[SubjectKind, str]] = {("user", uid) for uid in users.values()}
+                keys.update(("account", acc) for acc in accounts)
+                return sorted(keys)
+
+    def _rebuild_batch(
+        self,
+        tx: Transaction,
+        owner: str,
+        keys: list[tuple[SubjectKind, str]],
+        start: int,
+        deliver: bool,
+    ) -> tuple[int, int, _Outcome] | None:
+        """Rebuild ``keys[start:]`` for up to ``_REBUILD_SLICE`` s (one subject at
+        least); (where to go on, users' events replayed, what fired), None if the
+        claim was taken over."""
+        if not self._renew_rebuild(tx, owner, None):
+            return None
+        self._warm.clear()  # the states below are replaced
+        out = _Outcome()
+        replayed = 0
+        deadline = time.monotonic() + _REBUILD_SLICE
+        end = start
+        while end < len(keys) and (end == start or time.monotonic() < deadline):
+            kind, sid = keys[end]
+            end += 1
+            tx.lock([f"{kind}:{sid}"])  # in sorted order, as track() takes them
+            if kind == "user" and tx.resolve(sid) != sid:
+                continue  # aliased since it was listed: alias() rebuilt its user
+            replayed += self._rebuild_subjects(tx, [(kind, sid)], out, deliver=deliver)
+        self._renew_rebuild(tx, owner, keys[end - 1])
+        return end, replayed, out
+
+    def _renew_rebuild(
+        self, tx: Transaction, owner: str, done: tuple[SubjectKind, str] | None
+    ) -> bool:
+        """Extend ``owner``'s claim (and record ``done`` as its progress); False if
+        the claim is not its own any more."""
+        tx.lock([self._rebuild_key])
+        claim = _Claim.read(tx, self._rebuild_key)
+        if claim is None or claim.owner != owner:
+            return False
+        after = claim.after if done is None else (done[0], done[1])
+        _Claim(claim.fingerprint, owner, time.time() + _REBUILD_LEASE, after).write(
+            tx, self._rebuild_key
+        )
+        return True
+
+    def _finish_rebuild(self, tx: Transaction, owner: str) -> bool:
+        """Store the fingerprint and drop the claim, if it is still ``owner``'s."""
+        tx.lock([self._rebuild_key])
+        claim = _Claim.read(tx, self._rebuild_key)
+        if claim is None or claim.owner != owner:
+            return False
+        tx.set_meta(self._fingerprint_key, claim.fingerprint)
+        tx.set_meta(self._rebuild_key, "")
+        return True
+
+    def _release_rebuild(self, owner: str) -> None:
+        """Let another client resume ``owner``'s rebuild now (best effort: it failed)."""
+
+        def work(tx: Transaction) -> None:
+            tx.lock([self._rebuild_key])
+            claim = _Claim.read(tx, self._rebuild_key)
+            if claim is not None and claim.owner == owner:
+                _Claim(claim.fingerprint, owner, 0.0, claim.after).write(tx, self._rebuild_key)
+
+        try:
+            self._write(work)
+        except StoreError as error:
+            logger.debug("pqlkit: rebuild claim not released: %s", error)
 
     # -- internals: transactions ---------------------------------------------------------------
     def _write(self, work: Callable[[Transaction], T], connection: object = None) -> T:
@@ -1410,6 +1617,10 @@ class Core:
     def _fingerprint_key(self) -> str:
         return f"model:{self.model.name}:fingerprint"
 
+    @property
+    def _rebuild_key(self) -> str:
+        return f"model:{self.model.name}:rebuild"
+
     def _ensure_fingerprint(self) -> None:
         with self._tx() as tx:
             stored = tx.get_meta(self._fingerprint_key)
@@ -1418,7 +1629,53 @@ class Core:
             if stored is None and next(iter(tx.events(limit=1)), None) is None:
                 tx.set_meta(self._fingerprint_key, self.model.fingerprint)
                 return
-        self._rebuild_all(only_if_stale=True)
+        self._rebuild_all(only_if_stale=True, deliver=self.model.on_retune == "fire")
+
+
+_REBUILD_SLICE = 0.05  # seconds a rebuild transaction may take (it rebuilds one subject at least)
+_REBUILD_PAUSE = 0.02  # then the write lock is left free this long (SQLite's waiters poll it)
+_REBUILD_PAGE = 5_000  # events per transaction while listing the subjects to rebuild
+_REBUILD_LEASE = 10.0  # seconds (wall clock) a rebuild's claim lasts unless renewed
+_REBUILD_POLL = 0.05  # first pause of a client waiting for another's rebuild (doubling...)
+_REBUILD_POLL_MAX = 1.0  # ...up to this
+
+
+class _Claim:
+    """A rebuild in progress, kept in the store's metadata (``model:<name>:rebuild``).
+
+    ``owner`` (one per ``_rebuild_all`` call) renews ``lease`` (wall-clock seconds)
+    in each of its transactions; ``after`` is the last subject it rebuilt (the
+    subjects go in sorted order), where a client that finds the claim expired
+    resumes it.
+    """
+
+    __slots__ = ("after", "fingerprint", "lease", "owner")
+
+    def __init__(self, fingerprint: str, owner: str, lease: float, after: tuple[str, str]) -> None:
+        self.fingerprint = fingerprint
+        self.owner = owner
+        self.lease = lease
+        self.after = after
+
+    @staticmethod
+    def read(tx: Transaction, key: str) -> _Claim | None:
+        text = tx.get_meta(key)
+        if not text:
+            return None
+        data = json.loads(text)
+        kind, sid = data["after"]
+        return _Claim(
+            str(data["fingerprint"]), str(data["owner"]), float(data["lease"]), (kind, sid)
+        )
+
+    def write(self, tx: Transaction, key: str) -> None:
+        data = {
+            "fingerprint": self.fingerprint,
+            "owner": self.owner,
+            "lease": self.lease,
+            "after": list(self.after),
+        }
+        tx.set_meta(key, json.dumps(data))
 
 
 def _fired(outcomes: list[_Outcome]) -> list[str]:

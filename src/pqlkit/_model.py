@@ -6,7 +6,7 @@ import hashlib
 import math
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from . import _dsl as d
 from ._convert import dumps
@@ -34,6 +34,13 @@ class Model:
             ``where=`` callable).
         requalify_after: Let a disqualified subject fire again once its rule holds
             and this long has passed since its disqualification (default: never).
+        on_retune: What a rebuild (after a model change, or ``client.rebuild()``)
+            does with the subjects it finds newly qualified or disqualified:
+            ``"fire"`` (the default) delivers them, a newly qualified one with the
+            time of its newest event as ``qualified_at``; ``"record"`` records
+            them, with the same ``qualified_at`` (``qualified_at()`` and
+            ``stats()`` count them, and they never fire later), and delivers
+            nothing. Not part of the fingerprint.
 
     Example:
         >>> from pqlkit import Model, did, points, score
@@ -57,6 +64,7 @@ class Model:
         pqa: d.Expr | None = None,
         version: str | None = None,
         requalify_after: timedelta | None = None,
+        on_retune: Literal["fire", "record"] = "fire",
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ModelError("name", "must be a non-empty str")
@@ -72,6 +80,7 @@ class Model:
         self.pqa = pqa
         self.version = version
         self.requalify_after = requalify_after
+        self.on_retune = on_retune
         self._check()
         self.fingerprint = self._fingerprint()
 
@@ -131,6 +140,8 @@ class Model:
             raise ModelError("requalify_after", f"must be a positive timedelta or None, got {ra!r}")
         if self.version is not None and not isinstance(self.version, str):
             raise ModelError("version", f"must be a str or None, got {self.version!r}")
+        if self.on_retune not in ("fire", "record"):
+            raise ModelError("on_retune", f'must be "fire" or "record", got {self.on_retune!r}')
         self._check_cycles()
 
     def _check_expr(self, expr: d.Expr, where: str) -> None:
