@@ -287,7 +287,7 @@ def test_settings_reach_the_client() -> None:
                 await client.track("toolong", "login")
             await client.track("u1", "login")
             assert await client.explain("u1")
-            assert client.client._clock is clock
+            assert client.client.clock is clock
 
     asyncio.run(main())
 

@@ -304,9 +304,8 @@ def test_two_clients_taking_turns_equal_oracle(store_name: str, case: Case) -> N
         first, second = PAIRS[store_name](Path(tmp))
         with (
             Client(model, store=first, clock=clock, dispatch="inline") as a,
-            Client(model, store=second, clock=clock, dispatch="inline") as b,
+            Client(model, store=second, clock=clock, dispatch="inline", warm_subjects=2) as b,
         ):
-            b._warm.capacity = 2
             clients = (a, b)
             done: list[Op] = []
             for i, op in enumerate(history):

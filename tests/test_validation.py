@@ -908,3 +908,18 @@ def test_the_fast_path_for_flat_properties_agrees_with_the_general_one(
     assert fast == outcome(general)
     if fast[0] == "ok":
         assert fast[1] is not props  # a copy: the caller's dict may change later
+
+
+def test_check_event_returns_the_event_as_it_would_be_stored() -> None:
+    """check_event() validates like track_many() and fills in timestamp and message_id,
+    storing nothing."""
+    clock = FrozenClock(T0)
+    with Client(MODEL, store="memory://", clock=clock) as client:
+        checked = client.check_event({"user_id": "u1", "event": "x", "properties": {"n": 1}})
+        assert (checked.user_id, checked.event, checked.properties) == ("u1", "x", {"n": 1})
+        assert checked.timestamp == clock.now()
+        assert checked.message_id
+        with pytest.raises(ValidationError) as info:
+            client.check_event({"user_id": "", "event": "x"})
+        assert info.value.field == "user_id"
+        assert client.stats().users == 0

@@ -168,12 +168,11 @@ def test_a_sweep_finds_a_subject_whose_due_time_moved_earlier(store: Store) -> N
 
 def test_a_full_cache_writes_back_what_it_evicts(store: Store) -> None:
     clock = FrozenClock(T0)
-    with Client(MODEL, store=store, clock=clock) as client:
-        client._warm.capacity = 3
+    with Client(MODEL, store=store, clock=clock, warm_subjects=3) as client:
         for i in range(200):
             clock.advance(timedelta(seconds=5))
             client.track(f"u{i % 10}", "x", account_id=f"a{i % 4}")
-        assert len(client._warm.subjects) <= 3
+        assert len(client._core._warm.subjects) <= 3
         with Client(MODEL, store=store, clock=clock) as cold:
             for n in range(10):
                 busy = cold.explain(f"u{n}")[0]
@@ -196,8 +195,7 @@ def test_a_sweep_through_a_small_cache_ends_and_leaves_nothing_due(
     monkeypatch.setattr("pqlkit._core._BATCH", 4)  # several batches of due subjects
     spy = SpyStore(store)
     later = clock.now() + timedelta(days=2)  # every user's window has emptied
-    with Client(MODEL, store=spy, clock=clock) as sweeper:
-        sweeper._warm.capacity = 3
+    with Client(MODEL, store=spy, clock=clock, warm_subjects=3) as sweeper:
         dropped = sweeper.sweep(later)
         assert sorted(q.subject_id for q in dropped) == sorted(f"u{n}" for n in range(20))
         assert all(q.disqualified_at is not None for q in dropped)
@@ -307,8 +305,7 @@ def test_track_many_through_a_small_cache_loses_nothing(store: Store) -> None:
         }
         for i in range(1_200)
     ]
-    with Client(MODEL, store=store, clock=clock) as client:
-        client._warm.capacity = 3
+    with Client(MODEL, store=store, clock=clock, warm_subjects=3) as client:
         for start in range(0, len(events), 40):  # 4 events per user and batch
             client.track_many(events[start : start + 40])
             for n in range(10):  # reads through the same small cache
@@ -343,9 +340,8 @@ def test_the_cache_is_bounded_by_the_size_of_its_states(store: Store) -> None:
     nothing is lost by it."""
     model = Model("warm", pqa=active_users() >= 500)
     clock = FrozenClock(T0)
-    with Client(model, store=store, clock=clock) as client:
-        warm = client._warm
-        warm.max_bytes = 6_000
+    with Client(model, store=store, clock=clock, warm_bytes=6_000) as client:
+        warm = client._core._warm
         for round_ in range(3):
             for a in range(6):
                 for u in range(70):  # one account's state: about 1.3 kB

@@ -50,6 +50,7 @@ from ._dsl import (
 )
 from ._events import BulkResult, Event, Qualification, Stats, TrackResult
 from ._model import Model
+from ._settings import ClientOptions, Settings
 from .exceptions import (
     ClientClosedError,
     ModelError,
@@ -67,6 +68,7 @@ __all__ = [
     "Callback",
     "Client",
     "ClientClosedError",
+    "ClientOptions",
     "Delivery",
     "Event",
     "MemoryStore",
@@ -77,6 +79,7 @@ __all__ = [
     "Qualification",
     "SQLiteStore",
     "SchemaError",
+    "Settings",
     "Stats",
     "Store",
     "StoreError",

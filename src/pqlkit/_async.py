@@ -8,15 +8,18 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from typing_extensions import Unpack
 
 from ._client import Client
 from ._clock import Clock
 from ._dispatch import Callback, Delivery, callback_name
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
+from ._settings import ClientOptions, Settings
 from .exceptions import ClientClosedError, ValidationError
 from .stores._base import Store
 
@@ -48,20 +51,10 @@ class AsyncClient:
         store: A :class:`~pqlkit.Store` or a store URL, as for ``Client``.
         max_workers: Threads in the pool that runs store work.
         clock: As for :class:`~pqlkit.Client`.
-        dispatch: As for ``Client``: ``"inline"`` delivers inside ``track()`` (on
-            a pool thread), ``"background"`` on the Client's worker thread.
-        max_attempts: As for ``Client``.
-        retry_base: As for ``Client``.
-        retry_cap: As for ``Client``.
-        max_id_length: As for ``Client``.
-        max_properties_bytes: As for ``Client``.
-        max_depth: As for ``Client``.
-        max_future: As for ``Client``.
-        context_events: As for ``Client``.
-        delivery_lease: As for ``Client``.
-        inline_budget: As for ``Client``.
-        delivery_window: As for ``Client``.
-        delivery_retention: As for ``Client``.
+        settings: As for ``Client``: a :class:`~pqlkit.Settings`.
+        **options: As for ``Client``: any field of :class:`~pqlkit.Settings` as a
+            keyword. With ``dispatch="inline"`` callbacks run inside ``track()`` (on
+            a pool thread); with ``"background"`` on the Client's worker thread.
 
     Constructing it builds the Client in the calling thread (which may rebuild
     derived state after a model change); do it once, at startup.
@@ -86,40 +79,12 @@ class AsyncClient:
         *,
         max_workers: int = 4,
         clock: Clock | None = None,
-        dispatch: Literal["inline", "background"] = "inline",
-        max_attempts: int = 10,
-        retry_base: timedelta = timedelta(seconds=1),
-        retry_cap: timedelta = timedelta(hours=1),
-        max_id_length: int = 256,
-        max_properties_bytes: int = 32_768,
-        max_depth: int = 16,
-        max_future: timedelta | None = timedelta(days=1),
-        context_events: int = 10,
-        delivery_lease: timedelta = timedelta(seconds=30),
-        inline_budget: timedelta = timedelta(seconds=1),
-        delivery_window: timedelta = timedelta(days=7),
-        delivery_retention: timedelta = timedelta(days=1),
+        settings: Settings | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValidationError("max_workers", "must be a positive int")
-        self._client = Client(
-            model,
-            store,
-            clock=clock,
-            dispatch=dispatch,
-            max_attempts=max_attempts,
-            retry_base=retry_base,
-            retry_cap=retry_cap,
-            max_id_length=max_id_length,
-            max_properties_bytes=max_properties_bytes,
-            max_depth=max_depth,
-            max_future=max_future,
-            context_events=context_events,
-            delivery_lease=delivery_lease,
-            inline_budget=inline_budget,
-            delivery_window=delivery_window,
-            delivery_retention=delivery_retention,
-        )
+        self._client = Client(model, store, clock=clock, settings=settings, **options)
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pqlkit-async")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from typing_extensions import Unpack, overload
 
 from ._clock import Clock, SystemClock
 from ._core import Core
-from ._dispatch import Callback, Delivery, RetryPolicy
+from ._dispatch import Callback, Delivery
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
-from ._validation import Limits
+from ._settings import ClientOptions, Settings, resolve
 from .exceptions import ValidationError
 from .stores._base import Store
 
@@ -45,37 +47,10 @@ class Client:
             ``"sqlite://:memory:"``, ``"memory://"``, ``"postgresql://..."``.
             Default: the SQLite file ``pqlkit.db`` in the working directory.
         clock: Where "now" comes from (default: the system clock, UTC).
-        dispatch: ``"inline"`` runs callbacks inside ``track()`` after the commit;
-            ``"background"`` runs them on a worker thread.
-        max_attempts: Delivery attempts before a qualification is dead-lettered.
-        retry_base: Delay before the first retry (doubling each time).
-        retry_cap: The longest delay between retries.
-        max_id_length: Longest accepted user/account/message id.
-        max_properties_bytes: Largest accepted properties/traits, as JSON.
-        max_depth: Deepest accepted nesting of properties/traits.
-        max_future: How far ahead of now an event's ``timestamp`` may be (now:
-            the later of ``clock`` and the system time; default one day, ``None``
-            for no limit). One event dated years ahead would become its subjects'
-            newest event, and so the time every later event of theirs is
-            evaluated at.
-        context_events: How many recent events a Qualification's context holds.
-        delivery_lease: How long a claimed delivery is held by its process before
-            another may retry it, on the wall clock. It is renewed every third of
-            it while the callback runs, so it runs out only when the process died
-            (or cannot reach the store).
-        inline_budget: With ``dispatch="inline"``: how long a write may spend
-            delivering what it fired, after its commit. It is checked before each
-            callback starts (a running callback is not interrupted); what is left
-            stays pending for the next ``flush()``, ``sweep()`` or background pass.
-        delivery_window: How long a qualification stays open to callbacks
-            registered later, in this process or another (a web worker that
-            registers no callback records it; a worker process that registers
-            ``slack`` delivers it). A callback that never took it in that time,
-            and a qualification no callback took, are recorded as "expired"
-            (see :meth:`deliveries`) and logged.
-        delivery_retention: How long a delivered (or expired) delivery is kept
-            once its window closed; then it is deleted. Dead letters are kept
-            until retried.
+        settings: A :class:`~pqlkit.Settings` (default: the defaults).
+        **options: Any field of :class:`~pqlkit.Settings` as a keyword
+            (``dispatch="background"``, ``max_attempts=5``, ``inline_budget=...``),
+            overriding ``settings``: typed by :class:`~pqlkit.ClientOptions`.
 
     Example:
         >>> import pqlkit
@@ -94,71 +69,36 @@ class Client:
         store: Store | str | None = None,
         *,
         clock: Clock | None = None,
-        dispatch: Literal["inline", "background"] = "inline",
-        max_attempts: int = 10,
-        retry_base: timedelta = timedelta(seconds=1),
-        retry_cap: timedelta = timedelta(hours=1),
-        max_id_length: int = 256,
-        max_properties_bytes: int = 32_768,
-        max_depth: int = 16,
-        max_future: timedelta | None = timedelta(days=1),
-        context_events: int = 10,
-        delivery_lease: timedelta = timedelta(seconds=30),
-        inline_budget: timedelta = timedelta(seconds=1),
-        delivery_window: timedelta = timedelta(days=7),
-        delivery_retention: timedelta = timedelta(days=1),
+        settings: Settings | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         from .stores import open_store
 
         if not isinstance(model, Model):
             raise ValidationError("model", f"must be a pqlkit.Model, got {type(model).__name__}")
-        if dispatch not in ("inline", "background"):
-            raise ValidationError("dispatch", f'must be "inline" or "background", got {dispatch!r}')
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValidationError("max_attempts", "must be a positive int")
-        if (
-            isinstance(context_events, bool)
-            or not isinstance(context_events, int)
-            or context_events < 0
-        ):
-            raise ValidationError("context_events", "must be an int >= 0")
-        for name, td in (
-            ("retry_base", retry_base),
-            ("retry_cap", retry_cap),
-            ("delivery_lease", delivery_lease),
-            ("delivery_window", delivery_window),
-            ("delivery_retention", delivery_retention),
-        ):
-            if not isinstance(td, timedelta) or td <= timedelta(0):
-                raise ValidationError(name, "must be a positive timedelta")
-        if not isinstance(inline_budget, timedelta) or inline_budget < timedelta(0):
-            raise ValidationError("inline_budget", "must be a timedelta >= 0")
-        limits = Limits(max_id_length, max_properties_bytes, max_depth, max_future)
+        resolved = resolve(settings, dict(options), "Client")
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise ValidationError("clock", "must have a now() method returning an aware datetime")
         owns_store = not (store is not None and not isinstance(store, str))
         self.model = model
-        self._core = core = Core(
+        self._settings = resolved
+        self._core = Core(
             model,
             open_store(store),
             owns_store=owns_store,
             clock=clock if clock is not None else SystemClock(),
-            dispatch=dispatch,
-            policy=RetryPolicy(max_attempts, retry_base, retry_cap),
-            lease=delivery_lease,
-            limits=limits,
-            context_events=context_events,
-            inline_budget=inline_budget,
-            delivery_window=delivery_window,
-            delivery_retention=delivery_retention,
+            settings=resolved,
         )
-        # what the testing kit (and a few tests) reach for
-        self._plan, self._warm, self._clock, self._limits = (
-            core._plan,
-            core._warm,
-            core._clock,
-            limits,
-        )
+
+    @property
+    def settings(self) -> Settings:
+        """This client's settings (the keywords it was built with, over the defaults)."""
+        return self._settings
+
+    @property
+    def clock(self) -> Clock:
+        """Where this client's "now" comes from."""
+        return self._core.clock
 
     def __repr__(self) -> str:
         return f"Client(model={self.model.name!r}, store={self._core._store!r})"
@@ -341,6 +281,26 @@ class Client:
         batch is. ``connection`` works as in :meth:`track`.
         """
         return self._core.track_many(events, connection)
+
+    def check_event(self, event: Event | Mapping[str, Any]) -> Event:
+        """Check an event as :meth:`track_many` would, without storing anything.
+
+        Returns it as it would be stored: properties copied as plain JSON data,
+        the timestamp in UTC (the client's clock's now if it had none), and a
+        fresh ``message_id`` if it had none. An import can check every line
+        before it writes any.
+
+        Raises:
+            ValidationError: As :meth:`track` would, naming the field.
+
+        Example:
+            >>> import pqlkit
+            >>> with pqlkit.Client(pqlkit.Model("doc"), store="memory://") as client:
+            ...     checked = client.check_event({"user_id": "u1", "event": "login"})
+            >>> checked.timestamp.tzinfo, checked.message_id is not None
+            (datetime.timezone.utc, True)
+        """
+        return self._core.check_event(event)
 
     def identify(
         self,

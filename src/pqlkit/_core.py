@@ -27,7 +27,7 @@ import attrs
 from . import _process
 from ._clock import Clock
 from ._convert import from_us, json_converter, to_us
-from ._dispatch import Delivery, Dispatcher, RetryPolicy, callback_name
+from ._dispatch import Delivery, Dispatcher, callback_name
 from ._engine import Context, Evaluation, EventView, Plan, SubjectState, explain
 from ._events import (
     BulkResult,
@@ -40,8 +40,8 @@ from ._events import (
 )
 from ._model import Model
 from ._retry import pause
+from ._settings import Settings
 from ._validation import (
-    Limits,
     check_event,
     check_id,
     check_message_id,
@@ -103,8 +103,6 @@ class _Subject:
     due_hint: tuple[int, int, int | None] | None = None
 
 
-_WARM_SUBJECTS = 10_000  # subjects a Client keeps warm (decoded) in memory...
-_WARM_BYTES = 16 * 2**20  # ...and the most their stored (encoded) states may add up to
 _TAIL_EVENTS = 64  # a warm subject is written back at least every this many events...
 _TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
 
@@ -131,9 +129,9 @@ class _Warm:
     many small subjects.
     """
 
-    def __init__(self, capacity: int = _WARM_SUBJECTS) -> None:
+    def __init__(self, capacity: int, max_bytes: int) -> None:
         self.capacity = capacity
-        self.max_bytes = _WARM_BYTES
+        self.max_bytes = max_bytes
         self.size = 0  # the stored sizes of the subjects in `subjects`, added up
         self.subjects: dict[tuple[str, str], _Subject] = {}
         self.traits: dict[tuple[str, str], dict[str, Any]] = {}
@@ -264,38 +262,31 @@ class Core:
         *,
         owns_store: bool,
         clock: Clock,
-        dispatch: Literal["inline", "background"],
-        policy: RetryPolicy,
-        lease: timedelta,
-        limits: Limits,
-        context_events: int,
-        inline_budget: timedelta = timedelta(seconds=1),
-        delivery_window: timedelta = timedelta(days=7),
-        delivery_retention: timedelta = timedelta(days=1),
+        settings: Settings,
     ) -> None:
         self.model = model
         self._plan = Plan(model)
-        self._limits = limits
-        self._clock = clock
-        self._context_events = context_events
+        self._limits = settings.limits
+        self.clock = clock
+        self._context_events = settings.context_events
         self._owns_store = owns_store
         self._store = store
         self.closed = False
-        self._warm = _Warm()
+        self._warm = _Warm(settings.warm_subjects, settings.warm_bytes)
         # id -> the final id it was last seen to resolve to: only a guess of which
         # locks to take together (see _lock_user), checked under them
         self._hints: dict[str, str] = {}
         self._dispatcher = Dispatcher(
             store,
             clock,
-            mode=dispatch,
-            policy=policy,
-            lease=lease,
+            mode=settings.dispatch,
+            policy=settings.retry_policy,
+            lease=settings.delivery_lease,
             transaction=self._tx,
             model=model.name,
-            budget=inline_budget,
-            window=delivery_window,
-            retention=delivery_retention,
+            budget=settings.inline_budget,
+            window=settings.delivery_window,
+            retention=settings.delivery_retention,
         )
         self._rebuild_lock = threading.Lock()
         self._ensure_fingerprint()
@@ -581,7 +572,7 @@ class Core:
             return self._plan.evaluate(subject.state, t, kind, self._context(tx, subject))
 
     def _read_time(self, subject: _Subject) -> int:
-        now = to_us(self._clock.now())
+        now = to_us(self.clock.now())
         newest = subject.state.newest
         return now if newest is None else max(now, newest)
 
@@ -642,7 +633,7 @@ class Core:
         self._check_open()
         if callback is not None and not isinstance(callback, str):
             raise ValidationError("callback", f"must be a str or None, got {callback!r}")
-        now = self._clock.now()
+        now = self.clock.now()
         since = now - self._dispatcher.window
         count = self._write(
             lambda tx: tx.revive_dead(
@@ -656,7 +647,7 @@ class Core:
     # -- time and model changes ------------------------------------------------------------
     def sweep(self, now: object) -> list[Qualification]:
         self._check_open()
-        when = check_timestamp(now, "now") if now is not None else self._clock.now()
+        when = check_timestamp(now, "now") if now is not None else self.clock.now()
         t = to_us(when)
         fired: list[Qualification] = []
         out = _Outcome()
@@ -744,17 +735,23 @@ class Core:
         acc = check_id(account_id, "account_id", lim) if account_id is not None else None
         # the clock's now is checked too: a custom clock may hand back a naive datetime
         if timestamp is None:
-            ts = check_timestamp(self._clock.now())
+            ts = check_timestamp(self.clock.now())
         else:
             ts = check_timestamp(timestamp)
             if lim.max_future is not None:
-                check_not_future(ts, check_timestamp(self._clock.now(), "clock"), lim)
+                check_not_future(ts, check_timestamp(self.clock.now(), "clock"), lim)
         mid = (
             check_message_id(message_id, lim)
             if message_id is not None
             else _process.new_message_id()
         )
         return NewEvent(mid, uid, name, props, acc, ts)
+
+    def check_event(self, item: object) -> Event:
+        new = self._validate_item(item)
+        return Event(
+            new.user_id, new.event, new.properties, new.account_id, new.timestamp, new.message_id
+        )
 
     def _validate_item(self, item: object) -> NewEvent:
         if isinstance(item, Event):
@@ -1182,7 +1179,7 @@ class Core:
             q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
             # the first attempt is due now on the client's clock (T, an event's
             # timestamp or a sweep's `now`, may lie in the clock's future)
-            now = self._clock.now()
+            now = self.clock.now()
             tx.enqueue(
                 DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=now),
                 self._dispatcher.names(rule_kind),
@@ -1211,7 +1208,7 @@ class Core:
                 ),
                 disqualified_at=when,
             )
-            now = self._clock.now()
+            now = self.clock.now()
             tx.enqueue(
                 DeliveryRecord(dq_id, "disqualified", subject.id, q, next_attempt_at=now),
                 self._dispatcher.names("disqualified"),

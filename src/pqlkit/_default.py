@@ -10,11 +10,16 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeVar, overload
 
+from typing_extensions import Unpack
+
 from ._client import Client
+from ._clock import Clock
 from ._dispatch import Callback
 from ._events import TrackResult
 from ._model import Model
+from ._settings import ClientOptions, Settings
 from .exceptions import PqlkitError
+from .stores._base import Store
 
 __all__ = [
     "alias",
@@ -36,7 +41,14 @@ _lock = threading.Lock()
 _client: Client | None = None
 
 
-def configure(model: Model, store: Any = None, **settings: Any) -> Client:
+def configure(
+    model: Model,
+    store: Store | str | None = None,
+    *,
+    clock: Clock | None = None,
+    settings: Settings | None = None,
+    **options: Unpack[ClientOptions],
+) -> Client:
     """Create the module-level default client (closing a previous one) and return it.
 
     Takes the same arguments as :class:`~pqlkit.Client`.
@@ -50,7 +62,7 @@ def configure(model: Model, store: Any = None, **settings: Any) -> Client:
         >>> client.close()
     """
     global _client
-    new = Client(model, store, **settings)
+    new = Client(model, store, clock=clock, settings=settings, **options)
     with _lock:
         old, _client = _client, new
     if old is not None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any
 
 import pytest
+from typing_extensions import Unpack
 
 from ._client import Client
 from ._model import Model
+from ._settings import ClientOptions
 from .testing import START, ClientFactory, FakeStore, FrozenClock
 
 __all__: list[str] = []
@@ -45,16 +46,16 @@ def fixture_pql_store() -> Iterator[FakeStore]:
 
 @pytest.fixture(name="pql_client")
 def fixture_pql_client(pql_store: FakeStore, pql_clock: FrozenClock) -> Iterator[ClientFactory]:
-    """pql_client(model, **settings): a Client on pql_store and pql_clock, dispatch="inline".
+    """pql_client(model, **options): a Client on pql_store and pql_clock, dispatch="inline".
 
-    Every client it built is closed after the test. ``settings`` go to
-    pqlkit.Client (max_attempts=..., retry_base=..., even dispatch=...).
+    Every client it built is closed after the test. ``options`` are the Client's
+    settings (max_attempts=..., retry_base=..., even dispatch=...; see pqlkit.Settings).
     """
     with ExitStack() as built:  # closes every client, even if one close() raises
 
-        def factory(model: Model, /, **settings: Any) -> Client:
-            settings.setdefault("dispatch", "inline")
-            client = Client(model, store=pql_store, clock=pql_clock, **settings)
+        def factory(model: Model, /, **options: Unpack[ClientOptions]) -> Client:
+            options.setdefault("dispatch", "inline")
+            client = Client(model, store=pql_store, clock=pql_clock, **options)
             built.callback(client.close)
             return client
 

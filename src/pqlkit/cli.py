@@ -258,7 +258,17 @@ def _parse(client: Client, number: int, line: dict[str, Any]) -> tuple[str, Any]
             if fields.get("message_id") is None:
                 key = f"{number}\x00{dumps(line)}"
                 fields["message_id"] = f"import-{uuid.uuid5(_NAMESPACE, key)}"
-            return "events", client._core._validate_item(fields)
+            checked = client.check_event(fields)
+            assert checked.message_id is not None  # check_event() fills both in
+            assert checked.timestamp is not None
+            return "events", NewEvent(
+                checked.message_id,
+                checked.user_id,
+                checked.event,
+                checked.properties or {},
+                checked.account_id,
+                checked.timestamp,
+            )
         if kind == "traits":
             if fields.get("kind") not in ("user", "account"):
                 raise ValidationError("kind", 'must be "user" or "account"')

@@ -32,10 +32,13 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Protocol, overload
 
+from typing_extensions import Unpack
+
 from . import _default
 from ._client import Client
 from ._events import Qualification, SubjectKind, TrackResult
 from ._model import Model
+from ._settings import ClientOptions
 from .exceptions import ValidationError
 from .stores.memory import MemoryStore
 
@@ -109,17 +112,17 @@ def _aware(value: datetime, field: str) -> datetime:
 
 
 class ClientFactory(Protocol):
-    """The ``pql_client`` fixture: ``pql_client(model, **settings) -> Client``.
+    """The ``pql_client`` fixture: ``pql_client(model, **options) -> Client``.
 
     It builds ``Client(model, store=pql_store, clock=pql_clock, dispatch="inline",
-    **settings)`` and closes every client it built after the test. Use it to
-    annotate the fixture in your tests.
+    **options)`` (``options``: the fields of :class:`~pqlkit.Settings`) and closes
+    every client it built after the test. Use it to annotate the fixture in your tests.
 
     Example:
         ``def test_signup(pql_client: ClientFactory) -> None: ...``
     """
 
-    def __call__(self, model: Model, /, **settings: Any) -> Client:
+    def __call__(self, model: Model, /, **options: Unpack[ClientOptions]) -> Client:
         """Build a Client for ``model`` on the test's store and frozen clock."""
 
 
@@ -351,15 +354,15 @@ def journey(client: Client, user_id: str, account_id: str | None = None) -> Jour
 
     if not isinstance(client, Client):
         raise ValidationError("client", f"must be a pqlkit.Client, got {type(client).__name__}")
-    clock = client._clock
+    clock = client.clock
     if not isinstance(clock, FrozenClock):
         raise ValidationError(
             "client",
             f"journey() needs a Client built with clock=FrozenClock(...); it has {clock!r}",
         )
-    check_id(user_id, "user_id", client._limits)
+    check_id(user_id, "user_id", client.settings.limits)
     if account_id is not None:
-        check_id(account_id, "account_id", client._limits)
+        check_id(account_id, "account_id", client.settings.limits)
     return Journey(client, user_id, account_id, clock)
 
 

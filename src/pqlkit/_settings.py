@@ -1,0 +1,177 @@
+"""A Client's settings: one frozen value, checked once, shared by ``Client``,
+``AsyncClient``, ``configure()`` and the testing kit.
+
+Callers pass them as keywords (``Client(model, max_attempts=5)``), typed by
+:class:`ClientOptions`; or build a :class:`Settings` once and pass it
+(``Client(model, settings=settings)``), keywords then overriding its fields.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+import attrs
+from typing_extensions import TypedDict
+
+from ._dispatch import RetryPolicy
+from ._validation import Limits
+from .exceptions import ValidationError
+
+__all__ = ["ClientOptions", "Settings", "resolve"]
+
+Dispatch = Literal["inline", "background"]
+
+
+def _positive_int(name: str, value: object, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationError(name, f"must be an int >= {minimum}, got {value!r}")
+
+
+def _duration(name: str, value: object, *, zero: bool = False) -> None:
+    if not isinstance(value, timedelta) or value < timedelta(0) or (not zero and not value):
+        allowed = "a timedelta >= 0" if zero else "a positive timedelta"
+        raise ValidationError(name, f"must be {allowed}, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """How a :class:`~pqlkit.Client` records, checks and delivers.
+
+    Every field is also a keyword of ``Client``, ``AsyncClient`` and
+    ``pqlkit.configure()``, and of the testing kit's ``pql_client``.
+
+    Attributes:
+        dispatch: ``"inline"`` runs callbacks inside ``track()`` after the commit;
+            ``"background"`` runs them on a worker thread.
+        max_attempts: Delivery attempts before a delivery is dead-lettered.
+        retry_base: Delay before the first retry (doubling each time).
+        retry_cap: The longest delay between retries.
+        max_id_length: Longest accepted user/account/message id.
+        max_properties_bytes: Largest accepted properties/traits, as JSON.
+        max_depth: Deepest accepted nesting of properties/traits.
+        max_future: How far ahead of now an event's ``timestamp`` may be (now:
+            the later of the client's clock and the system time; ``None`` for no
+            limit). One event dated years ahead would become its subjects' newest
+            event, and so the time every later event of theirs is evaluated at.
+        context_events: How many recent events a Qualification's context holds.
+        delivery_lease: How long a claimed delivery is held by its process before
+            another may retry it, on the wall clock. It is renewed every third of
+            it while the callback runs, so it runs out only when the process died
+            (or cannot reach the store).
+        inline_budget: With ``dispatch="inline"``: how long a write may spend
+            delivering what it fired, after its commit. It is checked before each
+            callback starts (a running callback is not interrupted); what is left
+            stays pending for the next ``flush()``, ``sweep()`` or background pass.
+        delivery_window: How long a qualification stays open to callbacks
+            registered later, in this process or another (a web worker that
+            registers no callback records it; a worker process that registers
+            ``slack`` delivers it). A callback that never took it in that time,
+            and a qualification no callback took, are recorded as "expired"
+            (see ``Client.deliveries``) and logged.
+        delivery_retention: How long a delivered (or expired) delivery is kept
+            once its window closed; then it is deleted. Dead letters are kept
+            until retried.
+        warm_subjects: How many subjects a client keeps warm (decoded) in memory
+            between its transactions (SQLiteStore and MemoryStore).
+        warm_bytes: The most the stored sizes of the warm subjects' states may add
+            up to: the least recently used leave first (a decoded state takes
+            several times its stored size).
+
+    Raises:
+        ValidationError: A setting is out of range, naming it.
+
+    Example:
+        >>> import pqlkit
+        >>> strict = pqlkit.Settings(max_attempts=3, max_id_length=64)
+        >>> with pqlkit.Client(pqlkit.Model("doc"), store="memory://", settings=strict) as c:
+        ...     c.settings.max_attempts, c.settings.dispatch
+        (3, 'inline')
+    """
+
+    dispatch: Dispatch = "inline"
+    max_attempts: int = 10
+    retry_base: timedelta = timedelta(seconds=1)
+    retry_cap: timedelta = timedelta(hours=1)
+    max_id_length: int = 256
+    max_properties_bytes: int = 32_768
+    max_depth: int = 16
+    max_future: timedelta | None = timedelta(days=1)
+    context_events: int = 10
+    delivery_lease: timedelta = timedelta(seconds=30)
+    inline_budget: timedelta = timedelta(seconds=1)
+    delivery_window: timedelta = timedelta(days=7)
+    delivery_retention: timedelta = timedelta(days=1)
+    warm_subjects: int = 10_000
+    warm_bytes: int = 16 * 2**20
+
+    def __attrs_post_init__(self) -> None:
+        if self.dispatch not in ("inline", "background"):
+            raise ValidationError(
+                "dispatch", f'must be "inline" or "background", got {self.dispatch!r}'
+            )
+        _positive_int("max_attempts", self.max_attempts)
+        _positive_int("context_events", self.context_events, minimum=0)
+        _positive_int("warm_subjects", self.warm_subjects)
+        _positive_int("warm_bytes", self.warm_bytes)
+        for name in ("retry_base", "retry_cap", "delivery_lease"):
+            _duration(name, getattr(self, name))
+        for name in ("delivery_window", "delivery_retention"):
+            _duration(name, getattr(self, name))
+        _duration("inline_budget", self.inline_budget, zero=True)
+        self.limits  # noqa: B018 - Limits checks the size limits and max_future
+
+    @property
+    def limits(self) -> Limits:
+        """The input limits, as the argument checks take them."""
+        return Limits(
+            self.max_id_length, self.max_properties_bytes, self.max_depth, self.max_future
+        )
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The delivery retry policy."""
+        return RetryPolicy(self.max_attempts, self.retry_base, self.retry_cap)
+
+
+class ClientOptions(TypedDict, total=False):
+    """The fields of :class:`Settings`, as the keywords of ``Client``, ``AsyncClient``,
+    ``configure()`` and ``pql_client`` (each optional; see ``Settings`` for their meaning)."""
+
+    dispatch: Dispatch
+    max_attempts: int
+    retry_base: timedelta
+    retry_cap: timedelta
+    max_id_length: int
+    max_properties_bytes: int
+    max_depth: int
+    max_future: timedelta | None
+    context_events: int
+    delivery_lease: timedelta
+    inline_budget: timedelta
+    delivery_window: timedelta
+    delivery_retention: timedelta
+    warm_subjects: int
+    warm_bytes: int
+
+
+_NAMES = frozenset(f.name for f in attrs.fields(Settings))
+
+
+def resolve(settings: object, options: dict[str, Any], caller: str) -> Settings:
+    """``settings`` (default: the defaults) with the keyword ``options`` applied.
+
+    Raises:
+        TypeError: An option is not a setting (as for any unknown keyword).
+        ValidationError: ``settings`` is not a Settings, or a value is out of range.
+    """
+    unknown = sorted(set(options) - _NAMES)
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    if settings is None:
+        return Settings(**options)
+    if not isinstance(settings, Settings):
+        raise ValidationError(
+            "settings", f"must be a pqlkit.Settings, got {type(settings).__name__}"
+        )
+    return attrs.evolve(settings, **options) if options else settings
