@@ -935,3 +935,17 @@ def test_a_model_error_is_a_value_error_that_pickles() -> None:
     assert isinstance(error, ModelError)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.name, copy.reason, str(copy)) == ("pql", "unknown signal 'nope'", str(error))
+
+
+def test_a_model_is_frozen() -> None:
+    """A built Model cannot be changed in place (its fingerprint would go stale)."""
+    model = Model("m", signals={"a": did("x")}, pql=signal("a"))
+    with pytest.raises(AttributeError, match="frozen"):
+        model.pql = signal("a") | did("y")  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="frozen"):
+        model.name = "other"  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="frozen"):
+        del model.version
+    with pytest.raises(TypeError):
+        model.signals["b"] = did("y")  # type: ignore[index]
+    assert list(model.signals) == ["a"]

@@ -6,6 +6,7 @@ import hashlib
 import math
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any, Literal
 
 from . import _dsl as d
@@ -74,8 +75,8 @@ class Model:
                     label, f"must be a dict of names to expressions, got {type(mapping).__name__}"
                 )
         self.name = name
-        self.signals: dict[str, d.Expr] = dict(signals or {})
-        self.scores: dict[str, d.Expr] = dict(scores or {})
+        self.signals: Mapping[str, d.Expr] = MappingProxyType(dict(signals or {}))
+        self.scores: Mapping[str, d.Expr] = MappingProxyType(dict(scores or {}))
         self.pql = pql
         self.pqa = pqa
         self.version = version
@@ -83,6 +84,18 @@ class Model:
         self.on_retune = on_retune
         self._check()
         self.fingerprint = self._fingerprint()
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(
+                f"a Model is frozen (its fingerprint says what it is): build a new Model"
+                f" to change {name!r}"
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Model is frozen: cannot delete {name!r}")
 
     def __repr__(self) -> str:
         return (
