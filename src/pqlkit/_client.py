@@ -101,7 +101,7 @@ class Client:
         return self._core.clock
 
     def __repr__(self) -> str:
-        return f"Client(model={self.model.name!r}, store={self._core._store!r})"
+        return f"Client(model={self.model.name!r}, store={self._core.store!r})"
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> Client:
@@ -138,7 +138,7 @@ class Client:
     @property
     def store(self) -> Store:
         """The store this client writes to."""
-        return self._core._store
+        return self._core.store
 
     # -- callbacks -----------------------------------------------------------------
     # Each callback is registered under a name (default: the function's module and

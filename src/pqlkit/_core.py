@@ -16,10 +16,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 import attrs
@@ -28,7 +27,7 @@ from . import _process
 from ._clock import Clock
 from ._convert import from_us, json_converter, to_us
 from ._dispatch import Delivery, Dispatcher, callback_name
-from ._engine import Context, Evaluation, EventView, Plan, SubjectState, explain
+from ._engine import Context, Evaluation, EventView, Plan, explain
 from ._events import (
     BulkResult,
     Event,
@@ -39,7 +38,7 @@ from ._events import (
     TrackResult,
 )
 from ._model import Model
-from ._retry import pause
+from ._session import Session, Subject, Warm
 from ._settings import Settings
 from ._validation import (
     check_event,
@@ -70,7 +69,6 @@ logger = logging.getLogger("pqlkit")
 
 _BATCH = 500
 _NO_TRAITS: Mapping[str, Any] = MappingProxyType({})
-_WRITE_ATTEMPTS = 5  # a write the store aborted to resolve a conflict is run again, up to this
 _HINTS = 10_000  # aliased ids whose final id a Client remembers, to lock both at once
 
 
@@ -84,91 +82,8 @@ def _public_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in traits.items() if k != _ACCOUNT_TRAIT}
 
 
-@attrs.define
-class _Subject:
-    """A subject's state loaded inside a transaction, saved at its end."""
-
-    kind: SubjectKind
-    id: str
-    state: SubjectState
-    account: str | None = None  # users: their current account
-    requalify_at: int | None = None  # rule true during requalify_after: when it may fire
-    # What the store holds of it: the state as of `stored_events` events (None: no
-    # row), and the row's due time. Behind these, its newer events are a tail in the log.
-    stored_events: int | None = None
-    stored_due: int | None = None
-    stored_size: int = 0
-    # (T, events folded in, when time alone may next change the rule) of its last
-    # evaluation: the due time _save() stores, while nothing changed since
-    due_hint: tuple[int, int, int | None] | None = None
-
-
 _TAIL_EVENTS = 64  # a warm subject is written back at least every this many events...
 _TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
-
-
-class _Warm:
-    """This process's cache of decoded subject states, traits and aliases.
-
-    Valid while nothing but this Client's own transactions wrote to the store:
-    each transaction compares the store's cache token with the one its previous
-    transaction saw (see ``stores/_base.py``) and starts cold if they differ, or
-    if a transaction of its own failed. While warm, a subject's state is not
-    decoded from the store on each event, and it is written back only every few
-    events (its newer events stay in the log, replayed by whoever loads it cold).
-
-    The tail left behind is never longer than ``streak``, the transactions in a
-    row that found the cache valid: where other processes write often (a cache
-    that rarely survives) states are written on every event, so loading one cold
-    replays little or nothing.
-
-    The cache holds at most ``capacity`` subjects. As a subject comes in, the least
-    recently used ones are evicted while the states' stored sizes add up to more
-    than ``max_bytes`` (``size``: the sum, as of each state's last write): a few
-    whales with large states, such as accounts with many users, take the room of
-    many small subjects.
-    """
-
-    def __init__(self, capacity: int, max_bytes: int) -> None:
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        self.size = 0  # the stored sizes of the subjects in `subjects`, added up
-        self.subjects: dict[tuple[str, str], _Subject] = {}
-        self.traits: dict[tuple[str, str], dict[str, Any]] = {}
-        self.resolved: dict[str, str] = {}
-        # subjects whose stored state this client wrote since the cache
-        # went warm: loading them needs no look for newer events in the log
-        self.current: set[tuple[str, str]] = set()
-        self.active = False  # inside a transaction that may use the cache
-        self.usable = True  # False once the store turned out to have no cache_token()
-        self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
-        self.streak = 0  # transactions in a row that found the cache valid
-        self._lock = threading.RLock()
-        self._pid = _process.pid
-
-    def lock(self) -> threading.RLock:
-        """The lock held for each whole transaction (a new one after fork())."""
-        if self._pid != _process.pid:
-            self._lock, self._pid = threading.RLock(), _process.pid
-            self.clear()
-        return self._lock
-
-    def begin(self, token: tuple[Hashable, int] | None) -> None:
-        last = self.last
-        if token is None or last is None or last[0] != token[0] or last[1] + 1 != token[1]:
-            self.clear()
-        else:
-            self.streak += 1
-        self.active = token is not None
-
-    def clear(self) -> None:
-        self.subjects.clear()
-        self.size = 0
-        self.traits.clear()
-        self.resolved.clear()
-        self.current.clear()
-        self.last = None
-        self.streak = 0
 
 
 class _Outcome:
@@ -181,75 +96,6 @@ class _Outcome:
         self.disqualified: list[Qualification] = []
         self.scores: dict[str, float] = {}
         self.enqueued = False
-
-
-class _TxScope:
-    """``Client._tx()``: a store transaction that keeps the warm cache honest.
-
-    The cache is used only when the transaction's ``cache_token()`` follows the
-    one of this client's previous transaction; it is cleared when it does not, and
-    when the transaction fails. A class rather than a generator: every write
-    enters one.
-    """
-
-    __slots__ = ("_client", "_connection", "_inner", "_lock", "_token")
-
-    def __init__(self, client: Core, connection: object) -> None:
-        self._client = client
-        self._connection = connection
-        self._lock: threading.RLock | None = None
-        self._token: tuple[Hashable, int] | None = None
-
-    def __enter__(self) -> Transaction:
-        client = self._client
-        warm = client._warm
-        if self._connection is not None or not warm.usable:  # e.g. PostgresStore: no cache
-            self._inner = client._transaction(self._connection)
-            return self._inner.__enter__()
-        lock = warm.lock()
-        lock.acquire()
-        try:
-            self._inner = client._store.transaction()
-            tx = self._inner.__enter__()
-            try:
-                token = tx.cache_token()
-                if token is None:
-                    warm.usable = False  # this store cannot tell: never cache
-                warm.begin(token)
-            except BaseException as error:
-                self._inner.__exit__(type(error), error, error.__traceback__)
-                raise
-        except BaseException:
-            warm.active = False
-            warm.clear()
-            lock.release()
-            raise
-        self._token = token
-        self._lock = lock
-        return tx
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        lock = self._lock
-        if lock is None:
-            self._inner.__exit__(exc_type, exc, tb)
-            return
-        warm = self._client._warm
-        committed = False
-        try:
-            self._inner.__exit__(exc_type, exc, tb)
-            committed = exc_type is None
-        finally:
-            warm.active = False
-            if committed and self._token is not None:
-                warm.last = self._token
-            else:
-                warm.clear()
-            lock.release()
 
 
 class Core:
@@ -270,9 +116,10 @@ class Core:
         self.clock = clock
         self._context_events = settings.context_events
         self._owns_store = owns_store
-        self._store = store
+        self.store = store
         self.closed = False
-        self._warm = _Warm(settings.warm_subjects, settings.warm_bytes)
+        self._session = Session(store, Warm(settings.warm_subjects, settings.warm_bytes))
+        self._warm = self._session.warm
         # id -> the final id it was last seen to resolve to: only a guess of which
         # locks to take together (see _lock_user), checked under them
         self._hints: dict[str, str] = {}
@@ -282,7 +129,7 @@ class Core:
             mode=settings.dispatch,
             policy=settings.retry_policy,
             lease=settings.delivery_lease,
-            transaction=self._tx,
+            transaction=self._session.tx,
             model=model.name,
             budget=settings.inline_budget,
             window=settings.delivery_window,
@@ -303,7 +150,7 @@ class Core:
             except Exception:  # nothing is lost: what was due stays pending
                 logger.exception("pqlkit: delivering at close() failed; it stays pending")
             if self._owns_store:
-                self._store.close()
+                self.store.close()
 
     def _write_back(self) -> None:
         """Store the warm subjects' states that are behind their events (a faster cold start).
@@ -320,7 +167,7 @@ class Core:
                     self._save(tx, subject)
 
         try:
-            self._write(work)
+            self._session.write(work)
         except StoreError as error:
             logger.debug("pqlkit: warm states not written back at close(): %s", error)
 
@@ -349,7 +196,7 @@ class Core:
     ) -> TrackResult:
         self._check_open()
         new = self._validate_event(user_id, event, properties, account_id, timestamp, message_id)
-        outcome = self._write(lambda tx: self._record(tx, new, {}), connection)
+        outcome = self._session.write(lambda tx: self._record(tx, new, {}), connection)
         self._after_write(_fired([] if outcome is None else [outcome]), connection)
         if outcome is None:
             return TrackResult(scores=self.scores(new.user_id, "user"), duplicate=True)
@@ -358,14 +205,14 @@ class Core:
     def track_many(self, events: object, connection: object) -> BulkResult:
         self._check_open()
         if connection is not None:  # a store that cannot join refuses now, even with no events
-            self._store.joined(connection)
+            self.store.joined(connection)
         stored = duplicates = 0
         qualified: list[Qualification] = []
         batch: list[NewEvent] = []
         ids: list[str] = []
 
         def work(tx: Transaction) -> tuple[int, int, list[Qualification], list[str]]:
-            cache: dict[tuple[str, str], _Subject] = {}
+            cache: dict[tuple[str, str], Subject] = {}
             done = dupes = 0
             fired: list[Qualification] = []
             outcomes: list[_Outcome] = []
@@ -394,7 +241,7 @@ class Core:
 
         def write() -> None:
             nonlocal stored, duplicates
-            done, dupes, fired, queued = self._write(work, connection)
+            done, dupes, fired, queued = self._session.write(work, connection)
             stored += done
             duplicates += dupes
             qualified.extend(fired)
@@ -439,7 +286,7 @@ class Core:
             self._reevaluate(tx, [subject], out)
             return out
 
-        out = self._write(work)
+        out = self._session.write(work)
         self._dispatcher.fired(_fired([out]))
 
     def group(self, account_id: object, traits: object) -> None:
@@ -464,10 +311,10 @@ class Core:
             self._reevaluate(tx, subjects, out)
             return out
 
-        out = self._write(work)
+        out = self._session.write(work)
         self._dispatcher.fired(_fired([out]))
 
-    def _reevaluate(self, tx: Transaction, subjects: list[_Subject], out: _Outcome) -> None:
+    def _reevaluate(self, tx: Transaction, subjects: list[Subject], out: _Outcome) -> None:
         """Evaluate each subject that has events as of its newest one (its traits changed)."""
         for subject in subjects:
             if subject.state.newest is not None:
@@ -507,7 +354,7 @@ class Core:
             self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
             return out
 
-        out = self._write(work)
+        out = self._session.write(work)
         if out is not None:
             self._dispatcher.fired(_fired([out]))
 
@@ -535,7 +382,7 @@ class Core:
             self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
             return out
 
-        out = self._write(work)
+        out = self._session.write(work)
         self._dispatcher.fired(_fired([out]))
 
     # -- reading -----------------------------------------------------------------------
@@ -548,7 +395,7 @@ class Core:
     def explain(self, subject_id: object, of: object) -> list[str]:
         self._check_open()
         kind = self._check_of(of)
-        with self._tx() as tx:
+        with self._session.tx() as tx:
             subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
             t = self._read_time(subject)
             return explain(self._plan, subject.state, t, kind, self._context(tx, subject))
@@ -558,7 +405,7 @@ class Core:
         if kind != "pql" and kind != "pqa":
             raise ValidationError("kind", f'must be "pql" or "pqa", got {kind!r}')
         of: SubjectKind = "user" if kind == "pql" else "account"
-        with self._tx() as tx:
+        with self._session.tx() as tx:
             sid = self._subject_key(tx, of, subject_id)
             record = tx.latest_qualification(self.model.name, kind, sid)
         return record.qualified_at if record is not None else None
@@ -566,12 +413,12 @@ class Core:
     def _read(self, subject_id: object, of: object) -> Evaluation:
         self._check_open()
         kind = self._check_of(of)
-        with self._tx() as tx:
+        with self._session.tx() as tx:
             subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
             t = self._read_time(subject)
             return self._plan.evaluate(subject.state, t, kind, self._context(tx, subject))
 
-    def _read_time(self, subject: _Subject) -> int:
+    def _read_time(self, subject: Subject) -> int:
         now = to_us(self.clock.now())
         newest = subject.state.newest
         return now if newest is None else max(now, newest)
@@ -603,7 +450,7 @@ class Core:
     def _qualifications(self, status: DeliveryStatus) -> list[Qualification]:
         """The qualifications with a record of ``status``, each once, oldest first."""
         self._check_open()
-        with self._tx() as tx:
+        with self._session.tx() as tx:
             records = tx.deliveries(status, model=self.model.name)
         found: dict[str, Qualification] = {}
         for record in records:
@@ -622,7 +469,7 @@ class Core:
             statuses = (status,)
         if callback is not None and not isinstance(callback, str):
             raise ValidationError("callback", f"must be a str or None, got {callback!r}")
-        with self._tx() as tx:
+        with self._session.tx() as tx:
             return [
                 Delivery.of(record)
                 for s in statuses
@@ -635,7 +482,7 @@ class Core:
             raise ValidationError("callback", f"must be a str or None, got {callback!r}")
         now = self.clock.now()
         since = now - self._dispatcher.window
-        count = self._write(
+        count = self._session.write(
             lambda tx: tx.revive_dead(
                 now, model=self.model.name, callback=callback, known_since=since
             )
@@ -672,7 +519,7 @@ class Core:
             return len(due), batch
 
         while True:
-            count, batch = self._write(work)
+            count, batch = self._session.write(work)
             out.qualified += batch.qualified
             out.disqualified += batch.disqualified
             out.enqueued = out.enqueued or batch.enqueued
@@ -695,7 +542,7 @@ class Core:
     def stats(self) -> Stats:
         self._check_open()
         name = self.model.name
-        with self._tx() as tx:
+        with self._session.tx() as tx:
             users = tx.count_subjects(name, "user")
             accounts = tx.count_subjects(name, "account")
             firsts: dict[tuple[str, str], QualificationRecord] = {}
@@ -780,7 +627,7 @@ class Core:
         self,
         tx: Transaction,
         new: NewEvent,
-        cache: dict[tuple[str, str], _Subject],
+        cache: dict[tuple[str, str], Subject],
         *,
         save: bool = True,
         held: set[str] | None = None,
@@ -887,7 +734,7 @@ class Core:
     def _step(
         self,
         tx: Transaction,
-        cache: dict[tuple[str, str], _Subject],
+        cache: dict[tuple[str, str], Subject],
         kind: SubjectKind,
         sid: str,
         record: EventRecord,
@@ -908,7 +755,7 @@ class Core:
         if save:
             self._save(tx, subject, defer=True)
 
-    def _apply(self, subject: _Subject, record: EventRecord, view: EventView) -> None:
+    def _apply(self, subject: Subject, record: EventRecord, view: EventView) -> None:
         s = subject.state
         self._plan.apply_view(s, view, subject.kind)
         if record.seq > s.seq:
@@ -923,7 +770,7 @@ class Core:
 
     def _load(
         self, tx: Transaction, kind: SubjectKind, sid: str, *, skip_seq: int | None = None
-    ) -> _Subject:
+    ) -> Subject:
         """The subject's state: warm from memory, else from the store (and its log tail)."""
         warm = self._warm
         key = (kind, sid)
@@ -939,7 +786,7 @@ class Core:
             # subject from the log, leaving out the event being recorded right now.
             subject = self._replay_subject(tx, kind, sid, skip_seq)
         else:
-            subject = _Subject(kind, sid, state)
+            subject = Subject(kind, sid, state)
             if row is not None:
                 subject.stored_events = state.events
                 subject.stored_due = None if row.due_at is None else to_us(row.due_at)
@@ -953,7 +800,7 @@ class Core:
             self._keep_warm(tx, subject)
         return subject
 
-    def _keep_warm(self, tx: Transaction, subject: _Subject) -> None:
+    def _keep_warm(self, tx: Transaction, subject: Subject) -> None:
         """Cache ``subject``; write back the least recently used ones while full."""
         warm = self._warm
         subjects = warm.subjects
@@ -970,7 +817,7 @@ class Core:
         if len(warm.current) > 20 * warm.capacity:
             warm.current.clear()
 
-    def _catch_up(self, tx: Transaction, subject: _Subject, skip_seq: int | None) -> None:
+    def _catch_up(self, tx: Transaction, subject: Subject, skip_seq: int | None) -> None:
         """Fold in the subject's events newer than its stored state (left by a warm writer)."""
         s = subject.state
         if subject.kind == "user":
@@ -1010,7 +857,7 @@ class Core:
         if self._warm.active:
             self._warm.traits[(kind, sid)] = traits
 
-    def _account_of(self, tx: Transaction, subject: _Subject) -> str | None:
+    def _account_of(self, tx: Transaction, subject: Subject) -> str | None:
         if subject.state.account is not None:
             return str(subject.state.account[1])
         acc = self._traits(tx, "user", subject.id).get(_ACCOUNT_TRAIT)
@@ -1019,7 +866,7 @@ class Core:
     def _save(
         self,
         tx: Transaction,
-        subject: _Subject,
+        subject: Subject,
         *,
         at: int | None = None,
         defer: bool = False,
@@ -1093,7 +940,7 @@ class Core:
         if warm.active:
             warm.current.add((kind, subject.id))
 
-    def _context(self, tx: Transaction, subject: _Subject, *, full: bool = True) -> Context:
+    def _context(self, tx: Transaction, subject: Subject, *, full: bool = True) -> Context:
         """The traits an evaluation sees; with ``full=False`` only those the model reads."""
         user = full or self._plan.reads_user_traits
         account = full or self._plan.reads_account_traits
@@ -1112,7 +959,7 @@ class Core:
     def _evaluate(
         self,
         tx: Transaction,
-        subject: _Subject,
+        subject: Subject,
         t: int,
         out: _Outcome,
         *,
@@ -1220,7 +1067,7 @@ class Core:
         return ev
 
     def _latest(
-        self, tx: Transaction, subject: _Subject, kind: Literal["pql", "pqa"]
+        self, tx: Transaction, subject: Subject, kind: Literal["pql", "pqa"]
     ) -> QualificationRecord | None:
         """The subject's latest qualification record, cached in its state."""
         cached = subject.state.qualification
@@ -1246,7 +1093,7 @@ class Core:
     def _payload(
         self,
         tx: Transaction,
-        subject: _Subject,
+        subject: Subject,
         ev: Evaluation,
         qid: str,
         kind: Literal["pql", "pqa"],
@@ -1301,8 +1148,8 @@ class Core:
         events: Iterable[EventRecord],
         tx: Transaction,
         wanted: set[tuple[str, str]] | None,
-        subjects: dict[tuple[str, str], _Subject] | None = None,
-    ) -> tuple[dict[tuple[str, str], _Subject], int]:
+        subjects: dict[tuple[str, str], Subject] | None = None,
+    ) -> tuple[dict[tuple[str, str], Subject], int]:
         """Fold events (arrival order) into states (fresh ones unless given); latch TEV
         activations per event."""
         subjects = {} if subjects is None else subjects
@@ -1322,7 +1169,7 @@ class Core:
                     continue
                 subject = subjects.get((kind, sid))
                 if subject is None:
-                    subject = subjects[(kind, sid)] = _Subject(kind, sid, self._plan.new_state())
+                    subject = subjects[(kind, sid)] = Subject(kind, sid, self._plan.new_state())
                 self._apply(subject, record, view)
                 if self._plan.latched:
                     if subject.kind == "user" and subject.account is None:
@@ -1335,7 +1182,7 @@ class Core:
 
     def _replay_subject(
         self, tx: Transaction, kind: SubjectKind, sid: str, skip_seq: int | None = None
-    ) -> _Subject:
+    ) -> Subject:
         """One subject's state rebuilt from its events (without event ``skip_seq``)."""
         if kind == "user":
             events: Iterable[EventRecord] = tx.events(user_ids=[sid, *tx.aliases_of(sid)])
@@ -1344,7 +1191,7 @@ class Core:
         if skip_seq is not None:
             events = (e for e in events if e.seq != skip_seq)
         subjects, _ = self._replay(events, tx, {(kind, sid)})
-        return subjects.get((kind, sid)) or _Subject(kind, sid, self._plan.new_state())
+        return subjects.get((kind, sid)) or Subject(kind, sid, self._plan.new_state())
 
     def _rebuild_subjects(
         self,
@@ -1391,7 +1238,7 @@ class Core:
         poll = _REBUILD_POLL
         with self._rebuild_lock:
             while True:
-                status, after = self._write(
+                status, after = self._session.write(
                     lambda tx: self._claim_rebuild(tx, owner, only_if_stale)
                 )
                 if status == "done":
@@ -1448,7 +1295,7 @@ class Core:
         while start < len(keys):
             if start:
                 time.sleep(_REBUILD_PAUSE)  # let other writers in
-            batch = self._write(
+            batch = self._session.write(
                 functools.partial(
                     self._rebuild_batch, owner=owner, keys=keys, start=start, deliver=deliver
                 )
@@ -1460,7 +1307,7 @@ class Core:
             out.qualified += fired.qualified
             out.disqualified += fired.disqualified
             out.enqueued = out.enqueued or fired.enqueued
-        return self._write(lambda tx: self._finish_rebuild(tx, owner)), replayed
+        return self._session.write(lambda tx: self._finish_rebuild(tx, owner)), replayed
 
     def _rebuild_keys(self, owner: str) -> list[tuple[SubjectKind, str]] | None:
         """Every subject in the log (users by their final id), sorted; read in pages.
@@ -1497,7 +1344,7 @@ class Core:
         while True:
             if after_seq:
                 time.sleep(_REBUILD_PAUSE)  # let other writers in
-            got = self._write(functools.partial(page, after_seq=after_seq))
+            got = self._session.write(functools.partial(page, after_seq=after_seq))
             if got is None:
                 return None
             after_seq, read, new_users, new_accounts = got
@@ -1571,39 +1418,11 @@ class Core:
                 _Claim(claim.fingerprint, owner, 0.0, claim.after).write(tx, self._rebuild_key)
 
         try:
-            self._write(work)
+            self._session.write(work)
         except StoreError as error:
             logger.debug("pqlkit: rebuild claim not released: %s", error)
 
     # -- internals: transactions ---------------------------------------------------------------
-    def _write(self, work: Callable[[Transaction], T], connection: object = None) -> T:
-        """Run ``work`` in one store transaction; run it again if the store aborted it.
-
-        A store raises :class:`TransientStoreError` when the database aborted the
-        transaction to resolve a conflict (PostgreSQL: a deadlock or a
-        serialization failure); nothing of it was stored, so ``work`` runs again,
-        after a short jittered pause, up to ``_WRITE_ATTEMPTS`` times. ``work``
-        must return what it changed rather than change anything outside.
-        """
-        failed = 0
-        while True:
-            try:
-                with self._tx(connection) as tx:
-                    return work(tx)
-            except TransientStoreError:
-                failed += 1
-                if not pause(failed, first=0.01, attempts=_WRITE_ATTEMPTS):
-                    raise
-
-    def _tx(self, connection: object = None) -> AbstractContextManager[Transaction]:
-        """A store transaction that keeps the warm cache honest (see :class:`_Warm`)."""
-        return _TxScope(self, connection)
-
-    def _transaction(self, connection: object) -> AbstractContextManager[Transaction]:
-        if connection is None:
-            return self._store.transaction()
-        return self._store.joined(connection)
-
     def _after_write(self, fired: list[str], joined: object) -> None:
         # Inside the caller's transaction (joined), nothing can be delivered before
         # the caller commits: the next flush(), sweep() or background pass does it.
@@ -1619,7 +1438,7 @@ class Core:
         return f"model:{self.model.name}:rebuild"
 
     def _ensure_fingerprint(self) -> None:
-        with self._tx() as tx:
+        with self._session.tx() as tx:
             stored = tx.get_meta(self._fingerprint_key)
             if stored == self.model.fingerprint:
                 return
@@ -1689,7 +1508,7 @@ def _median(values: list[timedelta]) -> timedelta | None:
     return (values[mid - 1] + values[mid]) / 2
 
 
-def _remember(subject: _Subject, record: QualificationRecord | None) -> None:
+def _remember(subject: Subject, record: QualificationRecord | None) -> None:
     """Cache ``record`` (the subject's latest qualification) in its state."""
     if record is None:
         subject.state.qualification = 0

@@ -1,0 +1,220 @@
+"""Transactions and the warm cache: one owner, used by the core and the dispatcher alike.
+
+A :class:`Session` opens every store transaction a Client runs (``tx()``), runs a
+write again when the database aborted it (``write()``), and owns the :class:`Warm`
+cache of decoded subjects that those transactions keep honest. A :class:`Subject`
+is one subject's state as a transaction loaded it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, TypeVar
+
+import attrs
+
+from . import _process
+from ._engine import SubjectState
+from ._events import SubjectKind
+from ._retry import pause
+from .exceptions import TransientStoreError
+from .stores._base import Store, Transaction
+
+__all__ = ["Session", "Subject", "TxScope", "Warm"]
+
+T = TypeVar("T")
+
+_WRITE_ATTEMPTS = 5  # a write the store aborted to resolve a conflict is run again, up to this
+
+
+@attrs.define
+class Subject:
+    """A subject's state loaded inside a transaction, saved at its end."""
+
+    kind: SubjectKind
+    id: str
+    state: SubjectState
+    account: str | None = None  # users: their current account
+    requalify_at: int | None = None  # rule true during requalify_after: when it may fire
+    # What the store holds of it: the state as of `stored_events` events (None: no
+    # row), and the row's due time. Behind these, its newer events are a tail in the log.
+    stored_events: int | None = None
+    stored_due: int | None = None
+    stored_size: int = 0
+    # (T, events folded in, when time alone may next change the rule) of its last
+    # evaluation: the due time _save() stores, while nothing changed since
+    due_hint: tuple[int, int, int | None] | None = None
+
+
+class Warm:
+    """This process's cache of decoded subject states, traits and aliases.
+
+    Valid while nothing but this Client's own transactions wrote to the store:
+    each transaction compares the store's cache token with the one its previous
+    transaction saw (see ``stores/_base.py``) and starts cold if they differ, or
+    if a transaction of its own failed. While warm, a subject's state is not
+    decoded from the store on each event, and it is written back only every few
+    events (its newer events stay in the log, replayed by whoever loads it cold).
+
+    The tail left behind is never longer than ``streak``, the transactions in a
+    row that found the cache valid: where other processes write often (a cache
+    that rarely survives) states are written on every event, so loading one cold
+    replays little or nothing.
+
+    The cache holds at most ``capacity`` subjects. As a subject comes in, the least
+    recently used ones are evicted while the states' stored sizes add up to more
+    than ``max_bytes`` (``size``: the sum, as of each state's last write): a few
+    whales with large states, such as accounts with many users, take the room of
+    many small subjects.
+    """
+
+    def __init__(self, capacity: int, max_bytes: int) -> None:
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.size = 0  # the stored sizes of the subjects in `subjects`, added up
+        self.subjects: dict[tuple[str, str], Subject] = {}
+        self.traits: dict[tuple[str, str], dict[str, Any]] = {}
+        self.resolved: dict[str, str] = {}
+        # subjects whose stored state this client wrote since the cache
+        # went warm: loading them needs no look for newer events in the log
+        self.current: set[tuple[str, str]] = set()
+        self.active = False  # inside a transaction that may use the cache
+        self.usable = True  # False once the store turned out to have no cache_token()
+        self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
+        self.streak = 0  # transactions in a row that found the cache valid
+        self._lock = threading.RLock()
+        self._pid = _process.pid
+
+    def lock(self) -> threading.RLock:
+        """The lock held for each whole transaction (a new one after fork())."""
+        if self._pid != _process.pid:
+            self._lock, self._pid = threading.RLock(), _process.pid
+            self.clear()
+        return self._lock
+
+    def begin(self, token: tuple[Hashable, int] | None) -> None:
+        last = self.last
+        if token is None or last is None or last[0] != token[0] or last[1] + 1 != token[1]:
+            self.clear()
+        else:
+            self.streak += 1
+        self.active = token is not None
+
+    def clear(self) -> None:
+        self.subjects.clear()
+        self.size = 0
+        self.traits.clear()
+        self.resolved.clear()
+        self.current.clear()
+        self.last = None
+        self.streak = 0
+
+
+class TxScope:
+    """``Session.tx()``: a store transaction that keeps the warm cache honest.
+
+    The cache is used only when the transaction's ``cache_token()`` follows the
+    one of this client's previous transaction; it is cleared when it does not, and
+    when the transaction fails. A class rather than a generator: every write
+    enters one.
+    """
+
+    __slots__ = ("_connection", "_inner", "_lock", "_session", "_token")
+
+    def __init__(self, session: Session, connection: object) -> None:
+        self._session = session
+        self._connection = connection
+        self._lock: threading.RLock | None = None
+        self._token: tuple[Hashable, int] | None = None
+
+    def __enter__(self) -> Transaction:
+        session = self._session
+        warm = session.warm
+        if self._connection is not None or not warm.usable:  # e.g. PostgresStore: no cache
+            self._inner = session.transaction(self._connection)
+            return self._inner.__enter__()
+        lock = warm.lock()
+        lock.acquire()
+        try:
+            self._inner = session.store.transaction()
+            tx = self._inner.__enter__()
+            try:
+                token = tx.cache_token()
+                if token is None:
+                    warm.usable = False  # this store cannot tell: never cache
+                warm.begin(token)
+            except BaseException as error:
+                self._inner.__exit__(type(error), error, error.__traceback__)
+                raise
+        except BaseException:
+            warm.active = False
+            warm.clear()
+            lock.release()
+            raise
+        self._token = token
+        self._lock = lock
+        return tx
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lock = self._lock
+        if lock is None:
+            self._inner.__exit__(exc_type, exc, tb)
+            return
+        warm = self._session.warm
+        committed = False
+        try:
+            self._inner.__exit__(exc_type, exc, tb)
+            committed = exc_type is None
+        finally:
+            warm.active = False
+            if committed and self._token is not None:
+                warm.last = self._token
+            else:
+                warm.clear()
+            lock.release()
+
+
+class Session:
+    """The store, the warm cache, and the transactions that keep it honest."""
+
+    def __init__(self, store: Store, warm: Warm) -> None:
+        self.store = store
+        self.warm = warm
+
+    def write(self, work: Callable[[Transaction], T], connection: object = None) -> T:
+        """Run ``work`` in one store transaction; run it again if the store aborted it.
+
+        A store raises :class:`TransientStoreError` when the database aborted the
+        transaction to resolve a conflict (PostgreSQL: a deadlock or a
+        serialization failure); nothing of it was stored, so ``work`` runs again,
+        after a short jittered pause, up to ``_WRITE_ATTEMPTS`` times. ``work``
+        must return what it changed rather than change anything outside.
+        """
+        failed = 0
+        while True:
+            try:
+                with self.tx(connection) as tx:
+                    return work(tx)
+            except TransientStoreError:
+                failed += 1
+                if not pause(failed, first=0.01, attempts=_WRITE_ATTEMPTS):
+                    raise
+
+    def tx(self, connection: object = None) -> AbstractContextManager[Transaction]:
+        """A store transaction that keeps the warm cache honest (see :class:`Warm`);
+        with ``connection``, inside the caller's own transaction (not cached)."""
+        return TxScope(self, connection)
+
+    def transaction(self, connection: object) -> AbstractContextManager[Transaction]:
+        """A plain store transaction (or one joining the caller's on ``connection``)."""
+        if connection is None:
+            return self.store.transaction()
+        return self.store.joined(connection)
