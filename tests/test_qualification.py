@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pytest
 
-import pqlkit._core
+import pqlkit._rebuild
 from pqlkit import (
     Client,
     Event,
@@ -747,8 +747,8 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     make_client: ClientFactory, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rebuild that fails half-way keeps what it did; the next client does the rest, once."""
-    monkeypatch.setattr(pqlkit._core, "_REBUILD_SLICE", 0.0)  # one subject per transaction
-    monkeypatch.setattr(pqlkit._core, "_REBUILD_PAUSE", 0.0)
+    monkeypatch.setattr(pqlkit._rebuild, "_REBUILD_SLICE", 0.0)  # one subject per transaction
+    monkeypatch.setattr(pqlkit._rebuild, "_REBUILD_PAUSE", 0.0)
     seen: list[int] = []
     failing = {"n": 5}
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-import pqlkit._core
+import pqlkit._rebuild
 from conftest import worker_context
 from pqlkit import Client, Model, active_users, count
 from pqlkit._engine import Plan
@@ -230,9 +230,9 @@ RETUNED = Model(  # what the killed process and the next one rebuild for
 
 def rebuild_until_killed(path: str) -> None:
     """Process A: start a client with RETUNED (a rebuild), slowly; it gets SIGKILLed."""
-    pqlkit._core._REBUILD_SLICE = 0.0  # one subject per transaction
-    pqlkit._core._REBUILD_PAUSE = 0.002
-    pqlkit._core._REBUILD_LEASE = 1.0  # so that the next client need not wait long
+    pqlkit._rebuild._REBUILD_SLICE = 0.0  # one subject per transaction
+    pqlkit._rebuild._REBUILD_PAUSE = 0.002
+    pqlkit._rebuild._REBUILD_LEASE = 1.0  # so that the next client need not wait long
     Client(RETUNED, store=SQLiteStore(path))
 
 

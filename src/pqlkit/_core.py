@@ -9,12 +9,7 @@ on a wrong type before pqlkit's checks could name the field). This module and
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import random
-import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -38,7 +33,8 @@ from ._events import (
     TrackResult,
 )
 from ._model import Model
-from ._session import Session, Subject, Warm
+from ._rebuild import Rebuild
+from ._session import Outcome, Session, Subject, Warm
 from ._settings import Settings
 from ._validation import (
     check_event,
@@ -86,18 +82,6 @@ _TAIL_EVENTS = 64  # a warm subject is written back at least every this many eve
 _TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
 
 
-class _Outcome:
-    """What one write changed (a plain class: one is made per event)."""
-
-    __slots__ = ("disqualified", "enqueued", "qualified", "scores")
-
-    def __init__(self) -> None:
-        self.qualified: list[Qualification] = []
-        self.disqualified: list[Qualification] = []
-        self.scores: dict[str, float] = {}
-        self.enqueued = False
-
-
 class Core:
     """What a Client does (see the module docstring); its public methods are the Client's."""
 
@@ -135,8 +119,12 @@ class Core:
             window=settings.delivery_window,
             retention=settings.delivery_retention,
         )
-        self._rebuild_lock = threading.Lock()
-        self._ensure_fingerprint()
+        self._rebuild = Rebuild(
+            self._session,
+            model,
+            lambda tx, keys, out, deliver: self._rebuild_subjects(tx, keys, out, deliver=deliver),
+        )
+        self._rebuild.ensure(deliver=model.on_retune == "fire")
 
     def close(self, timeout: float | None = 10.0) -> None:
         if self.closed:
@@ -215,7 +203,7 @@ class Core:
             cache: dict[tuple[str, str], Subject] = {}
             done = dupes = 0
             fired: list[Qualification] = []
-            outcomes: list[_Outcome] = []
+            outcomes: list[Outcome] = []
             # the batch's locks at once, in order (each _record adds only an id's final id)
             held: set[str] = set()
             keys: list[str] = []
@@ -274,13 +262,13 @@ class Core:
             check_id(account_id, "account_id", self._limits) if account_id is not None else None
         )
 
-        def work(tx: Transaction) -> _Outcome:
+        def work(tx: Transaction) -> Outcome:
             uid = self._lock_user(tx, set(), user, None)
             merged = {**self._traits(tx, "user", uid), **data}
             if account is not None:
                 merged[_ACCOUNT_TRAIT] = account
             self._set_traits(tx, "user", uid, merged)
-            out = _Outcome()
+            out = Outcome()
             subject = self._load(tx, "user", uid)
             subject.account = self._account_of(tx, subject)  # a warm one may predate it
             self._reevaluate(tx, [subject], out)
@@ -294,8 +282,8 @@ class Core:
         account = check_id(account_id, "account_id", self._limits)
         data = check_properties(traits, "traits", self._limits)
 
-        def work(tx: Transaction) -> _Outcome:
-            out = _Outcome()
+        def work(tx: Transaction) -> Outcome:
+            out = Outcome()
             held: set[str] = set()
             # the account's users are rewritten too: once the account is locked,
             # no event can join it, so lock them (and what they resolve to) next
@@ -314,7 +302,7 @@ class Core:
         out = self._session.write(work)
         self._dispatcher.fired(_fired([out]))
 
-    def _reevaluate(self, tx: Transaction, subjects: list[Subject], out: _Outcome) -> None:
+    def _reevaluate(self, tx: Transaction, subjects: list[Subject], out: Outcome) -> None:
         """Evaluate each subject that has events as of its newest one (its traits changed)."""
         for subject in subjects:
             if subject.state.newest is not None:
@@ -326,8 +314,8 @@ class Core:
         previous = check_id(previous_id, "previous_id", self._limits)
         user = check_id(user_id, "user_id", self._limits)
 
-        def work(tx: Transaction) -> _Outcome | None:
-            out = _Outcome()
+        def work(tx: Transaction) -> Outcome | None:
+            out = Outcome()
             self._warm.clear()  # the rebuild below replaces states; nothing warm survives it
             held: set[str] = set()
             while True:  # read what it rewrites, lock it all, and read again until unchanged
@@ -362,8 +350,8 @@ class Core:
         self._check_open()
         user = check_id(user_id, "user_id", self._limits)
 
-        def work(tx: Transaction) -> _Outcome:
-            out = _Outcome()
+        def work(tx: Transaction) -> Outcome:
+            out = Outcome()
             self._warm.clear()  # states and traits are deleted or rebuilt below
             held: set[str] = set()
             while True:  # read what it rewrites, lock it all, and read again until unchanged
@@ -497,12 +485,12 @@ class Core:
         when = check_timestamp(now, "now") if now is not None else self.clock.now()
         t = to_us(when)
         fired: list[Qualification] = []
-        out = _Outcome()
+        out = Outcome()
 
         swept: set[tuple[str, str]] = set()
 
-        def work(tx: Transaction) -> tuple[int, _Outcome]:
-            batch = _Outcome()
+        def work(tx: Transaction) -> tuple[int, Outcome]:
+            batch = Outcome()
             due = tx.due_subjects(self.model.name, when, _BATCH)
             if due and swept.issuperset(due):
                 # Each subject's stored due time is after `when` once swept: finding
@@ -535,7 +523,7 @@ class Core:
             on_retune = self.model.on_retune
         elif on_retune != "fire" and on_retune != "record":
             raise ValidationError("on_retune", f'must be "fire" or "record", got {on_retune!r}')
-        count, out = self._rebuild_all(deliver=on_retune == "fire")
+        count, out = self._rebuild.run(deliver=on_retune == "fire")
         self._dispatcher.fired(_fired([out]) if out.enqueued else [])
         return count
 
@@ -631,13 +619,13 @@ class Core:
         *,
         save: bool = True,
         held: set[str] | None = None,
-    ) -> _Outcome | None:
+    ) -> Outcome | None:
         acc = new.account_id
         uid = self._lock_user(tx, set() if held is None else held, new.user_id, acc)
         record = tx.insert_event(new)
         if record is None:
             return None
-        out = _Outcome()
+        out = Outcome()
         view = EventView(to_us(new.timestamp), record.event, record.properties, uid)
         self._step(tx, cache, "user", uid, record, view, out, save)
         if acc is not None:
@@ -739,7 +727,7 @@ class Core:
         sid: str,
         record: EventRecord,
         view: EventView,
-        out: _Outcome,
+        out: Outcome,
         save: bool,
     ) -> None:
         """Fold ``record`` into one subject, evaluate it (a user with every score) and,
@@ -961,7 +949,7 @@ class Core:
         tx: Transaction,
         subject: Subject,
         t: int,
-        out: _Outcome,
+        out: Outcome,
         *,
         latch: bool = True,
         scores: bool = False,
@@ -1197,7 +1185,7 @@ class Core:
         self,
         tx: Transaction,
         keys: Sequence[tuple[SubjectKind, str]],
-        out: _Outcome,
+        out: Outcome,
         *,
         deliver: bool = True,
     ) -> int:
@@ -1216,285 +1204,14 @@ class Core:
             self._save(tx, subject)
         return replayed
 
-    def _rebuild_all(
-        self, *, only_if_stale: bool = False, deliver: bool = True
-    ) -> tuple[int, _Outcome]:
-        """Rebuild every subject's state from the log, in short transactions.
-
-        Other writers get in between them: each transaction locks and rebuilds
-        a few subjects from their whole log as it is then (a subject tracked
-        meanwhile is either rebuilt with its new event or loads the rebuilt
-        state and folds it in), and the write lock is then left free for a
-        moment. The rebuild is claimed in the store's metadata (see
-        :class:`_Claim`): other clients wait for it rather than do it again, and
-        the fingerprint is stored only when every subject is done. A rebuild
-        that dies (its claim no longer renewed) is resumed by the next client
-        that finds the fingerprint stale; one that raises releases its claim.
-        Returns the users' events replayed and what was enqueued.
-        """
-        owner = uuid.uuid4().hex
-        out = _Outcome()
-        replayed = 0
-        poll = _REBUILD_POLL
-        with self._rebuild_lock:
-            while True:
-                status, after = self._session.write(
-                    lambda tx: self._claim_rebuild(tx, owner, only_if_stale)
-                )
-                if status == "done":
-                    return replayed, out
-                if status == "wait":  # for another client's rebuild
-                    time.sleep(poll * random.uniform(0.5, 1.5))
-                    poll = min(poll * 2, _REBUILD_POLL_MAX)
-                    continue
-                try:
-                    done, count = self._run_rebuild(owner, after, deliver, out)
-                except BaseException:
-                    self._release_rebuild(owner)
-                    raise
-                replayed += count
-                if done:
-                    return replayed, out
-                poll = _REBUILD_POLL  # another client took it over: wait for it
-
-    def _claim_rebuild(
-        self, tx: Transaction, owner: str, only_if_stale: bool
-    ) -> tuple[Literal["done", "wait", "run"], tuple[str, str]]:
-        """Claim the rebuild for ``owner`` ("run", and the last subject done to resume
-        after: ``("", "")`` for none); "wait" while another client's claim is live;
-        "done" if the fingerprint is stored already (with ``only_if_stale``)."""
-        tx.lock([self._rebuild_key])
-        claim = _Claim.read(tx, self._rebuild_key)
-        now = time.time()
-        after = ("", "")
-        if claim is not None and claim.owner != owner and claim.lease > now:
-            return "wait", after
-        fingerprint = self.model.fingerprint
-        if only_if_stale:
-            if tx.get_meta(self._fingerprint_key) == fingerprint:
-                return "done", after  # another client rebuilt it meanwhile
-            if claim is not None and claim.fingerprint == fingerprint:
-                after = claim.after  # left unfinished: resume it
-        if after == ("", ""):  # a fresh rebuild: before any state is rewritten from the log
-            tx.check_integrity()
-        _Claim(fingerprint, owner, now + _REBUILD_LEASE, after).write(tx, self._rebuild_key)
-        return "run", after
-
-    def _run_rebuild(
-        self, owner: str, after: tuple[str, str], deliver: bool, out: _Outcome
-    ) -> tuple[bool, int]:
-        """Rebuild the subjects after ``after`` in batches; (finished, users' events
-        replayed). Not finished: another client took the claim over."""
-        keys = self._rebuild_keys(owner)
-        if keys is None:
-            return False, 0
-        if after != ("", ""):
-            keys = [key for key in keys if key > after]
-        replayed = 0
-        start = 0
-        while start < len(keys):
-            if start:
-                time.sleep(_REBUILD_PAUSE)  # let other writers in
-            batch = self._session.write(
-                functools.partial(
-                    self._rebuild_batch, owner=owner, keys=keys, start=start, deliver=deliver
-                )
-            )
-            if batch is None:
-                return False, replayed
-            start, count, fired = batch
-            replayed += count
-            out.qualified += fired.qualified
-            out.disqualified += fired.disqualified
-            out.enqueued = out.enqueued or fired.enqueued
-        return self._session.write(lambda tx: self._finish_rebuild(tx, owner)), replayed
-
-    def _rebuild_keys(self, owner: str) -> list[tuple[SubjectKind, str]] | None:
-        """Every subject in the log (users by their final id), sorted; read in pages.
-
-        The listing ends at the first page that is not full: the end of the log
-        then. Subjects first seen after it are new ones, whose writers evaluated
-        them with their own events (going on to the end of a log that other
-        writers keep growing might never end). None if another client took the
-        claim over meanwhile.
-        """
-        users: dict[str, str] = {}  # user id as recorded -> its final id
-        accounts: set[str] = set()
-
-        def page(
-            tx: Transaction, after_seq: int
-        ) -> tuple[int, int, dict[str, str], set[str]] | None:
-            if not self._renew_rebuild(tx, owner, None):
-                return None
-            new_users: dict[str, str] = {}
-            new_accounts: set[str] = set()
-            last = after_seq
-            read = 0
-            for record in tx.events(after_seq=after_seq, limit=_REBUILD_PAGE):
-                last = record.seq
-                read += 1
-                uid = record.user_id
-                if uid not in users and uid not in new_users:
-                    new_users[uid] = tx.resolve(uid)
-                if record.account_id is not None:
-                    new_accounts.add(record.account_id)
-            return last, read, new_users, new_accounts
-
-        after_seq = 0
-        while True:
-            if after_seq:
-                time.sleep(_REBUILD_PAUSE)  # let other writers in
-            got = self._session.write(functools.partial(page, after_seq=after_seq))
-            if got is None:
-                return None
-            after_seq, read, new_users, new_accounts = got
-            users.update(new_users)
-            accounts |= new_accounts
-            if read < _REBUILD_PAGE:
-                keys: set[tuple[SubjectKind, str]] = {("user", uid) for uid in users.values()}
-                keys.update(("account", acc) for acc in accounts)
-                return sorted(keys)
-
-    def _rebuild_batch(
-        self,
-        tx: Transaction,
-        owner: str,
-        keys: list[tuple[SubjectKind, str]],
-        start: int,
-        deliver: bool,
-    ) -> tuple[int, int, _Outcome] | None:
-        """Rebuild ``keys[start:]`` for up to ``_REBUILD_SLICE`` s (one subject at
-        least); (where to go on, users' events replayed, what fired), None if the
-        claim was taken over."""
-        if not self._renew_rebuild(tx, owner, None):
-            return None
-        self._warm.clear()  # the states below are replaced
-        out = _Outcome()
-        replayed = 0
-        deadline = time.monotonic() + _REBUILD_SLICE
-        end = start
-        while end < len(keys) and (end == start or time.monotonic() < deadline):
-            kind, sid = keys[end]
-            end += 1
-            tx.lock([f"{kind}:{sid}"])  # in sorted order, as track() takes them
-            if kind == "user" and tx.resolve(sid) != sid:
-                continue  # aliased since it was listed: alias() rebuilt its user
-            replayed += self._rebuild_subjects(tx, [(kind, sid)], out, deliver=deliver)
-        self._renew_rebuild(tx, owner, keys[end - 1])
-        return end, replayed, out
-
-    def _renew_rebuild(
-        self, tx: Transaction, owner: str, done: tuple[SubjectKind, str] | None
-    ) -> bool:
-        """Extend ``owner``'s claim (and record ``done`` as its progress); False if
-        the claim is not its own any more."""
-        tx.lock([self._rebuild_key])
-        claim = _Claim.read(tx, self._rebuild_key)
-        if claim is None or claim.owner != owner:
-            return False
-        after = claim.after if done is None else (done[0], done[1])
-        _Claim(claim.fingerprint, owner, time.time() + _REBUILD_LEASE, after).write(
-            tx, self._rebuild_key
-        )
-        return True
-
-    def _finish_rebuild(self, tx: Transaction, owner: str) -> bool:
-        """Store the fingerprint and drop the claim, if it is still ``owner``'s."""
-        tx.lock([self._rebuild_key])
-        claim = _Claim.read(tx, self._rebuild_key)
-        if claim is None or claim.owner != owner:
-            return False
-        tx.set_meta(self._fingerprint_key, claim.fingerprint)
-        tx.set_meta(self._rebuild_key, "")
-        return True
-
-    def _release_rebuild(self, owner: str) -> None:
-        """Let another client resume ``owner``'s rebuild now (best effort: it failed)."""
-
-        def work(tx: Transaction) -> None:
-            tx.lock([self._rebuild_key])
-            claim = _Claim.read(tx, self._rebuild_key)
-            if claim is not None and claim.owner == owner:
-                _Claim(claim.fingerprint, owner, 0.0, claim.after).write(tx, self._rebuild_key)
-
-        try:
-            self._session.write(work)
-        except StoreError as error:
-            logger.debug("pqlkit: rebuild claim not released: %s", error)
-
-    # -- internals: transactions ---------------------------------------------------------------
     def _after_write(self, fired: list[str], joined: object) -> None:
         # Inside the caller's transaction (joined), nothing can be delivered before
         # the caller commits: the next flush(), sweep() or background pass does it.
         if joined is None:
             self._dispatcher.fired(fired)
 
-    @property
-    def _fingerprint_key(self) -> str:
-        return f"model:{self.model.name}:fingerprint"
 
-    @property
-    def _rebuild_key(self) -> str:
-        return f"model:{self.model.name}:rebuild"
-
-    def _ensure_fingerprint(self) -> None:
-        with self._session.tx() as tx:
-            stored = tx.get_meta(self._fingerprint_key)
-            if stored == self.model.fingerprint:
-                return
-            if stored is None and next(iter(tx.events(limit=1)), None) is None:
-                tx.set_meta(self._fingerprint_key, self.model.fingerprint)
-                return
-        self._rebuild_all(only_if_stale=True, deliver=self.model.on_retune == "fire")
-
-
-_REBUILD_SLICE = 0.05  # seconds a rebuild transaction may take (it rebuilds one subject at least)
-_REBUILD_PAUSE = 0.02  # then the write lock is left free this long (SQLite's waiters poll it)
-_REBUILD_PAGE = 5_000  # events per transaction while listing the subjects to rebuild
-_REBUILD_LEASE = 10.0  # seconds (wall clock) a rebuild's claim lasts unless renewed
-_REBUILD_POLL = 0.05  # first pause of a client waiting for another's rebuild (doubling...)
-_REBUILD_POLL_MAX = 1.0  # ...up to this
-
-
-class _Claim:
-    """A rebuild in progress, kept in the store's metadata (``model:<name>:rebuild``).
-
-    ``owner`` (one per ``_rebuild_all`` call) renews ``lease`` (wall-clock seconds)
-    in each of its transactions; ``after`` is the last subject it rebuilt (the
-    subjects go in sorted order), where a client that finds the claim expired
-    resumes it.
-    """
-
-    __slots__ = ("after", "fingerprint", "lease", "owner")
-
-    def __init__(self, fingerprint: str, owner: str, lease: float, after: tuple[str, str]) -> None:
-        self.fingerprint = fingerprint
-        self.owner = owner
-        self.lease = lease
-        self.after = after
-
-    @staticmethod
-    def read(tx: Transaction, key: str) -> _Claim | None:
-        text = tx.get_meta(key)
-        if not text:
-            return None
-        data = json.loads(text)
-        kind, sid = data["after"]
-        return _Claim(
-            str(data["fingerprint"]), str(data["owner"]), float(data["lease"]), (kind, sid)
-        )
-
-    def write(self, tx: Transaction, key: str) -> None:
-        data = {
-            "fingerprint": self.fingerprint,
-            "owner": self.owner,
-            "lease": self.lease,
-            "after": list(self.after),
-        }
-        tx.set_meta(key, json.dumps(data))
-
-
-def _fired(outcomes: list[_Outcome]) -> list[str]:
+def _fired(outcomes: list[Outcome]) -> list[str]:
     """The ids of the deliveries these writes enqueued, in order."""
     return [q.id for out in outcomes for q in (*out.qualified, *out.disqualified)]
 

@@ -18,12 +18,12 @@ import attrs
 
 from . import _process
 from ._engine import SubjectState
-from ._events import SubjectKind
+from ._events import Qualification, SubjectKind
 from ._retry import pause
 from .exceptions import TransientStoreError
 from .stores._base import Store, Transaction
 
-__all__ = ["Session", "Subject", "TxScope", "Warm"]
+__all__ = ["Outcome", "Session", "Subject", "TxScope", "Warm"]
 
 T = TypeVar("T")
 
@@ -180,6 +180,18 @@ class TxScope:
             else:
                 warm.clear()
             lock.release()
+
+
+class Outcome:
+    """What one write changed (a plain class: one is made per event)."""
+
+    __slots__ = ("disqualified", "enqueued", "qualified", "scores")
+
+    def __init__(self) -> None:
+        self.qualified: list[Qualification] = []
+        self.disqualified: list[Qualification] = []
+        self.scores: dict[str, float] = {}
+        self.enqueued = False
 
 
 class Session:
