@@ -1,26 +1,29 @@
-"""The Client's work: recording events, evaluating the model inline, firing qualifications.
+"""The Client's operations: checking what callers pass, locking, loading and saving
+subjects' states as events are recorded, and reading them.
 
 ``Client`` (``_client.py``) checks nothing itself and hands every call to a
 ``Core``. The methods it calls take ``object`` for what a caller passes and
 check it here (a compiled build's functions would otherwise raise ``TypeError``
-on a wrong type before pqlkit's checks could name the field). This module and
-``_engine.py`` are what the mypyc build compiles (see docs/performance.md).
+on a wrong type before pqlkit's checks could name the field). The Core composes
+the rest: transactions and the warm cache (``_session``), the engine
+(``_engine``), firing and payloads (``_firing``), rebuilds (``_rebuild``) and
+delivery (``_dispatch``). The modules the mypyc build compiles are listed in
+pyproject.toml (see docs/performance.md).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
 from . import _process
 from ._clock import Clock
-from ._convert import from_us, json_converter, to_us
+from ._convert import from_us, to_us
 from ._dispatch import Delivery, Dispatcher, callback_name
 from ._engine import Context, Evaluation, EventView, Plan, explain
 from ._events import (
@@ -32,6 +35,7 @@ from ._events import (
     SubjectKind,
     TrackResult,
 )
+from ._firing import ACCOUNT_TRAIT, Firing, redact
 from ._model import Model
 from ._rebuild import Rebuild
 from ._session import Outcome, Session, Subject, Warm
@@ -46,7 +50,6 @@ from ._validation import (
 )
 from .exceptions import ClientClosedError, StoreError, TransientStoreError, ValidationError
 from .stores._base import (
-    DeliveryRecord,
     DeliveryStatus,
     NewEvent,
     QualificationRecord,
@@ -59,23 +62,11 @@ __all__ = ["Core"]
 
 T = TypeVar("T")
 
-_NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
-_ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the user's traits
 logger = logging.getLogger("pqlkit")
 
 _BATCH = 500
 _NO_TRAITS: Mapping[str, Any] = MappingProxyType({})
 _HINTS = 10_000  # aliased ids whose final id a Client remembers, to lock both at once
-
-
-def _qualification_id(model: str, kind: str, subject: str, round_: int, first_seen: int) -> str:
-    """A stable id: the same in every delivery, new for a subject forgotten and seen again."""
-    key = f"{model}\x00{kind}\x00{subject}\x00{round_}\x00{first_seen}"
-    return str(uuid.uuid5(_NAMESPACE, key))
-
-
-def _public_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in traits.items() if k != _ACCOUNT_TRAIT}
 
 
 _TAIL_EVENTS = 64  # a warm subject is written back at least every this many events...
@@ -98,7 +89,6 @@ class Core:
         self._plan = Plan(model)
         self._limits = settings.limits
         self.clock = clock
-        self._context_events = settings.context_events
         self._owns_store = owns_store
         self.store = store
         self.closed = False
@@ -118,6 +108,14 @@ class Core:
             budget=settings.inline_budget,
             window=settings.delivery_window,
             retention=settings.delivery_retention,
+        )
+        self._firing = Firing(
+            model,
+            self._plan,
+            clock,
+            self._dispatcher,
+            lambda tx, subject, full: self._context(tx, subject, full=full),
+            settings.context_events,
         )
         self._rebuild = Rebuild(
             self._session,
@@ -254,9 +252,9 @@ class Core:
         self._check_open()
         user = check_id(user_id, "user_id", self._limits)
         data = check_properties(traits, "traits", self._limits)
-        if _ACCOUNT_TRAIT in data:
+        if ACCOUNT_TRAIT in data:
             raise ValidationError(
-                f"traits.{_ACCOUNT_TRAIT}", "is reserved: pass account_id=... instead"
+                f"traits.{ACCOUNT_TRAIT}", "is reserved: pass account_id=... instead"
             )
         account = (
             check_id(account_id, "account_id", self._limits) if account_id is not None else None
@@ -266,7 +264,7 @@ class Core:
             uid = self._lock_user(tx, set(), user, None)
             merged = {**self._traits(tx, "user", uid), **data}
             if account is not None:
-                merged[_ACCOUNT_TRAIT] = account
+                merged[ACCOUNT_TRAIT] = account
             self._set_traits(tx, "user", uid, merged)
             out = Outcome()
             subject = self._load(tx, "user", uid)
@@ -306,7 +304,7 @@ class Core:
         """Evaluate each subject that has events as of its newest one (its traits changed)."""
         for subject in subjects:
             if subject.state.newest is not None:
-                self._evaluate(tx, subject, subject.state.newest, out)
+                self._firing.evaluate(tx, subject, subject.state.newest, out)
                 self._save(tx, subject)
 
     def alias(self, previous_id: object, user_id: object) -> None:
@@ -366,7 +364,7 @@ class Core:
             for i in ids:
                 tx.delete_state(self.model.name, "user", i)
                 tx.delete_qualifications(i, "pql")
-            _redact(tx, set(accounts), set(ids))
+            redact(tx, set(accounts), set(ids))
             self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
             return out
 
@@ -502,7 +500,7 @@ class Core:
             for kind, sid in due:
                 subject = self._load(tx, kind, sid)
                 newest = subject.state.newest
-                self._evaluate(tx, subject, max(t, newest or t), batch, latch=False)
+                self._firing.evaluate(tx, subject, max(t, newest or t), batch, latch=False)
                 self._save(tx, subject, at=t)
             return len(due), batch
 
@@ -739,7 +737,7 @@ class Core:
         self._apply(subject, record, view)
         newest = subject.state.newest
         t = view.ts if newest is None else newest
-        self._evaluate(tx, subject, t, out, scores=kind == "user")
+        self._firing.evaluate(tx, subject, t, out, scores=kind == "user")
         if save:
             self._save(tx, subject, defer=True)
 
@@ -848,7 +846,7 @@ class Core:
     def _account_of(self, tx: Transaction, subject: Subject) -> str | None:
         if subject.state.account is not None:
             return str(subject.state.account[1])
-        acc = self._traits(tx, "user", subject.id).get(_ACCOUNT_TRAIT)
+        acc = self._traits(tx, "user", subject.id).get(ACCOUNT_TRAIT)
         return acc if isinstance(acc, str) else None
 
     def _save(
@@ -944,192 +942,6 @@ class Core:
             self._traits(tx, "account", acc) if account and acc is not None else _NO_TRAITS,
         )
 
-    def _evaluate(
-        self,
-        tx: Transaction,
-        subject: Subject,
-        t: int,
-        out: Outcome,
-        *,
-        latch: bool = True,
-        scores: bool = False,
-        deliver: bool = True,
-    ) -> Evaluation:
-        """Evaluate the subject at ``t``; fire or disqualify as its rule says.
-
-        Only what the rule reads is evaluated unless ``scores`` asks for every
-        score (a user's, for ``TrackResult.scores``); a payload is built from a
-        full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
-        a qualification or disqualification is recorded, and nothing is enqueued.
-        """
-        ctx = self._context(tx, subject, full=False)
-        ev = self._plan.evaluate(
-            subject.state, t, subject.kind, ctx, latch=latch, full=False, scores=scores
-        )
-        subject.due_hint = (t, subject.state.events, ev.until)
-        if scores:
-            out.scores = ev.scores
-        rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
-        if self._plan.rule_fns[subject.kind] is None:  # no rule for this kind
-            return ev
-        subject.requalify_at = None
-        cached = subject.state.qualification  # see _remember()
-        if cached is not None and (
-            (cached[5] is None if ev.rule else cached[5] is not None) if cached else not ev.rule
-        ):
-            return ev  # qualified and still true, or not qualified and still false
-        name = self.model.name
-        latest = self._latest(tx, subject, rule_kind)
-        when = from_us(t)
-        if ev.rule:
-            round_ = None
-            if latest is None:
-                round_ = 0
-            elif latest.disqualified_at is not None:
-                cool = self.model.requalify_after
-                if cool is not None and when >= latest.disqualified_at + cool:
-                    round_ = latest.round + 1
-                elif cool is not None:  # a sweep at the cool-down's end fires it
-                    subject.requalify_at = to_us(latest.disqualified_at + cool)
-            if round_ is None:
-                return ev
-            assert subject.state.first is not None
-            qid = _qualification_id(name, rule_kind, subject.id, round_, subject.state.first)
-            record = QualificationRecord(
-                qid,
-                name,
-                rule_kind,
-                subject.id,
-                round_,
-                self.model.fingerprint,
-                when,
-                from_us(subject.state.first),
-            )
-            if not tx.insert_qualification(record):
-                subject.state.qualification = None  # a concurrent writer got there first
-                return ev
-            _remember(subject, record)
-            if not deliver:
-                return ev
-            q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
-            # the first attempt is due now on the client's clock (T, an event's
-            # timestamp or a sweep's `now`, may lie in the clock's future)
-            now = self.clock.now()
-            tx.enqueue(
-                DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=now),
-                self._dispatcher.names(rule_kind),
-                now=now,
-                known_since=now - self._dispatcher.window,
-            )
-            out.qualified.append(q)
-            out.enqueued = True
-        elif latest is not None and latest.disqualified_at is None:
-            tx.set_disqualified(latest.id, when)
-            _remember(subject, attrs.evolve(latest, disqualified_at=when))
-            if not deliver:
-                return ev
-            dq_id = _qualification_id(
-                name, "disqualified", subject.id, latest.round, to_us(latest.first_seen)
-            )
-            q = attrs.evolve(
-                self._payload(
-                    tx,
-                    subject,
-                    ev,
-                    dq_id,
-                    rule_kind,
-                    latest.qualified_at,
-                    self._context(tx, subject),
-                ),
-                disqualified_at=when,
-            )
-            now = self.clock.now()
-            tx.enqueue(
-                DeliveryRecord(dq_id, "disqualified", subject.id, q, next_attempt_at=now),
-                self._dispatcher.names("disqualified"),
-                now=now,
-                known_since=now - self._dispatcher.window,
-            )
-            out.disqualified.append(q)
-            out.enqueued = True
-        return ev
-
-    def _latest(
-        self, tx: Transaction, subject: Subject, kind: Literal["pql", "pqa"]
-    ) -> QualificationRecord | None:
-        """The subject's latest qualification record, cached in its state."""
-        cached = subject.state.qualification
-        if cached is None:
-            record = tx.latest_qualification(self.model.name, kind, subject.id)
-            _remember(subject, record)
-            return record
-        if cached == 0:
-            return None
-        qid, round_, fingerprint, qualified, first, disqualified = cached
-        return QualificationRecord(
-            qid,
-            self.model.name,
-            kind,
-            subject.id,
-            round_,
-            fingerprint,
-            from_us(qualified),
-            from_us(first),
-            None if disqualified is None else from_us(disqualified),
-        )
-
-    def _payload(
-        self,
-        tx: Transaction,
-        subject: Subject,
-        ev: Evaluation,
-        qid: str,
-        kind: Literal["pql", "pqa"],
-        when: datetime,
-        ctx: Context,
-    ) -> Qualification:
-        ev = self._plan.evaluate(subject.state, ev.t, subject.kind, ctx)  # every score
-        if subject.kind == "user":
-            ids = [subject.id, *tx.aliases_of(subject.id)]
-            recent = tx.recent_events(ids, self._context_events)
-        else:
-            users = sorted(tx.users_of(subject.id))
-            recent = [
-                e
-                for e in tx.recent_events(users, self._context_events * 10)
-                if e.account_id == subject.id
-            ][: self._context_events]
-        first = subject.state.first
-        context = {
-            "user_traits": _public_traits(ctx.user_traits),
-            "account_traits": dict(ctx.account_traits),
-            "first_seen": from_us(first).isoformat() if first is not None else None,
-            "events": [
-                json_converter.unstructure(
-                    {
-                        "event": e.event,
-                        "user_id": e.user_id,
-                        "timestamp": e.timestamp,
-                        "properties": e.properties,
-                    }
-                )
-                for e in recent
-            ],
-        }
-        return Qualification(
-            id=qid,
-            kind=kind,
-            subject_id=subject.id,
-            account_id=subject.account if subject.kind == "user" else subject.id,
-            model=self.model.name,
-            fingerprint=self.model.fingerprint,
-            qualified_at=when,
-            scores=dict(ev.scores),
-            signals=ev.true_signals,
-            explanation=tuple(explain(self._plan, subject.state, ev.t, subject.kind, ctx)),
-            context=context,
-        )
-
     # -- internals: rebuilds -------------------------------------------------------------
     def _replay(
         self,
@@ -1200,7 +1012,9 @@ class Core:
                 subject.account = self._account_of(tx, subject)
                 replayed += subject.state.events
             assert subject.state.newest is not None
-            self._evaluate(tx, subject, subject.state.newest, out, latch=False, deliver=deliver)
+            self._firing.evaluate(
+                tx, subject, subject.state.newest, out, latch=False, deliver=deliver
+            )
             self._save(tx, subject)
         return replayed
 
@@ -1223,38 +1037,3 @@ def _median(values: list[timedelta]) -> timedelta | None:
     if len(values) % 2:
         return values[mid]
     return (values[mid - 1] + values[mid]) / 2
-
-
-def _remember(subject: Subject, record: QualificationRecord | None) -> None:
-    """Cache ``record`` (the subject's latest qualification) in its state."""
-    if record is None:
-        subject.state.qualification = 0
-        return
-    dq = record.disqualified_at
-    subject.state.qualification = [
-        record.id,
-        record.round,
-        record.fingerprint,
-        to_us(record.qualified_at),
-        to_us(record.first_seen),
-        None if dq is None else to_us(dq),
-    ]
-
-
-def _redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:
-    """Remove these users' events from the stored payloads of these accounts' deliveries."""
-    if not accounts:
-        return
-    done: set[str] = set()
-    for status in ("pending", "delivered", "dead", "expired"):
-        for d in tx.deliveries(status):
-            q = d.qualification
-            if q.kind != "pqa" or q.subject_id not in accounts or d.id in done:
-                continue
-            done.add(d.id)
-            events = q.context.get("events", [])
-            kept = [e for e in events if e.get("user_id") not in user_ids]
-            if len(kept) != len(events):
-                tx.replace_qualification(
-                    d.id, attrs.evolve(q, context={**q.context, "events": kept})
-                )
