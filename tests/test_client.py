@@ -36,7 +36,7 @@ from pqlkit import (
     total,
     trait,
 )
-from pqlkit._default import _swap
+from pqlkit._default import swap
 from pqlkit.stores import Store
 from pqlkit.testing import FrozenClock
 
@@ -531,11 +531,11 @@ def fixture_default_slot(store: Store) -> Iterator[None]:
 
     It depends on ``store`` so that the configured client is closed before the store.
     """
-    previous = _swap(None)
+    previous = swap(None)
     try:
         yield
     finally:
-        current = _swap(previous)
+        current = swap(previous)
         if current is not None:
             current.close()
 

@@ -12,7 +12,7 @@ import pytest
 
 import pqlkit
 from pqlkit import AsyncClient, Client, ClientOptions, Model, Settings, ValidationError, did
-from pqlkit._default import _swap
+from pqlkit._default import swap
 from pqlkit.testing import ClientFactory, FrozenClock
 
 MODEL = Model("settings", signals={"x": did("x")})
@@ -81,7 +81,7 @@ def test_every_entry_point_takes_the_same_settings() -> None:
             assert ac.client.settings == attrs.evolve(strict, max_attempts=2)
 
     asyncio.run(main())
-    previous = _swap(None)  # the module-level default client, restored after
+    previous = swap(None)  # the module-level default client, restored after
     try:
         client = pqlkit.configure(MODEL, store="memory://", clock=clock, settings=strict)
         assert client.settings == strict
@@ -89,7 +89,7 @@ def test_every_entry_point_takes_the_same_settings() -> None:
         with pytest.raises(ValidationError, match="the limit is 8"):
             pqlkit.track("u" * 9, "x")
     finally:
-        current = _swap(previous)
+        current = swap(previous)
         if current is not None:
             current.close()
 

@@ -75,9 +75,9 @@ def fixture_rec(client: Client) -> Recorder:
 @pytest.fixture(name="no_default")
 def fixture_no_default() -> Iterator[None]:
     """No module-level default client during the test; the one before is restored after."""
-    before = _default._swap(None)
+    before = _default.swap(None)
     yield
-    _default._swap(before)
+    _default.swap(before)
 
 
 def qualify(client: Client, user_id: str, account_id: str | None = None) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "on_disqualified",
     "on_pqa",
     "on_pql",
+    "swap",
     "track",
 ]
 
@@ -78,7 +79,7 @@ def get_client() -> Client:
     return client
 
 
-def _swap(client: Client | None) -> Client | None:
+def swap(client: Client | None) -> Client | None:
     """Install ``client`` as the default and return the previous one (for testing.use)."""
     global _client
     with _lock:

@@ -34,8 +34,8 @@ __all__ = [
     "Distinct",
     "Expr",
     "Fit",
-    "IsIn",
     "Idle",
+    "IsIn",
     "Last",
     "Match",
     "Not",
@@ -59,8 +59,10 @@ __all__ = [
     "did",
     "distinct",
     "fit",
+    "fmt_value",
     "hours",
     "idle",
+    "is_number",
     "last",
     "minutes",
     "points",
@@ -71,6 +73,7 @@ __all__ = [
     "time_to",
     "total",
     "trait",
+    "walk",
 ]
 
 # The type of a value an expression produces, checked when a Model is built.
@@ -107,7 +110,7 @@ def _fmt_duration(d: timedelta) -> str:
     return f"{micros}us"
 
 
-def _fmt_value(v: Any) -> str:
+def fmt_value(v: Any) -> str:
     if isinstance(v, timedelta):
         return _fmt_duration(v)
     if isinstance(v, bool):
@@ -117,7 +120,7 @@ def _fmt_value(v: Any) -> str:
     if isinstance(v, str):
         return repr(v)
     if isinstance(v, (list, tuple, frozenset, set)):
-        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+        return "[" + ", ".join(fmt_value(x) for x in v) + "]"
     return str(v)
 
 
@@ -262,7 +265,7 @@ class Const(Value):
         return "any"
 
     def describe(self) -> str:
-        return _fmt_value(self.value)
+        return fmt_value(self.value)
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -504,7 +507,7 @@ class IsIn(Condition):
         return (self.value,)
 
     def describe(self) -> str:
-        return f"{self.value.describe()} in {_fmt_value(self.options)}"
+        return f"{self.value.describe()} in {fmt_value(self.options)}"
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -619,7 +622,7 @@ class Points(ScoreExpr):
     weights: tuple[tuple[str, float], ...]
 
     def describe(self) -> str:
-        return "points(" + ", ".join(f"{k}={_fmt_value(w)}" for k, w in self.weights) + ")"
+        return "points(" + ", ".join(f"{k}={fmt_value(w)}" for k, w in self.weights) + ")"
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -642,10 +645,10 @@ class Tev(ScoreExpr):
         return (
             f"tev(activation={self.activation!r}, fast={_fmt_duration(self.fast)}, "
             f"slow={_fmt_duration(self.slow)}, engagement={self.engagement.describe()}, "
-            f"engagement_target={_fmt_value(self.engagement_target)}, "
+            f"engagement_target={fmt_value(self.engagement_target)}, "
             f"virality={self.virality.describe()}, "
-            f"virality_target={_fmt_value(self.virality_target)}, "
-            f"weights={_fmt_value(self.weights)})"
+            f"virality_target={fmt_value(self.virality_target)}, "
+            f"weights={fmt_value(self.weights)})"
         )
 
 
@@ -659,7 +662,7 @@ class Fit(ScoreExpr):
         return tuple(c for c, _ in self.rules)
 
     def describe(self) -> str:
-        return "fit(" + ", ".join(f"({c.describe()}, {_fmt_value(p)})" for c, p in self.rules) + ")"
+        return "fit(" + ", ".join(f"({c.describe()}, {fmt_value(p)})" for c, p in self.rules) + ")"
 
 
 # -- constructors (the public DSL) ---------------------------------------------

@@ -499,8 +499,8 @@ def use(client: Client) -> Iterator[Client]:
     """
     if not isinstance(client, Client):
         raise ValidationError("client", f"must be a pqlkit.Client, got {type(client).__name__}")
-    previous = _default._swap(client)
+    previous = _default.swap(client)
     try:
         yield client
     finally:
-        _default._swap(previous)
+        _default.swap(previous)

@@ -44,7 +44,7 @@ def _node(e: Eval, node: d.Expr) -> str:
     if isinstance(node, d.Not):
         return f"not ({_node(e, node.item)})"
     if isinstance(node, d.IsIn):
-        return f"{_operand(e, node.value)} in {d._fmt_value(node.options)}"
+        return f"{_operand(e, node.value)} in {d.fmt_value(node.options)}"
     if isinstance(node, d.SignalRef):
         return f"{node.describe()} = {_tf(e.signal(node.signal))}"
     return f"{node.describe()} = {_fmt(e.ev(node))}"
