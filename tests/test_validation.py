@@ -462,7 +462,7 @@ def test_track_rejects_a_timestamp_far_in_the_future(client: Client) -> None:
 
 def test_max_future_is_measured_from_the_clock(store: Store) -> None:
     """With a clock ahead of the system's, the bound is the clock's now + max_future."""
-    start = datetime(2200, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2200, 1, 1, tzinfo=timezone.utc)  # not T0: ahead of the wall clock
     with Client(MODEL, store=store, clock=FrozenClock(start)) as client:
         assert not client.track("u1", "login", timestamp=start + timedelta(hours=23)).duplicate
         assert_rejected(
@@ -475,7 +475,7 @@ def test_max_future_is_measured_from_the_clock(store: Store) -> None:
 
 def test_max_future_is_a_setting(store: Store) -> None:
     """max_future=None accepts any future timestamp; a smaller bound rejects sooner."""
-    start = datetime(2200, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2200, 1, 1, tzinfo=timezone.utc)  # not T0: ahead of the wall clock
     later = datetime(2300, 1, 1, tzinfo=timezone.utc)
     with Client(MODEL, store=store, clock=FrozenClock(start), max_future=None) as client:
         assert not client.track("u1", "login", timestamp=later).duplicate
