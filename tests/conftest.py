@@ -1,4 +1,10 @@
-"""Fixtures shared by the test suite."""
+"""Fixtures shared by the test suite.
+
+One start time, :data:`T0` (the package's ``pqlkit.testing.START``), and one
+fixture layer built on the package's own pytest plugin: ``clock`` is the
+plugin's ``pql_clock``; ``make_client`` builds clients as ``pql_client`` does,
+but on the shared ``store`` (every kind of store, one after the other).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,23 @@ import multiprocessing.context
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from typing_extensions import Unpack
 
+from pqlkit import Client, ClientOptions, Model
 from pqlkit.stores import MemoryStore, SQLiteStore, Store
+from pqlkit.testing import START, ClientFactory, FrozenClock
+
+T0: datetime = START
+"""The suite's one start time: ``pqlkit.testing.START``, Monday 2026-01-05 09:00 UTC.
+
+The ``clock`` fixture starts there; a test module that needs a particular
+date (a UTC midnight, say) derives it from T0 and says why.
+"""
 
 POSTGRES_DSN = os.environ.get(
     "PQLKIT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
@@ -170,6 +188,30 @@ def fixture_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
     store = STORE_FACTORIES[request.param](tmp_path)
     yield store
     store.close()
+
+
+@pytest.fixture(name="clock")
+def fixture_clock(pql_clock: FrozenClock) -> FrozenClock:
+    """The plugin's FrozenClock, at T0; move it with advance() or set()."""
+    return pql_clock
+
+
+@pytest.fixture(name="make_client")
+def fixture_make_client(store: Store, clock: FrozenClock) -> Iterator[ClientFactory]:
+    """make_client(model, **options): the plugin's ``pql_client``, on the shared ``store``.
+
+    A Client on ``store`` and ``clock``, ``dispatch="inline"`` unless told
+    (``options``: the Client's settings); every client it built is closed after the test.
+    """
+    with ExitStack() as built:  # closes every client, even if one close() raises
+
+        def make(model: Model, /, **options: Unpack[ClientOptions]) -> Client:
+            options.setdefault("dispatch", "inline")
+            client = Client(model, store=store, clock=clock, **options)
+            built.callback(client.close)
+            return client
+
+        yield make
 
 
 @pytest.fixture(name="postgres_dsn")

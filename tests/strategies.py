@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
+from conftest import T0
 from oracle import DAY, HOUR, Alias, Group, Identify, Op, Track, us
 from pqlkit import _dsl as d
 from pqlkit._model import Model
@@ -40,8 +41,12 @@ HOME: dict[str, str | None] = {
 ALIASES = (("a2", "a1"), ("a1", "u1"), ("a1", "u2"), ("a2", "u1"), ("a2", "u3"), ("a2", "u4"))
 """The aliases drawn: anonymous ids onto users (or another anonymous id) of the same account."""
 
-T0 = us(datetime(2024, 3, 4, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc))
-"""A UTC midnight: the start of every drawn history (µs since the epoch)."""
+DAY0 = us(
+    T0.replace(hour=0, minute=0, second=0, microsecond=0)
+    - datetime(1970, 1, 1, tzinfo=timezone.utc)
+)
+"""The UTC midnight that starts the suite's start day (T0's), in µs since the epoch:
+every drawn history starts on it, so the grid's days are UTC days (``active_days``)."""
 
 WINDOWS = (timedelta(hours=1), timedelta(hours=12), timedelta(days=1), timedelta(days=2))
 LONG_WINDOWS = (*WINDOWS, timedelta(days=7))
@@ -305,7 +310,7 @@ PROP_VALUES = {
 properties = st.fixed_dictionaries({}, optional=PROP_VALUES)
 
 grid_times = st.builds(
-    lambda day, hour, jitter: T0 + day * DAY + hour * HOUR + jitter,
+    lambda day, hour, jitter: DAY0 + day * DAY + hour * HOUR + jitter,
     st.integers(min_value=0, max_value=13),
     st.sampled_from((0, 0, 1, 11, 12, 13, 23)),
     st.sampled_from((0, 0, 0, 1, -1)),

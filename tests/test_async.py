@@ -6,13 +6,14 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import attrs
 import pytest
 
 import pqlkit
+from conftest import T0
 from pqlkit import (
     AsyncClient,
     Client,
@@ -33,8 +34,6 @@ from pqlkit import (
 )
 from pqlkit.stores import Transaction
 from pqlkit.testing import FrozenClock, recorder
-
-T0 = datetime(2026, 2, 2, 9, 0, tzinfo=timezone.utc)
 
 MODEL = Model(
     "async",

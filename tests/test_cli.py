@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import T0
 from pqlkit import Client, Model, count, did, points, score, trait
 from pqlkit.cli import main
 from pqlkit.stores import SQLiteStore, Store, open_store
 from pqlkit.testing import FrozenClock
 
-T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
 MODEL_PATH = "test_cli:MODEL"
 MODEL = Model(
     "cli-tests",
@@ -122,7 +122,7 @@ def test_export_writes_every_kind_of_record(runner: CliRunner, source: str, tmp_
         "event": "page_viewed",
         "properties": {"path": "/pricing"},
         "account_id": None,
-        "timestamp": "2024-05-01T12:00:00+00:00",
+        "timestamp": "2026-01-05T09:00:00+00:00",
     }
     assert {"type": "alias", "previous_id": "anon-1", "user_id": "jane"} in lines
     assert {line["subject_id"] for line in lines if line["type"] == "qualification"} == {
@@ -174,7 +174,7 @@ def test_import_plain_events_without_message_ids(runner: CliRunner, tmp_path: Pa
     """Hand-written event lines (track()'s names) import; a re-import does not duplicate them."""
     path = tmp_path / "events.jsonl"
     lines = [
-        {"user_id": "u1", "event": "dashboard_built", "timestamp": "2024-05-01T12:00:00+00:00"},
+        {"user_id": "u1", "event": "dashboard_built", "timestamp": "2026-01-05T09:00:00+00:00"},
         {"user_id": "u1", "event": "login", "account_id": "acme"},
         {"user_id": "u1", "event": "login", "account_id": "acme"},  # the same, twice: both count
         {"user_id": "u2", "event": "login", "account_id": "acme"},

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import pqlkit
+from conftest import T0
 from pqlkit import (
     BulkResult,
     Client,
@@ -38,9 +39,8 @@ from pqlkit import (
 )
 from pqlkit._default import swap
 from pqlkit.stores import Store
-from pqlkit.testing import FrozenClock
+from pqlkit.testing import ClientFactory, FrozenClock
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
 
 MODEL = Model(
@@ -68,16 +68,10 @@ MODEL = Model(
 )
 
 
-@pytest.fixture(name="clock")
-def fixture_clock() -> FrozenClock:
-    return FrozenClock(T0)
-
-
 @pytest.fixture(name="client")
-def fixture_client(store: Store, clock: FrozenClock) -> Iterator[Client]:
-    """An inline-dispatch client on each store, with a frozen clock."""
-    with Client(MODEL, store=store, clock=clock, dispatch="inline") as client:
-        yield client
+def fixture_client(make_client: ClientFactory) -> Client:
+    """An inline-dispatch client for MODEL on each store, with the frozen clock."""
+    return make_client(MODEL)
 
 
 @pytest.fixture(name="delivered")
@@ -174,9 +168,9 @@ def test_default_timestamp_comes_from_the_clock(client: Client, clock: FrozenClo
 def test_timestamps_are_stored_in_utc(client: Client) -> None:
     """An aware timestamp in any zone is stored as the same instant, in UTC."""
     paris = timezone(timedelta(hours=2))
-    client.track("u1", "login", timestamp=datetime(2026, 3, 2, 11, 30, tzinfo=paris))
+    client.track("u1", "login", timestamp=datetime(2026, 1, 5, 11, 30, tzinfo=paris))
     [event] = events_of(client, "u1")
-    assert event.timestamp == datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
+    assert event.timestamp == datetime(2026, 1, 5, 9, 30, tzinfo=timezone.utc)
     assert event.timestamp.utcoffset() == timedelta(0)
 
 
@@ -915,7 +909,7 @@ def test_threads_racing_with_the_same_message_ids_store_each_once(client: Client
 def test_forgotten_user_qualifying_again_gets_a_new_id(store: pqlkit.Store) -> None:
     """A receiver de-duplicating on Qualification.id still hears of a forgotten user's new PQL."""
     model = pqlkit.Model("m", signals={"x": pqlkit.did("x")}, pql=pqlkit.signal("x"))
-    clock = FrozenClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    clock = FrozenClock(T0)
     with pqlkit.Client(model, store=store, clock=clock) as client:
         first = client.track("u1", "x").qualified[0].id
         client.forget("u1")

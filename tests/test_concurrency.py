@@ -13,13 +13,14 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import (
+    T0,
     drop_postgres_schemas,
     new_postgres_schema,
     require_postgres,
@@ -31,7 +32,6 @@ from pqlkit.stores.postgres import PostgresStore
 
 pytestmark = pytest.mark.slow
 
-T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 USERS = 240  # in 24 accounts of 10
 LOGINS_TO_QUALIFY = 35
 ROWS_TO_QUALIFY = 2_000

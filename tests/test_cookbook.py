@@ -10,13 +10,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
 import pqlkit
+from conftest import T0
 from pqlkit import Model, Qualification, TrackResult, days, did, hours, signal, time_to
 from pqlkit.testing import FrozenClock
 
@@ -35,7 +36,6 @@ import project_management  # noqa: E402
 import tev_score  # noqa: E402
 import video_hosting  # noqa: E402
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 SECOND = timedelta(seconds=1)
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 import pqlkit
+from conftest import T0
 from pqlkit import Client, MemoryStore, Model, Qualification, SQLiteStore, Store, did, signal
 from pqlkit import _dispatch as dispatch_module
 from pqlkit.exceptions import StoreError, TransientStoreError, ValidationError
-from pqlkit.testing import FrozenClock, use
+from pqlkit.testing import ClientFactory, FrozenClock, use
 
-T0 = datetime(2024, 3, 4, 9, 0, tzinfo=timezone.utc)
 US = timedelta(microseconds=1)
 
 
@@ -35,36 +35,10 @@ MODEL = Model(
 )
 
 
-@pytest.fixture(name="clock")
-def fixture_clock() -> FrozenClock:
-    """A FrozenClock at T0."""
-    return FrozenClock(T0)
-
-
-ClientFactory = Callable[..., Client]
-
-
-@pytest.fixture(name="make_client")
-def fixture_make_client(store: Store, clock: FrozenClock) -> Iterator[ClientFactory]:
-    """Build Clients (inline unless told) on the shared store and clock; close them after."""
-    built: list[Client] = []
-
-    def make(**settings: Any) -> Client:
-        settings.setdefault("dispatch", "inline")
-        settings.setdefault("clock", clock)
-        client = Client(MODEL, store=store, **settings)
-        built.append(client)
-        return client
-
-    yield make
-    for client in reversed(built):
-        client.close()
-
-
 @pytest.fixture(name="client")
 def fixture_client(make_client: ClientFactory) -> Client:
-    """An inline Client on the shared store and clock."""
-    return make_client()
+    """An inline Client for MODEL on the shared store and clock."""
+    return make_client(MODEL)
 
 
 @pytest.fixture(name="no_jitter")
@@ -249,7 +223,7 @@ def test_delays_are_capped(
     make_client: ClientFactory, clock: FrozenClock, store: Store, no_jitter: None
 ) -> None:
     """retry_cap bounds the delay; retry_base sets the first one."""
-    client = make_client(retry_base=timedelta(seconds=10), retry_cap=timedelta(seconds=30))
+    client = make_client(MODEL, retry_base=timedelta(seconds=10), retry_cap=timedelta(seconds=30))
     client.on("pql", Flaky())
     qualify(client)
     delays = []
@@ -266,7 +240,7 @@ def test_default_delays_double_up_to_one_hour(
     make_client: ClientFactory, clock: FrozenClock, store: Store, no_jitter: None
 ) -> None:
     """By default the delay starts at 1 s, doubles, and stops growing at one hour."""
-    client = make_client(max_attempts=20)
+    client = make_client(MODEL, max_attempts=20)
     client.on("pql", Flaky())
     qualify(client)
     delays = []
@@ -283,7 +257,7 @@ def test_dead_lettered_after_max_attempts(
     make_client: ClientFactory, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """After max_attempts failures a delivery is dead: listed, logged, never retried."""
-    client = make_client(max_attempts=3)
+    client = make_client(MODEL, max_attempts=3)
     flaky = Flaky()
     client.on("pql", flaky)
     q = qualify(client)
@@ -317,7 +291,7 @@ def test_retry_dead_letters_makes_them_pending(
     make_client: ClientFactory, clock: FrozenClock, store: Store
 ) -> None:
     """retry_dead_letters(): returns the count, they are pending again and then delivered."""
-    client = make_client(max_attempts=1)
+    client = make_client(MODEL, max_attempts=1)
     flaky = Flaky(failures=2)
     client.on("pql", flaky)
     q1 = qualify(client, "u1")
@@ -334,10 +308,10 @@ def test_revived_dead_letter_is_pending_until_flushed(
     make_client: ClientFactory, store: Store
 ) -> None:
     """A revived dead letter is pending again (attempts reset) until a delivery pass runs."""
-    client = make_client(max_attempts=1)
+    client = make_client(MODEL, max_attempts=1)
     client.on("pql", Flaky())
     q = qualify(client)
-    other = make_client(max_attempts=1)  # no callback: revives without delivering
+    other = make_client(MODEL, max_attempts=1)  # no callback: revives without delivering
     assert other.retry_dead_letters() == 1
     assert other.pending() == [q]
     assert attempts(store) == 0
@@ -386,10 +360,10 @@ def test_without_a_callback_of_its_kind_a_delivery_stays_pending(
 def test_constructing_a_client_never_dispatches(make_client: ClientFactory, store: Store) -> None:
     """Pending work is delivered by flush() of a new Client, not by constructing it (nor by a
     track() that fired nothing)."""
-    first = make_client()
+    first = make_client(MODEL)
     q = qualify(first)
     first.close()
-    second = make_client()
+    second = make_client(MODEL)
     got: list[Qualification] = []
     second.on("pql", got.append)
     assert got == []
@@ -445,7 +419,7 @@ def test_attempts_cut_short_by_dying_processes_count(
     make_client: ClientFactory, store: Store
 ) -> None:
     """A callback that kills its process every time is dead-lettered, not retried forever."""
-    client = make_client(max_attempts=3)
+    client = make_client(MODEL, max_attempts=3)
     q = qualify(client)  # no callback yet: pending
     past = datetime.now(timezone.utc) - timedelta(seconds=1)
     with store.transaction() as tx:
@@ -465,7 +439,7 @@ def test_a_failing_callback_never_stops_repeats_or_dead_letters_another(
 ) -> None:
     """Each callback has its own delivery: one that keeps failing (registered first) does
     not keep the next from running, does not make it run twice, and is dead-lettered alone."""
-    client = make_client(max_attempts=2)
+    client = make_client(MODEL, max_attempts=2)
     slack = Flaky()  # down for good
     in_app: list[Qualification] = []
     client.on("pql", slack)
@@ -485,7 +459,7 @@ def test_each_callback_has_its_own_delivery_record(
     make_client: ClientFactory, clock: FrozenClock
 ) -> None:
     """deliveries() lists a record per callback; retry_dead_letters(callback=) revives one."""
-    client = make_client(max_attempts=1)
+    client = make_client(MODEL, max_attempts=1)
     slack = Flaky(failures=1)
     in_app: list[Qualification] = []
     client.on_pql(slack, name="slack")
@@ -510,10 +484,10 @@ def test_a_callback_registered_after_the_qualification_gets_it_once(
 ) -> None:
     """A qualification recorded where no callback is registered (a web worker) reaches a
     callback registered later in another client on the store (the worker process), once."""
-    web = make_client()
+    web = make_client(MODEL)
     q = qualify(web)
     assert web.pending() == [q]
-    worker = make_client()
+    worker = make_client(MODEL)
     got: list[Qualification] = []
     worker.on_pql(got.append, name="slack")
     worker.flush()
@@ -529,11 +503,11 @@ def test_a_qualification_reaches_callbacks_registered_only_elsewhere(
 ) -> None:
     """A callback registered (and seen by the store) in a worker gets what a web client with
     no callbacks records afterwards, on the worker's next pass; the web client never runs it."""
-    worker = make_client()
+    worker = make_client(MODEL)
     got: list[Qualification] = []
     worker.on_pql(got.append, name="slack")
     worker.flush()  # the worker's first pass records "slack" in the store
-    web = make_client()
+    web = make_client(MODEL)
     q = qualify(web)
     assert [(d.callback, d.status) for d in web.deliveries()] == [("slack", "pending")]
     web.flush()
@@ -547,13 +521,13 @@ def test_a_restart_maps_callbacks_back_by_name(
 ) -> None:
     """After a restart, callbacks registered under the same names resume their own records:
     the one that had succeeded is not called again."""
-    first = make_client()
+    first = make_client(MODEL)
     first.on_pql(Flaky(), name="slack")
     first.on_pql(lambda q: None, name="in_app")
     q = qualify(first)
     first.close()
     clock.advance(timedelta(minutes=5))
-    second = make_client()
+    second = make_client(MODEL)
     slack: list[Qualification] = []
     in_app: list[Qualification] = []
     second.on_pql(slack.append, name="slack")
@@ -568,7 +542,7 @@ def test_a_qualification_no_callback_took_expires_after_the_window(
 ) -> None:
     """Taken by no callback within delivery_window: it expires (listed, logged, no longer
     pending), and a callback registered afterwards does not get it."""
-    client = make_client(delivery_window=days_(1))
+    client = make_client(MODEL, delivery_window=days_(1))
     q = qualify(client)
     clock.advance(days_(1) + timedelta(seconds=1))
     client.flush()
@@ -587,11 +561,11 @@ def test_a_record_never_attempted_within_the_window_expires(
 ) -> None:
     """A record for a callback whose process never ran in the window expires; another
     callback's delivered record does not."""
-    elsewhere = make_client()
+    elsewhere = make_client(MODEL)
     elsewhere.on_pql(lambda q: None, name="slack")
     elsewhere.flush()
     elsewhere.close()
-    client = make_client(delivery_window=days_(1))
+    client = make_client(MODEL, delivery_window=days_(1))
     client.on_pql(lambda q: None, name="in_app")
     q = qualify(client)
     clock.advance(days_(2))
@@ -609,7 +583,9 @@ def test_delivered_records_are_deleted_after_the_retention(
 ) -> None:
     """A delivered qualification is deleted delivery_retention after its window closed; a
     dead letter is kept."""
-    client = make_client(delivery_window=days_(1), delivery_retention=days_(2), max_attempts=1)
+    client = make_client(
+        MODEL, delivery_window=days_(1), delivery_retention=days_(2), max_attempts=1
+    )
     client.on_pql(lambda q: None, name="ok")
     client.on_pql(Flaky(), name="down")
     qualify(client, "u1")  # delivered to ok, dead for down
@@ -621,7 +597,7 @@ def test_delivered_records_are_deleted_after_the_retention(
     assert len(client.deliveries(status="delivered")) == 1  # kept: u1 has a dead letter
     client.retry_dead_letters()  # fails again, still dead
     assert [d.callback for d in client.deliveries(status="dead")] == ["down"]
-    other = make_client(delivery_window=days_(1), delivery_retention=days_(2))
+    other = make_client(MODEL, delivery_window=days_(1), delivery_retention=days_(2))
     other.on_pql(lambda q: None, name="ok")
     qualify(other, "u2")
     clock.advance(days_(1) + timedelta(seconds=1))
@@ -670,7 +646,7 @@ def test_disqualifications_are_retried_too(
 
 def test_background_callbacks_run_on_a_worker_thread(make_client: ClientFactory) -> None:
     """dispatch="background": callbacks run on another thread; flush() waits for them."""
-    client = make_client(dispatch="background")
+    client = make_client(MODEL, dispatch="background")
     threads: list[threading.Thread] = []
 
     @client.on_pql
@@ -690,7 +666,7 @@ def test_background_callbacks_run_on_a_worker_thread(make_client: ClientFactory)
 
 def test_background_flush_waits_for_every_due_delivery(make_client: ClientFactory) -> None:
     """flush() returns only after every due delivery was attempted (failures included)."""
-    client = make_client(dispatch="background")
+    client = make_client(MODEL, dispatch="background")
     got: list[str] = []
 
     @client.on_pql
@@ -710,7 +686,7 @@ def test_background_flush_waits_for_every_due_delivery(make_client: ClientFactor
 
 def test_background_track_does_not_wait_for_callbacks(make_client: ClientFactory) -> None:
     """In background mode track() returns while a callback is still blocked."""
-    client = make_client(dispatch="background")
+    client = make_client(MODEL, dispatch="background")
     release = threading.Event()
     started = threading.Event()
 
@@ -729,7 +705,7 @@ def test_background_track_does_not_wait_for_callbacks(make_client: ClientFactory
 
 def test_background_close_stops_the_worker(make_client: ClientFactory) -> None:
     """close() delivers what is due, then stops the worker thread."""
-    client = make_client(dispatch="background")
+    client = make_client(MODEL, dispatch="background")
     threads: list[threading.Thread] = []
     client.on("pql", lambda q: threads.append(threading.current_thread()))
     client.track("u1", "dashboard_built")
@@ -743,7 +719,7 @@ def test_background_errors_are_logged_not_raised(
     make_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A failing callback on the worker is logged on `pqlkit` and stays pending."""
-    client = make_client(dispatch="background")
+    client = make_client(MODEL, dispatch="background")
     client.on("pql", Flaky())
     with caplog.at_level(logging.ERROR, logger="pqlkit"):
         client.track("u1", "dashboard_built")
@@ -754,7 +730,7 @@ def test_background_errors_are_logged_not_raised(
 
 def test_background_callback_may_track_and_flush(make_client: ClientFactory) -> None:
     """A callback on the worker calling track() and flush() neither deadlocks nor loses work."""
-    client = make_client(dispatch="background")
+    client = make_client(MODEL, dispatch="background")
     got: list[str] = []
 
     @client.on_pql
@@ -925,7 +901,7 @@ def test_a_callback_longer_than_the_lease_never_runs_twice_at_once(
     make_client: ClientFactory,
 ) -> None:
     """Two threads flushing, callbacks 3x longer than the lease: each runs once, never at once."""
-    client = make_client(delivery_lease=timedelta(seconds=0.1))
+    client = make_client(MODEL, delivery_lease=timedelta(seconds=0.1))
     ids = [qualify(client, f"u{n}").id for n in range(6)]  # no callback yet: all pending
     slow = Overlaps(0.3)
     client.on("pql", slow)
@@ -1004,7 +980,7 @@ def test_an_inline_budget_of_zero_delivers_only_on_flush(
     make_client: ClientFactory,
 ) -> None:
     """inline_budget=0: track() delivers nothing; flush() does."""
-    client = make_client(inline_budget=timedelta(0))
+    client = make_client(MODEL, inline_budget=timedelta(0))
     got: list[Qualification] = []
     client.on("pql", got.append)
     q = qualify(client)
@@ -1019,7 +995,7 @@ def test_close_with_a_hung_callback_returns_after_its_timeout(
     make_client: ClientFactory, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """close(timeout=1) returns within about a second while a callback hangs; it is logged."""
-    client = make_client(dispatch=mode, inline_budget=timedelta(0))
+    client = make_client(MODEL, dispatch=mode, inline_budget=timedelta(0))
     release = threading.Event()
     started = threading.Event()
 
@@ -1076,7 +1052,7 @@ def test_a_closed_client_stops_renewing_the_lease_of_an_abandoned_callback(
 
 def test_flush_with_a_timeout_returns_how_many_it_left(make_client: ClientFactory) -> None:
     """flush(timeout=0.5) with a hung callback: returns within bounds, counting what is left."""
-    client = make_client(inline_budget=timedelta(0))
+    client = make_client(MODEL, inline_budget=timedelta(0))
     release = threading.Event()
 
     def hung(q: Qualification) -> None:

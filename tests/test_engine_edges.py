@@ -40,10 +40,10 @@ from pqlkit import _dsl as d
 from pqlkit._engine import Context, Plan, SubjectState, explain
 from pqlkit._engine.state import set_key
 from pqlkit.exceptions import ModelError
-from strategies import T0
+from strategies import DAY0
 
 US = 1
-MIDNIGHT = T0 + DAY  # a UTC midnight with a day of history before it
+MIDNIGHT = DAY0 + DAY  # a UTC midnight with a day of history before it
 
 
 def ev(ts: int, name: str = "login", props: dict[str, Any] | None = None, **kw: Any) -> Track:
@@ -91,28 +91,28 @@ def value_of(
 
 def test_within_excludes_an_event_exactly_d_before_t() -> None:
     """within=D: an event at exactly T - D is outside the window."""
-    assert value_of(count(within=days(1)), [ev(T0), ev(T0 + DAY)]) == 1
+    assert value_of(count(within=days(1)), [ev(DAY0), ev(DAY0 + DAY)]) == 1
 
 
 def test_within_includes_an_event_just_after_t_minus_d() -> None:
     """within=D: an event at T - D + 1 µs is inside the window."""
-    assert value_of(count(within=days(1)), [ev(T0 + US), ev(T0 + DAY)]) == 2
+    assert value_of(count(within=days(1)), [ev(DAY0 + US), ev(DAY0 + DAY)]) == 2
 
 
 def test_within_window_slides_with_evaluation_time() -> None:
     """within=D read later: the window is (T - D, T] for the later T."""
-    events = [ev(T0), ev(T0 + HOUR)]
+    events = [ev(DAY0), ev(DAY0 + HOUR)]
     assert value_of(count(within=days(1)), events, later=DAY - HOUR) == 1
 
 
 def test_within_window_empties_after_d() -> None:
     """within=D read exactly D after the newest event: nothing is left."""
-    assert value_of(count(within=hours(1)), [ev(T0)], later=HOUR) == 0
+    assert value_of(count(within=hours(1)), [ev(DAY0)], later=HOUR) == 0
 
 
 def test_did_within_holds_until_exactly_d_after_the_event() -> None:
     """did(within=D) (read from the newest entry alone): true at D - 1 µs, false at D."""
-    events = [ev(T0), ev(T0 + HOUR, "other")]
+    events = [ev(DAY0), ev(DAY0 + HOUR, "other")]
     assert value_of(did("login", within=hours(2)), events, later=HOUR - US) is True
     assert value_of(did("login", within=hours(2)), events, later=HOUR) is False
     assert value_of(count("login", within=hours(2)) > 0, events, later=HOUR) is False
@@ -120,29 +120,33 @@ def test_did_within_holds_until_exactly_d_after_the_event() -> None:
 
 def test_total_within_excludes_the_edge() -> None:
     """total(within=D) leaves out the amount at exactly T - D."""
-    events = [ev(T0, "pay", {"n": 5}), ev(T0 + 1, "pay", {"n": 3}), ev(T0 + DAY, "pay", {"n": 1})]
+    events = [
+        ev(DAY0, "pay", {"n": 5}),
+        ev(DAY0 + 1, "pay", {"n": 3}),
+        ev(DAY0 + DAY, "pay", {"n": 1}),
+    ]
     assert value_of(total("pay", "n", within=days(1)), events) == 4
 
 
 def test_total_counts_non_numbers_as_zero() -> None:
     """total() adds numbers only: bool, str, None and missing count as 0."""
     props = [{"n": 2}, {"n": True}, {"n": "3"}, {"n": None}, {}, {"n": 1.5}]
-    events = [ev(T0 + i, "pay", p) for i, p in enumerate(props)]
+    events = [ev(DAY0 + i, "pay", p) for i, p in enumerate(props)]
     assert value_of(total("pay", "n"), events) == 3.5
 
 
 def test_distinct_within_drops_a_value_seen_only_at_the_edge() -> None:
     """distinct(within=D) does not count a value whose only event is at T - D."""
-    events = [ev(T0, "invite", {"email": "a"}), ev(T0 + DAY, "invite", {"email": "b"})]
+    events = [ev(DAY0, "invite", {"email": "a"}), ev(DAY0 + DAY, "invite", {"email": "b"})]
     assert value_of(distinct("invite", "email", within=days(1)), events) == 1
 
 
 def test_distinct_within_keeps_a_value_also_seen_inside() -> None:
     """distinct(within=D) counts a value seen at the edge and again inside the window once."""
     events = [
-        ev(T0, "invite", {"email": "a"}),
-        ev(T0 + HOUR, "invite", {"email": "a"}),
-        ev(T0 + DAY, "invite", {"email": "b"}),
+        ev(DAY0, "invite", {"email": "a"}),
+        ev(DAY0 + HOUR, "invite", {"email": "a"}),
+        ev(DAY0 + DAY, "invite", {"email": "b"}),
     ]
     assert value_of(distinct("invite", "email", within=days(1)), events) == 2
 
@@ -150,7 +154,7 @@ def test_distinct_within_keeps_a_value_also_seen_inside() -> None:
 def test_distinct_compares_canonical_json() -> None:
     """distinct() tells 1, 1.0 and true apart, ignores key order and None."""
     values = [1, 1.0, True, {"a": 1, "b": 2}, {"b": 2, "a": 1}, None, 1]
-    events = [ev(T0 + i, "pay", {"n": v}) for i, v in enumerate(values)]
+    events = [ev(DAY0 + i, "pay", {"n": v}) for i, v in enumerate(values)]
     assert value_of(distinct("pay", "n"), events) == 4
 
 
@@ -159,40 +163,40 @@ def test_distinct_compares_canonical_json() -> None:
 
 def test_since_first_seen_excludes_an_event_at_f_plus_d() -> None:
     """since_first_seen=D: an event at exactly F + D is outside [F, F + D)."""
-    events = [ev(T0, "signup"), ev(T0 + DAY, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + DAY, "build")]
     assert value_of(count("build", since_first_seen=days(1)), events) == 0
 
 
 def test_since_first_seen_includes_an_event_just_before_f_plus_d() -> None:
     """since_first_seen=D: an event at F + D - 1 µs is inside."""
-    events = [ev(T0, "signup"), ev(T0 + DAY - US, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + DAY - US, "build")]
     assert value_of(count("build", since_first_seen=days(1)), events) == 1
 
 
 def test_late_event_moving_f_earlier_pushes_events_out() -> None:
     """A late event older than F moves F earlier, and events past the new F + D drop out."""
-    events = [ev(T0, "build"), ev(T0 + 2 * HOUR, "build"), ev(T0 - DAY + HOUR, "signup")]
+    events = [ev(DAY0, "build"), ev(DAY0 + 2 * HOUR, "build"), ev(DAY0 - DAY + HOUR, "signup")]
     assert value_of(count("build", since_first_seen=days(1)), events) == 1
 
 
 def test_late_event_moving_f_earlier_is_counted_itself() -> None:
     """A late event that becomes the first one counts in its own since_first_seen window."""
-    events = [ev(T0 + DAY, "build"), ev(T0, "build")]
+    events = [ev(DAY0 + DAY, "build"), ev(DAY0, "build")]
     assert value_of(count("build", since_first_seen=days(1)), events) == 1
 
 
 def test_since_first_seen_uses_the_first_event_of_any_name() -> None:
     """F is the subject's first event of any name, not the first matching one."""
-    events = [ev(T0, "signup"), ev(T0 + 2 * DAY, "build"), ev(T0 + 2 * DAY + HOUR, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + 2 * DAY, "build"), ev(DAY0 + 2 * DAY + HOUR, "build")]
     assert value_of(count("build", since_first_seen=days(1)), events) == 0
 
 
 def test_distinct_since_first_seen_after_f_moves() -> None:
     """distinct(since_first_seen=D) forgets a value whose events all fall past the new F + D."""
     events = [
-        ev(T0, "invite", {"email": "a"}),
-        ev(T0 + HOUR, "invite", {"email": "b"}),
-        ev(T0 - DAY + HOUR, "invite", {"email": "c"}),
+        ev(DAY0, "invite", {"email": "a"}),
+        ev(DAY0 + HOUR, "invite", {"email": "b"}),
+        ev(DAY0 - DAY + HOUR, "invite", {"email": "c"}),
     ]
     assert value_of(distinct("invite", "email", since_first_seen=days(1)), events) == 2
 
@@ -230,9 +234,9 @@ def test_active_days_within_keeps_yesterday_inside_the_window() -> None:
 def test_active_users_counts_distinct_users_of_an_account() -> None:
     """active_users() on an account: distinct users among its events."""
     events = [
-        ev(T0, user_id="u1", account_id="acme"),
-        ev(T0 + 1, user_id="u2", account_id="acme"),
-        ev(T0 + 2, user_id="u1", account_id="acme"),
+        ev(DAY0, user_id="u1", account_id="acme"),
+        ev(DAY0 + 1, user_id="u2", account_id="acme"),
+        ev(DAY0 + 2, user_id="u1", account_id="acme"),
     ]
     assert value_of(active_users(), events, kind="account") == 2
 
@@ -240,20 +244,20 @@ def test_active_users_counts_distinct_users_of_an_account() -> None:
 def test_active_users_within_excludes_the_edge() -> None:
     """active_users(within=D) leaves out a user whose only event is at T - D."""
     events = [
-        ev(T0, user_id="u2", account_id="acme"),
-        ev(T0 + DAY, user_id="u1", account_id="acme"),
+        ev(DAY0, user_id="u2", account_id="acme"),
+        ev(DAY0 + DAY, user_id="u1", account_id="acme"),
     ]
     assert value_of(active_users(within=days(1)), events, kind="account") == 1
 
 
 def test_active_users_is_none_on_users() -> None:
     """active_users() on a user subject is None: no comparison with it holds."""
-    assert value_of(active_users() >= 0, [ev(T0)]) is False
+    assert value_of(active_users() >= 0, [ev(DAY0)]) is False
 
 
 def test_active_users_score_is_zero_on_users() -> None:
     """active_users() as a score of a user subject is 0."""
-    assert value_of(active_users(), [ev(T0)]) == 0.0
+    assert value_of(active_users(), [ev(DAY0)]) == 0.0
 
 
 # -- last ---------------------------------------------------------------------------------
@@ -261,19 +265,19 @@ def test_active_users_score_is_zero_on_users() -> None:
 
 def test_last_is_latest_by_timestamp_not_arrival() -> None:
     """last(): a late-arriving older event does not replace the latest one."""
-    events = [ev(T0 + HOUR, "usage", {"n": 2}), ev(T0, "usage", {"n": 1})]
+    events = [ev(DAY0 + HOUR, "usage", {"n": 2}), ev(DAY0, "usage", {"n": 1})]
     assert value_of(last("usage", "n"), events) == 2
 
 
 def test_last_tie_goes_to_the_later_arrival() -> None:
     """last(): on equal timestamps, the later arrival wins."""
-    events = [ev(T0, "usage", {"n": 1}), ev(T0, "usage", {"n": 2})]
+    events = [ev(DAY0, "usage", {"n": 1}), ev(DAY0, "usage", {"n": 2})]
     assert value_of(last("usage", "n"), events) == 2
 
 
 def test_last_of_missing_property_is_none() -> None:
     """last(): the latest matching event without the property gives None (not an older value)."""
-    events = [ev(T0, "usage", {"n": 1}), ev(T0 + 1, "usage", {})]
+    events = [ev(DAY0, "usage", {"n": 1}), ev(DAY0 + 1, "usage", {})]
     assert value_of(last("usage", "n") == 1, events) is False
 
 
@@ -282,35 +286,35 @@ def test_last_of_missing_property_is_none() -> None:
 
 def test_time_to_is_measured_from_the_first_event() -> None:
     """time_to(e) is the first e's time minus the first event's time."""
-    events = [ev(T0, "signup"), ev(T0 + 2 * DAY, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + 2 * DAY, "build")]
     assert value_of(time_to("build") == days(2), events) is True
 
 
 def test_time_to_grows_when_a_late_event_moves_f_earlier() -> None:
     """A late event older than F lengthens time_to."""
-    events = [ev(T0, "signup"), ev(T0 + DAY, "build"), ev(T0 - DAY, "login")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + DAY, "build"), ev(DAY0 - DAY, "login")]
     assert value_of(time_to("build") == days(2), events) is True
 
 
 def test_time_to_uses_the_earliest_match_even_if_it_arrives_late() -> None:
     """time_to(e) uses the earliest e by timestamp, whatever the arrival order."""
-    events = [ev(T0, "signup"), ev(T0 + DAY, "build"), ev(T0 + HOUR, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + DAY, "build"), ev(DAY0 + HOUR, "build")]
     assert value_of(time_to("build") == hours(1), events) is True
 
 
 def test_idle_is_zero_at_track_time() -> None:
     """idle() at the newest event is 0."""
-    assert value_of(idle() <= timedelta(0), [ev(T0), ev(T0 + DAY)]) is True
+    assert value_of(idle() <= timedelta(0), [ev(DAY0), ev(DAY0 + DAY)]) is True
 
 
 def test_idle_reaches_d_exactly_d_after_the_newest_event() -> None:
     """idle() >= D holds exactly D after the newest event."""
-    assert value_of(idle() >= days(1), [ev(T0)], later=DAY) is True
+    assert value_of(idle() >= days(1), [ev(DAY0)], later=DAY) is True
 
 
 def test_idle_is_below_d_just_before() -> None:
     """idle() >= D does not hold 1 µs before D has passed."""
-    assert value_of(idle() >= days(1), [ev(T0)], later=DAY - US) is False
+    assert value_of(idle() >= days(1), [ev(DAY0)], later=DAY - US) is False
 
 
 # -- sequence -----------------------------------------------------------------------------
@@ -318,37 +322,37 @@ def test_idle_is_below_d_just_before() -> None:
 
 def test_sequence_spanning_exactly_d_holds() -> None:
     """sequence(within=D): a chain spanning exactly D counts."""
-    events = [ev(T0, "import"), ev(T0 + DAY, "send")]
+    events = [ev(DAY0, "import"), ev(DAY0 + DAY, "send")]
     assert value_of(sequence("import", "send", within=days(1)), events) is True
 
 
 def test_sequence_spanning_d_plus_one_fails() -> None:
     """sequence(within=D): a chain spanning D + 1 µs does not count."""
-    events = [ev(T0, "import"), ev(T0 + DAY + US, "send")]
+    events = [ev(DAY0, "import"), ev(DAY0 + DAY + US, "send")]
     assert value_of(sequence("import", "send", within=days(1)), events) is False
 
 
 def test_sequence_needs_strictly_increasing_times() -> None:
     """sequence(): steps at the same timestamp do not chain."""
-    events = [ev(T0, "import"), ev(T0, "send")]
+    events = [ev(DAY0, "import"), ev(DAY0, "send")]
     assert value_of(sequence("import", "send"), events) is False
 
 
 def test_sequence_follows_timestamps_not_arrival() -> None:
     """sequence(): a late-arriving earlier step still completes the chain."""
-    events = [ev(T0 + HOUR, "send"), ev(T0, "import")]
+    events = [ev(DAY0 + HOUR, "send"), ev(DAY0, "import")]
     assert value_of(sequence("import", "send", within=hours(1)), events) is True
 
 
 def test_sequence_picks_a_later_start_that_fits() -> None:
     """sequence(within=D): an early start too far away does not hide a later one that fits."""
-    events = [ev(T0, "import"), ev(T0 + 2 * DAY, "import"), ev(T0 + 2 * DAY + HOUR, "send")]
+    events = [ev(DAY0, "import"), ev(DAY0 + 2 * DAY, "import"), ev(DAY0 + 2 * DAY + HOUR, "send")]
     assert value_of(sequence("import", "send", within=hours(1)), events) is True
 
 
 def test_sequence_repeated_step_needs_two_events() -> None:
     """sequence(a, a): one event cannot be both steps."""
-    assert value_of(sequence("login", "login"), [ev(T0, "login")]) is False
+    assert value_of(sequence("login", "login"), [ev(DAY0, "login")]) is False
 
 
 # -- absent -------------------------------------------------------------------------------
@@ -356,46 +360,46 @@ def test_sequence_repeated_step_needs_two_events() -> None:
 
 def test_absent_holds_exactly_d_after() -> None:
     """absent(within=D) turns true at exactly t + D when no event came."""
-    events = [ev(T0, "signup")]
+    events = [ev(DAY0, "signup")]
     assert value_of(absent("build", after="signup", within=days(1)), events, later=DAY) is True
 
 
 def test_absent_not_yet_just_before_d() -> None:
     """absent(within=D) is false 1 µs before t + D."""
-    events = [ev(T0, "signup")]
+    events = [ev(DAY0, "signup")]
     cond = absent("build", after="signup", within=days(1))
     assert value_of(cond, events, later=DAY - US) is False
 
 
 def test_absent_broken_by_an_event_at_exactly_t_plus_d() -> None:
     """absent(): an event at exactly t + D is inside [t, t + D]."""
-    events = [ev(T0, "signup"), ev(T0 + DAY, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + DAY, "build")]
     assert value_of(absent("build", after="signup", within=days(1)), events) is False
 
 
 def test_absent_broken_by_an_event_at_t() -> None:
     """absent(): an event at the same timestamp as the first ``after`` is inside [t, t + D]."""
-    events = [ev(T0, "signup"), ev(T0, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0, "build")]
     cond = absent("build", after="signup", within=days(1))
     assert value_of(cond, events, later=DAY) is False
 
 
 def test_absent_holds_despite_an_event_after_t_plus_d() -> None:
     """absent(): an event 1 µs after t + D does not break it."""
-    events = [ev(T0, "signup"), ev(T0 + DAY + US, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + DAY + US, "build")]
     assert value_of(absent("build", after="signup", within=days(1)), events) is True
 
 
 def test_absent_ignores_events_before_t() -> None:
     """absent(): an event before the first ``after`` does not break it."""
-    events = [ev(T0 - US, "build"), ev(T0, "signup")]
+    events = [ev(DAY0 - US, "build"), ev(DAY0, "signup")]
     cond = absent("build", after="signup", within=days(1))
     assert value_of(cond, events, later=DAY) is True
 
 
 def test_absent_uses_the_first_after_even_if_it_arrives_late() -> None:
     """absent(): a late-arriving earlier ``after`` moves t, and the window with it."""
-    events = [ev(T0 + DAY, "signup"), ev(T0 + DAY + HOUR, "build"), ev(T0, "signup")]
+    events = [ev(DAY0 + DAY, "signup"), ev(DAY0 + DAY + HOUR, "build"), ev(DAY0, "signup")]
     cond = absent("build", after="signup", within=hours(1))
     assert value_of(cond, events) is True
 
@@ -405,27 +409,27 @@ def test_absent_uses_the_first_after_even_if_it_arrives_late() -> None:
 
 def test_not_equal_to_none_is_false() -> None:
     """A comparison with None is false, ``!=`` too."""
-    assert value_of(last("usage", "n") != 1, [ev(T0)]) is False
+    assert value_of(last("usage", "n") != 1, [ev(DAY0)]) is False
 
 
 def test_comparison_of_unlike_types_is_false() -> None:
     """A comparison that raises TypeError (str >= int) is false."""
-    assert value_of(last("usage", "n") >= 1, [ev(T0, "usage", {"n": "2"})]) is False
+    assert value_of(last("usage", "n") >= 1, [ev(DAY0, "usage", {"n": "2"})]) is False
 
 
 def test_division_by_zero_is_none() -> None:
     """x / 0 is None: as a score it is 0."""
-    assert value_of(count() / count("never"), [ev(T0)]) == 0.0
+    assert value_of(count() / count("never"), [ev(DAY0)]) == 0.0
 
 
 def test_arithmetic_on_a_bool_is_none() -> None:
     """A bool property is not a number: arithmetic with it is None."""
-    assert value_of(last("usage", "n") + 1 >= 0, [ev(T0, "usage", {"n": True})]) is False
+    assert value_of(last("usage", "n") + 1 >= 0, [ev(DAY0, "usage", {"n": True})]) is False
 
 
 def test_user_trait_is_none_on_accounts() -> None:
     """trait(of="user") on an account subject is None."""
-    events = [ev(T0, account_id="acme")]
+    events = [ev(DAY0, account_id="acme")]
     cond = trait("plan") == "pro"
     assert value_of(cond, events, kind="account", traits={"plan": "pro"}) is False
 
@@ -446,9 +450,9 @@ def _tev_time(activated_after: int, *, late_first: int | None = None) -> float:
         weights=(1, 0, 0),
     )
     model = Model("tev", signals={"built": did("build")}, scores={"tev": model_expr})
-    events = [ev(T0, "signup"), ev(T0 + activated_after, "build")]
+    events = [ev(DAY0, "signup"), ev(DAY0 + activated_after, "build")]
     if late_first is not None:
-        events.append(ev(T0 - late_first, "login"))
+        events.append(ev(DAY0 - late_first, "login"))
     plan = Plan(model)
     state = plan.new_state()
     newest = None
@@ -491,7 +495,7 @@ def test_windows_that_print_alike_are_still_different_windows() -> None:
     second = 1_000_000
     short = count(within=timedelta(seconds=1_000_001))
     long = count(within=timedelta(seconds=1_000_002))
-    events = [ev(T0), ev(T0 + 1_000_001 * second)]
+    events = [ev(DAY0), ev(DAY0 + 1_000_001 * second)]
     assert value_of(short, events) == 1
     assert value_of(long - short, events) == 1
 

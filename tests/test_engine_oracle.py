@@ -19,7 +19,7 @@ from oracle import Alias, Group, Identify, Kind, Op, Track
 from pqlkit import Client, MemoryStore, Model, SQLiteStore, Store, TrackResult
 from pqlkit._engine import Context, Evaluation, Plan, SubjectState
 from pqlkit.testing import FrozenClock
-from strategies import T0, Case, cases, describe_history
+from strategies import DAY0, Case, cases, describe_history
 
 EXAMPLES = 500 if os.environ.get("CI") else 60
 
@@ -253,7 +253,7 @@ def send(client: Client, op: Op) -> TrackResult | None:
 def test_client_equals_oracle(store_name: str, case: Case) -> None:
     """Through the Client (aliases, duplicates, traits), scores and signals equal the oracle's."""
     model, history = case.model, case.history
-    clock = FrozenClock(at(T0) - timedelta(days=400))  # before every event: T = the newest one
+    clock = FrozenClock(at(DAY0) - timedelta(days=400))  # before every event: T = the newest one
     with tempfile.TemporaryDirectory() as tmp:
         store = STORES[store_name](Path(tmp))
         with Client(model, store=store, clock=clock, dispatch="inline") as client:
@@ -299,7 +299,7 @@ def test_two_clients_taking_turns_equal_oracle(store_name: str, case: Case) -> N
     2 subjects warm, so it evicts): every read equals the oracle.
     """
     model, history = case.model, case.history
-    clock = FrozenClock(at(T0) - timedelta(days=400))
+    clock = FrozenClock(at(DAY0) - timedelta(days=400))
     with tempfile.TemporaryDirectory() as tmp, mock.patch("pqlkit._core._TAIL_EVENTS", 2):
         first, second = PAIRS[store_name](Path(tmp))
         with (

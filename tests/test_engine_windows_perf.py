@@ -18,7 +18,7 @@ from pqlkit import Model, active_users, count, days, distinct, total
 from pqlkit import _dsl as d
 from pqlkit._engine import Plan, SubjectState
 from pqlkit._engine.accumulators import Acc
-from strategies import T0
+from strategies import DAY0
 
 DAY = 86_400_000_000
 D = days(1)
@@ -94,7 +94,7 @@ def test_count_and_total_stay_exact_with_thousands_of_entries() -> None:
     naive = Naive()
     step = DAY // 1000  # about 1000 entries inside the window
     for i in range(3000):
-        ts = T0 + i * step
+        ts = DAY0 + i * step
         amount = rng.choice(AMOUNTS) if rng.random() < 0.5 else rng.random() * 100
         for plan, state in ((cplan, cstate), (tplan, tstate)):
             plan.apply(state, ts, "pay", {"n": amount}, "u1")
@@ -126,8 +126,8 @@ def test_late_events_in_the_middle_keep_sums_exact() -> None:
         naive.add(ts, amount)
 
     for i in range(1500):
-        add(T0 + i * step, 0.1 * (i % 13))
-    newest = T0 + 1499 * step
+        add(DAY0 + i * step, 0.1 * (i % 13))
+    newest = DAY0 + 1499 * step
     late = [
         (newest - DAY // 2 + 1, 2**60 + 1),  # between entries, an int fsum rounds
         (newest - DAY // 3, 0.7),  # at an existing time: merged with it
@@ -155,12 +155,12 @@ def test_since_first_seen_sums_after_f_moves_earlier() -> None:
     amounts = [0.1 * (i % 11) for i in range(600)]
     for i, amount in enumerate(amounts):
         for plan, state in ((cplan, cstate), (tplan, tstate)):
-            plan.apply(state, T0 + i * step, "pay", {"n": amount}, "u1")
-    t = T0 + 600 * step
+            plan.apply(state, DAY0 + i * step, "pay", {"n": amount}, "u1")
+    t = DAY0 + 600 * step
     assert read(cplan, cstate, t) == 400
     assert read(tplan, tstate, t) == math.fsum(amounts[:400])
     for plan, state in ((cplan, cstate), (tplan, tstate)):  # F moves 100 steps earlier
-        plan.apply(state, T0 - 100 * step, "login", {}, "u1")
+        plan.apply(state, DAY0 - 100 * step, "login", {}, "u1")
     assert read(cplan, cstate, t) == 300
     assert read(tplan, tstate, t) == math.fsum(amounts[:300])
 
@@ -172,18 +172,18 @@ def test_an_event_copies_the_window_only_now_and_then() -> None:
         state = plan.new_state()
         step = DAY // 1000
         for i in range(1000):
-            plan.apply(state, T0 + i * step, "pay", {"n": 1.5}, "u1")
+            plan.apply(state, DAY0 + i * step, "pay", {"n": 1.5}, "u1")
         copied = 0
         before = stored(state)
         for i in range(1000, 5000):
-            plan.apply(state, T0 + i * step, "pay", {"n": 1.5}, "u1")
+            plan.apply(state, DAY0 + i * step, "pay", {"n": 1.5}, "u1")
             now = stored(state)
             if now is not before:
                 copied += len(now)
                 before = now
         assert copied <= 8 * 4000, copied
         want = 1000 if isinstance(expr, d.Count) else 1500.0
-        assert read(plan, state, T0 + 4999 * step) == want
+        assert read(plan, state, DAY0 + 4999 * step) == want
 
 
 def test_a_distinct_window_rebuilds_its_keys_only_now_and_then() -> None:
@@ -195,7 +195,7 @@ def test_a_distinct_window_rebuilds_its_keys_only_now_and_then() -> None:
     rebuilt = 0
     keys = state.slots[0][0]
     for i in range(6000):
-        ts = T0 + i * step
+        ts = DAY0 + i * step
         page = f"p{(i * 7919) % 2500}"
         plan.apply(state, ts, "visit", {"page": page}, "u1")
         seen['"' + page + '"'] = ts
@@ -242,8 +242,8 @@ def test_reads_touch_a_logarithmic_number_of_entries() -> None:
         plan, acc = compile_one(expr)
         state = plan.new_state()
         for i in range(8000):
-            plan.apply(state, T0 + i * step, "pay", {"n": i * 0.25}, f"u{i}")
-        newest = T0 + 7999 * step
+            plan.apply(state, DAY0 + i * step, "pay", {"n": i * 0.25}, f"u{i}")
+        newest = DAY0 + 7999 * step
         probe = Probe(stored(state))
         state.slots[0][1] = probe
         for t in (newest, newest + DAY // 2):
@@ -251,7 +251,7 @@ def test_reads_touch_a_logarithmic_number_of_entries() -> None:
             assert acc.next_change(state.slots[0], t, state) is not None
             assert got == plan.accs[0].value(state.slots[0], t, state, "account")
         assert probe.touched <= 6 * 20, (expr, probe.touched)  # 6 reads of ~log2(6000) + 3
-        want = len([i for i in range(8000) if T0 + i * step > newest - DAY])
+        want = len([i for i in range(8000) if DAY0 + i * step > newest - DAY])
         if not isinstance(expr, d.Total):
             assert acc.value(state.slots[0], newest, state, "account") == want
 
@@ -267,7 +267,7 @@ def test_window_state_survives_a_json_round_trip() -> None:
     ):
         plan, acc = compile_one(expr)
         kept, cycled = plan.new_state(), plan.new_state()
-        ts = T0
+        ts = DAY0
         for i in range(1500):
             ts += rng.randrange(DAY // 300)
             when = ts - rng.randrange(DAY) if rng.random() < 0.1 else ts

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import pqlkit
+from conftest import T0
 from pqlkit import MemoryStore
 from pqlkit.testing import FrozenClock, recorder
 
@@ -23,8 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DJANGO_PROJECT = EXAMPLES / "django_app"
 sys.path.insert(0, str(EXAMPLES))
-
-T0 = datetime(2026, 4, 6, 9, 0, tzinfo=timezone.utc)
 
 ACTIVATION = [
     {"user_id": "jane", "event": "warehouse_connected", "account_id": "acme"},
@@ -275,7 +274,7 @@ def test_django_pqlkit_sweep_rejects_a_bad_time(django_client: Any) -> None:
     with pytest.raises(CommandError, match="--now"):
         call_command("pqlkit_sweep", now="yesterday", stdout=StringIO())
     with pytest.raises(CommandError, match="--now"):
-        call_command("pqlkit_sweep", now="2026-01-01T00:00:00", stdout=StringIO())
+        call_command("pqlkit_sweep", now=T0.replace(tzinfo=None).isoformat(), stdout=StringIO())
 
 
 def test_django_manage_py_runs_the_sweep(tmp_path: Path) -> None:

@@ -15,19 +15,18 @@ import time
 import traceback
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import require_postgres, worker_context
+from conftest import T0, require_postgres, worker_context
 from pqlkit import Client, Model, Qualification, active_users, count, did
 from pqlkit.testing import FrozenClock
 
 pytestmark = pytest.mark.slow
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(days=1)  # every child's clock: after every event, so deliveries are due
 
 MODEL = Model(

@@ -24,13 +24,14 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import (
+    T0,
     drop_postgres_schemas,
     new_postgres_schema,
     require_postgres,
@@ -41,7 +42,6 @@ from pqlkit.stores.postgres import PostgresStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 PLAN_SIZE = 50_000  # more than the killed writers reach: the last writer stops early
 KILLS = 22
 FINAL_EVENTS = 300

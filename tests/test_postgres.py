@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 import pqlkit
-from conftest import drop_postgres_schemas, new_postgres_schema
+from conftest import T0, drop_postgres_schemas, new_postgres_schema
 from pqlkit import Client, Model, Qualification, _process, count, did, points, score
 from pqlkit.exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from pqlkit.stores import MemoryStore, SQLiteStore, Store, open_store
@@ -29,7 +29,6 @@ from pqlkit.testing import FrozenClock
 
 pytestmark = pytest.mark.postgres
 
-T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
 TABLES = {
     "aliases",
     "callback_deliveries",

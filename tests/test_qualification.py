@@ -6,13 +6,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
 import pqlkit._rebuild
+from conftest import T0
 from pqlkit import (
     Client,
     Event,
@@ -39,9 +40,8 @@ from pqlkit import (
 from pqlkit.exceptions import ModelError
 from pqlkit.stores import Transaction
 from pqlkit.stores._base import StateRecord
-from pqlkit.testing import FrozenClock
+from pqlkit.testing import ClientFactory, FrozenClock
 
-T0 = datetime(2024, 3, 4, 9, 0, tzinfo=timezone.utc)  # a Monday
 US = timedelta(microseconds=1)
 FREE_MAIL = ("gmail.com", "yahoo.com")
 
@@ -105,34 +105,10 @@ def requalifying(cool_down: timedelta | None) -> Model:
     )
 
 
-@pytest.fixture(name="clock")
-def fixture_clock() -> FrozenClock:
-    """A FrozenClock at T0."""
-    return FrozenClock(T0)
-
-
-ClientFactory = Callable[..., Client]
-
-
-@pytest.fixture(name="make_client")
-def fixture_make_client(store: Store, clock: FrozenClock) -> Iterator[ClientFactory]:
-    """Build inline Clients on the shared ``store`` and ``clock``; close them all after."""
-    built: list[Client] = []
-
-    def make(m: Model = MODEL, **settings: Any) -> Client:
-        client = Client(m, store=store, clock=clock, dispatch="inline", **settings)
-        built.append(client)
-        return client
-
-    yield make
-    for client in reversed(built):
-        client.close()
-
-
 @pytest.fixture(name="client")
 def fixture_client(make_client: ClientFactory) -> Client:
     """An inline Client for MODEL on the shared store and clock."""
-    return make_client()
+    return make_client(MODEL)
 
 
 class Received:

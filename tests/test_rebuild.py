@@ -12,20 +12,19 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import pqlkit._rebuild
-from conftest import worker_context
+from conftest import T0, worker_context
 from pqlkit import Client, Model, active_users, count
 from pqlkit._engine import Plan
 from pqlkit.stores import SQLiteStore, Store
 from pqlkit.testing import FrozenClock
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(days=30)  # after every event
 
 MODEL = Model(

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import T0
 from pqlkit import _process
 from pqlkit.exceptions import SchemaError, StoreError, ValidationError
 from pqlkit.stores import MemoryStore, SQLiteStore, Store, Transaction, open_store
 from pqlkit.stores import sqlite as sqlite_module
 from pqlkit.stores._base import NewEvent
 
-T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
 STORE_ERROR = 3  # a child's exit status when it saw a StoreError (SQLite's errors arrive as one)
 
 

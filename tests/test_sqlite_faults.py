@@ -10,18 +10,18 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import pqlkit
+from conftest import T0
 from pqlkit import Client, Model, count, did
 from pqlkit.exceptions import StoreError, TransientStoreError
 from pqlkit.stores import SQLiteStore
 from pqlkit.testing import FrozenClock
 
-T0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
 EVENTS = 3000  # about 70 pages of the events table
 MODEL = Model("faults", signals={"active": did("login")}, scores={"logins": count("login")})
 
@@ -229,11 +229,11 @@ def test_disk_full_raises_store_error_and_loses_nothing(db_path: Path) -> None:
 
 _ON_A_FULL_DISK = """
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 import pqlkit
 from pqlkit.stores import SQLiteStore
+from pqlkit.testing import START as t0
 path = sys.argv[1]
-t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 model = pqlkit.Model("faults", signals={"active": pqlkit.did("login")})
 tracked = 0
 with SQLiteStore(path) as store, pqlkit.Client(model, store=store, dispatch="inline") as client:

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 
+from conftest import T0
 from pqlkit import MemoryStore, PqlkitError, SQLiteStore, Store, ValidationError
 from pqlkit._events import Qualification
 from pqlkit.stores import Transaction
@@ -21,11 +22,12 @@ from pqlkit.stores._base import (
     StateRecord,
 )
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+T0_US = T0 + timedelta(microseconds=123_456)
+"""The records' time: T0 with microseconds, which every store must keep exactly."""
 
 
 def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+    return T0_US + timedelta(seconds=seconds)
 
 
 def event(
@@ -34,7 +36,7 @@ def event(
     name: str = "login",
     *,
     account_id: str | None = None,
-    timestamp: datetime = T0,
+    timestamp: datetime = T0_US,
     properties: dict[str, Any] | None = None,
 ) -> NewEvent:
     return NewEvent(
@@ -63,7 +65,7 @@ def qualification_record(
         round=round,
         fingerprint=fingerprint,
         qualified_at=at(60),
-        first_seen=T0,
+        first_seen=T0_US,
     )
 
 
@@ -107,7 +109,7 @@ def put(
     status: str = "pending",
     attempts: int = 0,
     last_error: str | None = None,
-    now: datetime = T0,
+    now: datetime = T0_US,
     **changes: Any,
 ) -> None:
     """Enqueue a delivery with a record per callback, each then set to ``status``."""
@@ -200,7 +202,7 @@ def _write_everything_then_fail(tx: Transaction) -> None:
     tx.set_alias("u1", "new")
     tx.set_traits("user", "u2", {"plan": "free"})
     tx.forget_users(["u2"])
-    tx.save_state(StateRecord("m", "user", "u1", "{}", due_at=T0))
+    tx.save_state(StateRecord("m", "user", "u1", "{}", due_at=T0_US))
     tx.delete_state("m", "user", "u2")
     tx.clear_states("m")
     tx.insert_qualification(qualification_record("u1", 1))
@@ -566,7 +568,7 @@ def test_save_and_load_state(store: Store) -> None:
 def test_save_state_replaces(store: Store) -> None:
     """Saving a subject's state again replaces it."""
     with store.transaction() as tx:
-        tx.save_state(StateRecord("m", "user", "u1", "old", due_at=T0))
+        tx.save_state(StateRecord("m", "user", "u1", "old", due_at=T0_US))
         tx.save_state(StateRecord("m", "user", "u1", "new"))
         assert tx.load_state("m", "user", "u1") == StateRecord("m", "user", "u1", "new")
         assert tx.count_subjects("m", "user") == 1
@@ -755,7 +757,7 @@ def test_enqueue_is_idempotent(store: Store) -> None:
     """Enqueueing an existing delivery id again changes nothing."""
     with store.transaction() as tx:
         put(tx, "d1")
-        tx.enqueue(delivery("d1", attempts=5, status="dead"), ["cb", "other"], now=T0)
+        tx.enqueue(delivery("d1", attempts=5, status="dead"), ["cb", "other"], now=T0_US)
         assert [(d.id, d.callback, d.attempts) for d in tx.deliveries("pending")] == [
             ("d1", "cb", 0)
         ]
@@ -886,8 +888,8 @@ def test_claim_due_deliveries_and_revive_dead_of_one_model(store: Store) -> None
     other = attrs.evolve(payload("u2"), model="other")
     with store.transaction() as tx:
         put(tx, "d1")
-        tx.enqueue(DeliveryRecord("d2", "pql", "u2", other), ["cb"], now=T0)
-        tx.enqueue(DeliveryRecord("d3", "pql", "u3", other), ["cb"], now=T0)
+        tx.enqueue(DeliveryRecord("d2", "pql", "u2", other), ["cb"], now=T0_US)
+        tx.enqueue(DeliveryRecord("d3", "pql", "u3", other), ["cb"], now=T0_US)
         tx.finish_delivery(
             "d3", "cb", status="dead", attempts=1, next_attempt_at=None, last_error=None
         )
@@ -1125,7 +1127,7 @@ def test_lock_is_accepted(store: Store) -> None:
 @pytest.mark.parametrize(
     "moment",
     [
-        T0,
+        T0_US,
         datetime(1970, 1, 1, tzinfo=timezone.utc),
         datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
         datetime(1, 1, 1, tzinfo=timezone.utc),

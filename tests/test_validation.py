@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import math
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pqlkit
+from conftest import T0
 from pqlkit import Client, Event, Model, ValidationError, active_users, count, points, trait
 from pqlkit.stores import Store
-from pqlkit.testing import FrozenClock
-
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+from pqlkit.testing import ClientFactory, FrozenClock
 
 MODEL = Model(
     "validation",
@@ -55,16 +54,16 @@ def fresh_id(prefix: str) -> str:
 
 
 @pytest.fixture(name="client")
-def fixture_client(store: Store) -> Iterator[Client]:
+def fixture_client(make_client: ClientFactory) -> Client:
     """A client on each store, holding a small history: events, traits, an alias, a PQL."""
-    with Client(MODEL, store=store, clock=FrozenClock(T0), dispatch="inline") as client:
-        client.identify("u1", {"seats": 7, "email": "jane@acme.io"}, account_id="acme")
-        client.group("acme", {"employees": 600})
-        client.track("u1", "login", {"plan": "pro"}, account_id="acme", message_id="m-1")
-        client.track("u1", "login", account_id="acme", message_id="m-2")
-        client.track("anon-1", "page_viewed", {"path": "/pricing"}, account_id="acme")
-        client.alias("anon-1", "u2")
-        yield client
+    client = make_client(MODEL)
+    client.identify("u1", {"seats": 7, "email": "jane@acme.io"}, account_id="acme")
+    client.group("acme", {"employees": 600})
+    client.track("u1", "login", {"plan": "pro"}, account_id="acme", message_id="m-1")
+    client.track("u1", "login", account_id="acme", message_id="m-2")
+    client.track("anon-1", "page_viewed", {"path": "/pricing"}, account_id="acme")
+    client.alias("anon-1", "u2")
+    return client
 
 
 def snapshot(client: Client) -> dict[str, Any]:
@@ -411,11 +410,11 @@ def test_custom_max_properties_bytes_counts_utf8_bytes(store: Store) -> None:
 @pytest.mark.parametrize(
     ("timestamp", "reason"),
     [
-        (datetime(2026, 3, 2, 9, 0), "must be timezone-aware"),
-        ("2026-03-02T09:00:00+00:00", "must be a datetime, got str"),
-        (1_772_442_000, "must be a datetime, got int"),
-        (1_772_442_000.5, "must be a datetime, got float"),
-        (date(2026, 3, 2), "must be a datetime, got date"),
+        (T0.replace(tzinfo=None), "must be timezone-aware"),
+        (T0.isoformat(), "must be a datetime, got str"),
+        (int(T0.timestamp()), "must be a datetime, got int"),
+        (T0.timestamp() + 0.5, "must be a datetime, got float"),
+        (T0.date(), "must be a datetime, got date"),
     ],
     ids=["naive", "iso-string", "epoch-int", "epoch-float", "date"],
 )
@@ -442,7 +441,7 @@ class _FailingZone(tzinfo):
     [
         (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), "outside the range"),
         (datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))), "outside the range"),
-        (datetime(2026, 3, 2, tzinfo=_FailingZone()), "tzinfo failed: RuntimeError: zone"),
+        (T0.replace(tzinfo=_FailingZone()), "tzinfo failed: RuntimeError: zone"),
     ],
     ids=["before-year-1-in-utc", "after-year-9999-in-utc", "failing-tzinfo"],
 )
@@ -463,7 +462,7 @@ def test_track_rejects_a_timestamp_far_in_the_future(client: Client) -> None:
 
 def test_max_future_is_measured_from_the_clock(store: Store) -> None:
     """With a clock ahead of the system's, the bound is the clock's now + max_future."""
-    start = datetime(2200, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2200, 1, 1, tzinfo=timezone.utc)  # not T0: ahead of the wall clock
     with Client(MODEL, store=store, clock=FrozenClock(start)) as client:
         assert not client.track("u1", "login", timestamp=start + timedelta(hours=23)).duplicate
         assert_rejected(
@@ -476,7 +475,7 @@ def test_max_future_is_measured_from_the_clock(store: Store) -> None:
 
 def test_max_future_is_a_setting(store: Store) -> None:
     """max_future=None accepts any future timestamp; a smaller bound rejects sooner."""
-    start = datetime(2200, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2200, 1, 1, tzinfo=timezone.utc)  # not T0: ahead of the wall clock
     later = datetime(2300, 1, 1, tzinfo=timezone.utc)
     with Client(MODEL, store=store, clock=FrozenClock(start), max_future=None) as client:
         assert not client.track("u1", "login", timestamp=later).duplicate
@@ -602,7 +601,7 @@ def test_reads_reject_an_unknown_subject_kind(client: Client) -> None:
         ({"user_id": "u9", "event": None}, "events[2].event", "must be a str"),
         (Event("u9", "login", {"n": math.nan}), "events[2].properties.n", "not a finite"),
         (
-            Event("u9", "login", timestamp=datetime(2026, 1, 1)),
+            Event("u9", "login", timestamp=T0.replace(tzinfo=None)),
             "events[2].timestamp",
             "must be timezone-aware",
         ),

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import T0
 from pqlkit import Client, Model, SQLiteStore, active_users, count, days, did, idle, trait
 from pqlkit._engine import SubjectState
 from pqlkit.exceptions import StoreError
 from pqlkit.stores import PostgresStore, Store, Transaction
 from pqlkit.stores._base import StateRecord
 from pqlkit.testing import FrozenClock
-
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
 MODEL = Model(
     "warm",

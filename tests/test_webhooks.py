@@ -9,7 +9,7 @@ import json
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,8 +17,9 @@ import attrs
 import pytest
 
 import pqlkit
+from conftest import T0
 from pqlkit import Client, MemoryStore, Model, count, did, points, score
-from pqlkit.testing import FrozenClock
+from pqlkit.testing import ClientFactory, FrozenClock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
@@ -26,7 +27,6 @@ import crm_sync
 import slack_webhook
 import webhook
 
-T0 = datetime(2026, 5, 4, 9, 0, tzinfo=timezone.utc)
 SECRET = "s3cr3t"
 
 MODEL = Model(
@@ -97,17 +97,10 @@ def fixture_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
         thread.join(timeout=5)
 
 
-@pytest.fixture(name="clock")
-def fixture_clock() -> FrozenClock:
-    """A FrozenClock at T0."""
-    return FrozenClock(T0)
-
-
 @pytest.fixture(name="client")
-def fixture_client(clock: FrozenClock) -> Iterator[Client]:
-    """An inline Client on an in-memory store and the frozen clock."""
-    with Client(MODEL, store=MemoryStore(), clock=clock) as client:
-        yield client
+def fixture_client(pql_client: ClientFactory) -> Client:
+    """An inline Client for MODEL on the plugin's in-memory store and the frozen clock."""
+    return pql_client(MODEL)
 
 
 @pytest.fixture(name="quiet")
