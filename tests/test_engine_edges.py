@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import oracle
 from oracle import DAY, HOUR, Kind, Track
 from pqlkit import (
+    Client,
     Model,
     absent,
     active_days,
@@ -820,3 +821,42 @@ def test_a_state_survives_dump_and_load_and_compares_by_what_is_stored() -> None
     assert repr(loaded) == repr(state)
     plan.apply(loaded, 3 * HOUR, "x", {}, "u1", "user")
     assert loaded != state
+
+
+def test_an_unwindowed_set_read_only_by_comparisons_stays_bounded() -> None:
+    """active_users() >= 3 on an account keeps 3 user ids, not one per user, and its
+    explanation says "3 or more"; read by a score, a set stays exact."""
+    plan = Plan(
+        Model(
+            "bounded",
+            signals={"inviters": distinct("invite", "email") >= 2},
+            scores={"invites": distinct("invite", "email")},
+            pqa=active_users() >= 3,
+        )
+    )
+    state, ctx = plan.new_state(), Context({}, {})
+    for n in range(1_000):
+        plan.apply(state, n * HOUR, "invite", {"email": f"e{n}"}, f"u{n}", "account")
+    users = next(s for s in state.slots if isinstance(s, dict) and "u0" in s)
+    assert len(users) == 3
+    evaluation = plan.evaluate(state, 1_000 * HOUR, "account", ctx)
+    assert evaluation.rule
+    assert evaluation.scores["invites"] == 1_000
+    lines = explain(plan, state, 1_000 * HOUR, "account", ctx)
+    assert lines[-1] == "pqa: active_users() = 3 or more >= 3 -> true"
+    assert "distinct('invite', 'email') = 1000 >= 2" in lines[0]
+
+
+def test_a_bounded_set_is_rebuilt_exactly_after_forget() -> None:
+    """Forgetting one of the users a bounded active_users() kept: the account is rebuilt
+    from the log, and still counts 3 or more while 3 others remain."""
+    model = Model("bounded-forget", pqa=active_users() >= 3)
+    with Client(model, store="memory://") as client:
+        for user in ("a", "b", "c", "d"):
+            client.track(user, "login", account_id="acme")
+        client.forget("a")
+        assert client.explain("acme", of="account")[-1] == (
+            "pqa: active_users() = 3 or more >= 3 -> true"
+        )
+        client.forget("b")
+        assert client.explain("acme", of="account")[-1] == ("pqa: active_users() = 2 >= 3 -> false")

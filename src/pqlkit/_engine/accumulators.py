@@ -371,6 +371,30 @@ class DistinctAcc(_Windowed):
     def value(self, st: Any, t: int, s: SubjectState, kind: SubjectKind) -> Any:
         return self._size(st, t)
 
+    settled_at: int | None = None
+
+    def settle(self, at: int) -> None:
+        """Every reader of this set (unwindowed, so it only grows) is a comparison
+        whose truth no longer changes once the set holds ``at`` keys (see
+        ``Plan._settle``): it keeps no more than that many keys, so its state stays
+        bounded (an account's ``active_users() >= 3`` keeps 3 user ids, not every
+        one), and its value reads ``at`` for any number of keys from ``at`` on."""
+        assert self.within is None
+        assert self.sfs is None
+        self.settled_at = at
+        self.fold = self._fold_settled
+
+    def _fold_settled(
+        self, st: Any, ev: EventView, s: SubjectState, old_first: int | None
+    ) -> tuple[Any, bool]:
+        at = self.settled_at
+        assert at is not None
+        x = self.contribution(ev)
+        if x is None or x in st or len(st) >= at:
+            return st, True  # the value stays the same
+        st[x] = 1
+        return st, False
+
 
 class ActiveDaysAcc(DistinctAcc):
     """Distinct UTC days. With ``within=D`` the state is a plain sorted list: the

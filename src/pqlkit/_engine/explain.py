@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import _dsl as d
+from .accumulators import DistinctAcc
 from .evaluate import Context, Eval
 from .plan import Plan
 from .state import SubjectKind, SubjectState
@@ -47,13 +48,13 @@ def _node(e: Eval, node: d.Expr) -> str:
         return f"{_operand(e, node.value)} in {d.fmt_value(node.options)}"
     if isinstance(node, d.SignalRef):
         return f"{node.describe()} = {_tf(e.signal(node.signal))}"
-    return f"{node.describe()} = {_fmt(e.ev(node))}"
+    return f"{node.describe()} = {_value(e, node)}"
 
 
 def _operand(e: Eval, node: d.Expr) -> str:
     if isinstance(node, d.Const):
         return node.describe()
-    return f"{node.describe()} = {_fmt(e.ev(node))}"
+    return f"{node.describe()} = {_value(e, node)}"
 
 
 def _score(e: Eval, node: d.Expr) -> str:
@@ -79,6 +80,18 @@ def _score(e: Eval, node: d.Expr) -> str:
             f"({_fmt(vir)}/{_fmt(node.virality_target)})"
         )
     return f": {_node(e, node)}"
+
+
+def _value(e: Eval, node: d.Expr) -> str:
+    """The node's value as text; a set that stopped growing at the count that settles
+    every comparison reading it (see ``DistinctAcc.settle``) reads "N or more"."""
+    v = e.ev(node)
+    slot = e.plan.slot_of.get(id(node))
+    if slot is not None:
+        acc = e.plan.accs[slot]
+        if isinstance(acc, DistinctAcc) and acc.settled_at is not None and v == acc.settled_at:
+            return f"{_fmt(v)} or more"
+    return _fmt(v)
 
 
 def _tf(v: bool) -> str:

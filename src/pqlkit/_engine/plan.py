@@ -25,6 +25,7 @@ from .accumulators import (
     ActiveDaysAcc,
     ActiveUsersAcc,
     CountAcc,
+    DistinctAcc,
     agg_key,
     exit_within,
     matches_of,
@@ -170,12 +171,13 @@ class Plan:
         }
 
     def _settle(self, roots: list[d.Expr]) -> None:
-        """Find the unwindowed counts read only by comparisons with a constant.
+        """Find the unwindowed counts and sets read only by comparisons with a constant.
 
         Such a count only grows, and once it passes the constant a comparison's
         truth is settled (``count >= 3`` stays true from 3 on, ``count < 3`` false):
         its accumulator is told the count from which every comparison reading it is
-        settled, so a ``did()`` seen again drops no kept value.
+        settled, so a ``did()`` seen again drops no kept value, and a set
+        (``distinct``, ``active_users``, ``active_days``) keeps no more keys than that.
         """
         settled: dict[int, int | None] = {}
         for root in roots:
@@ -186,7 +188,9 @@ class Plan:
                 if slot is None:
                     continue
                 acc = self.accs[slot]
-                if not isinstance(acc, CountAcc) or acc.within is not None or acc.sfs is not None:
+                if not isinstance(acc, (CountAcc, DistinctAcc)):
+                    continue
+                if acc.within is not None or acc.sfs is not None:
                     continue
                 at = _settles_at(parent, node)
                 before = settled.get(slot, 0)
@@ -194,7 +198,7 @@ class Plan:
         for slot, at in settled.items():
             if at is not None:
                 acc = self.accs[slot]
-                assert isinstance(acc, CountAcc)
+                assert isinstance(acc, (CountAcc, DistinctAcc))
                 acc.settle(at)
 
     def compiled(self, node: d.Expr) -> Fn:
