@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from conftest import T0
 from oracle import DAY, HOUR, Alias, Group, Identify, Op, Track, us
 from pqlkit import _dsl as d
+from pqlkit._engine import EventView, Plan, SubjectState
+from pqlkit._events import SubjectKind
 from pqlkit._model import Model
 
 EVENTS = ("login", "invite", "build", "pay")
@@ -535,3 +537,16 @@ def cases(draw: st.DrawFn, **kwargs: Any) -> Case:
 def describe_history(history: list[Op]) -> str:
     """One line per call, to print with a failing example."""
     return "\n".join(f"  {i}: {op!r}" for i, op in enumerate(history))
+
+
+def apply(
+    plan: Plan,
+    state: SubjectState,
+    ts: int,
+    name: str,
+    props: Mapping[str, Any],
+    user: str,
+    kind: SubjectKind | None = None,
+) -> None:
+    """Fold one event into ``state`` as the Client does (``Plan.apply_view`` of its view)."""
+    plan.apply_view(state, EventView(ts, name, props, user), kind)

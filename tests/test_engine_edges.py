@@ -41,7 +41,7 @@ from pqlkit import _dsl as d
 from pqlkit._engine import Context, Plan, SubjectState, explain
 from pqlkit._engine.state import set_key
 from pqlkit.exceptions import ModelError
-from strategies import DAY0
+from strategies import DAY0, apply
 
 US = 1
 MIDNIGHT = DAY0 + DAY  # a UTC midnight with a day of history before it
@@ -73,7 +73,7 @@ def value_of(
     for e in events:
         if (e.user_id if kind == "user" else e.account_id) != subject:
             continue
-        plan.apply(state, e.ts, e.name, e.props, e.user_id)
+        apply(plan, state, e.ts, e.name, e.props, e.user_id)
         newest = e.ts if newest is None else max(newest, e.ts)
         plan.evaluate(state, newest, kind, ctx, latch=True)
     assert newest is not None
@@ -458,7 +458,7 @@ def _tev_time(activated_after: int, *, late_first: int | None = None) -> float:
     state = plan.new_state()
     newest = None
     for e in events:
-        plan.apply(state, e.ts, e.name, e.props, e.user_id)
+        apply(plan, state, e.ts, e.name, e.props, e.user_id)
         newest = e.ts if newest is None else max(newest, e.ts)
         plan.evaluate(state, newest, "user", Context(), latch=True)
     assert newest is not None
@@ -523,8 +523,8 @@ def test_retuned_float_constants_change_the_fingerprint() -> None:
 def test_a_windowed_value_is_kept_until_its_window_lets_go() -> None:
     plan = Plan(Model("memo", signals={"recent": count("a", within=days(1)) >= 2}))
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {}, "u1")
-    plan.apply(state, HOUR, "a", {}, "u1")
+    apply(plan, state, 0, "a", {}, "u1")
+    apply(plan, state, HOUR, "a", {}, "u1")
     assert plan.evaluate(state, HOUR, "user", ctx).signals["recent"]
     # kept, with the time the first "a" leaves the window: the count drops then
     assert (state.memo["recent"].value, state.memo["recent"].until) == (True, DAY)
@@ -545,14 +545,14 @@ def test_an_idle_comparison_outlives_newer_events_while_they_cannot_flip_it() ->
         )
     )
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {}, "u1")
+    apply(plan, state, 0, "a", {}, "u1")
     ev = plan.evaluate(state, HOUR, "user", ctx)
     assert ev.signals == {"dormant": False, "quiet": True}
     assert ev.until == 3 * DAY  # when the rule (dormant) turns true with time alone
     kept = dict(state.memo)
     # a newer event makes idle smaller: neither can flip sooner, both are kept,
     # and the time they hold until moves with the newest event
-    plan.apply(state, 2 * HOUR, "a", {}, "u1")
+    apply(plan, state, 2 * HOUR, "a", {}, "u1")
     ev = plan.evaluate(state, 3 * DAY, "user", ctx)  # 3 days after the first "a" only
     assert ev.signals == {"dormant": False, "quiet": True}
     assert ev.until == 3 * DAY + 2 * HOUR
@@ -561,7 +561,7 @@ def test_an_idle_comparison_outlives_newer_events_while_they_cannot_flip_it() ->
     assert ev.signals == {"dormant": True, "quiet": False}
     assert ev.until is None  # true until an event comes
     # a newer event would flip these: kept only while the newest event stays the same
-    plan.apply(state, 4 * DAY, "a", {}, "u1")
+    apply(plan, state, 4 * DAY, "a", {}, "u1")
     ev = plan.evaluate(state, 4 * DAY, "user", ctx)
     assert ev.signals == {"dormant": False, "quiet": True}
     assert ev.until == 7 * DAY
@@ -570,14 +570,14 @@ def test_an_idle_comparison_outlives_newer_events_while_they_cannot_flip_it() ->
 def test_an_event_on_a_day_already_counted_keeps_what_reads_active_days() -> None:
     plan = Plan(Model("memo", signals={"habit": active_days(within=days(7)) >= 2}))
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {}, "u1")
-    plan.apply(state, DAY, "a", {}, "u1")
+    apply(plan, state, 0, "a", {}, "u1")
+    apply(plan, state, DAY, "a", {}, "u1")
     assert plan.evaluate(state, DAY, "user", ctx).signals["habit"]
     kept = state.memo["habit"]
     assert (kept.value, kept.until) == (True, 7 * DAY)
-    plan.apply(state, DAY + HOUR, "b", {}, "u1")  # the same day: still two days
+    apply(plan, state, DAY + HOUR, "b", {}, "u1")  # the same day: still two days
     assert state.memo["habit"] is kept
-    plan.apply(state, 2 * DAY, "b", {}, "u1")  # a new day: recomputed when read
+    apply(plan, state, 2 * DAY, "b", {}, "u1")  # a new day: recomputed when read
     assert "habit" not in state.memo
     assert plan.evaluate(state, 7 * DAY, "user", ctx).signals["habit"]  # days 1 and 2
 
@@ -586,11 +586,11 @@ def test_a_late_event_on_a_day_that_left_the_window_counts_again() -> None:
     """The kept count is dropped when the event revives a day it no longer counted."""
     plan = Plan(Model("memo", signals={"habit": active_days(within=days(2)) >= 2}))
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {}, "u1")  # day 0, 00:00
-    plan.apply(state, DAY + 20 * HOUR, "a", {}, "u1")  # day 1, 20:00
+    apply(plan, state, 0, "a", {}, "u1")  # day 0, 00:00
+    apply(plan, state, DAY + 20 * HOUR, "a", {}, "u1")  # day 1, 20:00
     # at day 2, 01:00 day 0 (its latest event at 00:00) has left the window
     assert not plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["habit"]
-    plan.apply(state, 23 * HOUR, "a", {}, "u1")  # late, day 0 at 23:00: inside again
+    apply(plan, state, 23 * HOUR, "a", {}, "u1")  # late, day 0 at 23:00: inside again
     assert plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["habit"]
 
 
@@ -607,7 +607,7 @@ def test_a_tev_score_whose_activation_is_not_latched_yet_follows_t() -> None:
     )
     plan = Plan(Model("memo", signals={"idle_a_day": idle() >= days(1)}, scores={"tev": score}))
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {}, "u1")
+    apply(plan, state, 0, "a", {}, "u1")
     # weights 1/1/1: time part 1 - (elapsed - 1d) / 10d, engagement 1, virality 0
     assert plan.evaluate(state, 2 * DAY, "user", ctx).scores["tev"] == pytest.approx(100 * 1.9 / 3)
     assert plan.evaluate(state, 6 * DAY, "user", ctx).scores["tev"] == pytest.approx(100 * 1.5 / 3)
@@ -617,12 +617,12 @@ def test_a_late_event_reviving_a_key_that_left_the_window_counts_again() -> None
     """As for days: a distinct key back inside the window drops what was kept."""
     plan = Plan(Model("memo", signals={"two": distinct("a", "k", within=days(2)) >= 2}))
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {"k": "x"}, "u1")
-    plan.apply(state, DAY + 20 * HOUR, "a", {"k": "y"}, "u1")
+    apply(plan, state, 0, "a", {"k": "x"}, "u1")
+    apply(plan, state, DAY + 20 * HOUR, "a", {"k": "y"}, "u1")
     assert not plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["two"]  # x left
-    plan.apply(state, 23 * HOUR, "a", {"k": "x"}, "u1")  # late: x inside again
+    apply(plan, state, 23 * HOUR, "a", {"k": "x"}, "u1")  # late: x inside again
     assert plan.evaluate(state, 2 * DAY + HOUR, "user", ctx).signals["two"]
-    plan.apply(state, 2 * DAY, "a", {"k": "y"}, "u1")  # y was inside all along: kept
+    apply(plan, state, 2 * DAY, "a", {"k": "y"}, "u1")  # y was inside all along: kept
     assert state.memo["two"].value is True
 
 
@@ -631,11 +631,11 @@ def test_the_due_time_follows_the_first_key_to_leave_the_window() -> None:
     (the account is due when its last user leaves, not when that user first would have)."""
     plan = Plan(Model("due", signals={"x": did("x")}, pqa=active_users(within=days(2)) >= 1))
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {}, "u1", "account")
+    apply(plan, state, 0, "a", {}, "u1", "account")
     assert plan.evaluate(state, 0, "account", ctx).until == 2 * DAY
-    plan.apply(state, HOUR, "a", {}, "u2", "account")  # another user: u1 still leaves first
+    apply(plan, state, HOUR, "a", {}, "u2", "account")  # another user: u1 still leaves first
     assert plan.evaluate(state, HOUR, "account", ctx).until == 2 * DAY
-    plan.apply(state, 3 * HOUR, "a", {}, "u1", "account")  # u1 again: u2 now leaves first
+    apply(plan, state, 3 * HOUR, "a", {}, "u1", "account")  # u1 again: u2 now leaves first
     assert plan.evaluate(state, 3 * HOUR, "account", ctx).until == 2 * DAY + HOUR
 
 
@@ -651,11 +651,11 @@ def test_an_event_only_the_users_rule_reads_keeps_the_accounts_rule() -> None:
     ctx = Context({}, {})
     account, user = plan.new_state(), plan.new_state()
     for state, kind in ((account, "account"), (user, "user")):
-        plan.apply(state, 0, "a", {}, "u1", kind)
-        plan.apply(state, 1, "a", {}, "u2", kind)
+        apply(plan, state, 0, "a", {}, "u1", kind)
+        apply(plan, state, 1, "a", {}, "u2", kind)
         plan.evaluate(state, 1, kind, ctx)
         # u2 again (u1 still leaves the window first: kept), with an "x"
-        plan.apply(state, HOUR, "x", {}, "u2", kind)
+        apply(plan, state, HOUR, "x", {}, "u2", kind)
     assert "\x00rule" in account.memo  # PQA does not read "x"
     assert "\x00rule" not in user.memo  # PQL does
     assert plan.evaluate(account, HOUR, "account", ctx).rule
@@ -682,7 +682,7 @@ def test_a_count_past_every_threshold_reading_it_keeps_what_reads_it(
     plan = Plan(Model("settled", signals={"s": signal}, pql=d.signal("s")))
     state, ctx = plan.new_state(), Context({}, {})
     for n in range(1, settled_from + 3):
-        plan.apply(state, n * HOUR, "x", {}, "u1")
+        apply(plan, state, n * HOUR, "x", {}, "u1")
         # kept only when the count before this event had settled the comparison
         assert ("s" in state.memo) is (n - 1 >= settled_from)
         result = plan.evaluate(state, n * HOUR, "user", ctx)
@@ -698,7 +698,7 @@ def test_a_count_read_by_anything_but_a_comparison_with_a_constant_never_settles
     plan = Plan(model)
     state, ctx = plan.new_state(), Context({}, {})
     for n in range(1, 5):
-        plan.apply(state, n * HOUR, "x", {}, "u1")
+        apply(plan, state, n * HOUR, "x", {}, "u1")
         assert not state.memo.keys() & {"s", "t", "u"}  # dropped by each "x"
         plan.evaluate(state, n * HOUR, "user", ctx)
 
@@ -716,11 +716,11 @@ def test_active_days_windows_of_one_match_share_one_list() -> None:
     plan = Plan(model)
     assert len(plan.accs) == 1
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {}, "u1")
-    plan.apply(state, 10 * DAY, "a", {}, "u1")
+    apply(plan, state, 0, "a", {}, "u1")
+    apply(plan, state, 10 * DAY, "a", {}, "u1")
     ev = plan.evaluate(state, 10 * DAY, "user", ctx)
     assert ev.signals == {"week": False, "fortnight": True}  # day 0 is out of the week only
-    plan.apply(state, 12 * DAY, "a", {}, "u1")
+    apply(plan, state, 12 * DAY, "a", {}, "u1")
     assert plan.evaluate(state, 12 * DAY, "user", ctx).signals == {"week": True, "fortnight": True}
     # the rule (week) turns false when day 10 leaves the 7-day window, not the 14-day one
     assert plan.next_due(state, 12 * DAY, "user") == 17 * DAY
@@ -735,12 +735,12 @@ def test_a_late_event_reviving_a_day_for_the_narrow_window_only_drops_what_was_k
     )
     plan = Plan(model)
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, -DAY, "a", {}, "u1")
-    plan.apply(state, 10 * HOUR, "a", {}, "u1")
+    apply(plan, state, -DAY, "a", {}, "u1")
+    apply(plan, state, 10 * HOUR, "a", {}, "u1")
     # a day later at 11:00, day 0's latest time (10:00) has left the 1-day window
     ev = plan.evaluate(state, DAY + 11 * HOUR, "user", ctx)
     assert ev.signals == {"day": False, "week": True}
-    plan.apply(state, 12 * HOUR, "a", {}, "u1")  # late, day 0 at 12:00: inside it again
+    apply(plan, state, 12 * HOUR, "a", {}, "u1")  # late, day 0 at 12:00: inside it again
     ev = plan.evaluate(state, DAY + 11 * HOUR, "user", ctx)
     assert ev.signals == {"day": True, "week": True}
 
@@ -755,7 +755,7 @@ def test_a_kept_value_is_dropped_when_an_event_feeds_what_it_reads() -> None:
     plan = Plan(Model("memo", signals={"twice": count("a") >= 2, "b": did("b")}))
     state, ctx = plan.new_state(), Context({}, {})
     for i, name in enumerate(["a", "b", "a"]):
-        plan.apply(state, i * HOUR, name, {}, "u1")
+        apply(plan, state, i * HOUR, name, {}, "u1")
         got = plan.evaluate(state, i * HOUR, "user", ctx)
         assert got.signals == {"twice": i == 2, "b": i >= 1}
 
@@ -763,7 +763,7 @@ def test_a_kept_value_is_dropped_when_an_event_feeds_what_it_reads() -> None:
 def test_a_kept_value_is_dropped_when_the_traits_change() -> None:
     plan = Plan(Model("memo", signals={"pro": trait("plan") == "pro"}))
     state = plan.new_state()
-    plan.apply(state, 0, "login", {}, "u1")
+    apply(plan, state, 0, "login", {}, "u1")
     assert not plan.evaluate(state, 0, "user", Context({"plan": "free"}, {})).signals["pro"]
     assert plan.evaluate(state, 0, "user", Context({"plan": "pro"}, {})).signals["pro"]
 
@@ -771,22 +771,22 @@ def test_a_kept_value_is_dropped_when_the_traits_change() -> None:
 def test_a_kept_value_is_dropped_when_a_late_event_moves_first_seen() -> None:
     plan = Plan(Model("memo", signals={"early": count("a", since_first_seen=days(1)) >= 2}))
     state, ctx = plan.new_state(), Context({}, {})
-    plan.apply(state, 0, "a", {}, "u1")
-    plan.apply(state, HOUR, "a", {}, "u1")
+    apply(plan, state, 0, "a", {}, "u1")
+    apply(plan, state, HOUR, "a", {}, "u1")
     assert plan.evaluate(state, HOUR, "user", ctx).signals["early"]
     # a late login (an event the count does not read) moves first seen a day
     # earlier: both a's now fall outside [F, F + 1d)
-    plan.apply(state, -DAY, "login", {}, "u1")
+    apply(plan, state, -DAY, "login", {}, "u1")
     assert not plan.evaluate(state, HOUR, "user", ctx).signals["early"]
 
 
 def test_an_event_that_feeds_nothing_has_its_empty_feed_list_cached() -> None:
     plan = Plan(Model("feeds", signals={"x": did("x")}))
     state = plan.new_state()
-    plan.apply(state, 0, "page_viewed", {}, "u1", "user")
+    apply(plan, state, 0, "page_viewed", {}, "u1", "user")
     cached = plan._feeds[("page_viewed", "user")]
     assert cached == []
-    plan.apply(state, HOUR, "page_viewed", {}, "u1", "user")
+    apply(plan, state, HOUR, "page_viewed", {}, "u1", "user")
     assert plan._feeds[("page_viewed", "user")] is cached  # not looked up again
     assert state.events == 2
 
@@ -812,14 +812,14 @@ def test_a_state_survives_dump_and_load_and_compares_by_what_is_stored() -> None
     plan = Plan(Model("dump", signals={"x": did("x"), "week": count("x", within=days(7)) >= 2}))
     state = plan.new_state()
     for i, name in enumerate(["x", "y", "x"]):
-        plan.apply(state, i * HOUR, name, {}, "u1", "user")
+        apply(plan, state, i * HOUR, name, {}, "u1", "user")
     plan.evaluate(state, 2 * HOUR, "user", Context())  # fills the kept values
     loaded = SubjectState.load(state.dump())
     assert state.memo  # kept values are a cache: not stored...
     assert not loaded.memo
     assert loaded == state  # ...nor compared
     assert repr(loaded) == repr(state)
-    plan.apply(loaded, 3 * HOUR, "x", {}, "u1", "user")
+    apply(plan, loaded, 3 * HOUR, "x", {}, "u1", "user")
     assert loaded != state
 
 
@@ -836,7 +836,7 @@ def test_an_unwindowed_set_read_only_by_comparisons_stays_bounded() -> None:
     )
     state, ctx = plan.new_state(), Context({}, {})
     for n in range(1_000):
-        plan.apply(state, n * HOUR, "invite", {"email": f"e{n}"}, f"u{n}", "account")
+        apply(plan, state, n * HOUR, "invite", {"email": f"e{n}"}, f"u{n}", "account")
     users = next(s for s in state.slots if isinstance(s, dict) and "u0" in s)
     assert len(users) == 3
     evaluation = plan.evaluate(state, 1_000 * HOUR, "account", ctx)

@@ -19,7 +19,7 @@ from oracle import Alias, Group, Identify, Kind, Op, Track
 from pqlkit import Client, MemoryStore, Model, SQLiteStore, Store, TrackResult
 from pqlkit._engine import Context, Evaluation, Plan, SubjectState
 from pqlkit.testing import FrozenClock
-from strategies import DAY0, Case, cases, describe_history
+from strategies import DAY0, Case, apply, cases, describe_history
 
 EXAMPLES = 500 if os.environ.get("CI") else 60
 
@@ -135,7 +135,7 @@ class PlanDriver:
             touched.append(("account", op.account_id))
         for subject in touched:
             state = self.states.setdefault(subject, self.plan.new_state())
-            self.plan.apply(state, op.ts, op.name, op.props, user)
+            apply(self.plan, state, op.ts, op.name, op.props, user)
         return {s: self.evaluate(s) for s in touched}
 
     def rebuild(self) -> None:
@@ -153,7 +153,7 @@ class PlanDriver:
                 touched.append(("account", op.account_id))
             for subject in touched:
                 state = self.states.setdefault(subject, self.plan.new_state())
-                self.plan.apply(state, op.ts, op.name, op.props, user)
+                apply(self.plan, state, op.ts, op.name, op.props, user)
                 newest_so_far[subject] = max(newest_so_far.get(subject, op.ts), op.ts)
                 self.evaluate(subject, newest_so_far[subject])
 

@@ -18,7 +18,7 @@ from pqlkit import Model, active_users, count, days, distinct, total
 from pqlkit import _dsl as d
 from pqlkit._engine import Plan, SubjectState
 from pqlkit._engine.accumulators import Acc
-from strategies import DAY0
+from strategies import DAY0, apply
 
 DAY = 86_400_000_000
 D = days(1)
@@ -97,7 +97,7 @@ def test_count_and_total_stay_exact_with_thousands_of_entries() -> None:
         ts = DAY0 + i * step
         amount = rng.choice(AMOUNTS) if rng.random() < 0.5 else rng.random() * 100
         for plan, state in ((cplan, cstate), (tplan, tstate)):
-            plan.apply(state, ts, "pay", {"n": amount}, "u1")
+            apply(plan, state, ts, "pay", {"n": amount}, "u1")
         naive.add(ts, amount)
         if i % 7 == 0 or i > 2990:
             for t in (ts, ts + rng.randrange(DAY + 1)):
@@ -122,7 +122,7 @@ def test_late_events_in_the_middle_keep_sums_exact() -> None:
 
     def add(ts: int, amount: Any) -> None:
         for plan, state in ((cplan, cstate), (tplan, tstate)):
-            plan.apply(state, ts, "pay", {"n": amount}, "u1")
+            apply(plan, state, ts, "pay", {"n": amount}, "u1")
         naive.add(ts, amount)
 
     for i in range(1500):
@@ -155,12 +155,12 @@ def test_since_first_seen_sums_after_f_moves_earlier() -> None:
     amounts = [0.1 * (i % 11) for i in range(600)]
     for i, amount in enumerate(amounts):
         for plan, state in ((cplan, cstate), (tplan, tstate)):
-            plan.apply(state, DAY0 + i * step, "pay", {"n": amount}, "u1")
+            apply(plan, state, DAY0 + i * step, "pay", {"n": amount}, "u1")
     t = DAY0 + 600 * step
     assert read(cplan, cstate, t) == 400
     assert read(tplan, tstate, t) == math.fsum(amounts[:400])
     for plan, state in ((cplan, cstate), (tplan, tstate)):  # F moves 100 steps earlier
-        plan.apply(state, DAY0 - 100 * step, "login", {}, "u1")
+        apply(plan, state, DAY0 - 100 * step, "login", {}, "u1")
     assert read(cplan, cstate, t) == 300
     assert read(tplan, tstate, t) == math.fsum(amounts[:300])
 
@@ -172,11 +172,11 @@ def test_an_event_copies_the_window_only_now_and_then() -> None:
         state = plan.new_state()
         step = DAY // 1000
         for i in range(1000):
-            plan.apply(state, DAY0 + i * step, "pay", {"n": 1.5}, "u1")
+            apply(plan, state, DAY0 + i * step, "pay", {"n": 1.5}, "u1")
         copied = 0
         before = stored(state)
         for i in range(1000, 5000):
-            plan.apply(state, DAY0 + i * step, "pay", {"n": 1.5}, "u1")
+            apply(plan, state, DAY0 + i * step, "pay", {"n": 1.5}, "u1")
             now = stored(state)
             if now is not before:
                 copied += len(now)
@@ -197,7 +197,7 @@ def test_a_distinct_window_rebuilds_its_keys_only_now_and_then() -> None:
     for i in range(6000):
         ts = DAY0 + i * step
         page = f"p{(i * 7919) % 2500}"
-        plan.apply(state, ts, "visit", {"page": page}, "u1")
+        apply(plan, state, ts, "visit", {"page": page}, "u1")
         seen['"' + page + '"'] = ts
         if state.slots[0][0] is not keys:
             rebuilt += len(state.slots[0][0])
@@ -242,7 +242,7 @@ def test_reads_touch_a_logarithmic_number_of_entries() -> None:
         plan, acc = compile_one(expr)
         state = plan.new_state()
         for i in range(8000):
-            plan.apply(state, DAY0 + i * step, "pay", {"n": i * 0.25}, f"u{i}")
+            apply(plan, state, DAY0 + i * step, "pay", {"n": i * 0.25}, f"u{i}")
         newest = DAY0 + 7999 * step
         probe = Probe(stored(state))
         state.slots[0][1] = probe
@@ -272,8 +272,8 @@ def test_window_state_survives_a_json_round_trip() -> None:
             ts += rng.randrange(DAY // 300)
             when = ts - rng.randrange(DAY) if rng.random() < 0.1 else ts
             props = {"n": rng.choice(AMOUNTS), "k": f"k{rng.randrange(400)}"}
-            plan.apply(kept, when, "pay", props, "u1")
-            plan.apply(cycled, when, "pay", props, "u1")
+            apply(plan, kept, when, "pay", props, "u1")
+            apply(plan, cycled, when, "pay", props, "u1")
             if i % 50 == 0:
                 cycled = SubjectState.load(cycled.dump())
             newest = kept.newest

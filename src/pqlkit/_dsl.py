@@ -74,6 +74,7 @@ __all__ = [
     "total",
     "trait",
     "walk",
+    "where_passes",
 ]
 
 # The type of a value an expression produces, checked when a Model is built.
@@ -276,14 +277,10 @@ class Match:
     where: Where = None
 
     def matches(self, name: str, properties: Mapping[str, Any]) -> bool:
+        """Whether an event of this name with these properties is one it looks at."""
         if self.event is not None and name != self.event:
             return False
-        where = self.where
-        if where is None:
-            return True
-        if callable(where):
-            return bool(where(properties))
-        return all(k in properties and properties[k] == v for k, v in where.items())
+        return where_passes(self.where, properties)
 
     def describe(self) -> str:
         parts = [repr(self.event) if self.event is not None else "*"]
@@ -293,6 +290,16 @@ class Match:
             else:
                 parts.append(f"where={dumps(dict(self.where))}")
         return ", ".join(parts)
+
+
+def where_passes(where: Where, properties: Mapping[str, Any]) -> bool:
+    """What ``where=`` means (the one definition): every key present and equal, or the
+    function true of the properties; no ``where`` passes everything."""
+    if where is None:
+        return True
+    if callable(where):
+        return bool(where(properties))
+    return all(k in properties and properties[k] == v for k, v in where.items())
 
 
 def _window_text(within: timedelta | None, since_first_seen: timedelta | None) -> str:

@@ -2,7 +2,7 @@
 
 A :class:`Plan` is a model compiled once: the distinct aggregates it reads, each
 with an accumulator that keeps a small JSON-compatible state, and an index from
-event name to the accumulators that event feeds. ``apply`` folds one event into
+event name to the accumulators that event feeds. ``apply_view`` folds one event into
 a subject's state; ``evaluate`` reads the state at an evaluation time T.
 
 What each accumulator keeps (all times are integer microseconds since the epoch):

@@ -62,31 +62,21 @@ class Feed:
 
 def _where_check(matches: tuple[d.Match, ...]) -> Callable[[Mapping[str, Any]], bool]:
     """Whether an event's properties pass the ``where`` of any of ``matches`` (all of
-    them with the event's name, or with none, and a ``where``): ``Match.matches``
-    without the name test, and with a dict ``where`` as a plain loop."""
-    tests = [
-        (None, m.where) if callable(m.where) else (tuple(dict(m.where or {}).items()), None)
-        for m in matches
-    ]
-    if len(tests) == 1 and tests[0][0] is not None and len(tests[0][0]) == 1:
-        ((key, want),) = tests[0][0]
+    them with the event's name, or with none, and a ``where``): ``d.where_passes``,
+    with the common ``where={"k": v}`` as a closure of its own (compiled with the plan)."""
+    wheres = [m.where for m in matches]
+    if len(wheres) == 1 and isinstance(wheres[0], Mapping) and len(wheres[0]) == 1:
+        ((key, want),) = wheres[0].items()
 
         def one(props: Mapping[str, Any]) -> bool:  # the common case: where={"k": v}
             return key in props and bool(props[key] == want)
 
         return one
+    passes = d.where_passes
 
     def any_of(props: Mapping[str, Any]) -> bool:
-        for items, fn in tests:
-            if fn is not None:
-                if fn(props):
-                    return True
-                continue
-            assert items is not None
-            for key, want in items:
-                if key not in props or props[key] != want:
-                    break
-            else:
+        for where in wheres:  # noqa: SIM110 (a loop beats a generator here: hot path)
+            if passes(where, props):
                 return True
         return False
 
@@ -328,20 +318,9 @@ class Plan:
             return None
         return state if state.fingerprint == self.model.fingerprint else None
 
-    def apply(
-        self,
-        s: SubjectState,
-        ts: int,
-        name: str,
-        props: Mapping[str, Any],
-        user: str,
-        kind: SubjectKind | None = None,
-    ) -> None:
-        """Fold one event into the subject's state (a ``kind`` skips what it never reads)."""
-        self.apply_view(s, EventView(ts, name, props, user), kind)
-
     def apply_view(self, s: SubjectState, ev: EventView, kind: SubjectKind | None = None) -> None:
-        """``apply`` of an event already wrapped (one view serves its user and account)."""
+        """Fold one event into the subject's state (a ``kind`` skips what it never reads;
+        one view serves the event's user and account)."""
         ts, props = ev.ts, ev.properties
         old_first = s.first
         moved = False

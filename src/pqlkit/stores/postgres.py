@@ -256,6 +256,15 @@ _QUALIFICATION_COLUMNS = (
     "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
 )
 
+_PLANNED_EACH_TIME = frozenset(
+    {"recent_events", "accounts_of", "users_of", *(f"events_{u}{a}" for u in "01" for a in "01")}
+)
+"""Reads of the event log whose best plan depends on its size: never prepared, so
+PostgreSQL plans each with the table as it is. A prepared statement's generic plan,
+made while the log was small, stays a sequential scan for good where nothing runs
+ANALYZE (autovacuum off or lagging): ``recent_events`` (a payload's context) then read
+the whole log on every qualification. The lookups by key stay prepared."""
+
 _STATEMENTS: dict[str, str] = {
     "max_seq": "SELECT coalesce(max(seq), 0) FROM {s}.events",
     "insert_event": (
@@ -592,6 +601,8 @@ class _PostgresTransaction:
         self._traits: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _execute(self, name: str, params: Any = None) -> psycopg.Cursor[Any]:
+        if name in _PLANNED_EACH_TIME:
+            return self._cur.execute(self._sql[name], params, prepare=False)
         return self._cur.execute(self._sql[name], params)
 
     def _dicts(self, name: str, params: Any = None) -> list[dict[str, Any]]:
