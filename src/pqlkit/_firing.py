@@ -17,7 +17,7 @@ import attrs
 from ._clock import Clock
 from ._convert import from_us, json_converter, to_us
 from ._dispatch import Dispatcher
-from ._engine import Context, Evaluation, Plan, explain
+from ._engine import Context, Evaluation, Plan, explained
 from ._events import Qualification
 from ._model import Model
 from ._session import Outcome, Subject
@@ -208,7 +208,8 @@ class Firing:
         when: datetime,
         ctx: Context,
     ) -> Qualification:
-        ev = self._plan.evaluate(subject.state, ev.t, subject.kind, ctx)  # every score
+        # one evaluation of everything: the explanation, and the signals and scores it read
+        lines, signals, scores = explained(self._plan, subject.state, ev.t, subject.kind, ctx)
         if subject.kind == "user":
             ids = [subject.id, *tx.aliases_of(subject.id)]
             recent = tx.recent_events(ids, self._context_events)
@@ -244,9 +245,9 @@ class Firing:
             model=self.model.name,
             fingerprint=self.model.fingerprint,
             qualified_at=when,
-            scores=dict(ev.scores),
-            signals=ev.true_signals,
-            explanation=tuple(explain(self._plan, subject.state, ev.t, subject.kind, ctx)),
+            scores=scores,
+            signals=tuple(sorted(name for name, true in signals.items() if true)),
+            explanation=tuple(lines),
             context=context,
         )
 

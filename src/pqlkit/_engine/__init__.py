@@ -31,8 +31,17 @@ The modules, each importing only those above it:
 """
 
 from .evaluate import Context, Evaluation
-from .explain import explain
+from .explain import explain, explained
 from .plan import Plan
 from .state import STATE_LAYOUT, EventView, SubjectState
 
-__all__ = ["STATE_LAYOUT", "Context", "Evaluation", "EventView", "Plan", "SubjectState", "explain"]
+__all__ = [
+    "STATE_LAYOUT",
+    "Context",
+    "Evaluation",
+    "EventView",
+    "Plan",
+    "SubjectState",
+    "explain",
+    "explained",
+]

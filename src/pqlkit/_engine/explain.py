@@ -12,11 +12,19 @@ from .evaluate import Context, Eval
 from .plan import Plan
 from .state import SubjectKind, SubjectState
 
-__all__ = ["explain"]
+__all__ = ["explain", "explained"]
 
 
 def explain(plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context) -> list[str]:
     """One line per signal (value, threshold, truth), per score (its parts), and the rule."""
+    return explained(plan, s, t, kind, ctx)[0]
+
+
+def explained(
+    plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context
+) -> tuple[list[str], dict[str, bool], dict[str, float]]:
+    """The explanation lines, and every signal and score they were computed from (what a
+    qualification's payload holds: one evaluation serves both)."""
     e = Eval(plan, s, t, kind, ctx)
     lines = []
     for name, expr in plan.model.signals.items():
@@ -30,7 +38,9 @@ def explain(plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context
         lines.append(f"{label}: never (no rule declared)")
     else:
         lines.append(f"{label}: {_node(e, rule_expr)} -> {_tf(bool(e.ev(rule_expr)))}")
-    return lines
+    signals = {name: e.signals[name] for name in plan.model.signals}
+    scores = {name: e.scores[name] for name in plan.model.scores}
+    return lines, signals, scores
 
 
 def _node(e: Eval, node: d.Expr) -> str:
