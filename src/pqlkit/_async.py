@@ -16,7 +16,7 @@ from typing_extensions import Unpack
 
 from ._client import Client
 from ._clock import Clock
-from ._dispatch import Callback, Delivery, callback_name
+from ._dispatch import Callback, Delivery, callback_name, register_or_decorate
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from ._settings import ClientOptions, Settings
@@ -195,15 +195,7 @@ class AsyncClient:
     def _decorate(
         self, kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
     ) -> F | Callable[[F], F]:
-        if fn is None:
-
-            def register(fn: F) -> F:
-                self.on(kind, fn, name=name)
-                return fn
-
-            return register
-        self.on(kind, fn, name=name)
-        return fn
+        return register_or_decorate(lambda f: self.on(kind, f, name=name), fn)
 
     def _adapt(self, fn: Callback) -> Callback:
         """Run what ``fn`` returns on the event loop when it is a coroutine."""

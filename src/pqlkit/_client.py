@@ -20,7 +20,7 @@ from typing_extensions import Unpack, overload
 
 from ._clock import Clock, SystemClock
 from ._core import Core
-from ._dispatch import Callback, Delivery
+from ._dispatch import Callback, Delivery, register_or_decorate
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from ._settings import ClientOptions, Settings, resolve
@@ -209,15 +209,7 @@ class Client:
     def _decorate(
         self, kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
     ) -> F | Callable[[F], F]:
-        if fn is None:
-
-            def register(fn: F) -> F:
-                self._core.on(kind, fn, name)
-                return fn
-
-            return register
-        self._core.on(kind, fn, name)
-        return fn
+        return register_or_decorate(lambda f: self._core.on(kind, f, name), fn)
 
     # -- recording -------------------------------------------------------------------
     def track(

@@ -14,7 +14,7 @@ from typing_extensions import Unpack
 
 from ._client import Client
 from ._clock import Clock
-from ._dispatch import Callback
+from ._dispatch import Callback, register_or_decorate
 from ._events import TrackResult
 from ._model import Model
 from ._settings import ClientOptions, Settings
@@ -165,9 +165,4 @@ def _register(
     kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
 ) -> F | Callable[[F], F]:
     client = get_client()
-
-    def register(fn: F) -> F:
-        client.on(kind, fn, name=name)
-        return fn
-
-    return register if fn is None else register(fn)
+    return register_or_decorate(lambda f: client.on(kind, f, name=name), fn)

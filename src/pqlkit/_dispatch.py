@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import attrs
 
@@ -20,7 +20,14 @@ from ._retry import pause
 from .exceptions import StoreError, TransientStoreError, ValidationError
 from .stores._base import DeliveryRecord, DeliveryStatus, Store, Transaction
 
-__all__ = ["Callback", "Delivery", "Dispatcher", "RetryPolicy", "callback_name"]
+__all__ = [
+    "Callback",
+    "Delivery",
+    "Dispatcher",
+    "RetryPolicy",
+    "callback_name",
+    "register_or_decorate",
+]
 
 logger = logging.getLogger("pqlkit")
 
@@ -38,6 +45,22 @@ class Callback(Protocol):
     """A function called with one :class:`~pqlkit.Qualification`."""
 
     def __call__(self, qualification: Qualification, /) -> object: ...
+
+
+F = TypeVar("F", bound=Callback)
+
+
+def register_or_decorate(
+    register: Callable[[Callback], object], fn: F | None
+) -> F | Callable[[F], F]:
+    """``register(fn)`` and return ``fn``; with no ``fn``, a decorator that does that
+    (what ``on_pql(fn)``, ``@on_pql`` and ``@on_pql(name=...)`` share)."""
+
+    def decorate(fn: F) -> F:
+        register(fn)
+        return fn
+
+    return decorate if fn is None else decorate(fn)
 
 
 def callback_name(fn: object, name: object = None) -> str:

@@ -114,9 +114,13 @@ class Settings:
         _positive_int("context_events", self.context_events, minimum=0)
         _positive_int("warm_subjects", self.warm_subjects)
         _positive_int("warm_bytes", self.warm_bytes)
-        for name in ("retry_base", "retry_cap", "delivery_lease"):
-            _duration(name, getattr(self, name))
-        for name in ("delivery_window", "delivery_retention"):
+        for name in (
+            "retry_base",
+            "retry_cap",
+            "delivery_lease",
+            "delivery_window",
+            "delivery_retention",
+        ):
             _duration(name, getattr(self, name))
         _duration("inline_budget", self.inline_budget, zero=True)
         self.limits  # noqa: B018 - Limits checks the size limits and max_future
