@@ -684,6 +684,41 @@ def test_a_callback_registered_while_a_delivery_is_enqueued_still_gets_it(
         assert [(d.id, d.callback) for d in tx.deliveries("pending")] == [("d1", "slack")]
 
 
+def test_flush_waits_for_a_registration_another_process_is_committing(
+    pg_store: PostgresStore,
+) -> None:
+    """flush() right after start-up delivers what is due even while another registers.
+
+    Two processes starting at once: one holds the registration lock while it
+    backfills; the other's flush() used to find no records of its callback yet
+    and return 0 ("all attempted") having delivered nothing.
+    """
+    model = Model("reg-race", signals={"x": did("x")}, pql=did("x"))
+    with Client(model, store=pg_store, clock=FrozenClock(T0)) as client:  # no callback
+        client.track("u1", "x")
+    registering, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:
+        with pg_store.transaction() as tx:
+            assert tx.register_callback(model.name, "pql", "other", T0, since=T0 - timedelta(1))
+            registering.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    calls: list[str] = []
+    try:
+        assert registering.wait(5)
+        threading.Timer(0.05, release.set).start()
+        with Client(model, store=pg_store, clock=FrozenClock(T0)) as client:
+            client.on_pql(lambda q: calls.append(q.subject_id), name="sink")
+            assert client.flush(timeout=10) == 0
+            assert calls == ["u1"]
+    finally:
+        release.set()
+        holder.join(5)
+
+
 def test_claim_due_skips_rows_another_transaction_is_claiming(pg_store: PostgresStore) -> None:
     """Two concurrent claims take different deliveries, and the second does not wait."""
     payload = Qualification(

@@ -122,8 +122,14 @@ def test_rebuild_lets_another_process_track_meanwhile(tmp_path: Path) -> None:
     duration = ended - started
     during = [(t, wait) for t, wait in report["calls"] if started <= t <= ended]
     longest = max(wait for _, wait in report["calls"])
-    assert len(during) >= 10, (len(during), duration)
-    assert longest < min(duration / 3, 5.0), (longest, duration)
+    # let in all along, not once at a gap: calls started in each half of the rebuild
+    # (one transaction for the whole rebuild let none in until it committed)
+    middle = started + duration / 2
+    halves = (sum(t < middle for t, _ in during), sum(t >= middle for t, _ in during))
+    assert min(halves) >= 5, (halves, duration)
+    # and none waited for a large part of it (a stall of the shared machine can
+    # make one call wait most of a second: the bound is not a latency target)
+    assert longest < max(duration / 2, 1.5), (longest, duration)
 
     # Every subject's stored state is what a rebuild from the log gives: exact counts
     # (a state may be behind its newest events, which are then in the log after its seq).

@@ -324,12 +324,7 @@ class Dispatcher:
         try:
             if self._closed or self._stopping:
                 return 0
-            try:
-                self._sync()
-                if ids is None:
-                    self._housekeep()
-            except TransientStoreError:  # a conflict: the next pass does it
-                pass
+            self._sync_callbacks(waiting=ids is None, deadline=deadline)
             while True:
                 keys = self.keys()
                 if not keys or self._closed or self._stopping:
@@ -358,15 +353,41 @@ class Dispatcher:
         finally:
             self._local.active = False
 
-    def _sync(self) -> None:
+    def _sync_callbacks(self, *, waiting: bool, deadline: float | None) -> None:
+        """:meth:`_sync` (and :meth:`_housekeep` for a full pass) before claiming.
+
+        A full pass (``waiting``: flush(), the worker, sweep()) waits briefly for
+        a registration another process is committing: its records are what this
+        pass would claim, and a flush() that claimed before they were visible
+        would return with due deliveries of its callbacks unattempted. A pass for
+        one call's own qualifications (inline) does not wait; the next pass
+        registers.
+        """
+        tries = 0
+        while True:
+            try:
+                synced = self._sync()
+                if waiting:
+                    self._housekeep()
+            except TransientStoreError:  # a conflict: try again, or the next pass does it
+                synced = False
+            if synced or not waiting:
+                return
+            tries += 1
+            if not pause(tries, first=0.01, attempts=_CLAIM_ATTEMPTS, deadline=deadline):
+                return
+
+    def _sync(self) -> bool:
         """Record this client's callbacks in the store: new ones, and each again hourly.
 
         The store then gives each one a record of every qualification that is
         still open (enqueued within the window), including those that processes
         without this callback recorded, and of every one enqueued from now on.
+        Returns False when a registration was left for later (another
+        transaction held the store's registration lock, or a conflict).
         """
         if self._model is None:
-            return
+            return True
         now = self._clock.now()
         refresh = min(_REFRESH, self._window / 4)
         with self._lock:
@@ -378,9 +399,11 @@ class Dispatcher:
         for kind, name in stale:
             with self._transaction() as tx:
                 done = tx.register_callback(self._model, kind, name, now, since=now - self._window)
-            if done:
-                with self._lock:
-                    self._synced[kind, name] = now
+            if not done:
+                return False
+            with self._lock:
+                self._synced[kind, name] = now
+        return True
 
     def _housekeep(self) -> None:
         """Close the window of qualifications enqueued before it, then purge finished ones.
