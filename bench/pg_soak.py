@@ -7,10 +7,16 @@ throughput fell from 1,131 to 530-640 ``track()``/s within a minute).
 One Client on a schema of its own (``pqlkit_soak_<pid>``, dropped at the end), inline
 dispatch, a no-op ``on_pql`` callback, a model under which every new user qualifies
 on its second event, so each user adds a qualification and a delivery. Autovacuum is
-off for every table of the schema, as on a server whose autovacuum lags. Prints
-``track()``/s for each minute and the last minute's rate as a share of the first's.
+off for every table of the schema, as on a server whose autovacuum lags.
 
-    .venv/bin/python bench/pg_soak.py                 # 10 minutes
+The machine is shared and its speed drifts by more than the effect measured, so each
+window interleaves a control: the same workload on a fresh schema (made for that
+window, dropped after it), run in slices taking turns with the soak's (``--control``
+seconds of it per second of soak). A window's figure is its rate over
+the control's; what the run reports is the last window's figure over the first's
+(1.00: nothing accumulated in the store slowed ``track()``), beside the raw rates.
+
+    .venv/bin/python bench/pg_soak.py                 # 10 minutes of soak (15 in all)
     .venv/bin/python bench/pg_soak.py --minutes 2 --window 20
 """
 
@@ -52,10 +58,50 @@ def disable_autovacuum(schema: str) -> None:
             )
 
 
+def run(client: Client, clock: FrozenClock, first_user: int, seconds: float) -> tuple[int, float]:
+    """Track two events per new user for ``seconds``: (users done, track() calls per second)."""
+    user, done = first_user, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(2):  # the second event qualifies the user
+            clock.advance(timedelta(seconds=1))
+            client.track(f"u{user}", "login")
+            done += 1
+        user += 1
+    return user, done / (time.perf_counter() - start)
+
+
+class Control:
+    """The same workload on a fresh schema of its own (made for one window, then dropped)."""
+
+    def __init__(self, window: int) -> None:
+        self.schema = f"pqlkit_soak_{os.getpid()}_c{window}"
+        self.store = PostgresStore(DSN, schema=self.schema)
+        self.clock = FrozenClock(T0)
+        self.client = Client(MODEL, store=self.store, clock=self.clock, dispatch="inline")
+        self.client.on_pql(lambda q: None)
+        disable_autovacuum(self.schema)
+        self.user, _ = run(self.client, self.clock, 0, 0.5)  # connections, prepared statements
+
+    def close(self) -> None:
+        self.client.close()
+        self.store.close()
+        drop_schema(self.schema)
+
+
+def drop_schema(schema: str) -> None:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--window", type=float, default=60.0, help="seconds per reported window")
+    parser.add_argument(
+        "--control", type=float, default=0.5, help="control time per second of soak"
+    )
+    parser.add_argument("--slice", type=float, default=1.0, help="seconds of soak per turn")
     args = parser.parse_args()
     schema = f"pqlkit_soak_{os.getpid()}"
     store = PostgresStore(DSN, schema=schema)
@@ -64,22 +110,38 @@ def main() -> int:
     client.on_pql(lambda q: None)
     disable_autovacuum(schema)
     rates: list[float] = []
+    relative: list[float] = []
     user = calls = 0
     try:
         end = time.perf_counter() + args.minutes * 60
         while time.perf_counter() < end:
-            start = time.perf_counter()
-            done = 0
-            while time.perf_counter() - start < args.window:
-                for _ in range(2):  # the second event qualifies the user
-                    clock.advance(timedelta(seconds=1))
-                    client.track(f"u{user}", "login")
-                    done += 1
-                user += 1
-            rate = done / (time.perf_counter() - start)
+            # slices of the soak and of the control taking turns, so that both see
+            # the same machine: --slice s of soak, then control for the --control share
+            fresh_schema = Control(len(rates))
+            soak_time = soak_calls = fresh_time = fresh_calls = 0.0
+            try:
+                while soak_time < args.window:
+                    first = user
+                    user, rate = run(client, clock, user, args.slice)
+                    soak_calls += 2 * (user - first)
+                    soak_time += 2 * (user - first) / rate
+                    first = fresh_schema.user
+                    fresh_schema.user, rate = run(
+                        fresh_schema.client, fresh_schema.clock, first, args.slice * args.control
+                    )
+                    fresh_calls += 2 * (fresh_schema.user - first)
+                    fresh_time += 2 * (fresh_schema.user - first) / rate
+            finally:
+                fresh_schema.close()
+            calls += int(soak_calls)
+            rate, fresh = soak_calls / soak_time, fresh_calls / fresh_time
             rates.append(rate)
-            calls += done
-            print(f"window {len(rates):3d}: {rate:8.1f} track()/s", flush=True)
+            relative.append(rate / fresh)
+            print(
+                f"window {len(rates):3d}: {rate:8.1f} track()/s; fresh schema {fresh:8.1f};"
+                f" ratio {rate / fresh:.2f}",
+                flush=True,
+            )
         with psycopg.connect(DSN) as conn:
             rows = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "deliveries"))
@@ -88,14 +150,14 @@ def main() -> int:
         print(f"{calls} track() calls, {user} users qualified; outbox rows kept: {kept}")
         if len(rates) >= 2:
             print(
-                f"last window / first: {rates[-1] / rates[0]:.2f}"
-                f" (median of the rest: {statistics.median(rates[1:]) / rates[0]:.2f})"
+                f"against a fresh schema, last window / first: {relative[-1] / relative[0]:.2f}"
+                f" (median of the rest: {statistics.median(relative[1:]) / relative[0]:.2f});"
+                f" raw rates: {rates[-1] / rates[0]:.2f}"
             )
     finally:
         client.close()
         store.close()
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        drop_schema(schema)
     return 0
 
 

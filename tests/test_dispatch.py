@@ -1151,3 +1151,31 @@ def test_flush_claims_again_after_the_database_aborted_a_claim(clock: FrozenCloc
         assert client.flush() == 0
         assert sorted(got) == ["u0", "u1", "u2"]
         assert client.pending() == []
+
+
+def test_an_inline_delivery_claims_once(
+    make_client: ClientFactory, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A qualifying track() with one callback claims its record once, not again to find none.
+
+    Each claim is a statement (a round trip on PostgreSQL) and a rewritten row.
+    """
+    claims: list[int] = []
+    with store.transaction() as tx:
+        transaction_type = type(tx)
+    original = transaction_type.claim_due
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        batch = original(self, *args, **kwargs)
+        claims.append(len(batch))
+        return batch
+
+    monkeypatch.setattr(transaction_type, "claim_due", counting)
+    client = make_client(MODEL)
+    calls: list[str] = []
+    client.on_pql(lambda q: calls.append(q.subject_id), name="sink")
+    client.flush()
+    claims.clear()
+    client.track("u1", "dashboard_built")
+    assert calls == ["u1"]
+    assert claims == [1]

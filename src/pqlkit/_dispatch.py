@@ -329,6 +329,8 @@ class Dispatcher:
                 keys = self.keys()
                 if not keys or self._closed or self._stopping:
                     return attempted
+                if ids is not None and attempted >= len(ids) * len(keys):
+                    return attempted  # every record these deliveries can have: no claim more
                 if deadline is not None and time.monotonic() >= deadline:
                     return attempted
                 wall = datetime.now(timezone.utc)
