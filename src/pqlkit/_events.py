@@ -1,11 +1,22 @@
-"""Frozen records that cross the public API: events in, results and qualifications out."""
+"""Frozen records that cross the public API: events in, results and qualifications out.
+
+Each public record has ``to_dict()`` (JSON-compatible values: datetimes as ISO 8601
+text, durations as seconds, tuples as lists) and ``from_dict()`` (the reverse, every
+value checked), through ``_convert.public_converter``: the format pqlkit itself
+stores a delivery's qualification in.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
+from typing_extensions import Self
+
+from ._convert import first_error, public_converter
+from .exceptions import ValidationError
 
 __all__ = [
     "BulkResult",
@@ -14,10 +25,40 @@ __all__ = [
     "Qualification",
     "Stats",
     "TrackResult",
+    "record_from_dict",
+    "record_to_dict",
 ]
+
+R = TypeVar("R")
 
 Kind = Literal["pql", "pqa"]
 SubjectKind = Literal["user", "account"]
+
+
+def record_to_dict(record: object) -> dict[str, Any]:
+    """A public record as JSON-compatible values (what its ``to_dict()`` returns)."""
+    data: dict[str, Any] = public_converter.unstructure(record)
+    return data
+
+
+def record_from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+    """The record of type ``cls`` that ``data`` (from ``to_dict()``) describes.
+
+    Keys ``cls`` does not have are ignored (a newer pqlkit's records read in an older
+    one); a missing key with a default takes the default.
+
+    Raises:
+        ValidationError: ``data`` is not a mapping (field ``"data"``), or a value is
+            missing or not of its field's type, naming the field (``"qualified_at"``,
+            ``"qualified[0].scores.behavior"``).
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationError("data", f"must be a mapping (a dict), got {type(data).__name__}")
+    try:
+        return public_converter.structure(data, cls)
+    except Exception as error:  # cattrs gathers every refused value; we name the first
+        field, reason = first_error(error)
+        raise ValidationError(field or "data", reason) from error
 
 
 @attrs.frozen
@@ -38,6 +79,25 @@ class Event:
     account_id: str | None = None
     timestamp: datetime | None = None
     message_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This Event as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The Event that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
 
 
 @attrs.frozen
@@ -101,6 +161,25 @@ class Qualification:
     context: dict[str, Any] = attrs.field(factory=dict)
     disqualified_at: datetime | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """This Qualification as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The Qualification that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
+
 
 @attrs.frozen
 class TrackResult:
@@ -118,6 +197,25 @@ class TrackResult:
     duplicate: bool = False
     disqualified: list[Qualification] = attrs.field(factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """This TrackResult as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The TrackResult that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
+
 
 @attrs.frozen
 class BulkResult:
@@ -132,6 +230,25 @@ class BulkResult:
     stored: int
     duplicates: int
     qualified: list[Qualification] = attrs.field(factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This BulkResult as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The BulkResult that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
 
 
 @attrs.frozen
@@ -158,3 +275,22 @@ class Stats:
     time_to_pql_median: timedelta | None
     time_to_pql_p90: timedelta | None
     pql_rate_healthy: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This Stats as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The Stats that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
