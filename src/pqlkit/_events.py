@@ -164,8 +164,19 @@ class Qualification:
     def to_dict(self) -> dict[str, Any]:
         """This Qualification as JSON-compatible values (``json.dumps`` takes them as they are).
 
-        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
-        tuples are lists. :meth:`from_dict` reads it back.
+        Datetimes are ISO 8601 text with their UTC offset, tuples are lists: the
+        format pqlkit stores a qualification in. :meth:`from_dict` reads it back.
+
+        Example:
+            >>> from datetime import datetime, timezone
+            >>> from pqlkit import Qualification
+            >>> at = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
+            >>> q = Qualification("q1", "pql", "u1", "acme", "doc", "f1", at, signals=("built",))
+            >>> data = q.to_dict()
+            >>> data["qualified_at"], data["signals"]
+            ('2026-01-05T09:00:00+00:00', ['built'])
+            >>> Qualification.from_dict(data) == q
+            True
         """
         return record_to_dict(self)
 
