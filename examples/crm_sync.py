@@ -5,7 +5,7 @@ crash, another callback failing, a second process), so the sink remembers the id
 already in the file and skips a redelivery. Disqualifications have ids of their
 own and get a line each (``"type": "disqualified"``).
 
-Each line is the Qualification as JSON (datetimes in ISO 8601) plus ``type``
+Each line is ``Qualification.to_dict()`` as JSON (datetimes in ISO 8601) plus ``type``
 (``pql``, ``pqa`` or ``disqualified``). Several processes may share one file: on
 POSIX an exclusive ``flock`` serialises the appends and every process re-reads
 what the others added before it writes. A line torn by a crash mid-write is
@@ -29,11 +29,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
-
-import attrs
 
 import pqlkit
 
@@ -44,12 +41,8 @@ except ImportError:  # pragma: no cover - Windows: one process per file
 
 
 def record(q: pqlkit.Qualification) -> dict[str, Any]:
-    """The line's object: the Qualification's fields (ISO 8601 datetimes) and ``type``."""
-
-    def serialize(inst: object, field: object, value: Any) -> Any:
-        return value.isoformat() if isinstance(value, datetime) else value
-
-    data = attrs.asdict(q, value_serializer=serialize)
+    """The line's object: ``q.to_dict()`` (ISO 8601 datetimes) and ``type``."""
+    data = q.to_dict()
     data["type"] = "disqualified" if q.disqualified_at is not None else q.kind
     return data
 

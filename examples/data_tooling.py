@@ -1,4 +1,7 @@
-"""The data-tooling freemium model from the PQL literature, exactly as in API.md section 2.
+"""The data-tooling freemium model from the PQL literature: recipe 1 of the cookbook.
+
+The cookbook (docs/cookbook.md) shows it; docs/concepts.md describes each aggregate it
+uses, docs/testing.md tests it (examples/test_data_tooling.py).
 
 Behaviour points: activation (connected a warehouse AND built a dashboard) 30, invited a
 second user 20, generated an API key 15, visited the pricing page 10, reached 80% of the

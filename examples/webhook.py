@@ -1,10 +1,12 @@
 """A signed generic webhook: POST each Qualification as JSON, standard library only.
 
-The body is the :class:`pqlkit.Qualification` as a JSON object (datetimes in ISO
-8601). The header ``X-Pqlkit-Signature: sha256=<hex>`` is the HMAC-SHA256 of the
-exact body bytes under a shared secret, so the receiver can check it came from
-you (:func:`verify`). ``X-Pqlkit-Id`` repeats ``Qualification.id``: delivery is
-at least once, and a receiver de-duplicates on it.
+The body is the :class:`pqlkit.Qualification` as a JSON object (``q.to_dict()``:
+datetimes in ISO 8601); a receiver in Python reads it back with
+``pqlkit.Qualification.from_dict(json.loads(body))``. The header
+``X-Pqlkit-Signature: sha256=<hex>`` is the HMAC-SHA256 of the exact body bytes
+under a shared secret, so the receiver can check it came from you
+(:func:`verify`). ``X-Pqlkit-Id`` repeats ``Qualification.id``: delivery is at
+least once, and a receiver de-duplicates on it.
 
 Retries are pqlkit's: a non-2xx answer, a timeout or a refused connection raises,
 so pqlkit keeps the delivery in its outbox and tries again with exponential
@@ -27,8 +29,6 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from datetime import datetime
-from typing import Any
 
 import attrs
 
@@ -42,18 +42,11 @@ class WebhookError(Exception):
     """The receiver did not answer 2xx; pqlkit will retry the delivery."""
 
 
-def qualification_to_dict(q: pqlkit.Qualification) -> dict[str, Any]:
-    """The qualification as JSON-compatible values (datetimes as ISO 8601 text)."""
-
-    def serialize(inst: object, field: object, value: Any) -> Any:
-        return value.isoformat() if isinstance(value, datetime) else value
-
-    return attrs.asdict(q, value_serializer=serialize)
-
-
 def body_of(q: pqlkit.Qualification) -> bytes:
-    """The exact bytes posted: compact JSON with sorted keys (the same on every retry)."""
-    data = qualification_to_dict(q)
+    """The exact bytes posted: ``q.to_dict()`` (datetimes as ISO 8601 text) as compact JSON
+    with sorted keys (the same on every retry). The receiver reads it back with
+    ``pqlkit.Qualification.from_dict(json.loads(body))``."""
+    data = q.to_dict()
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 

@@ -22,6 +22,7 @@ import pytest
 from typing_extensions import Unpack
 
 from pqlkit import Client, ClientOptions, Model
+from pqlkit._settings import ENVIRONMENT, STORE_URL
 from pqlkit.stores import MemoryStore, SQLiteStore, Store
 from pqlkit.testing import START, ClientFactory, FrozenClock
 
@@ -188,6 +189,15 @@ def fixture_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
     store = STORE_FACTORIES[request.param](tmp_path)
     yield store
     store.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_pqlkit_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite does not read the PQLKIT_* settings of the shell it runs in (a developer's
+    PQLKIT_STORE_URL or PQLKIT_INLINE_BUDGET would change what every Client does); a test of
+    them sets them itself."""
+    for name in (STORE_URL, *ENVIRONMENT):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(name="clock")

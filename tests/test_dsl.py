@@ -240,6 +240,45 @@ def test_an_explanation_reads_in_describe_texts(pql_client: ClientFactory) -> No
     ]
 
 
+def test_a_negation_says_what_is_true(pql_client: ClientFactory) -> None:
+    """A negated signal reads as the negation and its value (``not signal('dormant') = true``:
+    not dormant), like every other part of a line, not as a negated statement that is itself
+    false while the part holds (``not (signal('dormant') = false)``)."""
+    model = Model(
+        "negated",
+        signals={"dormant": did("went_dormant"), "built": did("dashboard_built")},
+        pql=signal("built") & ~signal("dormant"),
+    )
+    client = pql_client(model)
+    client.track("u1", "dashboard_built")
+    assert client.explain("u1")[-1] == (
+        "pql: (signal('built') = true & not signal('dormant') = true) -> true"
+    )
+    client.track("u1", "went_dormant")
+    assert client.explain("u1")[-1] == (
+        "pql: (signal('built') = true & not signal('dormant') = false) -> false"
+    )
+
+
+def test_a_negated_condition_aggregate_says_what_is_true(pql_client: ClientFactory) -> None:
+    """``~sequence(...)`` (an aggregate that is true or false) reads as the negation and its
+    value too; a negated comparison keeps its threshold inside ``not (...)``."""
+    model = Model(
+        "negated",
+        signals={
+            "no_tour": ~sequence("signed_up", "tour_done"),
+            "few": ~(count("login") >= 2),
+        },
+    )
+    client = pql_client(model)
+    client.track("u1", "signed_up")
+    client.track("u1", "login")
+    assert client.explain("u1")[:2] == [
+        "no_tour: not sequence('signed_up', 'tour_done') = true -> true",
+        "few: not (count('login') = 1 >= 2) -> true",
+    ]
+
+
 # -- operators -------------------------------------------------------------------
 
 

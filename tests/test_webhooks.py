@@ -148,6 +148,7 @@ def test_webhook_posts_the_qualification_with_a_valid_signature(
     assert data["explanation"] == list(q.explanation)
     assert data["disqualified_at"] is None
     assert datetime.fromisoformat(data["qualified_at"]) == q.qualified_at
+    assert pqlkit.Qualification.from_dict(data) == q  # what the receiver gets back
 
 
 def test_webhook_body_is_stable() -> None:

@@ -7,6 +7,9 @@ qualifies. Everything public is importable from here.
 
 from __future__ import annotations
 
+import typing
+
+from . import _version
 from ._async import AsyncClient
 from ._client import Client
 from ._default import (
@@ -86,6 +89,7 @@ __all__ = [
     "TrackResult",
     "TransientStoreError",
     "ValidationError",
+    "__version__",
     "absent",
     "active_days",
     "active_users",
@@ -121,3 +125,15 @@ __all__ = [
     "track",
     "trait",
 ]
+
+if typing.TYPE_CHECKING:
+    __version__: str
+    """pqlkit's version, e.g. ``"0.1.0"``, from the installed package's metadata."""
+else:
+
+    def __getattr__(name: str) -> str:
+        # __version__ is looked up on first use: importlib.metadata takes ~10 ms to import
+        if name == "__version__":
+            value = globals()["__version__"] = _version.version()
+            return value
+        raise AttributeError(f"module 'pqlkit' has no attribute {name!r}")

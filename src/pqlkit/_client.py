@@ -10,6 +10,7 @@ themselves and raise ``TypeError``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -23,7 +24,7 @@ from ._core import Core
 from ._dispatch import Callback, Delivery, register_or_decorate
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
-from ._settings import ClientOptions, Settings, resolve
+from ._settings import ClientOptions, Settings, environment_store, resolve
 from .exceptions import ValidationError
 from .stores._base import Store
 
@@ -45,12 +46,23 @@ class Client:
         model: The :class:`~pqlkit.Model` to evaluate.
         store: A :class:`~pqlkit.Store`, or a URL: ``"sqlite:///path.db"``,
             ``"sqlite://:memory:"``, ``"memory://"``, ``"postgresql://..."``.
-            Default: the SQLite file ``pqlkit.db`` in the working directory.
+            Default: the URL in the environment variable ``PQLKIT_STORE_URL``, or
+            without one the SQLite file ``pqlkit.db`` in the working directory.
         clock: Where "now" comes from (default: the system clock, UTC).
-        settings: A :class:`~pqlkit.Settings` (default: the defaults).
+        settings: A :class:`~pqlkit.Settings`. Default: the defaults, under what the
+            ``PQLKIT_*`` environment variables set (``PQLKIT_DISPATCH``,
+            ``PQLKIT_INLINE_BUDGET``, ``PQLKIT_DELIVERY_WINDOW``,
+            ``PQLKIT_MAX_ATTEMPTS``; see docs/deployment.md). A Settings passed here
+            is used as it is: the environment is not read for it.
         **options: Any field of :class:`~pqlkit.Settings` as a keyword
             (``dispatch="background"``, ``max_attempts=5``, ``inline_budget=...``),
-            overriding ``settings``: typed by :class:`~pqlkit.ClientOptions`.
+            overriding ``settings`` and the environment: typed by
+            :class:`~pqlkit.ClientOptions`.
+
+    Raises:
+        ValidationError: An argument is malformed, or a ``PQLKIT_*`` environment
+            variable this client reads is (naming the variable).
+        StoreError: The store cannot be opened.
 
     Example:
         >>> import pqlkit
@@ -76,10 +88,12 @@ class Client:
 
         if not isinstance(model, Model):
             raise ValidationError("model", f"must be a pqlkit.Model, got {type(model).__name__}")
-        resolved = resolve(settings, dict(options), "Client")
+        resolved = resolve(settings, dict(options), "Client", os.environ)
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise ValidationError("clock", "must have a now() method returning an aware datetime")
         owns_store = not (store is not None and not isinstance(store, str))
+        if store is None:  # PQLKIT_STORE_URL, or (None) the default SQLite file
+            store = environment_store(os.environ)
         self.model = model
         self._settings = resolved
         self._core = Core(

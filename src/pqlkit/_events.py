@@ -1,11 +1,26 @@
-"""Frozen records that cross the public API: events in, results and qualifications out."""
+"""Frozen records that cross the public API: events in, results and qualifications out.
+
+Each public record has ``to_dict()`` (JSON-compatible values: datetimes as ISO 8601
+text, durations as seconds, tuples as lists) and ``from_dict()`` (the reverse, every
+value checked), through the package's cattrs converter (``_convert.json_converter``,
+with checks): the format pqlkit itself stores a delivery's qualification in.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
+import cattrs
+from cattrs.errors import IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn
+from typing_extensions import Self
+
+from ._convert import json_converter
+from .exceptions import ValidationError
 
 __all__ = [
     "BulkResult",
@@ -14,10 +29,208 @@ __all__ = [
     "Qualification",
     "Stats",
     "TrackResult",
+    "record_from_dict",
+    "record_to_dict",
 ]
+
+R = TypeVar("R")
 
 Kind = Literal["pql", "pqa"]
 SubjectKind = Literal["user", "account"]
+
+
+# -- to_dict() / from_dict() ------------------------------------------------------------
+# The package's json_converter with checks: it structures what a user hands to from_dict(),
+# where the lenient defaults would turn 5 into "5", "false" into True and "abc" into
+# ("a", "b", "c"). It lives here, not in _convert, which mypyc compiles: cattrs reads the
+# signature of a hook factory (inspect.signature), which compiled functions may not have.
+
+
+class _BadValue(ValueError):
+    """A value of the wrong type or form; its message is the reason, in plain words."""
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    if not isinstance(value, str):
+        raise _BadValue(f"must be a string, got {_kind(value)}")
+    return value
+
+
+def _strict_int(value: Any, _: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadValue(f"must be an integer, got {_kind(value)}")
+    return value
+
+
+def _strict_float(value: Any, _: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _BadValue(f"must be a number, got {_kind(value)}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _BadValue(f"must be true or false, got {_kind(value)}")
+    return value
+
+
+def _strict_datetime(value: Any, _: Any) -> datetime:
+    """ISO 8601 text with a UTC offset (``Z`` too: Python 3.10's fromisoformat lacks it)."""
+    if not isinstance(value, str):
+        raise _BadValue(f"must be an ISO 8601 time as a string, got {_kind(value)}")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise _BadValue("is not an ISO 8601 time (e.g. 2024-05-01T12:00:00+00:00)") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise _BadValue("needs a UTC offset (e.g. 2024-05-01T12:00:00+00:00)")
+    return parsed
+
+
+def _strict_timedelta(value: Any, _: Any) -> timedelta:
+    seconds = _strict_float(value, None)
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # too large, or NaN
+        raise _BadValue(f"is not a duration in seconds: {value!r}") from None
+
+
+def _is_sequence(type_: Any) -> bool:
+    """``list[X]`` or ``tuple[X, ...]``."""
+    origin, args = get_origin(type_), get_args(type_)
+    return origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis)
+
+
+def _sequence_hook(conv: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    def factory(type_: Any) -> Callable[[Any, Any], Any]:
+        item_type = get_args(type_)[0]
+        make = get_origin(type_)
+
+        def structure(value: Any, _: Any) -> Any:
+            # a string or a mapping is iterable, but not a list of items
+            if not isinstance(value, (list, tuple)):
+                raise _BadValue(f"must be a list, got {_kind(value)}")
+            items = []
+            errors = []
+            for i, item in enumerate(value):
+                try:
+                    items.append(conv.structure(item, item_type))
+                except Exception as error:  # gathered, raised together below
+                    note = IterableValidationNote(f"Structuring {type_} @ index {i}", i, item_type)
+                    notes = [*getattr(error, "__notes__", []), note]
+                    error.__notes__ = notes  # type: ignore[attr-defined]  # 3.11+ only
+                    errors.append(error)
+            if errors:
+                raise IterableValidationError(f"While structuring {type_!r}", errors, type_)
+            return make(items)
+
+        return structure
+
+    return factory
+
+
+def _is_tuple(type_: Any) -> bool:
+    origin: object = get_origin(type_)
+    return origin is tuple
+
+
+def _record_hook(conv: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    def factory(type_: Any) -> Callable[[Any, Any], Any]:
+        fields = make_dict_structure_fn(type_, conv)
+
+        def structure(value: Any, _: Any) -> Any:
+            # not a mapping: one error for the record, not one per field
+            if not isinstance(value, Mapping):
+                raise _BadValue(f"must be an object (a dict), got {_kind(value)}")
+            return fields(value, type_)
+
+        return structure
+
+    return factory
+
+
+def _make_public_converter() -> cattrs.Converter:
+    conv = json_converter.copy()
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(datetime, _strict_datetime)
+    conv.register_structure_hook(timedelta, _strict_timedelta)
+    conv.register_structure_hook_factory(_is_sequence, _sequence_hook(conv))
+    conv.register_structure_hook_factory(attrs.has, _record_hook(conv))
+    # to_dict() gives plain JSON types: lists, not tuples
+    conv.register_unstructure_hook_func(_is_tuple, lambda v: [conv.unstructure(i) for i in v])
+    return conv
+
+
+_public = _make_public_converter()
+"""The public records' ``to_dict()`` and ``from_dict()``: json_converter's format, with
+every value's type checked when structured."""
+
+
+_KEY = re.compile(r"\[(['\"])(.*?)\1\]")
+
+
+def _reason(error: BaseException, type_: Any) -> str:
+    if isinstance(error, _BadValue):
+        return str(error)
+    if isinstance(error, KeyError):
+        return "is required"
+    args = get_args(type_)
+    if len(args) == 2 and type(None) in args:  # X | None: X's reason, or null
+        inner = args[0] if args[1] is type(None) else args[1]
+        return _reason(error, inner) + " or null"
+    if get_origin(type_) is Literal:
+        return "must be one of " + ", ".join(repr(a) for a in get_args(type_))
+    if attrs.has(type_) or get_origin(type_) is dict or type_ is dict:
+        return "must be an object (a dict)"
+    name = getattr(type_, "__name__", None) or str(type_)
+    return f"is not a valid {name}"
+
+
+def _first_error(error: BaseException) -> tuple[str, str]:
+    """The path (``"qualified[0].id"``, ``"scores.behavior"``) of the first value a
+    failed ``public_converter.structure`` refused, and why; ``""`` for the whole value."""
+    messages = cattrs.transform_error(error, path="", format_exception=_reason)
+    if not messages:  # pragma: no cover - transform_error always says something
+        return "", str(error)
+    reason, _, path = messages[0].rpartition(" @ ")
+    field = _KEY.sub(lambda m: "." + m.group(2), path).lstrip(".")
+    if len(messages) > 1:
+        reason += f" (and {len(messages) - 1} more)"
+    return field, reason
+
+
+def record_to_dict(record: object) -> dict[str, Any]:
+    """A public record as JSON-compatible values (what its ``to_dict()`` returns)."""
+    data: dict[str, Any] = _public.unstructure(record)
+    return data
+
+
+def record_from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+    """The record of type ``cls`` that ``data`` (from ``to_dict()``) describes.
+
+    Keys ``cls`` does not have are ignored (a newer pqlkit's records read in an older
+    one); a missing key with a default takes the default.
+
+    Raises:
+        ValidationError: ``data`` is not a mapping (field ``"data"``), or a value is
+            missing or not of its field's type, naming the field (``"qualified_at"``,
+            ``"qualified[0].scores.behavior"``).
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationError("data", f"must be a mapping (a dict), got {type(data).__name__}")
+    try:
+        return _public.structure(data, cls)
+    except Exception as error:  # cattrs gathers every refused value; we name the first
+        field, reason = _first_error(error)
+        raise ValidationError(field or "data", reason) from error
 
 
 @attrs.frozen
@@ -38,6 +251,25 @@ class Event:
     account_id: str | None = None
     timestamp: datetime | None = None
     message_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This Event as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The Event that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
 
 
 @attrs.frozen
@@ -101,6 +333,36 @@ class Qualification:
     context: dict[str, Any] = attrs.field(factory=dict)
     disqualified_at: datetime | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """This Qualification as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, tuples are lists: the
+        format pqlkit stores a qualification in. :meth:`from_dict` reads it back.
+
+        Example:
+            >>> from datetime import datetime, timezone
+            >>> from pqlkit import Qualification
+            >>> at = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
+            >>> q = Qualification("q1", "pql", "u1", "acme", "doc", "f1", at, signals=("built",))
+            >>> data = q.to_dict()
+            >>> data["qualified_at"], data["signals"]
+            ('2026-01-05T09:00:00+00:00', ['built'])
+            >>> Qualification.from_dict(data) == q
+            True
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The Qualification that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
+
 
 @attrs.frozen
 class TrackResult:
@@ -118,6 +380,25 @@ class TrackResult:
     duplicate: bool = False
     disqualified: list[Qualification] = attrs.field(factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """This TrackResult as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The TrackResult that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
+
 
 @attrs.frozen
 class BulkResult:
@@ -132,6 +413,25 @@ class BulkResult:
     stored: int
     duplicates: int
     qualified: list[Qualification] = attrs.field(factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This BulkResult as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The BulkResult that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
 
 
 @attrs.frozen
@@ -158,3 +458,22 @@ class Stats:
     time_to_pql_median: timedelta | None
     time_to_pql_p90: timedelta | None
     pql_rate_healthy: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This Stats as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The Stats that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)

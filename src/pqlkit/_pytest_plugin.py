@@ -24,7 +24,7 @@ from typing_extensions import Unpack
 
 from ._client import Client
 from ._model import Model
-from ._settings import ClientOptions
+from ._settings import ClientOptions, Settings
 from .testing import START, ClientFactory, FakeStore, FrozenClock
 
 __all__: list[str] = []
@@ -49,13 +49,15 @@ def fixture_pql_client(pql_store: FakeStore, pql_clock: FrozenClock) -> Iterator
     """pql_client(model, **options): a Client on pql_store and pql_clock, dispatch="inline".
 
     Every client it built is closed after the test. ``options`` are the Client's
-    settings (max_attempts=..., retry_base=..., even dispatch=...; see pqlkit.Settings).
+    settings (max_attempts=..., retry_base=..., even dispatch=...; see pqlkit.Settings),
+    over the defaults: the PQLKIT_* environment variables are not read.
     """
     with ExitStack() as built:  # closes every client, even if one close() raises
 
         def factory(model: Model, /, **options: Unpack[ClientOptions]) -> Client:
             options.setdefault("dispatch", "inline")
-            client = Client(model, store=pql_store, clock=pql_clock, **options)
+            # Settings(): the defaults, not what PQLKIT_* variables set where the tests run
+            client = Client(model, store=pql_store, clock=pql_clock, settings=Settings(), **options)
             built.callback(client.close)
             return client
 

@@ -4,10 +4,16 @@
 Callers pass them as keywords (``Client(model, max_attempts=5)``), typed by
 :class:`ClientOptions`; or build a :class:`Settings` once and pass it
 (``Client(model, settings=settings)``), keywords then overriding its fields.
+
+A few come from the environment too (:data:`ENVIRONMENT`, ``PQLKIT_STORE_URL``),
+for what operators set per deployment: read by ``Client`` when the code does not
+say (no ``store=``, no ``settings=``, no keyword for that setting).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -17,8 +23,18 @@ from typing_extensions import TypedDict
 from ._dispatch import RetryPolicy
 from ._validation import Limits
 from .exceptions import ValidationError
+from .stores import Store, open_store
 
-__all__ = ["ClientOptions", "Settings", "resolve"]
+__all__ = [
+    "ENVIRONMENT",
+    "STORE_URL",
+    "ClientOptions",
+    "Settings",
+    "environment_options",
+    "environment_store",
+    "parse_duration",
+    "resolve",
+]
 
 Dispatch = Literal["inline", "background"]
 
@@ -162,20 +178,120 @@ class ClientOptions(TypedDict, total=False):
 _NAMES = frozenset(f.name for f in attrs.fields(Settings))
 
 
-def resolve(settings: object, options: dict[str, Any], caller: str) -> Settings:
-    """``settings`` (default: the defaults) with the keyword ``options`` applied.
+def resolve(
+    settings: object,
+    options: dict[str, Any],
+    caller: str,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """``settings`` (default: the defaults, under what ``environ`` sets: see
+    :func:`environment_options`) with the keyword ``options`` applied.
 
     Raises:
         TypeError: An option is not a setting (as for any unknown keyword).
-        ValidationError: ``settings`` is not a Settings, or a value is out of range.
+        ValidationError: ``settings`` is not a Settings, or a value is out of range, or
+            an environment variable is malformed (naming it).
     """
     unknown = sorted(set(options) - _NAMES)
     if unknown:
         raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
     if settings is None:
+        if environ is not None:
+            options = {**environment_options(environ), **options}
         return Settings(**options)
     if not isinstance(settings, Settings):
         raise ValidationError(
             "settings", f"must be a pqlkit.Settings, got {type(settings).__name__}"
         )
     return attrs.evolve(settings, **options) if options else settings
+
+
+# -- the environment ------------------------------------------------------------------------
+
+STORE_URL = "PQLKIT_STORE_URL"
+"""The environment variable holding the store URL a Client opens when given no ``store``."""
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"250ms"``, ``"30s"``, ``"10m"``, ``"2h"``, ``"7d"``; a bare number is seconds.
+
+    Raises:
+        ValueError: ``text`` is none of these (negative durations are not).
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"expected a duration such as 250ms, 30s, 10m, 2h or 7d (a bare number is "
+            f"seconds), got {text!r}"
+        )
+    number, unit = match.groups()
+    try:
+        return timedelta(seconds=float(number) * _UNITS[unit])
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
+
+
+def _dispatch(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("inline", "background"):
+        raise ValueError(f'expected "inline" or "background", got {text!r}')
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdecimal():
+        raise ValueError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "PQLKIT_DISPATCH": ("dispatch", _dispatch),
+    "PQLKIT_INLINE_BUDGET": ("inline_budget", parse_duration),
+    "PQLKIT_DELIVERY_WINDOW": ("delivery_window", parse_duration),
+    "PQLKIT_MAX_ATTEMPTS": ("max_attempts", _count),
+}
+"""The settings the environment may set: variable -> (Settings field, parser of its text)."""
+
+
+def environment_options(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings the :data:`ENVIRONMENT` variables set in ``environ`` (an empty
+    variable counts as unset), each checked as ``Settings`` checks it.
+
+    Raises:
+        ValidationError: A variable's value is malformed or out of range, naming the
+            variable (``"PQLKIT_INLINE_BUDGET"``).
+    """
+    options: dict[str, Any] = {}
+    for variable, (name, parse) in ENVIRONMENT.items():
+        text = environ.get(variable, "")
+        if not text.strip():
+            continue
+        try:
+            value = parse(text)
+            Settings(**{name: value})  # its range, checked once here to name the variable
+        except ValueError as error:
+            reason = error.reason if isinstance(error, ValidationError) else str(error)
+            raise ValidationError(variable, reason) from None
+        options[name] = value
+    return options
+
+
+def environment_store(environ: Mapping[str, str]) -> Store | None:
+    """The store :data:`STORE_URL` names in ``environ`` (opened), or None when it is
+    unset or empty.
+
+    Raises:
+        ValidationError: The URL is malformed, naming the variable (the URL itself is
+            not repeated: it may hold a password).
+        StoreError: The store cannot be opened.
+    """
+    url = environ.get(STORE_URL, "").strip()
+    if not url:
+        return None
+    try:
+        return open_store(url)
+    except ValidationError as error:
+        raise ValidationError(STORE_URL, error.reason) from None

@@ -146,7 +146,8 @@ def check_not_future(value: datetime, clock_now: datetime, limits: Limits) -> No
     not turn the events a test dates after it into errors).
 
     One event dated years ahead would become its subjects' newest event, and so
-    the time every later event of theirs is evaluated at (API.md section 2).
+    the time every later event of theirs is evaluated at (docs/concepts.md, "Events and
+    evaluation time").
     """
     bound = limits.max_future
     if bound is None or value - clock_now <= bound:

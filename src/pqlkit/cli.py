@@ -36,15 +36,16 @@ import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
 import click
+from click.core import ParameterSource
 
-from . import _core
+from . import _core, _version
 from ._client import Client
 from ._convert import dumps, json_converter
 from ._model import Model
+from ._settings import STORE_URL
 from .exceptions import PqlkitError, ValidationError
 from .stores import Store, Transaction, open_store
 from .stores._base import DeliveryRecord, DeliveryStatus, NewEvent, QualificationRecord
@@ -55,18 +56,17 @@ _BATCH = 500
 _NAMESPACE = uuid.UUID("8d0f3c4e-2b7a-4e51-9c6d-1f2e3a4b5c6d")  # ids of events given without one
 
 
-def _version() -> str:
-    try:
-        number = version("pqlkit")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        number = "unknown"
+def _version_text() -> str:
+    number = _version.version()
     # which build runs: the mypyc-compiled one, or the sources (docs/performance.md, "Builds")
     build = "pure Python" if str(_core.__file__).endswith(".py") else "compiled with mypyc"
     return f"{number} ({build})"
 
 
 @click.group()
-@click.version_option(_version(), "--version", prog_name="pqlkit", message="%(prog)s %(version)s")
+@click.version_option(
+    _version_text(), "--version", prog_name="pqlkit", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """pqlkit: product-qualified leads, in process."""
 
@@ -75,7 +75,14 @@ def main() -> None:
 
 
 @main.command("export")
-@click.option("--store", "url", required=True, help="The store URL, e.g. sqlite:///pqlkit.db.")
+@click.option(
+    "--store",
+    "url",
+    required=True,
+    envvar=STORE_URL,
+    show_envvar=True,
+    help="The store URL, e.g. sqlite:///pqlkit.db.",
+)
 @click.option(
     "-o",
     "--output",
@@ -163,7 +170,14 @@ def _write(output: IO[str], line: dict[str, Any]) -> None:
 
 
 @main.command("import")
-@click.option("--store", "url", required=True, help="The store URL, e.g. postgresql://...")
+@click.option(
+    "--store",
+    "url",
+    required=True,
+    envvar=STORE_URL,
+    show_envvar=True,
+    help="The store URL, e.g. postgresql://...",
+)
 @click.option(
     "--model",
     "model_path",
@@ -358,6 +372,12 @@ def _apply(tx: Transaction, kind: str, value: Any, known: set[tuple[str, str | N
 def _open(url: str) -> Store:
     try:
         return open_store(url)
+    except ValidationError as error:
+        # name where the URL came from (never the URL: it may hold a password)
+        context = click.get_current_context()
+        from_environment = context.get_parameter_source("url") == ParameterSource.ENVIRONMENT
+        field = STORE_URL if from_environment else "--store"
+        raise click.ClickException(f"{field}: {error.reason}") from error
     except PqlkitError as error:
         raise click.ClickException(str(error)) from error
 

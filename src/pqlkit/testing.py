@@ -115,7 +115,8 @@ class ClientFactory(Protocol):
     """The ``pql_client`` fixture: ``pql_client(model, **options) -> Client``.
 
     It builds ``Client(model, store=pql_store, clock=pql_clock, dispatch="inline",
-    **options)`` (``options``: the fields of :class:`~pqlkit.Settings`) and closes
+    **options)`` (``options``: the fields of :class:`~pqlkit.Settings`, over the
+    defaults: the ``PQLKIT_*`` environment variables are not read) and closes
     every client it built after the test. Use it to annotate the fixture in your tests.
 
     Example:

@@ -53,7 +53,14 @@ def _node(e: Eval, node: d.Expr) -> str:
         inner = ", ".join(_node(e, i) for i in node.items)
         return f"at_least({node.k} of: {inner})"
     if isinstance(node, d.Not):
-        return f"not ({_node(e, node.item)})"
+        item = node.item
+        if isinstance(item, (d.Compare, d.IsIn, d.All, d.Any_, d.AtLeast)):
+            # a statement with its values, true exactly when the item holds
+            return f"not ({_node(e, item)})"
+        # an item shown as "<text> = <its value>" (a signal, sequence(), absent()):
+        # "not (signal('dormant') = false)" would negate a true statement while the
+        # negation holds; say the negation's value, as every other part says its own
+        return f"not {item.describe()} = {_tf(bool(e.ev(node)))}"
     if isinstance(node, d.IsIn):
         return f"{_operand(e, node.value)} in {d.fmt_value(node.options)}"
     if isinstance(node, d.SignalRef):
