@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "pqlkit"
 
 LAYERS: list[set[str]] = [
-    {"exceptions", "_events", "_clock", "_convert", "_process", "_retry"},
+    {"exceptions", "_events", "_clock", "_convert", "_process", "_retry", "_shutdown"},
     {"_validation", "_dsl", "stores"},
     {"_model", "_dispatch"},
     {"_engine", "_settings"},

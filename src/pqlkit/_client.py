@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from typing_extensions import Unpack, overload
 
+from . import _shutdown
 from ._clock import Clock, SystemClock
 from ._core import Core
 from ._dispatch import Callback, Delivery, register_or_decorate
@@ -89,6 +90,9 @@ class Client:
             clock=clock if clock is not None else SystemClock(),
             settings=resolved,
         )
+        exit_wait = resolved.flush_at_exit
+        if exit_wait:  # None or 0: no exit hook
+            _shutdown.register(self, exit_wait.total_seconds())
 
     @property
     def settings(self) -> Settings:
@@ -132,7 +136,11 @@ class Client:
         callback still running is abandoned, not interrupted. ``timeout=None``
         waits for every due delivery. The store is closed only if this client
         opened it (from a URL).
+
+        A client left open is closed when the interpreter exits, with
+        ``timeout=flush_at_exit`` (a setting, 5 s by default).
         """
+        _shutdown.unregister(self)
         self._core.close(timeout)
 
     @property
