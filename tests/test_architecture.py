@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "pqlkit"
 
 LAYERS: list[set[str]] = [
     {"exceptions", "_events", "_clock", "_convert", "_process", "_retry", "_shutdown"},
-    {"_validation", "_dsl", "stores"},
+    {"_validation", "_dsl", "stores", "_observe"},
     {"_model", "_dispatch"},
     {"_engine", "_settings"},
     {"_session"},
@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"_core"},
     {"_client"},
     {"_async", "_default", "cli"},
-    {"testing"},
+    {"testing", "integrations"},
     {"__init__", "_pytest_plugin"},
 ]
 """From the bottom up: each set may import the sets before it."""

@@ -11,6 +11,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pqlkit import Client, Model, SQLiteStore, ValidationError, did
+from pqlkit import Client, ClientClosedError, Model, SQLiteStore, ValidationError, _shutdown, did
 
 CHILD = r'''
 """python child.py MODE DB OUT FLUSH_AT_EXIT (seconds, or "off")."""
@@ -198,3 +199,28 @@ def test_flush_at_exit_is_checked() -> None:
         with pytest.raises(ValidationError) as caught:
             Client(Model("exit"), store="memory://", flush_at_exit=bad)  # type: ignore[arg-type]
         assert caught.value.field == "flush_at_exit"
+
+
+def test_close_all_closes_what_is_open_within_the_bound(caplog: pytest.LogCaptureFixture) -> None:
+    """The hook itself, in this process: a hung callback is left behind after the bound."""
+    release = threading.Event()
+    client = Client(
+        Model("exit", pql=did("signup")),
+        store="memory://",
+        dispatch="background",
+        flush_at_exit=timedelta(seconds=0.2),
+    )
+    client.on_pql(lambda q: release.wait(10), name="hung")
+    closed = Client(Model("exit"), store="memory://")
+    closed.close()
+    client.track("u1", "signup")
+    started = time.monotonic()
+    try:
+        _shutdown.close_all()
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert took < 0.2 + _shutdown.GRACE + 0.5, took
+    with pytest.raises(ClientClosedError):
+        client.track("u2", "signup")
+    assert "did not wait for a callback still running" in caplog.text

@@ -75,7 +75,7 @@ def close_all() -> None:
         )
         try:
             thread.start()
-        except RuntimeError:  # no new threads at this stage of the exit: close it here
+        except RuntimeError:  # pragma: no cover - no new threads this late in the exit
             _close(client, timeout)
             continue
         waits.append((thread, time.monotonic() + timeout + GRACE, client))
