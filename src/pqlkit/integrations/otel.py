@@ -63,6 +63,8 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
     _VERSION = ""
 
 _instrumented: weakref.WeakSet[Client] = weakref.WeakSet()
+_USER = ("user",)
+_USER_AND_ACCOUNT = ("user", "account")
 
 
 def instrument(
@@ -101,6 +103,7 @@ class OtelObserver(Observer):
 
     def __init__(self, model: str, tracer: trace.Tracer, meter: metrics.Meter) -> None:
         self._model = model
+        self._model_attributes = {"pqlkit.model": model}
         self._tracer = tracer
         self._duration = meter.create_histogram(
             "pqlkit.track.duration", unit="s", description="Duration of pqlkit track() calls"
@@ -124,10 +127,10 @@ class OtelObserver(Observer):
     def track(
         self, call: Callable[[], TrackResult], event: object, account_id: object
     ) -> TrackResult:
-        attributes: dict[str, str | bool | int | list[str]] = {
+        attributes = {
             "pqlkit.model": self._model,
             "pqlkit.event": event if isinstance(event, str) else "",
-            "pqlkit.subjects": ["user"] if account_id is None else ["user", "account"],
+            "pqlkit.subjects": _USER if account_id is None else _USER_AND_ACCOUNT,
         }
         started = time.perf_counter()
         with self._tracer.start_as_current_span(
@@ -147,10 +150,14 @@ class OtelObserver(Observer):
                     {"pqlkit.model": self._model, "error.type": kind},
                 )
                 raise
-            span.set_attribute("pqlkit.qualified", len(result.qualified))
-            span.set_attribute("pqlkit.disqualified", len(result.disqualified))
-            span.set_attribute("pqlkit.duplicate", result.duplicate)
-        self._duration.record(time.perf_counter() - started, {"pqlkit.model": self._model})
+            span.set_attributes(
+                {
+                    "pqlkit.qualified": len(result.qualified),
+                    "pqlkit.disqualified": len(result.disqualified),
+                    "pqlkit.duplicate": result.duplicate,
+                }
+            )
+        self._duration.record(time.perf_counter() - started, self._model_attributes)
         return result
 
     def fired(self, qualification: Qualification) -> None:
