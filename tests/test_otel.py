@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,3 +243,27 @@ def test_without_the_extra_the_import_error_names_it(monkeypatch: pytest.MonkeyP
     monkeypatch.delitem(sys.modules, "pqlkit.integrations.otel")
     with pytest.raises(ImportError, match=r'pip install "pqlkit\[otel\]"'):
         importlib.import_module("pqlkit.integrations.otel")
+
+
+def test_the_telemetry_example_prints_the_failure_spans_and_metrics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """examples/telemetry.py: the hook's line, two track spans, the counters and the gauge."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    try:
+        import telemetry
+
+        telemetry.main()
+    finally:
+        sys.path.pop(0)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("delivery to crm failed (attempt 1): ConnectionError(")
+    assert sum(line.startswith("pqlkit.track {") for line in out) == 2
+    assert (
+        "pqlkit.deliveries {'pqlkit.model': 'telemetry-demo', 'pqlkit.kind': 'pql',"
+        " 'pqlkit.callback': 'crm', 'pqlkit.outcome': 'failed'} 1"
+    ) in out
+    assert (
+        "pqlkit.outbox.pending {'pqlkit.model': 'telemetry-demo', 'pqlkit.callback': 'crm'} 1"
+        in out
+    )
