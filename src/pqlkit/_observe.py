@@ -61,9 +61,10 @@ class Observer:
 
     Subclass it and override what you need, then ``client.add_observer(obs)``.
     The hooks run on the thread doing the work (``track()``'s caller, or the
-    dispatch thread for deliveries) and must be quick; an exception one raises is
-    logged on the ``pqlkit`` logger and otherwise ignored (``track()`` re-raises
-    only the errors of the call it wraps).
+    dispatch thread for deliveries) and must be quick. An exception raised by
+    ``fired``, ``delivered`` or ``failed`` is logged on the ``pqlkit`` logger and
+    otherwise ignored; ``track`` wraps the caller's call, so what it raises
+    reaches the caller.
     """
 
     def track(
@@ -72,7 +73,10 @@ class Observer:
         """Wrap one ``track()`` call: return ``call()``, observing it (a span, a timer).
 
         ``event`` and ``account_id`` are what the caller passed, not yet checked.
-        Only observers that override this method are called on ``track()``.
+        Only observers that override this method are called on ``track()``. Let
+        ``call()``'s exceptions through, and raise none of your own once it
+        returned: the event is stored, and a caller that saw an error would
+        track it again.
         """
         return call()
 

@@ -34,6 +34,7 @@ What it reports (instrumentation scope ``pqlkit``):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -56,6 +57,8 @@ except ImportError as error:
     ) from error
 
 __all__ = ["OtelObserver", "instrument"]
+
+logger = logging.getLogger("pqlkit")
 
 try:
     _VERSION = metadata.version("pqlkit")
@@ -150,14 +153,20 @@ class OtelObserver(Observer):
                     {"pqlkit.model": self._model, "error.type": kind},
                 )
                 raise
-            span.set_attributes(
-                {
-                    "pqlkit.qualified": len(result.qualified),
-                    "pqlkit.disqualified": len(result.disqualified),
-                    "pqlkit.duplicate": result.duplicate,
-                }
-            )
-        self._duration.record(time.perf_counter() - started, self._model_attributes)
+            try:  # the event is stored: nothing may raise from here on (see Observer.track)
+                span.set_attributes(
+                    {
+                        "pqlkit.qualified": len(result.qualified),
+                        "pqlkit.disqualified": len(result.disqualified),
+                        "pqlkit.duplicate": result.duplicate,
+                    }
+                )
+            except Exception:  # pragma: no cover - OpenTelemetry's API does not raise
+                logger.debug("pqlkit: could not set the span's attributes", exc_info=True)
+        try:
+            self._duration.record(time.perf_counter() - started, self._model_attributes)
+        except Exception:  # pragma: no cover - OpenTelemetry's API does not raise
+            logger.debug("pqlkit: could not record track()'s duration", exc_info=True)
         return result
 
     def fired(self, qualification: Qualification) -> None:
