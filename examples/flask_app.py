@@ -19,7 +19,6 @@ Run it: ``flask --app examples/flask_app.py run`` then
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -66,7 +65,8 @@ class PqlKit:
         for kind, fn in self._callbacks:
             client.on(kind, fn)
         app.extensions["pqlkit"] = client
-        atexit.register(client.close)  # Flask has no shutdown hook; close() is idempotent
+        # Flask has no shutdown hook: pqlkit's exit hook closes the client when the
+        # process exits (flushing for up to flush_at_exit, 5 s), or call pql.close(app)
 
         @app.teardown_appcontext
         def flush_pqlkit(exc: BaseException | None) -> None:

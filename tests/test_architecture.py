@@ -16,9 +16,9 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "pqlkit"
 
 LAYERS: list[set[str]] = [
-    {"exceptions", "_clock", "_convert", "_process", "_retry", "_version"},
+    {"exceptions", "_clock", "_convert", "_process", "_retry", "_version", "_shutdown"},
     {"_events"},
-    {"_validation", "_dsl", "stores"},
+    {"_validation", "_dsl", "stores", "_observe"},
     {"_model", "_dispatch"},
     {"_engine", "_settings"},
     {"_session"},
@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"_core"},
     {"_client"},
     {"_async", "_default", "cli"},
-    {"testing"},
+    {"testing", "integrations"},
     {"__init__", "_pytest_plugin"},
 ]
 """From the bottom up: each set may import the sets before it."""

@@ -53,6 +53,7 @@ from ._dsl import (
 )
 from ._events import BulkResult, Event, Qualification, Stats, TrackResult
 from ._model import Model
+from ._observe import DeliveryFailure
 from ._settings import ClientOptions, Settings
 from .exceptions import (
     ClientClosedError,
@@ -73,6 +74,7 @@ __all__ = [
     "ClientClosedError",
     "ClientOptions",
     "Delivery",
+    "DeliveryFailure",
     "Event",
     "MemoryStore",
     "Model",

@@ -19,6 +19,7 @@ from ._clock import Clock
 from ._dispatch import Callback, Delivery, callback_name, register_or_decorate
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
+from ._observe import DeliveryFailureHook, Observer
 from ._settings import ClientOptions, Settings
 from .exceptions import ClientClosedError, ValidationError
 from .stores._base import Store
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient"]
 
 F = TypeVar("F", bound=Callback)
+H = TypeVar("H", bound=DeliveryFailureHook)
 R = TypeVar("R")
 
 
@@ -196,6 +198,22 @@ class AsyncClient:
         self, kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
     ) -> F | Callable[[F], F]:
         return register_or_decorate(lambda f: self.on(kind, f, name=name), fn)
+
+    def on_delivery_error(self, fn: H, /) -> H:
+        """:meth:`Client.on_delivery_error <pqlkit.Client.on_delivery_error>`: ``fn(failure)``
+        on each failed delivery attempt and dead letter.
+
+        ``fn`` is a plain function (it runs on the delivering thread), not an ``async def``.
+        """
+        if inspect.iscoroutinefunction(fn):
+            raise ValidationError(
+                "fn", "must be a plain function (it runs on the delivering thread), not async"
+            )
+        return self._client.on_delivery_error(fn)
+
+    def add_observer(self, observer: Observer) -> None:
+        """:meth:`Client.add_observer <pqlkit.Client.add_observer>` on the wrapped Client."""
+        self._client.add_observer(observer)
 
     def _adapt(self, fn: Callback) -> Callback:
         """Run what ``fn`` returns on the event loop when it is a coroutine."""

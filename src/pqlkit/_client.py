@@ -10,6 +10,7 @@ themselves and raise ``TypeError``.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -19,11 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from typing_extensions import Unpack, overload
 
+from . import _shutdown
 from ._clock import Clock, SystemClock
 from ._core import Core
 from ._dispatch import Callback, Delivery, register_or_decorate
 from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
+from ._observe import DeliveryFailureHook, FailureHook, Observer, overrides_track
 from ._settings import ClientOptions, Settings, environment_store, resolve
 from .exceptions import ValidationError
 from .stores._base import Store
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 F = TypeVar("F", bound=Callback)
+H = TypeVar("H", bound=DeliveryFailureHook)
 
 
 class Client:
@@ -103,6 +107,10 @@ class Client:
             clock=clock if clock is not None else SystemClock(),
             settings=resolved,
         )
+        self._tracers: tuple[Observer, ...] = ()  # the observers that wrap track()
+        exit_wait = resolved.flush_at_exit
+        if exit_wait:  # None or 0: no exit hook
+            _shutdown.register(self, exit_wait.total_seconds())
 
     @property
     def settings(self) -> Settings:
@@ -146,7 +154,11 @@ class Client:
         callback still running is abandoned, not interrupted. ``timeout=None``
         waits for every due delivery. The store is closed only if this client
         opened it (from a URL).
+
+        A client left open is closed when the interpreter exits, with
+        ``timeout=flush_at_exit`` (a setting, 5 s by default).
         """
+        _shutdown.unregister(self)
         self._core.close(timeout)
 
     @property
@@ -225,6 +237,62 @@ class Client:
     ) -> F | Callable[[F], F]:
         return register_or_decorate(lambda f: self._core.on(kind, f, name), fn)
 
+    # -- telemetry -------------------------------------------------------------------
+    def on_delivery_error(self, fn: H, /) -> H:
+        """Call ``fn(failure)`` whenever a callback fails, and when a delivery is dead-lettered.
+
+        Usable as a decorator. ``fn`` gets a frozen :class:`~pqlkit.DeliveryFailure`:
+        the qualification, the callback's name, the attempt, the exception
+        (None for a delivery dead-lettered because its attempts died with their
+        process), and when it is retried (None once dead-lettered:
+        ``failure.dead``). It runs on the delivering thread, right after the
+        outcome is recorded; an exception it raises is logged and ignored. Use
+        it to page someone, count failures in your own metrics, or report to an
+        error tracker: the failure is also logged on the ``pqlkit`` logger.
+
+        Raises:
+            ValidationError: ``fn`` is not callable.
+
+        Example:
+            >>> import pqlkit
+            >>> from pqlkit import Model, did
+            >>> with pqlkit.Client(Model("doc", pql=did("x")), store="memory://") as client:
+            ...     @client.on_pql(name="crm")
+            ...     def push(q: pqlkit.Qualification) -> None:
+            ...         raise ConnectionError("crm is down")
+            ...     @client.on_delivery_error
+            ...     def page(failure: pqlkit.DeliveryFailure) -> None:
+            ...         print(failure.callback, failure.attempt, repr(failure.error), failure.dead)
+            ...     _ = client.track("u1", "x")
+            crm 1 ConnectionError('crm is down') False
+        """
+        if not callable(fn):
+            raise ValidationError("fn", "must be callable")
+        self.add_observer(FailureHook(fn))
+        return fn
+
+    def add_observer(self, observer: Observer) -> None:
+        """Tell ``observer`` what this client does (for telemetry integrations).
+
+        ``observer`` is a :class:`pqlkit.integrations.Observer`: its ``track()``
+        wraps each ``track()`` call (only if the observer overrides it), and its
+        ``fired()``, ``delivered()`` and ``failed()`` hear of each qualification
+        fired and each delivery attempt. Add observers at startup, before the
+        client is shared by threads. ``pqlkit.integrations.otel.instrument()``
+        adds one; a client with none pays nothing for the hooks.
+
+        Raises:
+            ValidationError: ``observer`` is not an Observer.
+        """
+        if not isinstance(observer, Observer):
+            raise ValidationError(
+                "observer",
+                f"must be a pqlkit.integrations.Observer, got {type(observer).__name__}",
+            )
+        self._core.add_observer(observer)
+        if overrides_track(observer):
+            self._tracers = (*self._tracers, observer)
+
     # -- recording -------------------------------------------------------------------
     def track(
         self,
@@ -269,9 +337,23 @@ class Client:
                 never raises: trouble delivering what it fired is logged on the
                 ``pqlkit`` logger, and the delivery stays pending.
         """
-        return self._core.track(
-            user_id, event, properties, account_id, timestamp, message_id, connection
+        if not self._tracers:
+            return self._core.track(
+                user_id, event, properties, account_id, timestamp, message_id, connection
+            )
+        call = functools.partial(
+            self._core.track,
+            user_id,
+            event,
+            properties,
+            account_id,
+            timestamp,
+            message_id,
+            connection,
         )
+        for observer in self._tracers:
+            call = functools.partial(observer.track, call, event, account_id)
+        return call()
 
     def track_many(
         self,

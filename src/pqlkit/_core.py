@@ -37,6 +37,7 @@ from ._events import (
 )
 from ._firing import ACCOUNT_TRAIT, Firing, redact
 from ._model import Model
+from ._observe import Observer
 from ._rebuild import Rebuild
 from ._session import Outcome, Session, Subject, Warm
 from ._settings import Settings
@@ -169,6 +170,9 @@ class Core:
             raise ValidationError("fn", "must be callable")
         self._dispatcher.register(kind, fn, callback_name(fn, name))
 
+    def add_observer(self, observer: Observer) -> None:
+        self._dispatcher.add_observer(observer)
+
     # -- recording -------------------------------------------------------------------
     def track(
         self,
@@ -195,9 +199,9 @@ class Core:
         stored = duplicates = 0
         qualified: list[Qualification] = []
         batch: list[NewEvent] = []
-        ids: list[str] = []
+        queued: list[Qualification] = []
 
-        def work(tx: Transaction) -> tuple[int, int, list[Qualification], list[str]]:
+        def work(tx: Transaction) -> tuple[int, int, list[Qualification], list[Qualification]]:
             cache: dict[tuple[str, str], Subject] = {}
             done = dupes = 0
             fired: list[Qualification] = []
@@ -227,11 +231,11 @@ class Core:
 
         def write() -> None:
             nonlocal stored, duplicates
-            done, dupes, fired, queued = self._session.write(work, connection)
+            done, dupes, fired, enqueued = self._session.write(work, connection)
             stored += done
             duplicates += dupes
             qualified.extend(fired)
-            ids.extend(queued)
+            queued.extend(enqueued)
             batch.clear()
 
         if not isinstance(events, Iterable):
@@ -245,7 +249,7 @@ class Core:
                 write()
         if batch:
             write()
-        self._after_write(ids, connection)
+        self._after_write(queued, connection)
         return BulkResult(stored, duplicates, qualified)
 
     def identify(self, user_id: object, traits: object, account_id: object) -> None:
@@ -512,7 +516,7 @@ class Core:
             if count < _BATCH:
                 break
         fired = out.qualified + out.disqualified
-        self._dispatcher.swept([q.id for q in fired])
+        self._dispatcher.swept(fired)
         return fired
 
     def rebuild(self, on_retune: object) -> int:
@@ -1018,16 +1022,16 @@ class Core:
             self._save(tx, subject)
         return replayed
 
-    def _after_write(self, fired: list[str], joined: object) -> None:
+    def _after_write(self, fired: list[Qualification], joined: object) -> None:
         # Inside the caller's transaction (joined), nothing can be delivered before
         # the caller commits: the next flush(), sweep() or background pass does it.
         if joined is None:
             self._dispatcher.fired(fired)
 
 
-def _fired(outcomes: list[Outcome]) -> list[str]:
-    """The ids of the deliveries these writes enqueued, in order."""
-    return [q.id for out in outcomes for q in (*out.qualified, *out.disqualified)]
+def _fired(outcomes: list[Outcome]) -> list[Qualification]:
+    """What these writes fired (and enqueued for delivery), in order."""
+    return [q for out in outcomes for q in (*out.qualified, *out.disqualified)]
 
 
 def _median(values: list[timedelta]) -> timedelta | None:

@@ -17,6 +17,7 @@ from typing_extensions import Self
 
 from ._clock import Clock
 from ._events import Qualification, record_from_dict, record_to_dict
+from ._observe import DeliveryFailure, Observer, notify
 from ._retry import pause
 from .exceptions import StoreError, TransientStoreError, ValidationError
 from .stores._base import DeliveryRecord, DeliveryStatus, Store, Transaction
@@ -209,6 +210,7 @@ class Dispatcher:
         self._inflight: dict[tuple[str, str], int] = {}
         self._beat: threading.Thread | None = None
         self._beat_cond = threading.Condition()
+        self._observers: tuple[Observer, ...] = ()  # told of what fires and each attempt
 
     # -- registration ----------------------------------------------------------
     def register(self, kind: DeliveryKind, fn: Callback, name: str) -> None:
@@ -232,16 +234,22 @@ class Dispatcher:
         with self._lock:
             return [f"{kind}:{name}" for kind, name in self._callbacks]
 
+    def add_observer(self, observer: Observer) -> None:
+        """Tell ``observer`` of every qualification fired and every delivery attempt."""
+        with self._lock:
+            self._observers = (*self._observers, observer)
+
     @property
     def window(self) -> timedelta:
         """How long a qualification stays open for callbacks registered later."""
         return self._window
 
     # -- triggering ------------------------------------------------------------
-    def fired(self, ids: Sequence[str]) -> None:
+    def fired(self, qualifications: Sequence[Qualification]) -> None:
         """After a committed write: deliver what it fired (inline) or wake the worker.
 
-        Inline, only the deliveries of ``ids`` run, in the caller's thread, until
+        The observers hear of each qualification first. Inline, only the
+        deliveries of ``qualifications`` run, in the caller's thread, until
         the inline budget is spent (checked before each callback starts; a running
         callback is not interrupted); the rest stay pending for the next
         ``flush()``, ``sweep()`` or background pass. A caller never waits for
@@ -251,11 +259,17 @@ class Dispatcher:
         error would retry it (storing it twice). A delivery that could not be
         attempted stays pending.
         """
-        if not ids or self._closed:
+        if not qualifications:
+            return
+        observers = self._observers
+        if observers:
+            for q in qualifications:
+                notify(observers, lambda o: o.fired(q))  # noqa: B023 - called at once
+        if self._closed:
             return
         try:
             if self.mode == "inline":
-                self._run(list(ids), time.monotonic() + self._budget)
+                self._run([q.id for q in qualifications], time.monotonic() + self._budget)
             else:
                 self._wake()
         except Exception:
@@ -265,9 +279,9 @@ class Dispatcher:
         """Dead letters were made pending again: inline, deliver them within the budget."""
         self._after_commit(self._budget)
 
-    def swept(self, ids: Sequence[str]) -> None:
+    def swept(self, qualifications: Sequence[Qualification]) -> None:
         """After a committed sweep(): what it fired, then (inline) every due retry."""
-        self.fired(ids)
+        self.fired(qualifications)
         self._after_commit(None)
 
     def _after_commit(self, timeout: float | None) -> None:
@@ -494,6 +508,7 @@ class Dispatcher:
                 next_attempt_at=None,
                 last_error=delivery.last_error or "the process died during the callback",
             )
+            self._report(DeliveryFailure(delivery.qualification, name, attempts - 1, None, None))
             return
         try:
             fn(delivery.qualification)
@@ -517,6 +532,7 @@ class Dispatcher:
                 next_attempt_at=next_at,
                 last_error=f"{type(exc).__name__}: {exc}",
             )
+            self._report(DeliveryFailure(delivery.qualification, name, attempts, exc, next_at))
             return
         self._finish(
             delivery.id,
@@ -526,6 +542,15 @@ class Dispatcher:
             next_attempt_at=None,
             last_error=None,
         )
+        observers = self._observers
+        if observers:
+            q = delivery.qualification
+            notify(observers, lambda o: o.delivered(q, name, attempts))
+
+    def _report(self, failure: DeliveryFailure) -> None:
+        observers = self._observers
+        if observers:
+            notify(observers, lambda o: o.failed(failure))
 
     def _finish(
         self,

@@ -88,6 +88,13 @@ class Settings:
         delivery_retention: How long a delivered (or expired) delivery is kept
             once its window closed; then it is deleted. Dead letters are kept
             until retried.
+        flush_at_exit: How long the interpreter's exit may wait for a client
+            left open to deliver what is due (then it is closed, as by
+            ``close(timeout=...)``; its store gets a second more to close). A
+            hung callback never holds the exit longer: what it did not deliver
+            stays pending in the outbox, for the next process. ``None`` (or 0)
+            turns the exit hook off. A forked child never flushes the clients
+            its parent built.
         warm_subjects: How many subjects a client keeps warm (decoded) in memory
             between its transactions (SQLiteStore and MemoryStore).
         warm_bytes: The most the stored sizes of the warm subjects' states may add
@@ -118,6 +125,7 @@ class Settings:
     inline_budget: timedelta = timedelta(seconds=1)
     delivery_window: timedelta = timedelta(days=7)
     delivery_retention: timedelta = timedelta(days=1)
+    flush_at_exit: timedelta | None = timedelta(seconds=5)
     warm_subjects: int = 10_000
     warm_bytes: int = 16 * 2**20
 
@@ -139,6 +147,13 @@ class Settings:
         ):
             _duration(name, getattr(self, name))
         _duration("inline_budget", self.inline_budget, zero=True)
+        exit_wait = self.flush_at_exit
+        if exit_wait is not None and (
+            not isinstance(exit_wait, timedelta) or exit_wait < timedelta(0)
+        ):
+            raise ValidationError(
+                "flush_at_exit", f"must be a timedelta >= 0 or None, got {exit_wait!r}"
+            )
         self.limits  # noqa: B018 - Limits checks the size limits and max_future
 
     @property
@@ -171,6 +186,7 @@ class ClientOptions(TypedDict, total=False):
     inline_budget: timedelta
     delivery_window: timedelta
     delivery_retention: timedelta
+    flush_at_exit: timedelta | None
     warm_subjects: int
     warm_bytes: int
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 
 from django.apps import AppConfig, apps
@@ -34,7 +33,7 @@ class PqlConfig(AppConfig):
         conf = getattr(settings, "PQLKIT", {})
         self.client = pqlkit.Client(model, store=conf.get("STORE"), **conf.get("SETTINGS", {}))
         self.client.on_pql(notify_sales)
-        atexit.register(self.client.close)  # close() is idempotent
+        # closed (delivering what is due, for up to flush_at_exit) when the process exits
 
 
 def get_client() -> pqlkit.Client:
