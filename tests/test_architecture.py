@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "pqlkit"
 LAYERS: list[set[str]] = [
     {"exceptions", "_clock", "_convert", "_process", "_retry", "_version"},
     {"_events"},
-    {"_validation", "_dsl", "stores"},
+    {"_validation", "_dsl", "stores", "sinks"},
     {"_model", "_dispatch"},
     {"_engine", "_settings"},
     {"_session"},

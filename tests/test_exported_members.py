@@ -8,6 +8,7 @@ import pytest
 
 import pqlkit
 import pqlkit.exceptions
+import pqlkit.sinks
 import pqlkit.stores
 import pqlkit.testing
 
@@ -31,7 +32,7 @@ def test_all_is_exactly_the_public_names() -> None:
     assert sorted(public) == pqlkit.__all__
 
 
-@pytest.mark.parametrize("module", [pqlkit.exceptions, pqlkit.stores, pqlkit.testing])
+@pytest.mark.parametrize("module", [pqlkit.exceptions, pqlkit.sinks, pqlkit.stores, pqlkit.testing])
 def test_public_modules_export_what_they_define(module: ModuleType) -> None:
     """Each public module's ``__all__`` is sorted and holds every public name it defines
     (names it merely imports from elsewhere in pqlkit are not exports)."""
