@@ -8,6 +8,9 @@ import pytest
 
 import pqlkit
 import pqlkit.exceptions
+import pqlkit.integrations.django
+import pqlkit.integrations.django.apps
+import pqlkit.integrations.flask
 import pqlkit.sinks
 import pqlkit.stores
 import pqlkit.testing

@@ -29,7 +29,6 @@ Every line is one JSON object with a ``"type"``:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -44,6 +43,7 @@ from click.core import ParameterSource
 from . import _core, _version
 from ._client import Client
 from ._convert import dumps, json_converter
+from ._loading import load_model
 from ._model import Model
 from ._settings import STORE_URL
 from .exceptions import PqlkitError, ValidationError
@@ -384,21 +384,7 @@ def _open(url: str) -> Store:
 
 def _load_model(path: str) -> Model:
     """The Model at ``module:attribute`` (the current directory is importable, as in uvicorn)."""
-    module_name, separator, attribute = path.partition(":")
-    if not separator or not module_name or not attribute:
-        raise click.BadParameter(
-            "expected module:attribute, e.g. myapp.pql:model", param_hint="--model"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        value: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            value = getattr(value, part)
-    except (ImportError, AttributeError) as error:
-        raise click.BadParameter(f"cannot load {path!r}: {error}", param_hint="--model") from None
-    if not isinstance(value, Model):
-        raise click.BadParameter(
-            f"{path!r} is a {type(value).__name__}, not a pqlkit.Model", param_hint="--model"
-        )
-    return value
+        return load_model(path, "--model")
+    except ValidationError as error:
+        raise click.BadParameter(error.reason, param_hint="--model") from None
