@@ -413,8 +413,9 @@ class JsonlSink:
         >>> with pqlkit.Client(pqlkit.Model("doc", pql=pqlkit.did("x")), store="memory://") as c:
         ...     _ = c.on_pql(JsonlSink(path), name="crm-file")
         ...     _ = c.track("u1", "x")
-        >>> [(r["type"], r["subject_id"]) for r in read_jsonl(path)]
-        [('pql', 'u1')]
+        >>> for record in read_jsonl(path):
+        ...     print(record["type"], record["subject_id"])
+        pql u1
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
