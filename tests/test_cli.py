@@ -566,3 +566,28 @@ def test_operator_commands_on_postgres(
     assert len(run_json(runner, "pending", *base, "--dead")) == 3
     assert run_json(runner, "retry", *base) == {"retried": 3}
     assert run(runner, "explain", "jane", *base).stdout.startswith("jane (user): qualified")
+
+
+def test_tables_say_when_there_is_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    """An empty page, nothing pending and no dead letters are said so (on stderr)."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with Client(OPS, store=url) as client:
+        client.track("quiet", "login")
+    base = ["--store", url, "--model", OPS_PATH]
+    assert run(runner, "qualifications", *base).stderr.strip() == "no qualifications"
+    assert run(runner, "pending", *base).stderr.strip() == "nothing pending"
+    assert run(runner, "pending", *base, "--dead").stderr.strip() == "no dead letters"
+    assert run(runner, "retry", *base).stdout.strip() == "0 dead deliveries are pending again"
+    stats = run(runner, "stats", *base).stdout
+    assert "time to PQL, median  -" in stats
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(5, "5s"), (125, "2m"), (3 * 3600 + 60, "3h 1m"), (2 * 86400 + 7200, "2d 2h")],
+)
+def test_durations_read_as_people_write_them(seconds: int, shown: str) -> None:
+    """Durations in tables: the two largest units."""
+    from pqlkit.cli import _duration
+
+    assert _duration(timedelta(seconds=seconds)) == shown

@@ -249,6 +249,15 @@ def test_flask_pqlkit_sweep_command() -> None:
         ext.close(app)
 
 
+def test_flask_model_must_be_a_model_or_a_path() -> None:
+    """``PqlKit(model=3)`` is refused at once, naming ``model``."""
+    from pqlkit.integrations.flask import PqlKit
+
+    with pytest.raises(pqlkit.ValidationError) as raised:
+        PqlKit(model=3)  # type: ignore[arg-type]
+    assert raised.value.field == "model"
+
+
 def test_flask_client_of_an_app_without_the_extension() -> None:
     """Asking for the Client of an app the extension never initialised is a clear error."""
     from flask import Flask
@@ -531,6 +540,23 @@ def test_django_settings_accept_a_model_and_a_store() -> None:
         assert client.clock.now() == T0
     finally:
         client.close()
+
+
+def test_django_plan_closes_its_client_when_a_callback_is_refused() -> None:
+    """The same callback path twice for one kind: building fails, and leaves no client open."""
+    sys.path.insert(0, str(DJANGO_PROJECT))
+    from pqlkit.integrations.django.apps import read_settings
+
+    path = "pql_app.hooks:notify_sales"
+    plan = read_settings(
+        {
+            "MODEL": "pql_app.pql_model:model",
+            "STORE": "memory://",
+            "CALLBACKS": {"pql": [path, path]},
+        }
+    )
+    with pytest.raises(pqlkit.ValidationError, match="name"):
+        plan.build()
 
 
 def test_django_manage_py_runs_the_sweep(tmp_path: Path) -> None:

@@ -581,3 +581,13 @@ def test_crm_sync_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     crm_sync.main(str(tmp_path / "demo.jsonl"))
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in out] == [["pql", "jane", "acme"], ["pql", "raj", "acme"]]
+
+
+def test_jsonl_skips_lines_that_are_not_records(tmp_path: Path) -> None:
+    """Lines that are not JSON objects (a note, a list) are skipped by the sink and the reader."""
+    path = tmp_path / "pql.jsonl"
+    path.write_text('not json\n[1, 2]\n{"id": "x", "type": "pql"}\n')
+    sink = JsonlSink(path)
+    sink(attrs.evolve(sample(), id="x"))  # already there: no new line
+    assert [r["id"] for r in read_jsonl(path)] == ["x"]
+    assert repr(sink) == f"JsonlSink({str(path)!r})"
