@@ -1,33 +1,27 @@
-"""pqlkit in a Flask app: an ``init_app``-style extension, ``track()`` in a view.
+"""pqlkit in a Flask app, with the extension the package ships (``pqlkit.integrations.flask``).
 
-The extension builds one :class:`pqlkit.Client` per app from the app's config,
-keeps it in ``app.extensions["pqlkit"]``, and flushes due deliveries when each
-app context ends (so retries of a failed callback are attempted as requests
-come in). Callbacks registered on the extension apply to every app it serves.
-
-Config keys (all optional):
-
-* ``PQLKIT_STORE``: a store URL or a Store (default ``sqlite:///pqlkit.db``);
-* ``PQLKIT_SETTINGS``: more keyword arguments for ``pqlkit.Client`` (``clock``,
-  ``dispatch``, ``max_attempts``, ...);
-* ``PQLKIT_FLUSH_ON_TEARDOWN``: flush when an app context ends (default True).
+``PqlKit`` builds one :class:`pqlkit.Client` per app from its config
+(``PQLKIT_STORE``, ``PQLKIT_SETTINGS``), flushes due deliveries as each app
+context ends, turns a :class:`pqlkit.ValidationError` into a 400, and adds
+``flask pqlkit sweep`` to the app's command line. Install it with
+``pip install 'pqlkit[flask]'``.
 
 Run it: ``flask --app examples/flask_app.py run`` then
 ``curl -XPOST localhost:5000/events -H 'content-type: application/json'
--d '{"user_id": "jane", "event": "dashboard_built", "account_id": "acme"}'``.
+-d '{"user_id": "jane", "event": "dashboard_built", "account_id": "acme"}'``;
+``flask --app examples/flask_app.py pqlkit sweep`` from cron.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 
 import pqlkit
 from pqlkit import Model, count, did, points, score
+from pqlkit.integrations.flask import PqlKit
 
 logger = logging.getLogger(__name__)
 
@@ -41,95 +35,19 @@ model = Model(
     pql=score("behavior") >= 50,
 )
 
-
-class PqlKit:
-    """A Flask extension holding one pqlkit Client per app.
-
-    ``PqlKit(app)`` or ``pql = PqlKit(model=...)`` then ``pql.init_app(app)``.
-    """
-
-    def __init__(self, app: Flask | None = None, *, model: Model = model) -> None:
-        self.model = model
-        self._callbacks: list[tuple[Literal["pql", "pqa"], pqlkit.Callback]] = []
-        if app is not None:
-            self.init_app(app)
-
-    def init_app(self, app: Flask) -> None:
-        """Build the app's Client from its config and flush it at every app teardown."""
-        app.config.setdefault("PQLKIT_STORE", "sqlite:///pqlkit.db")
-        app.config.setdefault("PQLKIT_SETTINGS", {})
-        app.config.setdefault("PQLKIT_FLUSH_ON_TEARDOWN", True)
-        client = pqlkit.Client(
-            self.model, store=app.config["PQLKIT_STORE"], **app.config["PQLKIT_SETTINGS"]
-        )
-        for kind, fn in self._callbacks:
-            client.on(kind, fn)
-        app.extensions["pqlkit"] = client
-        # Flask has no shutdown hook: pqlkit's exit hook closes the client when the
-        # process exits (flushing for up to flush_at_exit, 5 s), or call pql.close(app)
-
-        @app.teardown_appcontext
-        def flush_pqlkit(exc: BaseException | None) -> None:
-            if app.config["PQLKIT_FLUSH_ON_TEARDOWN"]:
-                client.flush()
-
-        @app.errorhandler(pqlkit.ValidationError)
-        def bad_event(error: pqlkit.ValidationError) -> tuple[dict[str, str], int]:
-            return {"field": error.field, "reason": error.reason}, 400
-
-    @property
-    def client(self) -> pqlkit.Client:
-        """The current app's Client (inside an app or request context)."""
-        client: pqlkit.Client = current_app.extensions["pqlkit"]
-        return client
-
-    def close(self, app: Flask) -> None:
-        """Close ``app``'s Client (delivering what is due)."""
-        app.extensions["pqlkit"].close()
-
-    def on_pql(self, fn: pqlkit.Callback) -> pqlkit.Callback:
-        """Decorator: call ``fn`` when a user qualifies, in every app initialised after this."""
-        self._callbacks.append(("pql", fn))
-        return fn
-
-    def on_pqa(self, fn: pqlkit.Callback) -> pqlkit.Callback:
-        """Decorator: call ``fn`` when an account qualifies."""
-        self._callbacks.append(("pqa", fn))
-        return fn
-
-    def track(
-        self,
-        user_id: str,
-        event: str,
-        properties: Mapping[str, Any] | None = None,
-        *,
-        account_id: str | None = None,
-        timestamp: datetime | None = None,
-        message_id: str | None = None,
-    ) -> pqlkit.TrackResult:
-        """``Client.track`` on the current app's Client."""
-        return self.client.track(
-            user_id,
-            event,
-            properties,
-            account_id=account_id,
-            timestamp=timestamp,
-            message_id=message_id,
-        )
+pql = PqlKit(model=model)
 
 
-pql = PqlKit()
-
-
-@pql.on_pql
+@pql.on_pql(name="log")
 def log_pql(q: pqlkit.Qualification) -> None:
-    """Where a team would post to Slack or its CRM (see slack_webhook.py and webhook.py)."""
+    """Where a team would post to Slack or its CRM (``pqlkit.sinks``)."""
     logger.info("PQL %s (%s): %s", q.subject_id, q.account_id, "; ".join(q.explanation))
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The application factory: config first, then ``pql.init_app(app)``."""
     app = Flask(__name__)
+    app.config["PQLKIT_STORE"] = "sqlite:///pqlkit.db"
     app.config.update(config or {})
     pql.init_app(app)
 
@@ -152,6 +70,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.get("/users/<user_id>/explain")
     def explain(user_id: str) -> dict[str, Any]:
         return {"user_id": user_id, "explanation": pql.client.explain(user_id)}
+
+    @app.get("/qualifications")
+    def qualifications() -> dict[str, Any]:
+        """Who qualified, newest first; ``?before=<id>`` for the next page."""
+        page = pql.client.qualifications(before=request.args.get("before"), limit=20)
+        return {
+            "qualifications": [q.to_dict() for q in page],
+            "next": page[-1].id if len(page) == 20 else None,
+        }
 
     return app
 

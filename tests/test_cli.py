@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,21 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import T0
-from pqlkit import Client, Model, count, did, points, score, trait
+from pqlkit import (
+    Client,
+    Model,
+    Qualification,
+    active_users,
+    count,
+    days,
+    did,
+    idle,
+    points,
+    score,
+    signal,
+    trait,
+)
+from pqlkit._settings import STORE_URL
 from pqlkit.cli import main
 from pqlkit.stores import SQLiteStore, Store, open_store
 from pqlkit.testing import FrozenClock
@@ -269,3 +283,311 @@ def test_sqlite_to_postgres_round_trip(
     # and back: a Postgres export reads the same as the SQLite one
     again = export(runner, target, tmp_path / "again.jsonl")
     assert again == export(runner, source, tmp_path / "first.jsonl")
+
+
+# -- for operators -----------------------------------------------------------------------------
+
+OPS_PATH = "test_cli:OPS"
+OPS = Model(
+    "ops-tests",
+    signals={"dormant": idle() >= days(14)},
+    scores={"logins": count("login")},
+    pql=did("dashboard_built") & ~signal("dormant"),
+    pqa=active_users() >= 2,
+)
+"""The operators' model: PQLs that go dormant after 14 idle days, a PQA at two users."""
+
+
+def crm_down(q: Qualification) -> None:
+    raise ConnectionError("the CRM is down")
+
+
+def ops_data(url: str) -> dict[str, Qualification]:
+    """On the system clock: old (30 days ago), then jane and raj qualify, which makes acme a PQA;
+    the crm callback fails once and for all (max_attempts=1): two dead letters; acme's PQA
+    has no callback: pending."""
+    now = datetime.now(timezone.utc)
+    store = open_store(url)
+    try:
+        with Client(OPS, store=store, max_attempts=1) as client, pytest.MonkeyPatch.context() as mp:
+            mp.setattr("pqlkit._dispatch.logger.disabled", True)
+            client.on_pql(crm_down, name="crm")
+            old = client.track("old", "dashboard_built", timestamp=now - timedelta(days=30))
+            client.track("jane", "login", account_id="acme", timestamp=now - timedelta(minutes=2))
+            jane = client.track("jane", "dashboard_built", account_id="acme")
+            raj = client.track("raj", "dashboard_built", account_id="acme")
+            (pqa,) = [q for q in raj.qualified if q.kind == "pqa"]
+            (raj_pql,) = [q for q in raj.qualified if q.kind == "pql"]
+            return {
+                "old": old.qualified[0],
+                "jane": jane.qualified[0],
+                "raj": raj_pql,
+                "acme": pqa,
+            }
+    finally:
+        store.close()
+
+
+@pytest.fixture(name="ops")
+def fixture_ops(tmp_path: Path) -> tuple[str, dict[str, Qualification]]:
+    """An SQLite store URL with OPS's data (see ops_data), and its qualifications by subject."""
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    return url, ops_data(url)
+
+
+def run(runner: CliRunner, *args: str) -> Any:
+    result = runner.invoke(main, list(args))
+    assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+def run_json(runner: CliRunner, *args: str) -> Any:
+    return json.loads(run(runner, *args, "--json").stdout)
+
+
+def test_stats(runner: CliRunner, ops: tuple[str, dict[str, Qualification]]) -> None:
+    """`pqlkit stats` prints the funnel; --json the Stats fields."""
+    url, _ = ops
+    data = run_json(runner, "stats", "--store", url, "--model", OPS_PATH)
+    assert (data["users"], data["accounts"], data["pqls"], data["pqas"]) == (3, 1, 3, 1)
+    assert data["pql_rate"] == 1.0
+    assert data["pql_rate_healthy"] is False
+    lines = run(runner, "stats", "--store", url, "--model", OPS_PATH).stdout.splitlines()
+    assert lines[0].split() == ["users", "3"]
+    assert lines[4].split(None, 2)[:2] == ["PQL", "rate"]
+    assert "100.0% (outside the healthy 5-15%)" in lines[4]
+    assert lines[5].startswith("time to PQL, median")
+
+
+def test_qualifications(runner: CliRunner, ops: tuple[str, dict[str, Qualification]]) -> None:
+    """`pqlkit qualifications` lists newest first; --kind, --since 7d and paging filter."""
+    url, fired = ops
+    base = ["qualifications", "--store", url, "--model", OPS_PATH]
+    everything = run_json(runner, *base)
+    assert [q["subject_id"] for q in everything][2:] == ["jane", "old"]
+    assert {q["subject_id"] for q in everything[:2]} == {"raj", "acme"}
+    assert everything[-1] == fired["old"].to_dict()
+    assert [q["subject_id"] for q in run_json(runner, *base, "--kind", "pqa")] == ["acme"]
+    recent = run_json(runner, *base, "--kind", "pql", "--since", "7d")
+    assert [q["subject_id"] for q in recent] == ["raj", "jane"]
+    since = fired["jane"].qualified_at.isoformat()
+    assert len(run_json(runner, *base, "--since", since)) == 3
+    page = run_json(runner, *base, "--limit", "2")
+    rest = run_json(runner, *base, "--limit", "2", "--before", page[-1]["id"])
+    assert page + rest == everything
+    assert run_json(runner, *base, "--play", "upgrade_nudge") == []
+
+    table = run(runner, *base, "--limit", "3")
+    header, rule, *rows = table.stdout.splitlines()
+    assert header.split()[:5] == ["qualified", "at", "(UTC)", "kind", "subject"]
+    assert set(rule) <= {"-", " "}
+    assert [row.split()[3] for row in rows][2] == "jane"
+    assert f"(more: --before {everything[2]['id']})" in table.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "last week"], "expected a duration back from now"),
+        (["--since", "2026-01-05T09:00:00"], "expected a duration back from now"),
+        (["--limit", "0"], "--limit"),
+        (["--kind", "lead"], "--kind"),
+    ],
+)
+def test_qualifications_bad_options(
+    runner: CliRunner, ops: tuple[str, dict[str, Qualification]], args: list[str], message: str
+) -> None:
+    """A bad option is a usage error (exit 2) naming it."""
+    url, _ = ops
+    result = runner.invoke(main, ["qualifications", "--store", url, "--model", OPS_PATH, *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_qualifications_before_an_unknown_id(
+    runner: CliRunner, ops: tuple[str, dict[str, Qualification]]
+) -> None:
+    """--before with an id no qualification has is an error naming it."""
+    url, _ = ops
+    args = ["qualifications", "--store", url, "--model", OPS_PATH, "--before", "nope"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1
+    assert "before: no qualification of this model has the id 'nope'" in result.stderr
+
+
+def test_explain(runner: CliRunner, ops: tuple[str, dict[str, Qualification]]) -> None:
+    """`pqlkit explain USER [--of account]` prints the explanation lines and the status."""
+    url, fired = ops
+    base = ["--store", url, "--model", OPS_PATH]
+    out = run(runner, "explain", "jane", *base).stdout.splitlines()
+    when = fired["jane"].qualified_at.strftime("%Y-%m-%d %H:%M")
+    assert out[0] == f"jane (user): qualified as a PQL at {when} UTC"
+    assert any(line.strip().startswith("logins") for line in out[1:])
+    data = run_json(runner, "explain", "acme", *base, "--of", "account")
+    assert data["scores"] == {"logins": 1.0}
+    assert data["qualified_at"] == fired["acme"].qualified_at.isoformat()
+    assert any(line.startswith("logins") for line in data["explanation"])
+    nobody = run(runner, "explain", "nobody", *base).stdout.splitlines()
+    assert nobody[0] == "nobody (user): not a PQL yet"
+    bad = runner.invoke(main, ["explain", " ", *base])
+    assert bad.exit_code == 2
+    assert "SUBJECT" in bad.stderr
+
+
+def test_pending_and_dead_letters(
+    runner: CliRunner, ops: tuple[str, dict[str, Qualification]]
+) -> None:
+    """`pqlkit pending` lists what is not delivered yet; --dead the dead letters."""
+    url, fired = ops
+    base = ["--store", url, "--model", OPS_PATH]
+    pending = run_json(runner, "pending", *base)
+    assert [(d["callback"], d["qualification"]["id"]) for d in pending] == [
+        (None, fired["acme"].id)
+    ]
+    dead = run_json(runner, "pending", *base, "--dead")
+    assert sorted(d["qualification"]["subject_id"] for d in dead) == ["jane", "old", "raj"]
+    assert {(d["callback"], d["attempts"]) for d in dead} == {("crm", 1)}
+    assert "the CRM is down" in dead[0]["last_error"]
+    assert run_json(runner, "pending", *base, "--dead", "--callback", "other") == []
+    table = run(runner, "pending", *base, "--dead").stdout.splitlines()
+    assert table[0].split()[:5] == ["qualified", "at", "(UTC)", "kind", "subject"]
+    assert len(table) == 2 + 3
+    assert all("crm" in row and "ConnectionError" in row for row in table[2:])
+    assert "(no callback yet)" in run(runner, "pending", *base).stdout
+
+
+def test_retry_makes_dead_letters_pending(
+    runner: CliRunner, ops: tuple[str, dict[str, Qualification]]
+) -> None:
+    """`pqlkit retry` revives the dead letters; the app's next flush delivers them."""
+    url, _ = ops
+    base = ["--store", url, "--model", OPS_PATH]
+    assert run_json(runner, "retry", *base, "--callback", "other") == {"retried": 0}
+    out = run(runner, "retry", *base).stdout
+    assert out.strip() == "3 dead deliveries are pending again"
+    assert run_json(runner, "pending", *base, "--dead") == []
+    assert len(run_json(runner, "pending", *base, "--callback", "crm")) == 3
+    delivered: list[str] = []
+    with Client(OPS, store=url) as app:  # the app, its callback fixed
+        app.on_pql(lambda q: delivered.append(q.subject_id), name="crm")
+        app.flush()
+    assert sorted(delivered) == ["jane", "old", "raj"]
+
+
+def test_sweep(runner: CliRunner, ops: tuple[str, dict[str, Qualification]]) -> None:
+    """`pqlkit sweep --now` fires what time made due; the app's callbacks get it later."""
+    url, _ = ops
+    base = ["--store", url, "--model", OPS_PATH]
+    later = (datetime.now(timezone.utc) + timedelta(days=15)).isoformat()
+    data = run_json(runner, "sweep", *base, "--now", later)
+    # idle 14 days by then: all three PQLs (old's has been idle for 30 days already)
+    assert sorted(q["subject_id"] for q in data["fired"]) == ["jane", "old", "raj"]
+    assert all(q["disqualified_at"] for q in data["fired"])
+    assert data["pending"] >= 3
+    again = run(runner, "sweep", *base, "--now", later)
+    assert again.stdout.splitlines() == [
+        f"swept: 0 fired; {data['pending']} waiting for your app's callbacks"
+    ]
+    naive = runner.invoke(main, ["sweep", *base, "--now", "2026-12-06T09:00:00"])
+    assert naive.exit_code == 2
+    assert "--now" in naive.stderr
+
+
+def test_sweep_table(runner: CliRunner, tmp_path: Path) -> None:
+    """Without --json, sweep prints a line per disqualification."""
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    ops_data(url)
+    later = (datetime.now(timezone.utc) + timedelta(days=15)).isoformat()
+    out = run(runner, "sweep", "--store", url, "--model", OPS_PATH, "--now", later).stdout
+    header, _, *rows = out.splitlines()
+    assert header.split() == ["what", "subject", "account", "at", "(UTC)"]
+    assert sorted(row.split()[1] for row in rows[:3]) == ["jane", "old", "raj"]
+    assert rows[-1].startswith("swept: 3 fired;")
+
+
+OPS_RETUNED = Model("ops-tests", pql=did("dashboard_built"))
+"""The same name as OPS, another version: its fingerprint differs."""
+
+
+@pytest.mark.parametrize(
+    ("model", "code", "message"),
+    [
+        ("no_such_module_xyz:model", 2, "cannot load 'no_such_module_xyz:model'"),
+        ("test_cli:OPS_RETUNED", 1, "built by another version of the model"),
+        ("test_cli:MODEL", 1, "holds no state of the model 'cli-tests'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["stats", "qualifications", "pending", "retry", "sweep"])
+def test_operator_commands_check_the_model(
+    runner: CliRunner,
+    ops: tuple[str, dict[str, Qualification]],
+    command: str,
+    model: str,
+    code: int,
+    message: str,
+) -> None:
+    """A model that does not import, or is not the one the state was built with, is refused,
+    and the store's state is left as it was (no rebuild)."""
+    url, _ = ops
+    result = runner.invoke(main, [command, "--store", url, "--model", model])
+    assert result.exit_code == code
+    assert message in result.stderr
+    with SQLiteStore(url.removeprefix("sqlite:///")) as store, store.transaction() as tx:
+        assert tx.get_meta("model:ops-tests:fingerprint") == OPS.fingerprint
+
+
+def test_store_url_from_the_environment(
+    runner: CliRunner, ops: tuple[str, dict[str, Qualification]]
+) -> None:
+    """--store may come from PQLKIT_STORE_URL."""
+    url, _ = ops
+    result = runner.invoke(main, ["stats", "--model", OPS_PATH, "--json"], env={STORE_URL: url})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["pqls"] == 3
+
+
+@pytest.mark.postgres
+def test_operator_commands_on_postgres(
+    runner: CliRunner, postgres_dsn: str, pg_schema: str
+) -> None:
+    """The operator commands read a PostgresStore the same way."""
+    url = f"{postgres_dsn}?schema={pg_schema}"
+    fired = ops_data(url)
+    base = ["--store", url, "--model", OPS_PATH]
+    assert run_json(runner, "stats", *base)["pqls"] == 3
+    listed = run_json(runner, "qualifications", *base, "--since", "7d")
+    assert {q["subject_id"] for q in listed} == {"jane", "raj", "acme"}
+    page = run_json(runner, "qualifications", *base, "--limit", "2")
+    rest = run_json(runner, "qualifications", *base, "--before", page[-1]["id"])
+    assert [q["id"] for q in page + rest] == [
+        q["id"] for q in run_json(runner, "qualifications", *base)
+    ]
+    assert rest[-1]["id"] == fired["old"].id
+    assert len(run_json(runner, "pending", *base, "--dead")) == 3
+    assert run_json(runner, "retry", *base) == {"retried": 3}
+    assert run(runner, "explain", "jane", *base).stdout.startswith("jane (user): qualified")
+
+
+def test_tables_say_when_there_is_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    """An empty page, nothing pending and no dead letters are said so (on stderr)."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with Client(OPS, store=url) as client:
+        client.track("quiet", "login")
+    base = ["--store", url, "--model", OPS_PATH]
+    assert run(runner, "qualifications", *base).stderr.strip() == "no qualifications"
+    assert run(runner, "pending", *base).stderr.strip() == "nothing pending"
+    assert run(runner, "pending", *base, "--dead").stderr.strip() == "no dead letters"
+    assert run(runner, "retry", *base).stdout.strip() == "0 dead deliveries are pending again"
+    stats = run(runner, "stats", *base).stdout
+    assert "time to PQL, median  -" in stats
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(5, "5s"), (125, "2m"), (3 * 3600 + 60, "3h 1m"), (2 * 86400 + 7200, "2d 2h")],
+)
+def test_durations_read_as_people_write_them(seconds: int, shown: str) -> None:
+    """Durations in tables: the two largest units."""
+    from pqlkit.cli import _duration
+
+    assert _duration(timedelta(seconds=seconds)) == shown

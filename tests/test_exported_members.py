@@ -9,6 +9,10 @@ import pytest
 import pqlkit
 import pqlkit.exceptions
 import pqlkit.integrations
+import pqlkit.integrations.django
+import pqlkit.integrations.django.apps
+import pqlkit.integrations.flask
+import pqlkit.sinks
 import pqlkit.stores
 import pqlkit.testing
 
@@ -33,7 +37,7 @@ def test_all_is_exactly_the_public_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [pqlkit.exceptions, pqlkit.integrations, pqlkit.stores, pqlkit.testing]
+    "module", [pqlkit.exceptions, pqlkit.integrations, pqlkit.sinks, pqlkit.stores, pqlkit.testing]
 )
 def test_public_modules_export_what_they_define(module: ModuleType) -> None:
     """Each public module's ``__all__`` is sorted and holds every public name it defines

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from io import StringIO
@@ -35,6 +38,13 @@ INVITE = {
     "properties": {"email": "raj@acme.io"},
     "account_id": "acme",
 }
+
+
+DORMANT = pqlkit.Model(
+    "flask-sweep",
+    signals={"dormant": pqlkit.idle() >= pqlkit.days(14)},
+    pql=pqlkit.did("dashboard_built") & ~pqlkit.signal("dormant"),
+)
 
 
 # -- Flask -------------------------------------------------------------------------------------
@@ -101,19 +111,178 @@ def test_flask_flushes_at_teardown(flask_app: Any) -> None:
 
 
 def test_flask_extension_direct_form() -> None:
-    """``PqlKit(app)`` initialises the app at once; ``pql.track`` works in a request context."""
+    """``PqlKit(app, model=...)`` initialises the app at once; ``pql.track`` works in a request."""
     import flask_app
     from flask import Flask
 
+    from pqlkit.integrations.flask import PqlKit
+
     app = Flask("direct")
     app.config["PQLKIT_STORE"] = "memory://"
-    ext = flask_app.PqlKit(app)
+    ext = PqlKit(app, model=flask_app.model)
     try:
         with app.test_request_context():
             assert ext.track("u1", "dashboard_built").scores == {"behavior": 0.0}
             assert ext.client is app.extensions["pqlkit"]
     finally:
         ext.close(app)
+
+
+def test_flask_model_from_config() -> None:
+    """Without ``model=``, ``PQLKIT_MODEL`` names it (a Model or ``module:attribute``)."""
+    from flask import Flask
+
+    from pqlkit.integrations.flask import PqlKit
+
+    app = Flask("configured")
+    app.config.update(PQLKIT_MODEL="flask_app:model", PQLKIT_STORE="memory://")
+    ext = PqlKit(app)
+    try:
+        with app.app_context():
+            assert ext.client.model.name == "flask-demo"
+    finally:
+        ext.close(app)
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({}, "give PqlKit(model=...)"),
+        ({"PQLKIT_MODEL": "flask_app:nope"}, "no attribute 'nope'"),
+        ({"PQLKIT_MODEL": "no_such_module_xyz:model"}, "cannot load"),
+        ({"PQLKIT_MODEL": "flask_app:create_app"}, "not a pqlkit.Model"),
+    ],
+)
+def test_flask_needs_a_model(config: dict[str, Any], reason: str) -> None:
+    """A missing or unloadable model stops init_app with a ValidationError naming the key."""
+    from flask import Flask
+
+    from pqlkit.integrations.flask import PqlKit
+
+    app = Flask("no-model")
+    app.config.update({"PQLKIT_STORE": "memory://", **config})
+    with pytest.raises(pqlkit.ValidationError, match=re.escape(reason)) as raised:
+        PqlKit(app)
+    assert raised.value.field == "PQLKIT_MODEL"
+    assert "pqlkit" not in app.extensions
+
+
+def test_flask_callbacks_reach_apps_initialised_before_and_after() -> None:
+    """A callback registered on the extension reaches the apps it already serves and later ones."""
+    from flask import Flask
+
+    from pqlkit.integrations.flask import PqlKit
+
+    ext = PqlKit(model=DORMANT)
+    early, late = Flask("early"), Flask("late")
+    for app in (early, late):
+        app.config["PQLKIT_STORE"] = "memory://"
+    ext.init_app(early)
+    got: list[str] = []
+
+    @ext.on_pql(name="recorder")
+    def record(q: pqlkit.Qualification) -> None:
+        got.append(q.subject_id)
+
+    ext.init_app(late)
+    try:
+        for app, user in ((early, "jane"), (late, "raj")):
+            with app.app_context():
+                ext.track(user, "dashboard_built")
+        assert got == ["jane", "raj"]
+    finally:
+        ext.close(early)
+        ext.close(late)
+
+
+def test_flask_lists_qualifications_a_page_at_a_time(flask_app: Any) -> None:
+    """The example's GET /qualifications pages with ``?before=<id>``; a bad id is a 400."""
+    client: pqlkit.Client = flask_app.extensions["pqlkit"]
+    for i in range(25):
+        client.track(f"u{i}", "warehouse_connected")
+        client.track(f"u{i}", "dashboard_built")
+        client.track(f"u{i}", "teammate_invited", {"email": f"x{i}@acme.io"})
+    http = flask_app.test_client()
+    first = http.get("/qualifications").get_json()
+    assert len(first["qualifications"]) == 20
+    second = http.get(f"/qualifications?before={first['next']}").get_json()
+    assert len(second["qualifications"]) == 5
+    assert second["next"] is None
+    subjects = {q["subject_id"] for q in first["qualifications"] + second["qualifications"]}
+    assert subjects == {f"u{i}" for i in range(25)}
+    answer = http.get("/qualifications?before=nope")
+    assert (answer.status_code, answer.get_json()["field"]) == (400, "before")
+
+
+def test_flask_pqlkit_sweep_command() -> None:
+    """``flask pqlkit sweep --now`` disqualifies a dormant PQL and delivers it to the app."""
+    from flask import Flask
+
+    from pqlkit.integrations.flask import PqlKit
+
+    ext = PqlKit(model=DORMANT)
+    gone: list[str] = []
+    ext.on_pql(lambda q: None, name="crm")
+    ext.on_disqualified(lambda q: gone.append(q.subject_id), name="gone")
+    app = Flask("sweep")
+    app.config.update(PQLKIT_STORE=MemoryStore(), PQLKIT_SETTINGS={"clock": FrozenClock(T0)})
+    ext.init_app(app)
+    try:
+        with app.app_context():
+            ext.track("jane", "dashboard_built")
+        runner = app.test_cli_runner()
+        later = (T0 + timedelta(days=15)).isoformat()
+        result = runner.invoke(args=["pqlkit", "sweep", "--now", later])
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines() == [
+            "disqualified jane",
+            "pqlkit sweep: 1 fired, 0 pending",
+        ]
+        assert gone == ["jane"]
+        bad = runner.invoke(args=["pqlkit", "sweep", "--now", "yesterday"])
+        assert bad.exit_code == 2
+        assert "--now" in bad.output
+        naive = runner.invoke(args=["pqlkit", "sweep", "--now", "2026-01-20T09:00:00"])
+        assert naive.exit_code == 2
+        assert "timezone-aware" in naive.output
+    finally:
+        ext.close(app)
+
+
+def test_flask_model_must_be_a_model_or_a_path() -> None:
+    """``PqlKit(model=3)`` is refused at once, naming ``model``."""
+    from pqlkit.integrations.flask import PqlKit
+
+    with pytest.raises(pqlkit.ValidationError) as raised:
+        PqlKit(model=3)  # type: ignore[arg-type]
+    assert raised.value.field == "model"
+
+
+def test_flask_client_of_an_app_without_the_extension() -> None:
+    """Asking for the Client of an app the extension never initialised is a clear error."""
+    from flask import Flask
+
+    from pqlkit.integrations.flask import client_of
+
+    with pytest.raises(RuntimeError, match="init_app"):
+        client_of(Flask("bare"))
+
+
+@pytest.mark.parametrize(
+    ("module", "framework", "extra"),
+    [
+        ("pqlkit.integrations.flask", "flask", "flask"),
+        ("pqlkit.integrations.django", "django", "django"),
+    ],
+)
+def test_missing_framework_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, framework: str, extra: str
+) -> None:
+    """Importing an integration without its framework says which extra to install."""
+    monkeypatch.setitem(sys.modules, framework, None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(ImportError, match=re.escape(f"pip install 'pqlkit[{extra}]'")):
+        importlib.import_module(module)
 
 
 # -- FastAPI -----------------------------------------------------------------------------------
@@ -199,12 +368,13 @@ def fixture_django_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         from pqlkit_site import settings as example_settings
 
         values = {k: v for k, v in vars(example_settings).items() if k.isupper()}
-        values["PQLKIT"] = {"STORE": f"sqlite:///{store}", "SETTINGS": {}}
+        values["PQLKIT"] = {**values["PQLKIT"], "STORE": f"sqlite:///{store}"}
         settings.configure(**values)
     django.setup()
     setup_test_environment()
     from django.test import Client as DjangoClient
-    from pql_app.apps import get_client
+
+    from pqlkit.integrations.django import get_client
 
     try:
         yield DjangoClient()
@@ -213,20 +383,50 @@ def fixture_django_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         get_client().close()
 
 
-def test_django_app_config_builds_the_client(django_client: Any) -> None:
-    """PqlConfig.ready() built one Client, on the store from settings.PQLKIT."""
+def test_django_app_builds_one_client_from_settings(django_client: Any) -> None:
+    """The app builds one Client, on the store, model and callbacks of settings.PQLKIT."""
     from django.conf import settings
-    from pql_app.apps import get_client
+
+    from pqlkit.integrations.django import get_client
 
     client = get_client()
     assert client is get_client()
     assert isinstance(client.store, pqlkit.SQLiteStore)
     assert settings.PQLKIT["STORE"].startswith("sqlite:///")
+    assert client.model.name == "django-demo"
+    client.track("callbacks", "warehouse_connected")
+    client.track("callbacks", "dashboard_built")
+    client.track("callbacks", "teammate_invited", {"email": "a@b.io"})
+    (delivered,) = [d for d in client.deliveries() if d.qualification.subject_id == "callbacks"]
+    assert (delivered.callback, delivered.status) == ("pql_app.hooks:notify_sales", "delivered")
+
+
+def test_django_client_is_built_once_across_threads(django_client: Any) -> None:
+    """Threads asking for the client at once after a reset all get the same one."""
+    from django.apps import apps
+
+    from pqlkit.integrations.django import get_client
+
+    config = apps.get_app_config("pqlkit")
+    config.reset()  # type: ignore[attr-defined]
+    got: list[pqlkit.Client] = []
+    start = threading.Barrier(6)
+
+    def ask() -> None:
+        start.wait()
+        got.append(get_client())
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(c) for c in got}) == 1
 
 
 def test_django_view_tracks_and_fires(django_client: Any) -> None:
     """POST /events through Django's test Client fires the PQL once."""
-    from pql_app.apps import get_client
+    from pqlkit.integrations.django import get_client
 
     rec = recorder(get_client())
     for body in ACTIVATION:
@@ -238,6 +438,9 @@ def test_django_view_tracks_and_fires(django_client: Any) -> None:
     assert [q.subject_id for q in rec.pql] == ["jane"]
     lines = django_client.get("/users/jane/explain").json()["explanation"]
     assert any(line.startswith("behavior") for line in lines)
+    listed = django_client.get("/qualifications").json()["qualifications"]
+    assert "jane" in [q["subject_id"] for q in listed]
+    assert django_client.get("/qualifications?before=nope").status_code == 400
 
 
 def test_django_bad_requests(django_client: Any) -> None:
@@ -253,7 +456,8 @@ def test_django_bad_requests(django_client: Any) -> None:
 def test_django_pqlkit_sweep_command(django_client: Any) -> None:
     """``pqlkit_sweep --now`` disqualifies a PQL that went dormant and says so."""
     from django.core.management import call_command
-    from pql_app.apps import get_client
+
+    from pqlkit.integrations.django import get_client
 
     client = get_client()
     for body in [*ACTIVATION, INVITE]:
@@ -277,6 +481,84 @@ def test_django_pqlkit_sweep_rejects_a_bad_time(django_client: Any) -> None:
         call_command("pqlkit_sweep", now=T0.replace(tzinfo=None).isoformat(), stdout=StringIO())
 
 
+@pytest.mark.parametrize(
+    ("conf", "field", "reason"),
+    [
+        (None, "PQLKIT", "must be a dict"),
+        ({}, 'PQLKIT["MODEL"]', "is required"),
+        ({"MODEL": "pql_app.pql_model:model", "STORES": "x"}, "PQLKIT", "unknown keys ['STORES']"),
+        ({"MODEL": "pql_app.pql_model:nope"}, 'PQLKIT["MODEL"]', "no attribute 'nope'"),
+        ({"MODEL": "pql_app.hooks:notify_sales"}, 'PQLKIT["MODEL"]', "not a pqlkit.Model"),
+        ({"MODEL": "pql_app.pql_model:model", "STORE": 5}, 'PQLKIT["STORE"]', "store URL"),
+        ({"MODEL": "pql_app.pql_model:model", "SETTINGS": []}, 'PQLKIT["SETTINGS"]', "dict"),
+        ({"MODEL": "pql_app.pql_model:model", "CALLBACKS": []}, 'PQLKIT["CALLBACKS"]', "dict"),
+        (
+            {"MODEL": "pql_app.pql_model:model", "CALLBACKS": {"lead": []}},
+            "PQLKIT[\"CALLBACKS\"]['lead']",
+            "unknown kind",
+        ),
+        (
+            {"MODEL": "pql_app.pql_model:model", "CALLBACKS": {"pql": "pql_app.hooks:x"}},
+            "PQLKIT[\"CALLBACKS\"]['pql']",
+            "list",
+        ),
+        (
+            {"MODEL": "pql_app.pql_model:model", "CALLBACKS": {"pql": ["pql_app.hooks:logger"]}},
+            "PQLKIT[\"CALLBACKS\"]['pql']",
+            "not callable",
+        ),
+        (
+            {"MODEL": "pql_app.pql_model:model", "CALLBACKS": {"pql": ["pql_app.hooks:nope"]}},
+            "PQLKIT[\"CALLBACKS\"]['pql']",
+            "no attribute 'nope'",
+        ),
+    ],
+)
+def test_django_settings_are_checked(conf: object, field: str, reason: str) -> None:
+    """A malformed settings.PQLKIT is a ValidationError naming the key, before any Client."""
+    sys.path.insert(0, str(DJANGO_PROJECT))
+    from pqlkit.integrations.django.apps import read_settings
+
+    with pytest.raises(pqlkit.ValidationError, match=re.escape(reason)) as raised:
+        read_settings(conf)
+    assert raised.value.field == field
+
+
+def test_django_settings_accept_a_model_and_a_store() -> None:
+    """MODEL may be the Model itself and STORE a Store; the plan builds a working Client."""
+    sys.path.insert(0, str(DJANGO_PROJECT))
+    from pql_app.pql_model import model
+
+    from pqlkit.integrations.django.apps import read_settings
+
+    plan = read_settings(
+        {"MODEL": model, "STORE": MemoryStore(), "SETTINGS": {"clock": FrozenClock(T0)}}
+    )
+    client = plan.build()
+    try:
+        assert client.model is model
+        assert client.clock.now() == T0
+    finally:
+        client.close()
+
+
+def test_django_plan_closes_its_client_when_a_callback_is_refused() -> None:
+    """The same callback path twice for one kind: building fails, and leaves no client open."""
+    sys.path.insert(0, str(DJANGO_PROJECT))
+    from pqlkit.integrations.django.apps import read_settings
+
+    path = "pql_app.hooks:notify_sales"
+    plan = read_settings(
+        {
+            "MODEL": "pql_app.pql_model:model",
+            "STORE": "memory://",
+            "CALLBACKS": {"pql": [path, path]},
+        }
+    )
+    with pytest.raises(pqlkit.ValidationError, match="name"):
+        plan.build()
+
+
 def test_django_manage_py_runs_the_sweep(tmp_path: Path) -> None:
     """``python manage.py pqlkit_sweep`` runs as a real command, in its own process."""
     env = {**os.environ, "PQLKIT_STORE": f"sqlite:///{tmp_path / 'cmd.db'}"}
@@ -292,3 +574,21 @@ def test_django_manage_py_runs_the_sweep(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pqlkit sweep: 0 fired, 0 pending"
+
+
+def test_django_get_client_before_setup_is_a_clear_error() -> None:
+    """get_client() in a process where Django is not set up says what to do."""
+    code = (
+        "from pqlkit.integrations.django import get_client\n"
+        "try:\n    get_client()\nexcept RuntimeError as e:\n    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "add it to INSTALLED_APPS" in done.stdout

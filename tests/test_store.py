@@ -707,6 +707,84 @@ def test_qualifications_of_one_model(store: Store) -> None:
         assert [q.subject_id for q in tx.qualifications("m2")] == ["u3"]
 
 
+def listed(
+    store: Store, *, kinds: tuple[str, ...] = ("pql", "pqa"), **options: Any
+) -> list[tuple[str, str | None]]:
+    """recent_qualifications as (record id, payload id or None), in the order given."""
+    options.setdefault("limit", 100)
+    with store.transaction() as tx:
+        page = tx.recent_qualifications("m", kinds=kinds, **options)
+    return [(record.id, None if q is None else q.id) for record, q in page]
+
+
+def test_recent_qualifications_newest_first_ties_by_id(store: Store) -> None:
+    """Records come by qualified_at, latest first, then by id (both descending)."""
+    with store.transaction() as tx:
+        for subject, seconds in [("b", 10), ("a", 30), ("c", 30), ("d", 20)]:
+            tx.insert_qualification(
+                attrs.evolve(qualification_record(subject), qualified_at=at(seconds))
+            )
+    assert [i for i, _ in listed(store)] == ["m:pql:c:0", "m:pql:a:0", "m:pql:d:0", "m:pql:b:0"]
+
+
+def test_recent_qualifications_filters(store: Store) -> None:
+    """Only the model's records of the kinds asked, qualified at or after ``since``."""
+    with store.transaction() as tx:
+        tx.insert_qualification(attrs.evolve(qualification_record("u1"), qualified_at=at(10)))
+        tx.insert_qualification(attrs.evolve(qualification_record("u2"), qualified_at=at(20)))
+        tx.insert_qualification(qualification_record("acme", kind="pqa"))
+        tx.insert_qualification(qualification_record("u3", model="m2"))
+    assert [i for i, _ in listed(store, kinds=("pqa",))] == ["m:pqa:acme:0"]
+    assert [i for i, _ in listed(store, kinds=("pql",))] == ["m:pql:u2:0", "m:pql:u1:0"]
+    assert [i for i, _ in listed(store, kinds=("pql",), since=at(20))] == ["m:pql:u2:0"]
+    assert listed(store, kinds=("play",)) == []
+    assert len(listed(store, limit=2)) == 2
+
+
+def test_recent_qualifications_pages_with_a_cursor(store: Store) -> None:
+    """``before=(at, id)`` starts after that record, through ties at the same time."""
+    with store.transaction() as tx:
+        for i in range(7):
+            tx.insert_qualification(
+                attrs.evolve(qualification_record(f"u{i}"), qualified_at=at(i // 3))
+            )
+    everything = [i for i, _ in listed(store)]
+    pages: list[str] = []
+    cursor: tuple[datetime, str] | None = None
+    while True:
+        with store.transaction() as tx:
+            page = tx.recent_qualifications("m", kinds=("pql",), before=cursor, limit=2)
+        pages += [record.id for record, _ in page]
+        if len(page) < 2:
+            break
+        cursor = (page[-1][0].qualified_at, page[-1][0].id)
+    assert pages == everything
+    assert len(set(pages)) == 7
+
+
+def test_recent_qualifications_carry_their_payload(store: Store) -> None:
+    """A record comes with its delivery's payload while the outbox holds it, else None."""
+    with store.transaction() as tx:
+        tx.insert_qualification(attrs.evolve(qualification_record("u1"), id="q-u1"))
+        tx.insert_qualification(attrs.evolve(qualification_record("u2"), id="q-u2"))
+        put(tx, "q-u1", subject_id="u1", status="delivered")
+    with store.transaction() as tx:
+        page = {
+            record.id: q for record, q in tx.recent_qualifications("m", kinds=("pql",), limit=9)
+        }
+    assert page["q-u1"] == payload("u1")
+    assert page["q-u2"] is None
+
+
+def test_find_qualification(store: Store) -> None:
+    """find_qualification reads a record by its id, of any model."""
+    record = qualification_record("u1", model="m2")
+    with store.transaction() as tx:
+        tx.insert_qualification(record)
+        assert tx.find_qualification(record.id) == record
+        assert tx.find_qualification("nope") is None
+
+
 def test_delete_qualifications(store: Store) -> None:
     """delete_qualifications deletes a subject's records of one kind, and their deliveries."""
     with store.transaction() as tx:

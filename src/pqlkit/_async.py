@@ -8,7 +8,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -322,6 +322,25 @@ class AsyncClient:
     ) -> datetime | None:
         """:meth:`Client.qualified_at <pqlkit.Client.qualified_at>`, awaited."""
         return await self._run(self._client.qualified_at, subject_id, kind=kind)
+
+    async def qualifications(
+        self,
+        *,
+        kind: Literal["pql", "pqa", "play"] | None = None,
+        play: str | None = None,
+        since: datetime | timedelta | None = None,
+        before: Qualification | str | None = None,
+        limit: int = 100,
+    ) -> list[Qualification]:
+        """:meth:`Client.qualifications <pqlkit.Client.qualifications>`, awaited."""
+        return await self._run(
+            self._client.qualifications,
+            kind=kind,
+            play=play,
+            since=since,
+            before=before,
+            limit=limit,
+        )
 
     async def stats(self) -> Stats:
         """:meth:`Client.stats <pqlkit.Client.stats>`, awaited."""

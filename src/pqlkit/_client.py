@@ -14,7 +14,7 @@ import functools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -461,6 +461,54 @@ class Client:
             (True, True)
         """
         return self._core.qualified_at(subject_id, kind)
+
+    def qualifications(
+        self,
+        *,
+        kind: Literal["pql", "pqa", "play"] | None = None,
+        play: str | None = None,
+        since: datetime | timedelta | None = None,
+        before: Qualification | str | None = None,
+        limit: int = 100,
+    ) -> list[Qualification]:
+        """Who qualified under this model, newest first: a page of at most ``limit``.
+
+        Ordered by ``qualified_at``, latest first (ties by ``id``). Each is the
+        :class:`Qualification` its callbacks got, with ``disqualified_at`` set when
+        its rule has turned false since (None while it holds). Scores, signals,
+        explanation, context and a user's ``account_id`` come from the stored
+        payload, which the outbox keeps for ``delivery_window`` plus
+        ``delivery_retention`` (8 days by default); an older qualification, or one
+        recorded without delivery (``on_retune="record"``), has them empty (and
+        ``account_id`` None for a user). A re-qualification (``requalify_after``) is
+        listed as a qualification of its own.
+
+        Args:
+            kind: ``"pql"``, ``"pqa"`` or ``"play"``; None lists every kind.
+            play: Only this play's (plays fire with ``kind="play"``). A model
+                without plays has none: the list is empty.
+            since: Only those that qualified at or after this aware datetime; a
+                ``timedelta`` counts back from the clock's now (``since=days(7)``).
+            before: The cursor of the next page: the last Qualification of the
+                page before (or its ``id``). Only those listed after it come.
+            limit: The page's size (at least 1).
+
+        Raises:
+            ValidationError: A bad argument, or ``before`` names no qualification
+                of this model (it was forgotten, say), naming the field.
+
+        Example:
+            >>> import pqlkit
+            >>> from pqlkit import Model, did
+            >>> with pqlkit.Client(Model("doc", pql=did("x")), store="memory://") as client:
+            ...     for user in ("u1", "u2", "u3"):
+            ...         _ = client.track(user, "x")
+            ...     page = client.qualifications(kind="pql", limit=2)
+            ...     rest = client.qualifications(kind="pql", before=page[-1], limit=2)
+            ...     len(page), len(rest)
+            (2, 1)
+        """
+        return self._core.qualifications(kind, play, since, before, limit)
 
     # -- outbox ------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> int:

@@ -447,6 +447,50 @@ class Core:
             found.setdefault(record.id, record.qualification)
         return list(found.values())
 
+    def qualifications(
+        self, kind: object, play: object, since: object, before: object, limit: object
+    ) -> list[Qualification]:
+        """The model's qualifications, newest first (see ``Client.qualifications``)."""
+        self._check_open()
+        if kind is not None and kind not in _LIST_KINDS:
+            raise ValidationError("kind", f'must be "pql", "pqa", "play" or None, got {kind!r}')
+        if play is not None and (not isinstance(play, str) or not play.strip()):
+            raise ValidationError("play", f"must be a play's name or None, got {play!r}")
+        if play is not None and kind not in (None, "play"):
+            raise ValidationError("play", f'names a play: it goes with kind="play", not {kind!r}')
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError("limit", f"must be an int >= 1, got {limit!r}")
+        start: datetime | None = None
+        if isinstance(since, timedelta):
+            if since < timedelta(0):
+                raise ValidationError("since", f"must not be a negative duration, got {since!r}")
+            start = self.clock.now() - since
+        elif since is not None:
+            start = check_timestamp(since, "since")
+        cursor: tuple[datetime, str] | None = None
+        if isinstance(before, Qualification):
+            cursor = (check_timestamp(before.qualified_at, "before"), before.id)
+        elif before is not None and not isinstance(before, str):
+            raise ValidationError(
+                "before",
+                f"must be a Qualification, a qualification's id or None, got {before!r}",
+            )
+        if play is not None:
+            return []  # the model declares no plays (yet): none fired
+        kinds = _LIST_KINDS if kind is None else (str(kind),)
+        with self._session.tx() as tx:
+            if isinstance(before, str):
+                found = tx.find_qualification(before)
+                if found is None or found.model != self.model.name:
+                    raise ValidationError(
+                        "before", f"no qualification of this model has the id {before!r}"
+                    )
+                cursor = (found.qualified_at, found.id)
+            page = tx.recent_qualifications(
+                self.model.name, kinds=kinds, since=start, before=cursor, limit=limit
+            )
+        return [_listed(record, payload) for record, payload in page]
+
     def deliveries(self, status: object, callback: object) -> list[Delivery]:
         self._check_open()
         statuses: tuple[DeliveryStatus, ...] = ("pending", "dead", "delivered", "expired")
@@ -1027,6 +1071,26 @@ class Core:
         # the caller commits: the next flush(), sweep() or background pass does it.
         if joined is None:
             self._dispatcher.fired(fired)
+
+
+_LIST_KINDS = ("pql", "pqa", "play")
+
+
+def _listed(record: QualificationRecord, payload: Qualification | None) -> Qualification:
+    """A listed qualification: its payload while the outbox keeps it, else what its record
+    holds; ``disqualified_at`` tells whether its rule has turned false since."""
+    if payload is not None:
+        return attrs.evolve(payload, disqualified_at=record.disqualified_at)
+    return Qualification(
+        id=record.id,
+        kind=record.kind,
+        subject_id=record.subject_id,
+        account_id=record.subject_id if record.kind == "pqa" else None,
+        model=record.model,
+        fingerprint=record.fingerprint,
+        qualified_at=record.qualified_at,
+        disqualified_at=record.disqualified_at,
+    )
 
 
 def _fired(outcomes: list[Outcome]) -> list[Qualification]:

@@ -25,7 +25,7 @@ from ._session import Outcome, Session
 from .exceptions import StoreError
 from .stores._base import Transaction
 
-__all__ = ["Rebuild"]
+__all__ = ["Rebuild", "fingerprint_key"]
 
 logger = logging.getLogger("pqlkit")
 
@@ -78,6 +78,11 @@ class _Claim:
         tx.set_meta(key, json.dumps(data))
 
 
+def fingerprint_key(model: str) -> str:
+    """The metadata key of the fingerprint ``model``'s stored states were built with."""
+    return f"model:{model}:fingerprint"
+
+
 class Rebuild:
     """The rebuilds of one model's derived state, as one client runs them."""
 
@@ -90,7 +95,7 @@ class Rebuild:
     @property
     def fingerprint_key(self) -> str:
         """The metadata key of the fingerprint the stored states were built with."""
-        return f"model:{self.model.name}:fingerprint"
+        return fingerprint_key(self.model.name)
 
     @property
     def key(self) -> str:

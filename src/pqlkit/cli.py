@@ -1,4 +1,11 @@
-"""The ``pqlkit`` command: move a store's data between stores as JSON Lines.
+"""The ``pqlkit`` command: move a store's data between stores, and look after one.
+
+For operators (each with ``--store`` and ``--model module:attribute``, a table on
+the terminal, ``--json`` for scripts): ``pqlkit stats``, ``pqlkit
+qualifications``, ``pqlkit explain USER``, ``pqlkit pending``, ``pqlkit retry``
+and ``pqlkit sweep``. They refuse a model whose fingerprint differs from the one
+the store's state was built with (a Client would rebuild it): pass the model
+your app runs.
 
 ``pqlkit export --store URL [-o FILE]`` writes everything a store holds that
 cannot be recomputed: the event log, traits, aliases, qualification records
@@ -29,14 +36,14 @@ Every line is one JSON object with a ``"type"``:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
 import uuid
-from collections.abc import Iterator
-from datetime import datetime, timezone
-from typing import IO, Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import IO, Any, Literal, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -44,8 +51,11 @@ from click.core import ParameterSource
 from . import _core, _version
 from ._client import Client
 from ._convert import dumps, json_converter
+from ._events import Qualification
+from ._loading import load_model
 from ._model import Model
-from ._settings import STORE_URL
+from ._rebuild import fingerprint_key
+from ._settings import STORE_URL, parse_duration
 from .exceptions import PqlkitError, ValidationError
 from .stores import Store, Transaction, open_store
 from .stores._base import DeliveryRecord, DeliveryStatus, NewEvent, QualificationRecord
@@ -384,21 +394,349 @@ def _open(url: str) -> Store:
 
 def _load_model(path: str) -> Model:
     """The Model at ``module:attribute`` (the current directory is importable, as in uvicorn)."""
-    module_name, separator, attribute = path.partition(":")
-    if not separator or not module_name or not attribute:
-        raise click.BadParameter(
-            "expected module:attribute, e.g. myapp.pql:model", param_hint="--model"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        value: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            value = getattr(value, part)
-    except (ImportError, AttributeError) as error:
-        raise click.BadParameter(f"cannot load {path!r}: {error}", param_hint="--model") from None
-    if not isinstance(value, Model):
+        return load_model(path, "--model")
+    except ValidationError as error:
+        raise click.BadParameter(error.reason, param_hint="--model") from None
+
+
+# -- for operators -----------------------------------------------------------------------------
+
+_C = TypeVar("_C", bound=Callable[..., Any])
+
+
+def _operator_options(fn: _C) -> _C:
+    """``--store``, ``--model`` and ``--json``: what every operator command takes."""
+    fn = click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table."
+    )(fn)
+    fn = click.option(
+        "--model",
+        "model_path",
+        required=True,
+        help="The model your app runs, as module:attribute (e.g. myapp.pql:model).",
+    )(fn)
+    fn = click.option(
+        "--store",
+        "url",
+        required=True,
+        envvar=STORE_URL,
+        show_envvar=True,
+        help="The store URL, e.g. sqlite:///pqlkit.db.",
+    )(fn)
+    return fn
+
+
+@contextmanager
+def _operator_client(url: str, model_path: str) -> Iterator[Client]:
+    """A Client on the app's store and model, refusing a model the state was not built with.
+
+    Constructing a Client with another version of the model would rebuild every
+    subject's state (and the app would rebuild it back): an operator's command
+    never does that.
+    """
+    model = _load_model(model_path)
+    store = _open(url)
+    try:
+        with store.transaction() as tx:
+            stored = tx.get_meta(fingerprint_key(model.name))
+        if stored is None:
+            raise click.ClickException(
+                f"the store holds no state of the model {model.name!r}: check --store, and"
+                " that --model is the model your app runs"
+            )
+        if stored != model.fingerprint:
+            raise click.ClickException(
+                f"the store's state of {model.name!r} was built by another version of the"
+                f" model (fingerprint {stored[:12]}, --model's {model.fingerprint[:12]}):"
+                " pass the model your app runs (a Client with this one would rebuild it)"
+            )
+        with Client(model, store=store) as client:
+            yield client
+    except PqlkitError as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        store.close()
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell, the last one left ragged."""
+    if not rows:
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    click.echo(line(headers))
+    click.echo(line(["-" * w for w in widths]))
+    for row in rows:
+        click.echo(line(row))
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _duration(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    seconds = int(value.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m" if minutes else f"{seconds}s"
+
+
+def _cut(text: str | None, width: int = 60) -> str:
+    if not text:
+        return "-"
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
+
+
+def _scores(q: Qualification, most: int = 3) -> str:
+    parts = [f"{name} {value:g}" for name, value in list(q.scores.items())[:most]]
+    if len(q.scores) > most:
+        parts.append("…")
+    return ", ".join(parts) or "-"
+
+
+def _parse_time(value: str, option: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
         raise click.BadParameter(
-            f"{path!r} is a {type(value).__name__}, not a pqlkit.Model", param_hint="--model"
+            f"expected an ISO 8601 time with its offset, got {value!r}", param_hint=option
+        ) from None
+    if when.tzinfo is None:
+        raise click.BadParameter(
+            "must have a UTC offset (e.g. 2026-01-05T09:00:00+00:00)", param_hint=option
         )
-    return value
+    return when
+
+
+@main.command("stats")
+@_operator_options
+def stats_command(url: str, model_path: str, as_json: bool) -> None:
+    """Funnel health: users, accounts, PQLs, PQAs, the PQL rate, time to PQL."""
+    with _operator_client(url, model_path) as client:
+        stats = client.stats()
+    if as_json:
+        _echo_json(stats.to_dict())
+        return
+    health = {True: "healthy: 5-15%", False: "outside the healthy 5-15%", None: "no users"}
+    rows = [
+        ("users", f"{stats.users:,}"),
+        ("accounts", f"{stats.accounts:,}"),
+        ("PQLs", f"{stats.pqls:,}"),
+        ("PQAs", f"{stats.pqas:,}"),
+        ("PQL rate", f"{stats.pql_rate:.1%} ({health[stats.pql_rate_healthy]})"),
+        ("time to PQL, median", _duration(stats.time_to_pql_median)),
+        ("time to PQL, p90", _duration(stats.time_to_pql_p90)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name.ljust(width)}  {value}")
+
+
+def _since(value: str | None) -> datetime | timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        return _parse_time(value, "--since")
+    except click.BadParameter:
+        raise click.BadParameter(
+            f"expected a duration back from now (7d, 12h, 30m) or an ISO 8601 time with its"
+            f" offset, got {value!r}",
+            param_hint="--since",
+        ) from None
+
+
+@main.command("qualifications")
+@_operator_options
+@click.option(
+    "--kind", type=click.Choice(["pql", "pqa", "play"]), help="Only this kind (default: all)."
+)
+@click.option("--play", "play_name", help="Only this play's.")
+@click.option(
+    "--since", help="Only those since: a duration back from now (7d, 12h) or an ISO 8601 time."
+)
+@click.option("--before", help="The id of the last one of the page before: the next page.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+def qualifications_command(
+    url: str,
+    model_path: str,
+    as_json: bool,
+    kind: Literal["pql", "pqa", "play"] | None,
+    play_name: str | None,
+    since: str | None,
+    before: str | None,
+    limit: int,
+) -> None:
+    """Who qualified, newest first (a page of --limit; --before ID for the next one)."""
+    start = _since(since)
+    with _operator_client(url, model_path) as client:
+        page = client.qualifications(
+            kind=kind, play=play_name, since=start, before=before, limit=limit
+        )
+    if as_json:
+        _echo_json([q.to_dict() for q in page])
+        return
+    if not page:
+        click.echo("no qualifications", err=True)
+        return
+    _table(
+        ["qualified at (UTC)", "kind", "subject", "account", "scores", "disqualified at", "id"],
+        [
+            [
+                _when(q.qualified_at),
+                q.kind,
+                q.subject_id,
+                q.account_id or "-",
+                _scores(q),
+                _when(q.disqualified_at),
+                q.id,
+            ]
+            for q in page
+        ],
+    )
+    if len(page) == limit:
+        click.echo(f"(more: --before {page[-1].id})", err=True)
+
+
+@main.command("explain")
+@click.argument("subject")
+@_operator_options
+@click.option(
+    "--of",
+    "of",
+    type=click.Choice(["user", "account"]),
+    default="user",
+    show_default=True,
+    help="Explain a user or an account.",
+)
+def explain_command(
+    subject: str, url: str, model_path: str, as_json: bool, of: Literal["user", "account"]
+) -> None:
+    """Why SUBJECT scores what it does: every signal, every score and its parts, the rule."""
+    with _operator_client(url, model_path) as client:
+        try:
+            lines = client.explain(subject, of=of)
+            scores = client.scores(subject, of=of)
+            signals = client.signals(subject, of=of)
+            fired = client.qualified_at(subject, kind="pql" if of == "user" else "pqa")
+        except ValidationError as error:
+            raise click.BadParameter(error.reason, param_hint="SUBJECT") from None
+    if as_json:
+        _echo_json(
+            {
+                "subject_id": subject,
+                "of": of,
+                "qualified_at": None if fired is None else fired.isoformat(),
+                "scores": scores,
+                "signals": signals,
+                "explanation": lines,
+            }
+        )
+        return
+    rule = "PQL" if of == "user" else "PQA"
+    status = f"qualified as a {rule} at {_when(fired)} UTC" if fired else f"not a {rule} yet"
+    click.echo(f"{subject} ({of}): {status}")
+    for line in lines:
+        click.echo(f"  {line}")
+
+
+@main.command("pending")
+@_operator_options
+@click.option("--dead", is_flag=True, help="List the dead letters instead.")
+@click.option("--callback", help="Only this callback's deliveries.")
+def pending_command(
+    url: str, model_path: str, as_json: bool, dead: bool, callback: str | None
+) -> None:
+    """Deliveries not made yet, oldest first: one per qualification and callback.
+
+    Your app's processes make them (on track(), flush() and sweep()); this lists
+    them, with their attempts and last error. --dead lists those that used up
+    their attempts (`pqlkit retry` makes them pending again).
+    """
+    with _operator_client(url, model_path) as client:
+        found = client.deliveries(status="dead" if dead else "pending", callback=callback)
+    if as_json:
+        _echo_json([d.to_dict() for d in found])
+        return
+    if not found:
+        click.echo("no dead letters" if dead else "nothing pending", err=True)
+        return
+    _table(
+        ["qualified at (UTC)", "kind", "subject", "callback", "attempts", "next", "last error"],
+        [
+            [
+                _when(d.qualification.qualified_at),
+                "disqualified" if d.qualification.disqualified_at else d.qualification.kind,
+                d.qualification.subject_id,
+                d.callback or "(no callback yet)",
+                str(d.attempts),
+                "-" if dead else _when(d.next_attempt_at),
+                _cut(d.last_error),
+            ]
+            for d in found
+        ],
+    )
+
+
+@main.command("retry")
+@_operator_options
+@click.option("--callback", help="Only this callback's dead letters.")
+def retry_command(url: str, model_path: str, as_json: bool, callback: str | None) -> None:
+    """Make dead letters pending again, due now; your app delivers them on its next flush."""
+    with _operator_client(url, model_path) as client:
+        count = client.retry_dead_letters(callback)
+    if as_json:
+        _echo_json({"retried": count})
+        return
+    click.echo(f"{count} dead {'delivery is' if count == 1 else 'deliveries are'} pending again")
+
+
+@main.command("sweep")
+@_operator_options
+@click.option("--now", help="Evaluate as of this ISO 8601 time with its offset (default: now).")
+def sweep_command(url: str, model_path: str, as_json: bool, now: str | None) -> None:
+    """Fire what time alone made due (idle(), windows ending, requalify_after).
+
+    The qualifications it fires are delivered by your app's processes, to the
+    callbacks they register (on their next track(), flush() or sweep()): this
+    command runs none. Schedule it (cron) when the app does not sweep itself.
+    """
+    when = None if now is None else _parse_time(now, "--now")
+    with _operator_client(url, model_path) as client:
+        fired = client.sweep(when)
+        pending = len(client.pending())
+    if as_json:
+        _echo_json({"fired": [q.to_dict() for q in fired], "pending": pending})
+        return
+    _table(
+        ["what", "subject", "account", "at (UTC)"],
+        [
+            [
+                "disqualified" if q.disqualified_at else q.kind,
+                q.subject_id,
+                q.account_id or "-",
+                _when(q.disqualified_at or q.qualified_at),
+            ]
+            for q in fired
+        ],
+    )
+    click.echo(f"swept: {len(fired)} fired; {pending} waiting for your app's callbacks")

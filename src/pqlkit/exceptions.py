@@ -9,16 +9,20 @@ built-in exception it resembles where one fits::
     ├── StoreError                          the store cannot do what was asked
     │   ├── SchemaError                     the stored schema is newer than this pqlkit
     │   └── TransientStoreError             a conflict aborted the transaction; retrying may work
-    └── ClientClosedError (also RuntimeError)  a closed Client was used
+    ├── ClientClosedError (also RuntimeError)  a closed Client was used
+    └── SinkError                           a sink's receiver refused a qualification (retried)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "ClientClosedError",
     "ModelError",
     "PqlkitError",
     "SchemaError",
+    "SinkError",
     "StoreError",
     "TransientStoreError",
     "ValidationError",
@@ -103,3 +107,29 @@ class TransientStoreError(StoreError):
 
 class ClientClosedError(PqlkitError, RuntimeError):
     """A :class:`~pqlkit.Client` was used after :meth:`~pqlkit.Client.close`."""
+
+
+class SinkError(PqlkitError):
+    """A sink in :mod:`pqlkit.sinks` could not hand a qualification over.
+
+    Raised from the callback, so pqlkit keeps the delivery in its outbox and
+    tries it again with backoff (then dead-letters it). A network failure (a
+    refused connection, a timeout) raises an ``OSError`` instead, with the same
+    effect.
+
+    Attributes:
+        status: The HTTP status the receiver answered, or None.
+    """
+
+    status: int | None
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_sink_error, (str(self), self.status))
+
+
+def _sink_error(message: str, status: int | None) -> SinkError:
+    return SinkError(message, status=status)

@@ -1,1 +1,1 @@
-"""A Django app that records product events with pqlkit and alerts on PQLs."""
+"""A Django app that records product events with pqlkit (``pqlkit.integrations.django``)."""

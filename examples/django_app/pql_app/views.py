@@ -1,4 +1,4 @@
-"""Views: record an event, explain a user's score."""
+"""Views: record an event, explain a user's score, list who qualified."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 import pqlkit
-
-from .apps import get_client
+from pqlkit.integrations.django import get_client
 
 
 @csrf_exempt
@@ -46,3 +45,18 @@ def track_event(request: HttpRequest) -> JsonResponse:
 def explain(request: HttpRequest, user_id: str) -> JsonResponse:
     """``GET /users/<id>/explain``: the user's explanation lines."""
     return JsonResponse({"user_id": user_id, "explanation": get_client().explain(user_id)})
+
+
+@require_GET
+def qualifications(request: HttpRequest) -> JsonResponse:
+    """``GET /qualifications[?before=<id>]``: who qualified, newest first, 20 a page."""
+    try:
+        page = get_client().qualifications(before=request.GET.get("before"), limit=20)
+    except pqlkit.ValidationError as error:
+        return JsonResponse({"field": error.field, "reason": error.reason}, status=400)
+    return JsonResponse(
+        {
+            "qualifications": [q.to_dict() for q in page],
+            "next": page[-1].id if len(page) == 20 else None,
+        }
+    )

@@ -8,4 +8,5 @@ from pql_app import views
 urlpatterns = [
     path("events", views.track_event, name="track"),
     path("users/<str:user_id>/explain", views.explain, name="explain"),
+    path("qualifications", views.qualifications, name="qualifications"),
 ]

@@ -254,6 +254,27 @@ class Transaction(Protocol):
     def qualifications(self, model: str) -> Iterator[QualificationRecord]:
         """Every qualification record of ``model``."""
 
+    def recent_qualifications(
+        self,
+        model: str,
+        *,
+        kinds: Sequence[str],
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int,
+    ) -> list[tuple[QualificationRecord, Qualification | None]]:
+        """Up to ``limit`` of ``model``'s records whose kind is one of ``kinds``, newest first.
+
+        Ordered by ``qualified_at``, then ``id``, both descending; only records with
+        ``qualified_at >= since`` and, given ``before = (at, id)``, those ordered
+        after it (``(qualified_at, id) < (at, id)``: the page that follows a record).
+        Each comes with its payload (the :class:`Qualification` its delivery holds,
+        the firing's, not a disqualification's) while the outbox keeps it, else None.
+        """
+
+    def find_qualification(self, qualification_id: str) -> QualificationRecord | None:
+        """The record with this id (of any model), or None."""
+
     def delete_qualifications(self, subject_id: str, kind: str) -> None:
         """Delete the subject's qualification records and all its deliveries (any model).
 

@@ -15,7 +15,7 @@ from .._convert import dumps, json_converter, loads, row_converter
 from .._events import EventRecord, Qualification
 from ._base import DeliveryRecord, NewEvent
 
-__all__ = ["rows"]
+__all__ = ["payload", "rows"]
 
 rows = row_converter.copy()
 
@@ -25,6 +25,11 @@ def _qualification_to_json(value: Qualification) -> str:
 
 
 def _qualification_from_json(value: str, _: Any) -> Qualification:
+    return payload(value)
+
+
+def payload(value: str) -> Qualification:
+    """A delivery's ``qualification`` column (JSON text) as the Qualification it holds."""
     return json_converter.structure(loads(value), Qualification)
 
 

@@ -284,6 +284,36 @@ class _MemoryTransaction:
     def qualifications(self, model: str) -> Iterator[QualificationRecord]:
         return iter([q for q in self._d.qualifications.values() if q.model == model])
 
+    def recent_qualifications(
+        self,
+        model: str,
+        *,
+        kinds: Sequence[str],
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int,
+    ) -> list[tuple[QualificationRecord, Qualification | None]]:
+        found = [
+            q
+            for q in self._d.qualifications.values()
+            if q.model == model
+            and q.kind in kinds
+            and (since is None or q.qualified_at >= since)
+            and (before is None or (q.qualified_at, q.id) < before)
+        ]
+        found.sort(key=lambda q: (q.qualified_at, q.id), reverse=True)
+        out: list[tuple[QualificationRecord, Qualification | None]] = []
+        for q in found[:limit]:
+            d = self._d.deliveries.get(q.id)
+            out.append((q, None if d is None else d.qualification))
+        return out
+
+    def find_qualification(self, qualification_id: str) -> QualificationRecord | None:
+        for q in self._d.qualifications.values():
+            if q.id == qualification_id:
+                return q
+        return None
+
     def delete_qualifications(self, subject_id: str, kind: str) -> None:
         for key in [k for k in self._d.qualifications if k[1] == kind and k[2] == subject_id]:
             self._del(self._d.qualifications, key)

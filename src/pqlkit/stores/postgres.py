@@ -54,7 +54,7 @@ from ._base import (
     QualificationRecord,
     StateRecord,
 )
-from ._rows import rows
+from ._rows import payload, rows
 
 if TYPE_CHECKING:
     import psycopg
@@ -257,13 +257,21 @@ _QUALIFICATION_COLUMNS = (
 )
 
 _PLANNED_EACH_TIME = frozenset(
-    {"recent_events", "accounts_of", "users_of", *(f"events_{u}{a}" for u in "01" for a in "01")}
+    {
+        "recent_events",
+        "accounts_of",
+        "users_of",
+        *(f"events_{u}{a}" for u in "01" for a in "01"),
+        "recent_qualifications",
+    }
 )
 """Reads of the event log whose best plan depends on its size: never prepared, so
 PostgreSQL plans each with the table as it is. A prepared statement's generic plan,
 made while the log was small, stays a sequential scan for good where nothing runs
 ANALYZE (autovacuum off or lagging): ``recent_events`` (a payload's context) then read
-the whole log on every qualification. The lookups by key stay prepared."""
+the whole log on every qualification. The lookups by key stay prepared.
+``recent_qualifications`` (a list for people, its cursor optional) is planned with
+its values too."""
 
 _STATEMENTS: dict[str, str] = {
     "max_seq": "SELECT coalesce(max(seq), 0) FROM {s}.events",
@@ -333,6 +341,19 @@ _STATEMENTS: dict[str, str] = {
     "set_disqualified": "UPDATE {s}.qualifications SET disqualified_at = %s WHERE id = %s",
     "qualifications": (
         f"SELECT {_QUALIFICATION_COLUMNS} FROM {{s}}.qualifications WHERE model = %s ORDER BY pos"
+    ),
+    # newest first; ids compare byte by byte (COLLATE "C"), as in the other stores
+    "recent_qualifications": (
+        f"SELECT {', '.join('q.' + c for c in _QUALIFICATION_COLUMNS.split(', '))},"
+        " d.qualification::text AS payload"
+        " FROM {s}.qualifications AS q LEFT JOIN {s}.deliveries AS d ON d.id = q.id"
+        " WHERE q.model = %(model)s AND q.kind = ANY(%(kinds)s::text[])"
+        " AND q.qualified_at >= %(since)s AND (%(at)s::bigint IS NULL OR q.qualified_at < %(at)s"
+        ' OR (q.qualified_at = %(at)s AND q.id COLLATE "C" < %(id)s))'
+        ' ORDER BY q.qualified_at DESC, q.id COLLATE "C" DESC LIMIT %(limit)s'
+    ),
+    "find_qualification": (
+        f"SELECT {_QUALIFICATION_COLUMNS} FROM {{s}}.qualifications WHERE id = %s"
     ),
     "delete_qualifications": ("DELETE FROM {s}.qualifications WHERE subject_id = %s AND kind = %s"),
     "delete_callback_deliveries": (
@@ -496,6 +517,8 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "load_state": ("model", "kind", "subject_id", "state", "due_at"),
     "latest_qualification": _names(_QUALIFICATION_COLUMNS),
     "qualifications": _names(_QUALIFICATION_COLUMNS),
+    "find_qualification": _names(_QUALIFICATION_COLUMNS),
+    "recent_qualifications": (*_names(_QUALIFICATION_COLUMNS), "payload"),
     **{
         name: ("seq", *_names(_RECORD_COLUMNS))
         for name in ("claim_due", "claim_any", "claim_ids", "claim_any_ids")
@@ -774,6 +797,37 @@ class _PostgresTransaction:
     def qualifications(self, model: str) -> Iterator[QualificationRecord]:
         rows = self._dicts("qualifications", (model,))
         return iter([_rows.structure(row, QualificationRecord) for row in rows])
+
+    def recent_qualifications(
+        self,
+        model: str,
+        *,
+        kinds: Sequence[str],
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int,
+    ) -> list[tuple[QualificationRecord, Qualification | None]]:
+        found = self._dicts(
+            "recent_qualifications",
+            {
+                "model": model,
+                "kinds": list(kinds),
+                "since": -(2**63) if since is None else to_us(since),
+                "at": None if before is None else to_us(before[0]),
+                "id": None if before is None else before[1],
+                "limit": limit,
+            },
+        )
+        out: list[tuple[QualificationRecord, Qualification | None]] = []
+        for row in found:
+            text = row.pop("payload")
+            record = _rows.structure(row, QualificationRecord)
+            out.append((record, None if text is None else payload(text)))
+        return out
+
+    def find_qualification(self, qualification_id: str) -> QualificationRecord | None:
+        rows = self._dicts("find_qualification", (qualification_id,))
+        return _rows.structure(rows[0], QualificationRecord) if rows else None
 
     def delete_qualifications(self, subject_id: str, kind: str) -> None:
         self._execute("delete_qualifications", (subject_id, kind))

@@ -46,7 +46,7 @@ from ._base import (
     StateRecord,
     cannot_join,
 )
-from ._rows import rows
+from ._rows import payload, rows
 
 __all__ = ["DEFAULT_SQLITE_PATH", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -776,6 +776,42 @@ class _SQLiteTransaction:
             (model,),
         )
         return iter([_rows.structure(row, QualificationRecord) for row in rows])
+
+    def recent_qualifications(
+        self,
+        model: str,
+        *,
+        kinds: Sequence[str],
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int,
+    ) -> list[tuple[QualificationRecord, Qualification | None]]:
+        params: list[Any] = [model, _json_ids(kinds), -(2**63) if since is None else to_us(since)]
+        after = ""
+        if before is not None:
+            after = " AND (q.qualified_at < ? OR (q.qualified_at = ? AND q.id < ?))"
+            params += [to_us(before[0]), to_us(before[0]), before[1]]
+        columns = ", ".join(f"q.{c}" for c in _QUALIFICATION_COLUMNS.split(", "))
+        found = self._dicts(
+            f"SELECT {columns}, d.qualification AS payload FROM qualifications AS q"
+            " LEFT JOIN deliveries AS d ON d.id = q.id"
+            f" WHERE q.model = ? AND q.kind IN {_IN_JSON} AND q.qualified_at >= ?{after}"
+            " ORDER BY q.qualified_at DESC, q.id DESC LIMIT ?",
+            [*params, limit],
+        )
+        out: list[tuple[QualificationRecord, Qualification | None]] = []
+        for row in found:
+            text = row.pop("payload")
+            record = _rows.structure(row, QualificationRecord)
+            out.append((record, None if text is None else payload(text)))
+        return out
+
+    def find_qualification(self, qualification_id: str) -> QualificationRecord | None:
+        rows = self._dicts(
+            f"SELECT {_QUALIFICATION_COLUMNS} FROM qualifications WHERE id = ? LIMIT 1",
+            (qualification_id,),
+        )
+        return _rows.structure(rows[0], QualificationRecord) if rows else None
 
     def delete_qualifications(self, subject_id: str, kind: str) -> None:
         self._conn.execute(

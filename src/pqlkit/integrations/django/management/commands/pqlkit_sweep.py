@@ -1,9 +1,9 @@
-"""``python manage.py pqlkit_sweep [--now ISO]``: fire what time alone made due.
+"""``python manage.py pqlkit_sweep [--now ISO]``: fire and deliver what time alone made due.
 
 Run it from cron or a scheduler every few minutes: it re-evaluates the subjects
 whose truth can change with time alone (``idle()``, windows ending,
-``requalify_after``), fires and delivers what is due, and prints one line per
-qualification or disqualification.
+``requalify_after``), delivers what is due to the callbacks of ``settings.PQLKIT``
+(and retries due ones), and prints one line per qualification or disqualification.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-import pqlkit
-from pql_app.apps import get_client
+from .....exceptions import ValidationError
+from ... import get_client
+
+__all__ = ["Command"]
 
 
 class Command(BaseCommand):
+    """The ``pqlkit_sweep`` command."""
+
     help = "Run pqlkit's sweep: fire and deliver what time alone made due."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,7 +40,7 @@ class Command(BaseCommand):
         client = get_client()
         try:
             fired = client.sweep(now)
-        except pqlkit.ValidationError as error:
+        except ValidationError as error:
             raise CommandError(f"--now: {error.reason}") from None
         client.flush()
         for q in fired:

@@ -1,0 +1,1 @@
+"""The management commands of ``pqlkit.integrations.django``."""
