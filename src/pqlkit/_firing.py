@@ -8,7 +8,7 @@ write that caused it; its id is stable, the same in every delivery.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -20,16 +20,13 @@ from ._dispatch import Dispatcher
 from ._engine import Context, Evaluation, Plan, explained
 from ._events import Qualification
 from ._model import Model
-from ._session import Outcome, Subject
+from ._session import Due, Outcome, Subject
+from ._traits import ACCOUNT_TRAIT, Traits
 from .stores._base import DeliveryRecord, QualificationRecord, Transaction
 
-__all__ = ["ACCOUNT_TRAIT", "Firing", "redact", "remember"]
+__all__ = ["Firing", "redact", "remember"]
 
 _NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
-ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the user's traits
-
-ContextOf = Callable[[Transaction, Subject, bool], Context]
-"""``(tx, subject, full) -> Context``: the traits an evaluation of the subject sees."""
 
 
 def _qualification_id(model: str, kind: str, subject: str, round_: int, first_seen: int) -> str:
@@ -51,18 +48,15 @@ class Firing:
         plan: Plan,
         clock: Clock,
         dispatcher: Dispatcher,
-        context: ContextOf,
+        traits: Traits,
         context_events: int,
     ) -> None:
         self.model = model
         self._plan = plan
         self._clock = clock
         self._dispatcher = dispatcher
-        self._context_of = context
+        self._traits = traits
         self._context_events = context_events
-
-    def _context(self, tx: Transaction, subject: Subject, *, full: bool = True) -> Context:
-        return self._context_of(tx, subject, full)
 
     def evaluate(
         self,
@@ -74,30 +68,42 @@ class Firing:
         latch: bool = True,
         scores: bool = False,
         deliver: bool = True,
-    ) -> Evaluation:
-        """Evaluate the subject at ``t``; fire or disqualify as its rule says.
+    ) -> Due:
+        """Evaluate the subject at ``t``; fire or disqualify as its rule says; return
+        when time alone may next change that (what the subject's save stores).
 
         Only what the rule reads is evaluated unless ``scores`` asks for every
         score (a user's, for ``TrackResult.scores``); a payload is built from a
         full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
         a qualification or disqualification is recorded, and nothing is enqueued.
         """
-        ctx = self._context(tx, subject, full=False)
+        ctx = self._traits.context(tx, subject, full=False)
         ev = self._plan.evaluate(
             subject.state, t, subject.kind, ctx, latch=latch, full=False, scores=scores
         )
-        subject.due_hint = (t, subject.state.events, ev.until)
         if scores:
             out.scores = ev.scores
-        rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
+        due = Due(t, subject.state.events, ev.until)
         if self._plan.rule_fns[subject.kind] is None:  # no rule for this kind
-            return ev
-        subject.requalify_at = None
+            return due
         cached = subject.state.qualification  # see remember()
         if cached is not None and (
             (cached[5] is None if ev.rule else cached[5] is not None) if cached else not ev.rule
         ):
-            return ev  # qualified and still true, or not qualified and still false
+            return due  # qualified and still true, or not qualified and still false
+        requalify = self._fire(tx, subject, ev, out, deliver)
+        if requalify is not None and requalify > t:
+            due.at = requalify if due.at is None else min(due.at, requalify)
+        return due
+
+    def _fire(
+        self, tx: Transaction, subject: Subject, ev: Evaluation, out: Outcome, deliver: bool
+    ) -> int | None:
+        """Record a qualification or disqualification as the evaluation's rule says (its
+        standing changed) and enqueue its delivery; a rule true during the
+        re-qualification cool-down returns when that ends (a sweep then fires it)."""
+        t = ev.t
+        rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
         name = self.model.name
         latest = self._latest(tx, subject, rule_kind)
         when = from_us(t)
@@ -110,9 +116,9 @@ class Firing:
                 if cool is not None and when >= latest.disqualified_at + cool:
                     round_ = latest.round + 1
                 elif cool is not None:  # a sweep at the cool-down's end fires it
-                    subject.requalify_at = to_us(latest.disqualified_at + cool)
+                    return to_us(latest.disqualified_at + cool)
             if round_ is None:
-                return ev
+                return None
             assert subject.state.first is not None
             qid = _qualification_id(name, rule_kind, subject.id, round_, subject.state.first)
             record = QualificationRecord(
@@ -127,11 +133,13 @@ class Firing:
             )
             if not tx.insert_qualification(record):
                 subject.state.qualification = None  # a concurrent writer got there first
-                return ev
+                return None
             remember(subject, record)
             if not deliver:
-                return ev
-            q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
+                return None
+            q = self._payload(
+                tx, subject, ev, qid, rule_kind, when, self._traits.context(tx, subject)
+            )
             # the first attempt is due now on the client's clock (T, an event's
             # timestamp or a sweep's `now`, may lie in the clock's future)
             now = self._clock.now()
@@ -147,7 +155,7 @@ class Firing:
             tx.set_disqualified(latest.id, when)
             remember(subject, attrs.evolve(latest, disqualified_at=when))
             if not deliver:
-                return ev
+                return None
             dq_id = _qualification_id(
                 name, "disqualified", subject.id, latest.round, to_us(latest.first_seen)
             )
@@ -159,7 +167,7 @@ class Firing:
                     dq_id,
                     rule_kind,
                     latest.qualified_at,
-                    self._context(tx, subject),
+                    self._traits.context(tx, subject),
                 ),
                 disqualified_at=when,
             )
@@ -172,7 +180,7 @@ class Firing:
             )
             out.disqualified.append(q)
             out.enqueued = True
-        return ev
+        return None
 
     def _latest(
         self, tx: Transaction, subject: Subject, kind: Literal["pql", "pqa"]
