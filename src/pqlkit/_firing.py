@@ -17,7 +17,7 @@ import attrs
 from ._clock import Clock
 from ._convert import from_us, json_converter, to_us
 from ._dispatch import Dispatcher
-from ._engine import Context, Evaluation, Plan, explained
+from ._engine import NO_QUALIFICATION, Context, Evaluation, LatestQualification, Plan, explained
 from ._events import Qualification
 from ._model import Model
 from ._session import Due, Outcome, Subject
@@ -87,9 +87,7 @@ class Firing:
         if self._plan.rule_fns[subject.kind] is None:  # no rule for this kind
             return due
         cached = subject.state.qualification  # see remember()
-        if cached is not None and (
-            (cached[5] is None if ev.rule else cached[5] is not None) if cached else not ev.rule
-        ):
+        if cached is not None and cached.qualified == ev.rule:
             return due  # qualified and still true, or not qualified and still false
         requalify = self._fire(tx, subject, ev, out, deliver)
         if requalify is not None and requalify > t:
@@ -191,18 +189,18 @@ class Firing:
             record = tx.latest_qualification(self.model.name, kind, subject.id)
             remember(subject, record)
             return record
-        if cached == 0:
+        if cached is NO_QUALIFICATION:
             return None
-        qid, round_, fingerprint, qualified, first, disqualified = cached
+        disqualified = cached.disqualified_at
         return QualificationRecord(
-            qid,
+            cached.id,
             self.model.name,
             kind,
             subject.id,
-            round_,
-            fingerprint,
-            from_us(qualified),
-            from_us(first),
+            cached.round,
+            cached.fingerprint,
+            from_us(cached.qualified_at),
+            from_us(cached.first_seen),
             None if disqualified is None else from_us(disqualified),
         )
 
@@ -263,17 +261,17 @@ class Firing:
 def remember(subject: Subject, record: QualificationRecord | None) -> None:
     """Cache ``record`` (the subject's latest qualification) in its state."""
     if record is None:
-        subject.state.qualification = 0
+        subject.state.qualification = NO_QUALIFICATION
         return
     dq = record.disqualified_at
-    subject.state.qualification = [
+    subject.state.qualification = LatestQualification(
         record.id,
         record.round,
         record.fingerprint,
         to_us(record.qualified_at),
         to_us(record.first_seen),
         None if dq is None else to_us(dq),
-    ]
+    )
 
 
 def redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:
