@@ -22,7 +22,7 @@ from ._events import Qualification
 from ._model import Model
 from ._session import Due, Outcome, Subject
 from ._traits import ACCOUNT_TRAIT, Traits
-from .stores._base import DeliveryRecord, QualificationRecord, Transaction
+from .stores._base import DeliveryKind, DeliveryRecord, QualificationRecord, Transaction
 
 __all__ = ["Firing", "redact", "remember"]
 
@@ -138,15 +138,7 @@ class Firing:
             q = self._payload(
                 tx, subject, ev, qid, rule_kind, when, self._traits.context(tx, subject)
             )
-            # the first attempt is due now on the client's clock (T, an event's
-            # timestamp or a sweep's `now`, may lie in the clock's future)
-            now = self._clock.now()
-            tx.enqueue(
-                DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=now),
-                self._dispatcher.names(rule_kind),
-                now=now,
-                known_since=now - self._dispatcher.window,
-            )
+            self._enqueue(tx, rule_kind, q)
             out.qualified.append(q)
             out.enqueued = True
         elif latest is not None and latest.disqualified_at is None:
@@ -169,16 +161,22 @@ class Firing:
                 ),
                 disqualified_at=when,
             )
-            now = self._clock.now()
-            tx.enqueue(
-                DeliveryRecord(dq_id, "disqualified", subject.id, q, next_attempt_at=now),
-                self._dispatcher.names("disqualified"),
-                now=now,
-                known_since=now - self._dispatcher.window,
-            )
+            self._enqueue(tx, "disqualified", q)
             out.disqualified.append(q)
             out.enqueued = True
         return None
+
+    def _enqueue(self, tx: Transaction, kind: DeliveryKind, q: Qualification) -> None:
+        """Enqueue the delivery of ``q`` to the callbacks of ``kind``."""
+        # the first attempt is due now on the client's clock (T, an event's
+        # timestamp or a sweep's `now`, may lie in the clock's future)
+        now = self._clock.now()
+        tx.enqueue(
+            DeliveryRecord(q.id, kind, q.subject_id, q, next_attempt_at=now),
+            self._dispatcher.names(kind),
+            now=now,
+            known_since=now - self._dispatcher.window,
+        )
 
     def _latest(
         self, tx: Transaction, subject: Subject, kind: Literal["pql", "pqa"]

@@ -202,18 +202,21 @@ class SubjectState:
         self.memo_ctx: tuple[Any, Any] | None = None
         self.memo_t: int = -NEVER
 
-    def _stored(self) -> tuple[Any, ...]:
-        return (
+    def _stored(self) -> list[Any]:
+        """What is stored of it, in its stored layout (see ``dump``)."""
+        cached = self.qualification
+        return [
+            STATE_LAYOUT,
+            self.fingerprint,
+            self.seq,
             self.first,
             self.newest,
             self.events,
             self.slots,
             self.latches,
             self.account,
-            self.fingerprint,
-            None if self.qualification is None else self.qualification.dump(),
-            self.seq,
-        )
+            None if cached is None else cached.dump(),
+        ]
 
     def __eq__(self, other: object) -> bool:
         """Equal when what is stored is (the kept values are a cache: not compared)."""
@@ -227,20 +230,7 @@ class SubjectState:
         return f"SubjectState{self._stored()!r}"
 
     def dump(self) -> str:
-        return _ENCODER.encode(
-            [
-                STATE_LAYOUT,
-                self.fingerprint,
-                self.seq,
-                self.first,
-                self.newest,
-                self.events,
-                self.slots,
-                self.latches,
-                self.account,
-                None if self.qualification is None else self.qualification.dump(),
-            ]
-        )
+        return _ENCODER.encode(self._stored())
 
     @classmethod
     def load(cls, text: str) -> SubjectState:
