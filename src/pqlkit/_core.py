@@ -297,9 +297,8 @@ class Core:
         """Evaluate each subject that has events as of its newest one (its traits changed)."""
         for subject in subjects:
             if subject.state.newest is not None:
-                self._save(
-                    tx, subject, self._firing.evaluate(tx, subject, subject.state.newest, out)
-                )
+                found = self._firing.evaluate(tx, subject, subject.state.newest, out)
+                self._save(tx, subject, found)
 
     def alias(self, previous_id: object, user_id: object) -> None:
         self._check_open()
@@ -494,10 +493,8 @@ class Core:
             for kind, sid in due:
                 subject = self._load(tx, kind, sid)
                 newest = subject.state.newest
-                at = max(t, newest or t)
-                self._save(
-                    tx, subject, self._firing.evaluate(tx, subject, at, batch, latch=False), at=t
-                )
+                found = self._firing.evaluate(tx, subject, max(t, newest or t), batch, latch=False)
+                self._save(tx, subject, found, at=t)
             return len(due), batch
 
         while True:

@@ -47,10 +47,14 @@ class Lock:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.held = self.lock  # the one acquired last: the one to release (once renewed too)
         _locks.append(self)
 
     def __enter__(self) -> bool:
-        return self.lock.acquire()
+        lock = self.lock
+        lock.acquire()
+        self.held = lock
+        return True
 
     def __exit__(
         self,
@@ -58,7 +62,7 @@ class Lock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.lock.release()
+        self.held.release()
 
 
 _locks: list[Lock] = []
