@@ -38,7 +38,7 @@ from pqlkit import (
     trait,
 )
 from pqlkit import _dsl as d
-from pqlkit._engine import Context, Plan, SubjectState, explain
+from pqlkit._engine import NO_QUALIFICATION, Context, Plan, SubjectState, explain
 from pqlkit._engine.state import set_key
 from pqlkit.exceptions import ModelError
 from strategies import DAY0, apply
@@ -821,6 +821,41 @@ def test_a_state_survives_dump_and_load_and_compares_by_what_is_stored() -> None
     assert repr(loaded) == repr(state)
     apply(plan, loaded, 3 * HOUR, "x", {}, "u1", "user")
     assert loaded != state
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[5,"f1",7,10,30,3,[3],{"active":20},[30,"a1"],["q1",2,"f0",20,10,25]]',
+        '[5,"f1",7,10,30,3,[3],{},null,["q1",0,"f1",20,10,null]]',
+        '[5,"f1",7,10,30,3,[3],{},null,0]',
+        '[5,"f1",7,10,30,3,[3],{},null,null]',
+    ],
+)
+def test_a_stored_state_of_layout_5_loads_and_is_stored_again_unchanged(text: str) -> None:
+    """States stored before the qualification cache had named fields still load (its
+    stored form, a list of six fields, 0 or null, did not change)."""
+    state = SubjectState.load(text)
+    assert state.dump() == text
+    cached = state.qualification
+    stored = json.loads(text)[9]
+    if stored is None:
+        assert cached is None
+    elif stored == 0:
+        assert cached is NO_QUALIFICATION
+        assert not cached.qualified
+    else:
+        assert cached is not None
+        fields = [
+            cached.id,
+            cached.round,
+            cached.fingerprint,
+            cached.qualified_at,
+            cached.first_seen,
+            cached.disqualified_at,
+        ]
+        assert fields == stored
+        assert cached.qualified == (stored[5] is None)
 
 
 def test_an_unwindowed_set_read_only_by_comparisons_stays_bounded() -> None:

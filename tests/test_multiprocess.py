@@ -238,8 +238,12 @@ LEASE = 0.05  # seconds: shorter than a callback
 CALLBACK = 0.08  # seconds per callback
 
 
-def flush_in_child(url: str, log: str, start_at: float) -> int:
-    """A process with a slow callback: flush() every pending delivery, log each call."""
+def flush_in_child(url: str, log: str, ready: Any) -> int:
+    """A process with a slow callback: flush() every pending delivery, log each call.
+
+    Both processes flush once both are ready (``ready``, a barrier of 2): a process
+    slow to start on a loaded machine would otherwise find everything delivered.
+    """
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def slow(q: Qualification) -> None:
@@ -251,7 +255,7 @@ def flush_in_child(url: str, log: str, start_at: float) -> int:
         LEASE_MODEL, store=url, clock=FrozenClock(NOW), delivery_lease=timedelta(seconds=LEASE)
     ) as client:
         client.on_pql(slow)
-        time.sleep(max(0.0, start_at - time.time()))
+        ready.wait(120)
         client.flush()
     os.close(fd)
     return os.getpid()
@@ -272,9 +276,10 @@ def test_two_processes_flushing_slow_callbacks_deliver_each_once(
         ids = {client.track(f"u{n}", "x").qualified[0].id for n in range(RACED)}
         assert len(client.pending()) == RACED
     log = tmp_path / "calls.txt"
-    start_at = time.time() + 1.5
-    with ProcessPoolExecutor(max_workers=2, mp_context=worker_context()) as pool:
-        futures = [pool.submit(flush_in_child, url, str(log), start_at) for _ in range(2)]
+    context = worker_context()
+    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+        ready = manager.Barrier(2)
+        futures = [pool.submit(flush_in_child, url, str(log), ready) for _ in range(2)]
         pids = [f.result(timeout=300) for f in futures]
     with Client(LEASE_MODEL, store=url, clock=FrozenClock(NOW)) as client:
         assert client.pending() == []

@@ -437,6 +437,53 @@ def test_forked_child_writes_through_parent_store(sqlite_store: SQLiteStore) -> 
     assert message_ids(sqlite_store) == ["from-parent", "from-child", "parent-again"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_the_open_lock_is_held_opens_its_own_connection(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """The lock that guards opening a connection is new in a forked child: the parent's,
+    copied while another thread held it, would never be released there (the child would
+    hang)."""
+    with sqlite_store.transaction() as tx:
+        tx.insert_event(event("from-parent"))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with sqlite_module._open_lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may..."
+        pid = os.fork()
+    if pid != 0:
+        release.set()
+        holder.join()
+    else:  # pragma: no cover - the child
+        status = 1
+        try:
+            with sqlite_store.transaction() as tx:  # opens the child's own connection
+                tx.insert_event(event("from-child"))
+            sqlite_store.close()
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung opening its connection")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert message_ids(sqlite_store) == ["from-parent", "from-child"]
+
+
 # -- several processes -------------------------------------------------------------------
 
 

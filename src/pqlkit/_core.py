@@ -6,9 +6,10 @@ subjects' states as events are recorded, and reading them.
 check it here (a compiled build's functions would otherwise raise ``TypeError``
 on a wrong type before pqlkit's checks could name the field). The Core composes
 the rest: transactions and the warm cache (``_session``), the engine
-(``_engine``), firing and payloads (``_firing``), rebuilds (``_rebuild``) and
-delivery (``_dispatch``). The modules the mypyc build compiles are listed in
-pyproject.toml (see docs/performance.md).
+(``_engine``), traits (``_traits``), firing and payloads (``_firing``), replaying
+the log (``_replay``), rebuilds (``_rebuild``) and delivery (``_dispatch``). The
+modules the mypyc build compiles are listed in pyproject.toml (see
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 
 from . import _process
 from ._clock import Clock
-from ._convert import from_us, to_us
+from ._convert import to_us
 from ._dispatch import Delivery, Dispatcher, callback_name
-from ._engine import Context, Evaluation, EventView, Plan, explain
+from ._engine import Evaluation, EventView, Plan, explain
 from ._events import (
     BulkResult,
     Event,
@@ -35,12 +35,14 @@ from ._events import (
     SubjectKind,
     TrackResult,
 )
-from ._firing import ACCOUNT_TRAIT, Firing, redact
+from ._firing import Firing, redact
 from ._model import Model
 from ._observe import Observer
 from ._rebuild import Rebuild
-from ._session import Outcome, Session, Subject, Warm
+from ._replay import Replay, apply
+from ._session import Due, Outcome, Session, Subject, Warm
 from ._settings import Settings
+from ._traits import ACCOUNT_TRAIT, Traits
 from ._validation import (
     check_event,
     check_id,
@@ -54,7 +56,6 @@ from .stores._base import (
     DeliveryStatus,
     NewEvent,
     QualificationRecord,
-    StateRecord,
     Store,
     Transaction,
 )
@@ -66,7 +67,6 @@ T = TypeVar("T")
 logger = logging.getLogger("pqlkit")
 
 _BATCH = 500
-_NO_TRAITS: Mapping[str, Any] = MappingProxyType({})
 _HINTS = 10_000  # aliased ids whose final id a Client remembers, to lock both at once
 
 
@@ -110,19 +110,12 @@ class Core:
             window=settings.delivery_window,
             retention=settings.delivery_retention,
         )
+        self._traits = Traits(self._session, self._plan)
+        self._replay = Replay(self._plan, self._traits)
         self._firing = Firing(
-            model,
-            self._plan,
-            clock,
-            self._dispatcher,
-            lambda tx, subject, full: self._context(tx, subject, full=full),
-            settings.context_events,
+            model, self._plan, clock, self._dispatcher, self._traits, settings.context_events
         )
-        self._rebuild = Rebuild(
-            self._session,
-            model,
-            lambda tx, keys, out, deliver: self._rebuild_subjects(tx, keys, out, deliver=deliver),
-        )
+        self._rebuild = Rebuild(self._session, model, self._replay, self._traits, self._firing)
         self._rebuild.ensure(deliver=model.on_retune == "fire")
 
     def close(self, timeout: float | None = 10.0) -> None:
@@ -266,13 +259,13 @@ class Core:
 
         def work(tx: Transaction) -> Outcome:
             uid = self._lock_user(tx, set(), user, None)
-            merged = {**self._traits(tx, "user", uid), **data}
+            merged = {**self._traits.get(tx, "user", uid), **data}
             if account is not None:
                 merged[ACCOUNT_TRAIT] = account
-            self._set_traits(tx, "user", uid, merged)
+            self._traits.set(tx, "user", uid, merged)
             out = Outcome()
             subject = self._load(tx, "user", uid)
-            subject.account = self._account_of(tx, subject)  # a warm one may predate it
+            subject.account = self._traits.account_of(tx, subject)  # a warm one may predate it
             self._reevaluate(tx, [subject], out)
             return out
 
@@ -291,8 +284,8 @@ class Core:
             # no event can join it, so lock them (and what they resolve to) next
             self._lock(tx, held, [f"account:{account}"])
             resolved = self._lock_users(tx, held, sorted(tx.users_of(account)))
-            merged = {**self._traits(tx, "account", account), **data}
-            self._set_traits(tx, "account", account, merged)
+            merged = {**self._traits.get(tx, "account", account), **data}
+            self._traits.set(tx, "account", account, merged)
             subjects = [self._load(tx, "account", account)]
             for uid in sorted(set(resolved.values())):
                 user = self._load(tx, "user", uid)
@@ -308,8 +301,8 @@ class Core:
         """Evaluate each subject that has events as of its newest one (its traits changed)."""
         for subject in subjects:
             if subject.state.newest is not None:
-                self._firing.evaluate(tx, subject, subject.state.newest, out)
-                self._save(tx, subject)
+                found = self._firing.evaluate(tx, subject, subject.state.newest, out)
+                self._save(tx, subject, found)
 
     def alias(self, previous_id: object, user_id: object) -> None:
         self._check_open()
@@ -340,8 +333,8 @@ class Core:
             users: list[tuple[SubjectKind, str]] = [("user", target)]
             if old != previous:
                 users.append(("user", old))
-            self._rebuild_subjects(tx, users, out)
-            self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
+            self._rebuild.subjects(tx, users, out)
+            self._rebuild.subjects(tx, [("account", a) for a in accounts], out)
             return out
 
         out = self._session.write(work)
@@ -369,7 +362,7 @@ class Core:
                 tx.delete_state(self.model.name, "user", i)
                 tx.delete_qualifications(i, "pql")
             redact(tx, set(accounts), set(ids))
-            self._rebuild_subjects(tx, [("account", a) for a in accounts], out)
+            self._rebuild.subjects(tx, [("account", a) for a in accounts], out)
             return out
 
         out = self._session.write(work)
@@ -388,7 +381,7 @@ class Core:
         with self._session.tx() as tx:
             subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
             t = self._read_time(subject)
-            return explain(self._plan, subject.state, t, kind, self._context(tx, subject))
+            return explain(self._plan, subject.state, t, kind, self._traits.context(tx, subject))
 
     def qualified_at(self, subject_id: object, kind: object) -> datetime | None:
         self._check_open()
@@ -406,7 +399,7 @@ class Core:
         with self._session.tx() as tx:
             subject = self._load(tx, kind, self._subject_key(tx, kind, subject_id))
             t = self._read_time(subject)
-            return self._plan.evaluate(subject.state, t, kind, self._context(tx, subject))
+            return self._plan.evaluate(subject.state, t, kind, self._traits.context(tx, subject))
 
     def _read_time(self, subject: Subject) -> int:
         now = to_us(self.clock.now())
@@ -548,8 +541,8 @@ class Core:
             for kind, sid in due:
                 subject = self._load(tx, kind, sid)
                 newest = subject.state.newest
-                self._firing.evaluate(tx, subject, max(t, newest or t), batch, latch=False)
-                self._save(tx, subject, at=t)
+                found = self._firing.evaluate(tx, subject, max(t, newest or t), batch, latch=False)
+                self._save(tx, subject, found, at=t)
             return len(due), batch
 
         while True:
@@ -777,30 +770,20 @@ class Core:
         save: bool,
     ) -> None:
         """Fold ``record`` into one subject, evaluate it (a user with every score) and,
-        with ``save``, store it (``_save`` defers what a warm subject allows)."""
+        with ``save``, store it (``_save`` defers what a warm subject allows; without,
+        the caller saves it)."""
         key = (kind, sid)
         subject = cache.get(key)
         if subject is None:
             subject = cache[key] = self._load(tx, kind, sid, skip_seq=record.seq)
-        self._apply(subject, record, view)
+        apply(self._plan, subject, record, view)
         newest = subject.state.newest
         t = view.ts if newest is None else newest
-        self._firing.evaluate(tx, subject, t, out, scores=kind == "user")
+        due = self._firing.evaluate(tx, subject, t, out, scores=kind == "user")
         if save:
-            self._save(tx, subject, defer=True)
-
-    def _apply(self, subject: Subject, record: EventRecord, view: EventView) -> None:
-        s = subject.state
-        self._plan.apply_view(s, view, subject.kind)
-        if record.seq > s.seq:
-            s.seq = record.seq
-        if subject.kind == "user" and record.account_id is not None:
-            latest = s.account  # [ts, account id] of the user's latest event with one
-            if latest is None:
-                latest = s.account = [view.ts, record.account_id]
-            elif view.ts >= latest[0]:
-                latest[0], latest[1] = view.ts, record.account_id
-            subject.account = latest[1]
+            self._save(tx, subject, due, defer=True)
+        else:
+            subject.due = due  # for the caller's save
 
     def _load(
         self, tx: Transaction, kind: SubjectKind, sid: str, *, skip_seq: int | None = None
@@ -818,7 +801,7 @@ class Core:
         if state is None:
             # Written by another version of the model (a rolling deploy): rebuild this
             # subject from the log, leaving out the event being recorded right now.
-            subject = self._replay_subject(tx, kind, sid, skip_seq)
+            subject = self._replay.subject(tx, kind, sid, skip_seq)
         else:
             subject = Subject(kind, sid, state)
             if row is not None:
@@ -827,9 +810,9 @@ class Core:
                 subject.stored_size = len(row.state)
                 # its writer may have left newer events in the log
                 if warm.usable and not (warm.active and key in warm.current):
-                    self._catch_up(tx, subject, skip_seq)
+                    self._replay.catch_up(tx, subject, skip_seq)
         if kind == "user":
-            subject.account = self._account_of(tx, subject)
+            subject.account = self._traits.account_of(tx, subject)
         if warm.active:
             self._keep_warm(tx, subject)
         return subject
@@ -851,20 +834,6 @@ class Core:
         if len(warm.current) > 20 * warm.capacity:
             warm.current.clear()
 
-    def _catch_up(self, tx: Transaction, subject: Subject, skip_seq: int | None) -> None:
-        """Fold in the subject's events newer than its stored state (left by a warm writer)."""
-        s = subject.state
-        if subject.kind == "user":
-            ids = [subject.id, *tx.aliases_of(subject.id)]
-            events = tx.events(user_ids=ids, after_seq=s.seq)
-        else:
-            events = tx.events(account_id=subject.id, after_seq=s.seq)
-        tail = [e for e in events if e.seq != skip_seq]
-        if tail:
-            s.qualification = None  # the tail may have fired: read it from the store again
-            key = (subject.kind, subject.id)
-            self._replay(tail, tx, {key}, {key: subject})
-
     def _resolve(self, tx: Transaction, user_id: str) -> str:
         warm = self._warm
         if not warm.active:
@@ -874,75 +843,50 @@ class Core:
             uid = warm.resolved[user_id] = tx.resolve(user_id)
         return uid
 
-    def _traits(self, tx: Transaction, kind: SubjectKind, sid: str) -> dict[str, Any]:
-        """The subject's stored traits (do not modify the dict returned)."""
-        warm = self._warm
-        if not warm.active:
-            return tx.traits(kind, sid)
-        traits = warm.traits.get((kind, sid))
-        if traits is None:
-            traits = warm.traits[(kind, sid)] = tx.traits(kind, sid)
-        return traits
-
-    def _set_traits(
-        self, tx: Transaction, kind: SubjectKind, sid: str, traits: dict[str, Any]
-    ) -> None:
-        tx.set_traits(kind, sid, traits)
-        if self._warm.active:
-            self._warm.traits[(kind, sid)] = traits
-
-    def _account_of(self, tx: Transaction, subject: Subject) -> str | None:
-        if subject.state.account is not None:
-            return str(subject.state.account[1])
-        acc = self._traits(tx, "user", subject.id).get(ACCOUNT_TRAIT)
-        return acc if isinstance(acc, str) else None
-
     def _save(
         self,
         tx: Transaction,
         subject: Subject,
+        due: Due | None = None,
         *,
         at: int | None = None,
         defer: bool = False,
         evicting: bool = False,
     ) -> None:
-        """Store the subject's state and due time.
+        """Store the subject's state and due time: ``due``, what its evaluation found
+        (without one, what its last evaluation found: ``subject.due``).
 
         With ``defer`` (a warm subject after an event), the write is skipped while
         the stored state is only a few events behind and its due time is not later
-        than the new one: the events in between are in the log (see ``_catch_up``),
+        than the new one: the events in between are in the log (see ``Replay.catch_up``),
         and a sweep that comes early finds nothing to do and stores the state.
         """
         s = subject.state
-        kind = subject.kind
         newest = s.newest
         if newest is None:
-            tx.delete_state(self.model.name, kind, subject.id)
-            warm = self._warm
-            if warm.subjects.pop((kind, subject.id), None) is not None:
-                warm.size -= subject.stored_size
-            warm.current.discard((kind, subject.id))
+            self._session.drop_state(tx, self.model.name, subject)
             return
+        if due is None:
+            due = subject.due
+        else:
+            subject.due = due
+        kind = subject.kind
         events, stored = s.events, subject.stored_events
         if evicting and stored == events:
             # Stored already, with the due time of its last save: computing one again
             # from its newest event would undo a sweep's (and make it due again).
             return
         t = newest if at is None or at < newest else at
-        hint = subject.due_hint
-        if hint is not None and hint[0] == t and hint[1] == events:
-            due = hint[2]  # what the evaluation at T found
+        if due is not None and due.t == t and due.events == events:
+            when = due.at  # what the evaluation at T found
         else:
-            due = self._plan.next_due(s, t, kind)
-        requalify = subject.requalify_at
-        if requalify is not None and requalify > t:
-            due = requalify if due is None else min(due, requalify)
+            when = self._plan.next_due(s, t, kind)
         if defer and stored is not None:
             stored_due = subject.stored_due
             behind = events - stored
             warm = self._warm
             if (
-                (due is None or (stored_due is not None and stored_due <= due))
+                (when is None or (stored_due is not None and stored_due <= when))
                 and (
                     behind == 0
                     or (
@@ -955,116 +899,7 @@ class Core:
                 and (evicting or (warm.active and warm.subjects.get((kind, subject.id)) is subject))
             ):
                 return
-        text = s.dump()
-        tx.save_state(
-            StateRecord(
-                self.model.name,
-                kind,
-                subject.id,
-                text,
-                from_us(due) if due is not None else None,
-            )
-        )
-        subject.stored_events = s.events
-        subject.stored_due = due
-        warm = self._warm
-        if warm.subjects.get((kind, subject.id)) is subject:
-            warm.size += len(text) - subject.stored_size
-        subject.stored_size = len(text)
-        if warm.active:
-            warm.current.add((kind, subject.id))
-
-    def _context(self, tx: Transaction, subject: Subject, *, full: bool = True) -> Context:
-        """The traits an evaluation sees; with ``full=False`` only those the model reads."""
-        user = full or self._plan.reads_user_traits
-        account = full or self._plan.reads_account_traits
-        # _NO_TRAITS, not a new {}: values stay kept while an evaluation sees the
-        # very same traits objects (see SubjectState.memo)
-        if subject.kind == "account":
-            return Context(
-                _NO_TRAITS, self._traits(tx, "account", subject.id) if account else _NO_TRAITS
-            )
-        acc = subject.account
-        return Context(
-            self._traits(tx, "user", subject.id) if user else _NO_TRAITS,
-            self._traits(tx, "account", acc) if account and acc is not None else _NO_TRAITS,
-        )
-
-    # -- internals: rebuilds -------------------------------------------------------------
-    def _replay(
-        self,
-        events: Iterable[EventRecord],
-        tx: Transaction,
-        wanted: set[tuple[str, str]] | None,
-        subjects: dict[tuple[str, str], Subject] | None = None,
-    ) -> tuple[dict[tuple[str, str], Subject], int]:
-        """Fold events (arrival order) into states (fresh ones unless given); latch TEV
-        activations per event."""
-        subjects = {} if subjects is None else subjects
-        resolved: dict[str, str] = {}
-        count = 0
-        for record in events:
-            uid = resolved.get(record.user_id)
-            if uid is None:
-                uid = resolved[record.user_id] = tx.resolve(record.user_id)
-            ts = to_us(record.timestamp)
-            view = EventView(ts, record.event, record.properties, uid)
-            targets: list[tuple[SubjectKind, str]] = [("user", uid)]
-            if record.account_id is not None:
-                targets.append(("account", record.account_id))
-            for kind, sid in targets:
-                if wanted is not None and (kind, sid) not in wanted:
-                    continue
-                subject = subjects.get((kind, sid))
-                if subject is None:
-                    subject = subjects[(kind, sid)] = Subject(kind, sid, self._plan.new_state())
-                self._apply(subject, record, view)
-                if self._plan.latched:
-                    if subject.kind == "user" and subject.account is None:
-                        subject.account = self._account_of(tx, subject)
-                    t = subject.state.newest or ts
-                    ctx = self._context(tx, subject, full=False)
-                    self._plan.latch(subject.state, t, kind, ctx)
-            count += 1
-        return subjects, count
-
-    def _replay_subject(
-        self, tx: Transaction, kind: SubjectKind, sid: str, skip_seq: int | None = None
-    ) -> Subject:
-        """One subject's state rebuilt from its events (without event ``skip_seq``)."""
-        if kind == "user":
-            events: Iterable[EventRecord] = tx.events(user_ids=[sid, *tx.aliases_of(sid)])
-        else:
-            events = tx.events(account_id=sid)
-        if skip_seq is not None:
-            events = (e for e in events if e.seq != skip_seq)
-        subjects, _ = self._replay(events, tx, {(kind, sid)})
-        return subjects.get((kind, sid)) or Subject(kind, sid, self._plan.new_state())
-
-    def _rebuild_subjects(
-        self,
-        tx: Transaction,
-        keys: Sequence[tuple[SubjectKind, str]],
-        out: Outcome,
-        *,
-        deliver: bool = True,
-    ) -> int:
-        """Rebuild these subjects from the log and evaluate them; return the users' events."""
-        replayed = 0
-        for kind, sid in keys:
-            subject = self._replay_subject(tx, kind, sid)
-            if subject.state.newest is None:
-                tx.delete_state(self.model.name, kind, sid)
-                continue
-            if kind == "user":
-                subject.account = self._account_of(tx, subject)
-                replayed += subject.state.events
-            assert subject.state.newest is not None
-            self._firing.evaluate(
-                tx, subject, subject.state.newest, out, latch=False, deliver=deliver
-            )
-            self._save(tx, subject)
-        return replayed
+        self._session.store_state(tx, self.model.name, subject, when)
 
     def _after_write(self, fired: list[Qualification], joined: object) -> None:
         # Inside the caller's transaction (joined), nothing can be delivered before

@@ -36,6 +36,7 @@ logger = logging.getLogger("pqlkit")
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
 _FINISH_ATTEMPTS = 5
 _CLAIM_ATTEMPTS = 5  # claims in a row the database aborted before a pass gives up
+_SYNC_WAIT = 2.0  # seconds a full pass waits at most for another process's registration
 _BEATS_PER_LEASE = 3  # a running callback's lease is renewed this often per lease
 _BEAT_IDLE = 60.0  # seconds without a running callback before the heartbeat thread ends
 _HOUSEKEEPING = timedelta(minutes=1)  # closing windows and purging, at most this often
@@ -401,6 +402,9 @@ class Dispatcher:
         registers.
         """
         tries = 0
+        wait_until = time.monotonic() + _SYNC_WAIT
+        if deadline is not None:
+            wait_until = min(wait_until, deadline)
         while True:
             try:
                 synced = self._sync()
@@ -411,7 +415,7 @@ class Dispatcher:
             if synced or not waiting:
                 return
             tries += 1
-            if not pause(tries, first=0.01, attempts=_CLAIM_ATTEMPTS, deadline=deadline):
+            if not pause(tries, first=0.01, cap=0.2, deadline=wait_until):
                 return
 
     def _sync(self) -> bool:

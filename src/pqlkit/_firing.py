@@ -8,7 +8,7 @@ write that caused it; its id is stable, the same in every delivery.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -17,19 +17,16 @@ import attrs
 from ._clock import Clock
 from ._convert import from_us, json_converter, to_us
 from ._dispatch import Dispatcher
-from ._engine import Context, Evaluation, Plan, explained
+from ._engine import NO_QUALIFICATION, Context, Evaluation, LatestQualification, Plan, explained
 from ._events import Qualification
 from ._model import Model
-from ._session import Outcome, Subject
-from .stores._base import DeliveryRecord, QualificationRecord, Transaction
+from ._session import Due, Outcome, Subject
+from ._traits import ACCOUNT_TRAIT, Traits
+from .stores._base import DeliveryKind, DeliveryRecord, QualificationRecord, Transaction
 
-__all__ = ["ACCOUNT_TRAIT", "Firing", "redact", "remember"]
+__all__ = ["Firing", "redact", "remember"]
 
 _NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
-ACCOUNT_TRAIT = "$account_id"  # the account given to identify(), kept with the user's traits
-
-ContextOf = Callable[[Transaction, Subject, bool], Context]
-"""``(tx, subject, full) -> Context``: the traits an evaluation of the subject sees."""
 
 
 def _qualification_id(model: str, kind: str, subject: str, round_: int, first_seen: int) -> str:
@@ -51,18 +48,15 @@ class Firing:
         plan: Plan,
         clock: Clock,
         dispatcher: Dispatcher,
-        context: ContextOf,
+        traits: Traits,
         context_events: int,
     ) -> None:
         self.model = model
         self._plan = plan
         self._clock = clock
         self._dispatcher = dispatcher
-        self._context_of = context
+        self._traits = traits
         self._context_events = context_events
-
-    def _context(self, tx: Transaction, subject: Subject, *, full: bool = True) -> Context:
-        return self._context_of(tx, subject, full)
 
     def evaluate(
         self,
@@ -74,30 +68,40 @@ class Firing:
         latch: bool = True,
         scores: bool = False,
         deliver: bool = True,
-    ) -> Evaluation:
-        """Evaluate the subject at ``t``; fire or disqualify as its rule says.
+    ) -> Due:
+        """Evaluate the subject at ``t``; fire or disqualify as its rule says; return
+        when time alone may next change that (what the subject's save stores).
 
         Only what the rule reads is evaluated unless ``scores`` asks for every
         score (a user's, for ``TrackResult.scores``); a payload is built from a
         full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
         a qualification or disqualification is recorded, and nothing is enqueued.
         """
-        ctx = self._context(tx, subject, full=False)
+        ctx = self._traits.context(tx, subject, full=False)
         ev = self._plan.evaluate(
             subject.state, t, subject.kind, ctx, latch=latch, full=False, scores=scores
         )
-        subject.due_hint = (t, subject.state.events, ev.until)
         if scores:
             out.scores = ev.scores
-        rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
+        due = Due(t, subject.state.events, ev.until)
         if self._plan.rule_fns[subject.kind] is None:  # no rule for this kind
-            return ev
-        subject.requalify_at = None
+            return due
         cached = subject.state.qualification  # see remember()
-        if cached is not None and (
-            (cached[5] is None if ev.rule else cached[5] is not None) if cached else not ev.rule
-        ):
-            return ev  # qualified and still true, or not qualified and still false
+        if cached is not None and cached.qualified == ev.rule:
+            return due  # qualified and still true, or not qualified and still false
+        requalify = self._fire(tx, subject, ev, out, deliver)
+        if requalify is not None and requalify > t:
+            due.at = requalify if due.at is None else min(due.at, requalify)
+        return due
+
+    def _fire(
+        self, tx: Transaction, subject: Subject, ev: Evaluation, out: Outcome, deliver: bool
+    ) -> int | None:
+        """Record a qualification or disqualification as the evaluation's rule says (its
+        standing changed) and enqueue its delivery; a rule true during the
+        re-qualification cool-down returns when that ends (a sweep then fires it)."""
+        t = ev.t
+        rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
         name = self.model.name
         latest = self._latest(tx, subject, rule_kind)
         when = from_us(t)
@@ -110,9 +114,9 @@ class Firing:
                 if cool is not None and when >= latest.disqualified_at + cool:
                     round_ = latest.round + 1
                 elif cool is not None:  # a sweep at the cool-down's end fires it
-                    subject.requalify_at = to_us(latest.disqualified_at + cool)
+                    return to_us(latest.disqualified_at + cool)
             if round_ is None:
-                return ev
+                return None
             assert subject.state.first is not None
             qid = _qualification_id(name, rule_kind, subject.id, round_, subject.state.first)
             record = QualificationRecord(
@@ -127,27 +131,21 @@ class Firing:
             )
             if not tx.insert_qualification(record):
                 subject.state.qualification = None  # a concurrent writer got there first
-                return ev
+                return None
             remember(subject, record)
             if not deliver:
-                return ev
-            q = self._payload(tx, subject, ev, qid, rule_kind, when, self._context(tx, subject))
-            # the first attempt is due now on the client's clock (T, an event's
-            # timestamp or a sweep's `now`, may lie in the clock's future)
-            now = self._clock.now()
-            tx.enqueue(
-                DeliveryRecord(qid, rule_kind, subject.id, q, next_attempt_at=now),
-                self._dispatcher.names(rule_kind),
-                now=now,
-                known_since=now - self._dispatcher.window,
+                return None
+            q = self._payload(
+                tx, subject, ev, qid, rule_kind, when, self._traits.context(tx, subject)
             )
+            self._enqueue(tx, rule_kind, q)
             out.qualified.append(q)
             out.enqueued = True
         elif latest is not None and latest.disqualified_at is None:
             tx.set_disqualified(latest.id, when)
             remember(subject, attrs.evolve(latest, disqualified_at=when))
             if not deliver:
-                return ev
+                return None
             dq_id = _qualification_id(
                 name, "disqualified", subject.id, latest.round, to_us(latest.first_seen)
             )
@@ -159,20 +157,26 @@ class Firing:
                     dq_id,
                     rule_kind,
                     latest.qualified_at,
-                    self._context(tx, subject),
+                    self._traits.context(tx, subject),
                 ),
                 disqualified_at=when,
             )
-            now = self._clock.now()
-            tx.enqueue(
-                DeliveryRecord(dq_id, "disqualified", subject.id, q, next_attempt_at=now),
-                self._dispatcher.names("disqualified"),
-                now=now,
-                known_since=now - self._dispatcher.window,
-            )
+            self._enqueue(tx, "disqualified", q)
             out.disqualified.append(q)
             out.enqueued = True
-        return ev
+        return None
+
+    def _enqueue(self, tx: Transaction, kind: DeliveryKind, q: Qualification) -> None:
+        """Enqueue the delivery of ``q`` to the callbacks of ``kind``."""
+        # the first attempt is due now on the client's clock (T, an event's
+        # timestamp or a sweep's `now`, may lie in the clock's future)
+        now = self._clock.now()
+        tx.enqueue(
+            DeliveryRecord(q.id, kind, q.subject_id, q, next_attempt_at=now),
+            self._dispatcher.names(kind),
+            now=now,
+            known_since=now - self._dispatcher.window,
+        )
 
     def _latest(
         self, tx: Transaction, subject: Subject, kind: Literal["pql", "pqa"]
@@ -183,18 +187,18 @@ class Firing:
             record = tx.latest_qualification(self.model.name, kind, subject.id)
             remember(subject, record)
             return record
-        if cached == 0:
+        if cached is NO_QUALIFICATION:
             return None
-        qid, round_, fingerprint, qualified, first, disqualified = cached
+        disqualified = cached.disqualified_at
         return QualificationRecord(
-            qid,
+            cached.id,
             self.model.name,
             kind,
             subject.id,
-            round_,
-            fingerprint,
-            from_us(qualified),
-            from_us(first),
+            cached.round,
+            cached.fingerprint,
+            from_us(cached.qualified_at),
+            from_us(cached.first_seen),
             None if disqualified is None else from_us(disqualified),
         )
 
@@ -255,17 +259,17 @@ class Firing:
 def remember(subject: Subject, record: QualificationRecord | None) -> None:
     """Cache ``record`` (the subject's latest qualification) in its state."""
     if record is None:
-        subject.state.qualification = 0
+        subject.state.qualification = NO_QUALIFICATION
         return
     dq = record.disqualified_at
-    subject.state.qualification = [
+    subject.state.qualification = LatestQualification(
         record.id,
         record.round,
         record.fingerprint,
         to_us(record.qualified_at),
         to_us(record.first_seen),
         None if dq is None else to_us(dq),
-    ]
+    )
 
 
 def redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:

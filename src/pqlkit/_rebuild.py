@@ -1,10 +1,12 @@
-"""Rebuilding every subject's state from the log (after a model change, or
-``client.rebuild()``), in short transactions that let other writers in.
+"""Rebuilding subjects' states from the log: some of them (after ``alias()`` or
+``forget()`` moved their events), or every one (after a model change, or
+``client.rebuild()``) in short transactions that let other writers in.
 
-The rebuild is claimed in the store's metadata, so that clients that need the
+A subject is rebuilt by replaying its log (``_replay``), evaluating it as of its
+newest event (``_firing``: what that fires is recorded) and storing it. A rebuild of
+every subject is claimed in the store's metadata, so that clients that need the
 same one wait for it, and one that dies is resumed by the next; the model's
-fingerprint is stored when every subject is done. How one subject is rebuilt
-(replay and evaluation) is the core's: a :class:`Rebuild` is given that.
+fingerprint is stored when every subject is done.
 """
 
 from __future__ import annotations
@@ -16,21 +18,21 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Literal
 
 from ._events import SubjectKind
+from ._firing import Firing
 from ._model import Model
+from ._replay import Replay
 from ._session import Outcome, Session
+from ._traits import Traits
 from .exceptions import StoreError
 from .stores._base import Transaction
 
 __all__ = ["Rebuild", "fingerprint_key"]
 
 logger = logging.getLogger("pqlkit")
-
-RebuildSubjects = Callable[[Transaction, list[tuple[SubjectKind, str]], Outcome, bool], int]
-"""``(tx, subjects, out, deliver) -> users' events replayed``: rebuild these subjects."""
 
 _REBUILD_SLICE = 0.05  # seconds a rebuild transaction may take (it rebuilds one subject at least)
 _REBUILD_PAUSE = 0.02  # then the write lock is left free this long (SQLite's waiters poll it)
@@ -86,11 +88,42 @@ def fingerprint_key(model: str) -> str:
 class Rebuild:
     """The rebuilds of one model's derived state, as one client runs them."""
 
-    def __init__(self, session: Session, model: Model, subjects: RebuildSubjects) -> None:
+    def __init__(
+        self, session: Session, model: Model, replay: Replay, traits: Traits, firing: Firing
+    ) -> None:
         self._session = session
         self.model = model
-        self._subjects = subjects
+        self._replay = replay
+        self._traits = traits
+        self._firing = firing
         self._lock = threading.Lock()
+
+    def subjects(
+        self,
+        tx: Transaction,
+        keys: Sequence[tuple[SubjectKind, str]],
+        out: Outcome,
+        *,
+        deliver: bool = True,
+    ) -> int:
+        """Rebuild these subjects from the log and evaluate them; return the users' events.
+
+        The caller holds their locks, and has emptied the warm cache: the states are replaced.
+        """
+        name = self.model.name
+        replayed = 0
+        for kind, sid in keys:
+            subject = self._replay.subject(tx, kind, sid)
+            newest = subject.state.newest
+            if newest is None:
+                tx.delete_state(name, kind, sid)
+                continue
+            if kind == "user":
+                subject.account = self._traits.account_of(tx, subject)
+                replayed += subject.state.events
+            due = self._firing.evaluate(tx, subject, newest, out, latch=False, deliver=deliver)
+            self._session.store_state(tx, name, subject, due.at)
+        return replayed
 
     @property
     def fingerprint_key(self) -> str:
@@ -273,7 +306,7 @@ class Rebuild:
             tx.lock([f"{kind}:{sid}"])  # in sorted order, as track() takes them
             if kind == "user" and tx.resolve(sid) != sid:
                 continue  # aliased since it was listed: alias() rebuilt its user
-            replayed += self._subjects(tx, [(kind, sid)], out, deliver)
+            replayed += self.subjects(tx, [(kind, sid)], out, deliver=deliver)
         self._renew(tx, owner, keys[end - 1])
         return end, replayed, out
 

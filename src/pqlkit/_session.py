@@ -2,8 +2,10 @@
 
 A :class:`Session` opens every store transaction a Client runs (``tx()``), runs a
 write again when the database aborted it (``write()``), and owns the :class:`Warm`
-cache of decoded subjects that those transactions keep honest. A :class:`Subject`
-is one subject's state as a transaction loaded it.
+cache of decoded subjects that those transactions keep honest (``store_state`` and
+``drop_state`` write a subject's row and keep the cache's account of it). A
+:class:`Subject` is one subject's state as a transaction loaded it; a :class:`Due`,
+when its evaluation found that time alone may next change its standing.
 """
 
 from __future__ import annotations
@@ -17,17 +19,35 @@ from typing import Any, TypeVar
 import attrs
 
 from . import _process
+from ._convert import from_us
 from ._engine import SubjectState
 from ._events import Qualification, SubjectKind
 from ._retry import pause
 from .exceptions import TransientStoreError
-from .stores._base import Store, Transaction
+from .stores._base import StateRecord, Store, Transaction
 
-__all__ = ["Outcome", "Session", "Subject", "TxScope", "Warm"]
+__all__ = ["Due", "Outcome", "Session", "Subject", "TxScope", "Warm"]
 
 T = TypeVar("T")
 
 _WRITE_ATTEMPTS = 5  # a write the store aborted to resolve a conflict is run again, up to this
+
+
+class Due:
+    """When time alone may next change a subject's standing, as its evaluation found:
+    what a save stores as the subject's due time (a plain class: one is made per evaluation).
+
+    ``at`` holds for the subject's state at ``t`` with ``events`` events folded in: the
+    rule's next change by time alone, or the end of a re-qualification cool-down,
+    whichever comes first (None: neither).
+    """
+
+    __slots__ = ("at", "events", "t")
+
+    def __init__(self, t: int, events: int, at: int | None) -> None:
+        self.t = t
+        self.events = events
+        self.at = at
 
 
 @attrs.define
@@ -38,15 +58,14 @@ class Subject:
     id: str
     state: SubjectState
     account: str | None = None  # users: their current account
-    requalify_at: int | None = None  # rule true during requalify_after: when it may fire
     # What the store holds of it: the state as of `stored_events` events (None: no
     # row), and the row's due time. Behind these, its newer events are a tail in the log.
     stored_events: int | None = None
     stored_due: int | None = None
     stored_size: int = 0
-    # (T, events folded in, when time alone may next change the rule) of its last
-    # evaluation: the due time _save() stores, while nothing changed since
-    due_hint: tuple[int, int, int | None] | None = None
+    # The Due of its last evaluation, kept by the core for the save that stores it: a
+    # warm subject's save may be put off (to its eviction, or the client's close)
+    due: Due | None = None
 
 
 class Warm:
@@ -219,6 +238,32 @@ class Session:
                 failed += 1
                 if not pause(failed, first=0.01, attempts=_WRITE_ATTEMPTS):
                     raise
+
+    def store_state(self, tx: Transaction, model: str, subject: Subject, due: int | None) -> None:
+        """Write the subject's state with its due time, and keep the cache's account of it."""
+        s = subject.state
+        kind = subject.kind
+        text = s.dump()
+        tx.save_state(
+            StateRecord(model, kind, subject.id, text, from_us(due) if due is not None else None)
+        )
+        subject.stored_events = s.events
+        subject.stored_due = due
+        warm = self.warm
+        if warm.subjects.get((kind, subject.id)) is subject:
+            warm.size += len(text) - subject.stored_size
+        subject.stored_size = len(text)
+        if warm.active:
+            warm.current.add((kind, subject.id))
+
+    def drop_state(self, tx: Transaction, model: str, subject: Subject) -> None:
+        """Delete the subject's stored state (it has no events), and forget it warm."""
+        kind = subject.kind
+        tx.delete_state(model, kind, subject.id)
+        warm = self.warm
+        if warm.subjects.pop((kind, subject.id), None) is not None:
+            warm.size -= subject.stored_size
+        warm.current.discard((kind, subject.id))
 
     def tx(self, connection: object = None) -> AbstractContextManager[Transaction]:
         """A store transaction that keeps the warm cache honest (see :class:`Warm`);

@@ -55,12 +55,7 @@ def check_id(value: object, field: str, limits: Limits) -> str:
         and "\x00" not in value
     ):
         return value  # the common case, checked fast
-    if not isinstance(value, str):
-        raise ValidationError(field, f"must be a str, got {type(value).__name__}")
-    if not value.strip():
-        raise ValidationError(field, "must not be empty or whitespace")
-    _check_name(value, field)
-    _check_text(value, field)
+    value = _check_label(value, field)
     if len(value) > limits.max_id_length:
         raise ValidationError(
             field, f"is {len(value)} characters long; the limit is {limits.max_id_length}"
@@ -78,12 +73,7 @@ def check_event(value: object) -> str:
         and "\x00" not in value
     ):
         return value  # the common case, checked fast
-    if not isinstance(value, str):
-        raise ValidationError("event", f"must be a str, got {type(value).__name__}")
-    if not value.strip():
-        raise ValidationError("event", "must not be empty or whitespace")
-    _check_name(value, "event")
-    _check_text(value, "event")
+    value = _check_label(value, "event")
     if len(value) > 1024:
         raise ValidationError("event", "is longer than 1024 characters")
     return value
@@ -92,6 +82,18 @@ def check_event(value: object) -> str:
 def check_message_id(value: object, limits: Limits) -> str:
     """An idempotency key: a non-blank str within the id length limit."""
     return check_id(value, "message_id", limits)
+
+
+def _check_label(value: object, field: str) -> str:
+    """An id or an event name that the fast path did not take: a str, not blank, with
+    no NUL character, storable as UTF-8 (its length is the caller's to check)."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(field, "must not be empty or whitespace")
+    _check_name(value, field)
+    _check_text(value, field)
+    return value
 
 
 def _check_name(value: str, field: str) -> None:

@@ -33,13 +33,15 @@ The modules, each importing only those above it:
 from .evaluate import Context, Evaluation
 from .explain import explain, explained
 from .plan import Plan
-from .state import STATE_LAYOUT, EventView, SubjectState
+from .state import NO_QUALIFICATION, STATE_LAYOUT, EventView, LatestQualification, SubjectState
 
 __all__ = [
+    "NO_QUALIFICATION",
     "STATE_LAYOUT",
     "Context",
     "Evaluation",
     "EventView",
+    "LatestQualification",
     "Plan",
     "SubjectState",
     "explain",

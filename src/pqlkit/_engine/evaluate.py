@@ -28,11 +28,12 @@ __all__ = [
     "Eval",
     "Evaluation",
     "Fn",
+    "compare",
     "compile_node",
     "revalidate",
 ]
 
-_CMP: dict[str, Callable[[Any, Any], bool]] = {
+_CMP: dict[str, Callable[[Any, Any], Any]] = {
     "<": operator.lt,
     "<=": operator.le,
     ">": operator.gt,
@@ -40,13 +41,16 @@ _CMP: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
 }
+"""Each comparison operator's function, chosen once when a comparison is compiled."""
 
 
-def _compare(op: str, a: Any, b: Any) -> bool:
+def compare(op: Callable[[Any, Any], Any], a: Any, b: Any) -> bool:
+    """``a op b`` as a model means it (``op`` from ``_CMP``): false when either side is
+    None, or when the two do not compare (a number and a string, say)."""
     if a is None or b is None:
         return False
     try:
-        return bool(_CMP[op](a, b))
+        return bool(op(a, b))
     except TypeError:
         return False
 
@@ -312,32 +316,16 @@ def compile_node(plan: Plan, node: d.Expr) -> Fn:
 
             return compare_idle
 
-        def compare_const(e: Eval) -> bool:
-            a = left(e)
-            if a is None:
-                return False
-            try:
-                return bool(op(a, b))
-            except TypeError:
-                return False
-
-        return compare_const
+        return lambda e: compare(op, left(e), b)
     if isinstance(node, d.Compare):
         left, right, op = c(node.left), c(node.right), _CMP[node.op]
 
-        def compare(e: Eval) -> bool:
+        def compare_values(e: Eval) -> bool:
             a = left(e)
-            if a is None:
-                return False
-            b = right(e)
-            if b is None:
-                return False
-            try:
-                return bool(op(a, b))
-            except TypeError:
-                return False
+            # the right side is not evaluated (nor its validity gathered) after a None
+            return a is not None and compare(op, a, right(e))
 
-        return compare
+        return compare_values
     if isinstance(node, d.All):
         items = [c(i) for i in node.items]
 
@@ -379,7 +367,7 @@ def compile_node(plan: Plan, node: d.Expr) -> Fn:
             return lambda e: e.ctx.account_traits.get(key)
         return lambda e: e.ctx.user_traits.get(key) if e.kind == "user" else None
     if isinstance(node, d.IsIn):
-        value, options = c(node.value), node.options
+        value, options, eq = c(node.value), node.options, _CMP["=="]
 
         try:
             hashed: frozenset[Any] | None = frozenset(options)
@@ -395,7 +383,7 @@ def compile_node(plan: Plan, node: d.Expr) -> Fn:
                     return v in hashed  # == by hash: the same answer as the loop below
                 except TypeError:
                     pass  # v is unhashable (a list, a dict)
-            return any(_compare("==", v, o) for o in options)
+            return any(compare(eq, v, o) for o in options)
 
         return is_in
     if isinstance(node, d.Points):

@@ -3,6 +3,7 @@ what they are (``Client.explain()`` and ``Qualification.explanation``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -76,17 +77,9 @@ def _operand(e: Eval, node: d.Expr) -> str:
 
 def _score(e: Eval, node: d.Expr) -> str:
     if isinstance(node, d.Points):
-        parts = [
-            f"{s} {w:+g}" if e.signal(s) else f"{s} 0 (false, would be {w:+g})"
-            for s, w in node.weights
-        ]
-        return ": " + ", ".join(parts)
+        return _parts((s, e.signal(s), w) for s, w in node.weights)
     if isinstance(node, d.Fit):
-        parts = [
-            f"{c.describe()} {p:+g}" if e.ev(c) else f"{c.describe()} 0 (false, would be {p:+g})"
-            for c, p in node.rules
-        ]
-        return ": " + ", ".join(parts)
+        return _parts((c.describe(), bool(e.ev(c)), p) for c, p in node.rules)
     if isinstance(node, d.Tev):
         tp, ep, vp, elapsed, eng, vir = e.tev_parts(node)
         when = "never" if elapsed is None else _fmt(timedelta(microseconds=elapsed))
@@ -97,6 +90,14 @@ def _score(e: Eval, node: d.Expr) -> str:
             f"({_fmt(vir)}/{_fmt(node.virality_target)})"
         )
     return f": {_node(e, node)}"
+
+
+def _parts(parts: Iterable[tuple[str, bool, float]]) -> str:
+    """A score's parts: each condition (its text, whether true) with the points it adds."""
+    return ": " + ", ".join(
+        f"{text} {points:+g}" if true else f"{text} 0 (false, would be {points:+g})"
+        for text, true, points in parts
+    )
 
 
 def _value(e: Eval, node: d.Expr) -> str:

@@ -20,8 +20,10 @@ __all__ = [
     "DAY_US",
     "NEVER",
     "STATE_LAYOUT",
+    "NO_QUALIFICATION",
     "EventView",
     "Kept",
+    "LatestQualification",
     "SubjectKind",
     "SubjectState",
     "number",
@@ -90,6 +92,67 @@ class Kept:
         return min(self.until, newest + self.idle)
 
 
+class LatestQualification:
+    """A subject's latest qualification record, as its state caches it (times in µs).
+
+    The Client keeps it in the same transaction as the record; ``NO_QUALIFICATION``
+    stands for "it has none" (a state that knows neither: ``None``). Stored as the list
+    of its fields in this order (``NO_QUALIFICATION`` as ``0``).
+    """
+
+    __slots__ = ("disqualified_at", "fingerprint", "first_seen", "id", "qualified_at", "round")
+
+    def __init__(
+        self,
+        id: str,
+        round: int,
+        fingerprint: str,
+        qualified_at: int,
+        first_seen: int,
+        disqualified_at: int | None,
+    ) -> None:
+        self.id = id
+        self.round = round
+        self.fingerprint = fingerprint
+        self.qualified_at = qualified_at
+        self.first_seen = first_seen
+        self.disqualified_at = disqualified_at
+
+    @property
+    def qualified(self) -> bool:
+        """Whether the subject stands qualified (a qualification not disqualified since)."""
+        return self is not NO_QUALIFICATION and self.disqualified_at is None
+
+    def dump(self) -> Any:
+        """Its stored form."""
+        if self is NO_QUALIFICATION:
+            return 0
+        return [
+            self.id,
+            self.round,
+            self.fingerprint,
+            self.qualified_at,
+            self.first_seen,
+            self.disqualified_at,
+        ]
+
+    @staticmethod
+    def load(data: Any) -> LatestQualification | None:
+        """What ``dump`` stored (None, unknown, for anything else)."""
+        if data == 0 and type(data) is int:
+            return NO_QUALIFICATION
+        if isinstance(data, list) and len(data) == 6:
+            qid, round_, fingerprint, qualified_at, first_seen, disqualified_at = data
+            return LatestQualification(
+                qid, round_, fingerprint, qualified_at, first_seen, disqualified_at
+            )
+        return None
+
+
+NO_QUALIFICATION = LatestQualification("", -1, "", 0, 0, None)
+"""The cached qualification of a subject that has none."""
+
+
 STATE_LAYOUT = 5
 """The layout of a stored state: bump when the meaning of the stored state changes.
 
@@ -117,7 +180,7 @@ class SubjectState:
         latches: dict[str, int] | None = None,
         account: list[Any] | None = None,
         fingerprint: str = "",
-        qualification: Any = None,
+        qualification: LatestQualification | None = None,
         seq: int = 0,
     ) -> None:
         self.first = first
@@ -128,9 +191,8 @@ class SubjectState:
         # users: [ts, account_id] of the latest event with one
         self.account = account
         self.fingerprint = fingerprint  # the model version whose plan wrote it
-        # A cache of the subject's latest qualification record (kept by the Client in
-        # the same transaction as the record): None unknown, 0 none, else its fields.
-        self.qualification: Any = qualification
+        # A cache of the subject's latest qualification record (None: unknown)
+        self.qualification = qualification
         # the arrival seq of the newest event folded in (events after it: a tail)
         self.seq = seq
         # Not stored: signal, score and rule values from earlier evaluations (see
@@ -140,18 +202,21 @@ class SubjectState:
         self.memo_ctx: tuple[Any, Any] | None = None
         self.memo_t: int = -NEVER
 
-    def _stored(self) -> tuple[Any, ...]:
-        return (
+    def _stored(self) -> list[Any]:
+        """What is stored of it, in its stored layout (see ``dump``)."""
+        cached = self.qualification
+        return [
+            STATE_LAYOUT,
+            self.fingerprint,
+            self.seq,
             self.first,
             self.newest,
             self.events,
             self.slots,
             self.latches,
             self.account,
-            self.fingerprint,
-            self.qualification,
-            self.seq,
-        )
+            None if cached is None else cached.dump(),
+        ]
 
     def __eq__(self, other: object) -> bool:
         """Equal when what is stored is (the kept values are a cache: not compared)."""
@@ -165,20 +230,7 @@ class SubjectState:
         return f"SubjectState{self._stored()!r}"
 
     def dump(self) -> str:
-        return _ENCODER.encode(
-            [
-                STATE_LAYOUT,
-                self.fingerprint,
-                self.seq,
-                self.first,
-                self.newest,
-                self.events,
-                self.slots,
-                self.latches,
-                self.account,
-                self.qualification,
-            ]
-        )
+        return _ENCODER.encode(self._stored())
 
     @classmethod
     def load(cls, text: str) -> SubjectState:
@@ -187,7 +239,8 @@ class SubjectState:
         if not isinstance(data, list) or len(data) != 10 or data[0] != STATE_LAYOUT:
             raise ValueError("not a state of this layout")
         _, fingerprint, seq, first, newest, events, slots, latches, account, qual = data
-        return cls(first, newest, events, slots, latches, account, fingerprint, qual, seq)
+        cached = LatestQualification.load(qual)
+        return cls(first, newest, events, slots, latches, account, fingerprint, cached, seq)
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)

@@ -1,4 +1,5 @@
-"""The row mapping SQL stores share: records <-> rows.
+"""What the SQL stores share of rows: the mapping records <-> rows, and reading the
+event log in pages.
 
 The shared row converter (datetimes as integer microseconds since the epoch),
 taught the few places where a column differs from its attribute: JSON text
@@ -7,6 +8,7 @@ columns (properties, a delivery's qualification) and ``ts`` for timestamps.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
@@ -15,7 +17,7 @@ from .._convert import dumps, json_converter, loads, row_converter
 from .._events import EventRecord, Qualification
 from ._base import DeliveryRecord, NewEvent
 
-__all__ = ["payload", "rows"]
+__all__ = ["PAGE_SIZE", "event_pages", "payload", "rows"]
 
 rows = row_converter.copy()
 
@@ -67,3 +69,26 @@ rows.register_structure_hook(
         DeliveryRecord, rows, qualification=override(struct_hook=_qualification_from_json)
     ),
 )
+
+
+PAGE_SIZE = 1000
+"""Events read in one statement of a paged read of the log."""
+
+
+def event_pages(
+    page: Callable[[int, int], list[dict[str, Any]]], after_seq: int, limit: int | None
+) -> Iterator[EventRecord]:
+    """Up to ``limit`` events after ``after_seq``, in arrival order, read in pages:
+    ``page(after_seq, size)`` returns the rows of up to ``size`` events after ``after_seq``
+    (in ``seq`` order)."""
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
+        got = page(after_seq, size)
+        for row in got:
+            yield rows.structure(row, EventRecord)
+        if len(got) < size:
+            return
+        after_seq = got[-1]["seq"]
+        if remaining is not None:
+            remaining -= len(got)

@@ -31,7 +31,6 @@ imported only when a store is opened, so pqlkit works without it.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -54,7 +53,7 @@ from ._base import (
     QualificationRecord,
     StateRecord,
 )
-from ._rows import payload, rows
+from ._rows import event_pages, payload, rows
 
 if TYPE_CHECKING:
     import psycopg
@@ -502,7 +501,6 @@ _STATEMENTS.update(
         for account in (False, True)
     }
 )
-_PAGE_SIZE = 1000
 
 
 def _names(columns: str) -> tuple[str, ...]:
@@ -580,23 +578,12 @@ def _redacted(dsn: str) -> str:
 
 # -- forks ---------------------------------------------------------------------------------
 
-# The lock that guards opening a pool. Replaced in a forked child, where it may
-# have been copied while another thread of the parent held it.
-_open_lock = threading.Lock()
+_open_lock = _process.Lock()  # guards opening a pool
 
 # Pools inherited across fork(). Never used nor closed in the child: closing one
 # would end the parent's server sessions, and keeping a reference stops garbage
 # collection from trying to.
 _inherited: list[ConnectionPool[Any]] = []
-
-
-def _reset_after_fork() -> None:
-    global _open_lock
-    _open_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @attrs.define
@@ -703,17 +690,9 @@ class _PostgresTransaction:
             filters.append(list(user_ids))
         if account_id is not None:
             filters.append(account_id)
-        remaining = limit
-        while remaining is None or remaining > 0:
-            page = _PAGE_SIZE if remaining is None else min(_PAGE_SIZE, remaining)
-            rows = self._dicts(name, [after_seq, high, *filters, page])
-            for row in rows:
-                yield _rows.structure(row, EventRecord)
-            if len(rows) < page:
-                return
-            after_seq = rows[-1]["seq"]
-            if remaining is not None:
-                remaining -= len(rows)
+        yield from event_pages(
+            lambda after, size: self._dicts(name, [after, high, *filters, size]), after_seq, limit
+        )
 
     def recent_events(self, user_ids: Sequence[str], limit: int) -> list[EventRecord]:
         rows = self._dicts("recent_events", (list(user_ids), limit))

@@ -46,7 +46,7 @@ from ._base import (
     StateRecord,
     cannot_join,
 )
-from ._rows import payload, rows
+from ._rows import event_pages, payload, rows
 
 __all__ = ["DEFAULT_SQLITE_PATH", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -439,23 +439,12 @@ def _immediate(conn: sqlite3.Connection, timeout: float) -> Iterator[None]:
     _end(conn, commit=True)
 
 
-# The lock that guards opening a connection. Replaced in a forked child, where
-# it may have been copied while another thread of the parent held it.
-_open_lock = threading.Lock()
+_open_lock = _process.Lock()  # guards opening a connection
 
 # Connections inherited across fork(). Never used nor closed in the child:
 # keeping a reference stops garbage collection from closing them behind the
 # parent's back.
 _inherited: list[Database] = []
-
-
-def _reset_after_fork() -> None:
-    global _open_lock
-    _open_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @attrs.define
@@ -521,7 +510,6 @@ _EVENTS_PAGE = {
     for users in (False, True)
     for account in (False, True)
 }
-_PAGE_SIZE = 1000
 
 
 class _SQLiteTransaction:
@@ -618,20 +606,16 @@ class _SQLiteTransaction:
             filters.append(_json_ids(user_ids))
         if account_id is not None:
             filters.append(account_id)
-        remaining = limit
-        while remaining is None or remaining > 0:
-            page = _PAGE_SIZE if remaining is None else min(_PAGE_SIZE, remaining)
-            rows = self._dicts(sql, [after_seq, high, *filters, page])
-            if len(rows) == page and high == 2**63 - 1:
+
+        def page(after: int, size: int) -> list[dict[str, Any]]:
+            nonlocal high
+            rows = self._dicts(sql, [after, high, *filters, size])
+            if len(rows) == size and high == 2**63 - 1:
                 # before yielding anything: nobody can have written since the page
                 high = int(self._scalar("SELECT coalesce(max(seq), 0) FROM events"))
-            for row in rows:
-                yield _rows.structure(row, EventRecord)
-            if len(rows) < page:
-                return
-            after_seq = rows[-1]["seq"]
-            if remaining is not None:
-                remaining -= len(rows)
+            return rows
+
+        yield from event_pages(page, after_seq, limit)
 
     def recent_events(self, user_ids: Sequence[str], limit: int) -> list[EventRecord]:
         rows = self._dicts(
