@@ -67,7 +67,8 @@ pytest-mypyc: $(STAMP) $(MYPYC_STAMP)
 # The oracle tests run their local example counts there (PQLKIT_TEST_ORACLE_QUICK): the main
 # interpreter runs CI's larger counts, twice (pure and compiled).
 PYTHON_VERSIONS := 3.10 3.11 3.12 3.13
-MAIN_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+MAIN_VERSION := $(shell py=$(BIN)/python; [ -x $$py ] || py=$(PYTHON); \
+	$$py -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 OTHER_VERSIONS := $(filter-out $(MAIN_VERSION),$(PYTHON_VERSIONS))
 .PHONY: $(addprefix pytest-py,$(PYTHON_VERSIONS))
 
