@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest pytest-mypyc mypyc bench docs clean
+.PHONY: demo test lint typecheck pytest pytest-mypyc pytest-pythons mypyc bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench docs/hooks
+	$(BIN)/ruff format --check src tests examples bench docs/hooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
@@ -59,7 +59,45 @@ mypyc: $(MYPYC_STAMP)
 pytest-mypyc: $(STAMP) $(MYPYC_STAMP)
 	PYTHONPATH=$(MYPYC_DIR) PQLKIT_EXPECT_BUILD=mypyc $(BIN)/pytest
 
-test: lint typecheck pytest pytest-mypyc
+# Every Python the classifiers in pyproject.toml promise. $(PYTHON) (the main interpreter, .venv)
+# runs everything above: lint, types, the whole suite with coverage, the compiled build. Each
+# other promised Python runs the not-slow suite on the pure build, in its own .venv-3.X that make
+# creates when missing; .ci/find-python finds the interpreter (PATH, then pyenv's and uv's
+# installations). One that is missing is skipped with a message, and is an error under CI=true.
+# The oracle tests run their local example counts there (PQLKIT_TEST_ORACLE_QUICK): the main
+# interpreter runs CI's larger counts, twice (pure and compiled).
+PYTHON_VERSIONS := 3.10 3.11 3.12 3.13
+MAIN_VERSION := $(shell py=$(BIN)/python; [ -x $$py ] || py=$(PYTHON); \
+	$$py -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+OTHER_VERSIONS := $(filter-out $(MAIN_VERSION),$(PYTHON_VERSIONS))
+.PHONY: $(addprefix pytest-py,$(PYTHON_VERSIONS))
+
+pytest-pythons: $(addprefix pytest-py,$(OTHER_VERSIONS))
+
+$(addprefix pytest-py,$(PYTHON_VERSIONS)): pytest-py%:
+	@if ! .ci/find-python $* >/dev/null; then \
+	  case "$$(printf %s "$${CI:-}" | tr A-Z a-z)" in 1|true|yes) \
+	    echo "error: Python $* is promised (pyproject.toml classifiers) but not found;" \
+	      "CI must test it (install it, e.g. pyenv install $*)" >&2; \
+	    exit 1;; \
+	  esac; \
+	  echo "*** SKIPPED Python $*: not found (PATH, pyenv, uv); the suite did not run on it ***"; \
+	  exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory .venv-$*/.installed-dev && \
+	echo "== the not-slow suite on Python $* (.venv-$*)" && \
+	PQLKIT_TEST_ORACLE_QUICK=1 .venv-$*/bin/python -m pytest -m "not slow" -q
+
+$(foreach v,$(PYTHON_VERSIONS),.venv-$(v)/bin/python): .venv-%/bin/python:
+	@python=$$(.ci/find-python $*) || { echo "error: Python $* not found" >&2; exit 1; }; \
+	  echo "$$python -m venv .venv-$*"; "$$python" -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+
+$(foreach v,$(PYTHON_VERSIONS),.venv-$(v)/.installed-dev): .venv-%/.installed-dev: pyproject.toml | .venv-%/bin/python
+	.venv-$*/bin/python -m pip install --quiet -e '.[dev,integrations]'
+	touch $@
+
+test: lint typecheck pytest pytest-mypyc pytest-pythons
 
 # The benchmark suite (issue 7): peers and profilers come from the `bench` extra.
 # `make bench BENCH_ARGS=--quick` for the small sizes; the full run takes long.
@@ -80,4 +118,4 @@ $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
 	touch $@
 
 clean:
-	rm -rf $(VENV) site build .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(VENV)-3.* site build .mypy_cache .ruff_cache .coverage

@@ -9,8 +9,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - pytest needs tomli on 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -136,7 +142,7 @@ def test_every_page_is_in_the_nav() -> None:
 def test_relative_links_resolve(page: str) -> None:
     """Every relative link in a page points at a docs page or an existing repository file.
 
-    (mkdocs only reports links that leave docs/ as info, so this is where they are checked.)
+    (Without mkdocs: the site's build checks them too, see test_site_links_resolve.)
     """
     text = FENCE.sub("", (DOCS / page).read_text())
     for target in LINK.findall(text):
@@ -146,24 +152,156 @@ def test_relative_links_resolve(page: str) -> None:
         assert (DOCS / path).resolve().exists(), f"{page}: broken link {target}"
 
 
-def test_docs_build_strict(tmp_path: Path) -> None:
-    """``mkdocs build --strict`` passes: every page, snippet and API reference renders."""
+def require_mkdocs() -> None:
+    """Skip without mkdocs, but fail under CI=true (the dev extra installs it)."""
     if importlib.util.find_spec("mkdocs") is None:
         message = "mkdocs is not installed: pip install -e '.[dev]' (or '.[docs]')"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+def mkdocs_build(project: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    """``mkdocs build --strict`` of the project at ``project`` into ``site``."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT,
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=project,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+class Site(NamedTuple):
+    path: Path
+    log: str
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """The site, built once for the tests below (which skip without mkdocs)."""
+    require_mkdocs()
+    path = tmp_path_factory.mktemp("site") / "site"
+    done = mkdocs_build(ROOT, path)
     assert done.returncode == 0, done.stderr
-    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    return Site(path, done.stderr)
+
+
+# What a clean build logs; anything else (a link or anchor mkdocs could not resolve, a
+# missing signature formatter, ...) is a finding, even at INFO, which strict lets pass.
+ROUTINE_LOG = re.compile(
+    r"^INFO    -  (Cleaning site directory|Building documentation to directory: .*"
+    r"|Documentation built in [\d.]+ seconds)$"
+)
+
+
+def test_docs_build_strict(site: Site) -> None:
+    """``mkdocs build --strict`` passes: every page, snippet and API reference renders."""
+    api = (site.path / "api" / "index.html").read_text()
     for name in ("pqlkit.Client", "pqlkit.AsyncClient", "pqlkit.Model", "pqlkit.testing.journey"):
         assert f'id="{name}"' in api, name
+
+
+def test_docs_build_logs_nothing_but_routine(site: Site) -> None:
+    """The build says nothing about links, anchors or missing targets, not even at INFO."""
+    lines = [line for line in site.log.splitlines() if line.strip()]
+    assert lines, "mkdocs logged nothing: is its log still on stderr?"
+    findings = [line for line in lines if not ROUTINE_LOG.match(line)]
+    assert not findings, "\n".join(findings)
+
+
+def test_docs_build_fails_on_an_unresolved_link(tmp_path: Path) -> None:
+    """A link to a missing page, to a missing anchor, or to a missing repository file fails the
+    strict build, and the log names each."""
+    require_mkdocs()
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(DOCS, project / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", project)
+    for name in ("src", "examples", "CHANGELOG.md"):
+        (project / name).symlink_to(ROOT / name)
+    page = project / "docs" / "concepts.md"
+    page.write_text(
+        page.read_text() + "\n[gone](no-such-page.md), [nowhere](tutorial.md#no-such-heading),"
+        " [lost](../examples/no_such_example.py)\n"
+    )
+    done = mkdocs_build(project, tmp_path / "site")
+    assert done.returncode != 0, done.stderr
+    for target in ("no-such-page.md", "no-such-heading", "../examples/no_such_example.py"):
+        assert re.search(rf"^WARNING .*{re.escape(target)}", done.stderr, re.M), (
+            target,
+            done.stderr,
+        )
+
+
+HREF = re.compile(r'\bhref="([^"]*)"')
+
+
+def test_site_links_resolve(site: Site) -> None:
+    """Every relative link in the built site points at a file of the site, and each link to a
+    repository file outside docs/ points at it in the repository (docs/hooks)."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    repo_url = re.search(r"^repo_url: (\S+)$", config, re.M)
+    site_url = re.search(r"^site_url: https://[^/]+(/\S*)$", config, re.M)
+    assert repo_url is not None
+    assert site_url is not None
+    to_repository = []
+    for page in site.path.rglob("*.html"):
+        for href in HREF.findall(page.read_text()):
+            if href.startswith(repo_url[1] + "/"):
+                to_repository.append(href)
+            if re.match(r"^[a-z]+:", href) or href.startswith(("#", "//")):
+                continue
+            path = href.split("#", 1)[0].split("?", 1)[0]
+            if path.startswith("/"):  # 404.html's links start with site_url's path
+                assert path.startswith(site_url[1]), f"{page.name}: {href}"
+                target = (site.path / path.removeprefix(site_url[1])).resolve()
+            else:
+                target = (page.parent / path).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            assert target.exists(), f"{page.relative_to(site.path)}: broken link {href}"
+    prefix = f"{repo_url[1]}/blob/main/"
+    assert f"{prefix}examples/tutorial.py" in to_repository
+    for href in to_repository:
+        if href.startswith(prefix):
+            assert (ROOT / href.removeprefix(prefix)).is_file(), href
+
+
+def test_api_reference_documents_each_public_name_once(site: Site) -> None:
+    """Each name of ``pqlkit.__all__`` has one entry, under the package or the module that
+    defines it (``__version__`` a sentence); ``__all__`` itself is none."""
+    import pqlkit
+
+    api = (site.path / "api" / "index.html").read_text()
+    ids = re.findall(r'\bid="(pqlkit[\w.]*)"', api)
+    assert not [i for i in ids if i.endswith(".__all__")]
+    modules = ("pqlkit", "pqlkit.exceptions", "pqlkit.stores")
+    for name in pqlkit.__all__:
+        entries = [i for i in ids if i in {f"{module}.{name}" for module in modules}]
+        if name.startswith("__"):  # __version__: the page's introduction says what it is
+            assert (entries, f"<code>pqlkit.{name}</code>" in api) == ([], True), name
+        else:
+            assert len(entries) == 1, (name, entries)
+
+
+def test_docs_extra_formats_signatures() -> None:
+    """The docs extra brings a formatter for the API reference's signatures (mkdocstrings'
+    separate_signature uses ruff or black; without one it logs INFO and leaves them long)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {re.split(r"[\s<>=;\[!~]", spec, maxsplit=1)[0] for spec in extras["docs"]}
+    assert names & {"ruff", "black"}, extras["docs"]
+
+
+def test_project_urls_are_the_sites() -> None:
+    """pyproject.toml's [project.urls] name the repository and the site mkdocs.yml names."""
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert f"\nrepo_url: {urls['Repository']}\n" in config
+    assert f"\nsite_url: {urls['Documentation']}\n" in config
+    assert urls["Changelog"].startswith(urls["Documentation"])
