@@ -1179,3 +1179,23 @@ def test_an_inline_delivery_claims_once(
     client.track("u1", "dashboard_built")
     assert calls == ["u1"]
     assert claims == [1]
+
+
+def test_flush_delivers_on_its_own_thread_when_no_thread_can_start(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the interpreter exits (CPython 3.12 refuses new threads in atexit hooks), flush()
+    delivers on the caller's thread instead of raising and leaving everything pending."""
+    client = make_client(MODEL, inline_budget=timedelta(0))  # track() delivers nothing
+    calls: list[str] = []
+    client.on_pql(lambda q: calls.append(threading.current_thread().name), name="sink")
+    client.track("u1", "dashboard_built")
+    assert calls == []
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    assert client.flush(timeout=5) == 0
+    assert calls == [threading.current_thread().name]
+    assert client.pending() == []

@@ -304,10 +304,17 @@ class Dispatcher:
         """
         if self._closed:
             return 0
-        ticket = self._wake()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            ticket = self._wake()
+        except RuntimeError:
+            # No new thread while the interpreter exits (CPython 3.12 refuses them in
+            # atexit hooks; the exit hook calls this from a thread it started earlier):
+            # deliver on this thread, the deadline checked before each callback.
+            self._run(None, deadline)
+            return self.count_due()
         if threading.current_thread() is self._thread:
             return 0  # a callback flushed: waiting for ourselves would never end
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._completed < ticket and self._thread is not None:
                 wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
@@ -615,10 +622,15 @@ class Dispatcher:
         if beat is None or not beat.is_alive():
             with self._lock:
                 if self._beat is None or not self._beat.is_alive():
-                    self._beat = threading.Thread(
+                    beat = threading.Thread(
                         target=self._heartbeat, name="pqlkit-lease", daemon=True
                     )
-                    self._beat.start()
+                    try:
+                        beat.start()
+                    except RuntimeError:  # the interpreter is exiting (see flush())
+                        self._beat = None  # the lease is not renewed: it outlasts the exit
+                        return
+                    self._beat = beat
 
     def _heartbeat(self) -> None:
         """Renew the leases of running callbacks every lease / 3; end when idle for a while."""
@@ -684,8 +696,9 @@ class Dispatcher:
         self._check_fork()
         if self._thread is None or not self._thread.is_alive():
             self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="pqlkit-dispatch", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._loop, name="pqlkit-dispatch", daemon=True)
+            thread.start()  # RuntimeError while the interpreter exits (see flush())
+            self._thread = thread
 
     def _loop(self) -> None:
         while True:

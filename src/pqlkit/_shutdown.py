@@ -11,6 +11,14 @@ store that does not answer, never holds the exit longer.
 The registry holds clients by weak reference: registering keeps nothing alive. A
 forked child starts with an empty registry (it exits without touching the
 clients it inherited: its parent owns them), and registers the clients it builds.
+
+CPython 3.12 refuses to start a thread in an atexit hook (``RuntimeError: can't
+create new thread at interpreter shutdown``; "Changed in version 3.12" in the
+:mod:`atexit` docs). There the first registration starts one idle daemon thread
+(``pqlkit-exit``) that waits for the exit; the hook wakes it and waits, bounded,
+while it closes the clients one after another, each delivering on that thread
+(the dispatcher falls back to its caller's thread when it cannot start its own).
+A hung callback then holds that thread, not the exit.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -37,19 +46,36 @@ class Closeable(Protocol):
     def close(self, timeout: float | None = ...) -> None: ...
 
 
+STANDBY = sys.version_info[:2] == (3, 12)
+"""Whether the exit's work runs on a thread started beforehand (see the module docstring)."""
+
 _lock = threading.Lock()
 _open: weakref.WeakKeyDictionary[Closeable, float] = weakref.WeakKeyDictionary()
 _hooked = False
+_standby: threading.Thread | None = None
+_exiting = threading.Event()  # set by the hook: the standby thread closes the clients
+_closed = threading.Event()  # set by the standby thread when it is done
 
 
 def register(client: Closeable, timeout: float) -> None:
     """Close ``client`` at exit (waiting up to ``timeout`` s for its deliveries) if still open."""
-    global _hooked
+    global _hooked, _standby
     with _lock:
         _open[client] = timeout
         if not _hooked:
             atexit.register(close_all)
             _hooked = True
+        if STANDBY and (_standby is None or not _standby.is_alive()):
+            _standby = threading.Thread(target=_wait_for_exit, name="pqlkit-exit", daemon=True)
+            _standby.start()
+
+
+def _wait_for_exit() -> None:
+    _exiting.wait()
+    try:
+        _close_each()
+    finally:
+        _closed.set()
 
 
 def unregister(client: Closeable) -> None:
@@ -65,6 +91,22 @@ def close_all() -> None:
     ``flush_at_exit`` plus :data:`GRACE` has passed; a client still closing then
     is left to the interpreter's exit (what it did not deliver stays pending).
     """
+    standby = _standby
+    if standby is None or not standby.is_alive():
+        _close_each()
+        return
+    with _lock:  # the standby thread closes them one after another: the bound is their sum
+        if not _open:
+            return
+        bound = sum(_open.values()) + GRACE * len(_open)
+    _exiting.set()
+    if not _closed.wait(bound):
+        logger.warning(
+            "pqlkit: clients were still closing at exit; what they did not deliver stays pending"
+        )
+
+
+def _close_each() -> None:
     with _lock:
         todo = list(_open.items())
         _open.clear()
@@ -75,7 +117,7 @@ def close_all() -> None:
         )
         try:
             thread.start()
-        except RuntimeError:  # pragma: no cover - no new threads this late in the exit
+        except RuntimeError:  # no new threads this late in the exit: close it here
             _close(client, timeout)
             continue
         waits.append((thread, time.monotonic() + timeout + GRACE, client))
@@ -96,9 +138,11 @@ def _close(client: Closeable, timeout: float) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _open
+    global _lock, _open, _standby, _exiting, _closed
     _lock = threading.Lock()  # another thread may have held it at the fork
     _open = weakref.WeakKeyDictionary()
+    _standby = None  # threads do not survive a fork: the child's first client starts one
+    _exiting, _closed = threading.Event(), threading.Event()
 
 
 if hasattr(os, "register_at_fork"):
