@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"_firing", "_rebuild"},
     {"_core"},
     {"_client"},
+    {"_lab"},
     {"_async", "_default", "cli"},
     {"testing"},
     {"__init__", "_pytest_plugin"},
@@ -33,6 +34,17 @@ LAYERS: list[set[str]] = [
 SUBPACKAGE_LAYERS = {
     "_engine": ["state", "accumulators", "evaluate", "plan", "explain", "__init__"],
     "stores": ["_base", "_rows", "memory", "sqlite", "postgres", "_url", "__init__"],
+    "_lab": [
+        "stats",
+        "simulate",
+        "source",
+        "outcome",
+        "replay",
+        "table",
+        "report",
+        "backtest",
+        "__init__",
+    ],
 }
 """Inside a subpackage: each module may import the ones before it."""
 
