@@ -152,19 +152,20 @@ def _checked(item: object, where: str) -> RawEvent:
     return (to_us(when), user, name, props, account, mid)
 
 
-def _fast(line: Mapping[str, Any]) -> RawEvent:
-    """An event line already checked on an earlier pass."""
-    ts = line["timestamp"]
-    when = parse_time(ts, "timestamp") if isinstance(ts, str) else ts
+def _fast(line: Mapping[str, Any] | Event) -> RawEvent:
+    """An event already checked on an earlier pass."""
     if isinstance(line, Event):
+        assert line.timestamp is not None
         return (
-            to_us(when),
+            to_us(line.timestamp),
             line.user_id,
             line.event,
             line.properties or {},
             line.account_id,
             line.message_id,
         )
+    ts = line["timestamp"]
+    when = parse_time(ts, "timestamp") if isinstance(ts, str) else ts
     return (
         to_us(when),
         line["user_id"],

@@ -127,9 +127,11 @@ def bootstrap_intervals(
         For each statistic, (low, high) at 95%, or None when it is undefined in
         more than half of the replicates (too little data for an interval).
     """
+    if not patterns:
+        return [None for _ in statistics]
     rng = random.Random(seed)
     items = sorted(patterns.items())
-    width = len(items[0][0]) if items else 0
+    width = len(items[0][0])
     values: list[list[float]] = [[] for _ in statistics]
     for _ in range(resamples):
         sums = [0.0] * width
