@@ -596,3 +596,22 @@ def test_postgres_source_is_read_only(postgres_dsn: str, pg_schema: str) -> None
             "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", (other,)
         ).fetchone()
     assert found == (0,)
+
+
+def test_the_garbage_collector_is_left_as_it_was() -> None:
+    """The backtest pauses Python's cyclic collector while it replays, and leaves it on
+    (or off) as it found it, also when it raises."""
+    import gc
+
+    assert gc.isenabled()
+    _run()
+    assert gc.isenabled()
+    with pytest.raises(ValidationError):
+        _run([{"user_id": "u", "event": "x"}])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _run()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -288,15 +288,17 @@ class _Subject:
         "counts",
         "ctx",
         "first",
+        "frozen",
         "id",
         "newest",
         "qualified",
         "states",
     )
 
-    def __init__(self, sid: str, states: list[SubjectState | str], converted: int | None) -> None:
+    def __init__(self, sid: str, states: list[SubjectState], converted: int | None) -> None:
         self.id = sid
-        self.states = states  # per track; a str while dormant (the stored text)
+        self.states = states  # per track (empty while frozen)
+        self.frozen: list[str] | None = None  # per track, the stored text while dormant
         self.qualified: list[int | None] = [None] * len(states)
         self.first: int | None = None
         self.newest: int | None = None
@@ -354,7 +356,6 @@ class Replay:
         # (kind, i, j) -> subjects flagged by i and not j at some snapshot, and pairs
         self.only: dict[tuple[SubjectKind, int, int], set[str]] = {}
         self.only_pairs: dict[tuple[SubjectKind, int, int], int] = {}
-        self.replayed = 0
         self.late = 0  # events placed later than their timestamp (see in_time_order)
 
     # -- the pass ------------------------------------------------------------------------
@@ -362,60 +363,71 @@ class Replay:
         snapshots = self.snapshots
         k = 0
         end = self.end
+        late = 0
+        users, accounts = self.subjects["user"], self.subjects["account"]
+        active_users, active_accounts = self.active["user"], self.active["account"]
+        aliases = self.history.aliases
+        given = self.history.user_traits
+        fresh = [None] * len(self.tracks)
+        apply = self._apply
         for when, event in in_time_order(self.history, self.scan.skip, self.step):
             while k < len(snapshots) and when > snapshots[k]:
                 self._snapshot(snapshots[k])
                 k += 1
-            if event[0] > end:
+            ts, raw, name, props, account, _ = event
+            if ts > end:
                 continue
-            if when != event[0]:
-                self.late += 1
-            self._fold(event)
+            if when != ts:
+                late += 1
+            user = aliases.get(raw, raw) if aliases else raw
+            view = EventView(ts, name, props, user)
+            u = users.get(user)
+            if u is None:
+                u = users[user] = self._new("user", user)
+            elif u.frozen is not None:
+                self._thaw(u)
+            before = u.account
+            if account is not None and (u.account_ts is None or ts >= u.account_ts):
+                u.account, u.account_ts = account, ts  # its latest event with an account
+            elif u.account_ts is None and user in given:
+                u.account = given_account(self.history, user)
+            if u.account != before:
+                u.ctx = list(fresh)
+            apply(u, "user", view, active_users)
+            if account is not None:
+                a = accounts.get(account)
+                if a is None:
+                    a = accounts[account] = self._new("account", account)
+                elif a.frozen is not None:
+                    self._thaw(a)
+                apply(a, "account", view, active_accounts)
         while k < len(snapshots):
             self._snapshot(snapshots[k])
             k += 1
+        self.late = late
 
-    def _subject(self, kind: SubjectKind, sid: str) -> _Subject:
-        subjects = self.subjects[kind]
-        subject = subjects.get(sid)
-        if subject is None:
-            states: list[SubjectState | str] = [t.plan.new_state() for t in self.tracks]
-            subject = subjects[sid] = _Subject(sid, states, self.conversions[kind].get(sid))
-        elif type(subject.states[0]) is str:
-            self._thaw(subject)
-        return subject
+    def _new(self, kind: SubjectKind, sid: str) -> _Subject:
+        states = [t.plan.new_state() for t in self.tracks]
+        return _Subject(sid, states, self.conversions[kind].get(sid))
 
     def _thaw(self, subject: _Subject) -> None:
-        states = subject.states
-        for i, track in enumerate(self.tracks):
-            text = states[i]
-            assert isinstance(text, str)
+        """A dormant subject's states, decoded again for its new event."""
+        texts = subject.frozen
+        assert texts is not None
+        states: list[SubjectState] = []
+        for track, text in zip(self.tracks, texts, strict=True):
             state = track.plan.load(text)
             assert state is not None  # written by this plan
-            states[i] = state
+            states.append(state)
+        subject.states = states
+        subject.frozen = None
 
     def _freeze(self, subject: _Subject) -> None:
-        states = subject.states
-        for i, s in enumerate(states):
-            if not isinstance(s, str):
-                states[i] = s.dump()
-
-    def _fold(self, event: RawEvent) -> None:
-        ts, raw, name, props, account, _ = event
-        self.replayed += 1
-        user = self.history.resolve(raw)
-        view = EventView(ts, name, props, user)
-        u = self._subject("user", user)
-        before = u.account
-        if account is not None and (u.account_ts is None or ts >= u.account_ts):
-            u.account, u.account_ts = account, ts  # its latest event with an account
-        elif u.account_ts is None:
-            u.account = given_account(self.history, user)
-        if u.account != before:
-            u.ctx = [None] * len(self.tracks)
-        self._apply(u, "user", view)
-        if account is not None:
-            self._apply(self._subject("account", account), "account", view)
+        """Keep a dormant subject's states as their stored text (a few hundred bytes)."""
+        if subject.frozen is None:
+            subject.frozen = [s.dump() for s in subject.states]
+            subject.states = []
+            subject.ctx = [None] * len(self.tracks)
 
     def _context(self, subject: _Subject, i: int, kind: SubjectKind) -> Context:
         ctx = subject.ctx[i]
@@ -424,26 +436,36 @@ class Replay:
             ctx = subject.ctx[i] = self.tracks[i].traits.context(kind, subject.id, acc)
         return ctx
 
-    def _apply(self, subject: _Subject, kind: SubjectKind, view: EventView) -> None:
+    def _apply(
+        self,
+        subject: _Subject,
+        kind: SubjectKind,
+        view: EventView,
+        active: dict[str, _Subject],
+    ) -> None:
+        """Fold the event into the subject's states and evaluate each at its newest
+        event time, noting the first time each rule holds (and latching TEV activations)."""
         ts = view.ts
-        if subject.first is None or ts < subject.first:
+        first = subject.first
+        if first is None or ts < first:
             subject.first = ts
-        if subject.newest is None or ts > subject.newest:
+        newest = subject.newest
+        if newest is None or ts > newest:
             subject.newest = ts
-        self.active[kind][subject.id] = subject
-        for i, track in enumerate(self.tracks):
-            s = subject.states[i]
-            assert not isinstance(s, str)
+        active[subject.id] = subject
+        qualified = subject.qualified
+        for i, s in enumerate(subject.states):
+            track = self.tracks[i]
             plan = track.plan
             plan.apply_view(s, view, kind)
             t = s.newest
             assert t is not None
-            if track.rule[kind] and subject.qualified[i] is None:
-                ctx = self._context(subject, i, kind)
+            if qualified[i] is None and track.rule[kind]:
+                ctx = subject.ctx[i] or self._context(subject, i, kind)
                 if plan.evaluate(s, t, kind, ctx, latch=True, full=False).rule:
-                    subject.qualified[i] = t
+                    qualified[i] = t
             elif track.latched:
-                plan.latch(s, t, kind, self._context(subject, i, kind))
+                plan.latch(s, t, kind, subject.ctx[i] or self._context(subject, i, kind))
 
     # -- snapshots ---------------------------------------------------------------------------
     def _snapshot(self, t: int) -> None:
@@ -492,9 +514,8 @@ class Replay:
             if tally is None or week is None:
                 flags.append(False)
                 continue
-            s = subject.states[i]
-            assert not isinstance(s, str)
-            ev = track.plan.evaluate(s, t, kind, self._context(subject, i, kind), full=True)
+            ctx = subject.ctx[i] or self._context(subject, i, kind)
+            ev = track.plan.evaluate(subject.states[i], t, kind, ctx, full=True)
             if observe is not None:
                 observe(t, kind, subject.id, track.name, ev)
             flagged = ev.rule

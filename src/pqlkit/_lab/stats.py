@@ -20,6 +20,7 @@ O(observations).
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import random
@@ -95,16 +96,21 @@ def poisson(rng: random.Random, mean: float) -> int:
     rounding matters to a percentile interval)."""
     if mean > _EXACT:
         return max(0, round(rng.gauss(mean, math.sqrt(mean))))
-    u = rng.random()
-    k = 0
+    return bisect.bisect_right(_cdf(mean), rng.random())
+
+
+@functools.lru_cache(maxsize=256)
+def _cdf(mean: float) -> list[float]:
+    """P(X <= k) for k = 0, 1, ... while it is below 1 (the draw is the first k above u)."""
+    out: list[float] = []
     p = cdf = math.exp(-mean)
-    while u > cdf:
+    k = 0
+    while cdf < 1.0 and (not out or cdf > out[-1]):
+        out.append(cdf)
         k += 1
         p *= mean / k
         cdf += p
-        if p == 0.0:  # the tail underflowed: u sits in the last float of the CDF
-            break
-    return k
+    return out
 
 
 def bootstrap_intervals(
@@ -130,17 +136,27 @@ def bootstrap_intervals(
     if not patterns:
         return [None for _ in statistics]
     rng = random.Random(seed)
-    items = sorted(patterns.items())
-    width = len(items[0][0])
+    rand, gauss, bisect_right = rng.random, rng.gauss, bisect.bisect_right
+    width = len(next(iter(patterns)))
+    # per pattern: the CDF to draw its weight from (None: the normal approximation),
+    # its subjects, and its nonzero counts (what poisson() does, inlined: hot loop)
+    prepared = [
+        (
+            _cdf(n) if n <= _EXACT else None,
+            n,
+            math.sqrt(n),
+            [(i, c) for i, c in enumerate(counts) if c],
+        )
+        for counts, n in sorted(patterns.items())
+    ]
     values: list[list[float]] = [[] for _ in statistics]
     for _ in range(resamples):
         sums = [0.0] * width
-        for counts, n in items:
-            w = poisson(rng, n)
+        for table, n, sd, nonzero in prepared:
+            w = bisect_right(table, rand()) if table is not None else max(0, round(gauss(n, sd)))
             if w:
-                for i, c in enumerate(counts):
-                    if c:
-                        sums[i] += w * c
+                for i, c in nonzero:
+                    sums[i] += w * c
         for out, statistic in zip(values, statistics, strict=True):
             v = statistic(sums)
             if v is not None and math.isfinite(v):

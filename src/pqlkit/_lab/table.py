@@ -81,6 +81,11 @@ def _rule(name: str, r: RuleReport) -> list[str]:
                 for score, s in r.scores.items()
             ],
         )
+        out.append("  conversion rate by decile, highest scores first:")
+        width = max(len(name) for name in r.scores)
+        for score, s in r.scores.items():
+            rates = " ".join(_pct(d.rate) for d in s.deciles) or "-"
+            out.append(f"    {score:<{width}}  {rates}")
     if r.signals:
         out.append("")
         ranked = sorted(r.signals.items(), key=lambda kv: -(kv[1].lift or 0.0))
