@@ -615,3 +615,55 @@ def test_the_garbage_collector_is_left_as_it_was() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_example_finds_the_better_candidate(capsys: pytest.CaptureFixture[str]) -> None:
+    """``examples/backtest.py`` prints the report and tells the candidate is better."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "backtest.py"
+    spec = importlib.util.spec_from_file_location("lab_example", path)
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main()
+    out = capsys.readouterr().out
+    assert "candidate vs live -- pql" in out
+    assert "The candidate's precision is better" in out
+
+
+def test_progress_is_reported_as_the_replay_goes() -> None:
+    """``progress(done, total)`` is called every 10,000 events and once at the end."""
+    sim = pqlkit.simulate(seed=1, users=2_500, accounts=250, days=60)
+    calls: list[tuple[int, int]] = []
+    pqlkit.backtest(
+        RULE, sim, outcome="paid", progress=lambda done, total: calls.append((done, total))
+    )
+    total = calls[-1][1]
+    assert total > 10_000
+    assert calls[-1] == (total, total)
+    assert [done for done, _ in calls[:-1]] == list(range(10_000, total, 10_000))
+    with pytest.raises(ValidationError) as info:
+        _run(progress="yes")
+    assert info.value.field == "progress"
+
+
+def test_a_condition_outcome_sees_the_users_account() -> None:
+    """A condition outcome reading account traits sees the user's account (that of its
+    latest event with one), also on an event without an ``account_id``."""
+    model = Model("any", pql=did("signup"))
+    events = [
+        {"user_id": "u1", "event": "signup", "account_id": "big", "timestamp": D0},
+        {"user_id": "u2", "event": "signup", "account_id": "small", "timestamp": D0},
+        {"user_id": "u1", "event": "paid", "timestamp": D0 + days(10)},
+        {"user_id": "u2", "event": "paid", "timestamp": D0 + days(10)},
+        {"user_id": "z", "event": "signup", "timestamp": D0 + days(60)},
+        {"type": "traits", "kind": "account", "subject_id": "big", "traits": {"employees": 900}},
+        {"type": "traits", "kind": "account", "subject_id": "small", "traits": {"employees": 9}},
+    ]
+    outcome = did("paid") & (trait("employees", of="account") >= 100)
+    report = pqlkit.backtest(model, events, outcome=outcome, horizon=HORIZON, step=STEP)
+    rule = report["any"].pql
+    assert rule is not None
+    assert (rule.positives, rule.converted) == (1, 1)  # u1 only

@@ -96,7 +96,7 @@ def _replay(
         horizon=0,
         lookback=micros(timedelta(days=90)),
         step=micros(STEP),
-        observe=lambda t, kind, sid, _, ev: seen.__setitem__((t, kind, sid), ev),
+        observe=lambda t, kind, sid, _, ev, __: seen.__setitem__((t, kind, sid), ev),
     )
     replay.run()
     return replay, snapshots

@@ -56,6 +56,7 @@ def backtest(
     end: datetime | None = None,
     step: timedelta = timedelta(days=7),
     lookback: timedelta = timedelta(days=90),
+    progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Replay a history through one or more models and measure their rules against conversions.
 
@@ -87,6 +88,8 @@ def backtest(
             not replayed.
         step: The time between snapshots.
         lookback: How recent an event must be for a subject to be eligible.
+        progress: Called as the replay goes, every 10,000 events and at the end, with
+            (events replayed, events in all): for a progress bar.
 
     Returns:
         The :class:`Report`: ``report[name].pql`` and ``.pqa``, ``report.warnings``.
@@ -115,11 +118,15 @@ def backtest(
     end_at = check_timestamp(end, "end") if end is not None else None
     if start_at is not None and end_at is not None and start_at >= end_at:
         raise ValidationError("start", f"{start_at.isoformat()} is not before end")
+    if progress is not None and not callable(progress):
+        raise ValidationError("progress", "must be callable (done, total), or None")
     goal = parse_outcome(outcome)
     history = open_history(events)
     try:
         with _collector_paused():
-            return _run(tracks_by_name, history, goal, horizon, step, lookback, start_at, end_at)
+            return _run(
+                tracks_by_name, history, goal, horizon, step, lookback, start_at, end_at, progress
+            )
     finally:
         history.close()
 
@@ -177,6 +184,7 @@ def _run(
     lookback: timedelta,
     start: datetime | None,
     end: datetime | None,
+    progress: Callable[[int, int], None] | None,
 ) -> Report:
     step_us = micros(step)
     scan = Scan(history, goal)
@@ -209,6 +217,7 @@ def _run(
         horizon=horizon_us,
         lookback=micros(lookback),
         step=step_us,
+        progress=progress,
     )
     replay.run()
     reports: dict[str, ModelReport] = {}

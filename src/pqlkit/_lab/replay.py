@@ -198,8 +198,11 @@ def condition_conversions(
     found: dict[SubjectKind, dict[str, int]] = {"user": {}, "account": {}}
     traits = _Traits(history, scan, plan)
     resolve = history.resolve
+    latest: dict[str, tuple[int, str]] = {}  # a user's latest event with an account
     for _, (ts, raw, name, props, account, _) in in_time_order(history, scan.skip, step):
         user = resolve(raw)
+        if account is not None and ts >= latest.get(user, (ts, account))[0]:
+            latest[user] = (ts, account)
         view = EventView(ts, name, props, user)
         targets: list[tuple[SubjectKind, str]] = [("user", user)]
         if account is not None:
@@ -214,7 +217,8 @@ def condition_conversions(
             plan.apply_view(s, view, kind)
             t = s.newest
             assert t is not None
-            ctx = traits.context(kind, sid, account if kind == "user" else sid)
+            acc = sid if kind == "account" else latest[user][1] if user in latest else None
+            ctx = traits.context(kind, sid, acc if acc is not None else given_account(history, sid))
             if plan.evaluate(s, t, kind, ctx, latch=True, full=False).rule:
                 found[kind][sid] = t
                 del states[key]
@@ -311,8 +315,14 @@ class _Subject:
         self.ctx: list[Context | None] = [None] * len(states)
 
 
-Observer = Callable[[int, SubjectKind, str, str, Evaluation], None]
-"""``(t, kind, subject id, track name, evaluation)``: each snapshot evaluation (tests)."""
+Observer = Callable[[int, SubjectKind, str, str, Evaluation, bool], None]
+"""``(t, kind, subject id, track name, evaluation, positive)``: called with each snapshot
+evaluation (what a fit of weights learns from, and what the tests compare with a Client)."""
+
+Progress = Callable[[int, int], None]
+"""``(events replayed, events in all)``: called every few thousand events."""
+
+PROGRESS_EVERY = 10_000
 
 
 class Replay:
@@ -331,6 +341,7 @@ class Replay:
         lookback: int,
         step: int,
         observe: Observer | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.tracks = list(tracks)
         self.history = history
@@ -342,6 +353,7 @@ class Replay:
         self.lookback = lookback
         self.step = step
         self.observe = observe
+        self.progress = progress
         self.subjects: dict[SubjectKind, dict[str, _Subject]] = {"user": {}, "account": {}}
         self.active: dict[SubjectKind, dict[str, _Subject]] = {"user": {}, "account": {}}
         self.measured: dict[SubjectKind, bool] = {
@@ -370,10 +382,14 @@ class Replay:
         given = self.history.user_traits
         fresh = [None] * len(self.tracks)
         apply = self._apply
+        progress, total, done = self.progress, self.scan.events, 0
         for when, event in in_time_order(self.history, self.scan.skip, self.step):
             while k < len(snapshots) and when > snapshots[k]:
                 self._snapshot(snapshots[k])
                 k += 1
+            done += 1
+            if progress is not None and not done % PROGRESS_EVERY:
+                progress(done, total)
             ts, raw, name, props, account, _ = event
             if ts > end:
                 continue
@@ -405,6 +421,8 @@ class Replay:
             self._snapshot(snapshots[k])
             k += 1
         self.late = late
+        if progress is not None:
+            progress(total, total)
 
     def _new(self, kind: SubjectKind, sid: str) -> _Subject:
         states = [t.plan.new_state() for t in self.tracks]
@@ -517,7 +535,7 @@ class Replay:
             ctx = subject.ctx[i] or self._context(subject, i, kind)
             ev = track.plan.evaluate(subject.states[i], t, kind, ctx, full=True)
             if observe is not None:
-                observe(t, kind, subject.id, track.name, ev)
+                observe(t, kind, subject.id, track.name, ev, positive)
             flagged = ev.rule
             flags.append(flagged)
             week.eligible += 1
