@@ -168,7 +168,7 @@ def _jsonl(path: Path) -> Path:
     file = path / "events.jsonl"
     with open(file, "w") as out:
         for e in _history():
-            out.write(json.dumps({**e, "timestamp": e["timestamp"].isoformat()}) + "\n")
+            out.write(json.dumps({**e, "timestamp": e["timestamp"].isoformat()}) + "\n\n")
     return file
 
 
@@ -237,10 +237,21 @@ def test_a_file_that_is_no_pqlkit_store_is_refused(tmp_path: Path) -> None:
     assert file.read_bytes() == before
 
 
+def test_a_store_is_read_a_page_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events come from a store in pages (here of 3 events), all of them, in order."""
+    import pqlkit._lab.source as source
+
+    monkeypatch.setattr(source, "_PAGE", 3)
+    store = pqlkit.MemoryStore()
+    with pqlkit.Client(RULE, store=store) as client:
+        client.track_many(_history())
+    assert _counts(_run(store)) == (20, 7, 2, 1)
+
+
 def test_traits_and_aliases_come_with_the_source(tmp_path: Path) -> None:
     """Traits and aliases of a store (or of ``traits``/``alias`` lines) are applied: a
     rule on a trait sees them, and an aliased id's events count for its user."""
-    model = Model("big", pql=trait("employees", of="account") >= 100)
+    model = Model("big", pql=(trait("employees", of="account") >= 100) & (trait("role") == "admin"))
     events = [
         {"user_id": "anon", "event": "signup", "account_id": "acme", "timestamp": D0},
         {"user_id": "u1", "event": "paid", "timestamp": D0 + days(10)},
@@ -249,13 +260,16 @@ def test_traits_and_aliases_come_with_the_source(tmp_path: Path) -> None:
     lines: list[dict[str, Any]] = [
         *events,
         {"type": "traits", "kind": "account", "subject_id": "acme", "traits": {"employees": 500}},
+        {"type": "traits", "kind": "user", "subject_id": "u1", "traits": {"role": "admin"}},
         {"type": "alias", "previous_id": "anon", "user_id": "u1"},
+        {"type": "qualification"},  # a store's own records are passed over
     ]
     from_lines = pqlkit.backtest(model, lines, outcome="paid", horizon=HORIZON, step=STEP)
     file = tmp_path / "app.db"
     with pqlkit.Client(model, store=f"sqlite:///{file}") as client:
         client.track_many(events)
         client.group("acme", {"employees": 500})
+        client.identify("u1", {"role": "admin"})
         client.alias("anon", "u1")
     from_store = pqlkit.backtest(
         model, f"sqlite:///{file}", outcome="paid", horizon=HORIZON, step=STEP
@@ -331,6 +345,7 @@ def test_a_condition_outcome_with_properties() -> None:
     """``did(event, where=...)`` converts at the first matching event only."""
     events = [
         *_history(),
+        {"user_id": "u4", "event": "plan", "properties": {"to": "pro"}, "timestamp": D0 + days(11)},
         {"user_id": "u3", "event": "plan", "properties": {"to": "free"}, "timestamp": D0 + days(8)},
         {"user_id": "u4", "event": "plan", "properties": {"to": "pro"}, "timestamp": D0 + days(9)},
     ]
@@ -338,6 +353,24 @@ def test_a_condition_outcome_with_properties() -> None:
     rule = report["keys"].pql
     assert rule is not None
     assert (rule.positives, rule.true_positives) == (1, 0)  # u4, not flagged
+
+
+def test_given_times_name_users_or_accounts() -> None:
+    """In a mapping, a key naming an account is the account's conversion, and a user's
+    conversion is its account's too unless the account has its own."""
+    model = Model("teams", pqa=did("key"))
+    events = [
+        {"user_id": "a1", "event": "key", "account_id": "acme", "timestamp": D0},
+        {"user_id": "b1", "event": "signup", "account_id": "beta", "timestamp": D0},
+        {"user_id": "b2", "event": "key", "account_id": "beta", "timestamp": D0},
+        {"user_id": "z", "event": "signup", "timestamp": D0 + days(60)},
+    ]
+    given = {"acme": D0 + days(9), "a1": D0 + days(30), "b1": D0 + days(10)}
+    report = pqlkit.backtest(model, events, outcome=given, horizon=HORIZON, step=STEP)
+    rule = report["teams"].pqa
+    assert rule is not None
+    # day 7: acme converts on day 9 (its own key, not a1's day 30), beta on day 10 (b1's)
+    assert (rule.eligible, rule.positives, rule.true_positives) == (2, 2, 2)
 
 
 def test_account_conversion_is_its_first_users() -> None:
@@ -399,6 +432,8 @@ def test_warnings_are_never_silent() -> None:
     assert _warned(_run(outcome="purchase"), "'purchase' never occurs")
     long = Model("long", pql=did("key", within=days(120)))
     assert _warned(_run(model=long), "within=120 days", "longer than the replayed history")
+    idle = Model("idle", pql=pqlkit.idle() >= days(100))
+    assert _warned(_run(model=idle), "100 days in pql", "longer than the replayed history")
     assert _warned(_run(end=D0 + days(90)), "after the last event")
     assert _warned(_run(horizon=days(80)), "no snapshot fits")
     assert _warned(_run(outcome={"nobody": D0}), "none of the outcome's subjects")
@@ -415,6 +450,37 @@ def test_trait_models_warn_of_leakage() -> None:
     report = _run(lines, model=model)
     assert _warned(report, "'fit' read traits", "leaks the outcome")
     assert not _warned(_run(), "read traits")
+
+
+def test_events_after_end_are_not_replayed() -> None:
+    """``end`` cuts the history: later events are not replayed (nor counted as users seen
+    in the figures), and the snapshots stop a horizon before it."""
+    report = _run(end=D0 + days(40))
+    assert [s - D0 for s in report.snapshots] == [days(d) for d in (7, 14, 21)]
+    rule = report["keys"].pql
+    assert rule is not None
+    assert (rule.eligible, rule.flagged) == (5 + 3 + 3, 2 + 1 + 1)
+    assert rule.qualified == 2
+
+
+def test_a_rule_true_by_time_alone_qualifies_at_a_snapshot() -> None:
+    """A rule that time alone turns true (here ``idle() >= 10 days``) qualifies a subject
+    at the first snapshot where it holds, as a weekly sweep would fire it."""
+    idle = Model("idle", pql=pqlkit.idle() >= days(10))
+    rule = _run(model=idle)["idle"].pql
+    assert rule is not None
+    # u3, u4, u6 (last events on days 2, 0, 0) are idle 10 days at the day-14 snapshot
+    assert rule.qualified == 3
+    assert rule.time_to_qualify_median == days(14)
+
+
+def test_models_without_the_same_rules() -> None:
+    """A model without a pql is not measured on users (and not compared on them)."""
+    teams = Model("teams", pqa=did("key"))
+    report = _run(model={"keys": RULE, "teams": teams})
+    assert report["teams"].pql is None
+    assert _counts(report) == (20, 7, 2, 1)
+    assert report.comparisons == ()
 
 
 def test_late_events_are_counted_and_warned() -> None:
@@ -457,6 +523,20 @@ def test_late_events_are_counted_and_warned() -> None:
             "events[0].oops",
         ),
         ({"events": [{"type": "nonsense"}]}, "events[0].type"),
+        ({"events": [42]}, "events[0]"),
+        ({"events": [{"user_id": "u", "event": "", "timestamp": D0}]}, "events[0].event"),
+        (
+            {"events": [{"user_id": "u", "event": "x", "timestamp": D0, "message_id": " "}]},
+            "events[0].message_id",
+        ),
+        (
+            {"events": [{"user_id": "u", "event": "x", "timestamp": "2025-01-06T00:00:00"}]},
+            "events[0].timestamp",
+        ),
+        ({"events": [{"type": "traits", "kind": "team", "subject_id": "a"}]}, "events[0].kind"),
+        ({"events": [{"type": "alias", "previous_id": "a"}]}, "events[0].user_id"),
+        ({"model": {"": RULE}}, "models"),
+        ({"outcome": {1: D0}}, "outcome"),
         (
             {"events": [{"user_id": "u", "event": "x", "timestamp": "yesterday"}]},
             "events[0].timestamp",

@@ -14,6 +14,7 @@ already.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,13 +48,11 @@ _PAGE = 5_000
 _EVENT_FIELDS = frozenset(f.name for f in attrs.fields(Event))
 
 
-def parse_time(text: object, field: str, *, naive_utc: bool = False) -> datetime:
+def parse_time(text: str, field: str, *, naive_utc: bool = False) -> datetime:
     """An ISO 8601 time (``Z`` allowed) as an aware UTC datetime.
 
     A time without an offset is refused, unless ``naive_utc`` (CSV exports): then UTC.
     """
-    if not isinstance(text, str):
-        raise ValidationError(field, f"must be an ISO 8601 time, got {type(text).__name__}")
     raw = text.strip()
     try:
         value = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
@@ -66,7 +65,7 @@ def parse_time(text: object, field: str, *, naive_utc: bool = False) -> datetime
     return check_timestamp(value, field)
 
 
-class History:
+class History(abc.ABC):
     """A source of events read in passes (see the module docstring)."""
 
     label: str = "events"
@@ -77,9 +76,9 @@ class History:
         self.account_traits: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}  # an id -> the id its events count for
 
+    @abc.abstractmethod
     def events(self) -> Iterator[RawEvent]:
         """Every event, in arrival order (a new pass each call)."""
-        raise NotImplementedError
 
     def scanned(self, users: set[str], accounts: set[str]) -> None:
         """Told the ids the first pass saw (a store reads their traits and aliases then)."""
@@ -91,11 +90,10 @@ class History:
         """The id a user's events count for (aliases resolved)."""
         return self.aliases.get(user_id, user_id)
 
-    def _record(self, line: Mapping[str, Any], where: str) -> bool:
-        """Take a ``traits`` or ``alias`` line of the export format; False for other types."""
-        kind = line.get("type", "event")
-        if kind == "event":
-            return False
+    def _record(self, line: Mapping[str, Any], where: str) -> None:
+        """Take a ``traits`` or ``alias`` line of the export format (records of other
+        types a store exports are not needed here)."""
+        kind = line.get("type")
         if kind == "traits":
             of = line.get("kind")
             if of not in ("user", "account"):
@@ -110,7 +108,6 @@ class History:
             self.aliases[previous] = user
         elif kind not in ("qualification", "delivery"):  # a store's records: not needed here
             raise ValidationError(f"{where}.type", f"unknown record type {kind!r}")
-        return True
 
 
 def _checked(item: object, where: str) -> RawEvent:
