@@ -80,11 +80,11 @@ class History(abc.ABC):
     def events(self) -> Iterator[RawEvent]:
         """Every event, in arrival order (a new pass each call)."""
 
-    def scanned(self, users: set[str], accounts: set[str]) -> None:
+    def scanned(self, users: set[str], accounts: set[str]) -> None:  # noqa: B027
         """Told the ids the first pass saw (a store reads their traits and aliases then)."""
 
-    def close(self) -> None:
-        """Release what the source holds open."""
+    def close(self) -> None:  # noqa: B027
+        """Release what the source holds open (nothing, but for a store it opened)."""
 
     def resolve(self, user_id: str) -> str:
         """The id a user's events count for (aliases resolved)."""
