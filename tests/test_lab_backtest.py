@@ -204,6 +204,8 @@ def test_a_store_is_read_not_changed(tmp_path: Path) -> None:
     before = hashlib.sha256(file.read_bytes()).hexdigest()
     assert _counts(_run(f"sqlite:///{file}")) == (20, 7, 2, 1)
     assert hashlib.sha256(file.read_bytes()).hexdigest() == before
+    wal = file.with_name(file.name + "-wal")  # a reader of a WAL file may leave it, empty
+    assert not wal.exists() or wal.stat().st_size == 0
     store = pqlkit.MemoryStore()
     with pqlkit.Client(RULE, store=store) as client:
         client.track_many(_history())
@@ -667,6 +669,11 @@ def test_postgres_source_is_read_only(postgres_dsn: str, pg_schema: str) -> None
         client.store.close()
     url = f"{postgres_dsn}?schema={pg_schema}"
     assert _counts(_run(url)) == (20, 7, 2, 1)
+    with PostgresStore(postgres_dsn, schema=pg_schema, read_only=True) as reader:
+        with reader.transaction() as tx:
+            assert len(list(tx.events())) == len(_history())
+        with pytest.raises(pqlkit.StoreError), reader.transaction() as tx:
+            tx.set_meta("x", "y")
     other = f"{pg_schema}_x"
     with pytest.raises(ValidationError) as info:
         _run(f"{postgres_dsn}?schema={other}")
