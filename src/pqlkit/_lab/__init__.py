@@ -22,13 +22,12 @@ from .report import (
     SignalReport,
     WeekRow,
 )
-from .simulate import EventList, Simulation, simulate
+from .simulate import SimulatedEvents, Simulation, simulate
 from .stats import DecileRow, DistributionRow, ReliabilityRow
 
 __all__ = [
     "DecileRow",
     "DistributionRow",
-    "EventList",
     "ModelComparison",
     "ModelReport",
     "ReliabilityRow",
@@ -36,6 +35,7 @@ __all__ = [
     "RuleReport",
     "ScoreReport",
     "SignalReport",
+    "SimulatedEvents",
     "Simulation",
     "WeekRow",
     "backtest",

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .._client import Client
     from .._events import BulkResult
 
-__all__ = ["BEHAVIOURS", "DEFAULT_DRIVERS", "EventList", "Simulation", "simulate"]
+__all__ = ["BEHAVIOURS", "DEFAULT_DRIVERS", "SimulatedEvents", "Simulation", "simulate"]
 
 BEHAVIOURS: tuple[str, ...] = (
     "login",
@@ -135,7 +135,7 @@ def _props(kind: int, code: int, domain: str) -> dict[str, Any]:
     return {}
 
 
-class EventList(Sequence[dict[str, Any]]):
+class SimulatedEvents(Sequence[dict[str, Any]]):
     """The simulated events in arrival order, as dicts for ``track()``, made on access.
 
     A read-only sequence: ``len()``, indexing, slicing and iteration (each pass makes
@@ -168,7 +168,7 @@ class EventList(Sequence[dict[str, Any]]):
             yield event(i)
 
     def __repr__(self) -> str:
-        return f"<EventList of {len(self)} simulated events>"
+        return f"<SimulatedEvents of {len(self)} simulated events>"
 
     def tuples(self) -> Iterator[tuple[int, str, str, dict[str, Any], str | None, str]]:
         """The events as (timestamp in µs since the epoch, user id, event name,
@@ -254,7 +254,7 @@ class Simulation:
         end: When it ends.
     """
 
-    events: EventList
+    events: SimulatedEvents
     conversions: Mapping[str, datetime]
     user_traits: Mapping[str, Mapping[str, Any]]
     account_traits: Mapping[str, Mapping[str, Any]]
@@ -396,7 +396,7 @@ def simulate(
         conversions[subject] = from_us(ts)
     _arrivals(cols, rng, late, duplicates)
     return Simulation(
-        events=EventList(cols),
+        events=SimulatedEvents(cols),
         conversions=conversions,
         user_traits=user_traits,
         account_traits=account_traits,
