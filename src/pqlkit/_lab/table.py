@@ -50,7 +50,7 @@ def _rule(name: str, r: RuleReport) -> list[str]:
     out = [
         f"{name} -- {r.kind} ({noun})",
         "-" * len(f"{name} -- {r.kind} ({noun})"),
-        f"  eligible       {r.eligible:>10,} {noun}-snapshots of {r.subjects:,} {noun};"
+        f"  eligible       {r.eligible:>10,} {noun[:-1]}-snapshots of {r.subjects:,} {noun};"
         f" {r.conversions:,} converted",
         f"  flag rate      {_pct(r.flag_rate):>10}{band};"
         f" {_num(r.flagged_per_week, '.0f')} flagged a week (median)",
