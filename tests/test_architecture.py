@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"_rebuild"},
     {"_core"},
     {"_client"},
+    {"_lab"},
     {"_async", "_default", "cli"},
     {"testing", "integrations"},
     {"__init__", "_pytest_plugin"},
@@ -37,6 +38,17 @@ SUBPACKAGE_LAYERS = {
     "_engine": ["state", "accumulators", "evaluate", "plan", "explain", "__init__"],
     "stores": ["_base", "_rows", "memory", "sqlite", "postgres", "_url", "__init__"],
     "integrations": ["__init__", "flask", "django"],
+    "_lab": [
+        "stats",
+        "simulation",
+        "source",
+        "outcome",
+        "replay",
+        "table",
+        "report",
+        "backtesting",
+        "__init__",
+    ],
 }
 """Inside a subpackage: each module may import the ones before it. A package inside a
 subpackage (``integrations/django/``) counts as one module there; its own modules may

@@ -124,6 +124,17 @@ def test_index_quickstart_runs(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[:2] == ["jane", "{'behavior': 50.0}"]
 
 
+def test_lab_page_example_prints_what_the_page_shows(tmp_path: Path) -> None:
+    """The "Validate your model" page's first example prints the report the page shows."""
+    page = DOCS / "lab.md"
+    code = blocks(page, "python")[0]
+    shown = blocks(page, "text")[0]
+    (tmp_path / "lab.py").write_text(code)
+    done = run_python(["lab.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == shown
+
+
 # -- the site ----------------------------------------------------------------------------------
 
 

@@ -684,3 +684,59 @@ def test_a_version_2_database_is_migrated_to_a_record_per_callback(db_path: Path
         rows = other.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
     other.close()
     assert [v for (v,) in rows] == list(range(1, sqlite_module.SCHEMA_VERSION + 1))
+
+
+# -- read-only ---------------------------------------------------------------------------
+
+
+def test_read_only_reads_and_never_writes(db_path: Path) -> None:
+    """``read_only=True`` reads a store; a write raises StoreError; a writer is not held up
+    while a read-only transaction is open."""
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        tx.insert_event(event("m1"))
+    with SQLiteStore(db_path, read_only=True) as reader:
+        assert "read-only" in repr(reader)
+        assert message_ids(reader) == ["m1"]
+        with pytest.raises(StoreError, match="read"), reader.transaction() as tx:
+            tx.insert_event(event("m2"))
+        with reader.transaction() as tx, SQLiteStore(db_path, timeout=1) as writer:
+            assert [e.message_id for e in tx.events()] == ["m1"]
+            with writer.transaction() as wtx:  # no write lock held by the reader
+                wtx.insert_event(event("m3"))
+    with SQLiteStore(db_path) as store:
+        assert message_ids(store) == ["m1", "m3"]
+
+
+def test_read_only_leaves_the_file_as_it_is(db_path: Path) -> None:
+    """Opening read-only and reading changes no byte of the file."""
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        tx.insert_event(event("m1"))
+    before = db_path.read_bytes()
+    with SQLiteStore(db_path, read_only=True) as reader:
+        assert message_ids(reader) == ["m1"]
+    assert db_path.read_bytes() == before
+
+
+def test_read_only_refuses_what_is_no_store(db_path: Path, tmp_path: Path) -> None:
+    """A missing file (never created), ``:memory:``, a file without pqlkit's tables, or one
+    of an older schema version: each refused, nothing written."""
+    with pytest.raises(StoreError, match="no SQLite file"):
+        SQLiteStore(db_path, read_only=True)
+    assert not db_path.exists()
+    with pytest.raises(StoreError, match="no SQLite file"):
+        SQLiteStore(":memory:", read_only=True)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(SchemaError, match="not a pqlkit store"):
+        SQLiteStore(other, read_only=True)
+    make_v1_database(db_path, [])
+    before = db_path.read_bytes()
+    with pytest.raises(SchemaError, match="open it once with a Client"):
+        SQLiteStore(db_path, read_only=True)
+    assert db_path.read_bytes() == before
+    with pytest.raises(StoreError, match="no SQLite file"):
+        open_store(f"sqlite:///{tmp_path / 'missing.db'}", read_only=True)
+    with pytest.raises(StoreError, match="nothing to read"):
+        open_store("memory://", read_only=True)

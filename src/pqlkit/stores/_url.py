@@ -17,7 +17,7 @@ _EXPECTED = (
 )
 
 
-def open_store(url: str | Store | None = None) -> Store:
+def open_store(url: str | Store | None = None, *, read_only: bool = False) -> Store:
     """The store a URL names (URLs in the form SQLAlchemy uses).
 
     ============================== ===============================================
@@ -33,13 +33,17 @@ def open_store(url: str | Store | None = None) -> Store:
 
     Args:
         url: A store URL, a store, or None for the default SQLite file.
+        read_only: Open an existing store only to read it: nothing is created
+            (a URL naming no store raises), migrated or written (see
+            ``SQLiteStore(read_only=True)``). A store instance is returned as it is.
 
     Returns:
         A store; the caller owns it and should close it.
 
     Raises:
         ValidationError: ``url`` is not a URL of a known kind (field ``"store"``).
-        StoreError: The store cannot be opened, e.g. ``PostgresStore`` is not installed.
+        StoreError: The store cannot be opened, e.g. ``PostgresStore`` is not installed,
+            or (``read_only``) there is no store there.
 
     Example:
         >>> from pqlkit.stores import open_store
@@ -47,7 +51,7 @@ def open_store(url: str | Store | None = None) -> Store:
         MemoryStore(events=0)
     """
     if url is None:
-        return SQLiteStore(DEFAULT_SQLITE_PATH)
+        return SQLiteStore(DEFAULT_SQLITE_PATH, read_only=read_only)
     if not isinstance(url, str):
         if callable(getattr(url, "transaction", None)) and callable(getattr(url, "close", None)):
             return url
@@ -60,13 +64,15 @@ def open_store(url: str | Store | None = None) -> Store:
             "store", f"not a store URL (a file path needs 'sqlite:///'); {_EXPECTED}"
         )
     if scheme == "sqlite":
-        return SQLiteStore(_sqlite_path(rest))
+        return SQLiteStore(_sqlite_path(rest), read_only=read_only)
     if scheme == "memory":
         if rest:
             raise ValidationError("store", "a memory:// URL takes nothing after '//'")
+        if read_only:
+            raise StoreError("a memory:// URL names a new, empty store: there is nothing to read")
         return MemoryStore()
     if scheme in ("postgresql", "postgres"):
-        return _postgres_store(url)
+        return _postgres_store(url, read_only)
     raise ValidationError("store", f"unknown store URL scheme {scheme!r}; {_EXPECTED}")
 
 
@@ -87,7 +93,7 @@ def _sqlite_path(rest: str) -> str:
     return path
 
 
-def _postgres_store(url: str) -> Store:
+def _postgres_store(url: str, read_only: bool) -> Store:
     try:
         module = importlib.import_module(".postgres", __package__)
         factory = module.PostgresStore
@@ -96,5 +102,5 @@ def _postgres_store(url: str) -> Store:
             f"a postgresql:// store needs pqlkit's PostgresStore, which cannot be imported "
             f"({error}); install it with: pip install 'pqlkit[postgres]'"
         ) from error
-    store: Store = factory(url)
+    store: Store = factory(url, read_only=True) if read_only else factory(url)
     return store

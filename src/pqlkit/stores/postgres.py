@@ -1008,12 +1008,17 @@ class PostgresStore:
         prepare_threshold: psycopg's ``prepare_threshold``: after how many runs
             a statement is prepared on the server. ``None`` never prepares
             (for PgBouncer older than 1.21 in transaction pooling mode).
+        read_only: Open an existing store only to read it (what
+            :func:`pqlkit.backtest` does): the schema is never created nor
+            migrated, and every transaction is ``READ ONLY`` (a write raises
+            StoreError).
 
     Raises:
         ValidationError: ``schema`` is not a plain identifier, or a size is not
             a positive int.
         StoreError: psycopg is not installed, or the database cannot be reached.
-        SchemaError: The schema was written by a newer pqlkit.
+        SchemaError: The schema was written by a newer pqlkit (or, with
+            ``read_only``, holds no pqlkit store of this version).
 
     Example:
         >>> from pqlkit.stores.postgres import PostgresStore
@@ -1031,6 +1036,7 @@ class PostgresStore:
         max_size: int = 10,
         timeout: float = 30.0,
         prepare_threshold: int | None = 5,
+        read_only: bool = False,
     ) -> None:
         try:
             import psycopg
@@ -1061,6 +1067,12 @@ class PostgresStore:
         self._max_size = max_size
         self._timeout = timeout
         self._prepare_threshold = prepare_threshold
+        self._read_only = read_only
+        self._begin_sql = (
+            b"BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY"
+            if read_only
+            else b"BEGIN ISOLATION LEVEL READ COMMITTED"
+        )
         self._closed = False
         self._local = threading.local()
         schema_id = psycopg.sql.Identifier(schema)
@@ -1102,8 +1114,19 @@ class PostgresStore:
         schema_id = sql.Identifier(self._schema)
         try:
             with conn:
-                if self._version(conn) == SCHEMA_VERSION:
+                version = self._version(conn)
+                if version == SCHEMA_VERSION:
                     return
+                if self._read_only:
+                    raise SchemaError(
+                        f"schema {self._schema!r} at {self._where} "
+                        + (
+                            "holds no pqlkit store"
+                            if version == 0
+                            else f"has version {version}, older than this pqlkit's"
+                            f" {SCHEMA_VERSION}: open it once with a Client to upgrade it"
+                        )
+                    )
                 with conn.transaction():
                     conn.execute(
                         "SELECT pg_advisory_xact_lock(%s)",
@@ -1196,7 +1219,7 @@ class PostgresStore:
             except psycopg.Error as error:  # the pool is closed
                 raise StoreError(f"{self!r} cannot hand out connections: {error}") from error
             try:
-                conn.execute(b"BEGIN ISOLATION LEVEL READ COMMITTED")
+                conn.execute(self._begin_sql)
             except BaseException as error:
                 pool.putconn(conn)  # if it broke, the pool discards it
                 if not isinstance(error, psycopg.OperationalError):

@@ -25,6 +25,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
@@ -307,6 +308,19 @@ def _migrate(db: Database, path: str, timeout: float) -> None:
             )
 
 
+def _check_current(db: Database, path: str, timeout: float) -> None:
+    """Refuse to read a file that is not a pqlkit store of this schema version."""
+    version = _retry_busy(lambda: _schema_version(db), timeout)
+    _check_version(version, path)
+    if version == 0:
+        raise SchemaError(f"{path!r} is not a pqlkit store (it has no pqlkit tables)")
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path!r} has schema version {version}, older than this pqlkit's"
+            f" {SCHEMA_VERSION}: open it once with a Client (which upgrades it) to read it"
+        )
+
+
 # -- errors --------------------------------------------------------------------------
 
 # SQLite's primary result codes; an extended code keeps its primary one in its low byte.
@@ -404,14 +418,15 @@ def _retry_busy(action: Callable[[], T], timeout: float) -> T:
                 ) from error
 
 
-def _begin(conn: sqlite3.Connection, timeout: float) -> None:
-    """``BEGIN IMMEDIATE``, retrying "database is locked" for up to ``timeout`` s."""
+def _begin(conn: sqlite3.Connection, timeout: float, statement: str = "BEGIN IMMEDIATE") -> None:
+    """``BEGIN IMMEDIATE`` (or ``statement``), retrying "database is locked" for up to
+    ``timeout`` s."""
     try:
-        conn.execute("BEGIN IMMEDIATE")  # the common case: no retry closure
+        conn.execute(statement)  # the common case: no retry closure
     except sqlite3.OperationalError as error:
         if not _is_busy(error):
             raise
-        _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), timeout)
+        _retry_busy(lambda: conn.execute(statement), timeout)
 
 
 def _end(conn: sqlite3.Connection, *, commit: bool) -> None:
@@ -1116,7 +1131,7 @@ class _Scope:
                     "transactions do not nest"
                 )
             conn = connection.db.conn
-            _begin(conn, store._timeout)
+            _begin(conn, store._timeout, "BEGIN" if store._read_only else "BEGIN IMMEDIATE")
         except BaseException as error:
             connection.lock.release()
             if isinstance(error, sqlite3.Error):
@@ -1157,6 +1172,11 @@ class SQLiteStore:
             with an empty one.
         timeout: How long, in seconds, a transaction waits for the write lock
             before giving up with :class:`~pqlkit.exceptions.StoreError`.
+        read_only: Open an existing store only to read it (what
+            :func:`pqlkit.backtest` does): the file is opened read-only, so
+            nothing can change it (a write raises StoreError); it is never
+            created, migrated nor switched to WAL; transactions are plain
+            ``BEGIN``, taking no write lock, so writers are not held up.
 
     Every error from SQLite reaches you as a :class:`~pqlkit.exceptions.StoreError`
     that names the file and says what is wrong (corrupt, full, read-only...),
@@ -1164,8 +1184,10 @@ class SQLiteStore:
     stored nothing.
 
     Raises:
-        SchemaError: The file was written by a newer pqlkit.
+        SchemaError: The file was written by a newer pqlkit (or, with
+            ``read_only``, is not a pqlkit store of this version).
         StoreError: The file cannot be opened as an SQLite database: missing
+            (with ``read_only``, a missing file),
             directory, read-only file or directory, corrupt header or schema.
             Opening does not read the whole file: damage deeper in it is
             reported when a statement reads it, and by a full rebuild, which
@@ -1180,11 +1202,18 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] = DEFAULT_SQLITE_PATH, *, timeout: float = 30.0
+        self,
+        path: str | os.PathLike[str] = DEFAULT_SQLITE_PATH,
+        *,
+        timeout: float = 30.0,
+        read_only: bool = False,
     ):
         path = os.fspath(path)
         self._path = path if path == _MEMORY else os.path.abspath(path)
         self._timeout = timeout
+        self._read_only = read_only
+        if read_only and (self._path == _MEMORY or not os.path.isfile(self._path)):
+            raise StoreError(f"no SQLite file at {self._path!r} to open read-only")
         self._closed = False
         self._current: _Connection | None = self._connect()
 
@@ -1195,7 +1224,8 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         closed = ", closed" if self._closed else ""
-        return f"<SQLiteStore {self._path!r} timeout={self._timeout!r}{closed}>"
+        mode = ", read-only" if self._read_only else ""
+        return f"<SQLiteStore {self._path!r} timeout={self._timeout!r}{mode}{closed}>"
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -1206,18 +1236,33 @@ class SQLiteStore:
     def _connect(self) -> _Connection:
         """Open, configure and migrate a new connection for this process."""
         try:
-            conn = sqlite3.connect(
-                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
+            if self._read_only:
+                conn = sqlite3.connect(
+                    f"file:{urllib.parse.quote(self._path)}?mode=ro",
+                    uri=True,
+                    timeout=self._timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                conn = sqlite3.connect(
+                    self._path,
+                    timeout=self._timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
         except sqlite3.Error as error:
             raise _store_error(error, self._path) from error
         try:
             _check_sqlite()
             db = Database(conn, execute_plugins=False)
-            if self._path != _MEMORY:
-                _retry_busy(db.enable_wal, self._timeout)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            _migrate(db, self._path, self._timeout)
+            if self._read_only:
+                _check_current(db, self._path, self._timeout)
+            else:
+                if self._path != _MEMORY:
+                    _retry_busy(db.enable_wal, self._timeout)
+                conn.execute("PRAGMA synchronous = NORMAL")
+                _migrate(db, self._path, self._timeout)
         except sqlite3.Error as error:
             conn.close()
             raise _store_error(error, self._path) from error
