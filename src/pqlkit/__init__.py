@@ -51,7 +51,7 @@ from ._dsl import (
     total,
     trait,
 )
-from ._events import BulkResult, Event, Qualification, Stats, TrackResult
+from ._events import BulkResult, Event, Nudge, Qualification, Stats, TrackResult
 from ._model import Model
 from ._settings import ClientOptions, Settings
 from .exceptions import (
@@ -77,6 +77,7 @@ __all__ = [
     "MemoryStore",
     "Model",
     "ModelError",
+    "Nudge",
     "PostgresStore",
     "PqlkitError",
     "Qualification",

@@ -8,7 +8,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -17,7 +17,7 @@ from typing_extensions import Unpack
 from ._client import Client
 from ._clock import Clock
 from ._dispatch import Callback, Delivery, callback_name, register_or_decorate
-from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
+from ._events import BulkResult, Event, Nudge, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from ._settings import ClientOptions, Settings
 from .exceptions import ClientClosedError, ValidationError
@@ -285,6 +285,28 @@ class AsyncClient:
     async def forget(self, user_id: str) -> None:
         """:meth:`Client.forget <pqlkit.Client.forget>`, awaited."""
         await self._run(self._client.forget, user_id)
+
+    # -- nudges ------------------------------------------------------------------------
+    async def nudge(
+        self,
+        user_id: str,
+        key: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        until: datetime | timedelta | None = None,
+    ) -> bool:
+        """:meth:`Client.nudge <pqlkit.Client.nudge>`, awaited."""
+        return await self._run(self._client.nudge, user_id, key, payload, until=until)
+
+    async def nudges(self, user_id: str) -> list[Nudge]:
+        """:meth:`Client.nudges <pqlkit.Client.nudges>`, awaited."""
+        return await self._run(self._client.nudges, user_id)
+
+    async def mark(
+        self, user_id: str, key: str, action: Literal["seen", "clicked", "dismissed"]
+    ) -> bool:
+        """:meth:`Client.mark <pqlkit.Client.mark>`, awaited."""
+        return await self._run(self._client.mark, user_id, key, action)
 
     # -- reading -----------------------------------------------------------------------
     async def scores(self, subject_id: str, *, of: SubjectKind = "user") -> dict[str, float]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -22,7 +22,7 @@ from typing_extensions import Unpack, overload
 from ._clock import Clock, SystemClock
 from ._core import Core
 from ._dispatch import Callback, Delivery, register_or_decorate
-from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
+from ._events import BulkResult, Event, Nudge, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from ._settings import ClientOptions, Settings, environment_store, resolve
 from .exceptions import ValidationError
@@ -342,6 +342,87 @@ class Client:
         A later ``track()`` for the id starts fresh.
         """
         self._core.forget(user_id)
+
+    # -- nudges ------------------------------------------------------------------------
+    # A nudge is a message waiting in a user's in-app inbox, kept in the store: every
+    # worker process sees it, the next page any of them renders shows it.
+    def nudge(
+        self,
+        user_id: str,
+        key: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        until: datetime | timedelta | None = None,
+    ) -> bool:
+        """Open a nudge for the user, unless one with this ``key`` is open already.
+
+        Idempotent per user and key while it is open: calling again (from any thread,
+        process or server) opens nothing and returns False, even with another
+        payload. Once it is clicked, dismissed or past ``until``, the key opens again.
+
+        Args:
+            user_id: Who it is for (an alias resolves to its final id).
+            key: Its idempotency key, e.g. ``"upgrade"``.
+            payload: What your app shows: a JSON object (title, body, link...) of at most
+                16 KiB as compact UTF-8 JSON (``pqlkit._validation.NUDGE_PAYLOAD_BYTES``).
+            until: When it stops being shown: an aware datetime, or a timedelta from now.
+                Default: until it is clicked or dismissed.
+
+        Returns:
+            True if this call opened it.
+
+        Raises:
+            ValidationError: A bad id, key, payload (not a JSON object, not
+                JSON-serialisable, too large) or ``until`` (naive, not after now),
+                naming the field; nothing was stored.
+
+        Example:
+            >>> import pqlkit
+            >>> with pqlkit.Client(pqlkit.Model("doc"), store="memory://") as client:
+            ...     client.nudge("u1", "upgrade", {"title": "You're close to your row limit"})
+            ...     client.nudge("u1", "upgrade", {"title": "a second one"})
+            ...     [n.payload["title"] for n in client.nudges("u1")]
+            True
+            False
+            ["You're close to your row limit"]
+        """
+        return self._core.nudge(user_id, key, payload, until)
+
+    def nudges(self, user_id: str) -> list[Nudge]:
+        """The user's open nudges, oldest first (one store read: cheap on every page).
+
+        Open: neither clicked nor dismissed, and not past its ``until``. A nudge
+        marked ``"seen"`` is still listed (with ``seen_at``): show it or not as
+        your app prefers.
+        """
+        return self._core.nudges(user_id)
+
+    def mark(self, user_id: str, key: str, action: Literal["seen", "clicked", "dismissed"]) -> bool:
+        """Record what the user did with their nudge ``key``.
+
+        ``"seen"`` sets its ``seen_at`` (the first time) and keeps it open;
+        ``"clicked"`` and ``"dismissed"`` close it. Each mark that changes the nudge
+        is also recorded as an event, ``nudge_seen``, ``nudge_clicked`` or
+        ``nudge_dismissed`` with the property ``key``, which the model may read
+        (``count("nudge_dismissed", where={"key": "upgrade"}) >= 2``); like any event
+        it counts for ``count()``, ``active_days()`` and ``idle()``, and may fire.
+
+        Returns:
+            True if it changed the nudge; False if there was nothing to change (seen
+            already, or closed already: a repeated click is harmless).
+
+        Raises:
+            ValidationError: ``action`` is not one of the three, or the user has no
+                nudge ``key`` (naming the field); nothing was stored.
+
+        Example:
+            >>> import pqlkit
+            >>> with pqlkit.Client(pqlkit.Model("doc"), store="memory://") as client:
+            ...     _ = client.nudge("u1", "upgrade")
+            ...     client.mark("u1", "upgrade", "clicked"), client.nudges("u1")
+            (True, [])
+        """
+        return self._core.mark(user_id, key, action)
 
     # -- reading -----------------------------------------------------------------------
     def scores(self, subject_id: str, *, of: SubjectKind = "user") -> dict[str, float]:

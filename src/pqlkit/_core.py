@@ -30,6 +30,7 @@ from ._events import (
     BulkResult,
     Event,
     EventRecord,
+    Nudge,
     Qualification,
     Stats,
     SubjectKind,
@@ -45,13 +46,17 @@ from ._validation import (
     check_id,
     check_message_id,
     check_not_future,
+    check_payload,
     check_properties,
     check_timestamp,
+    check_until,
 )
 from .exceptions import ClientClosedError, StoreError, TransientStoreError, ValidationError
 from .stores._base import (
     DeliveryStatus,
     NewEvent,
+    NudgeAction,
+    NudgeRecord,
     QualificationRecord,
     StateRecord,
     Store,
@@ -68,6 +73,8 @@ _BATCH = 500
 _NO_TRAITS: Mapping[str, Any] = MappingProxyType({})
 _HINTS = 10_000  # aliased ids whose final id a Client remembers, to lock both at once
 
+
+_ACTIONS: dict[str, NudgeAction] = {"seen": "seen", "clicked": "clicked", "dismissed": "dismissed"}
 
 _TAIL_EVENTS = 64  # a warm subject is written back at least every this many events...
 _TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
@@ -370,6 +377,58 @@ class Core:
 
         out = self._session.write(work)
         self._dispatcher.fired(_fired([out]))
+
+    # -- nudges ------------------------------------------------------------------------
+    def nudge(self, user_id: object, key: object, payload: object, until: object) -> bool:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        name = check_id(key, "key", self._limits)
+        data = check_payload(payload, self._limits)
+        now = check_timestamp(self.clock.now(), "clock")
+        end = check_until(until, now)
+
+        def work(tx: Transaction) -> bool:
+            uid = self._lock_user(tx, set(), user, None)
+            record = NudgeRecord(uid, name, data, now, end, model=self.model.name)
+            return tx.open_nudge(record, now)
+
+        return self._session.write(work)
+
+    def nudges(self, user_id: object) -> list[Nudge]:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        now = self.clock.now()
+        with self._session.tx() as tx:
+            records = tx.nudges(self._resolve(tx, user), now)
+        return [record.public() for record in records]
+
+    def mark(self, user_id: object, key: object, action: object) -> bool:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        name = check_id(key, "key", self._limits)
+        done = _ACTIONS.get(action) if isinstance(action, str) else None
+        if done is None:
+            raise ValidationError(
+                "action", f'must be "seen", "clicked" or "dismissed", got {action!r}'
+            )
+        now = check_timestamp(self.clock.now(), "clock")
+        # the mark is an event like any other, recorded in the same transaction
+        new = NewEvent(_process.new_message_id(), user, f"nudge_{done}", {"key": name}, None, now)
+
+        def work(tx: Transaction) -> tuple[bool | None, Outcome | None]:
+            held: set[str] = set()
+            uid = self._lock_user(tx, held, user, None)
+            changed = tx.mark_nudge(uid, name, done, now)
+            if not changed:
+                return changed, None
+            return True, self._record(tx, new, {}, held=held)
+
+        changed, outcome = self._session.write(work)
+        if changed is None:
+            raise ValidationError("key", f"user {user!r} has no nudge {name!r}")
+        if outcome is not None:
+            self._after_write(_fired([outcome]), None)
+        return changed
 
     # -- reading -----------------------------------------------------------------------
     def scores(self, subject_id: object, of: object) -> dict[str, float]:
