@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"_model", "_dispatch"},
     {"_engine", "_settings"},
     {"_session"},
-    {"_firing", "_rebuild"},
+    {"_firing", "_ranking", "_rebuild"},
     {"_core"},
     {"_client"},
     {"_async", "_default", "cli"},

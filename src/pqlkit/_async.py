@@ -321,6 +321,12 @@ class AsyncClient:
         """:meth:`Client.explain <pqlkit.Client.explain>`, awaited."""
         return await self._run(self._client.explain, subject_id, of=of)
 
+    async def top(
+        self, score: str, *, n: int = 50, of: SubjectKind = "user"
+    ) -> list[tuple[str, float]]:
+        """:meth:`Client.top <pqlkit.Client.top>`, awaited."""
+        return await self._run(self._client.top, score, n=n, of=of)
+
     async def qualified_at(
         self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql"
     ) -> datetime | None:

@@ -441,6 +441,34 @@ class Client:
         """
         return self._core.explain(subject_id, of)
 
+    def top(self, score: str, *, n: int = 50, of: SubjectKind = "user") -> list[tuple[str, float]]:
+        """The ``n`` subjects with the highest current value of a ranked score, highest first.
+
+        ``(subject id, value)`` pairs, ties by subject id; users, or accounts with
+        ``of="account"``. The score must be declared in ``Model(..., ranked=[...])``:
+        its values are kept in an index as they change, so this reads the index, not
+        every subject's state. "Current": the value as :meth:`scores` would give it
+        now. A value that time alone may have changed since the subject's last
+        evaluation (a window's exit, an ``idle()`` flip) is re-evaluated first, so
+        the first call after a quiet spell may take longer.
+
+        Raises:
+            ValidationError: ``score`` is unknown or not ranked, ``n`` is not an int
+                from 1 to 10,000, or ``of`` is not "user" or "account".
+
+        Example:
+            >>> import pqlkit
+            >>> from pqlkit import Model, count
+            >>> model = Model("doc", scores={"logins": count("login")}, ranked=["logins"])
+            >>> with pqlkit.Client(model, store="memory://") as client:
+            ...     for user, logins in [("ada", 3), ("bo", 1), ("cy", 2)]:
+            ...         for _ in range(logins):
+            ...             _ = client.track(user, "login")
+            ...     client.top("logins", n=2)
+            [('ada', 3.0), ('cy', 2.0)]
+        """
+        return self._core.top(score, n, of)
+
     def qualified_at(
         self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql"
     ) -> datetime | None:

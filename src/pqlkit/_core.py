@@ -38,6 +38,7 @@ from ._events import (
 )
 from ._firing import ACCOUNT_TRAIT, Firing, redact
 from ._model import Model
+from ._ranking import Ranking
 from ._rebuild import Rebuild
 from ._session import Outcome, Session, Subject, Warm
 from ._settings import Settings
@@ -73,6 +74,8 @@ _BATCH = 500
 _NO_TRAITS: Mapping[str, Any] = MappingProxyType({})
 _HINTS = 10_000  # aliased ids whose final id a Client remembers, to lock both at once
 
+
+_MAX_TOP = 10_000  # the most subjects top() lists
 
 _ACTIONS: dict[str, NudgeAction] = {"seen": "seen", "clicked": "clicked", "dismissed": "dismissed"}
 
@@ -124,6 +127,7 @@ class Core:
             lambda tx, subject, full: self._context(tx, subject, full=full),
             settings.context_events,
         )
+        self._ranking = Ranking(model, self._plan) if model.ranked else None
         self._rebuild = Rebuild(
             self._session,
             model,
@@ -311,7 +315,9 @@ class Core:
         """Evaluate each subject that has events as of its newest one (its traits changed)."""
         for subject in subjects:
             if subject.state.newest is not None:
-                self._firing.evaluate(tx, subject, subject.state.newest, out)
+                ev = self._firing.evaluate(tx, subject, subject.state.newest, out)
+                if self._ranking is not None:
+                    self._ranking.record(tx, subject, ev)
                 self._save(tx, subject)
 
     def alias(self, previous_id: object, user_id: object) -> None:
@@ -455,6 +461,49 @@ class Core:
             record = tx.latest_qualification(self.model.name, kind, sid)
         return record.qualified_at if record is not None else None
 
+    def top(self, score: object, n: object, of: object) -> list[tuple[str, float]]:
+        self._check_open()
+        kind = self._check_of(of)
+        ranking = self._ranking
+        if not isinstance(score, str) or score not in self.model.scores:
+            known = ", ".join(repr(name) for name in self.model.scores) or "none"
+            raise ValidationError("score", f"unknown score {score!r} (the scores: {known})")
+        if ranking is None or score not in ranking.names:
+            raise ValidationError(
+                "score",
+                f"{score!r} is not ranked: declare Model(..., ranked=[{score!r}]) to keep an"
+                " index of its values (top() reads it instead of every subject's state)",
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= _MAX_TOP:
+            raise ValidationError("n", f"must be an int from 1 to {_MAX_TOP}, got {n!r}")
+        now = self.clock.now()
+        t = to_us(now)
+        name = self.model.name
+        done: set[str] = set()
+
+        def work(tx: Transaction) -> list[tuple[str, float]] | None:
+            # first the subjects whose value time alone may have changed: evaluated now
+            stale = tx.stale_ranks(name, kind, score, now, _BATCH)
+            fresh = [sid for sid in stale if sid not in done]
+            if fresh:
+                self._lock(tx, set(), [f"{kind}:{sid}" for sid in fresh])
+                for sid in fresh:
+                    subject = self._load(tx, kind, sid)
+                    newest = subject.state.newest
+                    at = t if newest is None else max(t, newest)
+                    ctx = self._context(tx, subject, full=False)
+                    ev = self._plan.evaluate(subject.state, at, kind, ctx, full=False, scores=True)
+                    ranking.record(tx, subject, ev)
+                done.update(fresh)
+                if len(stale) == _BATCH:
+                    return None  # more, in another transaction
+            return tx.top_ranks(name, kind, score, n)
+
+        while True:
+            found = self._session.write(work)
+            if found is not None:
+                return found
+
     def _read(self, subject_id: object, of: object) -> Evaluation:
         self._check_open()
         kind = self._check_of(of)
@@ -559,7 +608,9 @@ class Core:
             for kind, sid in due:
                 subject = self._load(tx, kind, sid)
                 newest = subject.state.newest
-                self._firing.evaluate(tx, subject, max(t, newest or t), batch, latch=False)
+                ev = self._firing.evaluate(tx, subject, max(t, newest or t), batch, latch=False)
+                if self._ranking is not None:
+                    self._ranking.record(tx, subject, ev)
                 self._save(tx, subject, at=t)
             return len(due), batch
 
@@ -796,7 +847,9 @@ class Core:
         self._apply(subject, record, view)
         newest = subject.state.newest
         t = view.ts if newest is None else newest
-        self._firing.evaluate(tx, subject, t, out, scores=kind == "user")
+        ev = self._firing.evaluate(tx, subject, t, out, scores=kind == "user")
+        if self._ranking is not None:
+            self._ranking.record(tx, subject, ev)
         if save:
             self._save(tx, subject, defer=True)
 
@@ -1071,9 +1124,11 @@ class Core:
                 subject.account = self._account_of(tx, subject)
                 replayed += subject.state.events
             assert subject.state.newest is not None
-            self._firing.evaluate(
+            ev = self._firing.evaluate(
                 tx, subject, subject.state.newest, out, latch=False, deliver=deliver
             )
+            if self._ranking is not None:
+                self._ranking.record(tx, subject, ev)
             self._save(tx, subject)
         return replayed
 

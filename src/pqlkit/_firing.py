@@ -60,6 +60,7 @@ class Firing:
         self._dispatcher = dispatcher
         self._context_of = context
         self._context_events = context_events
+        self._ranked = bool(model.ranked)  # every evaluation computes every score then
 
     def _context(self, tx: Transaction, subject: Subject, *, full: bool = True) -> Context:
         return self._context_of(tx, subject, full)
@@ -78,13 +79,20 @@ class Firing:
         """Evaluate the subject at ``t``; fire or disqualify as its rule says.
 
         Only what the rule reads is evaluated unless ``scores`` asks for every
-        score (a user's, for ``TrackResult.scores``); a payload is built from a
-        full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
+        score (a user's, for ``TrackResult.scores``: ``out.scores``) or the model
+        ranks scores (the caller records them); a payload is built from a full
+        evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
         a qualification or disqualification is recorded, and nothing is enqueued.
         """
         ctx = self._context(tx, subject, full=False)
         ev = self._plan.evaluate(
-            subject.state, t, subject.kind, ctx, latch=latch, full=False, scores=scores
+            subject.state,
+            t,
+            subject.kind,
+            ctx,
+            latch=latch,
+            full=False,
+            scores=scores or self._ranked,
         )
         subject.due_hint = (t, subject.state.events, ev.until)
         if scores:

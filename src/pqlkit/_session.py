@@ -47,6 +47,9 @@ class Subject:
     # (T, events folded in, when time alone may next change the rule) of its last
     # evaluation: the due time _save() stores, while nothing changed since
     due_hint: tuple[int, int, int | None] | None = None
+    # ranked score -> (value, when time alone may change it) as the store holds them
+    # (None: not known, e.g. loaded cold; the next evaluation writes them all)
+    ranks: dict[str, tuple[float, int | None]] | None = None
 
 
 class Warm:

@@ -447,6 +447,19 @@ class Plan:
             until = end if end < NEVER else None
         return Evaluation(t, signals, out_scores, rule, until)
 
+    def score_changes(self, s: SubjectState, name: str, t: int) -> int | None:
+        """When time alone may next change score ``name`` as ``evaluate`` last found it at
+        ``t`` (a window's next exit, an ``idle()`` comparison's flip); None: never.
+
+        Read from the value kept in the state (see ``Kept.end``); ``t`` when none is
+        kept (not evaluated: it may change at any time).
+        """
+        kept = s.memo.get(self.score_keys[name])
+        if kept is None:
+            return t
+        end = kept.end(s.newest)
+        return None if end >= NEVER else end
+
     def latch(self, s: SubjectState, t: int, kind: SubjectKind, ctx: Context) -> None:
         """Only what ``evaluate(latch=True)`` records: the TEV activations true at ``t``
         (replaying the log, where nothing else of each event's evaluation is needed)."""
