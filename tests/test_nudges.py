@@ -402,3 +402,35 @@ def test_processes_opening_one_key_on_postgres_open_one_nudge(tmp_path: Path) ->
             check_one_each(store, opened)
     finally:
         drop_postgres_schemas(schema)
+
+
+# -- the example -----------------------------------------------------------------------------
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    """``python examples/nudges.py``: one worker's callback opens the nudge, the other's page
+    shows it until it is clicked, a bad mark is a 400, and the marks are events."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "examples/nudges.py", str(tmp_path / "nudges.db")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("page 1: <script>window.NUDGES = [{")
+    assert '"seen_at": null' in lines[0]
+    assert "You're close to your row limit" in lines[0]
+    assert '"seen_at": "2026-01-05T09:00:00+00:00"' in lines[1]
+    assert lines[2:] == [
+        "click: (204, '')",
+        "page 3: <script>window.NUDGES = [];</script>",
+        "bad mark: (400, \"key: user 'ada' has no nudge 'tour'\")",
+        "events: ['nudge_seen', 'nudge_clicked']",
+    ]

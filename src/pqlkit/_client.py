@@ -335,7 +335,8 @@ class Client:
         self._core.alias(previous_id, user_id)
 
     def forget(self, user_id: str) -> None:
-        """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications.
+        """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications,
+        nudges.
 
         Its accounts are rebuilt without its events, and its events are removed
         from the context of its accounts' stored qualifications (pending or sent).
