@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import T0
 from pqlkit import (
     Client,
     Model,
@@ -95,6 +96,24 @@ def test_values_that_time_alone_changes_are_current(client: Client, clock: Froze
     clock.advance(days(10))  # both idle for 14 days and more: dormant
     assert client.top("health") == expected(client, "health", ["ada", "bo"])
     assert client.top("health") == [("ada", 30.0), ("bo", 30.0)]
+
+
+def test_more_stale_values_than_one_batch(make_client: ClientFactory, clock: FrozenClock) -> None:
+    """More subjects made stale by time than one transaction re-evaluates (500): top() goes
+    on until none is left, then every value it lists is current."""
+    client = make_client(
+        Model("many", scores={"weekly": SCORES["weekly_logins"]}, ranked=["weekly"])
+    )
+    client.track_many(
+        {"user_id": f"u{i:04}", "event": "login", "timestamp": T0 + timedelta(seconds=i)}
+        for i in range(1_100)
+    )
+    clock.set(T0 + days(6))
+    client.track("late", "login")
+    clock.set(T0 + days(8))
+    assert client.top("weekly", n=3) == [("late", 1.0), ("u0000", 0.0), ("u0001", 0.0)]
+    with client.store.transaction() as tx:
+        assert tx.stale_ranks("many", "user", "weekly", clock.now(), 10) == []
 
 
 def test_top_agrees_with_scores_on_a_random_history(client: Client, clock: FrozenClock) -> None:

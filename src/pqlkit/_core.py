@@ -481,7 +481,7 @@ class Core:
         name = self.model.name
         done: set[str] = set()
 
-        def work(tx: Transaction) -> list[tuple[str, float]] | None:
+        def work(tx: Transaction) -> tuple[list[str], list[tuple[str, float]] | None]:
             # first the subjects whose value time alone may have changed: evaluated now
             stale = tx.stale_ranks(name, kind, score, now, _BATCH)
             fresh = [sid for sid in stale if sid not in done]
@@ -494,15 +494,15 @@ class Core:
                     ctx = self._context(tx, subject, full=False)
                     ev = self._plan.evaluate(subject.state, at, kind, ctx, full=False, scores=True)
                     ranking.record(tx, subject, ev)
-                done.update(fresh)
                 if len(stale) == _BATCH:
-                    return None  # more, in another transaction
-            return tx.top_ranks(name, kind, score, n)
+                    return fresh, None  # more, in another transaction
+            return fresh, tx.top_ranks(name, kind, score, n)
 
         while True:
-            found = self._session.write(work)
+            fresh, found = self._session.write(work)
             if found is not None:
                 return found
+            done.update(fresh)  # committed: (re-evaluated as of now, they are not due again)
 
     def _read(self, subject_id: object, of: object) -> Evaluation:
         self._check_open()
