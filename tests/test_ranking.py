@@ -183,6 +183,42 @@ def test_sweep_updates_values(make_client: ClientFactory, clock: FrozenClock) ->
         assert tx.top_ranks("swept", "user", "health", 5) == [("ada", 30.0)]
 
 
+def test_a_later_change_time_alone_is_not_written(client: Client, clock: FrozenClock) -> None:
+    """An event that only pushes back when time may change a value (here: the idle() flip of
+    ``dormant``) writes nothing; the earlier stored time makes top() re-evaluate the subject
+    once, then the index holds the later one."""
+    client.track("ada", "dashboard_built")
+    clock.advance(days(1))
+    client.track("ada", "page_viewed")  # health stays 50; dormant now flips a day later
+    with client.store.transaction() as tx:
+        assert tx.stale_ranks(MODEL.name, "user", "health", T0 + days(14), 5) == ["ada"]
+    clock.set(T0 + days(14))
+    assert client.top("health") == [("ada", 50.0)]  # not dormant yet: re-evaluated, still 50
+    with client.store.transaction() as tx:
+        assert tx.stale_ranks(MODEL.name, "user", "health", T0 + days(14), 5) == []
+        assert tx.stale_ranks(MODEL.name, "user", "health", T0 + days(15), 5) == ["ada"]
+    clock.set(T0 + days(15))
+    assert client.top("health") == [("ada", 30.0)]
+
+
+def test_sweep_brings_the_index_up_to_date(client: Client, clock: FrozenClock) -> None:
+    """sweep() re-evaluates the ranked values time alone changed, users' and accounts', even
+    those no rule reads: the index then holds what scores() says, with nothing stale."""
+    for _ in range(3):
+        client.track("ada", "login", account_id="acme")
+    client.track("bo", "login", account_id="globex")
+    clock.advance(days(8))  # the week's logins are over
+    client.sweep()
+    with client.store.transaction() as tx:
+        for kind in ("user", "account"):
+            assert tx.stale_ranks(MODEL.name, kind, "weekly_logins", clock.now(), 10) == []
+        assert tx.top_ranks(MODEL.name, "user", "weekly_logins", 5) == [("ada", 0.0), ("bo", 0.0)]
+        assert tx.top_ranks(MODEL.name, "account", "weekly_logins", 5) == [
+            ("acme", 0.0),
+            ("globex", 0.0),
+        ]
+
+
 def test_top_reads_the_index_not_the_states(tmp_path: Path, clock: FrozenClock) -> None:
     """With every state and event deleted behind the client's back, top() still answers
     from the index (it decodes no state for a value time alone cannot change)."""

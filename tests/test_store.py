@@ -723,6 +723,26 @@ def test_stale_ranks_are_those_whose_time_has_come(store: Store) -> None:
         assert tx.stale_ranks("m", "user", "behavior", at(30), 10) == ["u1", "u3"]
 
 
+def test_save_ranks_keeps_a_time_that_is_early_enough(store: Store) -> None:
+    """With ``at``, a stored rank of the same value whose time is still after ``at`` and not
+    after the new one is kept; a new value, an earlier time or a time that has come is written."""
+    with store.transaction() as tx:
+        for sid in ("keep", "value", "earlier", "come", "never"):
+            tx.save_ranks("m", "user", sid, [Rank("b", 1.0, at(20))])
+        tx.save_ranks("m", "user", "keep", [Rank("b", 1.0, at(40))], at=at(10))
+        tx.save_ranks("m", "user", "value", [Rank("b", 2.0, at(40))], at=at(10))
+        tx.save_ranks("m", "user", "earlier", [Rank("b", 1.0, at(10))], at=at(0))
+        tx.save_ranks("m", "user", "come", [Rank("b", 1.0, at(40))], at=at(20))
+        tx.save_ranks("m", "user", "never", [Rank("b", 1.0, None)], at=at(10))
+    with store.transaction() as tx:
+        values = dict(tx.top_ranks("m", "user", "b", 10))
+        # each subject's stored time: the first of these at which it is stale
+        stale = {t: tx.stale_ranks("m", "user", "b", at(t), 10) for t in (10, 20, 40)}
+    first = {sid: min(t for t, sids in stale.items() if sid in sids) for sid in values}
+    assert values == {"keep": 1.0, "value": 2.0, "earlier": 1.0, "come": 1.0, "never": 1.0}
+    assert first == {"keep": 20, "value": 40, "earlier": 10, "come": 40, "never": 20}
+
+
 def test_deleting_a_state_deletes_its_ranks(store: Store) -> None:
     """delete_state and clear_states take the subjects' ranks with them (theirs only)."""
     with store.transaction() as tx:

@@ -550,8 +550,10 @@ class Client:
         """Re-evaluate subjects whose rule can change with time alone; fire what is due.
 
         Only subjects whose due time has come are read (a due-time index), so the
-        cost follows the subjects due, not all subjects. Returns the
-        qualifications and disqualifications it fired.
+        cost follows the subjects due, not all subjects. The values of ranked scores
+        (``Model(..., ranked=...)``) that time alone changed are brought up to date
+        too, so that :meth:`top` finds them current. Returns the qualifications and
+        disqualifications it fired.
         """
         return self._core.sweep(now)
 

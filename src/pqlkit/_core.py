@@ -13,6 +13,7 @@ pyproject.toml (see docs/performance.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -476,33 +477,43 @@ class Core:
             )
         if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= _MAX_TOP:
             raise ValidationError("n", f"must be an int from 1 to {_MAX_TOP}, got {n!r}")
-        now = self.clock.now()
+        self._refresh_ranks(self.clock.now(), [(kind, score)])
+        with self._session.tx() as tx:
+            return tx.top_ranks(self.model.name, kind, score, n)
+
+    def _refresh_ranks(self, now: datetime, scores: Sequence[tuple[SubjectKind, str]]) -> None:
+        """Re-evaluate as of ``now`` the subjects whose value of these ranked scores time
+        alone may have changed (``stale_ranks``), storing what they are now."""
+        for kind, score in scores:
+            done: set[str] = set()
+            while True:
+                work = functools.partial(
+                    self._refresh_batch, kind=kind, score=score, now=now, done=done
+                )
+                fresh = self._session.write(work)
+                if not fresh:
+                    break
+                done.update(fresh)  # committed; re-evaluated as of now, not stale again
+
+    def _refresh_batch(
+        self, tx: Transaction, *, kind: SubjectKind, score: str, now: datetime, done: set[str]
+    ) -> list[str]:
+        """One batch of ``_refresh_ranks``: the subjects it re-evaluated while more may be
+        left, [] once none is (those in ``done`` are not evaluated again)."""
+        ranking = self._ranking
+        assert ranking is not None
+        stale = tx.stale_ranks(self.model.name, kind, score, now, _BATCH)
+        fresh = [sid for sid in stale if sid not in done]
+        self._lock(tx, set(), [f"{kind}:{sid}" for sid in fresh])
         t = to_us(now)
-        name = self.model.name
-        done: set[str] = set()
-
-        def work(tx: Transaction) -> tuple[list[str], list[tuple[str, float]] | None]:
-            # first the subjects whose value time alone may have changed: evaluated now
-            stale = tx.stale_ranks(name, kind, score, now, _BATCH)
-            fresh = [sid for sid in stale if sid not in done]
-            if fresh:
-                self._lock(tx, set(), [f"{kind}:{sid}" for sid in fresh])
-                for sid in fresh:
-                    subject = self._load(tx, kind, sid)
-                    newest = subject.state.newest
-                    at = t if newest is None else max(t, newest)
-                    ctx = self._context(tx, subject, full=False)
-                    ev = self._plan.evaluate(subject.state, at, kind, ctx, full=False, scores=True)
-                    ranking.record(tx, subject, ev)
-                if len(stale) == _BATCH:
-                    return fresh, None  # more, in another transaction
-            return fresh, tx.top_ranks(name, kind, score, n)
-
-        while True:
-            fresh, found = self._session.write(work)
-            if found is not None:
-                return found
-            done.update(fresh)  # committed: (re-evaluated as of now, they are not due again)
+        for sid in fresh:
+            subject = self._load(tx, kind, sid)
+            newest = subject.state.newest
+            at = t if newest is None else max(t, newest)
+            ctx = self._context(tx, subject, full=False)
+            ev = self._plan.evaluate(subject.state, at, kind, ctx, full=False, ranked=True)
+            ranking.record(tx, subject, ev)
+        return fresh if len(stale) == _BATCH else []
 
     def _read(self, subject_id: object, of: object) -> Evaluation:
         self._check_open()
@@ -621,6 +632,9 @@ class Core:
             out.enqueued = out.enqueued or batch.enqueued
             if count < _BATCH:
                 break
+        if self._ranking is not None:  # and the ranked values that time alone changed
+            kinds: tuple[SubjectKind, ...] = ("user", "account")
+            self._refresh_ranks(when, [(k, name) for name in self._ranking.names for k in kinds])
         fired = out.qualified + out.disqualified
         self._dispatcher.swept([q.id for q in fired])
         return fired

@@ -60,7 +60,7 @@ class Firing:
         self._dispatcher = dispatcher
         self._context_of = context
         self._context_events = context_events
-        self._ranked = bool(model.ranked)  # every evaluation computes every score then
+        self._ranked = bool(model.ranked)  # every evaluation finds the ranked scores then
 
     def _context(self, tx: Transaction, subject: Subject, *, full: bool = True) -> Context:
         return self._context_of(tx, subject, full)
@@ -79,9 +79,9 @@ class Firing:
         """Evaluate the subject at ``t``; fire or disqualify as its rule says.
 
         Only what the rule reads is evaluated unless ``scores`` asks for every
-        score (a user's, for ``TrackResult.scores``: ``out.scores``) or the model
-        ranks scores (the caller records them); a payload is built from a full
-        evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
+        score (a user's, for ``TrackResult.scores``: ``out.scores``), and the
+        model's ranked scores (the caller records them); a payload is built from a
+        full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
         a qualification or disqualification is recorded, and nothing is enqueued.
         """
         ctx = self._context(tx, subject, full=False)
@@ -92,7 +92,8 @@ class Firing:
             ctx,
             latch=latch,
             full=False,
-            scores=scores or self._ranked,
+            scores=scores,
+            ranked=self._ranked,
         )
         subject.due_hint = (t, subject.state.events, ev.until)
         if scores:

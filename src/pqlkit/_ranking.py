@@ -28,7 +28,15 @@ class Ranking:
         self._plan = plan
 
     def record(self, tx: Transaction, subject: Subject, ev: Evaluation) -> None:
-        """Store the subject's ranked values ``ev`` found (those the store lacks)."""
+        """Store the subject's ranked values ``ev`` found, where the store's differ.
+
+        The stored time at which time alone may change a value needs only be early
+        enough: while it is still ahead, a later one (a window's exit pushed back by a
+        newer event, an ``idle()`` flip by any event) is not written. At worst the
+        subject is re-evaluated once early (``top()``), and its time written then. So a
+        ``track()`` writes a rank only when a value changes, or may change sooner than
+        the store says.
+        """
         held = subject.ranks
         if held is None:
             held = subject.ranks = {}
@@ -37,8 +45,16 @@ class Ranking:
         for name in self.names:
             value = ev.scores[name]
             changes = self._plan.score_changes(state, name, ev.t)
-            if held.get(name) != (value, changes):
-                held[name] = (value, changes)
-                changed.append(Rank(name, value, None if changes is None else from_us(changes)))
+            stored = held.get(name)
+            if stored is not None and stored[0] == value:
+                due = stored[1]
+                if due == changes:
+                    continue
+                if due is not None and due > ev.t and (changes is None or changes >= due):
+                    continue  # the store's time is still ahead, and early enough
+            held[name] = (value, changes)
+            changed.append(Rank(name, value, None if changes is None else from_us(changes)))
         if changed:
-            tx.save_ranks(self.model, subject.kind, subject.id, changed)
+            # at=: the store keeps a rank of its own that is early enough (when this
+            # client did not know it: loaded cold, or another process wrote it)
+            tx.save_ranks(self.model, subject.kind, subject.id, changed, at=from_us(ev.t))

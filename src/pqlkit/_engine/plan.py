@@ -151,6 +151,8 @@ class Plan:
             {n.activation for r in roots for n in d.walk(r) if isinstance(n, d.Tev)}
         )
         self._memoize()
+        # the scores whose values the store indexes (Model.ranked): each evaluation finds them
+        self.ranked_keys = {name: self.score_keys[name] for name in model.ranked}
         self.time_slots = {
             "user": self._time_slots(model.pql),
             "account": self._time_slots(model.pqa),
@@ -400,6 +402,7 @@ class Plan:
         latch: bool = False,
         full: bool = True,
         scores: bool = False,
+        ranked: bool = False,
     ) -> Evaluation:
         """Evaluate the subject's signals, scores and rule at time ``t``.
 
@@ -407,7 +410,8 @@ class Plan:
         activation signal is seen true is recorded in the state. With
         ``full=False`` only what the rule reads is evaluated (the signals and
         scores of the result are then partial), and every score too with
-        ``scores=True`` (the result's scores are then complete, its signals not).
+        ``scores=True`` (the result's scores are then complete, its signals not),
+        or the model's ranked scores with ``ranked=True``.
         """
         # Values still kept are read here directly; an Eval (whose lookups also
         # gather validity for what is being computed) is made at the first that is not.
@@ -426,8 +430,8 @@ class Plan:
                 else:
                     e = e or Eval(self, s, t, kind, ctx, signals, out_scores)
                     e.signal(name)
-        if full or scores:
-            for name, key in self.score_keys.items():
+        if full or scores or ranked:
+            for name, key in (self.score_keys if full or scores else self.ranked_keys).items():
                 kept = memo.get(key)
                 if kept is not None and kept.holds(t, newest):
                     out_scores[name] = kept.value

@@ -294,9 +294,21 @@ class Transaction(Protocol):
 
     # -- ranked scores ----------------------------------------------------------
     def save_ranks(
-        self, model: str, kind: SubjectKind, subject_id: str, ranks: Sequence[Rank]
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        ranks: Sequence[Rank],
+        *,
+        at: datetime | None = None,
     ) -> None:
-        """Insert or replace the subject's values of these ranked scores."""
+        """Insert or replace the subject's values of these ranked scores.
+
+        With ``at`` (the evaluation time that found them), a stored rank of the same
+        value whose ``changes_at`` is still after ``at`` and not after the new one is
+        kept: it is early enough (the subject is re-evaluated then), and keeping it
+        spares a write on every event that only pushes that time back.
+        """
 
     def top_ranks(
         self, model: str, kind: SubjectKind, name: str, n: int

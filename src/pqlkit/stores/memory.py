@@ -284,12 +284,28 @@ class _MemoryTransaction:
 
     # -- ranked scores ----------------------------------------------------------------
     def save_ranks(
-        self, model: str, kind: SubjectKind, subject_id: str, ranks: Sequence[Rank]
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        ranks: Sequence[Rank],
+        *,
+        at: datetime | None = None,
     ) -> None:
         for rank in ranks:
             key = (model, kind, rank.name)
             if key not in self._d.ranks:
                 self._set(self._d.ranks, key, {})
+            held = self._d.ranks[key].get(subject_id)
+            if (
+                at is not None
+                and held is not None
+                and held.value == rank.value
+                and held.changes_at is not None
+                and held.changes_at > at
+                and (rank.changes_at is None or rank.changes_at >= held.changes_at)
+            ):
+                continue  # early enough: kept
             self._set(self._d.ranks[key], subject_id, rank)
 
     def top_ranks(

@@ -369,6 +369,9 @@ _STATEMENTS: dict[str, str] = {
         " SET value = excluded.value, changes_at = excluded.changes_at"
         " WHERE (ranks.value, ranks.changes_at)"
         " IS DISTINCT FROM (excluded.value, excluded.changes_at)"
+        # kept: the same value with a time still after `at`, and early enough
+        " AND NOT coalesce(ranks.value = excluded.value AND ranks.changes_at > %(at)s::bigint"
+        " AND (excluded.changes_at IS NULL OR excluded.changes_at >= ranks.changes_at), false)"
     ),
     "top_ranks": (
         "SELECT subject_id, value FROM {s}.ranks WHERE model = %s AND kind = %s AND name = %s"
@@ -850,7 +853,13 @@ class _PostgresTransaction:
 
     # -- ranked scores --------------------------------------------------------------------
     def save_ranks(
-        self, model: str, kind: SubjectKind, subject_id: str, ranks: Sequence[Rank]
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        ranks: Sequence[Rank],
+        *,
+        at: datetime | None = None,
     ) -> None:
         self._execute(
             "save_ranks",
@@ -861,6 +870,7 @@ class _PostgresTransaction:
                 "names": [r.name for r in ranks],
                 "values": [r.value for r in ranks],
                 "changes": [None if r.changes_at is None else to_us(r.changes_at) for r in ranks],
+                "at": None if at is None else to_us(at),
             },
         )
 

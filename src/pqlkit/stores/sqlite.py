@@ -543,6 +543,15 @@ _QUALIFICATION_COLUMNS = (
     "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
 )
 _IN_JSON = "(SELECT value FROM json_each(?))"  # binds a whole list as one JSON array
+# a rank, unless the stored one has the same value and a time still after ?7 and early enough
+_SAVE_RANK = (
+    "INSERT INTO ranks (model, kind, name, subject_id, value, changes_at)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (model, kind, name, subject_id)"
+    " DO UPDATE SET value = excluded.value, changes_at = excluded.changes_at"
+    " WHERE (ranks.value IS NOT excluded.value OR ranks.changes_at IS NOT excluded.changes_at)"
+    " AND NOT coalesce(ranks.value = excluded.value AND ranks.changes_at > ?7"
+    " AND (excluded.changes_at IS NULL OR excluded.changes_at >= ranks.changes_at), 0)"
+)
 
 
 def _json_ids(ids: Sequence[str]) -> str:
@@ -798,12 +807,16 @@ class _SQLiteTransaction:
 
     # -- ranked scores --------------------------------------------------------------------
     def save_ranks(
-        self, model: str, kind: SubjectKind, subject_id: str, ranks: Sequence[Rank]
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        ranks: Sequence[Rank],
+        *,
+        at: datetime | None = None,
     ) -> None:
         self._conn.executemany(
-            "INSERT INTO ranks (model, kind, name, subject_id, value, changes_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, kind, name, subject_id)"
-            " DO UPDATE SET value = excluded.value, changes_at = excluded.changes_at",
+            _SAVE_RANK,
             [
                 (
                     model,
@@ -812,6 +825,7 @@ class _SQLiteTransaction:
                     subject_id,
                     r.value,
                     None if r.changes_at is None else to_us(r.changes_at),
+                    None if at is None else to_us(at),
                 )
                 for r in ranks
             ],
