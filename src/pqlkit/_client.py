@@ -365,7 +365,7 @@ class Client:
             user_id: Who it is for (an alias resolves to its final id).
             key: Its idempotency key, e.g. ``"upgrade"``.
             payload: What your app shows: a JSON object (title, body, link...) of at most
-                16 KiB as compact UTF-8 JSON (``pqlkit._validation.NUDGE_PAYLOAD_BYTES``).
+                16 KiB (16,384 bytes) as compact UTF-8 JSON.
             until: When it stops being shown: an aware datetime, or a timedelta from now.
                 Default: until it is clicked or dismissed.
 
