@@ -1,14 +1,14 @@
 """The Client's operations: checking what callers pass, locking, loading and saving
-subjects' states as events are recorded, and reading them.
+subjects' states as events are recorded, and reading them; the nudge inbox.
 
 ``Client`` (``_client.py``) checks nothing itself and hands every call to a
 ``Core``. The methods it calls take ``object`` for what a caller passes and
 check it here (a compiled build's functions would otherwise raise ``TypeError``
 on a wrong type before pqlkit's checks could name the field). The Core composes
 the rest: transactions and the warm cache (``_session``), the engine
-(``_engine``), firing and payloads (``_firing``), rebuilds (``_rebuild``) and
-delivery (``_dispatch``). The modules the mypyc build compiles are listed in
-pyproject.toml (see docs/performance.md).
+(``_engine``), firing and payloads (``_firing``), ranked scores (``_ranking``),
+rebuilds (``_rebuild``) and delivery (``_dispatch``). The modules the mypyc build
+compiles are listed in pyproject.toml (see docs/performance.md).
 """
 
 from __future__ import annotations
