@@ -407,6 +407,7 @@ class Core:
         now = self.clock.now()
         with self._session.tx() as tx:
             records = tx.nudges(self._resolve(tx, user), now)
+        # (a nudge a play opened carries the play and its model: the place to re-check it)
         return [record.public() for record in records]
 
     def mark(self, user_id: object, key: object, action: object) -> bool:
