@@ -53,12 +53,15 @@ _PG_TABLES = (
     "callback_deliveries",
     "callbacks",
     "meta",
+    "nudges",
+    "ranks",
 )
 _PG_IDENTITIES = (
     ("events", "seq"),
     ("qualifications", "pos"),
     ("deliveries", "created"),
     ("callback_deliveries", "seq"),
+    ("nudges", "seq"),
 )
 _dropped_at_exit: set[str] = set()
 

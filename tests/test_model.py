@@ -201,6 +201,24 @@ BAD_DECLARATIONS = [
         'must be "fire" or "record", got \'deliver\'',
     ),
     case(
+        "ranked-unknown-score",
+        lambda: Model("m", scores={"logins": count("login")}, ranked=["logins", "nope"]),
+        "ranked",
+        "unknown score 'nope' (the scores: 'logins')",
+    ),
+    case(
+        "ranked-a-str",
+        lambda: Model("m", scores={"logins": count("login")}, ranked="logins"),
+        "ranked",
+        "must be a list of score names, got str",
+    ),
+    case(
+        "ranked-not-names",
+        lambda: Model("m", scores={"logins": count("login")}, ranked=[1]),  # type: ignore[list-item]
+        "ranked",
+        "score names are str, got 1",
+    ),
+    case(
         "cycle-of-one-signal",
         lambda: Model("m", signals={"a": signal("a")}),
         "signals.a",
@@ -703,7 +721,7 @@ def test_every_raise_in_the_model_has_a_case() -> None:
         for line, pattern in patterns
         if not any(pattern.fullmatch(reason) for reason in reasons)  # type: ignore[arg-type]
     ]
-    assert len(patterns) == 48
+    assert len(patterns) == 51
     assert missing == []
 
 

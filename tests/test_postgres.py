@@ -23,7 +23,7 @@ from pqlkit import Client, Model, Qualification, _process, count, did, points, s
 from pqlkit.exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from pqlkit.stores import MemoryStore, SQLiteStore, Store, open_store
 from pqlkit.stores import postgres as pg_module
-from pqlkit.stores._base import DeliveryRecord, NewEvent
+from pqlkit.stores._base import DeliveryRecord, NewEvent, NudgeRecord, Rank
 from pqlkit.stores.postgres import SCHEMA_VERSION, PostgresStore, lock_id
 from pqlkit.testing import FrozenClock
 
@@ -36,7 +36,9 @@ TABLES = {
     "deliveries",
     "events",
     "meta",
+    "nudges",
     "qualifications",
+    "ranks",
     "schema_version",
     "states",
     "traits",
@@ -201,6 +203,23 @@ def test_a_version_2_schema_is_migrated_to_a_record_per_callback(
         ]
         assert [(d.id, d.callback) for d in tx.deliveries("delivered")] == [("d2", "*")]
     assert versions(postgres_dsn, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_version_3_schema_gets_nudges_and_ranks(postgres_dsn: str, pg_schema: str) -> None:
+    """Upgrading from version 3 adds the nudge inbox and the ranks index, keeping what was
+    stored; both work at once, and the version is recorded."""
+    make_v1_schema(postgres_dsn, pg_schema, [("d1", "m", "pending")], version=3)
+    assert versions(postgres_dsn, pg_schema) == [1, 2, 3]
+    assert not {"nudges", "ranks"} & tables_in(postgres_dsn, pg_schema)
+    with PostgresStore(postgres_dsn, schema=pg_schema) as store, store.transaction() as tx:
+        assert [d.id for d in tx.deliveries("pending")] == ["d1"]
+        tx.save_ranks("m", "user", "u1", [Rank("behavior", 5.0)])
+        assert tx.top_ranks("m", "user", "behavior", 1) == [("u1", 5.0)]
+        assert tx.open_nudge(NudgeRecord("u1", "k", None, T0), T0) is True
+        assert tx.open_nudge(NudgeRecord("u1", "k", None, T0), T0) is False
+        assert [n.key for n in tx.nudges("u1", T0)] == ["k"]
+    assert tables_in(postgres_dsn, pg_schema) == TABLES
+    assert versions(postgres_dsn, pg_schema) == [1, 2, 3, 4] == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_reopening_does_not_migrate_again(postgres_dsn: str, pg_schema: str) -> None:

@@ -16,6 +16,7 @@ from pqlkit import (
     Delivery,
     Event,
     Model,
+    Nudge,
     Qualification,
     Stats,
     TrackResult,
@@ -27,7 +28,7 @@ from pqlkit import (
 from pqlkit._convert import json_converter
 from pqlkit.testing import ClientFactory, recorder
 
-RECORDS = (Qualification, TrackResult, BulkResult, Stats, Event, Delivery)
+RECORDS = (Qualification, TrackResult, BulkResult, Stats, Event, Delivery, Nudge)
 
 json_values = st.recursive(
     st.none()
@@ -100,6 +101,16 @@ records = st.one_of(
         account_id=st.none() | ids,
         timestamp=st.none() | times,
         message_id=st.none() | ids,
+    ),
+    st.builds(
+        Nudge,
+        user_id=ids,
+        key=ids,
+        payload=st.none() | json_objects,
+        created_at=times,
+        until=st.none() | times,
+        seen_at=st.none() | times,
+        play=st.none() | ids,
     ),
     st.builds(
         Delivery,

@@ -21,7 +21,7 @@ from pqlkit import _process
 from pqlkit.exceptions import SchemaError, StoreError, ValidationError
 from pqlkit.stores import MemoryStore, SQLiteStore, Store, Transaction, open_store
 from pqlkit.stores import sqlite as sqlite_module
-from pqlkit.stores._base import NewEvent
+from pqlkit.stores._base import NewEvent, NudgeRecord, Rank, StateRecord
 
 STORE_ERROR = 3  # a child's exit status when it saw a StoreError (SQLite's errors arrive as one)
 
@@ -163,6 +163,8 @@ def test_schema_has_every_table(sqlite_store: SQLiteStore, db_path: Path) -> Non
         "qualifications",
         "deliveries",
         "meta",
+        "nudges",
+        "ranks",
         "schema_version",
     } <= tables
 
@@ -659,6 +661,29 @@ def test_a_version_1_database_is_migrated_with_its_deliveries(db_path: Path) -> 
         assert [d.id for d in tx.deliveries("pending", model="a")] == ["d1"]
         assert [d.id for d in tx.deliveries("pending", model="b")] == ["d2"]
         assert [d.id for d in tx.deliveries("dead", model="a")] == ["d3"]
+
+
+def test_a_version_3_database_gets_nudges_and_ranks(db_path: Path) -> None:
+    """Upgrading from version 3 adds the nudge inbox and the ranks index, keeping what was
+    stored (a delivery, a state); both work at once, and the version is recorded."""
+    make_v1_database(db_path, [("d1", "m", "pending")], version=3)
+    with sqlite3.connect(db_path) as other:
+        assert other.execute("SELECT max(version) FROM schema_version").fetchone() == (3,)
+        names = {row[0] for row in other.execute("SELECT name FROM sqlite_master")}
+    other.close()
+    assert not {"nudges", "ranks"} & names  # a true version 3 schema
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        assert [d.id for d in tx.deliveries("pending")] == ["d1"]
+        tx.save_state(StateRecord("m", "user", "u1", "s"))
+        tx.save_ranks("m", "user", "u1", [Rank("behavior", 5.0)])
+        assert tx.top_ranks("m", "user", "behavior", 1) == [("u1", 5.0)]
+        assert tx.open_nudge(NudgeRecord("u1", "k", None, T0), T0) is True
+        assert tx.open_nudge(NudgeRecord("u1", "k", None, T0), T0) is False
+        assert [n.key for n in tx.nudges("u1", T0)] == ["k"]
+    with sqlite3.connect(db_path) as other:
+        rows = other.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    other.close()
+    assert [v for (v,) in rows] == [1, 2, 3, 4] == list(range(1, sqlite_module.SCHEMA_VERSION + 1))
 
 
 def test_a_version_2_database_is_migrated_to_a_record_per_callback(db_path: Path) -> None:

@@ -18,7 +18,9 @@ from pqlkit.stores._base import (
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
+    NudgeRecord,
     QualificationRecord,
+    Rank,
     StateRecord,
 )
 
@@ -128,6 +130,26 @@ def put(
             )
 
 
+def nudge(
+    user_id: str = "u1",
+    key: str = "upgrade",
+    *,
+    created_at: datetime = T0_US,
+    until: datetime | None = None,
+    payload: dict[str, Any] | None = None,
+    play: str | None = None,
+) -> NudgeRecord:
+    return NudgeRecord(
+        user_id,
+        key,
+        {"title": f"{key} for {user_id}"} if payload is None else payload,
+        created_at,
+        until,
+        model="m",
+        play=play,
+    )
+
+
 def seqs(records: Any) -> list[str]:
     return [r.message_id for r in records]
 
@@ -172,6 +194,12 @@ def _populate(store: Store) -> None:
         put(tx, "d4", ("*",), subject_id="u2", status="dead", attempts=10)
         put(tx, "d5", (), subject_id="u2", now=at(-100))
         tx.set_meta("fingerprint:m", "f1")
+        tx.save_ranks("m", "user", "u1", [Rank("behavior", 30.0, at(50))])
+        tx.save_ranks("m", "user", "u2", [Rank("behavior", 40.0)])
+        tx.open_nudge(nudge("u1", "upgrade", until=at(200)), at(0))
+        tx.open_nudge(nudge("u2", "tour"), at(0))
+        tx.open_nudge(nudge("u2", "seen"), at(0))
+        tx.mark_nudge("u2", "seen", "seen", at(1))
 
 
 def _snapshot(store: Store) -> dict[str, Any]:
@@ -194,6 +222,9 @@ def _snapshot(store: Store) -> dict[str, Any]:
             "latest": tx.latest_qualification("m", "pql", "u1"),
             "deliveries": {s: tx.deliveries(s) for s in STATUSES},
             "meta": tx.get_meta("fingerprint:m"),
+            "top": tx.top_ranks("m", "user", "behavior", 10),
+            "stale": tx.stale_ranks("m", "user", "behavior", at(10_000), 10),
+            "nudges": {u: tx.nudges(u, at(0)) for u in users},
         }
 
 
@@ -218,6 +249,11 @@ def _write_everything_then_fail(tx: Transaction) -> None:
     tx.close_deliveries(at(1), at(1_000), model="m")
     tx.purge_deliveries(at(2_000), model="m")
     tx.set_meta("fingerprint:m", "f2")
+    tx.save_ranks("m", "user", "u1", [Rank("behavior", 99.0)])
+    tx.open_nudge(nudge("u1", "upgrade", until=at(500)), at(300))  # expires the open one
+    tx.open_nudge(nudge("u2", "new"), at(0))
+    tx.mark_nudge("u2", "tour", "dismissed", at(2))
+    tx.mark_nudge("u2", "seen", "clicked", at(2))
     raise RuntimeError("abort")
 
 
@@ -635,6 +671,197 @@ def test_count_subjects(store: Store) -> None:
         assert tx.count_subjects("m", "user") == 3
         assert tx.count_subjects("m", "account") == 1
         assert tx.count_subjects("nope", "user") == 0
+
+
+# -- ranked scores -------------------------------------------------------------------------
+
+
+def test_top_ranks_highest_first_ties_by_subject(store: Store) -> None:
+    """top_ranks lists the highest values first, ties in subject order, at most n."""
+    with store.transaction() as tx:
+        for sid, value in [("u1", 10.0), ("u2", 30.5), ("u3", 10.0), ("u4", -5.0), ("u0", 10.0)]:
+            tx.save_ranks("m", "user", sid, [Rank("behavior", value)])
+    with store.transaction() as tx:
+        assert tx.top_ranks("m", "user", "behavior", 4) == [
+            ("u2", 30.5),
+            ("u0", 10.0),
+            ("u1", 10.0),
+            ("u3", 10.0),
+        ]
+        assert tx.top_ranks("m", "user", "behavior", 100)[-1] == ("u4", -5.0)
+
+
+def test_ranks_are_kept_per_model_kind_and_score(store: Store) -> None:
+    """A rank belongs to one model, kind and score; saving one again replaces it."""
+    with store.transaction() as tx:
+        tx.save_ranks("m", "user", "u1", [Rank("behavior", 1.0), Rank("fit", 2.0)])
+        tx.save_ranks("m", "account", "u1", [Rank("behavior", 3.0)])
+        tx.save_ranks("other", "user", "u1", [Rank("behavior", 4.0)])
+        tx.save_ranks("m", "user", "u1", [Rank("behavior", 5.0)])
+    with store.transaction() as tx:
+        assert tx.top_ranks("m", "user", "behavior", 10) == [("u1", 5.0)]
+        assert tx.top_ranks("m", "user", "fit", 10) == [("u1", 2.0)]
+        assert tx.top_ranks("m", "account", "behavior", 10) == [("u1", 3.0)]
+        assert tx.top_ranks("other", "user", "behavior", 10) == [("u1", 4.0)]
+        assert tx.top_ranks("m", "user", "tev", 10) == []
+
+
+def test_stale_ranks_are_those_whose_time_has_come(store: Store) -> None:
+    """stale_ranks lists the subjects whose changes_at is at or before now, earliest first;
+    a rank time alone never changes is never stale."""
+    with store.transaction() as tx:
+        tx.save_ranks("m", "user", "u1", [Rank("behavior", 1.0, at(20))])
+        tx.save_ranks("m", "user", "u2", [Rank("behavior", 1.0, at(10))])
+        tx.save_ranks("m", "user", "u3", [Rank("behavior", 1.0, at(30))])
+        tx.save_ranks("m", "user", "u4", [Rank("behavior", 1.0)])
+        tx.save_ranks("m", "user", "u5", [Rank("fit", 1.0, at(0))])
+    with store.transaction() as tx:
+        assert tx.stale_ranks("m", "user", "behavior", at(20), 10) == ["u2", "u1"]
+        assert tx.stale_ranks("m", "user", "behavior", at(99), 2) == ["u2", "u1"]
+        assert tx.stale_ranks("m", "user", "behavior", at(9), 10) == []
+        tx.save_ranks("m", "user", "u2", [Rank("behavior", 2.0, at(40))])
+        assert tx.stale_ranks("m", "user", "behavior", at(30), 10) == ["u1", "u3"]
+
+
+def test_save_ranks_keeps_a_time_that_is_early_enough(store: Store) -> None:
+    """With ``at``, a stored rank of the same value whose time is still after ``at`` and not
+    after the new one is kept; a new value, an earlier time or a time that has come is written."""
+    with store.transaction() as tx:
+        for sid in ("keep", "value", "earlier", "come", "never"):
+            tx.save_ranks("m", "user", sid, [Rank("b", 1.0, at(20))])
+        tx.save_ranks("m", "user", "keep", [Rank("b", 1.0, at(40))], at=at(10))
+        tx.save_ranks("m", "user", "value", [Rank("b", 2.0, at(40))], at=at(10))
+        tx.save_ranks("m", "user", "earlier", [Rank("b", 1.0, at(10))], at=at(0))
+        tx.save_ranks("m", "user", "come", [Rank("b", 1.0, at(40))], at=at(20))
+        tx.save_ranks("m", "user", "never", [Rank("b", 1.0, None)], at=at(10))
+    with store.transaction() as tx:
+        values = dict(tx.top_ranks("m", "user", "b", 10))
+        # each subject's stored time: the first of these at which it is stale
+        stale = {t: tx.stale_ranks("m", "user", "b", at(t), 10) for t in (10, 20, 40)}
+    first = {sid: min(t for t, sids in stale.items() if sid in sids) for sid in values}
+    assert values == {"keep": 1.0, "value": 2.0, "earlier": 1.0, "come": 1.0, "never": 1.0}
+    assert first == {"keep": 20, "value": 40, "earlier": 10, "come": 40, "never": 20}
+
+
+def test_deleting_a_state_deletes_its_ranks(store: Store) -> None:
+    """delete_state and clear_states take the subjects' ranks with them (theirs only)."""
+    with store.transaction() as tx:
+        for sid in ("u1", "u2"):
+            tx.save_state(StateRecord("m", "user", sid, "s"))
+            tx.save_ranks("m", "user", sid, [Rank("behavior", 1.0), Rank("fit", 1.0)])
+        tx.save_ranks("m", "account", "u1", [Rank("behavior", 1.0)])
+        tx.save_ranks("other", "user", "u1", [Rank("behavior", 1.0)])
+        tx.delete_state("m", "user", "u1")
+        assert tx.top_ranks("m", "user", "behavior", 10) == [("u2", 1.0)]
+        assert tx.top_ranks("m", "user", "fit", 10) == [("u2", 1.0)]
+        assert tx.top_ranks("m", "account", "behavior", 10) == [("u1", 1.0)]
+        tx.clear_states("m")
+        assert tx.top_ranks("m", "user", "behavior", 10) == []
+        assert tx.top_ranks("m", "account", "behavior", 10) == []
+        assert tx.top_ranks("other", "user", "behavior", 10) == [("u1", 1.0)]
+
+
+# -- nudges ----------------------------------------------------------------------------------
+
+
+def test_open_nudge_round_trip(store: Store) -> None:
+    """An opened nudge reads back equal: payload, times (to the microsecond), model, play."""
+    record = NudgeRecord(
+        "u1",
+        "upgrade",
+        {"title": "Near your limit", "rows": [1, 2.5], "ok": True, "x": None},
+        T0_US,
+        at(3600),
+        model="m",
+        play="upgrade_nudge",
+    )
+    bare = NudgeRecord("u1", "tour", None, at(1))
+    with store.transaction() as tx:
+        assert tx.open_nudge(record, T0_US) is True
+        assert tx.open_nudge(bare, T0_US) is True
+    with store.transaction() as tx:
+        assert tx.nudges("u1", T0_US) == [record, bare]
+        assert tx.nudges("u2", T0_US) == []
+
+
+def test_one_open_nudge_per_user_and_key(store: Store) -> None:
+    """open_nudge refuses a key the user has open (even with another payload), not another
+    user's or another key."""
+    with store.transaction() as tx:
+        assert tx.open_nudge(nudge("u1", "upgrade"), T0_US) is True
+        assert tx.open_nudge(nudge("u1", "upgrade", payload={"other": 1}), at(1)) is False
+        assert tx.open_nudge(nudge("u2", "upgrade"), T0_US) is True
+        assert tx.open_nudge(nudge("u1", "tour"), T0_US) is True
+    with store.transaction() as tx:
+        assert [n.payload for n in tx.nudges("u1", at(1))] == [
+            {"title": "upgrade for u1"},
+            {"title": "tour for u1"},
+        ]
+
+
+def test_nudges_are_oldest_first(store: Store) -> None:
+    """nudges() lists by creation time, then in the order they were opened."""
+    with store.transaction() as tx:
+        tx.open_nudge(nudge(key="c", created_at=at(5)), at(5))
+        tx.open_nudge(nudge(key="a", created_at=at(1)), at(5))
+        tx.open_nudge(nudge(key="b", created_at=at(5)), at(5))
+    with store.transaction() as tx:
+        assert [n.key for n in tx.nudges("u1", at(5))] == ["a", "c", "b"]
+
+
+def test_a_nudge_past_until_is_not_listed_and_its_key_opens_again(store: Store) -> None:
+    """At its ``until`` a nudge stops being listed, and opening its key opens a new one."""
+    with store.transaction() as tx:
+        tx.open_nudge(nudge(until=at(10)), T0_US)
+    with store.transaction() as tx:
+        assert [n.until for n in tx.nudges("u1", at(9))] == [at(10)]
+        assert tx.nudges("u1", at(10)) == []
+        assert tx.open_nudge(nudge(until=at(20)), at(9)) is False  # still open at 9
+        assert tx.open_nudge(nudge(created_at=at(10), until=at(30)), at(10)) is True
+        assert [n.until for n in tx.nudges("u1", at(10))] == [at(30)]
+
+
+def test_marking_a_nudge(store: Store) -> None:
+    """seen sets seen_at once and keeps it open; clicked and dismissed close it."""
+    with store.transaction() as tx:
+        tx.open_nudge(nudge(key="a"), T0_US)
+        tx.open_nudge(nudge(key="b"), T0_US)
+        tx.open_nudge(nudge(key="c"), T0_US)
+        assert tx.mark_nudge("u1", "a", "seen", at(1)) is True
+        assert tx.mark_nudge("u1", "a", "seen", at(2)) is False  # seen already
+        assert tx.mark_nudge("u1", "b", "clicked", at(3)) is True
+        assert tx.mark_nudge("u1", "a", "dismissed", at(4)) is True
+    with store.transaction() as tx:
+        assert [(n.key, n.seen_at) for n in tx.nudges("u1", at(5))] == [("c", None)]
+        assert tx.mark_nudge("u1", "b", "dismissed", at(5)) is False  # closed already
+        assert tx.mark_nudge("u1", "b", "seen", at(5)) is False
+        assert tx.mark_nudge("u1", "zzz", "seen", at(5)) is None  # never opened
+        assert tx.mark_nudge("u2", "c", "seen", at(5)) is None  # another user's key
+        assert tx.open_nudge(nudge(key="b"), at(5)) is True  # closed: the key opens again
+        assert [n.key for n in tx.nudges("u1", at(5))] == ["c", "b"]
+
+
+def test_a_seen_nudge_keeps_its_seen_at(store: Store) -> None:
+    """seen_at is the first mark's time; closing a nudge never seen sets it too."""
+    with store.transaction() as tx:
+        tx.open_nudge(nudge(key="a"), T0_US)
+        tx.mark_nudge("u1", "a", "seen", at(1))
+        tx.mark_nudge("u1", "a", "seen", at(2))
+        assert [n.seen_at for n in tx.nudges("u1", at(3))] == [at(1)]
+
+
+def test_forget_users_removes_their_nudges(store: Store) -> None:
+    """forget_users deletes every nudge of the users, open or closed; others stay."""
+    with store.transaction() as tx:
+        tx.open_nudge(nudge("u1", "a"), T0_US)
+        tx.open_nudge(nudge("u1", "b"), T0_US)
+        tx.mark_nudge("u1", "b", "clicked", at(1))
+        tx.open_nudge(nudge("u2", "a"), T0_US)
+        tx.forget_users(["u1"])
+    with store.transaction() as tx:
+        assert tx.nudges("u1", at(2)) == []
+        assert tx.mark_nudge("u1", "b", "seen", at(2)) is None  # the closed one went too
+        assert [n.user_id for n in tx.nudges("u2", at(2))] == ["u2"]
 
 
 # -- qualifications ------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from ._dsl import (
     total,
     trait,
 )
-from ._events import BulkResult, Event, Qualification, Stats, TrackResult
+from ._events import BulkResult, Event, Nudge, Qualification, Stats, TrackResult
 from ._lab import (
     DecileRow,
     DistributionRow,
@@ -100,6 +100,7 @@ __all__ = [
     "ModelComparison",
     "ModelError",
     "ModelReport",
+    "Nudge",
     "PostgresStore",
     "PqlkitError",
     "Qualification",

@@ -17,7 +17,7 @@ from typing_extensions import Unpack
 from ._client import Client
 from ._clock import Clock
 from ._dispatch import Callback, Delivery, callback_name, register_or_decorate
-from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
+from ._events import BulkResult, Event, Nudge, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from ._observe import DeliveryFailureHook, Observer
 from ._settings import ClientOptions, Settings
@@ -304,6 +304,28 @@ class AsyncClient:
         """:meth:`Client.forget <pqlkit.Client.forget>`, awaited."""
         await self._run(self._client.forget, user_id)
 
+    # -- nudges ------------------------------------------------------------------------
+    async def nudge(
+        self,
+        user_id: str,
+        key: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        until: datetime | timedelta | None = None,
+    ) -> bool:
+        """:meth:`Client.nudge <pqlkit.Client.nudge>`, awaited."""
+        return await self._run(self._client.nudge, user_id, key, payload, until=until)
+
+    async def nudges(self, user_id: str) -> list[Nudge]:
+        """:meth:`Client.nudges <pqlkit.Client.nudges>`, awaited."""
+        return await self._run(self._client.nudges, user_id)
+
+    async def mark(
+        self, user_id: str, key: str, action: Literal["seen", "clicked", "dismissed"]
+    ) -> bool:
+        """:meth:`Client.mark <pqlkit.Client.mark>`, awaited."""
+        return await self._run(self._client.mark, user_id, key, action)
+
     # -- reading -----------------------------------------------------------------------
     async def scores(self, subject_id: str, *, of: SubjectKind = "user") -> dict[str, float]:
         """:meth:`Client.scores <pqlkit.Client.scores>`, awaited."""
@@ -316,6 +338,12 @@ class AsyncClient:
     async def explain(self, subject_id: str, *, of: SubjectKind = "user") -> list[str]:
         """:meth:`Client.explain <pqlkit.Client.explain>`, awaited."""
         return await self._run(self._client.explain, subject_id, of=of)
+
+    async def top(
+        self, score: str, *, n: int = 50, of: SubjectKind = "user"
+    ) -> list[tuple[str, float]]:
+        """:meth:`Client.top <pqlkit.Client.top>`, awaited."""
+        return await self._run(self._client.top, score, n=n, of=of)
 
     async def qualified_at(
         self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql"

@@ -24,7 +24,7 @@ from . import _shutdown
 from ._clock import Clock, SystemClock
 from ._core import Core
 from ._dispatch import Callback, Delivery, register_or_decorate
-from ._events import BulkResult, Event, Qualification, Stats, SubjectKind, TrackResult
+from ._events import BulkResult, Event, Nudge, Qualification, Stats, SubjectKind, TrackResult
 from ._model import Model
 from ._observe import DeliveryFailureHook, FailureHook, Observer, overrides_track
 from ._settings import ClientOptions, Settings, environment_store, resolve
@@ -417,13 +417,95 @@ class Client:
         self._core.alias(previous_id, user_id)
 
     def forget(self, user_id: str) -> None:
-        """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications.
+        """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications,
+        nudges.
 
         Its accounts are rebuilt without its events, and its events are removed
         from the context of its accounts' stored qualifications (pending or sent).
         A later ``track()`` for the id starts fresh.
         """
         self._core.forget(user_id)
+
+    # -- nudges ------------------------------------------------------------------------
+    # A nudge is a message waiting in a user's in-app inbox, kept in the store: every
+    # worker process sees it, the next page any of them renders shows it.
+    def nudge(
+        self,
+        user_id: str,
+        key: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        until: datetime | timedelta | None = None,
+    ) -> bool:
+        """Open a nudge for the user, unless one with this ``key`` is open already.
+
+        Idempotent per user and key while it is open: calling again (from any thread,
+        process or server) opens nothing and returns False, even with another
+        payload. Once it is clicked, dismissed or past ``until``, the key opens again.
+
+        Args:
+            user_id: Who it is for (an alias resolves to its final id).
+            key: Its idempotency key, e.g. ``"upgrade"``.
+            payload: What your app shows: a JSON object (title, body, link...) of at most
+                16 KiB (16,384 bytes) as compact UTF-8 JSON.
+            until: When it stops being shown: an aware datetime, or a timedelta from now.
+                Default: until it is clicked or dismissed.
+
+        Returns:
+            True if this call opened it.
+
+        Raises:
+            ValidationError: A bad id, key, payload (not a JSON object, not
+                JSON-serialisable, too large) or ``until`` (naive, not after now),
+                naming the field; nothing was stored.
+
+        Example:
+            >>> import pqlkit
+            >>> with pqlkit.Client(pqlkit.Model("doc"), store="memory://") as client:
+            ...     client.nudge("u1", "upgrade", {"title": "You're close to your row limit"})
+            ...     client.nudge("u1", "upgrade", {"title": "a second one"})
+            ...     [n.payload["title"] for n in client.nudges("u1")]
+            True
+            False
+            ["You're close to your row limit"]
+        """
+        return self._core.nudge(user_id, key, payload, until)
+
+    def nudges(self, user_id: str) -> list[Nudge]:
+        """The user's open nudges, oldest first (one store read: cheap on every page).
+
+        Open: neither clicked nor dismissed, and not past its ``until``. A nudge
+        marked ``"seen"`` is still listed (with ``seen_at``): show it or not as
+        your app prefers.
+        """
+        return self._core.nudges(user_id)
+
+    def mark(self, user_id: str, key: str, action: Literal["seen", "clicked", "dismissed"]) -> bool:
+        """Record what the user did with their nudge ``key``.
+
+        ``"seen"`` sets its ``seen_at`` (the first time) and keeps it open;
+        ``"clicked"`` and ``"dismissed"`` close it. Each mark that changes the nudge
+        is also recorded as an event, ``nudge_seen``, ``nudge_clicked`` or
+        ``nudge_dismissed`` with the property ``key``, which the model may read
+        (``count("nudge_dismissed", where={"key": "upgrade"}) >= 2``); like any event
+        it counts for ``count()``, ``active_days()`` and ``idle()``, and may fire.
+
+        Returns:
+            True if it changed the nudge; False if there was nothing to change (seen
+            already, or closed already: a repeated click is harmless).
+
+        Raises:
+            ValidationError: ``action`` is not one of the three, or the user has no
+                nudge ``key`` (naming the field); nothing was stored.
+
+        Example:
+            >>> import pqlkit
+            >>> with pqlkit.Client(pqlkit.Model("doc"), store="memory://") as client:
+            ...     _ = client.nudge("u1", "upgrade")
+            ...     client.mark("u1", "upgrade", "clicked"), client.nudges("u1")
+            (True, [])
+        """
+        return self._core.mark(user_id, key, action)
 
     # -- reading -----------------------------------------------------------------------
     def scores(self, subject_id: str, *, of: SubjectKind = "user") -> dict[str, float]:
@@ -441,6 +523,34 @@ class Client:
             ``habit: active_days(within=7d) = 6 >= 5 -> true``
         """
         return self._core.explain(subject_id, of)
+
+    def top(self, score: str, *, n: int = 50, of: SubjectKind = "user") -> list[tuple[str, float]]:
+        """The ``n`` subjects with the highest current value of a ranked score, highest first.
+
+        ``(subject id, value)`` pairs, ties by subject id; users, or accounts with
+        ``of="account"``. The score must be declared in ``Model(..., ranked=[...])``:
+        its values are kept in an index as they change, so this reads the index, not
+        every subject's state. "Current": the value as :meth:`scores` would give it
+        now. A value that time alone may have changed since the subject's last
+        evaluation (a window's exit, an ``idle()`` flip) is re-evaluated first, so
+        the first call after a quiet spell may take longer.
+
+        Raises:
+            ValidationError: ``score`` is unknown or not ranked, ``n`` is not an int
+                from 1 to 10,000, or ``of`` is not "user" or "account".
+
+        Example:
+            >>> import pqlkit
+            >>> from pqlkit import Model, count
+            >>> model = Model("doc", scores={"logins": count("login")}, ranked=["logins"])
+            >>> with pqlkit.Client(model, store="memory://") as client:
+            ...     for user, logins in [("ada", 3), ("bo", 1), ("cy", 2)]:
+            ...         for _ in range(logins):
+            ...             _ = client.track(user, "login")
+            ...     client.top("logins", n=2)
+            [('ada', 3.0), ('cy', 2.0)]
+        """
+        return self._core.top(score, n, of)
 
     def qualified_at(
         self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql"
@@ -570,8 +680,10 @@ class Client:
         """Re-evaluate subjects whose rule can change with time alone; fire what is due.
 
         Only subjects whose due time has come are read (a due-time index), so the
-        cost follows the subjects due, not all subjects. Returns the
-        qualifications and disqualifications it fired.
+        cost follows the subjects due, not all subjects. The values of ranked scores
+        (``Model(..., ranked=...)``) that time alone changed are brought up to date
+        too, so that :meth:`top` finds them current. Returns the qualifications and
+        disqualifications it fired.
         """
         return self._core.sweep(now)
 

@@ -1,19 +1,20 @@
 """The Client's operations: checking what callers pass, locking, loading and saving
-subjects' states as events are recorded, and reading them.
+subjects' states as events are recorded, and reading them; the nudge inbox.
 
 ``Client`` (``_client.py``) checks nothing itself and hands every call to a
 ``Core``. The methods it calls take ``object`` for what a caller passes and
 check it here (a compiled build's functions would otherwise raise ``TypeError``
 on a wrong type before pqlkit's checks could name the field). The Core composes
 the rest: transactions and the warm cache (``_session``), the engine
-(``_engine``), traits (``_traits``), firing and payloads (``_firing``), replaying
-the log (``_replay``), rebuilds (``_rebuild``) and delivery (``_dispatch``). The
-modules the mypyc build compiles are listed in pyproject.toml (see
+(``_engine``), traits (``_traits``), ranked scores (``_ranking``), firing and payloads
+(``_firing``), replaying the log (``_replay``), rebuilds (``_rebuild``) and delivery
+(``_dispatch``). The modules the mypyc build compiles are listed in pyproject.toml (see
 docs/performance.md).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from ._events import (
     BulkResult,
     Event,
     EventRecord,
+    Nudge,
     Qualification,
     Stats,
     SubjectKind,
@@ -38,6 +40,7 @@ from ._events import (
 from ._firing import Firing, redact
 from ._model import Model
 from ._observe import Observer
+from ._ranking import Ranking
 from ._rebuild import Rebuild
 from ._replay import Replay, apply
 from ._session import Due, Outcome, Session, Subject, Warm
@@ -48,13 +51,17 @@ from ._validation import (
     check_id,
     check_message_id,
     check_not_future,
+    check_payload,
     check_properties,
     check_timestamp,
+    check_until,
 )
 from .exceptions import ClientClosedError, StoreError, TransientStoreError, ValidationError
 from .stores._base import (
     DeliveryStatus,
     NewEvent,
+    NudgeAction,
+    NudgeRecord,
     QualificationRecord,
     Store,
     Transaction,
@@ -69,6 +76,10 @@ logger = logging.getLogger("pqlkit")
 _BATCH = 500
 _HINTS = 10_000  # aliased ids whose final id a Client remembers, to lock both at once
 
+
+_MAX_TOP = 10_000  # the most subjects top() lists
+
+_ACTIONS: dict[str, NudgeAction] = {"seen": "seen", "clicked": "clicked", "dismissed": "dismissed"}
 
 _TAIL_EVENTS = 64  # a warm subject is written back at least every this many events...
 _TAIL_BYTES = 2_048  # ...or every (its stored size / this) events, if that is more
@@ -112,8 +123,15 @@ class Core:
         )
         self._traits = Traits(self._session, self._plan)
         self._replay = Replay(self._plan, self._traits)
+        self._ranking = Ranking(model, self._plan) if model.ranked else None
         self._firing = Firing(
-            model, self._plan, clock, self._dispatcher, self._traits, settings.context_events
+            model,
+            self._plan,
+            clock,
+            self._dispatcher,
+            self._traits,
+            settings.context_events,
+            ranking=self._ranking,
         )
         self._rebuild = Rebuild(self._session, model, self._replay, self._traits, self._firing)
         self._rebuild.ensure(deliver=model.on_retune == "fire")
@@ -368,6 +386,59 @@ class Core:
         out = self._session.write(work)
         self._dispatcher.fired(_fired([out]))
 
+    # -- nudges ------------------------------------------------------------------------
+    def nudge(self, user_id: object, key: object, payload: object, until: object) -> bool:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        name = check_id(key, "key", self._limits)
+        data = check_payload(payload, self._limits)
+        now = check_timestamp(self.clock.now(), "clock")
+        end = check_until(until, now)
+
+        def work(tx: Transaction) -> bool:
+            uid = self._lock_user(tx, set(), user, None)
+            record = NudgeRecord(uid, name, data, now, end, model=self.model.name)
+            return tx.open_nudge(record, now)
+
+        return self._session.write(work)
+
+    def nudges(self, user_id: object) -> list[Nudge]:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        now = self.clock.now()
+        with self._session.tx() as tx:
+            records = tx.nudges(self._resolve(tx, user), now)
+        # (a nudge a play opened carries the play and its model: the place to re-check it)
+        return [record.public() for record in records]
+
+    def mark(self, user_id: object, key: object, action: object) -> bool:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        name = check_id(key, "key", self._limits)
+        done = _ACTIONS.get(action) if isinstance(action, str) else None
+        if done is None:
+            raise ValidationError(
+                "action", f'must be "seen", "clicked" or "dismissed", got {action!r}'
+            )
+        now = check_timestamp(self.clock.now(), "clock")
+        # the mark is an event like any other, recorded in the same transaction
+        new = NewEvent(_process.new_message_id(), user, f"nudge_{done}", {"key": name}, None, now)
+
+        def work(tx: Transaction) -> tuple[bool | None, Outcome | None]:
+            held: set[str] = set()
+            uid = self._lock_user(tx, held, user, None)
+            changed = tx.mark_nudge(uid, name, done, now)
+            if not changed:
+                return changed, None
+            return True, self._record(tx, new, {}, held=held)
+
+        changed, outcome = self._session.write(work)
+        if changed is None:
+            raise ValidationError("key", f"user {user!r} has no nudge {name!r}")
+        if outcome is not None:
+            self._after_write(_fired([outcome]), None)
+        return changed
+
     # -- reading -----------------------------------------------------------------------
     def scores(self, subject_id: object, of: object) -> dict[str, float]:
         return self._read(subject_id, of).scores
@@ -392,6 +463,59 @@ class Core:
             sid = self._subject_key(tx, of, subject_id)
             record = tx.latest_qualification(self.model.name, kind, sid)
         return record.qualified_at if record is not None else None
+
+    def top(self, score: object, n: object, of: object) -> list[tuple[str, float]]:
+        self._check_open()
+        kind = self._check_of(of)
+        ranking = self._ranking
+        if not isinstance(score, str) or score not in self.model.scores:
+            known = ", ".join(repr(name) for name in self.model.scores) or "none"
+            raise ValidationError("score", f"unknown score {score!r} (the scores: {known})")
+        if ranking is None or score not in ranking.names:
+            raise ValidationError(
+                "score",
+                f"{score!r} is not ranked: declare Model(..., ranked=[{score!r}]) to keep an"
+                " index of its values (top() reads it instead of every subject's state)",
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= _MAX_TOP:
+            raise ValidationError("n", f"must be an int from 1 to {_MAX_TOP}, got {n!r}")
+        self._refresh_ranks(self.clock.now(), [(kind, score)])
+        with self._session.tx() as tx:
+            return tx.top_ranks(self.model.name, kind, score, n)
+
+    def _refresh_ranks(self, now: datetime, scores: Sequence[tuple[SubjectKind, str]]) -> None:
+        """Re-evaluate as of ``now`` the subjects whose value of these ranked scores time
+        alone may have changed (``stale_ranks``), storing what they are now."""
+        for kind, score in scores:
+            done: set[str] = set()
+            while True:
+                work = functools.partial(
+                    self._refresh_batch, kind=kind, score=score, now=now, done=done
+                )
+                fresh = self._session.write(work)
+                if not fresh:
+                    break
+                done.update(fresh)  # committed; re-evaluated as of now, not stale again
+
+    def _refresh_batch(
+        self, tx: Transaction, *, kind: SubjectKind, score: str, now: datetime, done: set[str]
+    ) -> list[str]:
+        """One batch of ``_refresh_ranks``: the subjects it re-evaluated while more may be
+        left, [] once none is (those in ``done`` are not evaluated again)."""
+        ranking = self._ranking
+        assert ranking is not None
+        stale = tx.stale_ranks(self.model.name, kind, score, now, _BATCH)
+        fresh = [sid for sid in stale if sid not in done]
+        self._lock(tx, set(), [f"{kind}:{sid}" for sid in fresh])
+        t = to_us(now)
+        for sid in fresh:
+            subject = self._load(tx, kind, sid)
+            newest = subject.state.newest
+            at = t if newest is None else max(t, newest)
+            ctx = self._traits.context(tx, subject, full=False)
+            ev = self._plan.evaluate(subject.state, at, kind, ctx, full=False, ranked=True)
+            ranking.record(tx, subject, ev)
+        return fresh if len(stale) == _BATCH else []
 
     def _read(self, subject_id: object, of: object) -> Evaluation:
         self._check_open()
@@ -552,6 +676,9 @@ class Core:
             out.enqueued = out.enqueued or batch.enqueued
             if count < _BATCH:
                 break
+        if self._ranking is not None:  # and the ranked values that time alone changed
+            kinds: tuple[SubjectKind, ...] = ("user", "account")
+            self._refresh_ranks(when, [(k, name) for name in self._ranking.names for k in kinds])
         fired = out.qualified + out.disqualified
         self._dispatcher.swept(fired)
         return fired

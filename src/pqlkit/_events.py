@@ -26,6 +26,7 @@ __all__ = [
     "BulkResult",
     "Event",
     "EventRecord",
+    "Nudge",
     "Qualification",
     "Stats",
     "TrackResult",
@@ -355,6 +356,61 @@ class Qualification:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """The Qualification that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
+
+
+@attrs.frozen
+class Nudge:
+    """A message waiting in a user's in-app inbox, from :meth:`Client.nudge` (or a play).
+
+    Open until the user clicks or dismisses it (:meth:`Client.mark`), or until
+    ``until`` passes; :meth:`Client.nudges` lists a user's open ones, oldest first.
+
+    Attributes:
+        user_id: The user it is for (the final id, aliases resolved).
+        key: Its idempotency key: a user has at most one open nudge per key.
+        payload: What the app shows (a JSON object: title, body, a link...), or None.
+        created_at: When it was opened (the client's clock).
+        until: When it stops being shown, if it was opened with one.
+        seen_at: When it was first marked ``"seen"`` (None: not yet).
+        play: The play that opened it (None: opened by :meth:`Client.nudge`).
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> from pqlkit import Nudge
+        >>> at = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
+        >>> n = Nudge("u1", "upgrade", {"title": "You're close to your row limit"}, at)
+        >>> n.to_dict()["created_at"]
+        '2026-01-05T09:00:00+00:00'
+        >>> Nudge.from_dict(n.to_dict()) == n
+        True
+    """
+
+    user_id: str
+    key: str
+    payload: dict[str, Any] | None
+    created_at: datetime
+    until: datetime | None = None
+    seen_at: datetime | None = None
+    play: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This Nudge as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset. :meth:`from_dict` reads it back:
+        a web app can hand it to its page as it is.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The Nudge that ``data`` (as :meth:`to_dict` gives it) describes.
 
         Unknown keys are ignored; a value of the wrong type is refused.
 

@@ -20,6 +20,7 @@ from ._dispatch import Dispatcher
 from ._engine import NO_QUALIFICATION, Context, Evaluation, LatestQualification, Plan, explained
 from ._events import Qualification
 from ._model import Model
+from ._ranking import Ranking
 from ._session import Due, Outcome, Subject
 from ._traits import ACCOUNT_TRAIT, Traits
 from .stores._base import DeliveryKind, DeliveryRecord, QualificationRecord, Transaction
@@ -50,6 +51,8 @@ class Firing:
         dispatcher: Dispatcher,
         traits: Traits,
         context_events: int,
+        *,
+        ranking: Ranking | None = None,
     ) -> None:
         self.model = model
         self._plan = plan
@@ -57,6 +60,8 @@ class Firing:
         self._dispatcher = dispatcher
         self._traits = traits
         self._context_events = context_events
+        self._ranking = ranking  # every evaluation finds the ranked scores and records them
+        self._ranked = ranking is not None
 
     def evaluate(
         self,
@@ -73,16 +78,27 @@ class Firing:
         when time alone may next change that (what the subject's save stores).
 
         Only what the rule reads is evaluated unless ``scores`` asks for every
-        score (a user's, for ``TrackResult.scores``); a payload is built from a
+        score (a user's, for ``TrackResult.scores``: ``out.scores``), and the
+        model's ranked scores (recorded in the store where they changed, see
+        :mod:`._ranking`); a payload is built from a
         full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
         a qualification or disqualification is recorded, and nothing is enqueued.
         """
         ctx = self._traits.context(tx, subject, full=False)
         ev = self._plan.evaluate(
-            subject.state, t, subject.kind, ctx, latch=latch, full=False, scores=scores
+            subject.state,
+            t,
+            subject.kind,
+            ctx,
+            latch=latch,
+            full=False,
+            scores=scores,
+            ranked=self._ranked,
         )
         if scores:
             out.scores = ev.scores
+        if self._ranking is not None:
+            self._ranking.record(tx, subject, ev)
         due = Due(t, subject.state.events, ev.until)
         if self._plan.rule_fns[subject.kind] is None:  # no rule for this kind
             return due

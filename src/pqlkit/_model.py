@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Literal
@@ -42,6 +42,13 @@ class Model:
             them, with the same ``qualified_at`` (``qualified_at()`` and
             ``stats()`` count them, and they never fire later), and delivers
             nothing. Not part of the fingerprint.
+        ranked: Names of scores to keep in an index as their values change, so that
+            :meth:`Client.top <pqlkit.Client.top>` lists the highest ones without
+            reading every subject. Each ``track()`` that changes a ranked value writes
+            it (one small row), and ranked scores are evaluated for accounts on every
+            event too: declare only the ones you list. Part of the fingerprint when
+            given: declaring one rebuilds the derived state from the log, which fills
+            the index for every subject.
 
     Example:
         >>> from pqlkit import Model, did, points, score
@@ -66,6 +73,7 @@ class Model:
         version: str | None = None,
         requalify_after: timedelta | None = None,
         on_retune: Literal["fire", "record"] = "fire",
+        ranked: Iterable[str] = (),
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ModelError("name", "must be a non-empty str")
@@ -82,6 +90,7 @@ class Model:
         self.version = version
         self.requalify_after = requalify_after
         self.on_retune = on_retune
+        self.ranked: tuple[str, ...] = _names(ranked, "ranked")
         self._check()
         self.fingerprint = self._fingerprint()
         self._frozen = True
@@ -114,6 +123,8 @@ class Model:
         lines.append(f"pqa: {self.pqa.describe() if self.pqa is not None else 'never'}")
         ra = self.requalify_after
         lines.append(f"requalify_after: {ra.total_seconds() if ra is not None else 'never'}")
+        if self.ranked:  # only then: the fingerprints of models without it stay as they were
+            lines.append(f"ranked: {sorted(self.ranked)!r}")
         return "\n".join(lines)
 
     def _fingerprint(self) -> str:
@@ -155,6 +166,10 @@ class Model:
             raise ModelError("version", f"must be a str or None, got {self.version!r}")
         if self.on_retune not in ("fire", "record"):
             raise ModelError("on_retune", f'must be "fire" or "record", got {self.on_retune!r}')
+        for name in self.ranked:
+            if name not in self.scores:
+                known = ", ".join(repr(n) for n in self.scores) or "none"
+                raise ModelError("ranked", f"unknown score {name!r} (the scores: {known})")
         self._check_cycles()
 
     def _check_expr(self, expr: d.Expr, where: str) -> None:
@@ -196,6 +211,17 @@ class Model:
 
         for node in graph:
             visit(node, [])
+
+
+def _names(value: object, field: str) -> tuple[str, ...]:
+    """A list of names (a str alone is refused: it is not a list of its letters), once each."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ModelError(field, f"must be a list of score names, got {type(value).__name__}")
+    names = list(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise ModelError(field, f"score names are str, got {name!r}")
+    return tuple(dict.fromkeys(names))
 
 
 def _kind(expr: d.Expr) -> str:

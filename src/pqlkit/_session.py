@@ -66,6 +66,9 @@ class Subject:
     # The Due of its last evaluation, kept by the core for the save that stores it: a
     # warm subject's save may be put off (to its eviction, or the client's close)
     due: Due | None = None
+    # ranked score -> (value, when time alone may change it) as the store holds them
+    # (None: not known, e.g. loaded cold; the next evaluation writes them all)
+    ranks: dict[str, tuple[float, int | None]] | None = None
 
 
 class Warm:

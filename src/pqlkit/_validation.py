@@ -17,13 +17,20 @@ _INT_BOUND = 2**63
 such an int prints in at most 20 characters."""
 
 __all__ = [
+    "NUDGE_PAYLOAD_BYTES",
     "Limits",
     "check_event",
     "check_id",
     "check_not_future",
+    "check_payload",
     "check_properties",
     "check_timestamp",
+    "check_until",
 ]
+
+NUDGE_PAYLOAD_BYTES = 16_384
+"""The largest nudge payload, as compact UTF-8 JSON (16 KiB): a title, a body and a link
+fit many times over, and a page render reads every open nudge's payload."""
 
 
 @attrs.frozen
@@ -245,3 +252,36 @@ def check_properties(value: object, field: str, limits: Limits) -> dict[str, Any
             field, f"serialises to {size} bytes; the limit is {limits.max_properties_bytes}"
         )
     return data
+
+
+def check_payload(value: object, limits: Limits) -> dict[str, Any] | None:
+    """A nudge's payload: None, or a JSON object of at most :data:`NUDGE_PAYLOAD_BYTES`."""
+    if value is None:
+        return None
+    return check_properties(
+        value, "payload", attrs.evolve(limits, max_properties_bytes=NUDGE_PAYLOAD_BYTES)
+    )
+
+
+def check_until(value: object, now: datetime) -> datetime | None:
+    """When a nudge stops being shown: None, an aware datetime after ``now``, or a positive
+    timedelta from ``now``; returned in UTC."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise ValidationError("until", f"must be a positive duration, got {value!r}")
+        try:
+            return now + value
+        except OverflowError:
+            raise ValidationError("until", f"now + {value!r} is past the last datetime") from None
+    if not isinstance(value, datetime):
+        raise ValidationError(
+            "until", f"must be an aware datetime or a timedelta, got {type(value).__name__}"
+        )
+    end = check_timestamp(value, "until")
+    if end <= now:
+        raise ValidationError(
+            "until", f"{end.isoformat()} is not after now ({now.isoformat()}): nothing to show"
+        )
+    return end

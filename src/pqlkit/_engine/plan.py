@@ -151,6 +151,8 @@ class Plan:
             {n.activation for r in roots for n in d.walk(r) if isinstance(n, d.Tev)}
         )
         self._memoize()
+        # the scores whose values the store indexes (Model.ranked): each evaluation finds them
+        self.ranked_keys = {name: self.score_keys[name] for name in model.ranked}
         self.time_slots = {
             "user": self._time_slots(model.pql),
             "account": self._time_slots(model.pqa),
@@ -400,6 +402,7 @@ class Plan:
         latch: bool = False,
         full: bool = True,
         scores: bool = False,
+        ranked: bool = False,
     ) -> Evaluation:
         """Evaluate the subject's signals, scores and rule at time ``t``.
 
@@ -407,7 +410,8 @@ class Plan:
         activation signal is seen true is recorded in the state. With
         ``full=False`` only what the rule reads is evaluated (the signals and
         scores of the result are then partial), and every score too with
-        ``scores=True`` (the result's scores are then complete, its signals not).
+        ``scores=True`` (the result's scores are then complete, its signals not),
+        or the model's ranked scores with ``ranked=True``.
         """
         # Values still kept are read here directly; an Eval (whose lookups also
         # gather validity for what is being computed) is made at the first that is not.
@@ -426,8 +430,8 @@ class Plan:
                 else:
                     e = e or Eval(self, s, t, kind, ctx, signals, out_scores)
                     e.signal(name)
-        if full or scores:
-            for name, key in self.score_keys.items():
+        if full or scores or ranked:
+            for name, key in (self.score_keys if full or scores else self.ranked_keys).items():
                 kept = memo.get(key)
                 if kept is not None and kept.holds(t, newest):
                     out_scores[name] = kept.value
@@ -446,6 +450,19 @@ class Plan:
             end = kept.end(newest)
             until = end if end < NEVER else None
         return Evaluation(t, signals, out_scores, rule, until)
+
+    def score_changes(self, s: SubjectState, name: str, t: int) -> int | None:
+        """When time alone may next change score ``name`` as ``evaluate`` last found it at
+        ``t`` (a window's next exit, an ``idle()`` comparison's flip); None: never.
+
+        Read from the value kept in the state (see ``Kept.end``); ``t`` when none is
+        kept (not evaluated: it may change at any time).
+        """
+        kept = s.memo.get(self.score_keys[name])
+        if kept is None:
+            return t
+        end = kept.end(s.newest)
+        return None if end >= NEVER else end
 
     def latch(self, s: SubjectState, t: int, kind: SubjectKind, ctx: Context) -> None:
         """Only what ``evaluate(latch=True)`` records: the TEV activations true at ``t``

@@ -1,6 +1,6 @@
 """The Store protocol: what pqlkit needs from a place that keeps its data.
 
-A store keeps five things, all of them plain values:
+A store keeps seven things, all of them plain values:
 
 * the **event log** (the source of truth), with a unique ``message_id`` and an
   increasing arrival ``seq``;
@@ -8,11 +8,15 @@ A store keeps five things, all of them plain values:
   **traits** of users and accounts;
 * **derived state** per (model, subject): an opaque JSON text owned by the
   engine, and the time the subject next needs a ``sweep`` (its *due* time);
+  and, for a model's *ranked* scores, each subject's latest value with the time
+  it may next change with time alone (an index ``top()`` reads);
 * **qualification records**, unique per (model, kind, subject, round);
 * the **outbox**: each qualification to deliver, stored once, with one delivery
   record per callback (status, attempts, backoff, lease), and the names of the
   callbacks registered for each model and kind (so that a qualification
-  recorded by a process without callbacks still reaches them).
+  recorded by a process without callbacks still reaches them);
+* **nudges**: each user's in-app inbox, at most one open nudge per (user, key),
+  kept when closed (clicked, dismissed or expired) until the user is forgotten.
 
 Everything happens inside :meth:`Store.transaction`: one transaction per
 ``track()``, committed atomically or not at all. Transactions do not nest (a
@@ -47,13 +51,16 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
-from .._events import EventRecord, Qualification, SubjectKind
+from .._events import EventRecord, Nudge, Qualification, SubjectKind
 from ..exceptions import ValidationError
 
 __all__ = [
     "DeliveryRecord",
     "NewEvent",
+    "NudgeAction",
+    "NudgeRecord",
     "QualificationRecord",
+    "Rank",
     "StateRecord",
     "Store",
     "Transaction",
@@ -61,6 +68,7 @@ __all__ = [
 
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
 DeliveryStatus = Literal["pending", "delivered", "dead", "expired"]
+NudgeAction = Literal["seen", "clicked", "dismissed"]
 
 
 @attrs.frozen
@@ -84,6 +92,51 @@ class StateRecord:
     subject_id: str
     state: str
     due_at: datetime | None = None
+
+
+@attrs.frozen
+class Rank:
+    """A subject's latest value of a ranked score, and when time alone may change it.
+
+    ``changes_at`` is None when time alone never changes it (only events and
+    traits do); otherwise the earliest time at which it may (a window's next
+    exit, an ``idle()`` comparison's flip): ``top()`` re-evaluates the subject
+    once that time has come.
+    """
+
+    name: str
+    value: float
+    changes_at: datetime | None = None
+
+
+@attrs.frozen
+class NudgeRecord:
+    """A nudge as the store keeps it: the public fields, and the model that opened it.
+
+    ``model`` is the name of the model whose client opened it (a play's nudge is
+    re-checked against that model's play when it is read).
+    """
+
+    user_id: str
+    key: str
+    payload: dict[str, Any] | None
+    created_at: datetime
+    until: datetime | None = None
+    seen_at: datetime | None = None
+    model: str | None = None
+    play: str | None = None
+
+    def public(self) -> Nudge:
+        """The :class:`~pqlkit.Nudge` a client returns for it."""
+        return Nudge(
+            self.user_id,
+            self.key,
+            self.payload,
+            self.created_at,
+            self.until,
+            self.seen_at,
+            self.play,
+        )
 
 
 @attrs.frozen
@@ -218,7 +271,7 @@ class Transaction(Protocol):
         """Every user id (as recorded) with an event for this account."""
 
     def forget_users(self, user_ids: Sequence[str]) -> None:
-        """Delete the events, traits and aliases of these user ids."""
+        """Delete the events, traits, aliases and nudges of these user ids."""
 
     # -- derived state -------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -228,16 +281,46 @@ class Transaction(Protocol):
         """Insert or replace the subject's derived state."""
 
     def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
-        """Forget the subject's derived state (no error if there is none)."""
+        """Forget the subject's derived state and ranks (no error if there is none)."""
 
     def clear_states(self, model: str) -> None:
-        """Forget every derived state of ``model``."""
+        """Forget every derived state and rank of ``model``."""
 
     def due_subjects(self, model: str, now: datetime, limit: int) -> list[tuple[SubjectKind, str]]:
         """Subjects whose ``due_at`` is at or before ``now``, earliest first."""
 
     def count_subjects(self, model: str, kind: SubjectKind) -> int:
         """How many subjects of ``kind`` have derived state."""
+
+    # -- ranked scores ----------------------------------------------------------
+    def save_ranks(
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        ranks: Sequence[Rank],
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        """Insert or replace the subject's values of these ranked scores.
+
+        With ``at`` (the evaluation time that found them), a stored rank of the same
+        value whose ``changes_at`` is still after ``at`` and not after the new one is
+        kept: it is early enough (the subject is re-evaluated then), and keeping it
+        spares a write on every event that only pushes that time back.
+        """
+
+    def top_ranks(
+        self, model: str, kind: SubjectKind, name: str, n: int
+    ) -> list[tuple[str, float]]:
+        """The ``n`` subjects with the highest values of score ``name``, highest first
+        (ties by subject id), from the stored ranks alone."""
+
+    def stale_ranks(
+        self, model: str, kind: SubjectKind, name: str, now: datetime, limit: int
+    ) -> list[str]:
+        """Up to ``limit`` subjects whose value of ``name`` may have changed with time
+        alone by ``now`` (``changes_at`` at or before it), earliest first."""
 
     # -- qualifications ------------------------------------------------------
     def latest_qualification(
@@ -404,6 +487,28 @@ class Transaction(Protocol):
         A qualification goes once its window closed before ``before`` and each of
         its records was delivered or expired before ``before`` (a pending or dead
         record keeps it). Returns how many qualifications were deleted.
+        """
+
+    # -- nudges ----------------------------------------------------------------
+    def open_nudge(self, record: NudgeRecord, now: datetime) -> bool:
+        """Open ``record`` unless the user has an open nudge with its key; True if opened.
+
+        An open nudge of that key whose ``until`` is at or before ``now`` is closed
+        first (as expired), so the key opens again. Concurrent calls for one user
+        and key open one nudge between them (a store's uniqueness guarantees it,
+        not the caller's locks).
+        """
+
+    def nudges(self, user_id: str, now: datetime) -> list[NudgeRecord]:
+        """The user's open nudges whose ``until`` is after ``now`` (or None), oldest first."""
+
+    def mark_nudge(self, user_id: str, key: str, action: NudgeAction, at: datetime) -> bool | None:
+        """Mark the user's open nudge of ``key``: ``"seen"`` sets ``seen_at`` (if unset),
+        ``"clicked"`` and ``"dismissed"`` close it (and set ``seen_at`` if unset).
+
+        True if it changed the nudge; False if there was nothing to change (seen
+        already, or no open nudge of that key but a closed one); None if the user
+        has no nudge of that key at all.
         """
 
     # -- metadata --------------------------------------------------------------

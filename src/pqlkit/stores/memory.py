@@ -21,7 +21,10 @@ from ._base import (
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
+    NudgeAction,
+    NudgeRecord,
     QualificationRecord,
+    Rank,
     StateRecord,
     cannot_join,
 )
@@ -57,6 +60,16 @@ class _Delivery:
         )
 
 
+@attrs.frozen
+class _Nudge:
+    """A stored nudge: the record, its place in the order nudges were opened, its status."""
+
+    record: NudgeRecord
+    order: int
+    status: str = "open"  # "open", "clicked", "dismissed" or "expired"
+    closed_at: datetime | None = None
+
+
 @attrs.define
 class _Data:
     events: list[EventRecord] = attrs.Factory(list)
@@ -66,6 +79,11 @@ class _Data:
     aliases: dict[str, str] = attrs.Factory(dict)
     traits: dict[tuple[str, str], dict[str, Any]] = attrs.Factory(dict)
     states: dict[tuple[str, str, str], StateRecord] = attrs.Factory(dict)
+    # (model, kind, score) -> subject id -> its rank
+    ranks: dict[tuple[str, str, str], dict[str, Rank]] = attrs.Factory(dict)
+    # user id -> order -> nudge (the order numbers every nudge ever opened)
+    nudges: dict[str, dict[int, _Nudge]] = attrs.Factory(dict)
+    opened: int = 0
     qualifications: dict[tuple[str, str, str, int], QualificationRecord] = attrs.Factory(dict)
     # the outbox: each qualification once, and a record per (qualification, callback)
     deliveries: dict[str, _Delivery] = attrs.Factory(dict)
@@ -228,6 +246,7 @@ class _MemoryTransaction:
         self._undo.append(undo)
         for uid in wanted:
             self._del(d.traits, ("user", uid))
+            self._del(d.nudges, uid)
         for prev, target in list(d.aliases.items()):
             if prev in wanted or target in wanted:
                 self._del(d.aliases, prev)
@@ -241,10 +260,15 @@ class _MemoryTransaction:
 
     def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
         self._del(self._d.states, (model, kind, subject_id))
+        for (m, k, _), ranks in self._d.ranks.items():
+            if m == model and k == kind:
+                self._del(ranks, subject_id)
 
     def clear_states(self, model: str) -> None:
         for key in [k for k in self._d.states if k[0] == model]:
             self._del(self._d.states, key)
+        for key in [k for k in self._d.ranks if k[0] == model]:
+            self._del(self._d.ranks, key)
 
     def due_subjects(self, model: str, now: datetime, limit: int) -> list[tuple[SubjectKind, str]]:
         due = [
@@ -257,6 +281,50 @@ class _MemoryTransaction:
 
     def count_subjects(self, model: str, kind: SubjectKind) -> int:
         return sum(1 for m, k, _ in self._d.states if m == model and k == kind)
+
+    # -- ranked scores ----------------------------------------------------------------
+    def save_ranks(
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        ranks: Sequence[Rank],
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        for rank in ranks:
+            key = (model, kind, rank.name)
+            if key not in self._d.ranks:
+                self._set(self._d.ranks, key, {})
+            held = self._d.ranks[key].get(subject_id)
+            if (
+                at is not None
+                and held is not None
+                and held.value == rank.value
+                and held.changes_at is not None
+                and held.changes_at > at
+                and (rank.changes_at is None or rank.changes_at >= held.changes_at)
+            ):
+                continue  # early enough: kept
+            self._set(self._d.ranks[key], subject_id, rank)
+
+    def top_ranks(
+        self, model: str, kind: SubjectKind, name: str, n: int
+    ) -> list[tuple[str, float]]:
+        ranks = self._d.ranks.get((model, kind, name), {})
+        best = heapq.nsmallest(n, ranks.items(), key=lambda item: (-item[1].value, item[0]))
+        return [(sid, rank.value) for sid, rank in best]
+
+    def stale_ranks(
+        self, model: str, kind: SubjectKind, name: str, now: datetime, limit: int
+    ) -> list[str]:
+        ranks = self._d.ranks.get((model, kind, name), {})
+        stale = [
+            (r.changes_at, sid)
+            for sid, r in ranks.items()
+            if r.changes_at is not None and r.changes_at <= now
+        ]
+        return [sid for _, sid in heapq.nsmallest(limit, stale)]
 
     # -- qualifications --------------------------------------------------------------
     def latest_qualification(
@@ -577,6 +645,58 @@ class _MemoryTransaction:
                 self._drop(delivery_id)
                 gone += 1
         return gone
+
+    # -- nudges ------------------------------------------------------------------------
+    def _nudges_of(self, user_id: str, key: str) -> list[_Nudge]:
+        return [n for n in self._d.nudges.get(user_id, {}).values() if n.record.key == key]
+
+    def open_nudge(self, record: NudgeRecord, now: datetime) -> bool:
+        d = self._d
+        for n in self._nudges_of(record.user_id, record.key):
+            if n.status != "open":
+                continue
+            until = n.record.until
+            if until is None or until > now:
+                return False
+            self._set(
+                d.nudges[record.user_id],
+                n.order,
+                attrs.evolve(n, status="expired", closed_at=until),
+            )
+        if record.user_id not in d.nudges:
+            self._set(d.nudges, record.user_id, {})
+        order = d.opened
+        d.opened += 1  # never reused, even if undone (as a database's sequence)
+        self._set(d.nudges[record.user_id], order, _Nudge(record, order))
+        return True
+
+    def nudges(self, user_id: str, now: datetime) -> list[NudgeRecord]:
+        found = [
+            n
+            for n in self._d.nudges.get(user_id, {}).values()
+            if n.status == "open" and (n.record.until is None or n.record.until > now)
+        ]
+        found.sort(key=lambda n: (n.record.created_at, n.order))
+        return [n.record for n in found]
+
+    def mark_nudge(self, user_id: str, key: str, action: NudgeAction, at: datetime) -> bool | None:
+        mine = self._nudges_of(user_id, key)
+        if not mine:
+            return None
+        for n in mine:
+            if n.status != "open":
+                continue
+            seen = n.record.seen_at
+            if action == "seen":
+                if seen is not None:
+                    return False
+                changed = attrs.evolve(n, record=attrs.evolve(n.record, seen_at=at))
+            else:
+                record = n.record if seen is not None else attrs.evolve(n.record, seen_at=at)
+                changed = attrs.evolve(n, record=record, status=action, closed_at=at)
+            self._set(self._d.nudges[user_id], n.order, changed)
+            return True
+        return False
 
     # -- metadata --------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import attrs
 
 from .. import _process
-from .._convert import dumps, loads, to_us
+from .._convert import dumps, from_us, loads, to_us
 from .._events import EventRecord, Qualification, SubjectKind
 from .._retry import pause
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
@@ -50,7 +50,10 @@ from ._base import (
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
+    NudgeAction,
+    NudgeRecord,
     QualificationRecord,
+    Rank,
     StateRecord,
 )
 from ._rows import event_pages, payload, rows
@@ -206,9 +209,49 @@ _V3_DELIVERY_PER_CALLBACK = [
     " ON {s}.deliveries (model, finished_at) WHERE status <> 'open'",
 ]
 
+# v4: the nudge inbox (at most one open nudge per user and key: a partial unique
+# index, which also serves the read of a user's open nudges) and the index of
+# ranked scores (each subject's latest value, and when time alone may change it).
+_V4_NUDGES_AND_RANKS = [
+    """CREATE TABLE IF NOT EXISTS {s}.nudges (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        user_id text NOT NULL,
+        key text NOT NULL,
+        payload json,
+        created_at bigint NOT NULL,
+        until bigint,
+        seen_at bigint,
+        model text,
+        play text,
+        status text NOT NULL,
+        closed_at bigint
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS nudges_open ON {s}.nudges (user_id, key)"
+    " WHERE status = 'open'",
+    "CREATE INDEX IF NOT EXISTS nudges_user_key ON {s}.nudges (user_id, key)",
+    """CREATE TABLE IF NOT EXISTS {s}.ranks (
+        model text NOT NULL,
+        kind text NOT NULL,
+        name text NOT NULL,
+        subject_id text NOT NULL,
+        value double precision NOT NULL,
+        changes_at bigint,
+        PRIMARY KEY (model, kind, name, subject_id)
+    )""",
+    # top(): the highest values first, ties by subject id, read straight off the index
+    "CREATE INDEX IF NOT EXISTS ranks_top ON {s}.ranks (model, kind, name, value DESC, subject_id)",
+    "CREATE INDEX IF NOT EXISTS ranks_stale ON {s}.ranks (model, kind, name, changes_at)"
+    " WHERE changes_at IS NOT NULL",
+]
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
-_MIGRATIONS: list[list[str]] = [_CREATE_V1, _V2_DELIVERY_MODEL, _V3_DELIVERY_PER_CALLBACK]
+_MIGRATIONS: list[list[str]] = [
+    _CREATE_V1,
+    _V2_DELIVERY_MODEL,
+    _V3_DELIVERY_PER_CALLBACK,
+    _V4_NUDGES_AND_RANKS,
+]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; a database at a higher version is refused."""
@@ -321,7 +364,55 @@ _STATEMENTS: dict[str, str] = {
         " DO UPDATE SET state = excluded.state, due_at = excluded.due_at"
     ),
     "delete_state": "DELETE FROM {s}.states WHERE model = %s AND kind = %s AND subject_id = %s",
+    "delete_ranks": "DELETE FROM {s}.ranks WHERE model = %s AND kind = %s AND subject_id = %s",
     "clear_states": "DELETE FROM {s}.states WHERE model = %s",
+    "clear_ranks": "DELETE FROM {s}.ranks WHERE model = %s",
+    "save_ranks": (
+        "INSERT INTO {s}.ranks (model, kind, name, subject_id, value, changes_at)"
+        " SELECT %(model)s, %(kind)s, r.name, %(subject_id)s, r.value, r.changes_at"
+        " FROM unnest(%(names)s::text[], %(values)s::float8[], %(changes)s::bigint[])"
+        " AS r(name, value, changes_at)"
+        " ON CONFLICT (model, kind, name, subject_id) DO UPDATE"
+        " SET value = excluded.value, changes_at = excluded.changes_at"
+        " WHERE (ranks.value, ranks.changes_at)"
+        " IS DISTINCT FROM (excluded.value, excluded.changes_at)"
+        # kept: the same value with a time still after `at`, and early enough
+        " AND NOT coalesce(ranks.value = excluded.value AND ranks.changes_at > %(at)s::bigint"
+        " AND (excluded.changes_at IS NULL OR excluded.changes_at >= ranks.changes_at), false)"
+    ),
+    "top_ranks": (
+        "SELECT subject_id, value FROM {s}.ranks WHERE model = %s AND kind = %s AND name = %s"
+        " ORDER BY value DESC, subject_id LIMIT %s"
+    ),
+    "stale_ranks": (
+        "SELECT subject_id FROM {s}.ranks WHERE model = %s AND kind = %s AND name = %s"
+        " AND changes_at <= %s ORDER BY changes_at, subject_id LIMIT %s"
+    ),
+    "expire_nudge": (
+        "UPDATE {s}.nudges SET status = 'expired', closed_at = until"
+        " WHERE user_id = %s AND key = %s AND status = 'open' AND until <= %s"
+    ),
+    "open_nudge": (
+        "INSERT INTO {s}.nudges (user_id, key, payload, created_at, until, seen_at, model, play,"
+        " status) VALUES (%(user_id)s, %(key)s, %(payload)s::json, %(created_at)s, %(until)s,"
+        " %(seen_at)s, %(model)s, %(play)s, 'open')"
+        " ON CONFLICT (user_id, key) WHERE status = 'open' DO NOTHING RETURNING seq"
+    ),
+    "nudges": (
+        "SELECT key, payload::text, created_at, until, seen_at, model, play FROM {s}.nudges"
+        " WHERE user_id = %s AND status = 'open' AND (until IS NULL OR until > %s)"
+        " ORDER BY created_at, seq"
+    ),
+    "see_nudge": (
+        "UPDATE {s}.nudges SET seen_at = %s WHERE user_id = %s AND key = %s"
+        " AND status = 'open' AND seen_at IS NULL"
+    ),
+    "close_nudge": (
+        "UPDATE {s}.nudges SET status = %s, closed_at = %s, seen_at = coalesce(seen_at, %s)"
+        " WHERE user_id = %s AND key = %s AND status = 'open'"
+    ),
+    "has_nudge": "SELECT 1 FROM {s}.nudges WHERE user_id = %s AND key = %s LIMIT 1",
+    "forget_nudges": "DELETE FROM {s}.nudges WHERE user_id = ANY(%s::text[])",
     "due_subjects": (
         "SELECT kind, subject_id FROM {s}.states WHERE model = %s AND due_at <= %s"
         " ORDER BY due_at, kind, subject_id LIMIT %s"
@@ -737,6 +828,7 @@ class _PostgresTransaction:
         self._execute("forget_events", (wanted,))
         self._execute("forget_traits", (wanted,))
         self._execute("forget_aliases", {"ids": wanted})
+        self._execute("forget_nudges", (wanted,))
 
     # -- derived state -------------------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -748,9 +840,11 @@ class _PostgresTransaction:
 
     def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
         self._execute("delete_state", (model, kind, subject_id))
+        self._execute("delete_ranks", (model, kind, subject_id))
 
     def clear_states(self, model: str) -> None:
         self._execute("clear_states", (model,))
+        self._execute("clear_ranks", (model,))
 
     def due_subjects(self, model: str, now: datetime, limit: int) -> list[tuple[SubjectKind, str]]:
         rows = self._execute("due_subjects", (model, to_us(now), limit)).fetchall()
@@ -758,6 +852,40 @@ class _PostgresTransaction:
 
     def count_subjects(self, model: str, kind: SubjectKind) -> int:
         return int(self._scalar("count_subjects", (model, kind)))
+
+    # -- ranked scores --------------------------------------------------------------------
+    def save_ranks(
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        ranks: Sequence[Rank],
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        self._execute(
+            "save_ranks",
+            {
+                "model": model,
+                "kind": kind,
+                "subject_id": subject_id,
+                "names": [r.name for r in ranks],
+                "values": [r.value for r in ranks],
+                "changes": [None if r.changes_at is None else to_us(r.changes_at) for r in ranks],
+                "at": None if at is None else to_us(at),
+            },
+        )
+
+    def top_ranks(
+        self, model: str, kind: SubjectKind, name: str, n: int
+    ) -> list[tuple[str, float]]:
+        rows = self._execute("top_ranks", (model, kind, name, n)).fetchall()
+        return [(row[0], float(row[1])) for row in rows]
+
+    def stale_ranks(
+        self, model: str, kind: SubjectKind, name: str, now: datetime, limit: int
+    ) -> list[str]:
+        return [str(v) for v in self._column("stale_ranks", (model, kind, name, to_us(now), limit))]
 
     # -- qualifications ------------------------------------------------------------------
     def latest_qualification(
@@ -970,6 +1098,50 @@ class _PostgresTransaction:
             self._execute("purge_records", (ids,))
             self._execute("purge_deliveries", (ids,))
         return len(ids)
+
+    # -- nudges --------------------------------------------------------------------------
+    def open_nudge(self, record: NudgeRecord, now: datetime) -> bool:
+        self._execute("expire_nudge", (record.user_id, record.key, to_us(now)))
+        row = self._execute(
+            "open_nudge",
+            {
+                "user_id": record.user_id,
+                "key": record.key,
+                "payload": None if record.payload is None else dumps(record.payload),
+                "created_at": to_us(record.created_at),
+                "until": None if record.until is None else to_us(record.until),
+                "seen_at": None if record.seen_at is None else to_us(record.seen_at),
+                "model": record.model,
+                "play": record.play,
+            },
+        ).fetchone()
+        return row is not None
+
+    def nudges(self, user_id: str, now: datetime) -> list[NudgeRecord]:
+        rows = self._execute("nudges", (user_id, to_us(now))).fetchall()
+        return [
+            NudgeRecord(
+                user_id,
+                key,
+                None if payload is None else loads(payload),
+                from_us(created),
+                None if until is None else from_us(until),
+                None if seen is None else from_us(seen),
+                model,
+                play,
+            )
+            for key, payload, created, until, seen, model, play in rows
+        ]
+
+    def mark_nudge(self, user_id: str, key: str, action: NudgeAction, at: datetime) -> bool | None:
+        when = to_us(at)
+        if action == "seen":
+            cursor = self._execute("see_nudge", (when, user_id, key))
+        else:
+            cursor = self._execute("close_nudge", (action, when, when, user_id, key))
+        if cursor.rowcount:
+            return True
+        return None if self._scalar("has_nudge", (user_id, key)) is None else False
 
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -35,7 +35,7 @@ import attrs
 from sqlite_utils import Database
 
 from .. import _process
-from .._convert import dumps, loads, to_us
+from .._convert import dumps, from_us, loads, to_us
 from .._events import EventRecord, Qualification, SubjectKind
 from .._retry import pause
 from ..exceptions import SchemaError, StoreError, ValidationError
@@ -43,7 +43,10 @@ from ._base import (
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
+    NudgeAction,
+    NudgeRecord,
     QualificationRecord,
+    Rank,
     StateRecord,
     cannot_join,
 )
@@ -241,12 +244,56 @@ def _v3_delivery_per_callback(db: Database) -> None:
     )
 
 
+def _v4_nudges_and_ranks(db: Database) -> None:
+    """The nudge inbox (``nudges``) and the index of ranked scores (``ranks``).
+
+    A user has at most one open nudge per key: a partial unique index, which also
+    serves the read of a user's open nudges. ``ranks`` holds, per model, kind and
+    ranked score, each subject's latest value and when time alone may change it.
+    """
+    db.execute(
+        """CREATE TABLE nudges (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            payload TEXT,
+            created_at INTEGER NOT NULL,
+            until INTEGER,
+            seen_at INTEGER,
+            model TEXT,
+            play TEXT,
+            status TEXT NOT NULL,
+            closed_at INTEGER
+        )"""
+    )
+    db.execute("CREATE UNIQUE INDEX nudges_open ON nudges (user_id, key) WHERE status = 'open'")
+    db.execute("CREATE INDEX nudges_user_key ON nudges (user_id, key)")
+    db.execute(
+        """CREATE TABLE ranks (
+            model TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            subject_id TEXT NOT NULL,
+            value REAL NOT NULL,
+            changes_at INTEGER,
+            PRIMARY KEY (model, kind, name, subject_id)
+        ) WITHOUT ROWID"""
+    )
+    # top(): the highest values first, ties by subject id, read straight off the index
+    db.execute("CREATE INDEX ranks_top ON ranks (model, kind, name, value DESC, subject_id)")
+    db.execute(
+        "CREATE INDEX ranks_stale ON ranks (model, kind, name, changes_at)"
+        " WHERE changes_at IS NOT NULL"
+    )
+
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[Callable[[Database], None]] = [
     _create_v1,
     _v2_delivery_model,
     _v3_delivery_per_callback,
+    _v4_nudges_and_ranks,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -500,6 +547,15 @@ _QUALIFICATION_COLUMNS = (
     "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
 )
 _IN_JSON = "(SELECT value FROM json_each(?))"  # binds a whole list as one JSON array
+# a rank, unless the stored one has the same value and a time still after ?7 and early enough
+_SAVE_RANK = (
+    "INSERT INTO ranks (model, kind, name, subject_id, value, changes_at)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (model, kind, name, subject_id)"
+    " DO UPDATE SET value = excluded.value, changes_at = excluded.changes_at"
+    " WHERE (ranks.value IS NOT excluded.value OR ranks.changes_at IS NOT excluded.changes_at)"
+    " AND NOT coalesce(ranks.value = excluded.value AND ranks.changes_at > ?7"
+    " AND (excluded.changes_at IS NULL OR excluded.changes_at >= ranks.changes_at), 0)"
+)
 
 
 def _json_ids(ids: Sequence[str]) -> str:
@@ -701,6 +757,7 @@ class _SQLiteTransaction:
             f"DELETE FROM aliases WHERE previous_id IN {_IN_JSON} OR user_id IN {_IN_JSON}",
             wanted * 2,
         )
+        self._conn.execute(f"DELETE FROM nudges WHERE user_id IN {_IN_JSON}", wanted)
 
     # -- derived state -------------------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -725,9 +782,14 @@ class _SQLiteTransaction:
             "DELETE FROM states WHERE model = ? AND kind = ? AND subject_id = ?",
             (model, kind, subject_id),
         )
+        self._conn.execute(
+            "DELETE FROM ranks WHERE model = ? AND kind = ? AND subject_id = ?",
+            (model, kind, subject_id),
+        )
 
     def clear_states(self, model: str) -> None:
         self._conn.execute("DELETE FROM states WHERE model = ?", (model,))
+        self._conn.execute("DELETE FROM ranks WHERE model = ?", (model,))
 
     def due_subjects(self, model: str, now: datetime, limit: int) -> list[tuple[SubjectKind, str]]:
         cursor = self._conn.execute(
@@ -741,6 +803,52 @@ class _SQLiteTransaction:
         return int(
             self._scalar("SELECT count(*) FROM states WHERE model = ? AND kind = ?", (model, kind))
         )
+
+    # -- ranked scores --------------------------------------------------------------------
+    def save_ranks(
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        ranks: Sequence[Rank],
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        self._conn.executemany(
+            _SAVE_RANK,
+            [
+                (
+                    model,
+                    kind,
+                    r.name,
+                    subject_id,
+                    r.value,
+                    None if r.changes_at is None else to_us(r.changes_at),
+                    None if at is None else to_us(at),
+                )
+                for r in ranks
+            ],
+        )
+
+    def top_ranks(
+        self, model: str, kind: SubjectKind, name: str, n: int
+    ) -> list[tuple[str, float]]:
+        cursor = self._conn.execute(
+            "SELECT subject_id, value FROM ranks WHERE model = ? AND kind = ? AND name = ?"
+            " ORDER BY value DESC, subject_id LIMIT ?",
+            (model, kind, name, n),
+        )
+        return [(row[0], float(row[1])) for row in cursor]
+
+    def stale_ranks(
+        self, model: str, kind: SubjectKind, name: str, now: datetime, limit: int
+    ) -> list[str]:
+        cursor = self._conn.execute(
+            "SELECT subject_id FROM ranks WHERE model = ? AND kind = ? AND name = ?"
+            " AND changes_at <= ? ORDER BY changes_at, subject_id LIMIT ?",
+            (model, kind, name, to_us(now), limit),
+        )
+        return [row[0] for row in cursor]
 
     # -- qualifications ------------------------------------------------------------------
     def latest_qualification(
@@ -1093,6 +1201,72 @@ class _SQLiteTransaction:
             )
             self._conn.execute(f"DELETE FROM deliveries WHERE id IN {_IN_JSON}", wanted)
         return len(ids)
+
+    # -- nudges --------------------------------------------------------------------------
+    def open_nudge(self, record: NudgeRecord, now: datetime) -> bool:
+        self._conn.execute(
+            "UPDATE nudges SET status = 'expired', closed_at = until"
+            " WHERE user_id = ? AND key = ? AND status = 'open' AND until <= ?",
+            (record.user_id, record.key, to_us(now)),
+        )
+        cursor = self._conn.execute(
+            "INSERT INTO nudges (user_id, key, payload, created_at, until, seen_at, model, play,"
+            " status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open')"
+            " ON CONFLICT (user_id, key) WHERE status = 'open' DO NOTHING",
+            (
+                record.user_id,
+                record.key,
+                None if record.payload is None else dumps(record.payload),
+                to_us(record.created_at),
+                None if record.until is None else to_us(record.until),
+                None if record.seen_at is None else to_us(record.seen_at),
+                record.model,
+                record.play,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def nudges(self, user_id: str, now: datetime) -> list[NudgeRecord]:
+        cursor = self._conn.execute(
+            "SELECT key, payload, created_at, until, seen_at, model, play FROM nudges"
+            " WHERE user_id = ? AND status = 'open' AND (until IS NULL OR until > ?)"
+            " ORDER BY created_at, seq",
+            (user_id, to_us(now)),
+        )
+        return [  # the hot path of a page render: the records by hand
+            NudgeRecord(
+                user_id,
+                key,
+                None if payload is None else loads(payload),
+                from_us(created),
+                None if until is None else from_us(until),
+                None if seen is None else from_us(seen),
+                model,
+                play,
+            )
+            for key, payload, created, until, seen, model, play in cursor
+        ]
+
+    def mark_nudge(self, user_id: str, key: str, action: NudgeAction, at: datetime) -> bool | None:
+        when = to_us(at)
+        if action == "seen":
+            cursor = self._conn.execute(
+                "UPDATE nudges SET seen_at = ? WHERE user_id = ? AND key = ?"
+                " AND status = 'open' AND seen_at IS NULL",
+                (when, user_id, key),
+            )
+        else:
+            cursor = self._conn.execute(
+                "UPDATE nudges SET status = ?, closed_at = ?, seen_at = coalesce(seen_at, ?)"
+                " WHERE user_id = ? AND key = ? AND status = 'open'",
+                (action, when, when, user_id, key),
+            )
+        if cursor.rowcount:
+            return True
+        known = self._scalar(
+            "SELECT 1 FROM nudges WHERE user_id = ? AND key = ? LIMIT 1", (user_id, key)
+        )
+        return None if known is None else False
 
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
