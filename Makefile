@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest pytest-mypyc pytest-pythons mypyc bench docs clean
+.PHONY: demo test lint typecheck pytest pytest-mypyc pytest-pythons mypyc bench docs clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ typecheck: $(STAMP)
 # package's own pytest plugin, loaded at start-up, is measured too) and fails below the floor.
 COVERAGE_FLOOR := 95
 
-pytest: $(STAMP)
+# Debian's chromium, for the tests that open pages in a real headless browser
+browser:
+	.ci/ensure-chromium
+
+pytest: $(STAMP) browser
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)

@@ -13,10 +13,12 @@ import multiprocessing
 import multiprocessing.context
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typing_extensions import Unpack
@@ -117,6 +119,34 @@ def require_postgres() -> str:
             pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
         pytest.skip(reason)
     return POSTGRES_DSN
+
+
+def chromium_path() -> str:
+    """Debian's chromium (``make test`` installs it: .ci/ensure-chromium); skips the test
+    without one, but fails it under ``CI=true``."""
+    path = os.environ.get("PQLKIT_TEST_CHROMIUM") or shutil.which("chromium")
+    if path is None:
+        reason = "chromium is not installed (make browser installs it)"
+        if _IN_CI:
+            pytest.fail(f"{reason} (CI=true: the browser tests must run)", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(name="browser", scope="session")
+def fixture_browser() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright (a ``playwright.sync_api.Browser``)."""
+    path = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=path, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def new_postgres_schema() -> str:
