@@ -7,16 +7,15 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import attrs
-from typing_extensions import Self
 
 from ._clock import Clock
-from ._events import Qualification, record_from_dict, record_to_dict
+from ._events import JsonRecord, Qualification
 from ._observe import DeliveryFailure, Observer, notify
 from ._retry import pause
 from .exceptions import StoreError, TransientStoreError, ValidationError
@@ -90,7 +89,7 @@ def callback_name(fn: object, name: object = None) -> str:
 
 
 @attrs.frozen
-class Delivery:
+class Delivery(JsonRecord):
     """One qualification's delivery to one callback, as :meth:`Client.deliveries` lists it.
 
     Attributes:
@@ -114,26 +113,6 @@ class Delivery:
     next_attempt_at: datetime | None
     last_error: str | None
     finished_at: datetime | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """This Delivery as JSON-compatible values (``json.dumps`` takes them as they are).
-
-        The qualification is a nested object (:meth:`Qualification.to_dict`); datetimes
-        are ISO 8601 text with their UTC offset. :meth:`from_dict` reads it back.
-        """
-        return record_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """The Delivery that ``data`` (from :meth:`to_dict`) describes.
-
-        Unknown keys are ignored; a value of the wrong type is refused.
-
-        Raises:
-            ValidationError: A value is missing or of the wrong type, naming the field
-                (``"qualification.qualified_at"``, say).
-        """
-        return record_from_dict(cls, data)
 
     @classmethod
     def of(cls, record: DeliveryRecord) -> Delivery:

@@ -26,6 +26,7 @@ __all__ = [
     "BulkResult",
     "Event",
     "EventRecord",
+    "JsonRecord",
     "Nudge",
     "Qualification",
     "Stats",
@@ -234,8 +235,34 @@ def record_from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
         raise ValidationError(field or "data", reason) from error
 
 
+class JsonRecord:
+    """What every public record has: ``to_dict()`` and ``from_dict()``, through the
+    package's JSON converter (with its type checks)."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """This record as JSON-compatible values (``json.dumps`` takes them as they are).
+
+        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
+        tuples are lists. :meth:`from_dict` reads it back.
+        """
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The record that ``data`` (as :meth:`to_dict` gives it) describes.
+
+        Unknown keys are ignored; a value of the wrong type is refused.
+
+        Raises:
+            ValidationError: A value is missing or of the wrong type, naming the field.
+        """
+        return record_from_dict(cls, data)
+
+
 @attrs.frozen
-class Event:
+class Event(JsonRecord):
     """One event to record, as accepted by :meth:`Client.track_many`.
 
     It has exactly the parameters of :meth:`Client.track`.
@@ -252,25 +279,6 @@ class Event:
     account_id: str | None = None
     timestamp: datetime | None = None
     message_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """This Event as JSON-compatible values (``json.dumps`` takes them as they are).
-
-        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
-        tuples are lists. :meth:`from_dict` reads it back.
-        """
-        return record_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """The Event that ``data`` (as :meth:`to_dict` gives it) describes.
-
-        Unknown keys are ignored; a value of the wrong type is refused.
-
-        Raises:
-            ValidationError: A value is missing or of the wrong type, naming the field.
-        """
-        return record_from_dict(cls, data)
 
 
 @attrs.frozen
@@ -297,7 +305,7 @@ class EventRecord:
 
 
 @attrs.frozen
-class Qualification:
+class Qualification(JsonRecord):
     """A subject qualified (or, for ``on_disqualified``, stopped qualifying).
 
     Delivered to callbacks at least once; ``id`` is the same in every delivery of
@@ -366,7 +374,7 @@ class Qualification:
 
 
 @attrs.frozen
-class Nudge:
+class Nudge(JsonRecord):
     """A message waiting in a user's in-app inbox, from :meth:`Client.nudge` (or a play).
 
     Open until the user clicks or dismisses it (:meth:`Client.mark`), or until
@@ -400,28 +408,9 @@ class Nudge:
     seen_at: datetime | None = None
     play: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """This Nudge as JSON-compatible values (``json.dumps`` takes them as they are).
-
-        Datetimes are ISO 8601 text with their UTC offset. :meth:`from_dict` reads it back:
-        a web app can hand it to its page as it is.
-        """
-        return record_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """The Nudge that ``data`` (as :meth:`to_dict` gives it) describes.
-
-        Unknown keys are ignored; a value of the wrong type is refused.
-
-        Raises:
-            ValidationError: A value is missing or of the wrong type, naming the field.
-        """
-        return record_from_dict(cls, data)
-
 
 @attrs.frozen
-class TrackResult:
+class TrackResult(JsonRecord):
     """What one :meth:`Client.track` call changed.
 
     Attributes:
@@ -436,28 +425,9 @@ class TrackResult:
     duplicate: bool = False
     disqualified: list[Qualification] = attrs.field(factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        """This TrackResult as JSON-compatible values (``json.dumps`` takes them as they are).
-
-        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
-        tuples are lists. :meth:`from_dict` reads it back.
-        """
-        return record_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """The TrackResult that ``data`` (as :meth:`to_dict` gives it) describes.
-
-        Unknown keys are ignored; a value of the wrong type is refused.
-
-        Raises:
-            ValidationError: A value is missing or of the wrong type, naming the field.
-        """
-        return record_from_dict(cls, data)
-
 
 @attrs.frozen
-class BulkResult:
+class BulkResult(JsonRecord):
     """What :meth:`Client.track_many` did.
 
     Attributes:
@@ -470,28 +440,9 @@ class BulkResult:
     duplicates: int
     qualified: list[Qualification] = attrs.field(factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        """This BulkResult as JSON-compatible values (``json.dumps`` takes them as they are).
-
-        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
-        tuples are lists. :meth:`from_dict` reads it back.
-        """
-        return record_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """The BulkResult that ``data`` (as :meth:`to_dict` gives it) describes.
-
-        Unknown keys are ignored; a value of the wrong type is refused.
-
-        Raises:
-            ValidationError: A value is missing or of the wrong type, naming the field.
-        """
-        return record_from_dict(cls, data)
-
 
 @attrs.frozen
-class Stats:
+class Stats(JsonRecord):
     """The health of the PQL funnel, from :meth:`Client.stats`.
 
     Attributes:
@@ -514,22 +465,3 @@ class Stats:
     time_to_pql_median: timedelta | None
     time_to_pql_p90: timedelta | None
     pql_rate_healthy: bool | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """This Stats as JSON-compatible values (``json.dumps`` takes them as they are).
-
-        Datetimes are ISO 8601 text with their UTC offset, durations are seconds,
-        tuples are lists. :meth:`from_dict` reads it back.
-        """
-        return record_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """The Stats that ``data`` (as :meth:`to_dict` gives it) describes.
-
-        Unknown keys are ignored; a value of the wrong type is refused.
-
-        Raises:
-            ValidationError: A value is missing or of the wrong type, naming the field.
-        """
-        return record_from_dict(cls, data)

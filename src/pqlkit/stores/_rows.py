@@ -8,16 +8,16 @@ columns (properties, a delivery's qualification) and ``ts`` for timestamps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from .._convert import dumps, json_converter, loads, row_converter
+from .._convert import dumps, from_us, json_converter, loads, row_converter
 from .._events import EventRecord, Qualification
-from ._base import DeliveryRecord, NewEvent
+from ._base import DeliveryRecord, NewEvent, NudgeRecord
 
-__all__ = ["PAGE_SIZE", "event_pages", "payload", "rows"]
+__all__ = ["PAGE_SIZE", "event_pages", "nudge_records", "payload", "rows"]
 
 rows = row_converter.copy()
 
@@ -92,3 +92,21 @@ def event_pages(
         after_seq = got[-1]["seq"]
         if remaining is not None:
             remaining -= len(got)
+
+
+def nudge_records(user_id: str, rows: Iterable[Any]) -> list[NudgeRecord]:
+    """A user's nudges from the SQL stores' rows (key, payload, created, until, seen,
+    model, play): the hot path of a page render, so the records are built by hand."""
+    return [
+        NudgeRecord(
+            user_id,
+            key,
+            None if payload is None else loads(payload),
+            from_us(created),
+            None if until is None else from_us(until),
+            None if seen is None else from_us(seen),
+            model,
+            play,
+        )
+        for key, payload, created, until, seen, model, play in rows
+    ]

@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import attrs
 
 from .. import _process
-from .._convert import dumps, from_us, loads, to_us
+from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification, SubjectKind
 from .._retry import pause
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
@@ -56,7 +56,7 @@ from ._base import (
     Rank,
     StateRecord,
 )
-from ._rows import event_pages, payload, rows
+from ._rows import event_pages, nudge_records, payload, rows
 
 if TYPE_CHECKING:
     import psycopg
@@ -1119,19 +1119,7 @@ class _PostgresTransaction:
 
     def nudges(self, user_id: str, now: datetime) -> list[NudgeRecord]:
         rows = self._execute("nudges", (user_id, to_us(now))).fetchall()
-        return [
-            NudgeRecord(
-                user_id,
-                key,
-                None if payload is None else loads(payload),
-                from_us(created),
-                None if until is None else from_us(until),
-                None if seen is None else from_us(seen),
-                model,
-                play,
-            )
-            for key, payload, created, until, seen, model, play in rows
-        ]
+        return nudge_records(user_id, rows)
 
     def mark_nudge(self, user_id: str, key: str, action: NudgeAction, at: datetime) -> bool | None:
         when = to_us(at)

@@ -35,7 +35,7 @@ import attrs
 from sqlite_utils import Database
 
 from .. import _process
-from .._convert import dumps, from_us, loads, to_us
+from .._convert import dumps, loads, to_us
 from .._events import EventRecord, Qualification, SubjectKind
 from .._retry import pause
 from ..exceptions import SchemaError, StoreError, ValidationError
@@ -50,7 +50,7 @@ from ._base import (
     StateRecord,
     cannot_join,
 )
-from ._rows import event_pages, payload, rows
+from ._rows import event_pages, nudge_records, payload, rows
 
 __all__ = ["DEFAULT_SQLITE_PATH", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -1233,19 +1233,7 @@ class _SQLiteTransaction:
             " ORDER BY created_at, seq",
             (user_id, to_us(now)),
         )
-        return [  # the hot path of a page render: the records by hand
-            NudgeRecord(
-                user_id,
-                key,
-                None if payload is None else loads(payload),
-                from_us(created),
-                None if until is None else from_us(until),
-                None if seen is None else from_us(seen),
-                model,
-                play,
-            )
-            for key, payload, created, until, seen, model, play in cursor
-        ]
+        return nudge_records(user_id, cursor)
 
     def mark_nudge(self, user_id: str, key: str, action: NudgeAction, at: datetime) -> bool | None:
         when = to_us(at)
