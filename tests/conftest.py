@@ -133,9 +133,14 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(name="browser", scope="session")
+@pytest.fixture(name="browser")
 def fixture_browser() -> Iterator[Any]:
-    """A headless Chromium driven by Playwright (a ``playwright.sync_api.Browser``)."""
+    """A headless Chromium driven by Playwright (a ``playwright.sync_api.Browser``).
+
+    One per test, not per session: Playwright's sync API runs an asyncio event loop in
+    this thread while it is started, and every later ``asyncio.run()`` (the AsyncClient
+    tests) would fail with "cannot be called from a running event loop".
+    """
     path = chromium_path()
     from playwright.sync_api import sync_playwright
 
