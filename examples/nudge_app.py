@@ -26,6 +26,7 @@ import os
 from typing import Any
 
 from flask import Flask, Request, abort, render_template, request, session
+from markupsafe import escape
 
 import pqlkit
 from pqlkit import Model, count
@@ -81,7 +82,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.get("/login/<user_id>")
     def login(user_id: str) -> str:
         session["user_id"] = user_id  # a stand-in for your real sign-in
-        return f"signed in as {user_id}"
+        return (
+            f'<!doctype html><link rel="icon" href="data:,"><p>signed in as {escape(user_id)}</p>'
+        )
 
     @app.post("/track")
     def track() -> dict[str, Any]:

@@ -208,7 +208,9 @@ class PqlKit:
             app.register_blueprint(pql.nudges_blueprint(lambda request: session.get("user_id")))
         """
         if not callable(current_user):
-            raise ValidationError("current_user", f"must be a function of the request, got {current_user!r}")
+            raise ValidationError(
+                "current_user", f"must be a function of the request, got {current_user!r}"
+            )
         blueprint = flask.Blueprint(name, __name__, url_prefix=url_prefix)
 
         def user() -> str | None:
