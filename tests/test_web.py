@@ -34,7 +34,7 @@ EVIL = "</script><script>window.pwned = 1</script><!-- & \u2028"
 
 
 def test_nudges_script_cannot_be_ended_by_a_payload() -> None:
-    """A payload holding ``</script>`` or ``<!--`` stays inside the JSON element, read back intact."""
+    """A payload holding ``</script>`` or ``<!--`` stays in the JSON element, read back intact."""
     html = web.nudges_script([Nudge("u1", "tour", {"title": EVIL}, AT)])
     assert html.startswith('<script type="application/json" id="pqlkit-nudges">')
     assert html.endswith("</script>")
@@ -185,7 +185,7 @@ def fixture_workers(tmp_path: Path) -> Iterator[tuple[list[str], str]]:
             )
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 15
-        for url, process in zip(urls, processes):
+        for url, process in zip(urls, processes, strict=True):
             _wait_until_up(url, process, deadline)
         yield urls, store
     finally:
@@ -253,9 +253,11 @@ def test_a_nudge_in_the_browser_on_either_worker(browser: Any, workers: Any) -> 
         assert page.locator(".pqlkit-nudge").count() == 0
     assert problems == []
 
-    with pqlkit.Client(pqlkit.Model("reader"), store=store) as reader:
-        with reader.store.transaction() as tx:
-            marks = [e.event for e in tx.events(user_ids=["ada"]) if e.event.startswith("nudge_")]
+    with (
+        pqlkit.Client(pqlkit.Model("reader"), store=store) as reader,
+        reader.store.transaction() as tx,
+    ):
+        marks = [e.event for e in tx.events(user_ids=["ada"]) if e.event.startswith("nudge_")]
     assert marks == ["nudge_seen", "nudge_clicked"]
     context.close()
 

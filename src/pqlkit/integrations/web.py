@@ -123,7 +123,7 @@ def nudges_js() -> str:
     ``/pqlkit/nudges``) and ``data-csrf-token`` (sent as ``X-CSRFToken``; Django's
     ``csrftoken`` cookie is sent without it). Dependency-free; no ``innerHTML``.
     """
-    return resources.files(__package__).joinpath("static", "pqlkit-nudges.js").read_text("utf-8")
+    return resources.files(__package__).joinpath("static/pqlkit-nudges.js").read_text("utf-8")
 
 
 def check_mark(key: str, action: str) -> None:
