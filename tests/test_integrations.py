@@ -273,6 +273,7 @@ def test_flask_client_of_an_app_without_the_extension() -> None:
     [
         ("pqlkit.integrations.flask", "flask", "flask"),
         ("pqlkit.integrations.django", "django", "django"),
+        ("pqlkit.integrations.fastapi", "fastapi", "fastapi"),
     ],
 )
 def test_missing_framework_names_the_extra(

@@ -282,3 +282,84 @@ def test_a_hostile_payload_is_shown_as_text(browser: Any, workers: Any) -> None:
     _wait_for(lambda: _open_nudges(page, b) == [], "dismissed was not posted")
     assert problems == []
     context.close()
+
+
+# -- FastAPI -----------------------------------------------------------------------------------
+
+# Starlette's TestClient warns when it has to fall back to httpx (httpx2 needs Python 3.11+).
+starlette_on_httpx = pytest.mark.filterwarnings(
+    "ignore:Using `httpx` with `starlette.testclient` is deprecated"
+)
+
+
+@pytest.fixture(name="fastapi_http")
+def fixture_fastapi_http() -> Iterator[tuple[Any, pqlkit.Client]]:
+    """An app with the nudges router over a memory store, its AsyncClient built by the
+    lifespan; the user from an async function of a cookie (a stand-in for a session).
+    Yields the TestClient and the AsyncClient's Client."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import Cookie, FastAPI
+    from fastapi.responses import HTMLResponse
+    from fastapi.testclient import TestClient
+
+    from pqlkit.integrations.fastapi import nudges_html, nudges_router
+
+    held: dict[str, pqlkit.AsyncClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        async with pqlkit.AsyncClient(pqlkit.Model("web"), store="memory://") as client:
+            app.state.pqlkit = held["client"] = client
+            yield
+
+    async def current_user(request: Any) -> str | None:
+        user: str | None = request.cookies.get("signed_in_as")
+        return user
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(
+        nudges_router(lambda request: request.app.state.pqlkit, current_user, prefix="/p")
+    )
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home(signed_in_as: str | None = Cookie(None)) -> str:
+        client = held["client"]
+        nudges = await nudges_html(client, signed_in_as, prefix="/p") if signed_in_as else ""
+        return f"<body>{nudges}</body>"
+
+    with TestClient(app) as http:
+        yield http, held["client"].client
+
+
+@starlette_on_httpx
+def test_fastapi_router_serves_the_signed_in_user_only(fastapi_http: Any) -> None:
+    """GET lists the signed-in user's nudges, nobody else's; signed out is a 401."""
+    http, client = fastapi_http
+    client.nudge("ada", "upgrade", {"title": "Hi"})
+    assert http.get("/p/nudges").status_code == 401
+    assert http.post("/p/nudges/upgrade/clicked").status_code == 401
+    http.cookies.set("signed_in_as", "bob")
+    assert http.get("/p/nudges", params={"user_id": "ada"}).json() == {"nudges": []}
+    assert http.post("/p/nudges/upgrade/clicked").json()["field"] == "key"  # not bob's
+    http.cookies.set("signed_in_as", "ada")
+    assert [n["payload"] for n in http.get("/p/nudges").json()["nudges"]] == [{"title": "Hi"}]
+
+
+@starlette_on_httpx
+def test_fastapi_marks_bad_input_page_and_script(fastapi_http: Any) -> None:
+    """POST marks; a bad action is a 400 naming it; the page embeds the nudges; the script."""
+    http, client = fastapi_http
+    client.nudge("ada", "upgrade", {"title": "</script>"})
+    http.cookies.set("signed_in_as", "ada")
+    page = http.get("/").text
+    assert '"title":"\\u003c/script\\u003e"' in page
+    assert '<script src="/p/nudges.js" data-endpoint="/p/nudges" defer>' in page
+    bad = http.post("/p/nudges/upgrade/opened")
+    assert (bad.status_code, bad.json()["field"]) == (400, "action")
+    assert http.post("/p/nudges/upgrade/seen").json() == {"changed": True}
+    assert http.post("/p/nudges/upgrade/clicked").json() == {"changed": True}
+    assert http.get("/p/nudges").json() == {"nudges": []}
+    script = http.get("/p/nudges.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.text == web.nudges_js()

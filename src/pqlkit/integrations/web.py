@@ -33,8 +33,8 @@ from ..exceptions import ValidationError
 
 __all__ = [
     "ACTIONS",
-    "SCRIPT_ID",
     "Markup",
+    "SCRIPT_ID",
     "check_mark",
     "nudges_body",
     "nudges_js",
