@@ -51,7 +51,7 @@ from . import web
 
 __all__ = ["CurrentUser", "nudges_html", "nudges_router"]
 
-CurrentUser = Callable[[fastapi.Request], "str | None | Awaitable[str | None]"]
+CurrentUser = Callable[[fastapi.Request], "str | Awaitable[str | None] | None"]
 """Who is signed in, from the request (your session or token): their id, or None (may be async)."""
 
 
