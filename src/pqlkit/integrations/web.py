@@ -80,7 +80,11 @@ def nudges_body(nudges: Iterable[Nudge]) -> dict[str, Any]:
 
 
 def nudges_script(
-    nudges: Iterable[Nudge], *, src: str | None = None, endpoint: str | None = None
+    nudges: Iterable[Nudge],
+    *,
+    src: str | None = None,
+    endpoint: str | None = None,
+    csrf_token: str | None = None,
 ) -> Markup:
     """The user's nudges in the page: ``<script type="application/json" id="pqlkit-nudges">``.
 
@@ -93,6 +97,8 @@ def nudges_script(
             ``<script src=... defer>`` follows the data.
         endpoint: That script's ``data-endpoint``: where the routes are
             (default ``/pqlkit/nudges``).
+        csrf_token: That script's ``data-csrf-token``, sent with each mark as
+            ``X-CSRFToken``.
 
     Example:
         >>> from datetime import datetime, timezone
@@ -108,6 +114,8 @@ def nudges_script(
     html = f'<script type="application/json" id="{SCRIPT_ID}">{data}</script>'
     if src is not None:
         where = "" if endpoint is None else f' data-endpoint="{_attribute(endpoint)}"'
+        if csrf_token is not None:
+            where += f' data-csrf-token="{_attribute(csrf_token)}"'
         html += f'<script src="{_attribute(src)}"{where} defer></script>'
     return Markup(html)
 
