@@ -133,9 +133,14 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(name="browser", scope="session")
+@pytest.fixture(name="browser", scope="module")
 def fixture_browser() -> Iterator[Any]:
-    """A headless Chromium driven by Playwright (a ``playwright.sync_api.Browser``)."""
+    """A headless Chromium driven by Playwright (a ``playwright.sync_api.Browser``).
+
+    One per test module, not per session: Playwright's sync API keeps an asyncio loop
+    running in the main thread while it is open, and ``asyncio.run()`` in any later test
+    (tests/test_integrations.py's FastAPI tests) would fail with "cannot be called from a
+    running event loop"."""
     path = chromium_path()
     from playwright.sync_api import sync_playwright
 
