@@ -48,7 +48,8 @@ pytest: $(STAMP) browser
 # install runs (tests/conftest.py refuses a run whose build is not the one expected).
 MYPYC_DIR := $(CURDIR)/build/mypyc
 MYPYC_STAMP := $(MYPYC_DIR)/.built
-MYPYC_SOURCES := pyproject.toml README.md $(wildcard src/pqlkit/*.py src/pqlkit/*/*.py)
+MYPYC_SOURCES := pyproject.toml README.md $(wildcard src/pqlkit/*.py src/pqlkit/*/*.py) \
+	$(wildcard src/pqlkit/*/*/*.py src/pqlkit/*/*/*/*.py src/pqlkit/integrations/static/*)
 
 $(MYPYC_STAMP): $(MYPYC_SOURCES) | $(BIN)/python
 	rm -rf $(MYPYC_DIR) build/mypyc-wheel

@@ -37,7 +37,7 @@ LAYERS: list[set[str]] = [
 SUBPACKAGE_LAYERS = {
     "_engine": ["state", "accumulators", "evaluate", "plan", "explain", "__init__"],
     "stores": ["_base", "_rows", "memory", "sqlite", "postgres", "_url", "__init__"],
-    "integrations": ["__init__", "flask", "django"],
+    "integrations": ["__init__", "web", "flask", "fastapi", "django"],
     "_lab": [
         "stats",
         "simulation",

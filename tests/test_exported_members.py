@@ -11,7 +11,9 @@ import pqlkit.exceptions
 import pqlkit.integrations
 import pqlkit.integrations.django
 import pqlkit.integrations.django.apps
+import pqlkit.integrations.fastapi
 import pqlkit.integrations.flask
+import pqlkit.integrations.web
 import pqlkit.sinks
 import pqlkit.stores
 import pqlkit.testing
@@ -37,7 +39,17 @@ def test_all_is_exactly_the_public_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [pqlkit.exceptions, pqlkit.integrations, pqlkit.sinks, pqlkit.stores, pqlkit.testing]
+    "module",
+    [
+        pqlkit.exceptions,
+        pqlkit.integrations,
+        pqlkit.integrations.fastapi,
+        pqlkit.integrations.flask,
+        pqlkit.integrations.web,
+        pqlkit.sinks,
+        pqlkit.stores,
+        pqlkit.testing,
+    ],
 )
 def test_public_modules_export_what_they_define(module: ModuleType) -> None:
     """Each public module's ``__all__`` is sorted and holds every public name it defines

@@ -273,6 +273,7 @@ def test_flask_client_of_an_app_without_the_extension() -> None:
     [
         ("pqlkit.integrations.flask", "flask", "flask"),
         ("pqlkit.integrations.django", "django", "django"),
+        ("pqlkit.integrations.fastapi", "fastapi", "fastapi"),
     ],
 )
 def test_missing_framework_names_the_extra(
@@ -574,6 +575,76 @@ def test_django_manage_py_runs_the_sweep(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pqlkit sweep: 0 fired, 0 pending"
+
+
+def test_django_nudge_views_serve_the_signed_in_user_only(django_client: Any) -> None:
+    """The nudge views list the signed-in user's nudges only; signed out is a 401."""
+    from django.test import Client as DjangoClient
+
+    from pqlkit.integrations.django import get_client
+
+    get_client().nudge("nadia", "upgrade", {"title": "Hi"})
+    anonymous, bob = DjangoClient(), DjangoClient()
+    assert anonymous.get("/pqlkit/nudges").status_code == 401
+    assert anonymous.post("/pqlkit/nudges/upgrade/clicked").status_code == 401
+    bob.get("/login/bob")
+    assert bob.get("/pqlkit/nudges?user_id=nadia").json() == {"nudges": []}
+    assert bob.post("/pqlkit/nudges/upgrade/clicked").json()["field"] == "key"  # not bob's
+    nadia = DjangoClient()
+    nadia.get("/login/nadia")
+    assert [n["payload"] for n in nadia.get("/pqlkit/nudges").json()["nudges"]] == [{"title": "Hi"}]
+    get_client().mark("nadia", "upgrade", "dismissed")
+
+
+def test_django_page_tag_marks_and_csrf(django_client: Any) -> None:
+    """{% pqlkit_nudges %} embeds the nudges, escaped, with the script and a CSRF token; a mark
+    needs the token; a bad action is a 400 naming it; the script is served."""
+    from django.test import Client as DjangoClient
+
+    from pqlkit.integrations.django import get_client
+
+    get_client().nudge("olga", "upgrade", {"title": "</script><b>"})
+    browser = DjangoClient(enforce_csrf_checks=True)
+    assert "pqlkit-nudges" not in browser.get("/").content.decode()  # signed out
+    browser.get("/login/olga")
+    page = browser.get("/").content.decode()
+    assert '"title":"\\u003c/script\\u003e\\u003cb\\u003e"' in page
+    token = re.search(r'data-csrf-token="([^"]+)"', page)
+    assert token is not None
+    assert '<script src="/pqlkit/nudges.js" data-endpoint="/pqlkit/nudges"' in page
+    assert browser.post("/pqlkit/nudges/upgrade/seen").status_code == 403  # no token
+    headers = {"X-CSRFToken": token.group(1)}
+    bad = browser.post("/pqlkit/nudges/upgrade/opened", headers=headers)
+    assert (bad.status_code, bad.json()["field"]) == (400, "action")
+    assert browser.post("/pqlkit/nudges/upgrade/clicked", headers=headers).json() == {
+        "changed": True
+    }
+    assert browser.get("/pqlkit/nudges").json() == {"nudges": []}
+    script = browser.get("/pqlkit/nudges.js")
+    assert script["content-type"].startswith("text/javascript")
+    from pqlkit.integrations import web
+
+    assert script.content.decode() == web.nudges_js()
+
+
+def test_django_default_nudge_urls_use_request_user(django_client: Any) -> None:
+    """``include("pqlkit.integrations.django.urls")`` reads ``request.user`` (its pk, when
+    authenticated)."""
+    from types import SimpleNamespace
+
+    from pqlkit.integrations.django import urls
+    from pqlkit.integrations.django.views import signed_in_user
+
+    assert [p.name for p in urls.urlpatterns] == [
+        "pqlkit_nudges",
+        "pqlkit_nudges_js",
+        "pqlkit_nudge_mark",
+    ]
+    signed_in = SimpleNamespace(user=SimpleNamespace(is_authenticated=True, pk=42))
+    signed_out = SimpleNamespace(user=SimpleNamespace(is_authenticated=False, pk=None))
+    assert signed_in_user(signed_in) == "42"  # type: ignore[arg-type]
+    assert signed_in_user(signed_out) is None  # type: ignore[arg-type]
+    assert signed_in_user(SimpleNamespace()) is None  # type: ignore[arg-type]
 
 
 def test_django_get_client_before_setup_is_a_clear_error() -> None:

@@ -1,10 +1,12 @@
-"""Views: record an event, explain a user's score, list who qualified."""
+"""Views: record an event, explain a user's score, list who qualified; a page with nudges."""
 
 from __future__ import annotations
 
 import json
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils.html import escape
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -60,3 +62,31 @@ def qualifications(request: HttpRequest) -> JsonResponse:
             "next": page[-1].id if len(page) == 20 else None,
         }
     )
+
+
+# -- nudges ------------------------------------------------------------------------------------
+
+
+# --8<-- [start:nudges]
+def current_user(request: HttpRequest) -> str | None:
+    """The signed-in user: a stand-in for ``request.user`` (this project has no database),
+    from a signed cookie. The nudge views read the user here, never from the URL or body."""
+    user: str | None = request.get_signed_cookie("user_id", default=None)
+    return user
+
+
+@require_GET
+def login(request: HttpRequest, user_id: str) -> HttpResponse:
+    """``GET /login/<id>``: sign in (a stand-in for your real sign-in)."""
+    response = HttpResponse(f"signed in as {escape(user_id)}")
+    response.set_signed_cookie("user_id", user_id, httponly=True, samesite="Lax")
+    return response
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """A page whose first render carries the user's nudges (``{% pqlkit_nudges user_id %}``)."""
+    return render(request, "pql_app/home.html", {"user_id": current_user(request)})
+
+
+# --8<-- [end:nudges]

@@ -19,9 +19,20 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
 
 INSTALLED_APPS = ["pqlkit.integrations.django", "pql_app"]
-MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+MIDDLEWARE = [
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",  # the nudge marks are CSRF-protected
+]
 ROOT_URLCONF = "pqlkit_site.urls"
 DATABASES: dict[str, dict[str, str]] = {}  # pqlkit keeps its own store; no ORM models here
+# the page with nudges: {% load pqlkit %}{% pqlkit_nudges user_id %} (pql_app/templates)
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
 USE_TZ = True
 TIME_ZONE = "UTC"
 

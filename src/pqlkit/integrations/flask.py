@@ -59,8 +59,12 @@ from .._events import TrackResult
 from .._loading import load_model
 from .._model import Model
 from ..exceptions import ClientClosedError, ValidationError
+from . import web
 
-__all__ = ["PqlKit", "cli", "client_of"]
+__all__ = ["CurrentUser", "PqlKit", "cli", "client_of"]
+
+CurrentUser = Callable[[flask.Request], "str | None"]
+"""Who is signed in, from the request (your session or token): their user id, or None."""
 
 _F = TypeVar("_F", bound=Callback)
 CallbackKind = Literal["pql", "pqa", "disqualified"]
@@ -173,6 +177,84 @@ class PqlKit:
     ) -> _F | Callable[[_F], _F]:
         """Decorator: call ``fn`` when a qualified subject's rule turns false."""
         return register_or_decorate(lambda f: self.on("disqualified", f, name=name), fn)
+
+    # -- nudges ------------------------------------------------------------------------------
+    def nudges_blueprint(
+        self,
+        current_user: CurrentUser,
+        *,
+        url_prefix: str = "/pqlkit",
+        name: str = "pqlkit_nudges",
+    ) -> flask.Blueprint:
+        """A blueprint serving the current user's nudges to the page's script.
+
+        Routes (under ``url_prefix``): ``GET /nudges`` (``{"nudges": [...]}``),
+        ``POST /nudges/<key>/<action>`` (``{"changed": bool}``; 400 naming the
+        field for an unknown key or action) and ``GET /nudges.js`` (the script).
+        A request whose ``current_user`` is None gets a 401. It also adds the
+        template global ``pqlkit_nudges()``: the user's nudges and the script tag
+        for the page's first render (``{{ pqlkit_nudges() }}``; nothing when no
+        one is signed in).
+
+        Args:
+            current_user: ``current_user(flask.request)``: the signed-in user's id,
+                or None. Never taken from the URL or body: a user must not read or
+                mark another's nudges.
+            url_prefix: Where the routes go.
+            name: The blueprint's name (for ``url_for``).
+
+        Example::
+
+            app.register_blueprint(pql.nudges_blueprint(lambda request: session.get("user_id")))
+        """
+        if not callable(current_user):
+            raise ValidationError(
+                "current_user", f"must be a function of the request, got {current_user!r}"
+            )
+        blueprint = flask.Blueprint(name, __name__, url_prefix=url_prefix)
+
+        def user() -> str | None:
+            found = current_user(flask.request)
+            return None if found is None else str(found)
+
+        @blueprint.get("/nudges")
+        def list_nudges() -> tuple[dict[str, Any], int]:
+            user_id = user()
+            if user_id is None:
+                return {"field": "user", "reason": "not signed in"}, 401
+            return web.nudges_body(self.client.nudges(user_id)), 200
+
+        @blueprint.post("/nudges/<key>/<action>")
+        def mark_nudge(key: str, action: str) -> tuple[dict[str, Any], int]:
+            user_id = user()
+            if user_id is None:
+                return {"field": "user", "reason": "not signed in"}, 401
+            try:
+                web.check_mark(key, action)
+                changed = self.client.mark(user_id, key, action)  # type: ignore[arg-type]
+            except ValidationError as error:
+                return {"field": error.field, "reason": error.reason}, 400
+            return {"changed": changed}, 200
+
+        @blueprint.get("/nudges.js")
+        def script() -> flask.Response:
+            response = flask.Response(web.nudges_js(), mimetype="text/javascript")
+            response.cache_control.public = True
+            response.cache_control.max_age = 3600
+            return response
+
+        @blueprint.app_template_global("pqlkit_nudges")
+        def pqlkit_nudges() -> web.Markup:
+            user_id = user()
+            if user_id is None:
+                return web.Markup("")
+            return web.nudges_script(
+                self.client.nudges(user_id),
+                src=flask.url_for(f"{name}.script"),
+                endpoint=flask.url_for(f"{name}.list_nudges"),
+            )
+
+        return blueprint
 
     # -- recording ---------------------------------------------------------------------------
     def track(

@@ -1,0 +1,1 @@
+"""The ``pqlkit`` template tag library (``{% load pqlkit %}``)."""
