@@ -416,15 +416,25 @@ class Client:
         """
         self._core.alias(previous_id, user_id)
 
-    def forget(self, user_id: str) -> None:
+    def forget(self, user_id: str, *, vacuum: bool = False) -> None:
         """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications,
-        nudges.
+        nudges, and its state under every model sharing the store.
 
-        Its accounts are rebuilt without its events, and its events are removed
-        from the context of its accounts' stored qualifications (pending or sent).
-        A later ``track()`` for the id starts fresh.
+        Its accounts are rebuilt without its events (other models' states of them
+        are marked for a rebuild from the log when their model next reads them);
+        its events leave the context of its accounts' stored qualifications
+        (pending, sent or dead), and its values quoted in their explanations and
+        context become ``"[forgotten]"``. Then the store scrubs its files: SQLite
+        truncates its write-ahead log (deleted rows are zeroed: ``secure_delete``);
+        PostgreSQL, with ``vacuum=True``, vacuums its tables. A later ``track()``
+        for the id starts fresh. See docs/privacy.md.
+
+        Args:
+            user_id: The user (or any of its aliases).
+            vacuum: On PostgreSQL, run ``VACUUM`` on the affected tables afterwards, so
+                no dead row version keeps the data (SQLite: ``VACUUM`` the file).
         """
-        self._core.forget(user_id)
+        self._core.forget(user_id, vacuum=vacuum)
 
     # -- nudges ------------------------------------------------------------------------
     # A nudge is a message waiting in a user's in-app inbox, kept in the store: every

@@ -37,7 +37,7 @@ from ._events import (
     SubjectKind,
     TrackResult,
 )
-from ._firing import Firing, redact
+from ._firing import Firing, personal_values, redact
 from ._model import Model
 from ._observe import Observer
 from ._ranking import Ranking
@@ -359,7 +359,7 @@ class Core:
         if out is not None:
             self._dispatcher.fired(_fired([out]))
 
-    def forget(self, user_id: object) -> None:
+    def forget(self, user_id: object, *, vacuum: bool = False) -> None:
         self._check_open()
         user = check_id(user_id, "user_id", self._limits)
 
@@ -375,15 +375,18 @@ class Core:
                 if keys <= held:
                     break
                 self._lock(tx, held, keys)
-            tx.forget_users(ids)
+            values = personal_values(tx, ids)  # what payloads may quote: read before deleting
+            tx.forget_users(ids)  # (every model's states of the users go with them)
             for i in ids:
-                tx.delete_state(self.model.name, "user", i)
                 tx.delete_qualifications(i, "pql")
-            redact(tx, set(accounts), set(ids))
+            for a in accounts:  # other models' states of the accounts hold the users' values
+                tx.invalidate_states("account", a, keep=self.model.name)
+            redact(tx, set(accounts), set(ids), values)
             self._rebuild.subjects(tx, [("account", a) for a in accounts], out)
             return out
 
         out = self._session.write(work)
+        self.store.scrub(vacuum=vacuum)
         self._dispatcher.fired(_fired([out]))
 
     # -- nudges ------------------------------------------------------------------------

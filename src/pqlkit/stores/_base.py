@@ -55,6 +55,7 @@ from .._events import EventRecord, Nudge, Qualification, SubjectKind
 from ..exceptions import ValidationError
 
 __all__ = [
+    "INVALID_STATE",
     "DeliveryRecord",
     "NewEvent",
     "NudgeAction",
@@ -69,6 +70,10 @@ __all__ = [
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
 DeliveryStatus = Literal["pending", "delivered", "dead", "expired"]
 NudgeAction = Literal["seen", "clicked", "dismissed"]
+
+INVALID_STATE = "[]"
+"""The text :meth:`Transaction.invalidate_states` stores: no model reads it as a state,
+so the subject is rebuilt from the log when its model next loads it."""
 
 
 @attrs.frozen
@@ -271,7 +276,14 @@ class Transaction(Protocol):
         """Every user id (as recorded) with an event for this account."""
 
     def forget_users(self, user_ids: Sequence[str]) -> None:
-        """Delete the events, traits, aliases and nudges of these user ids."""
+        """Delete the events, traits, aliases and nudges of these user ids, and their
+        states and ranks under every model (not only the caller's)."""
+
+    def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
+        """Replace the subject's stored state under every model but ``keep`` by
+        :data:`INVALID_STATE` (``forget`` does: another model's state of an account may
+        quote a forgotten user's values; that model rebuilds it from the log when it
+        next loads it). Returns how many states it replaced."""
 
     # -- derived state -------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -546,6 +558,16 @@ class Store(Protocol):
         Raises:
             ValidationError: This store cannot join a caller's transaction (only
                 PostgresStore can), naming ``connection``.
+        """
+
+    def scrub(self, *, vacuum: bool = False) -> None:
+        """Leave no copy of deleted rows in the store's files (``forget`` calls it after
+        its transaction).
+
+        SQLiteStore checkpoints its write-ahead log and truncates it (deleted pages
+        are zeroed already: ``secure_delete`` is on); PostgresStore, with ``vacuum``,
+        runs ``VACUUM`` on its tables (without it, dead row versions keep the data
+        until autovacuum reclaims them); MemoryStore has nothing to do.
         """
 
     def close(self) -> None:

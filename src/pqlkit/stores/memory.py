@@ -17,6 +17,7 @@ import attrs
 from .._events import EventRecord, Qualification, SubjectKind
 from ..exceptions import StoreError
 from ._base import (
+    INVALID_STATE,
     DeliveryKind,
     DeliveryRecord,
     DeliveryStatus,
@@ -250,6 +251,15 @@ class _MemoryTransaction:
         for prev, target in list(d.aliases.items()):
             if prev in wanted or target in wanted:
                 self._del(d.aliases, prev)
+        # every model's states and ranks of these users (an old model version's too)
+        for key in [k for k in d.states if k[1] == "user" and k[2] in wanted]:
+            self.delete_state(key[0], "user", key[2])
+
+    def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
+        keys = [k for k in self._d.states if k[0] != keep and k[1] == kind and k[2] == subject_id]
+        for key in keys:
+            self._set(self._d.states, key, attrs.evolve(self._d.states[key], state=INVALID_STATE))
+        return len(keys)
 
     # -- derived state -------------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -772,6 +782,9 @@ class MemoryStore:
     def joined(self, connection: Any) -> AbstractContextManager[_MemoryTransaction]:
         """Refused: only a PostgresStore joins the caller's transaction."""
         raise cannot_join(self)
+
+    def scrub(self, *, vacuum: bool = False) -> None:
+        """Nothing to do: deleted data is gone from memory once nothing refers to it."""
 
     def close(self) -> None:
         """Nothing to release; the data stays readable until garbage-collected."""

@@ -47,6 +47,7 @@ from .._events import EventRecord, Qualification, SubjectKind
 from .._retry import pause
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from ._base import (
+    INVALID_STATE,
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
@@ -256,6 +257,19 @@ _MIGRATIONS: list[list[str]] = [
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; a database at a higher version is refused."""
 
+# the tables forget() deletes or rewrites rows of (scrub(vacuum=True) vacuums them)
+_PERSONAL_TABLES = (
+    "events",
+    "aliases",
+    "traits",
+    "states",
+    "ranks",
+    "qualifications",
+    "deliveries",
+    "callback_deliveries",
+    "nudges",
+)
+
 _SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {s}.schema_version (
     version integer PRIMARY KEY,
     applied_at bigint NOT NULL
@@ -413,6 +427,13 @@ _STATEMENTS: dict[str, str] = {
     ),
     "has_nudge": "SELECT 1 FROM {s}.nudges WHERE user_id = %s AND key = %s LIMIT 1",
     "forget_nudges": "DELETE FROM {s}.nudges WHERE user_id = ANY(%s::text[])",
+    "forget_states": (
+        "DELETE FROM {s}.states WHERE kind = 'user' AND subject_id = ANY(%s::text[])"
+    ),
+    "forget_ranks": "DELETE FROM {s}.ranks WHERE kind = 'user' AND subject_id = ANY(%s::text[])",
+    "invalidate_states": (
+        "UPDATE {s}.states SET state = %s WHERE kind = %s AND subject_id = %s AND model <> %s"
+    ),
     "due_subjects": (
         "SELECT kind, subject_id FROM {s}.states WHERE model = %s AND due_at <= %s"
         " ORDER BY due_at, kind, subject_id LIMIT %s"
@@ -829,6 +850,14 @@ class _PostgresTransaction:
         self._execute("forget_traits", (wanted,))
         self._execute("forget_aliases", {"ids": wanted})
         self._execute("forget_nudges", (wanted,))
+        # every model's states and ranks of these users (an old model version's too)
+        self._execute("forget_states", (wanted,))
+        self._execute("forget_ranks", (wanted,))
+
+    def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
+        return int(
+            self._execute("invalidate_states", (INVALID_STATE, kind, subject_id, keep)).rowcount
+        )
 
     # -- derived state -------------------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -1503,6 +1532,29 @@ class PostgresStore:
                 f"PostgreSQL aborted the transaction to resolve a conflict ({code}): {error}"
             )
         return StoreError(f"PostgreSQL error at {self._where}: {error}")
+
+    def scrub(self, *, vacuum: bool = False) -> None:
+        """With ``vacuum``, run ``VACUUM`` on the tables that hold personal data.
+
+        A ``DELETE`` (or an ``UPDATE``) in PostgreSQL leaves the old row version in
+        its page, invisible but readable from the data files, until a vacuum marks
+        its space free; autovacuum does that eventually (on its thresholds), and the
+        space is overwritten only when new rows reuse it. ``VACUUM`` (not ``FULL``:
+        it takes no exclusive lock) reclaims it now; it runs outside a transaction,
+        on a pooled connection. Without ``vacuum``, nothing is done.
+        """
+        if not vacuum:
+            return
+        import psycopg
+        from psycopg import sql
+
+        pool = self._pool()
+        try:
+            with pool.connection() as conn:  # autocommit: VACUUM cannot run in a transaction
+                for table in _PERSONAL_TABLES:
+                    conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(self._schema, table)))
+        except psycopg.Error as error:
+            raise self._translate(error) from error
 
     def close(self) -> None:
         """Close this process's pool. Idempotent.
