@@ -76,7 +76,7 @@ def test_forget_leaves_no_byte_of_the_user_in_the_sqlite_files(tmp_path: Path) -
     store_a, store_b = SQLiteStore(path), SQLiteStore(path)
     client = _fill(store_a, store_b)
     assert _file_hits(path)  # it is there before
-    client.forget(USER)
+    client.forget(USER, suppress=True)  # (the suppression keeps only a digest of the id)
     assert _file_hits(path) == {}
     # the other user is untouched, and the old model's account is rebuilt without the user
     assert OTHER[0].encode() in path.read_bytes() + Path(f"{path}-wal").read_bytes()
@@ -157,3 +157,60 @@ def test_secure_delete_is_on(tmp_path: Path) -> None:
     """Every connection the store opens zeroes deleted content (PRAGMA secure_delete)."""
     with SQLiteStore(tmp_path / "x.db") as store, store.transaction() as tx:
         assert tx._conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+
+
+# -- suppression -----------------------------------------------------------------------
+
+
+def test_a_suppressed_user_is_dropped_until_unsuppressed(store: Store) -> None:
+    """After forget(user, suppress=True), track(), identify() and alias() for it store
+    nothing (TrackResult.suppressed, counted in stats()); unsuppress() lifts it."""
+    model = pqlkit.Model("m", signals={"in": pqlkit.did("login")}, pql=pqlkit.did("login"))
+    with pqlkit.Client(model, store=store) as client:
+        client.track(USER, "login", {"email": VALUES[0]})
+        client.forget(USER, suppress=True)
+        result = client.track(USER, "login", {"email": VALUES[0]})
+        assert result.suppressed is True
+        assert result == pqlkit.TrackResult.from_dict(result.to_dict())
+        client.identify(USER, {"email": VALUES[0]})
+        client.alias(USER, "someone-else")
+        client.alias("anon-1", USER)
+        assert client.track("bob", "login").suppressed is False
+        with store.transaction() as tx:
+            assert list(tx.events(user_ids=[USER])) == []
+            assert tx.traits("user", USER) == {}
+            assert tx.resolve(USER) == USER
+            assert tx.resolve("anon-1") == "anon-1"
+            assert USER not in str(tx.get_meta("suppression:key"))
+        assert client.stats().suppressed == 4
+        assert client.unsuppress(USER) is True
+        assert client.unsuppress(USER) is False
+        assert client.track(USER, "login").suppressed is False
+        with store.transaction() as tx:
+            assert len(list(tx.events(user_ids=[USER]))) == 1
+
+
+def test_a_stale_client_in_another_process_drops_a_suppressed_user(tmp_path: Path) -> None:
+    """A client that started before the suppression (and whose cache saw none) drops the
+    user's events once another process's client suppressed it."""
+    import multiprocessing
+
+    path = tmp_path / "pqlkit.db"
+    model = pqlkit.Model("m", signals={"in": pqlkit.did("login")}, pql=pqlkit.did("login"))
+    with pqlkit.Client(model, store=SQLiteStore(path)) as stale:
+        assert stale.track(USER, "login").suppressed is False  # warm: it saw no suppression
+        assert stale.track("bob", "login").suppressed is False
+        ctx = multiprocessing.get_context("spawn")
+        child = ctx.Process(target=_forget_in_child, args=(str(path),))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        assert stale.track(USER, "login").suppressed is True
+        assert stale.track("bob", "login").suppressed is False
+        assert stale.stats().suppressed == 1
+
+
+def _forget_in_child(path: str) -> None:
+    model = pqlkit.Model("m", signals={"in": pqlkit.did("login")}, pql=pqlkit.did("login"))
+    with pqlkit.Client(model, store=SQLiteStore(path)) as client:
+        client.forget(USER, suppress=True)

@@ -416,7 +416,7 @@ class Client:
         """
         self._core.alias(previous_id, user_id)
 
-    def forget(self, user_id: str, *, vacuum: bool = False) -> None:
+    def forget(self, user_id: str, *, suppress: bool = False, vacuum: bool = False) -> None:
         """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications,
         nudges, and its state under every model sharing the store.
 
@@ -431,10 +431,19 @@ class Client:
 
         Args:
             user_id: The user (or any of its aliases).
+            suppress: Also record each of its ids (as a keyed one-way digest) so that
+                later ``track()``, ``identify()`` and ``alias()`` calls for them are
+                dropped, by every client of the store (``TrackResult.suppressed``,
+                counted in ``stats().suppressed``) until :meth:`unsuppress`.
             vacuum: On PostgreSQL, run ``VACUUM`` on the affected tables afterwards, so
                 no dead row version keeps the data (SQLite: ``VACUUM`` the file).
         """
-        self._core.forget(user_id, vacuum=vacuum)
+        self._core.forget(user_id, suppress=suppress, vacuum=vacuum)
+
+    def unsuppress(self, user_id: str) -> bool:
+        """Lift a suppression made by ``forget(user_id, suppress=True)``: calls for the id
+        are recorded again. Returns False if the id was not suppressed."""
+        return self._core.unsuppress(user_id)
 
     # -- nudges ------------------------------------------------------------------------
     # A nudge is a message waiting in a user's in-app inbox, kept in the store: every

@@ -523,6 +523,24 @@ class Transaction(Protocol):
         has no nudge of that key at all.
         """
 
+    # -- suppressions ----------------------------------------------------------
+    # Ids whose later track(), identify() and alias() calls are dropped, stored only
+    # as one-way digests (the Client computes them: see pqlkit._suppression).
+    def suppress(self, digest: str, at: datetime) -> bool:
+        """Record ``digest`` as suppressed (since ``at``); False if it was already."""
+
+    def unsuppress(self, digest: str) -> bool:
+        """Lift the suppression of ``digest``; False if there was none."""
+
+    def has_suppressions(self) -> bool:
+        """True if any digest is suppressed (a cheap read: the Client asks it first)."""
+
+    def drop_suppressed(self, digests: Sequence[str]) -> bool:
+        """True if one of ``digests`` is suppressed; then the dropped call is counted."""
+
+    def suppressed_calls(self) -> int:
+        """How many calls were dropped for the digests suppressed now."""
+
     # -- metadata --------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         """A stored setting (e.g. a model's fingerprint)."""

@@ -96,6 +96,7 @@ class _Data:
     enqueued: int = 0  # qualifications and records ever created (numbers them; never reused)
     callbacks: dict[tuple[str, str, str], datetime] = attrs.Factory(dict)  # -> seen at
     meta: dict[str, str] = attrs.Factory(dict)
+    suppressions: dict[str, tuple[datetime, int]] = attrs.Factory(dict)  # -> (since, dropped)
 
 
 class _MemoryTransaction:
@@ -707,6 +708,34 @@ class _MemoryTransaction:
             self._set(self._d.nudges[user_id], n.order, changed)
             return True
         return False
+
+    # -- suppressions ----------------------------------------------------------------
+    def suppress(self, digest: str, at: datetime) -> bool:
+        if digest in self._d.suppressions:
+            return False
+        self._set(self._d.suppressions, digest, (at, 0))
+        return True
+
+    def unsuppress(self, digest: str) -> bool:
+        if digest not in self._d.suppressions:
+            return False
+        self._del(self._d.suppressions, digest)
+        return True
+
+    def has_suppressions(self) -> bool:
+        return bool(self._d.suppressions)
+
+    def drop_suppressed(self, digests: Sequence[str]) -> bool:
+        found = False
+        for digest in set(digests):
+            entry = self._d.suppressions.get(digest)
+            if entry is not None:
+                self._set(self._d.suppressions, digest, (entry[0], entry[1] + 1))
+                found = True
+        return found
+
+    def suppressed_calls(self) -> int:
+        return sum(dropped for _, dropped in self._d.suppressions.values())
 
     # -- metadata --------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

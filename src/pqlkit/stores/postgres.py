@@ -245,6 +245,16 @@ _V4_NUDGES_AND_RANKS = [
     " WHERE changes_at IS NOT NULL",
 ]
 
+# v5: suppressed ids (forget(user, suppress=True)), as one-way digests, with the
+# number of calls dropped for each.
+_V5_SUPPRESSIONS = [
+    """CREATE TABLE IF NOT EXISTS {s}.suppressions (
+        digest text PRIMARY KEY,
+        created_at bigint NOT NULL,
+        dropped bigint NOT NULL DEFAULT 0
+    )""",
+]
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[list[str]] = [
@@ -252,6 +262,7 @@ _MIGRATIONS: list[list[str]] = [
     _V2_DELIVERY_MODEL,
     _V3_DELIVERY_PER_CALLBACK,
     _V4_NUDGES_AND_RANKS,
+    _V5_SUPPRESSIONS,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -268,6 +279,7 @@ _PERSONAL_TABLES = (
     "deliveries",
     "callback_deliveries",
     "nudges",
+    "suppressions",
 )
 
 _SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {s}.schema_version (
@@ -427,6 +439,16 @@ _STATEMENTS: dict[str, str] = {
     ),
     "has_nudge": "SELECT 1 FROM {s}.nudges WHERE user_id = %s AND key = %s LIMIT 1",
     "forget_nudges": "DELETE FROM {s}.nudges WHERE user_id = ANY(%s::text[])",
+    "suppress": (
+        "INSERT INTO {s}.suppressions (digest, created_at) VALUES (%s, %s)"
+        " ON CONFLICT (digest) DO NOTHING"
+    ),
+    "unsuppress": "DELETE FROM {s}.suppressions WHERE digest = %s",
+    "has_suppressions": "SELECT 1 FROM {s}.suppressions LIMIT 1",
+    "drop_suppressed": (
+        "UPDATE {s}.suppressions SET dropped = dropped + 1 WHERE digest = ANY(%s::text[])"
+    ),
+    "suppressed_calls": "SELECT coalesce(sum(dropped), 0) FROM {s}.suppressions",
     "forget_states": (
         "DELETE FROM {s}.states WHERE kind = 'user' AND subject_id = ANY(%s::text[])"
     ),
@@ -853,6 +875,21 @@ class _PostgresTransaction:
         # every model's states and ranks of these users (an old model version's too)
         self._execute("forget_states", (wanted,))
         self._execute("forget_ranks", (wanted,))
+
+    def suppress(self, digest: str, at: datetime) -> bool:
+        return int(self._execute("suppress", (digest, to_us(at))).rowcount) == 1
+
+    def unsuppress(self, digest: str) -> bool:
+        return int(self._execute("unsuppress", (digest,)).rowcount) == 1
+
+    def has_suppressions(self) -> bool:
+        return self._scalar("has_suppressions") is not None
+
+    def drop_suppressed(self, digests: Sequence[str]) -> bool:
+        return int(self._execute("drop_suppressed", (list(digests),)).rowcount) > 0
+
+    def suppressed_calls(self) -> int:
+        return int(self._scalar("suppressed_calls"))
 
     def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
         return int(

@@ -288,6 +288,15 @@ def _v4_nudges_and_ranks(db: Database) -> None:
     )
 
 
+def _v5_suppressions(db: Database) -> None:
+    """Suppressed ids (``forget(user, suppress=True)``), as one-way digests, with the
+    number of calls dropped for each."""
+    db.execute(
+        "CREATE TABLE suppressions (digest TEXT PRIMARY KEY, created_at INTEGER NOT NULL,"
+        " dropped INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
+    )
+
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[Callable[[Database], None]] = [
@@ -295,6 +304,7 @@ _MIGRATIONS: list[Callable[[Database], None]] = [
     _v2_delivery_model,
     _v3_delivery_per_callback,
     _v4_nudges_and_ranks,
+    _v5_suppressions,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -1286,6 +1296,32 @@ class _SQLiteTransaction:
             "SELECT 1 FROM nudges WHERE user_id = ? AND key = ? LIMIT 1", (user_id, key)
         )
         return None if known is None else False
+
+    # -- suppressions --------------------------------------------------------------------
+    def suppress(self, digest: str, at: datetime) -> bool:
+        cursor = self._conn.execute(
+            "INSERT INTO suppressions (digest, created_at) VALUES (?, ?)"
+            " ON CONFLICT (digest) DO NOTHING",
+            (digest, to_us(at)),
+        )
+        return cursor.rowcount == 1
+
+    def unsuppress(self, digest: str) -> bool:
+        cursor = self._conn.execute("DELETE FROM suppressions WHERE digest = ?", (digest,))
+        return cursor.rowcount == 1
+
+    def has_suppressions(self) -> bool:
+        return self._scalar("SELECT 1 FROM suppressions LIMIT 1") is not None
+
+    def drop_suppressed(self, digests: Sequence[str]) -> bool:
+        cursor = self._conn.execute(
+            f"UPDATE suppressions SET dropped = dropped + 1 WHERE digest IN {_IN_JSON}",
+            (dumps(list(digests)),),
+        )
+        return cursor.rowcount > 0
+
+    def suppressed_calls(self) -> int:
+        return int(self._scalar("SELECT coalesce(sum(dropped), 0) FROM suppressions"))
 
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
