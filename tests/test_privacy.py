@@ -214,3 +214,34 @@ def _forget_in_child(path: str) -> None:
     model = pqlkit.Model("m", signals={"in": pqlkit.did("login")}, pql=pqlkit.did("login"))
     with pqlkit.Client(model, store=SQLiteStore(path)) as client:
         client.forget(USER, suppress=True)
+
+
+def test_forget_preview_counts_what_forget_deletes(store: Store) -> None:
+    """forget_preview() counts the user's rows per table (every model's states) and
+    changes nothing; after forget() it counts none."""
+    old, new = _models()
+    with pqlkit.Client(old, store=store) as first:
+        first.identify(USER, {"phone": VALUES[2]})
+        first.track(USER, "signup", {"email": VALUES[0]}, account_id="acme")
+    with pqlkit.Client(new, store=store) as client:
+        client.track("anon-1", "login", account_id="acme")
+        client.alias("anon-1", USER)
+        client.track(USER, "login", account_id="acme")
+        client.nudge(USER, "tour", {"step": 1})
+        before = client.forget_preview(USER)
+        assert client.forget_preview("anon-1") == before
+        assert before == {
+            "events": 3,
+            "traits": 1,
+            "aliases": 1,
+            "nudges": 1,
+            "states": 2,  # one per model
+            "ranks": 0,
+            "qualifications": 2,  # a PQL per model
+            "deliveries": 2,
+            "account payloads to redact": 2,
+            "accounts to rebuild": 1,
+        }
+        client.forget(USER)
+        after = client.forget_preview(USER)
+        assert sum(n for name, n in after.items() if "account" not in name) == 0

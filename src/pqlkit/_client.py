@@ -440,6 +440,13 @@ class Client:
         """
         self._core.forget(user_id, suppress=suppress, vacuum=vacuum)
 
+    def forget_preview(self, user_id: str) -> dict[str, int]:
+        """What :meth:`forget` would delete, changing nothing: rows per table (``events``,
+        ``traits``, ``aliases``, ``nudges``, every model's ``states`` and ``ranks``,
+        ``qualifications`` and ``deliveries`` of its PQLs), the stored account payloads
+        it would redact and the accounts it would rebuild (``pqlkit forget --dry-run``)."""
+        return self._core.forget_preview(user_id)
+
     def unsuppress(self, user_id: str) -> bool:
         """Lift a suppression made by ``forget(user_id, suppress=True)``: calls for the id
         are recorded again. Returns False if the id was not suppressed."""

@@ -379,7 +379,28 @@ class Core:
     def _suppressed(self, tx: Transaction, ids: tuple[str, ...]) -> bool:
         """True if a call for these ids is dropped (a suppressed id: see _suppression)."""
         warm = self._warm
-        return self._suppressions.dropped(tx, ids, cached=warm.active and warm.streak > 0)
+        cached = warm.active and warm.streak > 0
+        if cached and self._suppressions.empty:  # the hot path: nothing to read
+            return False
+        return self._suppressions.dropped(tx, ids, cached=cached)
+
+    def forget_preview(self, user_id: object) -> dict[str, int]:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        with self._session.tx() as tx:
+            uid = tx.resolve(user)
+            ids = sorted({uid, user, *tx.aliases_of(uid)})
+            accounts = tx.accounts_of(ids)
+            counts = tx.user_rows(ids)
+            payloads = {
+                d.id
+                for status in ("pending", "delivered", "dead", "expired")
+                for d in tx.deliveries(status)
+                if d.qualification.kind == "pqa" and d.qualification.subject_id in accounts
+            }
+        counts["account payloads to redact"] = len(payloads)
+        counts["accounts to rebuild"] = len(accounts)
+        return counts
 
     def unsuppress(self, user_id: object) -> bool:
         self._check_open()

@@ -32,11 +32,13 @@ _KEY = "suppression:key"
 class Suppressions:
     """One client's view of its store's suppressions (see the module docstring)."""
 
-    __slots__ = ("_empty", "_key")
+    __slots__ = ("_key", "empty")
 
     def __init__(self) -> None:
         self._key: bytes | None = None  # the store's key, once read (it never changes)
-        self._empty = False  # no suppression, as of this client's unbroken chain of transactions
+        # no suppression, as of this client's unbroken chain of transactions (the hot
+        # path reads it first: see Core._suppressed)
+        self.empty = False
 
     def digest(self, tx: Transaction, user_id: str, *, create: bool = False) -> str | None:
         """The digest of ``user_id`` (None if the store has no key and ``create`` is False)."""
@@ -59,18 +61,18 @@ class Suppressions:
         ``cached``: nobody else committed since this client's previous transaction,
         so an empty list it saw then is still empty.
         """
-        if cached and self._empty:
+        if cached and self.empty:
             return False
         if not tx.has_suppressions():
-            self._empty = True
+            self.empty = True
             return False
-        self._empty = False
+        self.empty = False
         digests = [d for d in (self.digest(tx, i) for i in ids) if d is not None]
         return bool(digests) and tx.drop_suppressed(digests)
 
     def suppress(self, tx: Transaction, ids: Sequence[str], at: datetime) -> None:
         """Suppress every one of ``ids``."""
-        self._empty = False
+        self.empty = False
         for i in ids:
             digest = self.digest(tx, i, create=True)
             assert digest is not None
@@ -78,6 +80,6 @@ class Suppressions:
 
     def unsuppress(self, tx: Transaction, user_id: str) -> bool:
         """Lift the suppression of ``user_id``; False if it had none."""
-        self._empty = False
+        self.empty = False
         digest = self.digest(tx, user_id)
         return digest is not None and tx.unsuppress(digest)

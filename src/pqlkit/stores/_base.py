@@ -279,6 +279,11 @@ class Transaction(Protocol):
         """Delete the events, traits, aliases and nudges of these user ids, and their
         states and ranks under every model (not only the caller's)."""
 
+    def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """How many rows ``forget`` of these user ids deletes, by table: ``events``,
+        ``traits``, ``aliases``, ``nudges``, ``states`` and ``ranks`` (every model's),
+        ``qualifications`` and ``deliveries`` (their PQLs, every model's)."""
+
     def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
         """Replace the subject's stored state under every model but ``keep`` by
         :data:`INVALID_STATE` (``forget`` does: another model's state of an account may

@@ -256,6 +256,30 @@ class _MemoryTransaction:
         for key in [k for k in d.states if k[1] == "user" and k[2] in wanted]:
             self.delete_state(key[0], "user", key[2])
 
+    def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
+        d = self._d
+        wanted = set(user_ids)
+        return {
+            "events": sum(len(d.by_user.get(u, [])) for u in wanted),
+            "traits": sum(1 for u in wanted if ("user", u) in d.traits),
+            "aliases": sum(1 for p, t in d.aliases.items() if p in wanted or t in wanted),
+            "nudges": sum(len(d.nudges.get(u, {})) for u in wanted),
+            "states": sum(1 for k in d.states if k[1] == "user" and k[2] in wanted),
+            "ranks": sum(
+                1
+                for (_, kind, _), ranks in d.ranks.items()
+                if kind == "user"
+                for s in ranks
+                if s in wanted
+            ),
+            "qualifications": sum(1 for k in d.qualifications if k[1] == "pql" and k[2] in wanted),
+            "deliveries": sum(
+                1
+                for q in d.deliveries.values()
+                if q.qualification.kind == "pql" and q.qualification.subject_id in wanted
+            ),
+        }
+
     def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
         keys = [k for k in self._d.states if k[0] != keep and k[1] == kind and k[2] == subject_id]
         for key in keys:

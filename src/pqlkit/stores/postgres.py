@@ -282,6 +282,18 @@ _PERSONAL_TABLES = (
     "suppressions",
 )
 
+# the tables user_rows() counts, in the order of its columns
+_USER_ROW_TABLES = (
+    "events",
+    "traits",
+    "aliases",
+    "nudges",
+    "states",
+    "ranks",
+    "qualifications",
+    "deliveries",
+)
+
 _SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {s}.schema_version (
     version integer PRIMARY KEY,
     applied_at bigint NOT NULL
@@ -449,6 +461,22 @@ _STATEMENTS: dict[str, str] = {
         "UPDATE {s}.suppressions SET dropped = dropped + 1 WHERE digest = ANY(%s::text[])"
     ),
     "suppressed_calls": "SELECT coalesce(sum(dropped), 0) FROM {s}.suppressions",
+    "user_rows": (
+        "SELECT (SELECT count(*) FROM {s}.events WHERE user_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.traits"
+        " WHERE kind = 'user' AND subject_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.aliases WHERE previous_id = ANY(%(ids)s::text[])"
+        " OR user_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.nudges WHERE user_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.states"
+        " WHERE kind = 'user' AND subject_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.ranks"
+        " WHERE kind = 'user' AND subject_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.qualifications"
+        " WHERE kind = 'pql' AND subject_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.deliveries"
+        " WHERE qualification->>'kind' = 'pql' AND subject_id = ANY(%(ids)s::text[]))"
+    ),
     "forget_states": (
         "DELETE FROM {s}.states WHERE kind = 'user' AND subject_id = ANY(%s::text[])"
     ),
@@ -890,6 +918,10 @@ class _PostgresTransaction:
 
     def suppressed_calls(self) -> int:
         return int(self._scalar("suppressed_calls"))
+
+    def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
+        row = self._execute("user_rows", {"ids": list(user_ids)}).fetchone()
+        return dict(zip(_USER_ROW_TABLES, (int(v) for v in row), strict=True))
 
     def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
         return int(

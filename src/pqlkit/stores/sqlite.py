@@ -793,6 +793,27 @@ class _SQLiteTransaction:
             f"DELETE FROM ranks WHERE kind = 'user' AND subject_id IN {_IN_JSON}", wanted
         )
 
+    def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
+        wanted = _json_ids(user_ids)
+        counts = {
+            table: int(self._scalar(f"SELECT count(*) FROM {table} WHERE {where}", params))
+            for table, where, params in (
+                ("events", f"user_id IN {_IN_JSON}", (wanted,)),
+                ("traits", f"kind = 'user' AND subject_id IN {_IN_JSON}", (wanted,)),
+                ("aliases", f"previous_id IN {_IN_JSON} OR user_id IN {_IN_JSON}", (wanted,) * 2),
+                ("nudges", f"user_id IN {_IN_JSON}", (wanted,)),
+                ("states", f"kind = 'user' AND subject_id IN {_IN_JSON}", (wanted,)),
+                ("ranks", f"kind = 'user' AND subject_id IN {_IN_JSON}", (wanted,)),
+                ("qualifications", f"kind = 'pql' AND subject_id IN {_IN_JSON}", (wanted,)),
+                (
+                    "deliveries",
+                    f"json_extract(qualification, '$.kind') = 'pql' AND subject_id IN {_IN_JSON}",
+                    (wanted,),
+                ),
+            )
+        }
+        return counts
+
     def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
         cursor = self._conn.execute(
             "UPDATE states SET state = ? WHERE kind = ? AND subject_id = ? AND model <> ?",
