@@ -921,6 +921,7 @@ class _PostgresTransaction:
 
     def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
         row = self._execute("user_rows", {"ids": list(user_ids)}).fetchone()
+        assert row is not None  # one row of counts
         return dict(zip(_USER_ROW_TABLES, (int(v) for v in row), strict=True))
 
     def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
