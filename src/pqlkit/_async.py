@@ -304,6 +304,10 @@ class AsyncClient:
         """:meth:`Client.forget <pqlkit.Client.forget>`, awaited."""
         await self._run(self._client.forget, user_id, suppress=suppress, vacuum=vacuum)
 
+    async def forget_preview(self, user_id: str) -> dict[str, int]:
+        """:meth:`Client.forget_preview <pqlkit.Client.forget_preview>`, awaited."""
+        return await self._run(self._client.forget_preview, user_id)
+
     async def unsuppress(self, user_id: str) -> bool:
         """:meth:`Client.unsuppress <pqlkit.Client.unsuppress>`, awaited."""
         return await self._run(self._client.unsuppress, user_id)

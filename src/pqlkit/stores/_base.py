@@ -17,6 +17,8 @@ A store keeps seven things, all of them plain values:
   recorded by a process without callbacks still reaches them);
 * **nudges**: each user's in-app inbox, at most one open nudge per (user, key),
   kept when closed (clicked, dismissed or expired) until the user is forgotten.
+* **suppressions**: keyed one-way digests of ids whose later calls are dropped
+  (``forget(user, suppress=True)``), each with the number of calls dropped.
 
 Everything happens inside :meth:`Store.transaction`: one transaction per
 ``track()``, committed atomically or not at all. Transactions do not nest (a
