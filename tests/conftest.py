@@ -57,6 +57,7 @@ _PG_TABLES = (
     "meta",
     "nudges",
     "ranks",
+    "suppressions",
 )
 _PG_IDENTITIES = (
     ("events", "seq"),

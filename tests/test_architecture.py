@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"_model", "_dispatch"},
     {"_engine", "_settings", "_loading"},
     {"_session"},
-    {"_traits", "_ranking"},
+    {"_traits", "_ranking", "_suppression"},
     {"_firing", "_replay"},
     {"_rebuild"},
     {"_core"},

@@ -591,3 +591,33 @@ def test_durations_read_as_people_write_them(seconds: int, shown: str) -> None:
     from pqlkit.cli import _duration
 
     assert _duration(timedelta(seconds=seconds)) == shown
+
+
+def test_forget_dry_run_counts_and_changes_nothing(
+    runner: CliRunner, ops: tuple[str, dict[str, Qualification]]
+) -> None:
+    """`pqlkit forget USER --dry-run` prints the rows it would delete per table, and
+    deletes none; without it the user is gone (and with --suppress, dropped later)."""
+    url, _ = ops
+    base = ("--store", url, "--model", OPS_PATH)
+    data = run_json(runner, "forget", "jane", "--dry-run", *base)
+    rows = data["rows"]
+    assert data["dry_run"] is True
+    assert (rows["events"], rows["states"], rows["qualifications"], rows["deliveries"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    assert rows["accounts to rebuild"] == 1
+    assert rows["account payloads to redact"] == 1
+    out = run(runner, "forget", "jane", "--dry-run", *base).stdout
+    assert "dry run: nothing deleted" in out
+    assert run_json(runner, "forget", "jane", "--dry-run", *base)["rows"] == rows
+    out = run(runner, "forget", "jane", "--suppress", *base).stdout
+    assert "forgotten: 'jane' (and suppressed)" in out
+    after = run_json(runner, "forget", "jane", "--dry-run", *base)["rows"]
+    assert after["events"] == after["states"] == after["qualifications"] == 0
+    with Client(OPS, store=open_store(url)) as client:
+        assert client.track("jane", "login").suppressed is True
+        assert client.stats().suppressed == 1

@@ -316,3 +316,14 @@ def test_project_urls_are_the_sites() -> None:
     assert f"\nrepo_url: {urls['Repository']}\n" in config
     assert f"\nsite_url: {urls['Documentation']}\n" in config
     assert urls["Changelog"].startswith(urls["Documentation"])
+
+
+def test_the_privacy_page_example_runs(tmp_path: Path) -> None:
+    """docs/privacy.md's example forgets and suppresses a user, and prints what it says."""
+    (code,) = blocks(DOCS / "privacy.md", "python")
+    (tmp_path / "privacy.py").write_text(code)
+    done = run_python(["privacy.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    preview, suppressed = done.stdout.splitlines()
+    assert "'events': 1" in preview
+    assert suppressed == "True"

@@ -38,6 +38,7 @@ TABLES = {
     "meta",
     "nudges",
     "qualifications",
+    "suppressions",
     "ranks",
     "schema_version",
     "states",
@@ -219,7 +220,26 @@ def test_a_version_3_schema_gets_nudges_and_ranks(postgres_dsn: str, pg_schema: 
         assert tx.open_nudge(NudgeRecord("u1", "k", None, T0), T0) is False
         assert [n.key for n in tx.nudges("u1", T0)] == ["k"]
     assert tables_in(postgres_dsn, pg_schema) == TABLES
-    assert versions(postgres_dsn, pg_schema) == [1, 2, 3, 4] == list(range(1, SCHEMA_VERSION + 1))
+    assert versions(postgres_dsn, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_version_4_schema_gets_suppressions(postgres_dsn: str, pg_schema: str) -> None:
+    """Upgrading from version 4 adds the suppressions table, keeping what was stored;
+    suppressions work at once, and the version is recorded."""
+    make_v1_schema(postgres_dsn, pg_schema, [("d1", "m", "pending")], version=4)
+    assert versions(postgres_dsn, pg_schema) == [1, 2, 3, 4]
+    assert "suppressions" not in tables_in(postgres_dsn, pg_schema)
+    with PostgresStore(postgres_dsn, schema=pg_schema) as store, store.transaction() as tx:
+        assert [d.id for d in tx.deliveries("pending")] == ["d1"]
+        assert tx.has_suppressions() is False
+        assert tx.suppress("digest", T0) is True
+        assert tx.suppress("digest", T0) is False
+        assert tx.drop_suppressed(["other", "digest"]) is True
+        assert tx.suppressed_calls() == 1
+    assert tables_in(postgres_dsn, pg_schema) == TABLES
+    assert (
+        versions(postgres_dsn, pg_schema) == [1, 2, 3, 4, 5] == list(range(1, SCHEMA_VERSION + 1))
+    )
 
 
 def test_reopening_does_not_migrate_again(postgres_dsn: str, pg_schema: str) -> None:

@@ -683,7 +683,33 @@ def test_a_version_3_database_gets_nudges_and_ranks(db_path: Path) -> None:
     with sqlite3.connect(db_path) as other:
         rows = other.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
     other.close()
-    assert [v for (v,) in rows] == [1, 2, 3, 4] == list(range(1, sqlite_module.SCHEMA_VERSION + 1))
+    assert [v for (v,) in rows] == list(range(1, sqlite_module.SCHEMA_VERSION + 1))
+
+
+def test_a_version_4_database_gets_suppressions(db_path: Path) -> None:
+    """Upgrading from version 4 adds the suppressions table, keeping what was stored (a
+    delivery, a nudge); suppressions work at once, and the version is recorded."""
+    make_v1_database(db_path, [("d1", "m", "pending")], version=4)
+    with sqlite3.connect(db_path) as other:
+        other.execute(
+            "INSERT INTO nudges (user_id, key, created_at, status) VALUES ('u1', 'k', 0, 'open')"
+        )
+        names = {row[0] for row in other.execute("SELECT name FROM sqlite_master")}
+    other.close()
+    assert "suppressions" not in names  # a true version 4 schema
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        assert [d.id for d in tx.deliveries("pending")] == ["d1"]
+        assert [n.key for n in tx.nudges("u1", T0)] == ["k"]
+        assert tx.has_suppressions() is False
+        assert tx.suppress("digest", T0) is True
+        assert tx.drop_suppressed(["other", "digest"]) is True
+        assert tx.suppressed_calls() == 1
+    with sqlite3.connect(db_path) as other:
+        rows = other.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    other.close()
+    assert (
+        [v for (v,) in rows] == [1, 2, 3, 4, 5] == list(range(1, sqlite_module.SCHEMA_VERSION + 1))
+    )
 
 
 def test_a_version_2_database_is_migrated_to_a_record_per_callback(db_path: Path) -> None:

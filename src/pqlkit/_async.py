@@ -300,9 +300,17 @@ class AsyncClient:
         """:meth:`Client.alias <pqlkit.Client.alias>`, awaited."""
         await self._run(self._client.alias, previous_id, user_id)
 
-    async def forget(self, user_id: str) -> None:
+    async def forget(self, user_id: str, *, suppress: bool = False, vacuum: bool = False) -> None:
         """:meth:`Client.forget <pqlkit.Client.forget>`, awaited."""
-        await self._run(self._client.forget, user_id)
+        await self._run(self._client.forget, user_id, suppress=suppress, vacuum=vacuum)
+
+    async def forget_preview(self, user_id: str) -> dict[str, int]:
+        """:meth:`Client.forget_preview <pqlkit.Client.forget_preview>`, awaited."""
+        return await self._run(self._client.forget_preview, user_id)
+
+    async def unsuppress(self, user_id: str) -> bool:
+        """:meth:`Client.unsuppress <pqlkit.Client.unsuppress>`, awaited."""
+        return await self._run(self._client.unsuppress, user_id)
 
     # -- nudges ------------------------------------------------------------------------
     async def nudge(

@@ -416,15 +416,41 @@ class Client:
         """
         self._core.alias(previous_id, user_id)
 
-    def forget(self, user_id: str) -> None:
+    def forget(self, user_id: str, *, suppress: bool = False, vacuum: bool = False) -> None:
         """Delete everything stored about a user (GDPR): events, traits, aliases, qualifications,
-        nudges.
+        nudges, and its state under every model sharing the store.
 
-        Its accounts are rebuilt without its events, and its events are removed
-        from the context of its accounts' stored qualifications (pending or sent).
-        A later ``track()`` for the id starts fresh.
+        Its accounts are rebuilt without its events (other models' states of them
+        are marked for a rebuild from the log when their model next reads them);
+        its events leave the context of its accounts' stored qualifications
+        (pending, sent or dead), and its values quoted in their explanations and
+        context become ``"[forgotten]"``. Then the store scrubs its files: SQLite
+        truncates its write-ahead log (deleted rows are zeroed: ``secure_delete``);
+        PostgreSQL, with ``vacuum=True``, vacuums its tables. A later ``track()``
+        for the id starts fresh. See docs/privacy.md.
+
+        Args:
+            user_id: The user (or any of its aliases).
+            suppress: Also record each of its ids (as a keyed one-way digest) so that
+                later ``track()``, ``identify()`` and ``alias()`` calls for them are
+                dropped, by every client of the store (``TrackResult.suppressed``,
+                counted in ``stats().suppressed``) until :meth:`unsuppress`.
+            vacuum: On PostgreSQL, run ``VACUUM`` on the affected tables afterwards, so
+                no dead row version keeps the data (SQLite: ``VACUUM`` the file).
         """
-        self._core.forget(user_id)
+        self._core.forget(user_id, suppress=suppress, vacuum=vacuum)
+
+    def forget_preview(self, user_id: str) -> dict[str, int]:
+        """What :meth:`forget` would delete, changing nothing: rows per table (``events``,
+        ``traits``, ``aliases``, ``nudges``, every model's ``states`` and ``ranks``,
+        ``qualifications`` and ``deliveries`` of its PQLs), the stored account payloads
+        it would redact and the accounts it would rebuild (``pqlkit forget --dry-run``)."""
+        return self._core.forget_preview(user_id)
+
+    def unsuppress(self, user_id: str) -> bool:
+        """Lift a suppression made by ``forget(user_id, suppress=True)``: calls for the id
+        are recorded again. Returns False if the id was not suppressed."""
+        return self._core.unsuppress(user_id)
 
     # -- nudges ------------------------------------------------------------------------
     # A nudge is a message waiting in a user's in-app inbox, kept in the store: every

@@ -37,7 +37,7 @@ from ._events import (
     SubjectKind,
     TrackResult,
 )
-from ._firing import Firing, redact
+from ._firing import Firing, personal_values, redact
 from ._model import Model
 from ._observe import Observer
 from ._ranking import Ranking
@@ -45,6 +45,7 @@ from ._rebuild import Rebuild
 from ._replay import Replay, apply
 from ._session import Due, Outcome, Session, Subject, Warm
 from ._settings import Settings
+from ._suppression import Suppressions
 from ._traits import ACCOUNT_TRAIT, Traits
 from ._validation import (
     check_event,
@@ -74,6 +75,7 @@ T = TypeVar("T")
 logger = logging.getLogger("pqlkit")
 
 _BATCH = 500
+_SUPPRESSED = Outcome()  # what a write returns for a call it dropped (a suppressed id)
 _HINTS = 10_000  # aliased ids whose final id a Client remembers, to lock both at once
 
 
@@ -106,6 +108,7 @@ class Core:
         self.closed = False
         self._session = Session(store, Warm(settings.warm_subjects, settings.warm_bytes))
         self._warm = self._session.warm
+        self._suppressions = Suppressions()
         # id -> the final id it was last seen to resolve to: only a guess of which
         # locks to take together (see _lock_user), checked under them
         self._hints: dict[str, str] = {}
@@ -197,7 +200,15 @@ class Core:
     ) -> TrackResult:
         self._check_open()
         new = self._validate_event(user_id, event, properties, account_id, timestamp, message_id)
-        outcome = self._session.write(lambda tx: self._record(tx, new, {}), connection)
+
+        def work(tx: Transaction) -> Outcome | None:
+            if self._suppressed(tx, (new.user_id,)):
+                return _SUPPRESSED
+            return self._record(tx, new, {})
+
+        outcome = self._session.write(work, connection)
+        if outcome is _SUPPRESSED:
+            return TrackResult(suppressed=True)
         self._after_write(_fired([] if outcome is None else [outcome]), connection)
         if outcome is None:
             return TrackResult(scores=self.scores(new.user_id, "user"), duplicate=True)
@@ -229,6 +240,8 @@ class Core:
                     keys.append(f"account:{new.account_id}")
             self._lock(tx, held, keys)
             for new in batch:
+                if self._suppressed(tx, (new.user_id,)):
+                    continue
                 outcome = self._record(tx, new, cache, save=False, held=held)
                 if outcome is None:
                     dupes += 1
@@ -276,6 +289,8 @@ class Core:
         )
 
         def work(tx: Transaction) -> Outcome:
+            if self._suppressed(tx, (user,)):
+                return Outcome()
             uid = self._lock_user(tx, set(), user, None)
             merged = {**self._traits.get(tx, "user", uid), **data}
             if account is not None:
@@ -328,6 +343,8 @@ class Core:
         user = check_id(user_id, "user_id", self._limits)
 
         def work(tx: Transaction) -> Outcome | None:
+            if self._suppressed(tx, (previous, user)):
+                return None
             out = Outcome()
             self._warm.clear()  # the rebuild below replaces states; nothing warm survives it
             held: set[str] = set()
@@ -359,9 +376,41 @@ class Core:
         if out is not None:
             self._dispatcher.fired(_fired([out]))
 
-    def forget(self, user_id: object) -> None:
+    def _suppressed(self, tx: Transaction, ids: tuple[str, ...]) -> bool:
+        """True if a call for these ids is dropped (a suppressed id: see _suppression)."""
+        warm = self._warm
+        cached = warm.active and warm.streak > 0
+        if cached and self._suppressions.empty:  # the hot path: nothing to read
+            return False
+        return self._suppressions.dropped(tx, ids, cached=cached)
+
+    def forget_preview(self, user_id: object) -> dict[str, int]:
         self._check_open()
         user = check_id(user_id, "user_id", self._limits)
+        with self._session.tx() as tx:
+            uid = tx.resolve(user)
+            ids = sorted({uid, user, *tx.aliases_of(uid)})
+            accounts = tx.accounts_of(ids)
+            counts = tx.user_rows(ids)
+            payloads = {
+                d.id
+                for status in ("pending", "delivered", "dead", "expired")
+                for d in tx.deliveries(status)
+                if d.qualification.kind == "pqa" and d.qualification.subject_id in accounts
+            }
+        counts["account payloads to redact"] = len(payloads)
+        counts["accounts to rebuild"] = len(accounts)
+        return counts
+
+    def unsuppress(self, user_id: object) -> bool:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        return self._session.write(lambda tx: self._suppressions.unsuppress(tx, user))
+
+    def forget(self, user_id: object, *, suppress: bool = False, vacuum: bool = False) -> None:
+        self._check_open()
+        user = check_id(user_id, "user_id", self._limits)
+        now = self.clock.now()
 
         def work(tx: Transaction) -> Outcome:
             out = Outcome()
@@ -375,15 +424,22 @@ class Core:
                 if keys <= held:
                     break
                 self._lock(tx, held, keys)
-            tx.forget_users(ids)
+            values = personal_values(tx, ids)  # what payloads may quote: read before deleting
+            tx.forget_users(ids)  # (every model's states of the users go with them)
             for i in ids:
-                tx.delete_state(self.model.name, "user", i)
                 tx.delete_qualifications(i, "pql")
-            redact(tx, set(accounts), set(ids))
+            for a in accounts:  # other models' states of the accounts hold the users' values
+                tx.invalidate_states("account", a, keep=self.model.name)
+            redact(tx, set(accounts), set(ids), values)
+            if suppress:
+                self._suppressions.suppress(tx, ids, now)
             self._rebuild.subjects(tx, [("account", a) for a in accounts], out)
             return out
 
         out = self._session.write(work)
+        scrub = getattr(self.store, "scrub", None)  # (a store written before it has none)
+        if scrub is not None:
+            scrub(vacuum=vacuum)
         self._dispatcher.fired(_fired([out]))
 
     # -- nudges ------------------------------------------------------------------------
@@ -699,6 +755,7 @@ class Core:
         with self._session.tx() as tx:
             users = tx.count_subjects(name, "user")
             accounts = tx.count_subjects(name, "account")
+            suppressed = tx.suppressed_calls()
             firsts: dict[tuple[str, str], QualificationRecord] = {}
             for q in tx.qualifications(name):
                 key = (q.kind, q.subject_id)
@@ -709,6 +766,7 @@ class Core:
         waits = sorted(q.qualified_at - q.first_seen for q in pqls)
         rate = len(pqls) / users if users else 0.0
         return Stats(
+            suppressed=suppressed,
             users=users,
             accounts=accounts,
             pqls=len(pqls),

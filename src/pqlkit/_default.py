@@ -124,9 +124,9 @@ def alias(previous_id: str, user_id: str) -> None:
     get_client().alias(previous_id, user_id)
 
 
-def forget(user_id: str) -> None:
+def forget(user_id: str, *, suppress: bool = False, vacuum: bool = False) -> None:
     """:meth:`Client.forget` on the default client."""
-    get_client().forget(user_id)
+    get_client().forget(user_id, suppress=suppress, vacuum=vacuum)
 
 
 def flush(timeout: float | None = None) -> int:

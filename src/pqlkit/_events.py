@@ -418,12 +418,15 @@ class TrackResult(JsonRecord):
         scores: The user's scores after the event.
         duplicate: True when the ``message_id`` had been seen: nothing was stored.
         disqualified: Disqualifications caused by this call.
+        suppressed: True when the user id is suppressed (``forget(...,
+            suppress=True)``): the event was dropped, nothing was stored.
     """
 
     qualified: list[Qualification] = attrs.field(factory=list)
     scores: dict[str, float] = attrs.field(factory=dict)
     duplicate: bool = False
     disqualified: list[Qualification] = attrs.field(factory=list)
+    suppressed: bool = False
 
 
 @attrs.frozen
@@ -455,6 +458,8 @@ class Stats(JsonRecord):
         time_to_pql_p90: 90th percentile of the same.
         pql_rate_healthy: True when ``pql_rate`` is within 5-15%, the band the
             PQL literature calls healthy; None with no users.
+        suppressed: Calls (``track()``, ``identify()``, ``alias()``) dropped for
+            suppressed ids, by every client of the store (the ids suppressed now).
     """
 
     users: int
@@ -465,3 +470,4 @@ class Stats(JsonRecord):
     time_to_pql_median: timedelta | None
     time_to_pql_p90: timedelta | None
     pql_rate_healthy: bool | None
+    suppressed: int = 0

@@ -25,7 +25,7 @@ from ._session import Due, Outcome, Subject
 from ._traits import ACCOUNT_TRAIT, Traits
 from .stores._base import DeliveryKind, DeliveryRecord, QualificationRecord, Transaction
 
-__all__ = ["Firing", "redact", "remember"]
+__all__ = ["FORGOTTEN", "Firing", "personal_values", "redact", "remember"]
 
 _NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
 
@@ -288,10 +288,60 @@ def remember(subject: Subject, record: QualificationRecord | None) -> None:
     )
 
 
-def redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:
-    """Remove these users' events from the stored payloads of these accounts' deliveries."""
+FORGOTTEN = "[forgotten]"
+"""What ``forget`` writes in a stored payload where a forgotten user's value was."""
+
+
+def _strings(value: Any, into: set[str]) -> None:
+    """Add every string in ``value`` (a JSON-like value: its texts, not its keys)."""
+    if isinstance(value, str):
+        into.add(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _strings(item, into)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _strings(item, into)
+
+
+def personal_values(tx: Transaction, user_ids: list[str]) -> set[str]:
+    """The texts a stored payload may quote about these users: their ids, and every
+    string in their events' properties and their traits (read before they are deleted)."""
+    found = set(user_ids)
+    for e in tx.events(user_ids=user_ids):
+        _strings(e.properties, found)
+    for uid in user_ids:
+        _strings(tx.traits("user", uid), found)
+    found.discard("")
+    return found
+
+
+def _scrub(value: Any, values: set[str]) -> Any:
+    """``value`` with every string that is one of ``values`` replaced by FORGOTTEN."""
+    if isinstance(value, str):
+        return FORGOTTEN if value in values else value
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, values) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, values) for v in value]
+    return value
+
+
+def _scrub_line(line: str, quoted: list[tuple[str, str]]) -> str:
+    """An explanation line with each quoted value (as explanations quote it) replaced."""
+    for text, replacement in quoted:
+        if text in line:
+            line = line.replace(text, replacement)
+    return line
+
+
+def redact(tx: Transaction, accounts: set[str], user_ids: set[str], values: set[str]) -> None:
+    """Remove these users from the stored payloads of these accounts' deliveries: their
+    events leave the context, and every one of ``values`` (see :func:`personal_values`)
+    quoted in an explanation line or held in the context becomes ``"[forgotten]"``."""
     if not accounts:
         return
+    quoted = [(repr(v), repr(FORGOTTEN)) for v in sorted(values, key=len, reverse=True)]
     done: set[str] = set()
     for status in ("pending", "delivered", "dead", "expired"):
         for d in tx.deliveries(status):
@@ -301,7 +351,9 @@ def redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:
             done.add(d.id)
             events = q.context.get("events", [])
             kept = [e for e in events if e.get("user_id") not in user_ids]
-            if len(kept) != len(events):
+            context = _scrub({**q.context, "events": kept}, values)
+            explanation = tuple(_scrub_line(line, quoted) for line in q.explanation)
+            if context != q.context or explanation != q.explanation:
                 tx.replace_qualification(
-                    d.id, attrs.evolve(q, context={**q.context, "events": kept})
+                    d.id, attrs.evolve(q, context=context, explanation=explanation)
                 )

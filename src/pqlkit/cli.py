@@ -740,3 +740,44 @@ def sweep_command(url: str, model_path: str, as_json: bool, now: str | None) -> 
         ],
     )
     click.echo(f"swept: {len(fired)} fired; {pending} waiting for your app's callbacks")
+
+
+@main.command("forget")
+@_operator_options
+@click.argument("user")
+@click.option(
+    "--suppress",
+    is_flag=True,
+    help="Also drop every later track(), identify() and alias() for the user's ids.",
+)
+@click.option("--vacuum", is_flag=True, help="PostgreSQL: VACUUM the affected tables after.")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; change nothing.")
+def forget_command(
+    url: str,
+    model_path: str,
+    as_json: bool,
+    user: str,
+    suppress: bool,
+    vacuum: bool,
+    dry_run: bool,
+) -> None:
+    """Delete everything stored about USER (a GDPR erasure); see docs/privacy.md.
+
+    Its events, traits, aliases, nudges, qualifications and states under every
+    model go; its accounts are rebuilt, and their stored payloads redacted. With
+    --dry-run, prints the rows it would delete per table.
+    """
+    with _operator_client(url, model_path) as client:
+        counts = client.forget_preview(user)
+        if not dry_run:
+            client.forget(user, suppress=suppress, vacuum=vacuum)
+    if as_json:
+        _echo_json({"user": user, "dry_run": dry_run, "suppressed": suppress, "rows": counts})
+        return
+    width = max(len(name) for name in counts)
+    for name, count in counts.items():
+        click.echo(f"{name.ljust(width)}  {count:,}")
+    if dry_run:
+        click.echo(f"dry run: nothing deleted (without --dry-run, {user!r} is forgotten)")
+    else:
+        click.echo(f"forgotten: {user!r}" + (" (and suppressed)" if suppress else ""))

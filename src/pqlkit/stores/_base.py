@@ -17,6 +17,8 @@ A store keeps seven things, all of them plain values:
   recorded by a process without callbacks still reaches them);
 * **nudges**: each user's in-app inbox, at most one open nudge per (user, key),
   kept when closed (clicked, dismissed or expired) until the user is forgotten.
+* **suppressions**: keyed one-way digests of ids whose later calls are dropped
+  (``forget(user, suppress=True)``), each with the number of calls dropped.
 
 Everything happens inside :meth:`Store.transaction`: one transaction per
 ``track()``, committed atomically or not at all. Transactions do not nest (a
@@ -55,6 +57,7 @@ from .._events import EventRecord, Nudge, Qualification, SubjectKind
 from ..exceptions import ValidationError
 
 __all__ = [
+    "INVALID_STATE",
     "DeliveryRecord",
     "NewEvent",
     "NudgeAction",
@@ -69,6 +72,10 @@ __all__ = [
 DeliveryKind = Literal["pql", "pqa", "disqualified"]
 DeliveryStatus = Literal["pending", "delivered", "dead", "expired"]
 NudgeAction = Literal["seen", "clicked", "dismissed"]
+
+INVALID_STATE = "[]"
+"""The text :meth:`Transaction.invalidate_states` stores: no model reads it as a state,
+so the subject is rebuilt from the log when its model next loads it."""
 
 
 @attrs.frozen
@@ -271,7 +278,19 @@ class Transaction(Protocol):
         """Every user id (as recorded) with an event for this account."""
 
     def forget_users(self, user_ids: Sequence[str]) -> None:
-        """Delete the events, traits, aliases and nudges of these user ids."""
+        """Delete the events, traits, aliases and nudges of these user ids, and their
+        states and ranks under every model (not only the caller's)."""
+
+    def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """How many rows ``forget`` of these user ids deletes, by table: ``events``,
+        ``traits``, ``aliases``, ``nudges``, ``states`` and ``ranks`` (every model's),
+        ``qualifications`` and ``deliveries`` (their PQLs, every model's)."""
+
+    def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
+        """Replace the subject's stored state under every model but ``keep`` by
+        :data:`INVALID_STATE` (``forget`` does: another model's state of an account may
+        quote a forgotten user's values; that model rebuilds it from the log when it
+        next loads it). Returns how many states it replaced."""
 
     # -- derived state -------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -511,6 +530,24 @@ class Transaction(Protocol):
         has no nudge of that key at all.
         """
 
+    # -- suppressions ----------------------------------------------------------
+    # Ids whose later track(), identify() and alias() calls are dropped, stored only
+    # as one-way digests (the Client computes them: see pqlkit._suppression).
+    def suppress(self, digest: str, at: datetime) -> bool:
+        """Record ``digest`` as suppressed (since ``at``); False if it was already."""
+
+    def unsuppress(self, digest: str) -> bool:
+        """Lift the suppression of ``digest``; False if there was none."""
+
+    def has_suppressions(self) -> bool:
+        """True if any digest is suppressed (a cheap read: the Client asks it first)."""
+
+    def drop_suppressed(self, digests: Sequence[str]) -> bool:
+        """True if one of ``digests`` is suppressed; then the dropped call is counted."""
+
+    def suppressed_calls(self) -> int:
+        """How many calls were dropped for the digests suppressed now."""
+
     # -- metadata --------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         """A stored setting (e.g. a model's fingerprint)."""
@@ -546,6 +583,16 @@ class Store(Protocol):
         Raises:
             ValidationError: This store cannot join a caller's transaction (only
                 PostgresStore can), naming ``connection``.
+        """
+
+    def scrub(self, *, vacuum: bool = False) -> None:
+        """Leave no copy of deleted rows in the store's files (``forget`` calls it after
+        its transaction).
+
+        SQLiteStore checkpoints its write-ahead log and truncates it (deleted pages
+        are zeroed already: ``secure_delete`` is on); PostgresStore, with ``vacuum``,
+        runs ``VACUUM`` on its tables (without it, dead row versions keep the data
+        until autovacuum reclaims them); MemoryStore has nothing to do.
         """
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import attrs
 from .._events import EventRecord, Qualification, SubjectKind
 from ..exceptions import StoreError
 from ._base import (
+    INVALID_STATE,
     DeliveryKind,
     DeliveryRecord,
     DeliveryStatus,
@@ -95,6 +96,7 @@ class _Data:
     enqueued: int = 0  # qualifications and records ever created (numbers them; never reused)
     callbacks: dict[tuple[str, str, str], datetime] = attrs.Factory(dict)  # -> seen at
     meta: dict[str, str] = attrs.Factory(dict)
+    suppressions: dict[str, tuple[datetime, int]] = attrs.Factory(dict)  # -> (since, dropped)
 
 
 class _MemoryTransaction:
@@ -250,6 +252,39 @@ class _MemoryTransaction:
         for prev, target in list(d.aliases.items()):
             if prev in wanted or target in wanted:
                 self._del(d.aliases, prev)
+        # every model's states and ranks of these users (an old model version's too)
+        for key in [k for k in d.states if k[1] == "user" and k[2] in wanted]:
+            self.delete_state(key[0], "user", key[2])
+
+    def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
+        d = self._d
+        wanted = set(user_ids)
+        return {
+            "events": sum(len(d.by_user.get(u, [])) for u in wanted),
+            "traits": sum(1 for u in wanted if ("user", u) in d.traits),
+            "aliases": sum(1 for p, t in d.aliases.items() if p in wanted or t in wanted),
+            "nudges": sum(len(d.nudges.get(u, {})) for u in wanted),
+            "states": sum(1 for k in d.states if k[1] == "user" and k[2] in wanted),
+            "ranks": sum(
+                1
+                for (_, kind, _), ranks in d.ranks.items()
+                if kind == "user"
+                for s in ranks
+                if s in wanted
+            ),
+            "qualifications": sum(1 for k in d.qualifications if k[1] == "pql" and k[2] in wanted),
+            "deliveries": sum(
+                1
+                for q in d.deliveries.values()
+                if q.qualification.kind == "pql" and q.qualification.subject_id in wanted
+            ),
+        }
+
+    def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
+        keys = [k for k in self._d.states if k[0] != keep and k[1] == kind and k[2] == subject_id]
+        for key in keys:
+            self._set(self._d.states, key, attrs.evolve(self._d.states[key], state=INVALID_STATE))
+        return len(keys)
 
     # -- derived state -------------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -698,6 +733,34 @@ class _MemoryTransaction:
             return True
         return False
 
+    # -- suppressions ----------------------------------------------------------------
+    def suppress(self, digest: str, at: datetime) -> bool:
+        if digest in self._d.suppressions:
+            return False
+        self._set(self._d.suppressions, digest, (at, 0))
+        return True
+
+    def unsuppress(self, digest: str) -> bool:
+        if digest not in self._d.suppressions:
+            return False
+        self._del(self._d.suppressions, digest)
+        return True
+
+    def has_suppressions(self) -> bool:
+        return bool(self._d.suppressions)
+
+    def drop_suppressed(self, digests: Sequence[str]) -> bool:
+        found = False
+        for digest in set(digests):
+            entry = self._d.suppressions.get(digest)
+            if entry is not None:
+                self._set(self._d.suppressions, digest, (entry[0], entry[1] + 1))
+                found = True
+        return found
+
+    def suppressed_calls(self) -> int:
+        return sum(dropped for _, dropped in self._d.suppressions.values())
+
     # -- metadata --------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         return self._d.meta.get(key)
@@ -772,6 +835,9 @@ class MemoryStore:
     def joined(self, connection: Any) -> AbstractContextManager[_MemoryTransaction]:
         """Refused: only a PostgresStore joins the caller's transaction."""
         raise cannot_join(self)
+
+    def scrub(self, *, vacuum: bool = False) -> None:
+        """Nothing to do: deleted data is gone from memory once nothing refers to it."""
 
     def close(self) -> None:
         """Nothing to release; the data stays readable until garbage-collected."""

@@ -47,6 +47,7 @@ from .._events import EventRecord, Qualification, SubjectKind
 from .._retry import pause
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from ._base import (
+    INVALID_STATE,
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
@@ -244,6 +245,16 @@ _V4_NUDGES_AND_RANKS = [
     " WHERE changes_at IS NOT NULL",
 ]
 
+# v5: suppressed ids (forget(user, suppress=True)), as one-way digests, with the
+# number of calls dropped for each.
+_V5_SUPPRESSIONS = [
+    """CREATE TABLE IF NOT EXISTS {s}.suppressions (
+        digest text PRIMARY KEY,
+        created_at bigint NOT NULL,
+        dropped bigint NOT NULL DEFAULT 0
+    )""",
+]
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[list[str]] = [
@@ -251,10 +262,37 @@ _MIGRATIONS: list[list[str]] = [
     _V2_DELIVERY_MODEL,
     _V3_DELIVERY_PER_CALLBACK,
     _V4_NUDGES_AND_RANKS,
+    _V5_SUPPRESSIONS,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; a database at a higher version is refused."""
+
+# the tables forget() deletes or rewrites rows of (scrub(vacuum=True) vacuums them)
+_PERSONAL_TABLES = (
+    "events",
+    "aliases",
+    "traits",
+    "states",
+    "ranks",
+    "qualifications",
+    "deliveries",
+    "callback_deliveries",
+    "nudges",
+    "suppressions",
+)
+
+# the tables user_rows() counts, in the order of its columns
+_USER_ROW_TABLES = (
+    "events",
+    "traits",
+    "aliases",
+    "nudges",
+    "states",
+    "ranks",
+    "qualifications",
+    "deliveries",
+)
 
 _SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {s}.schema_version (
     version integer PRIMARY KEY,
@@ -413,6 +451,39 @@ _STATEMENTS: dict[str, str] = {
     ),
     "has_nudge": "SELECT 1 FROM {s}.nudges WHERE user_id = %s AND key = %s LIMIT 1",
     "forget_nudges": "DELETE FROM {s}.nudges WHERE user_id = ANY(%s::text[])",
+    "suppress": (
+        "INSERT INTO {s}.suppressions (digest, created_at) VALUES (%s, %s)"
+        " ON CONFLICT (digest) DO NOTHING"
+    ),
+    "unsuppress": "DELETE FROM {s}.suppressions WHERE digest = %s",
+    "has_suppressions": "SELECT 1 FROM {s}.suppressions LIMIT 1",
+    "drop_suppressed": (
+        "UPDATE {s}.suppressions SET dropped = dropped + 1 WHERE digest = ANY(%s::text[])"
+    ),
+    "suppressed_calls": "SELECT coalesce(sum(dropped), 0) FROM {s}.suppressions",
+    "user_rows": (
+        "SELECT (SELECT count(*) FROM {s}.events WHERE user_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.traits"
+        " WHERE kind = 'user' AND subject_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.aliases WHERE previous_id = ANY(%(ids)s::text[])"
+        " OR user_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.nudges WHERE user_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.states"
+        " WHERE kind = 'user' AND subject_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.ranks"
+        " WHERE kind = 'user' AND subject_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.qualifications"
+        " WHERE kind = 'pql' AND subject_id = ANY(%(ids)s::text[])),"
+        " (SELECT count(*) FROM {s}.deliveries"
+        " WHERE qualification->>'kind' = 'pql' AND subject_id = ANY(%(ids)s::text[]))"
+    ),
+    "forget_states": (
+        "DELETE FROM {s}.states WHERE kind = 'user' AND subject_id = ANY(%s::text[])"
+    ),
+    "forget_ranks": "DELETE FROM {s}.ranks WHERE kind = 'user' AND subject_id = ANY(%s::text[])",
+    "invalidate_states": (
+        "UPDATE {s}.states SET state = %s WHERE kind = %s AND subject_id = %s AND model <> %s"
+    ),
     "due_subjects": (
         "SELECT kind, subject_id FROM {s}.states WHERE model = %s AND due_at <= %s"
         " ORDER BY due_at, kind, subject_id LIMIT %s"
@@ -829,6 +900,34 @@ class _PostgresTransaction:
         self._execute("forget_traits", (wanted,))
         self._execute("forget_aliases", {"ids": wanted})
         self._execute("forget_nudges", (wanted,))
+        # every model's states and ranks of these users (an old model version's too)
+        self._execute("forget_states", (wanted,))
+        self._execute("forget_ranks", (wanted,))
+
+    def suppress(self, digest: str, at: datetime) -> bool:
+        return int(self._execute("suppress", (digest, to_us(at))).rowcount) == 1
+
+    def unsuppress(self, digest: str) -> bool:
+        return int(self._execute("unsuppress", (digest,)).rowcount) == 1
+
+    def has_suppressions(self) -> bool:
+        return self._scalar("has_suppressions") is not None
+
+    def drop_suppressed(self, digests: Sequence[str]) -> bool:
+        return int(self._execute("drop_suppressed", (list(digests),)).rowcount) > 0
+
+    def suppressed_calls(self) -> int:
+        return int(self._scalar("suppressed_calls"))
+
+    def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
+        row = self._execute("user_rows", {"ids": list(user_ids)}).fetchone()
+        assert row is not None  # one row of counts
+        return dict(zip(_USER_ROW_TABLES, (int(v) for v in row), strict=True))
+
+    def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
+        return int(
+            self._execute("invalidate_states", (INVALID_STATE, kind, subject_id, keep)).rowcount
+        )
 
     # -- derived state -------------------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -1503,6 +1602,29 @@ class PostgresStore:
                 f"PostgreSQL aborted the transaction to resolve a conflict ({code}): {error}"
             )
         return StoreError(f"PostgreSQL error at {self._where}: {error}")
+
+    def scrub(self, *, vacuum: bool = False) -> None:
+        """With ``vacuum``, run ``VACUUM`` on the tables that hold personal data.
+
+        A ``DELETE`` (or an ``UPDATE``) in PostgreSQL leaves the old row version in
+        its page, invisible but readable from the data files, until a vacuum marks
+        its space free; autovacuum does that eventually (on its thresholds), and the
+        space is overwritten only when new rows reuse it. ``VACUUM`` (not ``FULL``:
+        it takes no exclusive lock) reclaims it now; it runs outside a transaction,
+        on a pooled connection. Without ``vacuum``, nothing is done.
+        """
+        if not vacuum:
+            return
+        import psycopg
+        from psycopg import sql
+
+        pool = self._pool()
+        try:
+            with pool.connection() as conn:  # autocommit: VACUUM cannot run in a transaction
+                for table in _PERSONAL_TABLES:
+                    conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(self._schema, table)))
+        except psycopg.Error as error:
+            raise self._translate(error) from error
 
     def close(self) -> None:
         """Close this process's pool. Idempotent.

@@ -40,6 +40,7 @@ from .._events import EventRecord, Qualification, SubjectKind
 from .._retry import pause
 from ..exceptions import SchemaError, StoreError, ValidationError
 from ._base import (
+    INVALID_STATE,
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
@@ -287,6 +288,15 @@ def _v4_nudges_and_ranks(db: Database) -> None:
     )
 
 
+def _v5_suppressions(db: Database) -> None:
+    """Suppressed ids (``forget(user, suppress=True)``), as one-way digests, with the
+    number of calls dropped for each."""
+    db.execute(
+        "CREATE TABLE suppressions (digest TEXT PRIMARY KEY, created_at INTEGER NOT NULL,"
+        " dropped INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
+    )
+
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[Callable[[Database], None]] = [
@@ -294,6 +304,7 @@ _MIGRATIONS: list[Callable[[Database], None]] = [
     _v2_delivery_model,
     _v3_delivery_per_callback,
     _v4_nudges_and_ranks,
+    _v5_suppressions,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -502,6 +513,22 @@ def _immediate(conn: sqlite3.Connection, timeout: float) -> Iterator[None]:
 
 
 _open_lock = _process.Lock()  # guards opening a connection
+
+
+def _create_file(path: str, mode: int) -> None:
+    """Create an empty database file with permissions ``mode``, unless one exists.
+
+    SQLite would create it with 0644 (less the umask): readable by every user of
+    the machine. An empty file is a valid empty database.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except (FileExistsError, IsADirectoryError):
+        return
+    except OSError:
+        return  # a missing directory, say: connecting reports it as SQLite sees it
+    os.close(fd)
+
 
 # Connections inherited across fork(). Never used nor closed in the child:
 # keeping a reference stops garbage collection from closing them behind the
@@ -758,6 +785,41 @@ class _SQLiteTransaction:
             wanted * 2,
         )
         self._conn.execute(f"DELETE FROM nudges WHERE user_id IN {_IN_JSON}", wanted)
+        # every model's states and ranks of these users (an old model version's too)
+        self._conn.execute(
+            f"DELETE FROM states WHERE kind = 'user' AND subject_id IN {_IN_JSON}", wanted
+        )
+        self._conn.execute(
+            f"DELETE FROM ranks WHERE kind = 'user' AND subject_id IN {_IN_JSON}", wanted
+        )
+
+    def user_rows(self, user_ids: Sequence[str]) -> dict[str, int]:
+        wanted = _json_ids(user_ids)
+        counts = {
+            table: int(self._scalar(f"SELECT count(*) FROM {table} WHERE {where}", params))
+            for table, where, params in (
+                ("events", f"user_id IN {_IN_JSON}", (wanted,)),
+                ("traits", f"kind = 'user' AND subject_id IN {_IN_JSON}", (wanted,)),
+                ("aliases", f"previous_id IN {_IN_JSON} OR user_id IN {_IN_JSON}", (wanted,) * 2),
+                ("nudges", f"user_id IN {_IN_JSON}", (wanted,)),
+                ("states", f"kind = 'user' AND subject_id IN {_IN_JSON}", (wanted,)),
+                ("ranks", f"kind = 'user' AND subject_id IN {_IN_JSON}", (wanted,)),
+                ("qualifications", f"kind = 'pql' AND subject_id IN {_IN_JSON}", (wanted,)),
+                (
+                    "deliveries",
+                    f"json_extract(qualification, '$.kind') = 'pql' AND subject_id IN {_IN_JSON}",
+                    (wanted,),
+                ),
+            )
+        }
+        return counts
+
+    def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
+        cursor = self._conn.execute(
+            "UPDATE states SET state = ? WHERE kind = ? AND subject_id = ? AND model <> ?",
+            (INVALID_STATE, kind, subject_id, keep),
+        )
+        return cursor.rowcount
 
     # -- derived state -------------------------------------------------------------------
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
@@ -1256,6 +1318,32 @@ class _SQLiteTransaction:
         )
         return None if known is None else False
 
+    # -- suppressions --------------------------------------------------------------------
+    def suppress(self, digest: str, at: datetime) -> bool:
+        cursor = self._conn.execute(
+            "INSERT INTO suppressions (digest, created_at) VALUES (?, ?)"
+            " ON CONFLICT (digest) DO NOTHING",
+            (digest, to_us(at)),
+        )
+        return cursor.rowcount == 1
+
+    def unsuppress(self, digest: str) -> bool:
+        cursor = self._conn.execute("DELETE FROM suppressions WHERE digest = ?", (digest,))
+        return cursor.rowcount == 1
+
+    def has_suppressions(self) -> bool:
+        return self._scalar("SELECT 1 FROM suppressions LIMIT 1") is not None
+
+    def drop_suppressed(self, digests: Sequence[str]) -> bool:
+        cursor = self._conn.execute(
+            f"UPDATE suppressions SET dropped = dropped + 1 WHERE digest IN {_IN_JSON}",
+            (dumps(list(digests)),),
+        )
+        return cursor.rowcount > 0
+
+    def suppressed_calls(self) -> int:
+        return int(self._scalar("SELECT coalesce(sum(dropped), 0) FROM suppressions"))
+
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         value = self._scalar("SELECT value FROM meta WHERE key = ?", (key,))
@@ -1334,6 +1422,10 @@ class SQLiteStore:
             with an empty one.
         timeout: How long, in seconds, a transaction waits for the write lock
             before giving up with :class:`~pqlkit.exceptions.StoreError`.
+        mode: The permission bits a new database file is created with (the
+            default, ``0o600``, lets only its owner read it: it holds personal
+            data); SQLite gives its ``-wal`` and ``-shm`` files the same. An
+            existing file keeps its own.
         read_only: Open an existing store only to read it (what
             :func:`pqlkit.backtest` does): the file is opened read-only, so
             nothing can change it (a write raises StoreError); it is never
@@ -1369,6 +1461,7 @@ class SQLiteStore:
         *,
         timeout: float = 30.0,
         read_only: bool = False,
+        mode: int = 0o600,
     ):
         path = os.fspath(path)
         self._path = path if path == _MEMORY else os.path.abspath(path)
@@ -1376,6 +1469,10 @@ class SQLiteStore:
         self._read_only = read_only
         if read_only and (self._path == _MEMORY or not os.path.isfile(self._path)):
             raise StoreError(f"no SQLite file at {self._path!r} to open read-only")
+        if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+            raise ValidationError("mode", f"must be file permission bits like 0o600, got {mode!r}")
+        if not read_only and self._path != _MEMORY:
+            _create_file(self._path, mode)
         self._closed = False
         self._current: _Connection | None = self._connect()
 
@@ -1418,6 +1515,9 @@ class SQLiteStore:
         try:
             _check_sqlite()
             db = Database(conn, execute_plugins=False)
+            # deleted rows are overwritten with zeros, not left in free pages
+            # (most SQLite builds default it off; Debian's on)
+            conn.execute("PRAGMA secure_delete = ON")
             if self._read_only:
                 _check_current(db, self._path, self._timeout)
             else:
@@ -1463,6 +1563,33 @@ class SQLiteStore:
     def joined(self, connection: Any) -> AbstractContextManager[_SQLiteTransaction]:
         """Refused: only a PostgresStore joins the caller's transaction."""
         raise cannot_join(self)
+
+    def scrub(self, *, vacuum: bool = False) -> None:
+        """Checkpoint the write-ahead log into the file and truncate it to zero bytes.
+
+        Deleted rows are zeroed in the file (``secure_delete`` is on), but the WAL
+        still holds copies of the pages written before the delete until a
+        checkpoint; a reader in another process that keeps a transaction open
+        holds the checkpoint back (it waits up to ``timeout`` for it). ``vacuum``
+        also rebuilds the file (``VACUUM``), which gives freed pages back to the
+        file system.
+        """
+        if self._read_only or self._path == _MEMORY:
+            return
+        connection = self._connection()
+        with connection.lock:
+            if connection.active:
+                raise StoreError("cannot scrub an SQLiteStore inside its own transaction")
+            conn = connection.db.conn
+            try:
+                if vacuum:
+                    _retry_busy(lambda: conn.execute("VACUUM"), self._timeout)
+                _retry_busy(
+                    lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall(),
+                    self._timeout,
+                )
+            except sqlite3.Error as error:
+                raise _store_error(error, self._path) from error
 
     def close(self) -> None:
         """Close this process's connection. Idempotent.
