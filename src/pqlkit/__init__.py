@@ -68,7 +68,7 @@ from ._lab import (
     backtest,
     simulate,
 )
-from ._model import Model
+from ._model import Model, Play, play
 from ._observe import DeliveryFailure
 from ._settings import ClientOptions, Settings
 from .exceptions import (
@@ -101,6 +101,7 @@ __all__ = [
     "ModelError",
     "ModelReport",
     "Nudge",
+    "Play",
     "PostgresStore",
     "PqlkitError",
     "Qualification",
@@ -149,6 +150,7 @@ __all__ = [
     "on_disqualified",
     "on_pqa",
     "on_pql",
+    "play",
     "points",
     "score",
     "sequence",
