@@ -589,7 +589,7 @@ class Client:
     def qualified_at(
         self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql", play: str | None = None
     ) -> datetime | None:
-        """When the subject last fired ``kind`` (or ``play``) under this model; None if it never did.
+        """When the subject last fired ``kind`` (or ``play``) under the model; None if never.
 
         ``kind="pql"`` reads a user (aliases resolved), ``kind="pqa"`` an account;
         ``play="name"`` reads that play's subject (``kind`` is then ignored), a

@@ -255,7 +255,7 @@ class Firing:
     def _latest(
         self, tx: Transaction, subject: Subject, kind: str, play: str | None
     ) -> QualificationRecord | None:
-        """The subject's latest qualification record of the rule (or ``play``), cached in its state."""
+        """The subject's latest record of the rule (or ``play``), cached in its state."""
         state = subject.state
         cached = state.qualification if play is None else state.plays.get(play)
         if cached is None:
