@@ -393,3 +393,33 @@ def test_plays_fire_once_across_processes(tmp_path: Path) -> None:
     with Client(PROCESS_MODEL, store=f"sqlite:///{path}") as client:
         assert len(client.qualifications(kind="play", limit=100)) == len(expected)
         assert all(len(client.nudges(f"u{u}")) == 1 for u in range(USERS))
+
+
+# -- the example -----------------------------------------------------------------------------
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    """``python examples/plays.py``: the play's nudge opens and goes once the user upgraded,
+    the AE hand-off is delivered once, about a tenth of the nudge's subjects are held out."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "examples/plays.py", str(tmp_path / "plays.db")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == [
+        "fired: [('upgrade_nudge', 'ada', False)]",
+        "ada's inbox: [\"You're close to your row limit\"]",
+        "after upgrading: []",
+    ]
+    assert lines[3].startswith("AE task for bigco: big_company (id ")
+    assert lines[4:6] == ["upgrade_nudge fired: 201", "held out: 16"]  # stable: a hash
+    assert len(lines) == 6
