@@ -205,6 +205,21 @@ def test_async_on_play(store: Store, clock: FrozenClock) -> None:
     assert got == ["upgrade_nudge"]
 
 
+def test_module_level_on_play(client: Client) -> None:
+    """pqlkit.on_play registers on the default client (testing.use swaps it in)."""
+    from pqlkit.testing import use
+
+    got: list[str] = []
+    with use(client):
+
+        @pqlkit.on_play("upgrade_nudge", name="module-level")
+        def on_nudge(q: Qualification) -> None:
+            got.append(q.subject_id)
+
+        pqlkit.track("u1", "row_limit_warning")
+    assert got == ["u1"]
+
+
 # -- holdouts --------------------------------------------------------------------------------
 
 
