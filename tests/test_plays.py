@@ -220,6 +220,39 @@ def test_module_level_on_play(client: Client) -> None:
     assert got == ["u1"]
 
 
+def test_a_states_plays_cache_is_stored_only_with_plays(store: Store, clock: FrozenClock) -> None:
+    """A model without plays stores the state as before (ten items); a play's latest
+    record is cached in an eleventh, read back by a new client (no store lookup needed)."""
+    import json
+
+    from pqlkit._engine import SubjectState
+
+    without = Model("plays-state-a", pql=did("x"))
+    with_plays = Model("plays-state-b", pql=did("x"), plays={"p": play(did("x"))})
+    for model, items in ((without, 10), (with_plays, 11)):
+        with Client(model, store=store, clock=clock) as client:
+            client.track("u1", "x")
+        with store.transaction() as tx:
+            record = tx.load_state(model.name, "user", "u1")
+        assert record is not None
+        assert len(json.loads(record.state)) == items
+        state = SubjectState.load(record.state)
+        assert state == SubjectState.load(state.dump())
+        if model is with_plays:
+            assert state.plays["p"].qualified
+            with Client(model, store=store, clock=clock) as client:  # cold: read from the store
+                assert client.track("u1", "x").qualified == []
+
+
+def test_an_old_qualification_payload_loads() -> None:
+    """A payload stored before plays (no ``play``, no ``holdout``) loads as a pql's."""
+    q = Qualification("q1", "pql", "u1", None, "m", "f", T0)
+    data = q.to_dict()
+    del data["play"], data["holdout"]
+    assert Qualification.from_dict(data) == q
+    assert (q.play, q.holdout) == (None, False)
+
+
 # -- holdouts --------------------------------------------------------------------------------
 
 
