@@ -180,6 +180,20 @@ def test_forget_removes_a_users_plays(client: Client) -> None:
     assert len(client.track("u1", "row_limit_warning").qualified) == 1
 
 
+def test_forget_removes_a_users_events_from_an_account_plays_payload(client: Client) -> None:
+    """forget(user) redacts the user's events from the context of an account play's pending
+    delivery, as it does for a PQA's."""
+    for user in ("u1", "u2", "u3"):
+        client.track(user, "login", account_id="acme")
+    [q] = client.pending()
+    assert q.play == "ae_handoff"
+    assert "u2" in {e["user_id"] for e in q.context["events"]}
+    client.forget("u2")
+    [q] = client.pending()
+    assert "u2" not in {e["user_id"] for e in q.context["events"]}
+    assert {e["user_id"] for e in q.context["events"]} == {"u1", "u3"}
+
+
 def test_the_sink_headline_names_the_play(client: Client) -> None:
     """sinks.headline() of a play's qualification names the play and its subject."""
     [q] = client.track("u1", "row_limit_warning").qualified
@@ -377,6 +391,41 @@ def test_plays_are_part_of_the_fingerprint() -> None:
     one = Model("m", pql=did("x"), plays={"p": play(did("y"))})
     held = Model("m", pql=did("x"), plays={"p": play(did("y"), holdout=0.1)})
     assert len({base.fingerprint, one.fingerprint, held.fingerprint}) == 3
+
+
+def test_plays_fire_once_across_threads_and_clients(store: Store, clock: FrozenClock) -> None:
+    """Four clients on one store (as four app servers would be), a thread each, tracking the
+    same users at once: each play fires once per subject, on every store."""
+    import threading
+
+    clients = [Client(PROCESS_MODEL, store=store, clock=clock, dispatch="inline") for _ in range(4)]
+    fired: list[tuple[str | None, str]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def work(client: Client) -> None:
+        try:
+            for _ in range(6):
+                for u in range(6):
+                    result = client.track(f"u{u}", "e", account_id=f"a{u % 2}")
+                    with lock:
+                        fired.extend((q.play, q.subject_id) for q in result.qualified)
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        for c in clients:
+            c.close()
+    assert errors == []
+    expected = {("p_user", f"u{u}"): 1 for u in range(6)}
+    expected |= {("p_account", f"a{a}"): 1 for a in range(2)}
+    assert Counter(fired) == expected
 
 
 # -- several processes -----------------------------------------------------------------------

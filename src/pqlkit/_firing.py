@@ -367,7 +367,9 @@ def redact(tx: Transaction, accounts: set[str], user_ids: set[str]) -> None:
     for status in ("pending", "delivered", "dead", "expired"):
         for d in tx.deliveries(status):
             q = d.qualification
-            if q.kind != "pqa" or q.subject_id not in accounts or d.id in done:
+            # an account's: a pqa, or a play of="account" (its account_id is itself)
+            of_account = q.kind == "pqa" or (q.kind == "play" and q.account_id == q.subject_id)
+            if not of_account or q.subject_id not in accounts or d.id in done:
                 continue
             done.add(d.id)
             events = q.context.get("events", [])
