@@ -375,7 +375,10 @@ def test_qualifications(runner: CliRunner, ops: tuple[str, dict[str, Qualificati
     page = run_json(runner, *base, "--limit", "2")
     rest = run_json(runner, *base, "--limit", "2", "--before", page[-1]["id"])
     assert page + rest == everything
-    assert run_json(runner, *base, "--play", "upgrade_nudge") == []
+    assert run_json(runner, *base, "--kind", "play") == []  # the model declares no plays
+    unknown = runner.invoke(main, [*base, "--play", "upgrade_nudge"])
+    assert unknown.exit_code != 0
+    assert "play: unknown play 'upgrade_nudge'" in unknown.stderr
 
     table = run(runner, *base, "--limit", "3")
     header, rule, *rows = table.stdout.splitlines()

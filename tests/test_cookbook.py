@@ -32,6 +32,7 @@ import demo  # noqa: E402
 import developer_tools  # noqa: E402
 import email_marketing  # noqa: E402
 import firmographic_fit  # noqa: E402
+import plays  # noqa: E402
 import project_management  # noqa: E402
 import tev_score  # noqa: E402
 import video_hosting  # noqa: E402
@@ -745,6 +746,50 @@ def test_cookbook_code_is_the_examples_code() -> None:
     text = (ROOT / "docs" / "cookbook.md").read_text()
     blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
     sources = [p.read_text() for p in sorted(EXAMPLES.glob("*.py"))]
-    assert len(blocks) == 8  # recipes 1-8; recipe 9 reuses the data-tooling model
+    assert len(blocks) == 9  # recipes 1-8 and 10; recipe 9 reuses the data-tooling model
     for block in blocks:
         assert any(block in source for source in sources), block
+
+
+# -- 10. routing by motion (examples/plays.py) ------------------------------------------------
+
+
+def test_plays_the_nudge_is_for_small_companies_at_80_percent(
+    start: Callable[[Model], Run],
+) -> None:
+    """79% of the row limit fires nothing, 80% fires the nudge; at a big company, nothing."""
+    run = start(plays.model)
+    run.client.group("tiny", {"employees": 4})
+    run.client.group("bigco", {"employees": 5_000})
+    for user, account in (("ada", "tiny"), ("bo", "bigco")):
+        run.client.identify(user, {"row_limit": 1_000}, account_id=account)
+        assert run.at(timedelta(hours=1), user, "usage_reported", {"rows": 799}).qualified == []
+    assert [
+        q.play for q in run.at(timedelta(hours=2), "ada", "usage_reported", {"rows": 800}).qualified
+    ] == ["upgrade_nudge"]
+    assert run.at(timedelta(hours=2), "bo", "usage_reported", {"rows": 900}).qualified == []
+    assert run.line("bo", "play upgrade_nudge").endswith("-> false")
+
+
+def test_plays_the_handoff_needs_three_users_at_a_big_company(
+    start: Callable[[Model], Run],
+) -> None:
+    """Two active users at bigco fire nothing, the third hands it off; three at tiny: nothing."""
+    run = start(plays.model)
+    run.client.group("tiny", {"employees": 4})
+    run.client.group("bigco", {"employees": 5_000})
+    fired = [
+        (q.play, q.subject_id)
+        for i, (user, account) in enumerate(
+            [
+                ("a", "bigco"),
+                ("b", "bigco"),
+                ("x", "tiny"),
+                ("y", "tiny"),
+                ("z", "tiny"),
+                ("c", "bigco"),
+            ]
+        )
+        for q in run.at(timedelta(hours=i), user, "login", account_id=account).qualified
+    ]
+    assert fired == [("ae_handoff", "bigco")]

@@ -663,3 +663,76 @@ def test_django_get_client_before_setup_is_a_clear_error() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "add it to INSTALLED_APPS" in done.stdout
+
+
+PLAYS = pqlkit.Model(
+    "integration-plays",
+    plays={"upgrade": pqlkit.play(pqlkit.did("limit_hit"))},
+)
+
+
+def test_flask_on_play_reaches_apps_initialised_before_and_after() -> None:
+    """@ext.on_play("upgrade") gets that play's qualifications on every app's Client."""
+    from flask import Flask
+
+    from pqlkit.integrations.flask import PqlKit
+
+    ext = PqlKit(model=PLAYS)
+    early, late = Flask("early-plays"), Flask("late-plays")
+    for app in (early, late):
+        app.config["PQLKIT_STORE"] = "memory://"
+    ext.init_app(early)
+    got: list[tuple[str | None, str]] = []
+
+    @ext.on_play("upgrade", name="recorder")
+    def record(q: pqlkit.Qualification) -> None:
+        got.append((q.play, q.subject_id))
+
+    ext.init_app(late)
+    try:
+        for app, user in ((early, "jane"), (late, "raj")):
+            with app.app_context():
+                ext.track(user, "limit_hit")
+        assert got == [("upgrade", "jane"), ("upgrade", "raj")]
+    finally:
+        ext.close(early)
+        ext.close(late)
+
+
+def test_flask_on_play_of_an_unknown_play_is_refused() -> None:
+    """An unknown play is a ValidationError naming ``play``."""
+    from flask import Flask
+
+    from pqlkit.integrations.flask import PqlKit
+
+    app = Flask("unknown-play")
+    app.config["PQLKIT_STORE"] = "memory://"
+    ext = PqlKit(app, model=PLAYS)
+    try:
+        with pytest.raises(pqlkit.ValidationError) as raised:
+            ext.on_play("nope", lambda q: None)
+        assert raised.value.field == "play"
+    finally:
+        ext.close(app)
+
+
+def test_django_callbacks_of_a_play() -> None:
+    """CALLBACKS {"play:<name>": [...]} registers each path for that play; an unknown
+    play's key is refused naming it."""
+    sys.path.insert(0, str(DJANGO_PROJECT))
+    from pqlkit.integrations.django.apps import read_settings
+
+    path = "pql_app.hooks:notify_sales"
+    plan = read_settings(
+        {"MODEL": PLAYS, "STORE": MemoryStore(), "CALLBACKS": {"play:upgrade": [path]}}
+    )
+    assert [(kind, name) for kind, _, name in plan.callbacks] == [("play:upgrade", path)]
+    client = plan.build()
+    try:
+        with pytest.raises(pqlkit.ValidationError, match=r"taken|registered"):
+            client.on_play("upgrade", lambda q: None, name=path)  # the name is taken: registered
+    finally:
+        client.close()
+    with pytest.raises(pqlkit.ValidationError, match="unknown play") as raised:
+        read_settings({"MODEL": PLAYS, "CALLBACKS": {"play:nope": [path]}})
+    assert raised.value.field == "PQLKIT[\"CALLBACKS\"]['play:nope']"

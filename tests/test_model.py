@@ -30,6 +30,7 @@ from pqlkit import (
     hours,
     idle,
     last,
+    play,
     points,
     score,
     sequence,
@@ -73,9 +74,106 @@ def case(case_id: str, build: Callable[[], object], name: str | None, reason: st
 
 NOT_JSON = object()
 
+
 # One row (or more) per `raise ModelError(...)` in src/pqlkit/_model.py, in source order;
 # test_every_raise_in_the_model_has_a_case checks that none is missing.
+def with_play(p: Any, name: Any = "up") -> Model:
+    """A model whose only play is ``p``, under ``name``."""
+    return Model("m", signals={"on": did("on")}, plays={name: p})
+
+
 BAD_DECLARATIONS = [
+    # -- plays (declared above the Model in _model.py)
+    case(
+        "play-name-with-colon",
+        lambda: with_play(play(did("x")), "a:b"),
+        "plays",
+        "names must be non-empty printable str without ':', got 'a:b'",
+    ),
+    case(
+        "play-name-empty",
+        lambda: with_play(play(did("x")), ""),
+        "plays",
+        "names must be non-empty printable str without ':', got ''",
+    ),
+    case(
+        "play-not-a-play",
+        lambda: with_play(did("x")),
+        "plays.up",
+        "must be a play(...), got Compare",
+    ),
+    case(
+        "play-of-a-team",
+        lambda: with_play(play(did("x"), of="team")),  # type: ignore[arg-type]
+        "plays.up.of",
+        'must be "user" or "account", got \'team\'',
+    ),
+    case(
+        "play-holdout-one",
+        lambda: with_play(play(did("x"), holdout=1.0)),
+        "plays.up.holdout",
+        "must be a number with 0 <= holdout < 1, got 1.0",
+    ),
+    case(
+        "play-holdout-negative",
+        lambda: with_play(play(did("x"), holdout=-0.1)),
+        "plays.up.holdout",
+        "must be a number with 0 <= holdout < 1, got -0.1",
+    ),
+    case(
+        "play-holdout-a-str",
+        lambda: with_play(play(did("x"), holdout="0.1")),  # type: ignore[arg-type]
+        "plays.up.holdout",
+        "must be a number with 0 <= holdout < 1, got '0.1'",
+    ),
+    case(
+        "play-requalify-after-zero",
+        lambda: with_play(play(did("x"), requalify_after=timedelta(0))),
+        "plays.up.requalify_after",
+        "must be a positive timedelta or None, got datetime.timedelta(0)",
+    ),
+    case(
+        "play-nudge-on-accounts",
+        lambda: with_play(play(did("x"), of="account", nudge={"title": "t"})),
+        "plays.up.nudge",
+        'a nudge goes to a user: only a play of="user" may declare one',
+    ),
+    case(
+        "play-nudge-not-json",
+        lambda: with_play(play(did("x"), nudge={"title": NOT_JSON})),
+        "plays.up.nudge",
+        "must be a JSON object: Object of type object is not JSON serializable",
+    ),
+    case(
+        "play-nudge-too-big",
+        lambda: with_play(play(did("x"), nudge={"body": "x" * 5000})),
+        "plays.up.nudge",
+        "must be at most 4096 bytes of JSON, got 5011",
+    ),
+    case(
+        "play-until-zero",
+        lambda: with_play(play(did("x"), nudge={"t": 1}, until=timedelta(0))),
+        "plays.up.until",
+        "must be a positive timedelta, got datetime.timedelta(0)",
+    ),
+    case(
+        "play-until-without-nudge",
+        lambda: with_play(play(did("x"), until=days(7))),
+        "plays.up.until",
+        "is how long the play's nudge stays open: no nudge=",
+    ),
+    case(
+        "play-condition-a-str",
+        lambda: with_play(play("on")),  # type: ignore[arg-type]
+        "plays.up",
+        "must be a pqlkit condition, got str",
+    ),
+    case(
+        "play-condition-a-number",
+        lambda: with_play(play(count("x"))),
+        "plays.up",
+        "must be a condition, got a number",
+    ),
     # -- the Model's own arguments
     case("name-empty", lambda: Model(""), "name", "must be a non-empty str"),
     case("name-blank", lambda: Model("  "), "name", "must be a non-empty str"),
@@ -721,7 +819,7 @@ def test_every_raise_in_the_model_has_a_case() -> None:
         for line, pattern in patterns
         if not any(pattern.fullmatch(reason) for reason in reasons)  # type: ignore[arg-type]
     ]
-    assert len(patterns) == 51
+    assert len(patterns) == 63
     assert missing == []
 
 

@@ -21,6 +21,7 @@ from ._default import (
     group,
     identify,
     on_disqualified,
+    on_play,
     on_pqa,
     on_pql,
     track,
@@ -68,7 +69,7 @@ from ._lab import (
     backtest,
     simulate,
 )
-from ._model import Model
+from ._model import Model, Play, play
 from ._observe import DeliveryFailure
 from ._settings import ClientOptions, Settings
 from .exceptions import (
@@ -101,6 +102,7 @@ __all__ = [
     "ModelError",
     "ModelReport",
     "Nudge",
+    "Play",
     "PostgresStore",
     "PqlkitError",
     "Qualification",
@@ -147,8 +149,10 @@ __all__ = [
     "last",
     "minutes",
     "on_disqualified",
+    "on_play",
     "on_pqa",
     "on_pql",
+    "play",
     "points",
     "score",
     "sequence",

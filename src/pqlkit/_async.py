@@ -194,6 +194,25 @@ class AsyncClient:
         """Decorator: call ``fn(qualification)`` when a qualified subject's rule turns false."""
         return self._decorate("disqualified", fn, name)
 
+    @overload
+    def on_play(self, play: str, fn: F, /, *, name: str | None = None) -> F: ...
+    @overload
+    def on_play(
+        self, play: str, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[F], F]: ...
+    def on_play(
+        self, play: str, fn: F | None = None, /, *, name: str | None = None
+    ) -> F | Callable[[F], F]:
+        """Decorator: call ``fn(qualification)`` when a subject fires the play ``play``
+        (see :meth:`Client.on_play <pqlkit.Client.on_play>`)."""
+
+        def register(f: Callback) -> None:
+            if not callable(f):
+                raise ValidationError("fn", "must be callable")
+            self._client.on_play(play, self._adapt(f), name=callback_name(f, name))
+
+        return register_or_decorate(register, fn)
+
     def _decorate(
         self, kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
     ) -> F | Callable[[F], F]:
@@ -354,10 +373,10 @@ class AsyncClient:
         return await self._run(self._client.top, score, n=n, of=of)
 
     async def qualified_at(
-        self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql"
+        self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql", play: str | None = None
     ) -> datetime | None:
         """:meth:`Client.qualified_at <pqlkit.Client.qualified_at>`, awaited."""
-        return await self._run(self._client.qualified_at, subject_id, kind=kind)
+        return await self._run(self._client.qualified_at, subject_id, kind=kind, play=play)
 
     async def qualifications(
         self,

@@ -232,6 +232,40 @@ class Client:
         """Decorator: call ``fn(qualification)`` when a qualified subject's rule turns false."""
         return self._decorate("disqualified", fn, name)
 
+    @overload
+    def on_play(self, play: str, fn: F, /, *, name: str | None = None) -> F: ...
+    @overload
+    def on_play(
+        self, play: str, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[F], F]: ...
+    def on_play(
+        self, play: str, fn: F | None = None, /, *, name: str | None = None
+    ) -> F | Callable[[F], F]:
+        """Call ``fn(qualification)`` when a subject fires the model's play ``play``.
+
+        ``@client.on_play("ae_handoff")``, ``@client.on_play("ae_handoff", name="crm")``
+        or ``client.on_play("ae_handoff", fn, name="crm")``. Only that play's
+        qualifications (``q.kind == "play"``, ``q.play == play``) reach it, with
+        the guarantees of ``on_pql``; held-out ones (the play's ``holdout``) never do.
+
+        Raises:
+            ValidationError: ``play`` is not one of the model's plays (field
+                ``"play"``), or the callback's name is taken for that play.
+
+        Example:
+            >>> import pqlkit
+            >>> from pqlkit import Model, active_users, play
+            >>> model = Model("doc", plays={"ae_handoff": play(active_users() >= 2, of="account")})
+            >>> with pqlkit.Client(model, store="memory://", dispatch="inline") as client:
+            ...     @client.on_play("ae_handoff")
+            ...     def hand_off(q: pqlkit.Qualification) -> None:
+            ...         print(q.kind, q.play, q.subject_id)
+            ...     _ = client.track("u1", "login", account_id="acme")
+            ...     _ = client.track("u2", "login", account_id="acme")
+            play ae_handoff acme
+        """
+        return register_or_decorate(lambda f: self._core.on_play(play, f, name), fn)
+
     def _decorate(
         self, kind: Literal["pql", "pqa", "disqualified"], fn: F | None, name: str | None
     ) -> F | Callable[[F], F]:
@@ -579,11 +613,13 @@ class Client:
         return self._core.top(score, n, of)
 
     def qualified_at(
-        self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql"
+        self, subject_id: str, *, kind: Literal["pql", "pqa"] = "pql", play: str | None = None
     ) -> datetime | None:
-        """When the subject last fired ``kind`` under this model; None if it never did.
+        """When the subject last fired ``kind`` (or ``play``) under the model; None if never.
 
-        ``kind="pql"`` reads a user (aliases resolved), ``kind="pqa"`` an account.
+        ``kind="pql"`` reads a user (aliases resolved), ``kind="pqa"`` an account;
+        ``play="name"`` reads that play's subject (``kind`` is then ignored), a
+        held-out qualification included.
         A later disqualification does not clear it: it tells that the rule fired.
 
         Example:
@@ -596,7 +632,7 @@ class Client:
             ...     before is None, client.qualified_at("u1") is not None
             (True, True)
         """
-        return self._core.qualified_at(subject_id, kind)
+        return self._core.qualified_at(subject_id, kind, play)
 
     def qualifications(
         self,
@@ -621,8 +657,9 @@ class Client:
 
         Args:
             kind: ``"pql"``, ``"pqa"`` or ``"play"``; None lists every kind.
-            play: Only this play's (plays fire with ``kind="play"``). A model
-                without plays has none: the list is empty.
+            play: Only this play's (plays fire with ``kind="play"``); a name the
+                model does not declare is a ValidationError naming ``play``.
+                Held-out qualifications are listed with ``holdout=True``.
             since: Only those that qualified at or after this aware datetime; a
                 ``timedelta`` counts back from the clock's now (``since=days(7)``).
             before: The cursor of the next page: the last Qualification of the

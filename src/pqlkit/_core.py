@@ -31,6 +31,7 @@ from ._events import (
     BulkResult,
     Event,
     EventRecord,
+    Kind,
     Nudge,
     Qualification,
     Stats,
@@ -38,7 +39,7 @@ from ._events import (
     TrackResult,
 )
 from ._firing import Firing, personal_values, redact
-from ._model import Model
+from ._model import Model, held_out, play_kind
 from ._observe import Observer
 from ._ranking import Ranking
 from ._rebuild import Rebuild
@@ -100,6 +101,7 @@ class Core:
         settings: Settings,
     ) -> None:
         self.model = model
+        self._user_plays = frozenset(n for n, p in model.plays.items() if p.of == "user")
         self._plan = Plan(model)
         self._limits = settings.limits
         self.clock = clock
@@ -183,6 +185,19 @@ class Core:
         if not callable(fn):
             raise ValidationError("fn", "must be callable")
         self._dispatcher.register(kind, fn, callback_name(fn, name))
+
+    def on_play(self, play: object, fn: object, name: object = None) -> None:
+        self._check_play(play)
+        assert isinstance(play, str)
+        if not callable(fn):
+            raise ValidationError("fn", "must be callable")
+        self._dispatcher.register(play_kind(play), fn, callback_name(fn, name))
+
+    def _check_play(self, play: object) -> None:
+        """ValidationError naming ``play`` unless it names one of the model's plays."""
+        if not isinstance(play, str) or play not in self.model.plays:
+            known = ", ".join(repr(n) for n in self.model.plays) or "none"
+            raise ValidationError("play", f"unknown play {play!r} (the model's plays: {known})")
 
     def add_observer(self, observer: Observer) -> None:
         self._dispatcher.add_observer(observer)
@@ -428,6 +443,10 @@ class Core:
             tx.forget_users(ids)  # (every model's states of the users go with them)
             for i in ids:
                 tx.delete_qualifications(i, "pql")
+                for play in self._user_plays:
+                    tx.delete_qualifications(i, play_kind(play))
+                if self._user_plays:  # their deliveries (whose payloads say kind "play")
+                    tx.delete_qualifications(i, "play")
             for a in accounts:  # other models' states of the accounts hold the users' values
                 tx.invalidate_states("account", a, keep=self.model.name)
             redact(tx, set(accounts), set(ids), values)
@@ -463,8 +482,20 @@ class Core:
         user = check_id(user_id, "user_id", self._limits)
         now = self.clock.now()
         with self._session.tx() as tx:
-            records = tx.nudges(self._resolve(tx, user), now)
-        # (a nudge a play opened carries the play and its model: the place to re-check it)
+            uid = self._resolve(tx, user)
+            records = tx.nudges(uid, now)
+            # a nudge a play of this model opened is shown while the play holds for the user
+            name = self.model.name
+            if any(r.play in self._user_plays and r.model == name for r in records):
+                subject = self._load(tx, "user", uid)
+                t = self._read_time(subject)
+                ctx = self._traits.context(tx, subject)
+                holds = self._plan.evaluate(subject.state, t, "user", ctx, full=False).plays
+                records = [
+                    r
+                    for r in records
+                    if r.model != name or r.play not in self._user_plays or holds.get(r.play)
+                ]
         return [record.public() for record in records]
 
     def mark(self, user_id: object, key: object, action: object) -> bool:
@@ -510,14 +541,22 @@ class Core:
             t = self._read_time(subject)
             return explain(self._plan, subject.state, t, kind, self._traits.context(tx, subject))
 
-    def qualified_at(self, subject_id: object, kind: object) -> datetime | None:
+    def qualified_at(
+        self, subject_id: object, kind: object, play: object = None
+    ) -> datetime | None:
         self._check_open()
-        if kind != "pql" and kind != "pqa":
+        of: SubjectKind
+        if play is not None:
+            self._check_play(play)
+            assert isinstance(play, str)
+            of, stored = self.model.plays[play].of, play_kind(play)
+        elif kind != "pql" and kind != "pqa":
             raise ValidationError("kind", f'must be "pql" or "pqa", got {kind!r}')
-        of: SubjectKind = "user" if kind == "pql" else "account"
+        else:
+            of, stored = ("user" if kind == "pql" else "account"), kind
         with self._session.tx() as tx:
             sid = self._subject_key(tx, of, subject_id)
-            record = tx.latest_qualification(self.model.name, kind, sid)
+            record = tx.latest_qualification(self.model.name, stored, sid)
         return record.qualified_at if record is not None else None
 
     def top(self, score: object, n: object, of: object) -> list[tuple[str, float]]:
@@ -649,8 +688,14 @@ class Core:
                 f"must be a Qualification, a qualification's id or None, got {before!r}",
             )
         if play is not None:
-            return []  # the model declares no plays (yet): none fired
-        kinds = _LIST_KINDS if kind is None else (str(kind),)
+            self._check_play(play)
+            kinds: Sequence[str] = [play_kind(str(play))]
+        else:
+            plays = [play_kind(n) for n in self.model.plays]
+            if kind is None:
+                kinds = ["pql", "pqa", *plays]
+            else:
+                kinds = plays if kind == "play" else [str(kind)]
         with self._session.tx() as tx:
             if isinstance(before, str):
                 found = tx.find_qualification(before)
@@ -662,7 +707,7 @@ class Core:
             page = tx.recent_qualifications(
                 self.model.name, kinds=kinds, since=start, before=cursor, limit=limit
             )
-        return [_listed(record, payload) for record, payload in page]
+        return [_listed(self.model, record, payload) for record, payload in page]
 
     def deliveries(self, status: object, callback: object) -> list[Delivery]:
         self._check_open()
@@ -763,6 +808,13 @@ class Core:
                     firsts[key] = q
         pqls = [q for (k, _), q in firsts.items() if k == "pql"]
         pqas = sum(1 for (k, _) in firsts if k == "pqa")
+        plays = dict.fromkeys(self.model.plays, 0)
+        held = dict.fromkeys(self.model.plays, 0)
+        for kind, subject in firsts:
+            if kind.startswith("play:") and kind[5:] in plays:
+                play = kind[5:]
+                plays[play] += 1
+                held[play] += held_out(name, play, subject, self.model.plays[play].holdout)
         waits = sorted(q.qualified_at - q.first_seen for q in pqls)
         rate = len(pqls) / users if users else 0.0
         return Stats(
@@ -775,6 +827,8 @@ class Core:
             time_to_pql_median=_median(waits),
             time_to_pql_p90=waits[max(0, -(-9 * len(waits) // 10) - 1)] if waits else None,
             pql_rate_healthy=(0.05 <= rate <= 0.15) if users else None,
+            plays=plays,
+            plays_held_out=held,
         )
 
     # -- internals: validation ---------------------------------------------------------------
@@ -1096,20 +1150,37 @@ class Core:
 _LIST_KINDS = ("pql", "pqa", "play")
 
 
-def _listed(record: QualificationRecord, payload: Qualification | None) -> Qualification:
+def _listed(
+    model: Model, record: QualificationRecord, payload: Qualification | None
+) -> Qualification:
     """A listed qualification: its payload while the outbox keeps it, else what its record
     holds; ``disqualified_at`` tells whether its rule has turned false since."""
     if payload is not None:
         return attrs.evolve(payload, disqualified_at=record.disqualified_at)
+    play: str | None = None
+    kind: Kind
+    account = record.kind == "pqa"
+    if record.kind.startswith("play:"):
+        kind, play = "play", record.kind[5:]
+        declared = model.plays.get(play)
+        account = declared is not None and declared.of == "account"
+    else:
+        kind = "pqa" if record.kind == "pqa" else "pql"
     return Qualification(
         id=record.id,
-        kind=record.kind,
+        kind=kind,
         subject_id=record.subject_id,
-        account_id=record.subject_id if record.kind == "pqa" else None,
+        account_id=record.subject_id if account else None,
         model=record.model,
         fingerprint=record.fingerprint,
         qualified_at=record.qualified_at,
         disqualified_at=record.disqualified_at,
+        play=play,
+        # (a held-out qualification is never enqueued: listed from its record, the
+        # stable hash says it was held out)
+        holdout=play is not None
+        and play in model.plays
+        and held_out(model.name, play, record.subject_id, model.plays[play].holdout),
     )
 
 

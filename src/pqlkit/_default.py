@@ -30,6 +30,7 @@ __all__ = [
     "group",
     "identify",
     "on_disqualified",
+    "on_play",
     "on_pqa",
     "on_pql",
     "swap",
@@ -159,6 +160,16 @@ def on_disqualified(fn: None = None, /, *, name: str | None = None) -> Callable[
 def on_disqualified(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
     """:meth:`Client.on_disqualified` on the default client (call :func:`configure` first)."""
     return _register("disqualified", fn, name)
+
+
+@overload
+def on_play(play: str, fn: F, /, *, name: str | None = None) -> F: ...
+@overload
+def on_play(play: str, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
+def on_play(play: str, fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """:meth:`Client.on_play` on the default client (call :func:`configure` first)."""
+    client = get_client()
+    return register_or_decorate(lambda f: client.on_play(play, f, name=name), fn)
 
 
 def _register(

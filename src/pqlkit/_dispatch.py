@@ -32,7 +32,7 @@ __all__ = [
 
 logger = logging.getLogger("pqlkit")
 
-DeliveryKind = Literal["pql", "pqa", "disqualified"]
+DeliveryKind = str  # "pql", "pqa", "disqualified" or "play:<name>" (a play's)
 _FINISH_ATTEMPTS = 5
 _CLAIM_ATTEMPTS = 5  # claims in a row the database aborted before a pass gives up
 _SYNC_WAIT = 2.0  # seconds a full pass waits at most for another process's registration

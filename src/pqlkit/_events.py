@@ -37,7 +37,7 @@ __all__ = [
 
 R = TypeVar("R")
 
-Kind = Literal["pql", "pqa"]
+Kind = Literal["pql", "pqa", "play"]
 SubjectKind = Literal["user", "account"]
 
 
@@ -313,8 +313,9 @@ class Qualification(JsonRecord):
 
     Attributes:
         id: Stable idempotency key.
-        kind: ``"pql"`` (a user) or ``"pqa"`` (an account).
-        subject_id: The user id (pql) or account id (pqa).
+        kind: ``"pql"`` (a user), ``"pqa"`` (an account) or ``"play"`` (a play of
+            the model, on a user or an account: ``play`` names it).
+        subject_id: The user id (pql, a user's play) or account id (pqa, an account's play).
         account_id: The user's account (None for a user with no account); for a
             pqa, the account id itself.
         model: The model's name.
@@ -327,6 +328,9 @@ class Qualification(JsonRecord):
             ``events`` (the last few events), JSON-compatible.
         disqualified_at: For a disqualification delivered to ``on_disqualified``,
             the evaluation time at which the rule turned false; otherwise None.
+        play: The play's name for ``kind == "play"``; None for pql and pqa.
+        holdout: True for a play's qualification withheld from its action (the
+            play's ``holdout`` share): recorded, never delivered nor nudged.
     """
 
     id: str
@@ -341,6 +345,8 @@ class Qualification(JsonRecord):
     explanation: tuple[str, ...] = ()
     context: dict[str, Any] = attrs.field(factory=dict)
     disqualified_at: datetime | None = None
+    play: str | None = None
+    holdout: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """This Qualification as JSON-compatible values (``json.dumps`` takes them as they are).
@@ -460,6 +466,9 @@ class Stats(JsonRecord):
             PQL literature calls healthy; None with no users.
         suppressed: Calls (``track()``, ``identify()``, ``alias()``) dropped for
             suppressed ids, by every client of the store (the ids suppressed now).
+        plays: Play name to the subjects that fired it (at least once), held-out
+            ones included; every play of the model is listed.
+        plays_held_out: Play name to those of them held out (the play's ``holdout``).
     """
 
     users: int
@@ -471,3 +480,5 @@ class Stats(JsonRecord):
     time_to_pql_p90: timedelta | None
     pql_rate_healthy: bool | None
     suppressed: int = 0
+    plays: dict[str, int] = attrs.field(factory=dict)
+    plays_held_out: dict[str, int] = attrs.field(factory=dict)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import attrs
@@ -19,11 +19,17 @@ from ._convert import from_us, json_converter, to_us
 from ._dispatch import Dispatcher
 from ._engine import NO_QUALIFICATION, Context, Evaluation, LatestQualification, Plan, explained
 from ._events import Qualification
-from ._model import Model
+from ._model import Model, held_out, play_kind
 from ._ranking import Ranking
 from ._session import Due, Outcome, Subject
 from ._traits import ACCOUNT_TRAIT, Traits
-from .stores._base import DeliveryKind, DeliveryRecord, QualificationRecord, Transaction
+from .stores._base import (
+    DeliveryKind,
+    DeliveryRecord,
+    NudgeRecord,
+    QualificationRecord,
+    Transaction,
+)
 
 __all__ = ["FORGOTTEN", "Firing", "personal_values", "redact", "remember"]
 
@@ -100,33 +106,61 @@ class Firing:
         if self._ranking is not None:
             self._ranking.record(tx, subject, ev)
         due = Due(t, subject.state.events, ev.until)
-        if self._plan.rule_fns[subject.kind] is None:  # no rule for this kind
-            return due
-        cached = subject.state.qualification  # see remember()
-        if cached is not None and cached.qualified == ev.rule:
-            return due  # qualified and still true, or not qualified and still false
-        requalify = self._fire(tx, subject, ev, out, deliver)
-        if requalify is not None and requalify > t:
-            due.at = requalify if due.at is None else min(due.at, requalify)
+        if self._plan.rule_fns[subject.kind] is not None:  # a rule for this kind
+            cached = subject.state.qualification  # see remember()
+            # (qualified and still true, or not qualified and still false: nothing to do)
+            if cached is None or cached.qualified != ev.rule:
+                requalify = self._fire(tx, subject, ev, out, deliver, None, ev.rule)
+                if requalify is not None and requalify > t:
+                    due.at = requalify if due.at is None else min(due.at, requalify)
+        if ev.plays:  # (empty for a model without plays, or none of this kind)
+            cache = subject.state.plays
+            for play, holds in ev.plays.items():
+                known = cache.get(play)
+                if known is not None and known.qualified == holds:
+                    continue
+                requalify = self._fire(tx, subject, ev, out, deliver, play, holds)
+                if requalify is not None and requalify > t:
+                    due.at = requalify if due.at is None else min(due.at, requalify)
         return due
 
     def _fire(
-        self, tx: Transaction, subject: Subject, ev: Evaluation, out: Outcome, deliver: bool
+        self,
+        tx: Transaction,
+        subject: Subject,
+        ev: Evaluation,
+        out: Outcome,
+        deliver: bool,
+        play: str | None,
+        holds: bool,
     ) -> int | None:
-        """Record a qualification or disqualification as the evaluation's rule says (its
-        standing changed) and enqueue its delivery; a rule true during the
-        re-qualification cool-down returns when that ends (a sweep then fires it)."""
+        """Record a qualification or disqualification as the rule (or ``play``) says, its
+        standing having changed, and enqueue its delivery; a rule true during the
+        re-qualification cool-down returns when that ends (a sweep then fires it).
+
+        A play's qualification held out (its ``holdout`` share) is recorded and
+        enqueued nowhere; one that is not opens the play's nudge, if it declares one.
+        A play's disqualification is recorded (for ``requalify_after``), not delivered.
+        """
         t = ev.t
-        rule_kind: Literal["pql", "pqa"] = "pql" if subject.kind == "user" else "pqa"
+        rule_kind: Literal["pql", "pqa", "play"]
+        if play is not None:
+            rule_kind = "play"
+            store_kind = play_kind(play)
+            declared = self.model.plays[play]
+            cool = declared.requalify_after
+        else:
+            rule_kind = "pql" if subject.kind == "user" else "pqa"
+            store_kind = rule_kind
+            cool = self.model.requalify_after
         name = self.model.name
-        latest = self._latest(tx, subject, rule_kind)
+        latest = self._latest(tx, subject, store_kind, play)
         when = from_us(t)
-        if ev.rule:
+        if holds:
             round_ = None
             if latest is None:
                 round_ = 0
             elif latest.disqualified_at is not None:
-                cool = self.model.requalify_after
                 if cool is not None and when >= latest.disqualified_at + cool:
                     round_ = latest.round + 1
                 elif cool is not None:  # a sweep at the cool-down's end fires it
@@ -134,11 +168,11 @@ class Firing:
             if round_ is None:
                 return None
             assert subject.state.first is not None
-            qid = _qualification_id(name, rule_kind, subject.id, round_, subject.state.first)
+            qid = _qualification_id(name, store_kind, subject.id, round_, subject.state.first)
             record = QualificationRecord(
                 qid,
                 name,
-                rule_kind,
+                store_kind,
                 subject.id,
                 round_,
                 self.model.fingerprint,
@@ -146,21 +180,29 @@ class Firing:
                 from_us(subject.state.first),
             )
             if not tx.insert_qualification(record):
-                subject.state.qualification = None  # a concurrent writer got there first
+                _forget_cached(subject, play)  # a concurrent writer got there first
                 return None
-            remember(subject, record)
+            remember(subject, record, play)
             if not deliver:
                 return None
             q = self._payload(
                 tx, subject, ev, qid, rule_kind, when, self._traits.context(tx, subject)
             )
-            self._enqueue(tx, rule_kind, q)
+            if play is None:
+                self._enqueue(tx, rule_kind, q)
+            elif held_out(name, play, subject.id, declared.holdout):
+                q = attrs.evolve(q, play=play, holdout=True)  # recorded: no action taken
+            else:
+                q = attrs.evolve(q, play=play)
+                self._enqueue(tx, store_kind, q)
+                if declared.nudge is not None:
+                    self._open_nudge(tx, subject, play, declared.nudge, declared.until)
             out.qualified.append(q)
             out.enqueued = True
         elif latest is not None and latest.disqualified_at is None:
             tx.set_disqualified(latest.id, when)
-            remember(subject, attrs.evolve(latest, disqualified_at=when))
-            if not deliver:
+            remember(subject, attrs.evolve(latest, disqualified_at=when), play)
+            if not deliver or play is not None:
                 return None
             dq_id = _qualification_id(
                 name, "disqualified", subject.id, latest.round, to_us(latest.first_seen)
@@ -194,14 +236,31 @@ class Firing:
             known_since=now - self._dispatcher.window,
         )
 
+    def _open_nudge(
+        self,
+        tx: Transaction,
+        subject: Subject,
+        play: str,
+        payload: Mapping[str, Any],
+        until: timedelta | None,
+    ) -> None:
+        """Open the play's nudge for the user (keyed by the play's name), in this transaction."""
+        now = self._clock.now()
+        end = None if until is None else now + until
+        record = NudgeRecord(
+            subject.id, play, dict(payload), now, end, model=self.model.name, play=play
+        )
+        tx.open_nudge(record, now)
+
     def _latest(
-        self, tx: Transaction, subject: Subject, kind: Literal["pql", "pqa"]
+        self, tx: Transaction, subject: Subject, kind: str, play: str | None
     ) -> QualificationRecord | None:
-        """The subject's latest qualification record, cached in its state."""
-        cached = subject.state.qualification
+        """The subject's latest record of the rule (or ``play``), cached in its state."""
+        state = subject.state
+        cached = state.qualification if play is None else state.plays.get(play)
         if cached is None:
             record = tx.latest_qualification(self.model.name, kind, subject.id)
-            remember(subject, record)
+            remember(subject, record, play)
             return record
         if cached is NO_QUALIFICATION:
             return None
@@ -224,7 +283,7 @@ class Firing:
         subject: Subject,
         ev: Evaluation,
         qid: str,
-        kind: Literal["pql", "pqa"],
+        kind: Literal["pql", "pqa", "play"],
         when: datetime,
         ctx: Context,
     ) -> Qualification:
@@ -272,20 +331,32 @@ class Firing:
         )
 
 
-def remember(subject: Subject, record: QualificationRecord | None) -> None:
-    """Cache ``record`` (the subject's latest qualification) in its state."""
+def remember(subject: Subject, record: QualificationRecord | None, play: str | None = None) -> None:
+    """Cache ``record`` (the subject's latest qualification, of ``play`` if given) in its state."""
     if record is None:
-        subject.state.qualification = NO_QUALIFICATION
-        return
-    dq = record.disqualified_at
-    subject.state.qualification = LatestQualification(
-        record.id,
-        record.round,
-        record.fingerprint,
-        to_us(record.qualified_at),
-        to_us(record.first_seen),
-        None if dq is None else to_us(dq),
-    )
+        cached = NO_QUALIFICATION
+    else:
+        dq = record.disqualified_at
+        cached = LatestQualification(
+            record.id,
+            record.round,
+            record.fingerprint,
+            to_us(record.qualified_at),
+            to_us(record.first_seen),
+            None if dq is None else to_us(dq),
+        )
+    if play is None:
+        subject.state.qualification = cached
+    else:
+        subject.state.plays[play] = cached
+
+
+def _forget_cached(subject: Subject, play: str | None) -> None:
+    """Drop what the state caches of the rule's (or ``play``'s) latest record: unknown."""
+    if play is None:
+        subject.state.qualification = None
+    else:
+        subject.state.plays.pop(play, None)
 
 
 FORGOTTEN = "[forgotten]"
@@ -346,7 +417,9 @@ def redact(tx: Transaction, accounts: set[str], user_ids: set[str], values: set[
     for status in ("pending", "delivered", "dead", "expired"):
         for d in tx.deliveries(status):
             q = d.qualification
-            if q.kind != "pqa" or q.subject_id not in accounts or d.id in done:
+            # an account's: a pqa, or a play of="account" (its account_id is itself)
+            of_account = q.kind == "pqa" or (q.kind == "play" and q.account_id == q.subject_id)
+            if not of_account or q.subject_id not in accounts or d.id in done:
                 continue
             done.add(d.id)
             events = q.context.get("events", [])

@@ -13,7 +13,158 @@ from . import _dsl as d
 from ._convert import dumps
 from .exceptions import ModelError
 
-__all__ = ["Model"]
+__all__ = ["Model", "Play", "held_out", "play", "play_kind"]
+
+_MAX_NUDGE_BYTES = 4096
+
+
+class Play:
+    """A named rule beyond ``pql``/``pqa``, with the action it takes: made by :func:`play`.
+
+    Frozen; read its fields (``condition``, ``of``, ``requalify_after``, ``holdout``,
+    ``nudge``, ``until``). A :class:`Model` checks it (``ModelError`` naming the
+    field, ``plays.<name>.holdout``) and fingerprints it.
+    """
+
+    __slots__ = ("condition", "holdout", "nudge", "of", "requalify_after", "until")
+
+    condition: d.Expr
+    of: Literal["user", "account"]
+    requalify_after: timedelta | None
+    holdout: float
+    nudge: Mapping[str, Any] | None
+    until: timedelta | None
+
+    def __init__(
+        self,
+        condition: d.Expr,
+        of: Literal["user", "account"],
+        requalify_after: timedelta | None,
+        holdout: float,
+        nudge: Mapping[str, Any] | None,
+        until: timedelta | None,
+    ) -> None:
+        for field, value in (
+            ("condition", condition),
+            ("of", of),
+            ("requalify_after", requalify_after),
+            ("holdout", holdout),
+            ("nudge", None if nudge is None else MappingProxyType(dict(nudge))),
+            ("until", until),
+        ):
+            object.__setattr__(self, field, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Play is frozen: build a new play() to change {name!r}")
+
+    def __repr__(self) -> str:
+        return f"play({self.condition!r}, of={self.of!r}, holdout={self.holdout!r})"
+
+    def describe(self) -> str:
+        """The canonical text of the play (part of its model's fingerprint)."""
+        ra, until = self.requalify_after, self.until
+        nudge = dumps(dict(self.nudge)) if self.nudge is not None else "none"
+        return (
+            f"{self.condition.describe()} of={self.of} holdout={self.holdout!r}"
+            f" requalify_after={ra.total_seconds() if ra is not None else 'never'}"
+            f" nudge={nudge} until={until.total_seconds() if until is not None else 'never'}"
+        )
+
+
+def play(
+    condition: d.Expr,
+    *,
+    of: Literal["user", "account"] = "user",
+    requalify_after: timedelta | None = None,
+    holdout: float = 0.0,
+    nudge: Mapping[str, Any] | None = None,
+    until: timedelta | None = None,
+) -> Play:
+    """A play: a named rule of a model, on users or accounts, with its own callbacks.
+
+    Declared in ``Model(..., plays={"name": play(...)})``. A play fires once per
+    subject and model name, like ``pql``/``pqa``, with the same outbox guarantees;
+    its qualifications (``kind == "play"``, ``play == "name"``) reach only the
+    callbacks of ``client.on_play("name")``.
+
+    Args:
+        condition: When the play fires (a condition of the model's aggregates,
+            signals and scores).
+        of: ``"user"`` (the default) or ``"account"``: the subjects it is evaluated on.
+        requalify_after: Let a subject whose condition turned false fire again once
+            it holds and this long has passed (default: never).
+        holdout: A share h (0 <= h < 1) of qualifying subjects, chosen by a stable
+            hash of the model's name, the play's name and the subject id, recorded
+            as qualified with ``holdout=True`` and never delivered nor nudged: the
+            comparison group for measuring the play.
+        nudge: A JSON object: when the play fires for a user, a nudge keyed by the
+            play's name with this payload is opened in the user's inbox (in the same
+            transaction), no callback needed. ``client.nudges()`` re-checks the
+            play at read time. Users only (``of="user"``).
+        until: How long such a nudge stays open (default: until closed).
+
+    Example:
+        >>> from pqlkit import Model, did, play, days
+        >>> model = Model("doc-plays", plays={
+        ...     "upgrade_nudge": play(did("limit_hit"), nudge={"title": "Upgrade?"}, until=days(7)),
+        ... })
+        >>> sorted(model.plays)
+        ['upgrade_nudge']
+    """
+    return Play(condition, of, requalify_after, holdout, nudge, until)
+
+
+def play_kind(name: str) -> str:
+    """The kind a play's qualifications and deliveries are stored under: ``"play:<name>"``."""
+    return "play:" + name
+
+
+def held_out(model: str, play: str, subject_id: str, share: float) -> bool:
+    """Whether a play holds this subject out: a stable hash of the model's name, the
+    play's name and the subject id, read as a number in [0, 1), is below ``share``."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(f"{model}\x00{play}\x00{subject_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def _check_play(name: object, p: object) -> None:
+    """Check one entry of ``Model(plays=...)`` (ModelError naming ``plays.<name>.<field>``)."""
+    if not isinstance(name, str) or not name.strip() or not name.isprintable() or ":" in name:
+        raise ModelError(
+            "plays", f"names must be non-empty printable str without ':', got {name!r}"
+        )
+    where = f"plays.{name}"
+    if not isinstance(p, Play):
+        raise ModelError(where, f"must be a play(...), got {type(p).__name__}")
+    if p.of not in ("user", "account"):
+        raise ModelError(f"{where}.of", f'must be "user" or "account", got {p.of!r}')
+    h = p.holdout
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h < 1:
+        raise ModelError(f"{where}.holdout", f"must be a number with 0 <= holdout < 1, got {h!r}")
+    ra = p.requalify_after
+    if ra is not None and (not isinstance(ra, timedelta) or ra <= timedelta(0)):
+        raise ModelError(
+            f"{where}.requalify_after", f"must be a positive timedelta or None, got {ra!r}"
+        )
+    if p.nudge is not None:
+        if p.of != "user":
+            raise ModelError(
+                f"{where}.nudge", 'a nudge goes to a user: only a play of="user" may declare one'
+            )
+        try:
+            size = len(dumps(dict(p.nudge)).encode())
+        except (TypeError, ValueError) as error:
+            raise ModelError(f"{where}.nudge", f"must be a JSON object: {error}") from None
+        if size > _MAX_NUDGE_BYTES:
+            raise ModelError(
+                f"{where}.nudge", f"must be at most {_MAX_NUDGE_BYTES} bytes of JSON, got {size}"
+            )
+    if p.until is not None:
+        if not isinstance(p.until, timedelta) or p.until <= timedelta(0):
+            raise ModelError(f"{where}.until", f"must be a positive timedelta, got {p.until!r}")
+        if p.nudge is None:
+            raise ModelError(f"{where}.until", "is how long the play's nudge stays open: no nudge=")
 
 
 class Model:
@@ -31,6 +182,8 @@ class Model:
             or any arithmetic of aggregates).
         pql: The rule that makes a user a PQL (default: never).
         pqa: The rule that makes an account a PQA (default: never).
+        plays: Play name to :func:`play`: more named rules, on users or accounts,
+            each firing once per subject to its own ``on_play`` callbacks.
         version: Bump it for changes the fingerprint cannot see (the code inside a
             ``where=`` callable).
         requalify_after: Let a disqualified subject fire again once its rule holds
@@ -74,10 +227,11 @@ class Model:
         requalify_after: timedelta | None = None,
         on_retune: Literal["fire", "record"] = "fire",
         ranked: Iterable[str] = (),
+        plays: Mapping[str, Play] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ModelError("name", "must be a non-empty str")
-        for label, mapping in (("signals", signals), ("scores", scores)):
+        for label, mapping in (("signals", signals), ("scores", scores), ("plays", plays)):
             if mapping is not None and not isinstance(mapping, Mapping):
                 raise ModelError(
                     label, f"must be a dict of names to expressions, got {type(mapping).__name__}"
@@ -91,6 +245,7 @@ class Model:
         self.requalify_after = requalify_after
         self.on_retune = on_retune
         self.ranked: tuple[str, ...] = _names(ranked, "ranked")
+        self.plays: Mapping[str, Play] = MappingProxyType(dict(plays or {}))
         self._check()
         self.fingerprint = self._fingerprint()
         self._frozen = True
@@ -125,6 +280,8 @@ class Model:
         lines.append(f"requalify_after: {ra.total_seconds() if ra is not None else 'never'}")
         if self.ranked:  # only then: the fingerprints of models without it stay as they were
             lines.append(f"ranked: {sorted(self.ranked)!r}")
+        for n in sorted(self.plays):  # none: the fingerprints of models without plays stay
+            lines.append(f"play {n!r}: {self.plays[n].describe()}")
         return "\n".join(lines)
 
     def _fingerprint(self) -> str:
@@ -159,6 +316,17 @@ class Model:
             self._check_expr(expr, rule)
             if expr.value_type() != "bool":
                 raise ModelError(rule, f"must be a condition, got a {_kind(expr)}")
+        for key, p in self.plays.items():
+            _check_play(key, p)
+            assert isinstance(p, Play)
+            where = f"plays.{key}"
+            if not isinstance(p.condition, d.Expr):
+                raise ModelError(
+                    where, f"must be a pqlkit condition, got {type(p.condition).__name__}"
+                )
+            self._check_expr(p.condition, where)
+            if p.condition.value_type() != "bool":
+                raise ModelError(where, f"must be a condition, got a {_kind(p.condition)}")
         ra = self.requalify_after
         if ra is not None and (not isinstance(ra, timedelta) or ra <= timedelta(0)):
             raise ModelError("requalify_after", f"must be a positive timedelta or None, got {ra!r}")

@@ -69,6 +69,8 @@ class Replay:
         tail = [e for e in events if e.seq != skip_seq]
         if tail:
             s.qualification = None  # the tail may have fired: read it from the store again
+            if s.plays:
+                s.plays = {}  # and its plays
             key = (subject.kind, subject.id)
             self.events(tx, tail, {key}, {key: subject})
 

@@ -117,15 +117,20 @@ def headline(q: Qualification) -> str:
         >>> at = datetime(2026, 1, 5, tzinfo=timezone.utc)
         >>> headline(Qualification("q1", "pql", "jane", "acme", "data-tooling", "f", at))
         'jane (acme) is a product-qualified lead (data-tooling)'
+        >>> headline(Qualification("q2", "play", "acme", "acme", "data-tooling", "f", at,
+        ...                        play="ae_handoff"))
+        "acme fired the play 'ae_handoff' (data-tooling)"
     """
     if q.disqualified_at is not None:
         what = "no longer qualifies"
+    elif q.kind == "play" and q.play is not None:
+        what = f"fired the play {q.play!r}" + (" (held out)" if q.holdout else "")
     else:
         what = {
             "pql": "is a product-qualified lead",
             "pqa": "is a product-qualified account",
         }.get(q.kind, f"qualified ({q.kind})")
-    if q.kind == "pqa" or q.account_id is None:
+    if q.kind == "pqa" or q.account_id is None or q.account_id == q.subject_id:
         who = q.subject_id
     else:
         who = f"{q.subject_id} ({q.account_id})"

@@ -150,6 +150,7 @@ class Recorder(Sequence[Qualification]):
             "pqa": [],
             "disqualified": [],
         }
+        self._plays: dict[str, list[Qualification]] = {}
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{kind}={len(items)}" for kind, items in self._kinds.items())
@@ -168,6 +169,11 @@ class Recorder(Sequence[Qualification]):
 
     def _on_disqualified(self, qualification: Qualification, /) -> None:
         self._capture("disqualified", qualification)
+
+    def _on_play(self, qualification: Qualification, /) -> None:
+        with self._lock:
+            self._all.append(qualification)
+            self._plays.setdefault(qualification.play or "", []).append(qualification)
 
     @overload
     def __getitem__(self, index: int) -> Qualification: ...
@@ -200,6 +206,13 @@ class Recorder(Sequence[Qualification]):
             return list(self._kinds["pqa"])
 
     @property
+    def plays(self) -> dict[str, list[Qualification]]:
+        """Deliveries to ``on_play`` callbacks, by play name (every play of the
+        client's model, an empty list for one not delivered yet), in order."""
+        with self._lock:
+            return {name: list(items) for name, items in self._plays.items()}
+
+    @property
     def disqualified(self) -> list[Qualification]:
         """Deliveries to ``on_disqualified`` callbacks, in order."""
         with self._lock:
@@ -209,7 +222,7 @@ class Recorder(Sequence[Qualification]):
         """Forget everything recorded so far (the callbacks stay registered)."""
         with self._lock:
             self._all.clear()
-            for items in self._kinds.values():
+            for items in [*self._kinds.values(), *self._plays.values()]:
                 items.clear()
 
 
@@ -238,6 +251,9 @@ def recorder(client: Client) -> Recorder:
     client.on("pql", rec._on_pql, name="pqlkit.testing.recorder:pql")
     client.on("pqa", rec._on_pqa, name="pqlkit.testing.recorder:pqa")
     client.on("disqualified", rec._on_disqualified, name="pqlkit.testing.recorder:disqualified")
+    for play in client.model.plays:  # and each play's (held-out ones are never delivered)
+        rec._plays[play] = []
+        client.on_play(play, rec._on_play, name="pqlkit.testing.recorder:play")
     return rec
 
 
@@ -376,6 +392,17 @@ def _of(kind: object) -> SubjectKind:
     return "user" if kind == "pql" else "account"
 
 
+def _target(client: Client, kind: object, play: object) -> tuple[SubjectKind, str]:
+    """The subjects an assertion reads, and what it calls a qualified one."""
+    if play is None:
+        return _of(kind), str(kind).upper()
+    declared = client.model.plays.get(play) if isinstance(play, str) else None
+    if declared is None:
+        known = ", ".join(repr(n) for n in client.model.plays) or "none"
+        raise ValidationError("play", f"unknown play {play!r} (the model's plays: {known})")
+    return declared.of, f"{play!r} play subject"
+
+
 def _failure(client: Client, subject: str, of: SubjectKind, headline: str) -> str:
     lines = client.explain(subject, of=of)
     body = "\n".join(f"  {line}" for line in lines) or "  (nothing)"
@@ -383,11 +410,19 @@ def _failure(client: Client, subject: str, of: SubjectKind, headline: str) -> st
     return f"{headline}\n{call}:\n{body}"
 
 
-def assert_qualified(client: Client, subject: str, kind: Literal["pql", "pqa"] = "pql") -> None:
-    """Assert that ``subject`` fired ``kind`` under the client's model.
+def assert_qualified(
+    client: Client,
+    subject: str,
+    kind: Literal["pql", "pqa"] = "pql",
+    *,
+    play: str | None = None,
+) -> None:
+    """Assert that ``subject`` fired ``kind`` (or the play ``play``) under the client's model.
 
-    ``kind="pql"`` checks a user, ``kind="pqa"`` an account. A subject that
-    qualified and was later disqualified still passes (its rule fired).
+    ``kind="pql"`` checks a user, ``kind="pqa"`` an account; ``play="name"`` checks
+    that play's subject (a user, or an account for a play ``of="account"``), a
+    held-out firing included. A subject that qualified and was later disqualified
+    still passes (its rule fired).
 
     Raises:
         AssertionError: It never qualified; the message holds its ``explain()`` lines.
@@ -402,17 +437,23 @@ def assert_qualified(client: Client, subject: str, kind: Literal["pql", "pqa"] =
         ...
     """
     __tracebackhide__ = True
-    of = _of(kind)
-    if client.qualified_at(subject, kind=kind) is None:
+    of, what = _target(client, kind, play)
+    if client.qualified_at(subject, kind=kind, play=play) is None:
         headline = (
-            f"expected {subject!r} to be a {kind.upper()} under model {client.model.name!r}, "
+            f"expected {subject!r} to be a {what} under model {client.model.name!r}, "
             "but it never qualified"
         )
         raise AssertionError(_failure(client, subject, of, headline))
 
 
-def assert_not_qualified(client: Client, subject: str, kind: Literal["pql", "pqa"] = "pql") -> None:
-    """Assert that ``subject`` never fired ``kind`` under the client's model.
+def assert_not_qualified(
+    client: Client,
+    subject: str,
+    kind: Literal["pql", "pqa"] = "pql",
+    *,
+    play: str | None = None,
+) -> None:
+    """Assert that ``subject`` never fired ``kind`` (or the play ``play``) under the client's model.
 
     Raises:
         AssertionError: It qualified; the message says when and holds its
@@ -426,11 +467,11 @@ def assert_not_qualified(client: Client, subject: str, kind: Literal["pql", "pqa
         ...     assert_not_qualified(client, "u1")
     """
     __tracebackhide__ = True
-    of = _of(kind)
-    when = client.qualified_at(subject, kind=kind)
+    of, what = _target(client, kind, play)
+    when = client.qualified_at(subject, kind=kind, play=play)
     if when is not None:
         headline = (
-            f"expected {subject!r} not to be a {kind.upper()} under model "
+            f"expected {subject!r} not to be a {what} under model "
             f"{client.model.name!r}, but it qualified at {when.isoformat()}"
         )
         raise AssertionError(_failure(client, subject, of, headline))

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from .plan import Plan
 
 __all__ = [
+    "NO_PLAYS",
+    "PLAY",
     "RULE",
     "Context",
     "Eval",
@@ -97,8 +99,10 @@ class Evaluation:
         self.signals = signals
         self.scores = scores
         self.rule = rule
-        # when time alone may next change the rule (None: never, or no rule); may be early
+        # when time alone may next change the rule or a play (None: never); may be early
         self.until = until
+        # the subject's plays (of its kind), by name: whether each holds (Plan.evaluate)
+        self.plays: dict[str, bool] = NO_PLAYS  # (shared, never written: replaced when set)
 
     @property
     def true_signals(self) -> tuple[str, ...]:
@@ -265,6 +269,12 @@ def _score_value(n: Any) -> float:
 
 RULE = "\x00rule"
 """The key the subject's rule is kept under (no signal's name starts with a control byte)."""
+
+PLAY = "\x02"
+"""The prefix of the key a play's condition is kept under (followed by its name)."""
+
+NO_PLAYS: dict[str, bool] = {}
+"""``Evaluation.plays`` of a model without plays (shared, never written)."""
 
 
 def _part(value: float | None, target: float) -> float:

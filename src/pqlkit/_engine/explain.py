@@ -17,7 +17,8 @@ __all__ = ["explain", "explained"]
 
 
 def explain(plan: Plan, s: SubjectState, t: int, kind: SubjectKind, ctx: Context) -> list[str]:
-    """One line per signal (value, threshold, truth), per score (its parts), and the rule."""
+    """One line per signal (value, threshold, truth), per score (its parts), the rule,
+    and each of the kind's plays (``play <name>: ... -> true``)."""
     return explained(plan, s, t, kind, ctx)[0]
 
 
@@ -39,6 +40,9 @@ def explained(
         lines.append(f"{label}: never (no rule declared)")
     else:
         lines.append(f"{label}: {_node(e, rule_expr)} -> {_tf(bool(e.ev(rule_expr)))}")
+    for name, p in plan.model.plays.items():  # the kind's plays, one line each
+        if p.of == kind:
+            lines.append(f"play {name}: {_node(e, p.condition)} -> {_tf(bool(e.ev(p.condition)))}")
     signals = {name: e.signals[name] for name in plan.model.signals}
     scores = {name: e.scores[name] for name in plan.model.scores}
     return lines, signals, scores

@@ -31,7 +31,7 @@ from .accumulators import (
     matches_of,
     shared_days,
 )
-from .evaluate import RULE, Context, Eval, Evaluation, Fn, compile_node, revalidate
+from .evaluate import PLAY, RULE, Context, Eval, Evaluation, Fn, compile_node, revalidate
 from .state import NEVER, EventView, SubjectKind, SubjectState
 
 __all__ = ["Plan"]
@@ -93,6 +93,7 @@ class Plan:
         by_key: dict[str, int] = {}
         roots: list[d.Expr] = [*model.signals.values(), *model.scores.values()]
         roots += [r for r in (model.pql, model.pqa) if r is not None]
+        roots += [p.condition for p in model.plays.values()]
         # active_days of one match with different windows share one list of day
         # times, kept for the widest window; each reads it with its own window
         windows: dict[str, list[timedelta]] = {}
@@ -147,20 +148,26 @@ class Plan:
             "account": self.compiled(model.pqa) if model.pqa is not None else None,
         }
         self.score_fns = {n: self.compiled(x) for n, x in model.scores.items()}
+        # each kind's plays: (name, the key its value is kept under, its closure)
+        self.play_fns: dict[SubjectKind, list[tuple[str, str, Fn]]] = {"user": [], "account": []}
+        for name, p in model.plays.items():
+            self.play_fns[p.of].append((name, PLAY + name, self.compiled(p.condition)))
+        self.has_plays = bool(model.plays)
         self.latched = sorted(
             {n.activation for r in roots for n in d.walk(r) if isinstance(n, d.Tev)}
         )
         self._memoize()
         # the scores whose values the store indexes (Model.ranked): each evaluation finds them
         self.ranked_keys = {name: self.score_keys[name] for name in model.ranked}
-        self.time_slots = {
-            "user": self._time_slots(model.pql),
-            "account": self._time_slots(model.pqa),
+        # what time alone may change: the kind's rule, and its plays' conditions
+        timed: dict[SubjectKind, list[d.Expr | None]] = {
+            "user": [model.pql],
+            "account": [model.pqa],
         }
-        self.idle_breaks = {
-            "user": self._idle_breaks(model.pql),
-            "account": self._idle_breaks(model.pqa),
-        }
+        for p in model.plays.values():
+            timed[p.of].append(p.condition)
+        self.time_slots = {kind: self._time_slots(*rules) for kind, rules in timed.items()}
+        self.idle_breaks = {kind: self._idle_breaks(*rules) for kind, rules in timed.items()}
 
     def _settle(self, roots: list[d.Expr]) -> None:
         """Find the unwindowed counts and sets read only by comparisons with a constant.
@@ -239,6 +246,7 @@ class Plan:
         keyed: list[tuple[d.Expr, str]] = [
             *((expr, name) for name, expr in self.model.signals.items()),
             *((expr, self.score_keys[name]) for name, expr in self.model.scores.items()),
+            *((p.condition, PLAY + name) for name, p in self.model.plays.items()),
         ]
         shared: list[set[str]] = [set() for _ in self.accs]  # signals and scores
         for expr, key in keyed:
@@ -272,11 +280,11 @@ class Plan:
         return {self.slot_of[id(n)] for n in self._deps(expr) if id(n) in self.slot_of}
 
     def _time_slots(
-        self, rule: d.Expr | None
+        self, *rules: d.Expr | None
     ) -> list[tuple[int, Callable[[Any, int, SubjectState], int | None]]]:
-        """The time-dependent slots the rule reads, each with how to find its next change."""
+        """The time-dependent slots the rules read, each with how to find its next change."""
         out: dict[tuple[int, int | None], Callable[[Any, int, SubjectState], int | None]] = {}
-        for n in self._deps(rule):
+        for n in [n for rule in rules for n in self._deps(rule)]:
             slot = self.slot_of.get(id(n))
             if slot is None or not self.accs[slot].time_dependent:
                 continue
@@ -288,10 +296,10 @@ class Plan:
                 out[(slot, own)] = functools.partial(exit_within, acc, own)
         return [(slot, fn) for (slot, _), fn in out.items()]
 
-    def _idle_breaks(self, rule: d.Expr | None) -> list[int]:
-        """Offsets after the newest event at which an ``idle()`` comparison flips."""
+    def _idle_breaks(self, *rules: d.Expr | None) -> list[int]:
+        """Offsets after the newest event at which an ``idle()`` comparison the rules read flips."""
         out = set()
-        for node in self._deps(rule):
+        for node in [n for rule in rules for n in self._deps(rule)]:
             if isinstance(node, d.Compare):
                 op: str
                 if isinstance(node.left, d.Idle) and isinstance(node.right, d.Const):
@@ -449,7 +457,38 @@ class Plan:
             rule = kept.value
             end = kept.end(newest)
             until = end if end < NEVER else None
-        return Evaluation(t, signals, out_scores, rule, until)
+        ev = Evaluation(t, signals, out_scores, rule, until)
+        if self.has_plays:
+            e = self._plays(ev, e, s, t, kind, ctx)
+        return ev
+
+    def _plays(
+        self,
+        ev: Evaluation,
+        e: Eval | None,
+        s: SubjectState,
+        t: int,
+        kind: SubjectKind,
+        ctx: Context,
+    ) -> Eval | None:
+        """Evaluate the kind's plays into ``ev.plays`` (kept like the rule), moving
+        ``ev.until`` to the earliest time alone may change one of them."""
+        memo, newest = s.memo, s.newest
+        until = ev.until
+        plays: dict[str, bool] = {}
+        ev.plays = plays
+        for name, key, fn in self.play_fns[kind]:
+            kept = memo.get(key)
+            if kept is None or not kept.holds(t, newest):
+                e = e or Eval(self, s, t, kind, ctx, ev.signals, ev.scores)
+                e._keep(key, fn)
+                kept = memo[key]
+            plays[name] = bool(kept.value)
+            end = kept.end(newest)
+            if end < NEVER and (until is None or end < until):
+                until = end
+        ev.until = until
+        return e
 
     def score_changes(self, s: SubjectState, name: str, t: int) -> int | None:
         """When time alone may next change score ``name`` as ``evaluate`` last found it at

@@ -2,7 +2,8 @@
 
 A state is a plain JSON-compatible list (``SubjectState.dump``): the first and newest
 event times, the event count, one slot per accumulator (see ``accumulators``), the
-TEV activation latches, and what the client caches with it. All times are integer
+TEV activation latches, and what the client caches with it (its latest qualification,
+and, in an eleventh item present only when it has any, each play's). All times are integer
 microseconds since the Unix epoch.
 """
 
@@ -182,6 +183,7 @@ class SubjectState:
         fingerprint: str = "",
         qualification: LatestQualification | None = None,
         seq: int = 0,
+        plays: dict[str, LatestQualification] | None = None,
     ) -> None:
         self.first = first
         self.newest = newest
@@ -195,6 +197,9 @@ class SubjectState:
         self.qualification = qualification
         # the arrival seq of the newest event folded in (events after it: a tail)
         self.seq = seq
+        # A cache of the latest qualification record of each play, by name (absent: unknown);
+        # stored only when there is one, so a state of a model without plays is as it was
+        self.plays: dict[str, LatestQualification] = {} if plays is None else plays
         # Not stored: signal, score and rule values from earlier evaluations (see
         # Eval and Plan._memoize) by key (Plan.score_keys), each a Kept;
         # valid for the traits in `memo_ctx`, and for evaluations from `memo_t` on.
@@ -205,7 +210,7 @@ class SubjectState:
     def _stored(self) -> list[Any]:
         """What is stored of it, in its stored layout (see ``dump``)."""
         cached = self.qualification
-        return [
+        stored = [
             STATE_LAYOUT,
             self.fingerprint,
             self.seq,
@@ -217,6 +222,9 @@ class SubjectState:
             self.account,
             None if cached is None else cached.dump(),
         ]
+        if self.plays:
+            stored.append({name: q.dump() for name, q in self.plays.items()})
+        return stored
 
     def __eq__(self, other: object) -> bool:
         """Equal when what is stored is (the kept values are a cache: not compared)."""
@@ -236,11 +244,17 @@ class SubjectState:
     def load(cls, text: str) -> SubjectState:
         """Parse a dump; ValueError if it is not one of this layout."""
         data = json.loads(text)
-        if not isinstance(data, list) or len(data) != 10 or data[0] != STATE_LAYOUT:
+        if not isinstance(data, list) or len(data) not in (10, 11) or data[0] != STATE_LAYOUT:
             raise ValueError("not a state of this layout")
-        _, fingerprint, seq, first, newest, events, slots, latches, account, qual = data
+        _, fingerprint, seq, first, newest, events, slots, latches, account, qual = data[:10]
         cached = LatestQualification.load(qual)
-        return cls(first, newest, events, slots, latches, account, fingerprint, cached, seq)
+        plays: dict[str, LatestQualification] = {}
+        if len(data) == 11 and isinstance(data[10], dict):  # the plays' cache, when any
+            for name, dumped in data[10].items():
+                q = LatestQualification.load(dumped)
+                if q is not None:
+                    plays[name] = q
+        return cls(first, newest, events, slots, latches, account, fingerprint, cached, seq, plays)
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)

@@ -49,7 +49,7 @@ import contextlib
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import click
 
@@ -67,7 +67,7 @@ CurrentUser = Callable[[flask.Request], "str | None"]
 """Who is signed in, from the request (your session or token): their user id, or None."""
 
 _F = TypeVar("_F", bound=Callback)
-CallbackKind = Literal["pql", "pqa", "disqualified"]
+CallbackKind = str  # "pql", "pqa", "disqualified", or "play:<name>" (see on_play)
 
 
 class PqlKit:
@@ -110,7 +110,7 @@ class PqlKit:
         model = load_model(wanted, "model" if self.model is not None else "PQLKIT_MODEL")
         client = Client(model, store=app.config["PQLKIT_STORE"], **app.config["PQLKIT_SETTINGS"])
         for kind, fn, name in self._callbacks:
-            client.on(kind, fn, name=name)
+            _register(client, kind, fn, name)
         app.extensions["pqlkit"] = client
         self._clients.add(client)
         # Flask has no shutdown hook: pqlkit's exit hook closes the client when the
@@ -142,9 +142,23 @@ class PqlKit:
     def on(self, kind: CallbackKind, fn: Callback, *, name: str | None = None) -> Callback:
         """Register ``fn`` for ``kind`` on every app's Client, now and initialised later."""
         for client in list(self._clients):
-            client.on(kind, fn, name=name)
+            _register(client, kind, fn, name)
         self._callbacks.append((kind, fn, name))
         return fn
+
+    @overload
+    def on_play(self, play: str, fn: _F, /, *, name: str | None = None) -> _F: ...
+    @overload
+    def on_play(
+        self, play: str, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[_F], _F]: ...
+    def on_play(
+        self, play: str, fn: _F | None = None, /, *, name: str | None = None
+    ) -> _F | Callable[[_F], _F]:
+        """Decorator: call ``fn`` when a subject fires the model's play ``play``
+        (``@pql.on_play("ae_handoff", name="crm")``); an unknown play is a
+        ValidationError naming ``play`` when an app's Client gets it."""
+        return register_or_decorate(lambda f: self.on(f"play:{play}", f, name=name), fn)
 
     @overload
     def on_pql(self, fn: _F, /, *, name: str | None = None) -> _F: ...
@@ -319,3 +333,13 @@ def sweep_command(now: str | None) -> None:
         what = "disqualified" if q.disqualified_at is not None else q.kind
         click.echo(f"{what} {q.subject_id}")
     click.echo(f"pqlkit sweep: {len(fired)} fired, {len(client.pending())} pending")
+
+
+def _register(client: Client, kind: str, fn: Callback, name: str | None) -> None:
+    """Register ``fn`` on ``client`` for ``kind`` (``"play:<name>"``: that play's)."""
+    if kind.startswith("play:"):
+        client.on_play(kind[5:], fn, name=name)
+    elif kind in ("pql", "pqa", "disqualified"):
+        client.on(kind, fn, name=name)  # type: ignore[arg-type]  # (checked just above)
+    else:
+        raise ValidationError("kind", 'must be "pql", "pqa", "disqualified" or "play:<name>"')

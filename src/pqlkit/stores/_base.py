@@ -69,7 +69,7 @@ __all__ = [
     "Transaction",
 ]
 
-DeliveryKind = Literal["pql", "pqa", "disqualified"]
+DeliveryKind = str  # "pql", "pqa", "disqualified" or "play:<name>" (a play's)
 DeliveryStatus = Literal["pending", "delivered", "dead", "expired"]
 NudgeAction = Literal["seen", "clicked", "dismissed"]
 
@@ -155,7 +155,7 @@ class QualificationRecord:
 
     id: str
     model: str
-    kind: Literal["pql", "pqa"]
+    kind: str  # "pql", "pqa", or "play:<name>" for a play
     subject_id: str
     round: int
     fingerprint: str

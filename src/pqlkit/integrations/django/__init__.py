@@ -11,6 +11,7 @@ settings::
             "pql": ["myapp.hooks:notify_sales"],      # registered under that name
             "pqa": ["myapp.hooks:slack"],
             "disqualified": [],
+            "play:ae_handoff": ["myapp.hooks:hand_off"],  # a play's, by its name
         },
     }
 
@@ -20,7 +21,7 @@ uWSGI worker builds its own; they share the store safely), and closed at exit.
 The settings are checked when Django starts (``ready()``): a model or callback
 that does not load stops the start with a :class:`~pqlkit.ValidationError`
 naming the key. A callback can also be registered in code:
-``get_client().on_pql(fn, name=...)``.
+``get_client().on_pql(fn, name=...)`` or ``get_client().on_play("ae_handoff", fn, name=...)``.
 
 ``python manage.py pqlkit_sweep [--now ISO-8601]`` runs ``sweep()`` and delivers
 what is due to the callbacks: schedule it every few minutes (cron, Celery beat)

@@ -18,8 +18,8 @@ from ...stores import Store
 
 __all__ = ["PqlkitConfig", "Plan", "read_settings"]
 
-CallbackKind = Literal["pql", "pqa", "disqualified"]
-_KINDS: tuple[CallbackKind, ...] = ("pql", "pqa", "disqualified")
+CallbackKind = str  # "pql", "pqa", "disqualified", or "play:<name>" (a play's callbacks)
+_KINDS: tuple[Literal["pql", "pqa", "disqualified"], ...] = ("pql", "pqa", "disqualified")
 _KEYS = ("MODEL", "STORE", "SETTINGS", "CALLBACKS")
 
 
@@ -43,7 +43,10 @@ class Plan:
         client = Client(self.model, store=self.store, **self.options)
         try:
             for kind, fn, name in self.callbacks:
-                client.on(kind, fn, name=name)
+                if kind.startswith("play:"):
+                    client.on_play(kind[5:], fn, name=name)
+                else:
+                    client.on(kind, fn, name=name)  # type: ignore[arg-type]  # (one of _KINDS)
         except BaseException:
             client.close()
             raise
@@ -79,9 +82,16 @@ def read_settings(conf: object) -> Plan:
     callbacks: list[tuple[CallbackKind, Callback, str]] = []
     for name, paths in declared.items():
         field = f'PQLKIT["CALLBACKS"][{name!r}]'
-        kind = next((k for k in _KINDS if k == name), None)
+        kind: str | None = next((k for k in _KINDS if k == name), None)
+        if isinstance(name, str) and name.startswith("play:"):
+            if name[5:] not in model.plays:
+                known = ", ".join(repr(n) for n in model.plays) or "none"
+                raise ValidationError(field, f"unknown play (the model's plays: {known})")
+            kind = name
         if kind is None:
-            raise ValidationError(field, f"unknown kind; the kinds are {list(_KINDS)}")
+            raise ValidationError(
+                field, f'unknown kind; the kinds are {list(_KINDS)} and "play:<name>"'
+            )
         if isinstance(paths, str) or not isinstance(paths, Sequence):
             raise ValidationError(field, "must be a list of 'module:attribute' paths")
         for path in paths:
