@@ -53,8 +53,11 @@ class Firing:
         context_events: int,
         *,
         ranking: Ranking | None = None,
+        deliver: bool = True,
     ) -> None:
         self.model = model
+        # False for a shadow model: it records qualifications, and never enqueues one
+        self._deliver = deliver
         self._plan = plan
         self._clock = clock
         self._dispatcher = dispatcher
@@ -82,7 +85,8 @@ class Firing:
         model's ranked scores (recorded in the store where they changed, see
         :mod:`._ranking`); a payload is built from a
         full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
-        a qualification or disqualification is recorded, and nothing is enqueued.
+        a qualification or disqualification is recorded, and nothing is enqueued
+        (nor ever for a shadow model's Firing, made with ``deliver=False``).
         """
         ctx = self._traits.context(tx, subject, full=False)
         ev = self._plan.evaluate(
@@ -105,7 +109,7 @@ class Firing:
         cached = subject.state.qualification  # see remember()
         if cached is not None and cached.qualified == ev.rule:
             return due  # qualified and still true, or not qualified and still false
-        requalify = self._fire(tx, subject, ev, out, deliver)
+        requalify = self._fire(tx, subject, ev, out, deliver and self._deliver)
         if requalify is not None and requalify > t:
             due.at = requalify if due.at is None else min(due.at, requalify)
         return due
