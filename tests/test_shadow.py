@@ -10,6 +10,7 @@ that worker processes can import it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -109,7 +110,9 @@ def delivery_ids(store: Store, model: str) -> list[str]:
         ]
 
 
-def test_shadow_records_qualifications_and_runs_no_callback(store: Store, clock: FrozenClock) -> None:
+def test_shadow_records_qualifications_and_runs_no_callback(
+    store: Store, clock: FrozenClock
+) -> None:
     fired: list[Qualification] = []
     with Client(LIVE, store, clock=clock, shadows=[CANDIDATE], dispatch="inline") as client:
         client.on("pql", fired.append)
@@ -318,22 +321,29 @@ COUNTED = Model(
     pql=count() >= 100,
     pqa=active_users() >= 3,
 )
-PER_PROCESS = 600
+PER_PROCESS = 1_200
 USERS = 6
 
 
-def track_in_process(path: str, worker: int) -> str:
+def track_in_process(path: str, worker: int, start_at: float) -> str:
     try:
         clock = FrozenClock(T0 + days(1))
         with Client(LIVE, path, clock=clock, shadows=[COUNTED], dispatch="inline") as client:
+            time.sleep(max(0.0, start_at - time.time()))  # both at once: interleaved writes
             for i in range(PER_PROCESS):
                 user = f"u{i % USERS}"
                 at: datetime = T0 + timedelta(seconds=i)
-                client.track(user, "login", account_id=f"a{i % 2}", timestamp=at,
-                             message_id=f"w{worker}-{i}")
+                client.track(
+                    user, "login", account_id=f"a{i % 2}", timestamp=at, message_id=f"w{worker}-{i}"
+                )
                 if i % 50 == 0:  # and some again: duplicates count once
-                    client.track(user, "login", account_id=f"a{i % 2}", timestamp=at,
-                                 message_id=f"w{worker}-{i}")
+                    client.track(
+                        user,
+                        "login",
+                        account_id=f"a{i % 2}",
+                        timestamp=at,
+                        message_id=f"w{worker}-{i}",
+                    )
         return ""
     except Exception:  # pragma: no cover - the report of a failure
         import traceback
@@ -347,7 +357,8 @@ def test_two_processes_tracking_with_shadows(tmp_path: Path) -> None:
     Client(LIVE, path, shadows=[COUNTED]).close()  # the schema, once
     context = worker_context()
     with context.Pool(2) as pool:  # type: ignore[attr-defined]
-        errors = pool.starmap(track_in_process, [(path, 0), (path, 1)])
+        start_at = time.time() + 2.0
+        errors = pool.starmap(track_in_process, [(path, 0, start_at), (path, 1, start_at)])
     assert errors == ["", ""]
     clock = FrozenClock(T0 + days(1))
     with Client(COUNTED, path, clock=clock, dispatch="inline") as promoted:
