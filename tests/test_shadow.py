@@ -157,7 +157,8 @@ def test_stats_by_model(store: Store, clock: FrozenClock) -> None:
     with standalone(history, clock, MemoryStore()) as alone:
         expected = alone.stats()
     assert shadow_stats == expected
-    assert shadow_stats.pqls == 6 and shadow_stats.pqas == 2
+    assert shadow_stats.pqls == 6
+    assert shadow_stats.pqas == 2
 
 
 def test_promoting_a_shadow_rebuilds_nothing(store: Store, clock: FrozenClock) -> None:
@@ -245,7 +246,8 @@ def test_a_new_shadow_is_built_from_the_log_delivering_nothing(
         client.on("pql", fired.append, name="hear")
         client.on("pqa", fired.append, name="hear")
         client.flush()
-        assert fired == [] and client.pending() == []
+        assert fired == []
+        assert client.pending() == []
         shadow_stats = client.stats(model="candidate")
     assert delivery_ids(store, "candidate") == []
     with standalone(history, clock, MemoryStore()) as alone:
@@ -376,3 +378,23 @@ def test_two_processes_tracking_with_shadows(tmp_path: Path) -> None:
         assert delivery_ids(store, "counted") == []
     finally:
         store.close()
+
+
+def test_the_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/shadow.py: the candidate's figures beside the live model's, then promoted."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "shadow.py"
+    spec = importlib.util.spec_from_file_location("shadow_example", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("     live:  182 PQLs of 872 users")
+    assert lines[1].startswith("candidate:   99 PQLs of 872 users")
+    assert lines[2:] == [
+        "callbacks ran 182 times, all for ['live']",
+        "promoted: 0 deliveries pending (nothing was rebuilt)",
+    ]
