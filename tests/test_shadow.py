@@ -398,3 +398,32 @@ def test_the_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
         "callbacks ran 182 times, all for ['live']",
         "promoted: 0 deliveries pending (nothing was rebuilt)",
     ]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_joined_track_records_the_shadow_in_the_apps_transaction(
+    postgres_dsn: str, pg_schema: str, commit: bool
+) -> None:
+    """track(connection=...): the shadow's state and qualification commit or roll back with
+    the application's transaction."""
+    import psycopg
+
+    from pqlkit.stores.postgres import PostgresStore
+
+    clock = FrozenClock(T0)
+    with (
+        PostgresStore(postgres_dsn, schema=pg_schema, max_size=2) as store,
+        Client(LIVE, store, clock=clock, shadows=[CANDIDATE], dispatch="inline") as client,
+        psycopg.connect(postgres_dsn) as app,
+    ):
+        client.track("u1", "dashboard_built", timestamp=T0, connection=app)
+        client.track("u1", "page_viewed", {"path": "/pricing"}, timestamp=T0, connection=app)
+        assert recorded(store, "candidate") == []  # not committed: invisible
+        if commit:
+            app.commit()
+        else:
+            app.rollback()
+        assert [r[:2] for r in recorded(store, "candidate")] == ([("pql", "u1")] if commit else [])
+        assert client.stats(model="candidate").users == (1 if commit else 0)
+        assert delivery_ids(store, "candidate") == []
