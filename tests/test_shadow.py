@@ -354,8 +354,15 @@ def track_in_process(path: str, worker: int, start_at: float) -> str:
 
 
 @pytest.mark.slow
-def test_two_processes_tracking_with_shadows(tmp_path: Path) -> None:
-    path = f"sqlite:///{tmp_path / 'shared.db'}"
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_processes_tracking_with_shadows(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        path = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        path = f"{dsn}?schema={request.getfixturevalue('pg_schema')}"
     Client(LIVE, path, shadows=[COUNTED]).close()  # the schema, once
     context = worker_context()
     with context.Pool(2) as pool:  # type: ignore[attr-defined]
@@ -370,14 +377,10 @@ def test_two_processes_tracking_with_shadows(tmp_path: Path) -> None:
         assert promoted.scores("a0", of="account")["users"] == USERS // 2
         assert promoted.pending() == []
         stats = promoted.stats()
+        kinds = Counter(k for k, *_ in recorded(promoted.store, "counted"))
+        assert delivery_ids(promoted.store, "counted") == []
     assert (stats.users, stats.accounts, stats.pqls, stats.pqas) == (USERS, 2, USERS, 2)
-    store = SQLiteStore(tmp_path / "shared.db")
-    try:
-        kinds = Counter(k for k, *_ in recorded(store, "counted"))
-        assert kinds == {"pql": USERS, "pqa": 2}  # each fired once, by one of the processes
-        assert delivery_ids(store, "counted") == []
-    finally:
-        store.close()
+    assert kinds == {"pql": USERS, "pqa": 2}  # each fired once, by one of the processes
 
 
 def test_the_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
