@@ -161,6 +161,31 @@ def test_stats_by_model(store: Store, clock: FrozenClock) -> None:
     assert shadow_stats.pqas == 2
 
 
+def test_qualifications_by_model(store: Store, clock: FrozenClock) -> None:
+    with Client(LIVE, store, clock=clock, shadows=[CANDIDATE], dispatch="inline") as client:
+        feed(client, events())
+        shadow = client.qualifications(model="candidate", kind="pql")
+        assert sorted(q.subject_id for q in shadow) == sorted(f"u{i}" for i in range(0, 12, 2))
+        assert {q.model for q in shadow} == {"candidate"}
+        assert all(q.fingerprint == CANDIDATE.fingerprint for q in shadow)
+        assert all(q.scores == {} for q in shadow)  # never delivered: the record alone
+        assert len(client.qualifications(model="candidate")) == 8  # and the two accounts
+        first = client.qualifications(model="candidate", limit=3)
+        rest = client.qualifications(model="candidate", before=first[-1].id, limit=10)
+        assert [q.id for q in first + rest] == [
+            q.id for q in client.qualifications(model="candidate")
+        ]
+        live = client.qualifications()
+        assert client.qualifications(model="live") == live
+        assert sorted(q.subject_id for q in live) == ["u0", "u3", "u6", "u9"]
+        with pytest.raises(ValidationError) as error:
+            client.qualifications(model="nope")
+        assert error.value.field == "model"
+        with pytest.raises(ValidationError) as error:  # a cursor of the other model
+            client.qualifications(model="candidate", before=live[0].id)
+        assert error.value.field == "before"
+
+
 def test_promoting_a_shadow_rebuilds_nothing(store: Store, clock: FrozenClock) -> None:
     history = events()
     with Client(LIVE, store, clock=clock, shadows=[CANDIDATE], dispatch="inline") as client:

@@ -362,6 +362,7 @@ class AsyncClient:
         since: datetime | timedelta | None = None,
         before: Qualification | str | None = None,
         limit: int = 100,
+        model: str | None = None,
     ) -> list[Qualification]:
         """:meth:`Client.qualifications <pqlkit.Client.qualifications>`, awaited."""
         return await self._run(
@@ -371,6 +372,7 @@ class AsyncClient:
             since=since,
             before=before,
             limit=limit,
+            model=model,
         )
 
     async def stats(self, model: str | None = None) -> Stats:

@@ -591,6 +591,7 @@ class Client:
         since: datetime | timedelta | None = None,
         before: Qualification | str | None = None,
         limit: int = 100,
+        model: str | None = None,
     ) -> list[Qualification]:
         """Who qualified under this model, newest first: a page of at most ``limit``.
 
@@ -613,6 +614,8 @@ class Client:
             before: The cursor of the next page: the last Qualification of the
                 page before (or its ``id``). Only those listed after it come.
             limit: The page's size (at least 1).
+            model: A shadow's name: its recorded qualifications (never delivered,
+                so only what their records hold: no scores, signals nor context).
 
         Raises:
             ValidationError: A bad argument, or ``before`` names no qualification
@@ -629,7 +632,7 @@ class Client:
             ...     len(page), len(rest)
             (2, 1)
         """
-        return self._core.qualifications(kind, play, since, before, limit)
+        return self._core.qualifications(kind, play, since, before, limit, model)
 
     # -- outbox ------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> int:

@@ -614,10 +614,17 @@ class Core:
         return list(found.values())
 
     def qualifications(
-        self, kind: object, play: object, since: object, before: object, limit: object
+        self,
+        kind: object,
+        play: object,
+        since: object,
+        before: object,
+        limit: object,
+        model: object = None,
     ) -> list[Qualification]:
         """The model's qualifications, newest first (see ``Client.qualifications``)."""
         self._check_open()
+        name = self._model_name(model)
         if kind is not None and kind not in _LIST_KINDS:
             raise ValidationError("kind", f'must be "pql", "pqa", "play" or None, got {kind!r}')
         if play is not None and (not isinstance(play, str) or not play.strip()):
@@ -647,13 +654,13 @@ class Core:
         with self._session.tx() as tx:
             if isinstance(before, str):
                 found = tx.find_qualification(before)
-                if found is None or found.model != self.model.name:
+                if found is None or found.model != name:
                     raise ValidationError(
                         "before", f"no qualification of this model has the id {before!r}"
                     )
                 cursor = (found.qualified_at, found.id)
             page = tx.recent_qualifications(
-                self.model.name, kinds=kinds, since=start, before=cursor, limit=limit
+                name, kinds=kinds, since=start, before=cursor, limit=limit
             )
         return [_listed(record, payload) for record, payload in page]
 
@@ -751,16 +758,21 @@ class Core:
         self._dispatcher.fired(_fired([out]) if out.enqueued else [])
         return count
 
+    def _model_name(self, model: object) -> str:
+        """The name of this client's model (None) or of one of its shadows (checked)."""
+        name = self.model.name
+        if model is None or model == name:
+            return name
+        if not any(model == shadow.model.name for shadow in self._shadows):
+            known = ", ".join(repr(m.model.name) for m in (self, *self._shadows))
+            raise ValidationError(
+                "model", f"{model!r} is neither this client's model nor a shadow ({known})"
+            )
+        return str(model)
+
     def stats(self, model: object = None) -> Stats:
         self._check_open()
-        name = self.model.name
-        if model is not None and model != name:
-            if not any(model == shadow.model.name for shadow in self._shadows):
-                known = ", ".join(repr(m.model.name) for m in (self, *self._shadows))
-                raise ValidationError(
-                    "model", f"{model!r} is neither this client's model nor a shadow ({known})"
-                )
-            name = str(model)
+        name = self._model_name(model)
         with self._session.tx() as tx:
             users = tx.count_subjects(name, "user")
             accounts = tx.count_subjects(name, "account")
