@@ -280,6 +280,28 @@ def test_a_new_shadow_is_built_from_the_log_delivering_nothing(
     assert shadow_stats.pqls == 6
 
 
+def test_a_new_version_of_a_shadow_is_rebuilt_after_a_gap(store: Store, clock: FrozenClock) -> None:
+    """Events recorded without the shadow: a new ``version=`` rebuilds it from the log."""
+    history = events()
+    with Client(LIVE, store, clock=clock, shadows=[CANDIDATE], dispatch="inline") as client:
+        feed(client, history[:10])
+    with Client(LIVE, store, clock=clock, dispatch="inline") as plain:  # not shadowing
+        feed(plain, history[10:])
+    again = Model(
+        "candidate",
+        signals=dict(CANDIDATE.signals),
+        scores=dict(CANDIDATE.scores),
+        pql=CANDIDATE.pql,
+        pqa=CANDIDATE.pqa,
+        version="2",
+    )
+    with Client(LIVE, store, clock=clock, shadows=[again], dispatch="inline") as client:
+        shadow_stats = client.stats(model="candidate")
+    assert delivery_ids(store, "candidate") == []
+    with standalone(history, clock, MemoryStore()) as alone:
+        assert shadow_stats == alone.stats()
+
+
 @pytest.mark.parametrize(
     ("shadows", "reason"),
     [
