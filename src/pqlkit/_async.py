@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -81,12 +81,15 @@ class AsyncClient:
         *,
         max_workers: int = 4,
         clock: Clock | None = None,
+        shadows: Sequence[Model] = (),
         settings: Settings | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValidationError("max_workers", "must be a positive int")
-        self._client = Client(model, store, clock=clock, settings=settings, **options)
+        self._client = Client(
+            model, store, clock=clock, shadows=shadows, settings=settings, **options
+        )
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="pqlkit-async")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -386,6 +389,7 @@ class AsyncClient:
         since: datetime | timedelta | None = None,
         before: Qualification | str | None = None,
         limit: int = 100,
+        model: str | None = None,
     ) -> list[Qualification]:
         """:meth:`Client.qualifications <pqlkit.Client.qualifications>`, awaited."""
         return await self._run(
@@ -395,11 +399,12 @@ class AsyncClient:
             since=since,
             before=before,
             limit=limit,
+            model=model,
         )
 
-    async def stats(self) -> Stats:
+    async def stats(self, model: str | None = None) -> Stats:
         """:meth:`Client.stats <pqlkit.Client.stats>`, awaited."""
-        return await self._run(self._client.stats)
+        return await self._run(self._client.stats, model)
 
     # -- outbox --------------------------------------------------------------------------
     async def flush(self, timeout: float | None = None) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -53,6 +53,15 @@ class Client:
             Default: the URL in the environment variable ``PQLKIT_STORE_URL``, or
             without one the SQLite file ``pqlkit.db`` in the working directory.
         clock: Where "now" comes from (default: the system clock, UTC).
+        shadows: Candidate models to run beside ``model`` on live traffic (see
+            docs/lab.md, "Shadow a candidate"): each event also updates their states
+            and records their qualifications under their own names, in the same
+            transaction, with no callbacks (nothing is enqueued for them). Their
+            names must differ from ``model``'s and from each other's. A shadow new
+            to a store that has events is built from the log first, delivering
+            nothing. ``stats(model=name)`` reports one; promoting one is building a
+            client with it as its ``model``: its states are current, nothing is
+            rebuilt.
         settings: A :class:`~pqlkit.Settings`. Default: the defaults, under what the
             ``PQLKIT_*`` environment variables set (``PQLKIT_DISPATCH``,
             ``PQLKIT_INLINE_BUDGET``, ``PQLKIT_DELIVERY_WINDOW``,
@@ -85,6 +94,7 @@ class Client:
         store: Store | str | None = None,
         *,
         clock: Clock | None = None,
+        shadows: Sequence[Model] = (),
         settings: Settings | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
@@ -106,6 +116,7 @@ class Client:
             owns_store=owns_store,
             clock=clock if clock is not None else SystemClock(),
             settings=resolved,
+            shadows=shadows,
         )
         self._tracers: tuple[Observer, ...] = ()  # the observers that wrap track()
         exit_wait = resolved.flush_at_exit
@@ -642,6 +653,7 @@ class Client:
         since: datetime | timedelta | None = None,
         before: Qualification | str | None = None,
         limit: int = 100,
+        model: str | None = None,
     ) -> list[Qualification]:
         """Who qualified under this model, newest first: a page of at most ``limit``.
 
@@ -665,6 +677,8 @@ class Client:
             before: The cursor of the next page: the last Qualification of the
                 page before (or its ``id``). Only those listed after it come.
             limit: The page's size (at least 1).
+            model: A shadow's name: its recorded qualifications (never delivered,
+                so only what their records hold: no scores, signals nor context).
 
         Raises:
             ValidationError: A bad argument, or ``before`` names no qualification
@@ -681,7 +695,7 @@ class Client:
             ...     len(page), len(rest)
             (2, 1)
         """
-        return self._core.qualifications(kind, play, since, before, limit)
+        return self._core.qualifications(kind, play, since, before, limit, model)
 
     # -- outbox ------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> int:
@@ -767,6 +781,15 @@ class Client:
         """
         return self._core.rebuild(on_retune)
 
-    def stats(self) -> Stats:
-        """Funnel health: users, accounts, PQLs, PQAs, the PQL rate and time to PQL."""
-        return self._core.stats()
+    @property
+    def shadows(self) -> tuple[Model, ...]:
+        """The candidate models this client shadows (``Client(..., shadows=[...])``)."""
+        return self._core.shadows
+
+    def stats(self, model: str | None = None) -> Stats:
+        """Funnel health: users, accounts, PQLs, PQAs, the PQL rate and time to PQL.
+
+        Of this client's model, or with ``model`` of one of its shadows, by name
+        (a name that is neither raises :class:`~pqlkit.ValidationError`).
+        """
+        return self._core.stats(model)

@@ -99,16 +99,31 @@ class Core:
         owns_store: bool,
         clock: Clock,
         settings: Settings,
+        shadows: object = (),
+        leader: Core | None = None,
     ) -> None:
+        try:
+            candidates = _check_shadows(model, shadows)
+        except ValidationError:
+            if owns_store:
+                store.close()
+            raise
         self.model = model
         self._user_plays = frozenset(n for n, p in model.plays.items() if p.of == "user")
+        # A shadow (built by its leader, the main model's Core, with ``leader``) records
+        # its qualifications in the leader's transactions and delivers nothing
+        self._shadow = leader is not None
         self._plan = Plan(model)
         self._limits = settings.limits
         self.clock = clock
         self._owns_store = owns_store
         self.store = store
         self.closed = False
-        self._session = Session(store, Warm(settings.warm_subjects, settings.warm_bytes))
+        self._session: Session = Session(
+            store,
+            Warm(settings.warm_subjects, settings.warm_bytes),
+            None if leader is None else leader._session,
+        )
         self._warm = self._session.warm
         self._suppressions = Suppressions()
         # id -> the final id it was last seen to resolve to: only a guess of which
@@ -137,15 +152,24 @@ class Core:
             self._traits,
             settings.context_events,
             ranking=self._ranking,
+            deliver=leader is None,
         )
         self._rebuild = Rebuild(self._session, model, self._replay, self._traits, self._firing)
-        self._rebuild.ensure(deliver=model.on_retune == "fire")
+        self._rebuild.ensure(deliver=leader is None and model.on_retune == "fire")
+        # the candidates shadowing this model: each a Core of its own on the same store,
+        # its states built from the log now if it has none (recording, delivering nothing)
+        self._shadows: tuple[Core, ...] = tuple(
+            Core(m, store, owns_store=False, clock=clock, settings=settings, leader=self)
+            for m in candidates
+        )
 
     def close(self, timeout: float | None = 10.0) -> None:
         if self.closed:
             return
         try:
             self._write_back()
+            for shadow in self._shadows:
+                shadow._write_back()
         finally:
             self.closed = True
             try:
@@ -173,6 +197,16 @@ class Core:
             self._session.write(work)
         except StoreError as error:
             logger.debug("pqlkit: warm states not written back at close(): %s", error)
+
+    def _clear_warm(self) -> None:
+        """Empty the warm caches: this model's and its shadows'."""
+        self._warm.clear()
+        for shadow in self._shadows:
+            shadow._warm.clear()
+
+    @property
+    def shadows(self) -> tuple[Model, ...]:
+        return tuple(shadow.model for shadow in self._shadows)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -240,6 +274,7 @@ class Core:
 
         def work(tx: Transaction) -> tuple[int, int, list[Qualification], list[Qualification]]:
             cache: dict[tuple[str, str], Subject] = {}
+            shadowed: list[dict[tuple[str, str], Subject]] = [{} for _ in self._shadows]
             done = dupes = 0
             fired: list[Qualification] = []
             outcomes: list[Outcome] = []
@@ -257,7 +292,7 @@ class Core:
             for new in batch:
                 if self._suppressed(tx, (new.user_id,)):
                     continue
-                outcome = self._record(tx, new, cache, save=False, held=held)
+                outcome = self._record(tx, new, cache, save=False, held=held, shadowed=shadowed)
                 if outcome is None:
                     dupes += 1
                     continue
@@ -266,6 +301,9 @@ class Core:
                 outcomes.append(outcome)
             for subject in cache.values():
                 self._save(tx, subject, defer=True)
+            for shadow, shadow_cache in zip(self._shadows, shadowed, strict=True):
+                for subject in shadow_cache.values():
+                    shadow._save(tx, subject, defer=True)
             return done, dupes, fired, _fired(outcomes)
 
         def write() -> None:
@@ -315,6 +353,10 @@ class Core:
             subject = self._load(tx, "user", uid)
             subject.account = self._traits.account_of(tx, subject)  # a warm one may predate it
             self._reevaluate(tx, [subject], out)
+            for shadow in self._shadows:
+                shadowed = shadow._load(tx, "user", uid)
+                shadowed.account = shadow._traits.account_of(tx, shadowed)
+                shadow._reevaluate(tx, [shadowed], Outcome())
             return out
 
         out = self._session.write(work)
@@ -334,12 +376,14 @@ class Core:
             resolved = self._lock_users(tx, held, sorted(tx.users_of(account)))
             merged = {**self._traits.get(tx, "account", account), **data}
             self._traits.set(tx, "account", account, merged)
-            subjects = [self._load(tx, "account", account)]
-            for uid in sorted(set(resolved.values())):
-                user = self._load(tx, "user", uid)
-                if user.account == account:
-                    subjects.append(user)
-            self._reevaluate(tx, subjects, out)
+            users = sorted(set(resolved.values()))
+            for core in (self, *self._shadows):
+                subjects = [core._load(tx, "account", account)]
+                for uid in users:
+                    user = core._load(tx, "user", uid)
+                    if user.account == account:
+                        subjects.append(user)
+                core._reevaluate(tx, subjects, out if core is self else Outcome())
             return out
 
         out = self._session.write(work)
@@ -361,7 +405,7 @@ class Core:
             if self._suppressed(tx, (previous, user)):
                 return None
             out = Outcome()
-            self._warm.clear()  # the rebuild below replaces states; nothing warm survives it
+            self._clear_warm()  # the rebuild below replaces states; nothing warm survives it
             held: set[str] = set()
             while True:  # read what it rewrites, lock it all, and read again until unchanged
                 target = tx.resolve(user)
@@ -378,13 +422,15 @@ class Core:
             if old == target:
                 return None
             tx.set_alias(previous, target)
-            tx.delete_state(self.model.name, "user", previous)
             # previous's events leave `old` (if it was an alias) and join target
             users: list[tuple[SubjectKind, str]] = [("user", target)]
             if old != previous:
                 users.append(("user", old))
-            self._rebuild.subjects(tx, users, out)
-            self._rebuild.subjects(tx, [("account", a) for a in accounts], out)
+            for core in (self, *self._shadows):
+                tx.delete_state(core.model.name, "user", previous)
+                done = out if core is self else Outcome()
+                core._rebuild.subjects(tx, users, done)
+                core._rebuild.subjects(tx, [("account", a) for a in accounts], done)
             return out
 
         out = self._session.write(work)
@@ -429,7 +475,7 @@ class Core:
 
         def work(tx: Transaction) -> Outcome:
             out = Outcome()
-            self._warm.clear()  # states and traits are deleted or rebuilt below
+            self._clear_warm()  # states and traits are deleted or rebuilt below
             held: set[str] = set()
             while True:  # read what it rewrites, lock it all, and read again until unchanged
                 uid = tx.resolve(user)
@@ -442,7 +488,7 @@ class Core:
             values = personal_values(tx, ids)  # what payloads may quote: read before deleting
             tx.forget_users(ids)  # (every model's states of the users go with them)
             for i in ids:
-                tx.delete_qualifications(i, "pql")
+                tx.delete_qualifications(i, "pql")  # every model's, the shadows' too
                 for play in self._user_plays:
                     tx.delete_qualifications(i, play_kind(play))
                 if self._user_plays:  # their deliveries (whose payloads say kind "play")
@@ -452,7 +498,9 @@ class Core:
             redact(tx, set(accounts), set(ids), values)
             if suppress:
                 self._suppressions.suppress(tx, ids, now)
-            self._rebuild.subjects(tx, [("account", a) for a in accounts], out)
+            for core in (self, *self._shadows):  # each rebuilds the accounts it invalidated
+                done = out if core is self else Outcome()
+                core._rebuild.subjects(tx, [("account", a) for a in accounts], done)
             return out
 
         out = self._session.write(work)
@@ -660,10 +708,17 @@ class Core:
         return list(found.values())
 
     def qualifications(
-        self, kind: object, play: object, since: object, before: object, limit: object
+        self,
+        kind: object,
+        play: object,
+        since: object,
+        before: object,
+        limit: object,
+        model: object = None,
     ) -> list[Qualification]:
         """The model's qualifications, newest first (see ``Client.qualifications``)."""
         self._check_open()
+        name = self._model_name(model)
         if kind is not None and kind not in _LIST_KINDS:
             raise ValidationError("kind", f'must be "pql", "pqa", "play" or None, got {kind!r}')
         if play is not None and (not isinstance(play, str) or not play.strip()):
@@ -699,13 +754,13 @@ class Core:
         with self._session.tx() as tx:
             if isinstance(before, str):
                 found = tx.find_qualification(before)
-                if found is None or found.model != self.model.name:
+                if found is None or found.model != name:
                     raise ValidationError(
                         "before", f"no qualification of this model has the id {before!r}"
                     )
                 cursor = (found.qualified_at, found.id)
             page = tx.recent_qualifications(
-                self.model.name, kinds=kinds, since=start, before=cursor, limit=limit
+                name, kinds=kinds, since=start, before=cursor, limit=limit
             )
         return [_listed(self.model, record, payload) for record, payload in page]
 
@@ -747,8 +802,17 @@ class Core:
     def sweep(self, now: object) -> list[Qualification]:
         self._check_open()
         when = check_timestamp(now, "now") if now is not None else self.clock.now()
+        out = self._sweep(when)
+        for shadow in self._shadows:  # recorded, nothing delivered
+            shadow._sweep(when)
+        fired = out.qualified + out.disqualified
+        self._dispatcher.swept(fired)
+        return fired
+
+    def _sweep(self, when: datetime) -> Outcome:
+        """Evaluate the subjects due at ``when`` (and refresh the ranked scores); return
+        what that fired."""
         t = to_us(when)
-        fired: list[Qualification] = []
         out = Outcome()
 
         swept: set[tuple[str, str]] = set()
@@ -780,9 +844,7 @@ class Core:
         if self._ranking is not None:  # and the ranked values that time alone changed
             kinds: tuple[SubjectKind, ...] = ("user", "account")
             self._refresh_ranks(when, [(k, name) for name in self._ranking.names for k in kinds])
-        fired = out.qualified + out.disqualified
-        self._dispatcher.swept(fired)
-        return fired
+        return out
 
     def rebuild(self, on_retune: object) -> int:
         self._check_open()
@@ -791,12 +853,26 @@ class Core:
         elif on_retune != "fire" and on_retune != "record":
             raise ValidationError("on_retune", f'must be "fire" or "record", got {on_retune!r}')
         count, out = self._rebuild.run(deliver=on_retune == "fire")
+        for shadow in self._shadows:
+            shadow._rebuild.run(deliver=False)
         self._dispatcher.fired(_fired([out]) if out.enqueued else [])
         return count
 
-    def stats(self) -> Stats:
-        self._check_open()
+    def _model_name(self, model: object) -> str:
+        """The name of this client's model (None) or of one of its shadows (checked)."""
         name = self.model.name
+        if model is None or model == name:
+            return name
+        if not any(model == shadow.model.name for shadow in self._shadows):
+            known = ", ".join(repr(m.model.name) for m in (self, *self._shadows))
+            raise ValidationError(
+                "model", f"{model!r} is neither this client's model nor a shadow ({known})"
+            )
+        return str(model)
+
+    def stats(self, model: object = None) -> Stats:
+        self._check_open()
+        name = self._model_name(model)
         with self._session.tx() as tx:
             users = tx.count_subjects(name, "user")
             accounts = tx.count_subjects(name, "account")
@@ -897,7 +973,9 @@ class Core:
         *,
         save: bool = True,
         held: set[str] | None = None,
+        shadowed: list[dict[tuple[str, str], Subject]] | None = None,
     ) -> Outcome | None:
+        """Record one event and fold it into its subjects' states (and the shadows')."""
         acc = new.account_id
         uid = self._lock_user(tx, set() if held is None else held, new.user_id, acc)
         record = tx.insert_event(new)
@@ -908,6 +986,15 @@ class Core:
         self._step(tx, cache, "user", uid, record, view, out, save)
         if acc is not None:
             self._step(tx, cache, "account", acc, record, view, out, save)
+        if self._shadows:
+            scratch = Outcome()  # a shadow's qualifications are recorded, not returned
+            for index, shadow in enumerate(self._shadows):
+                shadow_cache: dict[tuple[str, str], Subject] = (
+                    {} if shadowed is None else shadowed[index]
+                )
+                shadow._step(tx, shadow_cache, "user", uid, record, view, scratch, save)
+                if acc is not None:
+                    shadow._step(tx, shadow_cache, "account", acc, record, view, scratch, save)
         return out
 
     def _lock(self, tx: Transaction, held: set[str], keys: Iterable[str]) -> None:
@@ -1018,7 +1105,7 @@ class Core:
         apply(self._plan, subject, record, view)
         newest = subject.state.newest
         t = view.ts if newest is None else newest
-        due = self._firing.evaluate(tx, subject, t, out, scores=kind == "user")
+        due = self._firing.evaluate(tx, subject, t, out, scores=kind == "user" and not self._shadow)
         if save:
             self._save(tx, subject, due, defer=True)
         else:
@@ -1182,6 +1269,29 @@ def _listed(
         and play in model.plays
         and held_out(model.name, play, record.subject_id, model.plays[play].holdout),
     )
+
+
+def _check_shadows(model: Model, shadows: object) -> tuple[Model, ...]:
+    """The candidate models to shadow ``model`` with: distinct names, none ``model``'s."""
+    if isinstance(shadows, (str, bytes, Mapping)) or not isinstance(shadows, Iterable):
+        raise ValidationError("shadows", f"must be a list of pqlkit.Model, got {shadows!r}")
+    found: list[Model] = []
+    names = {model.name}
+    for index, shadow in enumerate(shadows):
+        if not isinstance(shadow, Model):
+            raise ValidationError(
+                "shadows", f"item {index} must be a pqlkit.Model, got {type(shadow).__name__}"
+            )
+        if shadow.name in names:
+            what = "the model's own name" if shadow.name == model.name else "a name given twice"
+            raise ValidationError(
+                "shadows",
+                f"item {index} is named {shadow.name!r}, {what}: states and qualifications are"
+                " kept by model name, so a shadow needs a name of its own",
+            )
+        names.add(shadow.name)
+        found.append(shadow)
+    return tuple(found)
 
 
 def _fired(outcomes: list[Outcome]) -> list[Qualification]:

@@ -6,7 +6,7 @@ It lives here and only here; :func:`pqlkit.testing.use` swaps it for a test.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar, overload
 
@@ -48,6 +48,7 @@ def configure(
     store: Store | str | None = None,
     *,
     clock: Clock | None = None,
+    shadows: Sequence[Model] = (),
     settings: Settings | None = None,
     **options: Unpack[ClientOptions],
 ) -> Client:
@@ -64,7 +65,7 @@ def configure(
         >>> client.close()
     """
     global _client
-    new = Client(model, store, clock=clock, settings=settings, **options)
+    new = Client(model, store, clock=clock, shadows=shadows, settings=settings, **options)
     with _lock:
         old, _client = _client, new
     if old is not None:

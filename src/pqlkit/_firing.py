@@ -59,8 +59,11 @@ class Firing:
         context_events: int,
         *,
         ranking: Ranking | None = None,
+        deliver: bool = True,
     ) -> None:
         self.model = model
+        # False for a shadow model: it records qualifications, and never enqueues one
+        self._deliver = deliver
         self._plan = plan
         self._clock = clock
         self._dispatcher = dispatcher
@@ -88,7 +91,8 @@ class Firing:
         model's ranked scores (recorded in the store where they changed, see
         :mod:`._ranking`); a payload is built from a
         full evaluation. Without ``deliver`` (a re-tune under ``on_retune="record"``)
-        a qualification or disqualification is recorded, and nothing is enqueued.
+        a qualification or disqualification is recorded, and nothing is enqueued
+        (nor ever for a shadow model's Firing, made with ``deliver=False``).
         """
         ctx = self._traits.context(tx, subject, full=False)
         ev = self._plan.evaluate(
@@ -106,6 +110,7 @@ class Firing:
         if self._ranking is not None:
             self._ranking.record(tx, subject, ev)
         due = Due(t, subject.state.events, ev.until)
+        deliver = deliver and self._deliver  # a shadow model's firing delivers nothing
         if self._plan.rule_fns[subject.kind] is not None:  # a rule for this kind
             cached = subject.state.qualification  # see remember()
             # (qualified and still true, or not qualified and still false: nothing to do)

@@ -125,6 +125,15 @@ class Warm:
             self.streak += 1
         self.active = token is not None
 
+    def follow(self, leader: Warm) -> None:
+        """Enter the leader's transaction (a shadow model's cache, see ``Session``):
+        warm while the leader's cache stays warm, cleared whenever it is cleared."""
+        if leader.streak == 0:  # the leader's begin() cleared it
+            self.clear()
+        self.streak = leader.streak
+        self.usable = leader.usable
+        self.active = leader.active
+
     def clear(self) -> None:
         self.subjects.clear()
         self.size = 0
@@ -168,12 +177,17 @@ class TxScope:
                 if token is None:
                     warm.usable = False  # this store cannot tell: never cache
                 warm.begin(token)
+                for follower in session.followers:
+                    follower.follow(warm)
             except BaseException as error:
                 self._inner.__exit__(type(error), error, error.__traceback__)
                 raise
         except BaseException:
             warm.active = False
             warm.clear()
+            for follower in session.followers:
+                follower.active = False
+                follower.clear()
             lock.release()
             raise
         self._token = token
@@ -201,6 +215,10 @@ class TxScope:
                 warm.last = self._token
             else:
                 warm.clear()
+            for follower in self._session.followers:
+                follower.active = False
+                if warm.last is None:  # cleared with it
+                    follower.clear()
             lock.release()
 
 
@@ -217,11 +235,23 @@ class Outcome:
 
 
 class Session:
-    """The store, the warm cache, and the transactions that keep it honest."""
+    """The store, the warm cache, and the transactions that keep it honest.
 
-    def __init__(self, store: Store, warm: Warm) -> None:
+    A shadow model's session (``leader``: the main model's) has a cache of its own
+    but opens no transaction of its own: ``tx()`` is the leader's, whose cache
+    decides for both (``Warm.follow``), under the leader's lock.
+    """
+
+    def __init__(self, store: Store, warm: Warm, leader: Session | None = None) -> None:
         self.store = store
         self.warm = warm
+        self.followers: list[Warm] = []  # the shadow models' caches
+        self._leader = self if leader is None else leader
+        if leader is not None:
+            # traits and aliases are the same whoever reads them: one cache of each
+            warm.traits = leader.warm.traits
+            warm.resolved = leader.warm.resolved
+            leader.followers.append(warm)
 
     def write(self, work: Callable[[Transaction], T], connection: object = None) -> T:
         """Run ``work`` in one store transaction; run it again if the store aborted it.
@@ -271,7 +301,7 @@ class Session:
     def tx(self, connection: object = None) -> AbstractContextManager[Transaction]:
         """A store transaction that keeps the warm cache honest (see :class:`Warm`);
         with ``connection``, inside the caller's own transaction (not cached)."""
-        return TxScope(self, connection)
+        return TxScope(self._leader, connection)
 
     def transaction(self, connection: object) -> AbstractContextManager[Transaction]:
         """A plain store transaction (or one joining the caller's on ``connection``)."""
