@@ -716,7 +716,9 @@ def test_demo_runs_on_an_sqlite_file(capsys: pytest.CaptureFixture[str], tmp_pat
     assert (stats.users, stats.accounts, stats.pqls, stats.pqas) == (5, 1, 1, 1)
 
 
-def test_demo_ends_with_a_backtest_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_demo_ends_with_a_backtest_table(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """``make demo`` ends with the backtest of the demo's model on a simulated history."""
     demo.main(tmp_path / "demo.db")
     out = capsys.readouterr().out

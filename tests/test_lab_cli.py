@@ -1,4 +1,4 @@
-"""The model lab on the command line: ``pqlkit backtest``, ``pqlkit compare``, ``pqlkit calibrate``."""
+"""The model lab on the command line: ``pqlkit backtest``, ``compare`` and ``calibrate``."""
 
 from __future__ import annotations
 

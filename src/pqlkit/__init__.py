@@ -53,6 +53,7 @@ from ._dsl import (
 )
 from ._events import BulkResult, Event, Nudge, Qualification, Stats, TrackResult
 from ._lab import (
+    Calibration,
     DecileRow,
     DistributionRow,
     ModelComparison,
@@ -64,8 +65,10 @@ from ._lab import (
     SignalReport,
     SimulatedEvents,
     Simulation,
+    SweepRow,
     WeekRow,
     backtest,
+    calibrate,
     simulate,
 )
 from ._model import Model
@@ -86,6 +89,7 @@ from .stores import MemoryStore, PostgresStore, SQLiteStore, Store
 __all__ = [
     "AsyncClient",
     "BulkResult",
+    "Calibration",
     "Callback",
     "Client",
     "ClientClosedError",
@@ -118,6 +122,7 @@ __all__ = [
     "Stats",
     "Store",
     "StoreError",
+    "SweepRow",
     "TrackResult",
     "TransientStoreError",
     "ValidationError",
@@ -131,6 +136,7 @@ __all__ = [
     "any_of",
     "at_least",
     "backtest",
+    "calibrate",
     "configure",
     "count",
     "days",

@@ -755,9 +755,7 @@ def _lab_options(fn: _C) -> _C:
             show_default=True,
             help="How recent an event makes a subject eligible at a snapshot.",
         ),
-        click.option(
-            "--step", default="7d", show_default=True, help="The time between snapshots."
-        ),
+        click.option("--step", default="7d", show_default=True, help="The time between snapshots."),
         click.option("--end", help="Where the history ends, ISO 8601 with its offset."),
         click.option(
             "--start", help="When the snapshots start counting, ISO 8601 with its offset."
@@ -814,6 +812,7 @@ _LAB_FIELDS = {
     "end": "--end",
     "target_rate": "--target-rate",
     "capacity_per_week": "--capacity",
+    "split": "--split",
 }
 
 
@@ -957,3 +956,75 @@ def compare_command(
         models[name] = model
     kwargs = _lab_kwargs(source, outcome, horizon, start, end, step, lookback)
     _run_backtest(models, kwargs, as_json, html)
+
+
+@main.command("calibrate")
+@click.argument("model_path", metavar="MODULE:ATTR")
+@_lab_options
+@click.option(
+    "--target-rate",
+    type=float,
+    help="The share of eligible subjects to flag (default 0.10, the middle of 5-15%).",
+)
+@click.option(
+    "--capacity", type=float, help="How many leads sales can take a week (instead of a rate)."
+)
+@click.option(
+    "--split",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="The share of the history to fit on; the rest is held out to check the fit.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False),
+    help="Also write the held-out report and the threshold sweep as one HTML page"
+    " (needs pqlkit[lab]).",
+)
+def calibrate_command(
+    model_path: str,
+    source: str,
+    outcome: str,
+    horizon: str,
+    start: str | None,
+    end: str | None,
+    step: str,
+    lookback: str,
+    target_rate: float | None,
+    capacity: float | None,
+    split: float,
+    as_json: bool,
+    html: str | None,
+) -> None:
+    """Fit points for a model's signals and a threshold, checked on held-out history.
+
+    The earlier part of the history fits the weights (a regularised logistic
+    regression) and picks the threshold; the later part backtests the original
+    and the suggested model side by side. Prints the points(...) and rule to
+    paste into the model. See docs/lab.md.
+    """
+    from ._lab import calibrate
+
+    model = _lab_model(model_path, "MODULE:ATTR")
+    kwargs = _lab_kwargs(source, outcome, horizon, start, end, step, lookback)
+    with _lab_errors(), _lab_progress("Replaying events") as progress:
+        calibration = calibrate(
+            model,
+            target_rate=target_rate,
+            capacity_per_week=capacity,
+            split=split,
+            progress=progress,
+            **kwargs,
+        )
+    if html is not None:
+        try:
+            calibration.to_html(html)
+        except ImportError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"wrote the report page to {html}", err=True)
+    if as_json:
+        _echo_json(calibration.to_dict())
+    else:
+        click.echo(calibration.table())

@@ -61,8 +61,7 @@ def _matplotlib() -> Any:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
-            f"the HTML report draws its charts with matplotlib, which is not installed:"
-            f" {LAB_EXTRA}"
+            f"the HTML report draws its charts with matplotlib, which is not installed: {LAB_EXTRA}"
         ) from error
     return matplotlib, Figure
 
@@ -156,9 +155,7 @@ def _fig(path: Sequence[str], value: Any, kind: str) -> str:
 def _interval(path: Sequence[str], value: tuple[float, float] | None, kind: str) -> str:
     if value is None:
         return "-"
-    return (
-        f"[{_fig([*path, '0'], value[0], kind)}, {_fig([*path, '1'], value[1], kind)}]"
-    )
+    return f"[{_fig([*path, '0'], value[0], kind)}, {_fig([*path, '1'], value[1], kind)}]"
 
 
 def _rule_section(page: _Page, name: str, rule: RuleReport) -> str:
@@ -175,7 +172,9 @@ def _rule_section(page: _Page, name: str, rule: RuleReport) -> str:
     def row(label: str, field: str, kind: str, ci: bool = False, note: str = "") -> str:
         value = getattr(rule, field)
         cells = f"<td>{_e(label)}</td><td>{_fig([*base, field], value, kind)}</td>"
-        interval = _interval([*base, f"{field}_ci"], getattr(rule, f"{field}_ci"), kind) if ci else ""
+        interval = (
+            _interval([*base, f"{field}_ci"], getattr(rule, f"{field}_ci"), kind) if ci else ""
+        )
         return f"<tr>{cells}<td>{interval}</td><td>{note}</td></tr>"
 
     rows = [
@@ -202,8 +201,10 @@ def _rule_section(page: _Page, name: str, rule: RuleReport) -> str:
         "</table>",
     ]
     if rule.scores:
-        out.append("<table><tr><th>score</th><th>AUC</th><th>top 10%</th><th>top 20%</th>"
-                   "<th>top 30%</th><th>deciles rising</th><th>Brier</th></tr>")
+        out.append(
+            "<table><tr><th>score</th><th>AUC</th><th>top 10%</th><th>top 20%</th>"
+            "<th>top 30%</th><th>deciles rising</th><th>Brier</th></tr>"
+        )
         for score, s in rule.scores.items():
             p = [*base, "scores", score]
             out.append(
@@ -217,8 +218,10 @@ def _rule_section(page: _Page, name: str, rule: RuleReport) -> str:
             )
         out.append("</table>")
     if rule.signals:
-        out.append("<table><tr><th>signal</th><th>holds</th><th>converts if true</th>"
-                   "<th>if false</th><th>lift</th></tr>")
+        out.append(
+            "<table><tr><th>signal</th><th>holds</th><th>converts if true</th>"
+            "<th>if false</th><th>lift</th></tr>"
+        )
         for signal, g in _by_lift(rule):
             p = [*base, "signals", signal]
             out.append(
@@ -259,8 +262,9 @@ def _rule_section(page: _Page, name: str, rule: RuleReport) -> str:
         )
     if rule.signals:
         out.append(
-            page.chart(f"{key}-signals", "Each signal's lift (1 is no better than chance)",
-                       _signals, rule)
+            page.chart(
+                f"{key}-signals", "Each signal's lift (1 is no better than chance)", _signals, rule
+            )
         )
     out.append("</div>")
     return "\n".join(out)
@@ -271,13 +275,18 @@ def _by_lift(rule: RuleReport) -> list[tuple[str, Any]]:
 
 
 def _comparisons(report: Report) -> str:
-    out = ["<table><tr><th>rule</th><th>a</th><th>b</th><th>precision b-a</th>"
-           "<th>recall b-a</th><th>lift b-a</th><th>only a</th><th>only b</th></tr>"]
+    out = [
+        "<table><tr><th>rule</th><th>a</th><th>b</th><th>precision b-a</th>"
+        "<th>recall b-a</th><th>lift b-a</th><th>only a</th><th>only b</th></tr>"
+    ]
     for i, c in enumerate(report.comparisons):
         p = ["comparisons", str(i)]
         cells = []
-        for field, kind in (("precision_diff", "percent"), ("recall_diff", "percent"),
-                            ("lift_diff", "number")):
+        for field, kind in (
+            ("precision_diff", "percent"),
+            ("recall_diff", "percent"),
+            ("lift_diff", "number"),
+        ):
             cells.append(
                 f"<td>{_fig([*p, field], getattr(c, field), kind)}"
                 f" {_interval([*p, f'{field}_ci'], getattr(c, f'{field}_ci'), kind)}</td>"
@@ -292,8 +301,10 @@ def _comparisons(report: Report) -> str:
 
 
 def _sweep_table(sweep: Sequence[SweepPoint]) -> str:
-    out = ["<table><tr><th>threshold</th><th>flag rate</th><th>precision</th><th>recall</th>"
-           "<th>lift</th></tr>"]
+    out = [
+        "<table><tr><th>threshold</th><th>flag rate</th><th>precision</th><th>recall</th>"
+        "<th>lift</th></tr>"
+    ]
     for threshold, flag_rate, precision, recall, lift in sweep:
         out.append(
             f"<tr><td>{threshold:g}</td><td>{_text(flag_rate, 'percent')}</td>"
@@ -336,7 +347,7 @@ def _flag_rate(figure: Figure, rule: RuleReport) -> None:
     ax.axhspan(HEALTHY[0] * 100, HEALTHY[1] * 100, color=_BAND, alpha=0.18, label="healthy")
     weeks = [w for w in rule.weeks if w.flag_rate is not None]
     ax.plot(
-        [w.at for w in weeks],
+        [w.at for w in weeks],  # type: ignore[arg-type]  # matplotlib plots datetimes
         [(w.flag_rate or 0.0) * 100 for w in weeks],
         marker="o",
         markersize=3,
@@ -383,8 +394,12 @@ def _deciles(figure: Figure, rule: RuleReport) -> None:
     for k, name in enumerate(names):
         rows = rule.scores[name].deciles
         lifts = [(r.rate or 0.0) / average if average else 0.0 for r in rows]
-        ax.bar([i + 1 + (k - (len(names) - 1) / 2) * width for i in range(len(rows))], lifts,
-               width=width, label=name)
+        ax.bar(
+            [i + 1 + (k - (len(names) - 1) / 2) * width for i in range(len(rows))],
+            lifts,
+            width=width,
+            label=name,
+        )
     ax.axhline(1.0, color="#444", linewidth=0.8, linestyle="--")
     ax.set_xlabel("decile (1 = highest scores)")
     ax.set_ylabel("lift")
@@ -395,8 +410,11 @@ def _deciles(figure: Figure, rule: RuleReport) -> None:
 def _signals(figure: Figure, rule: RuleReport) -> None:
     ax = figure.add_subplot()
     rows = [(n, g.lift) for n, g in _by_lift(rule) if g.lift is not None][::-1]
-    ax.barh([n for n, _ in rows], [v for _, v in rows],
-            color=[_CONVERTED if v > 1 else _REST for _, v in rows])
+    ax.barh(
+        [n for n, _ in rows],
+        [v for _, v in rows],
+        color=[_CONVERTED if v > 1 else _REST for _, v in rows],
+    )
     ax.axvline(1.0, color="#444", linewidth=0.8, linestyle="--")
     ax.set_xlabel("lift (conversion rate when true / when false)")
 
@@ -405,10 +423,22 @@ def _sweep(figure: Figure, sweep: Sequence[SweepPoint]) -> None:
     ax = figure.add_subplot()
     rows = [r for r in sweep if r[1] is not None]
     ax.axvspan(HEALTHY[0] * 100, HEALTHY[1] * 100, color=_BAND, alpha=0.18, label="healthy")
-    ax.plot([(r[1] or 0.0) * 100 for r in rows], [(r[2] or 0.0) * 100 for r in rows],
-            marker="o", markersize=3, color=_CONVERTED, label="precision")
-    ax.plot([(r[1] or 0.0) * 100 for r in rows], [(r[3] or 0.0) * 100 for r in rows],
-            marker="o", markersize=3, color=_LINE, label="recall")
+    ax.plot(
+        [(r[1] or 0.0) * 100 for r in rows],
+        [(r[2] or 0.0) * 100 for r in rows],
+        marker="o",
+        markersize=3,
+        color=_CONVERTED,
+        label="precision",
+    )
+    ax.plot(
+        [(r[1] or 0.0) * 100 for r in rows],
+        [(r[3] or 0.0) * 100 for r in rows],
+        marker="o",
+        markersize=3,
+        color=_LINE,
+        label="recall",
+    )
     ax.set_xlabel("flag rate, % of eligible")
     ax.set_ylabel("%")
     ax.legend(frameon=False)
