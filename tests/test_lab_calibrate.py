@@ -49,8 +49,11 @@ def test_calibration_recovers_the_planted_behaviours_order(
     decoys = max(p.get(name, 0) for name in ("api_key", "projects", "warehouse"))
     assert p["dashboard"] > decoys
     w = calibration.weights
-    assert w["invited"] > w["pricing"] > w["dashboard"] > max(
-        w["api_key"], w["projects"], w["warehouse"]
+    assert (
+        w["invited"]
+        > w["pricing"]
+        > w["dashboard"]
+        > max(w["api_key"], w["projects"], w["warehouse"])
     )
 
 

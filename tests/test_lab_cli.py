@@ -203,3 +203,59 @@ def test_html_writes_the_page(runner: CliRunner, tmp_path: Path, history: Path) 
     assert text.startswith("<!DOCTYPE html>")
     assert "<svg" in text
     assert "Backtest of 'live'" in out  # the table is printed too
+
+
+def test_calibrate_prints_the_code_to_paste_and_the_held_out_report(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    history = tmp_path / "history.jsonl"
+    sim = pqlkit.simulate(seed=3, users=1_500, accounts=150, days=200)
+    sim.write(history)
+    code, out, err = _run(
+        runner, "calibrate", "test_lab_cli:CANDIDATE", "--events", str(history),
+        "--outcome", "subscription_started", "--target-rate", "0.08",
+    )  # fmt: skip
+    assert code == 0, err
+    expected = pqlkit.calibrate(
+        CANDIDATE, str(history), outcome="subscription_started", target_rate=0.08
+    )
+    assert out.strip() == expected.table().strip()
+    assert f'pql=score("calibrated") >= {expected.threshold},' in out
+    assert "Replaying events" in err
+    code, out, err = _run(
+        runner, "calibrate", "test_lab_cli:CANDIDATE", "--events", str(history),
+        "--outcome", "subscription_started", "--capacity", "15", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["capacity_per_week"] == 15
+    assert data["code"].startswith("# pqlkit.calibrate")
+    assert list(data["report"]["models"]) == ["original", "suggested"]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--target-rate", "2"], "--target-rate"),
+        (["--target-rate", "0.1", "--capacity", "5"], "--target-rate"),
+        (["--capacity", "-1"], "--capacity"),
+        (["--split", "0"], "--split"),
+    ],
+)
+def test_calibrate_names_a_bad_option(
+    runner: CliRunner, history: Path, args: list[str], option: str
+) -> None:
+    result = runner.invoke(
+        main,
+        [
+            "calibrate",
+            "test_lab_cli:CANDIDATE",
+            "--events",
+            str(history),
+            "--outcome",
+            "subscription_started",
+            *args,
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert option in result.stderr

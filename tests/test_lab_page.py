@@ -176,3 +176,33 @@ def test_the_page_needs_the_lab_extra(
 def test_the_json_paths_hold_plain_values(report: pqlkit.Report) -> None:
     """to_dict() is what the page is checked against: it is JSON as it stands."""
     assert json.loads(json.dumps(report.to_dict())) == report.to_dict()
+
+
+def test_a_calibrations_page_shows_the_threshold_sweep(browser: Any, tmp_path: Path) -> None:
+    model = Model(
+        "teams",
+        signals={
+            "dashboard": did("dashboard_built"),
+            "invited": did("teammate_invited"),
+            "pricing": did("page_viewed", where={"path": "/pricing"}),
+        },
+        pql=did("teammate_invited"),
+    )
+    sim = pqlkit.simulate(seed=5, users=800, accounts=80, days=160)
+    calibration = pqlkit.calibrate(model, sim, outcome="subscription_started")
+    path = tmp_path / "calibration.html"
+    calibration.to_html(path)
+    page, errors = _open(browser, path)
+    sweep = page.eval_on_selector(
+        "figure[data-chart=sweep] svg",
+        "svg => ({w: svg.getBoundingClientRect().width,"
+        " lines: svg.querySelectorAll('path').length})",
+    )
+    assert sweep["w"] > 100
+    assert sweep["lines"] > 10
+    # the sweep; the original: flag rate, signals; the suggested: those, its score, deciles
+    assert page.locator("figure.chart").count() == 1 + 2 + 4
+    text = page.text_content("body")
+    assert "Calibration of 'teams': held-out backtest" in text
+    assert errors == []
+    page.close()
