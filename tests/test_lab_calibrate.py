@@ -198,5 +198,49 @@ def test_the_crm_example_calibrates_a_better_model(capsys: pytest.CaptureFixture
     example.main()
     out = capsys.readouterr().out
     assert 'scores={"calibrated": points(invited=50, ' in out
-    assert "pql=score(\"calibrated\") >= " in out
+    assert 'pql=score("calibrated") >= ' in out
     assert "On the held-out months: precision 4.1% -> 21.0% (+16.9%, 95% interval +12.6%" in out
+
+
+def test_an_account_model_is_calibrated_on_accounts(sim: pqlkit.Simulation) -> None:
+    accounts = Model("accounts", signals=SIGNALS, pqa=did("teammate_invited"))
+    c = pqlkit.calibrate(accounts, sim, outcome="subscription_started", target_rate=0.15)
+    assert c.kind == "pqa"
+    assert c.model.pql is None
+    assert repr(c.model.pqa) == repr(score("calibrated") >= c.threshold)
+    assert c.report["suggested"].pqa is not None
+    assert c.as_code().splitlines()[-1] == f'pqa=score("calibrated") >= {c.threshold},'
+    assert "snapshots of accounts" in c.as_code()
+    assert str(c) == c.table()
+
+
+def test_signal_names_that_are_not_identifiers_are_pasted_as_a_dict() -> None:
+    sim = pqlkit.simulate(seed=3, users=1_500, accounts=150, days=200, drivers=PLANTED)
+    model = Model(
+        "odd",
+        signals={"invited-a-teammate": did("teammate_invited"), "pricing": SIGNALS["pricing"]},
+        pql=did("teammate_invited"),
+    )
+    c = pqlkit.calibrate(model, sim, outcome="subscription_started")
+    code = c.as_code()
+    assert 'points(**{"invited-a-teammate": 50' in code.replace("'", '"')
+    kwargs = eval(f"dict({code})", {"points": points, "score": score})
+    assert repr(kwargs["scores"]["calibrated"]) == repr(c.model.scores["calibrated"])
+
+
+def test_no_conversion_to_learn_from_is_refused() -> None:
+    sim = pqlkit.simulate(seed=1, users=200, accounts=20, days=150)
+    with pytest.raises(ValidationError, match="nothing to fit") as caught:
+        pqlkit.calibrate(MODEL, sim, outcome="no_such_event")
+    assert caught.value.field == "outcome"
+    with pytest.raises(ValidationError) as caught:
+        pqlkit.calibrate("teams", sim, outcome="subscription_started")  # type: ignore[arg-type]
+    assert caught.value.field == "model"
+
+
+def test_a_capacity_below_the_smallest_volume_takes_the_highest_threshold(
+    calibration: pqlkit.Calibration, sim: pqlkit.Simulation
+) -> None:
+    c = pqlkit.calibrate(MODEL, sim, outcome="subscription_started", capacity_per_week=0.01)
+    assert c.threshold == c.sweep[0].threshold == max(row.threshold for row in c.sweep)
+    assert c.sweep[0].flagged_per_week > 0.01

@@ -259,3 +259,59 @@ def test_calibrate_names_a_bad_option(
     )
     assert result.exit_code == 2, result.output
     assert option in result.stderr
+
+
+NO_RULE = Model("no-rule", signals={"x": did("login")})
+
+
+def test_a_model_with_nothing_to_measure_is_an_error(runner: CliRunner, history: Path) -> None:
+    result = runner.invoke(
+        main,
+        ["backtest", "test_lab_cli:NO_RULE", "--events", str(history), "--outcome", "x"],
+    )
+    assert result.exit_code == 1
+    assert "no pql or pqa rule" in result.stderr
+
+
+def test_compare_refuses_a_model_given_twice(runner: CliRunner, history: Path) -> None:
+    result = runner.invoke(
+        main,
+        ["compare", "test_lab_cli:LIVE", "test_lab_cli:LIVE", "--events", str(history),
+         "--outcome", "x"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "given twice" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["backtest", "calibrate"])
+def test_html_without_the_lab_extra_says_which_to_install(
+    runner: CliRunner, history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    page = tmp_path / "report.html"
+    result = runner.invoke(
+        main,
+        [command, "test_lab_cli:CANDIDATE", "--events", str(history),
+         "--outcome", "subscription_started", "--split", "0.6", "--html", str(page)]
+        if command == "calibrate"
+        else [command, "test_lab_cli:CANDIDATE", "--events", str(history),
+              "--outcome", "subscription_started", "--html", str(page)],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "pip install 'pqlkit[lab]'" in result.stderr
+    assert not page.exists()
+
+
+def test_calibrate_writes_the_page(runner: CliRunner, history: Path, tmp_path: Path) -> None:
+    page = tmp_path / "calibration.html"
+    code, out, err = _run(
+        runner, "calibrate", "test_lab_cli:CANDIDATE", "--events", str(history),
+        "--outcome", "subscription_started", "--split", "0.6", "--html", str(page),
+    )  # fmt: skip
+    assert code == 0, err
+    assert 'data-chart="sweep"' in page.read_text()
+    assert f"wrote the report page to {page}" in err

@@ -404,23 +404,19 @@ def fit_logistic(
 
 
 def _solve(a: list[list[float]], b: list[float]) -> list[float]:
-    """``a x = b`` by Gaussian elimination with partial pivoting (a is small)."""
+    """``a x = b`` by Gaussian elimination with partial pivoting (``a`` is small, and
+    positive definite: the Hessian plus a ridge)."""
     n = len(b)
     m = [[*row, rhs] for row, rhs in zip(a, b, strict=True)]
     for col in range(n):
         pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
         m[col], m[pivot] = m[pivot], m[col]
-        if m[col][col] == 0:
-            continue
         for r in range(col + 1, n):
             factor = m[r][col] / m[col][col]
-            if factor:
-                for c in range(col, n + 1):
-                    m[r][c] -= factor * m[col][c]
+            for c in range(col, n + 1):
+                m[r][c] -= factor * m[col][c]
     x = [0.0] * n
     for r in range(n - 1, -1, -1):
-        if m[r][r] == 0:
-            continue
         x[r] = (m[r][n] - sum(m[r][c] * x[c] for c in range(r + 1, n))) / m[r][r]
     return x
 
@@ -453,7 +449,7 @@ def _sweep(
             SweepRow(
                 threshold=value,
                 flag_rate=flagged / eligible,
-                flagged_per_week=flagged / weeks if weeks else float(flagged),
+                flagged_per_week=flagged / weeks,
                 precision=precision,
                 recall=tp / positives if positives else None,
                 lift=precision / unflagged if precision is not None and unflagged else None,
