@@ -62,7 +62,8 @@ def main() -> None:
     print(calibration.as_code())
     original = calibration.report["original"].pql
     suggested = calibration.report["suggested"].pql
-    assert original is not None and suggested is not None
+    assert original is not None
+    assert suggested is not None
     c = calibration.report.comparison("original", "suggested")
     low, high = c.precision_diff_ci or (0.0, 0.0)
     print(

@@ -308,7 +308,7 @@ def test_html_without_the_lab_extra_says_which_to_install(
 
 def test_calibrate_writes_the_page(runner: CliRunner, history: Path, tmp_path: Path) -> None:
     page = tmp_path / "calibration.html"
-    code, out, err = _run(
+    code, _, err = _run(
         runner, "calibrate", "test_lab_cli:CANDIDATE", "--events", str(history),
         "--outcome", "subscription_started", "--split", "0.6", "--html", str(page),
     )  # fmt: skip
