@@ -133,9 +133,14 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(name="browser", scope="session")
+@pytest.fixture(name="browser", scope="module")
 def fixture_browser() -> Iterator[Any]:
-    """A headless Chromium driven by Playwright (a ``playwright.sync_api.Browser``)."""
+    """A headless Chromium driven by Playwright (a ``playwright.sync_api.Browser``).
+
+    One per test module, not per session: while Playwright's sync API is open, its event
+    loop counts as running in this thread, so every later ``asyncio.run()`` (the async
+    client's tests, doctests) would fail with "cannot be called from a running event loop".
+    """
     path = chromium_path()
     from playwright.sync_api import sync_playwright
 
