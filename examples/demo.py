@@ -4,7 +4,8 @@ Four people at "acme" (600 employees) and one hobbyist on a gmail address use a
 data tool from Monday to Sunday. A frozen clock moves the story a day at a time;
 pqlkit records every event in an SQLite file (the default store), fires the PQL
 and PQA alerts below the moment someone qualifies, and at the end explains who did
-not qualify and why.
+not qualify and why. Then it backtests the model on a simulated history
+(``pqlkit.simulate``, ``pqlkit.backtest``) and prints the report's table.
 
 Run it from the repository root: ``python examples/demo.py [path/to/file.db]`` (default:
 ``pqlkit-demo/pqlkit-demo.db`` in the temporary directory, deleted at start).
@@ -169,6 +170,16 @@ def main(db_path: Path | None = None) -> None:
                 if line.startswith(("behavior =", "fit =", "pql:")):
                     print(f"      {line}")
         print(f"\nThe data stays in {path} (sqlite3 can open it); a rerun starts afresh.")
+    backtest_on_a_simulated_history()
+
+
+def backtest_on_a_simulated_history() -> None:
+    """Is the model any good? Backtest it on five months of a simulated product (docs/lab.md)."""
+    print("\nIs the model any good? A backtest on five simulated months of 1,500 users")
+    print("(pqlkit.simulate; with your own history: pqlkit backtest examples.data_tooling:model")
+    print(" --events sqlite:///pqlkit.db --outcome subscription_started)\n")
+    history = pqlkit.simulate(seed=7, users=1_500, accounts=150, days=150)
+    print(pqlkit.backtest(model, history, outcome="subscription_started"))
 
 
 if __name__ == "__main__":

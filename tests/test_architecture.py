@@ -45,8 +45,10 @@ SUBPACKAGE_LAYERS = {
         "outcome",
         "replay",
         "table",
+        "page",
         "report",
         "backtesting",
+        "calibration",
         "__init__",
     ],
 }

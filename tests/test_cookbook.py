@@ -717,6 +717,18 @@ def test_demo_runs_on_an_sqlite_file(capsys: pytest.CaptureFixture[str], tmp_pat
     assert (stats.users, stats.accounts, stats.pqls, stats.pqas) == (5, 1, 1, 1)
 
 
+def test_demo_ends_with_a_backtest_table(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``make demo`` ends with the backtest of the demo's model on a simulated history."""
+    demo.main(tmp_path / "demo.db")
+    out = capsys.readouterr().out
+    history = pqlkit.simulate(seed=7, users=1_500, accounts=150, days=150)
+    table = pqlkit.backtest(data_tooling.model, history, outcome="subscription_started").table()
+    assert out.rstrip().endswith(table.rstrip())
+    assert "Backtest of 'data-tooling' on a simulated history" in out
+
+
 def test_demo_reruns_the_same_story(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A second run on the same file starts afresh and prints the same output."""
     path = tmp_path / "demo.db"

@@ -135,6 +135,20 @@ def test_lab_page_example_prints_what_the_page_shows(tmp_path: Path) -> None:
     assert done.stdout == shown
 
 
+def test_lab_page_calibration_example_prints_what_the_page_shows(tmp_path: Path) -> None:
+    """The page's calibration example (on the first example's model and history) prints the
+    code the page shows."""
+    page = DOCS / "lab.md"
+    python = blocks(page, "python")
+    text = blocks(page, "text")
+    (calibrate,) = [b for b in python if "pqlkit.calibrate(" in b]
+    (shown,) = [b for b in text if b.startswith("# pqlkit.calibrate")]
+    (tmp_path / "lab.py").write_text(python[0].replace("print(report)", "") + calibrate)
+    done = run_python(["lab.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == shown
+
+
 # -- the site ----------------------------------------------------------------------------------
 
 

@@ -54,6 +54,7 @@ from ._dsl import (
 )
 from ._events import BulkResult, Event, Nudge, Qualification, Stats, TrackResult
 from ._lab import (
+    Calibration,
     DecileRow,
     DistributionRow,
     ModelComparison,
@@ -65,8 +66,10 @@ from ._lab import (
     SignalReport,
     SimulatedEvents,
     Simulation,
+    SweepRow,
     WeekRow,
     backtest,
+    calibrate,
     simulate,
 )
 from ._model import Model, Play, play
@@ -87,6 +90,7 @@ from .stores import MemoryStore, PostgresStore, SQLiteStore, Store
 __all__ = [
     "AsyncClient",
     "BulkResult",
+    "Calibration",
     "Callback",
     "Client",
     "ClientClosedError",
@@ -120,6 +124,7 @@ __all__ = [
     "Stats",
     "Store",
     "StoreError",
+    "SweepRow",
     "TrackResult",
     "TransientStoreError",
     "ValidationError",
@@ -133,6 +138,7 @@ __all__ = [
     "any_of",
     "at_least",
     "backtest",
+    "calibrate",
     "configure",
     "count",
     "days",

@@ -781,3 +781,291 @@ def forget_command(
         click.echo(f"dry run: nothing deleted (without --dry-run, {user!r} is forgotten)")
     else:
         click.echo(f"forgotten: {user!r}" + (" (and suppressed)" if suppress else ""))
+
+
+# -- the model lab -------------------------------------------------------------------------
+
+
+def _lab_options(fn: _C) -> _C:
+    """What ``backtest``, ``compare`` and ``calibrate`` take: the history, the outcome, the
+    snapshots."""
+    options = [
+        click.option(
+            "--lookback",
+            default="90d",
+            show_default=True,
+            help="How recent an event makes a subject eligible at a snapshot.",
+        ),
+        click.option("--step", default="7d", show_default=True, help="The time between snapshots."),
+        click.option("--end", help="Where the history ends, ISO 8601 with its offset."),
+        click.option(
+            "--start", help="When the snapshots start counting, ISO 8601 with its offset."
+        ),
+        click.option(
+            "--horizon",
+            default="30d",
+            show_default=True,
+            help="How soon after a snapshot a conversion counts (e.g. 30d, 12h).",
+        ),
+        click.option(
+            "--outcome",
+            required=True,
+            help="What converting is: an event name (its first occurrence), or a CSV file"
+            " of subject_id,converted_at (a CRM export).",
+        ),
+        click.option(
+            "--events",
+            "source",
+            required=True,
+            help="The history: a store URL (sqlite:///pqlkit.db, opened read-only) or a"
+            " JSON Lines file in the `pqlkit export` format.",
+        ),
+    ]
+    for option in options:
+        fn = option(fn)
+    return fn
+
+
+def _lab_duration(value: str, option: str) -> timedelta:
+    try:
+        duration = parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
+    if duration <= timedelta(0):
+        raise click.BadParameter(f"must be positive, got {value!r}", param_hint=option)
+    return duration
+
+
+def _lab_model(path: str, option: str) -> Model:
+    try:
+        return load_model(path, option)
+    except ValidationError as error:
+        raise click.BadParameter(error.reason, param_hint=option) from None
+
+
+_LAB_FIELDS = {
+    "events": "--events",
+    "outcome": "--outcome",
+    "horizon": "--horizon",
+    "step": "--step",
+    "lookback": "--lookback",
+    "start": "--start",
+    "end": "--end",
+    "target_rate": "--target-rate",
+    "capacity_per_week": "--capacity",
+    "split": "--split",
+}
+
+
+@contextmanager
+def _lab_errors() -> Iterator[None]:
+    """A lab function's ValidationError as the option it names (the source is never changed)."""
+    try:
+        yield
+    except ValidationError as error:
+        root = error.field.split("[", 1)[0]
+        if root in _LAB_FIELDS:
+            raise click.BadParameter(error.reason, param_hint=_LAB_FIELDS[root]) from None
+        raise click.ClickException(str(error)) from None
+    except PqlkitError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@contextmanager
+def _lab_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on standard error, made when the replay reports its first progress
+    (the number of events is known once the history is scanned)."""
+    bars: list[Any] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+            bar.__enter__()
+            bars.append(bar)
+        bar = bars[0]
+        bar.update(max(0, min(done, total) - bar.pos))
+
+    try:
+        yield progress
+    finally:
+        if bars:
+            bars[0].__exit__(None, None, None)
+
+
+def _lab_kwargs(
+    source: str,
+    outcome: str,
+    horizon: str,
+    start: str | None,
+    end: str | None,
+    step: str,
+    lookback: str,
+) -> dict[str, Any]:
+    return {
+        "events": source,
+        "outcome": outcome,
+        "horizon": _lab_duration(horizon, "--horizon"),
+        "step": _lab_duration(step, "--step"),
+        "lookback": _lab_duration(lookback, "--lookback"),
+        "start": None if start is None else _parse_time(start, "--start"),
+        "end": None if end is None else _parse_time(end, "--end"),
+    }
+
+
+def _run_backtest(
+    models: Model | dict[str, Model],
+    kwargs: dict[str, Any],
+    as_json: bool,
+    html: str | None,
+) -> None:
+    from ._lab import backtest
+
+    with _lab_errors(), _lab_progress("Replaying events") as progress:
+        report = backtest(models, progress=progress, **kwargs)
+    if html is not None:
+        try:
+            report.to_html(html)
+        except ImportError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"wrote the report page to {html}", err=True)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        click.echo(report.table())
+
+
+_HTML_HELP = "Also write the report as one self-contained HTML page (needs pqlkit[lab])."
+
+
+@main.command("backtest")
+@click.argument("model_path", metavar="MODULE:ATTR")
+@_lab_options
+@click.option("--json", "as_json", is_flag=True, help="Print report.to_dict() as JSON.")
+@click.option("--html", type=click.Path(dir_okay=False), help=_HTML_HELP)
+def backtest_command(
+    model_path: str,
+    source: str,
+    outcome: str,
+    horizon: str,
+    start: str | None,
+    end: str | None,
+    step: str,
+    lookback: str,
+    as_json: bool,
+    html: str | None,
+) -> None:
+    """Replay a history through a model and measure its rules against conversions.
+
+    The history is only read. See docs/lab.md for the method and every figure.
+    """
+    model = _lab_model(model_path, "MODULE:ATTR")
+    kwargs = _lab_kwargs(source, outcome, horizon, start, end, step, lookback)
+    _run_backtest(model, kwargs, as_json, html)
+
+
+@main.command("compare")
+@click.argument("model_paths", metavar="MODULE:ATTR MODULE:ATTR...", nargs=-1, required=True)
+@_lab_options
+@click.option("--json", "as_json", is_flag=True, help="Print report.to_dict() as JSON.")
+@click.option("--html", type=click.Path(dir_okay=False), help=_HTML_HELP)
+def compare_command(
+    model_paths: tuple[str, ...],
+    source: str,
+    outcome: str,
+    horizon: str,
+    start: str | None,
+    end: str | None,
+    step: str,
+    lookback: str,
+    as_json: bool,
+    html: str | None,
+) -> None:
+    """Backtest two or more models on the same snapshots, side by side.
+
+    Each model is named by its Model name, or by its MODULE:ATTR when two share a
+    name. Differences (the later model minus the earlier) come with 95% intervals.
+    """
+    if len(model_paths) < 2:
+        raise click.BadParameter("give two or more models to compare", param_hint="MODULE:ATTR")
+    loaded = [(path, _lab_model(path, "MODULE:ATTR")) for path in model_paths]
+    names = [model.name for _, model in loaded]
+    models: dict[str, Model] = {}
+    for path, model in loaded:
+        name = model.name if names.count(model.name) == 1 else path
+        if name in models:
+            raise click.BadParameter(f"{path!r} is given twice", param_hint="MODULE:ATTR")
+        models[name] = model
+    kwargs = _lab_kwargs(source, outcome, horizon, start, end, step, lookback)
+    _run_backtest(models, kwargs, as_json, html)
+
+
+@main.command("calibrate")
+@click.argument("model_path", metavar="MODULE:ATTR")
+@_lab_options
+@click.option(
+    "--target-rate",
+    type=float,
+    help="The share of eligible subjects to flag (default 0.10, the middle of 5-15%).",
+)
+@click.option(
+    "--capacity", type=float, help="How many leads sales can take a week (instead of a rate)."
+)
+@click.option(
+    "--split",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="The share of the history to fit on; the rest is held out to check the fit.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False),
+    help="Also write the held-out report and the threshold sweep as one HTML page"
+    " (needs pqlkit[lab]).",
+)
+def calibrate_command(
+    model_path: str,
+    source: str,
+    outcome: str,
+    horizon: str,
+    start: str | None,
+    end: str | None,
+    step: str,
+    lookback: str,
+    target_rate: float | None,
+    capacity: float | None,
+    split: float,
+    as_json: bool,
+    html: str | None,
+) -> None:
+    """Fit points for a model's signals and a threshold, checked on held-out history.
+
+    The earlier part of the history fits the weights (a regularised logistic
+    regression) and picks the threshold; the later part backtests the original
+    and the suggested model side by side. Prints the points(...) and rule to
+    paste into the model. See docs/lab.md.
+    """
+    from ._lab import calibrate
+
+    model = _lab_model(model_path, "MODULE:ATTR")
+    kwargs = _lab_kwargs(source, outcome, horizon, start, end, step, lookback)
+    with _lab_errors(), _lab_progress("Replaying events") as progress:
+        calibration = calibrate(
+            model,
+            target_rate=target_rate,
+            capacity_per_week=capacity,
+            split=split,
+            progress=progress,
+            **kwargs,
+        )
+    if html is not None:
+        try:
+            calibration.to_html(html)
+        except ImportError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"wrote the report page to {html}", err=True)
+    if as_json:
+        _echo_json(calibration.to_dict())
+    else:
+        click.echo(calibration.table())

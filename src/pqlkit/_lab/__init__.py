@@ -8,11 +8,14 @@ One idea a module, each importing only those above it in this list:
 * ``outcome``: what converting means (an event, a condition, given times);
 * ``replay``: the events through the engine in time order, measured at snapshots;
 * ``table``: the report as a terminal table;
+* ``page``: the report as one HTML page, its charts drawn by matplotlib (``pqlkit[lab]``);
 * ``report``: the report records and their JSON form;
-* ``backtesting``: ``backtest()``: the passes, the figures, the warnings.
+* ``backtesting``: ``backtest()``: the passes, the figures, the warnings;
+* ``calibration``: ``calibrate()``: weights fitted on an earlier period, checked on a later one.
 """
 
 from .backtesting import backtest
+from .calibration import Calibration, SweepRow, calibrate
 from .report import (
     ModelComparison,
     ModelReport,
@@ -26,6 +29,7 @@ from .simulation import SimulatedEvents, Simulation, simulate
 from .stats import DecileRow, DistributionRow, ReliabilityRow
 
 __all__ = [
+    "Calibration",
     "DecileRow",
     "DistributionRow",
     "ModelComparison",
@@ -37,7 +41,9 @@ __all__ = [
     "SignalReport",
     "SimulatedEvents",
     "Simulation",
+    "SweepRow",
     "WeekRow",
     "backtest",
+    "calibrate",
     "simulate",
 ]

@@ -21,7 +21,7 @@ from .._model import Model
 from .._validation import check_timestamp
 from ..exceptions import ValidationError
 from .outcome import Outcome, parse_outcome
-from .replay import Replay, Scan, Tally, Track, condition_conversions
+from .replay import Observer, Replay, Scan, Tally, Track, condition_conversions
 from .report import (
     HEALTHY,
     ModelComparison,
@@ -35,7 +35,7 @@ from .report import (
 from .source import History, open_history
 from .stats import Histogram, bootstrap_intervals, lift, median, nearest_rank, rate
 
-__all__ = ["MIN_CONVERSIONS", "backtest"]
+__all__ = ["MIN_CONVERSIONS", "backtest", "measure"]
 
 MIN_CONVERSIONS = 100
 """Below this many converting subjects, a report warns that its figures are unreliable."""
@@ -110,6 +110,35 @@ def backtest(
         >>> report["teams"].pql.lift > 1
         True
     """
+    return measure(
+        models,
+        events,
+        outcome=outcome,
+        horizon=horizon,
+        start=start,
+        end=end,
+        step=step,
+        lookback=lookback,
+        progress=progress,
+    )
+
+
+def measure(
+    models: Model | Mapping[str, Model],
+    events: object,
+    *,
+    outcome: object,
+    horizon: timedelta = timedelta(days=30),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    step: timedelta = timedelta(days=7),
+    lookback: timedelta = timedelta(days=90),
+    progress: Callable[[int, int], None] | None = None,
+    observe: Observer | None = None,
+) -> Report:
+    """:func:`backtest`, with ``observe`` called at each snapshot evaluation as
+    ``(t, kind, subject id, model name, evaluation, positive)`` (what a calibration
+    fits its weights on)."""
     tracks_by_name = _check_models(models)
     for name, value in (("horizon", horizon), ("step", step), ("lookback", lookback)):
         if not isinstance(value, timedelta) or value <= timedelta(0):
@@ -125,7 +154,16 @@ def backtest(
     try:
         with _collector_paused():
             return _run(
-                tracks_by_name, history, goal, horizon, step, lookback, start_at, end_at, progress
+                tracks_by_name,
+                history,
+                goal,
+                horizon,
+                step,
+                lookback,
+                start_at,
+                end_at,
+                progress,
+                observe,
             )
     finally:
         history.close()
@@ -185,6 +223,7 @@ def _run(
     start: datetime | None,
     end: datetime | None,
     progress: Callable[[int, int], None] | None,
+    observe: Observer | None,
 ) -> Report:
     step_us = micros(step)
     scan = Scan(history, goal)
@@ -218,6 +257,7 @@ def _run(
         lookback=micros(lookback),
         step=step_us,
         progress=progress,
+        observe=observe,
     )
     replay.run()
     reports: dict[str, ModelReport] = {}

@@ -45,6 +45,7 @@ from .source import History, RawEvent
 from .stats import Histogram
 
 __all__ = [
+    "Observer",
     "Replay",
     "Scan",
     "Tally",

@@ -11,8 +11,10 @@ attribute names; times are ISO 8601 strings and durations seconds), and
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -304,6 +306,21 @@ class Report:
     def to_json(self, **kwargs: Any) -> str:
         """``to_dict()`` as JSON text (keywords go to :func:`json.dumps`)."""
         return json.dumps(self.to_dict(), **kwargs)
+
+    def to_html(self, path: str | os.PathLike[str]) -> None:
+        """Write the report as one self-contained HTML page, viewable offline.
+
+        The headline figures, then charts drawn by matplotlib as inline SVG: the flag
+        rate per snapshot against the healthy 5-15% band, the score distributions of
+        converters and the rest, the conversion rate by decile, the signals' lift
+        (and, for a :class:`~pqlkit.Calibration`'s report, the threshold sweep).
+
+        Raises:
+            ImportError: matplotlib is not installed: ``pip install 'pqlkit[lab]'``.
+        """
+        from .page import render_page
+
+        Path(path).write_text(render_page(self), encoding="utf-8")
 
     def table(self) -> str:
         """The readable table ``print(report)`` shows."""
