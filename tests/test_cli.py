@@ -291,11 +291,13 @@ OPS_PATH = "test_cli:OPS"
 OPS = Model(
     "ops-tests",
     signals={"dormant": idle() >= days(14)},
-    scores={"logins": count("login")},
+    scores={"logins": count("login"), "events": count()},
     pql=did("dashboard_built") & ~signal("dormant"),
     pqa=active_users() >= 2,
+    ranked=["events"],
 )
-"""The operators' model: PQLs that go dormant after 14 idle days, a PQA at two users."""
+"""The operators' model: PQLs that go dormant after 14 idle days, a PQA at two users; its
+event count ranked (for `pqlkit top`)."""
 
 
 def crm_down(q: Qualification) -> None:
@@ -427,7 +429,7 @@ def test_explain(runner: CliRunner, ops: tuple[str, dict[str, Qualification]]) -
     assert out[0] == f"jane (user): qualified as a PQL at {when} UTC"
     assert any(line.strip().startswith("logins") for line in out[1:])
     data = run_json(runner, "explain", "acme", *base, "--of", "account")
-    assert data["scores"] == {"logins": 1.0}
+    assert data["scores"] == {"logins": 1.0, "events": 3.0}
     assert data["qualified_at"] == fired["acme"].qualified_at.isoformat()
     assert any(line.startswith("logins") for line in data["explanation"])
     nobody = run(runner, "explain", "nobody", *base).stdout.splitlines()
@@ -435,6 +437,27 @@ def test_explain(runner: CliRunner, ops: tuple[str, dict[str, Qualification]]) -
     bad = runner.invoke(main, ["explain", " ", *base])
     assert bad.exit_code == 2
     assert "SUBJECT" in bad.stderr
+
+
+def test_top(runner: CliRunner, ops: tuple[str, dict[str, Qualification]]) -> None:
+    """`pqlkit top SCORE -n N [--of account]` ranks by a ranked score's current value."""
+    url, _ = ops
+    base = ["--store", url, "--model", OPS_PATH]
+    users = run_json(runner, "top", "events", *base)
+    assert users[0] == {"subject_id": "jane", "events": 2.0}  # a login and a dashboard
+    assert sorted(u["subject_id"] for u in users[1:]) == ["old", "raj"]
+    assert {u["events"] for u in users[1:]} == {1.0}
+    assert run_json(runner, "top", "events", *base, "-n", "1") == users[:1]
+    assert run_json(runner, "top", "events", *base, "--of", "account") == [
+        {"subject_id": "acme", "events": 3.0}
+    ]
+    header, _rule, *rows = run(runner, "top", "events", *base, "-n", "1").stdout.splitlines()
+    assert header.split() == ["#", "user", "events"]
+    assert rows == ["1  jane  2"]
+    unranked = runner.invoke(main, ["top", "logins", *base])
+    assert unranked.exit_code == 2
+    assert "is not ranked" in unranked.stderr
+    assert "SCORE" in unranked.stderr
 
 
 def test_pending_and_dead_letters(

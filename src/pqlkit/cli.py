@@ -617,6 +617,42 @@ def qualifications_command(
         click.echo(f"(more: --before {page[-1].id})", err=True)
 
 
+@main.command("top")
+@click.argument("score")
+@_operator_options
+@click.option("-n", "n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--of",
+    "of",
+    type=click.Choice(["user", "account"]),
+    default="user",
+    show_default=True,
+    help="Rank users or accounts.",
+)
+def top_command(
+    score: str, url: str, model_path: str, as_json: bool, n: int, of: Literal["user", "account"]
+) -> None:
+    """Who is closest: the subjects with the highest current value of SCORE.
+
+    SCORE must be one the model ranks (``Model(..., ranked=[...])``): its values
+    are read off the store's index, after re-evaluating the subjects that time
+    alone may have changed since.
+    """
+    with _operator_client(url, model_path) as client:
+        try:
+            ranked = client.top(score, n=n, of=of)
+        except ValidationError as error:
+            hint = {"score": "SCORE", "n": "-n", "of": "--of"}.get(error.field, error.field)
+            raise click.BadParameter(error.reason, param_hint=hint) from None
+    if as_json:
+        _echo_json([{"subject_id": subject, score: value} for subject, value in ranked])
+        return
+    if not ranked:
+        click.echo(f"no {of} has a value of {score!r} yet", err=True)
+        return
+    _table(["#", of, score], [[str(i), sid, f"{v:g}"] for i, (sid, v) in enumerate(ranked, 1)])
+
+
 @main.command("explain")
 @click.argument("subject")
 @_operator_options
