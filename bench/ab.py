@@ -25,7 +25,6 @@ import importlib.util
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,24 +45,7 @@ def _side(package: str, store: str, calls: int, tmp: Path) -> tuple[Batch, Calla
     testing = importlib.import_module(f"{package}.testing")
     clock = testing.FrozenClock(workload.T0)
     client = pkg.Client(builds.model_for(package, tmp), store=store, clock=clock)
-    client.on_pql(lambda q: None)
-    client.on_pqa(lambda q: None)
-    pop = workload.Population.make(300, 30)
-    pop.set_traits(client)
-    for c in workload.calls(pop, 3_000, seed=1):
-        clock.advance(c.gap)
-        client.track(c.user_id, c.event, c.properties, account_id=c.account_id)
-    stream = iter(workload.calls(pop, calls, seed=2))
-
-    def batch(n: int) -> list[int]:
-        track, out = client.track, []
-        for _ in range(n):
-            c = next(stream)
-            clock.advance(c.gap)
-            t0 = time.perf_counter_ns()
-            track(c.user_id, c.event, c.properties, account_id=c.account_id)
-            out.append(time.perf_counter_ns() - t0)
-        return out
+    batch = workload.warmed(client, clock, calls)
 
     return batch, client.close
 

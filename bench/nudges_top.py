@@ -188,24 +188,7 @@ def side(model: pqlkit.Model, path: str, total: int) -> tuple[Callable[[int], li
     more calls, and the client."""
     clock = FrozenClock(workload.T0)
     client = pqlkit.Client(model, store=path, clock=clock)
-    client.on_pql(lambda q: None)
-    client.on_pqa(lambda q: None)
-    pop = workload.Population.make(300, 30)
-    pop.set_traits(client)
-    for c in workload.calls(pop, 3_000, seed=1):
-        clock.advance(c.gap)
-        client.track(c.user_id, c.event, c.properties, account_id=c.account_id)
-    stream = iter(workload.calls(pop, total, seed=2))
-
-    def batch(n: int) -> list[int]:
-        track, out = client.track, []
-        for _ in range(n):
-            c = next(stream)
-            clock.advance(c.gap)
-            t0 = time.perf_counter_ns()
-            track(c.user_id, c.event, c.properties, account_id=c.account_id)
-            out.append(time.perf_counter_ns() - t0)
-        return out
+    batch = workload.warmed(client, clock, total)
 
     return batch, client
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -252,3 +253,29 @@ def sweep_events(users: int, per_user: int, *, seed: int = 31) -> Iterator[dict[
                 "account_id": account,
                 "timestamp": ts,
             }
+
+
+def warmed(client: Any, clock: Any, total: int) -> Callable[[int], list[int]]:
+    """``client`` (of any pqlkit build) after the standard warm-up: 300 users in 30 accounts
+    with their traits, 3,000 calls; returns a function timing ``n`` more calls (ns each),
+    ``total`` in all. Its callbacks are no-ops."""
+    client.on_pql(lambda q: None)
+    client.on_pqa(lambda q: None)
+    pop = Population.make(300, 30)
+    pop.set_traits(client)
+    for c in calls(pop, 3_000, seed=1):
+        clock.advance(c.gap)
+        client.track(c.user_id, c.event, c.properties, account_id=c.account_id)
+    stream = iter(calls(pop, total, seed=2))
+
+    def batch(n: int) -> list[int]:
+        track, out = client.track, []
+        for _ in range(n):
+            c = next(stream)
+            clock.advance(c.gap)
+            t0 = time.perf_counter_ns()
+            track(c.user_id, c.event, c.properties, account_id=c.account_id)
+            out.append(time.perf_counter_ns() - t0)
+        return out
+
+    return batch

@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Literal, Protocol, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -958,16 +958,27 @@ def _run_backtest(
 
     with _lab_errors(), _lab_progress("Replaying events") as progress:
         report = backtest(models, progress=progress, **kwargs)
+    _lab_output(report, html, as_json)
+
+
+class _LabResult(Protocol):
+    def to_html(self, path: str) -> object: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def table(self) -> str: ...
+
+
+def _lab_output(result: _LabResult, html: str | None, as_json: bool) -> None:
+    """A backtest's or a calibration's page (--html), then its JSON (--json) or its table."""
     if html is not None:
         try:
-            report.to_html(html)
+            result.to_html(html)
         except ImportError as error:
             raise click.ClickException(str(error)) from None
         click.echo(f"wrote the report page to {html}", err=True)
     if as_json:
-        _echo_json(report.to_dict())
+        _echo_json(result.to_dict())
     else:
-        click.echo(report.table())
+        click.echo(result.table())
 
 
 _HTML_HELP = "Also write the report as one self-contained HTML page (needs pqlkit[lab])."
@@ -1095,13 +1106,4 @@ def calibrate_command(
             progress=progress,
             **kwargs,
         )
-    if html is not None:
-        try:
-            calibration.to_html(html)
-        except ImportError as error:
-            raise click.ClickException(str(error)) from None
-        click.echo(f"wrote the report page to {html}", err=True)
-    if as_json:
-        _echo_json(calibration.to_dict())
-    else:
-        click.echo(calibration.table())
+    _lab_output(calibration, html, as_json)
