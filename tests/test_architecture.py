@@ -49,6 +49,7 @@ SUBPACKAGE_LAYERS = {
         "report",
         "backtesting",
         "calibration",
+        "holdout",
         "__init__",
     ],
 }

@@ -59,6 +59,7 @@ from ._lab import (
     DistributionRow,
     ModelComparison,
     ModelReport,
+    PlayReport,
     ReliabilityRow,
     Report,
     RuleReport,
@@ -70,6 +71,7 @@ from ._lab import (
     WeekRow,
     backtest,
     calibrate,
+    measure_play,
     simulate,
 )
 from ._model import Model, Play, play
@@ -107,6 +109,7 @@ __all__ = [
     "ModelReport",
     "Nudge",
     "Play",
+    "PlayReport",
     "PostgresStore",
     "PqlkitError",
     "Qualification",
@@ -153,6 +156,7 @@ __all__ = [
     "identify",
     "idle",
     "last",
+    "measure_play",
     "minutes",
     "on_disqualified",
     "on_play",

@@ -16,6 +16,7 @@ One idea a module, each importing only those above it in this list:
 
 from .backtesting import backtest
 from .calibration import Calibration, SweepRow, calibrate
+from .holdout import PlayReport, measure_play
 from .report import (
     ModelComparison,
     ModelReport,
@@ -34,6 +35,7 @@ __all__ = [
     "DistributionRow",
     "ModelComparison",
     "ModelReport",
+    "PlayReport",
     "ReliabilityRow",
     "Report",
     "RuleReport",
@@ -44,6 +46,7 @@ __all__ = [
     "SweepRow",
     "WeekRow",
     "backtest",
+    "measure_play",
     "calibrate",
     "simulate",
 ]
