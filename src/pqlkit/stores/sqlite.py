@@ -574,13 +574,15 @@ _QUALIFICATION_COLUMNS = (
     "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
 )
 _IN_JSON = "(SELECT value FROM json_each(?))"  # binds a whole list as one JSON array
-# a rank, unless the stored one has the same value and a time still after ?7 and early enough
+# a rank, unless the stored one has the same value and a time still after the last
+# parameter and early enough (plain ? placeholders, each used once: Python 3.12 warns of
+# numbered ones bound from a sequence)
 _SAVE_RANK = (
     "INSERT INTO ranks (model, kind, name, subject_id, value, changes_at)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (model, kind, name, subject_id)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, kind, name, subject_id)"
     " DO UPDATE SET value = excluded.value, changes_at = excluded.changes_at"
     " WHERE (ranks.value IS NOT excluded.value OR ranks.changes_at IS NOT excluded.changes_at)"
-    " AND NOT coalesce(ranks.value = excluded.value AND ranks.changes_at > ?7"
+    " AND NOT coalesce(ranks.value = excluded.value AND ranks.changes_at > ?"
     " AND (excluded.changes_at IS NULL OR excluded.changes_at >= ranks.changes_at), 0)"
 )
 
