@@ -644,6 +644,10 @@ def test_forget_dry_run_counts_and_changes_nothing(
     assert "forgotten: 'jane' (and suppressed)" in out
     after = run_json(runner, "forget", "jane", "--dry-run", *base)["rows"]
     assert after["events"] == after["states"] == after["qualifications"] == 0
-    with Client(OPS, store=open_store(url)) as client:
-        assert client.track("jane", "login").suppressed is True
-        assert client.stats().suppressed == 1
+    store = open_store(url)
+    try:
+        with Client(OPS, store=store) as client:
+            assert client.track("jane", "login").suppressed is True
+            assert client.stats().suppressed == 1
+    finally:
+        store.close()

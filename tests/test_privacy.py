@@ -197,7 +197,8 @@ def test_a_stale_client_in_another_process_drops_a_suppressed_user(tmp_path: Pat
 
     path = tmp_path / "pqlkit.db"
     model = pqlkit.Model("m", signals={"in": pqlkit.did("login")}, pql=pqlkit.did("login"))
-    with pqlkit.Client(model, store=SQLiteStore(path)) as stale:
+    store = SQLiteStore(path)
+    with pqlkit.Client(model, store=store) as stale:
         assert stale.track(USER, "login").suppressed is False  # warm: it saw no suppression
         assert stale.track("bob", "login").suppressed is False
         ctx = multiprocessing.get_context("spawn")
@@ -208,6 +209,7 @@ def test_a_stale_client_in_another_process_drops_a_suppressed_user(tmp_path: Pat
         assert stale.track(USER, "login").suppressed is True
         assert stale.track("bob", "login").suppressed is False
         assert stale.stats().suppressed == 1
+    store.close()
 
 
 def _forget_in_child(path: str) -> None:

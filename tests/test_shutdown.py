@@ -20,7 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from pqlkit import Client, ClientClosedError, Model, SQLiteStore, ValidationError, _shutdown, did
+from pqlkit import (
+    Client,
+    ClientClosedError,
+    MemoryStore,
+    Model,
+    SQLiteStore,
+    ValidationError,
+    _shutdown,
+    did,
+)
 
 CHILD = r'''
 """python child.py MODE DB OUT FLUSH_AT_EXIT (seconds, or "off")."""
@@ -247,3 +256,22 @@ def test_close_all_closes_what_is_open_within_the_bound(caplog: pytest.LogCaptur
     with pytest.raises(ClientClosedError):
         client.track("u2", "signup")
     assert "did not wait for a callback still running" in caplog.text
+
+
+def test_a_standby_thread_woken_once_does_not_close_later_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the exit's work runs on a standby thread (CPython 3.12), close_all() called before
+    the exit (as a test does) closes what is open then, and a client built after it stays open:
+    the next standby thread waits for the next close_all()."""
+    monkeypatch.setattr(_shutdown, "STANDBY", True)
+    monkeypatch.setattr(_shutdown, "_standby", None)
+    model = Model("standby", pql=did("signup"))
+    first = Client(model, store=MemoryStore(), flush_at_exit=timedelta(seconds=1))
+    _shutdown.close_all()
+    with pytest.raises(ClientClosedError):
+        first.track("u1", "signup")
+    second = Client(model, store=MemoryStore(), flush_at_exit=timedelta(seconds=1))
+    time.sleep(0.2)  # a standby thread woken at once would have closed it by now
+    assert second.track("u1", "signup").qualified
+    second.close()

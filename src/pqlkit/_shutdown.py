@@ -59,23 +59,28 @@ _closed = threading.Event()  # set by the standby thread when it is done
 
 def register(client: Closeable, timeout: float) -> None:
     """Close ``client`` at exit (waiting up to ``timeout`` s for its deliveries) if still open."""
-    global _hooked, _standby
+    global _hooked, _standby, _exiting, _closed
     with _lock:
         _open[client] = timeout
         if not _hooked:
             atexit.register(close_all)
             _hooked = True
         if STANDBY and (_standby is None or not _standby.is_alive()):
-            _standby = threading.Thread(target=_wait_for_exit, name="pqlkit-exit", daemon=True)
+            # fresh events for each standby thread: one that close_all() already woke
+            # (a test calls it before the exit) must not wake the next one at once
+            _exiting, _closed = threading.Event(), threading.Event()
+            _standby = threading.Thread(
+                target=_wait_for_exit, args=(_exiting, _closed), name="pqlkit-exit", daemon=True
+            )
             _standby.start()
 
 
-def _wait_for_exit() -> None:
-    _exiting.wait()
+def _wait_for_exit(exiting: threading.Event, closed: threading.Event) -> None:
+    exiting.wait()
     try:
         _close_each()
     finally:
-        _closed.set()
+        closed.set()
 
 
 def unregister(client: Closeable) -> None:
@@ -99,8 +104,9 @@ def close_all() -> None:
         if not _open:
             return
         bound = sum(_open.values()) + GRACE * len(_open)
-    _exiting.set()
-    if not _closed.wait(bound):
+    exiting, closed = _exiting, _closed
+    exiting.set()
+    if not closed.wait(bound):
         logger.warning(
             "pqlkit: clients were still closing at exit; what they did not deliver stays pending"
         )
