@@ -5,7 +5,9 @@ The live model fires your callbacks; the candidate runs beside it on every event
 recorded in the store under its own name, and nothing is delivered for it. After a
 while, ``client.stats(model="candidate")`` tells how many users it would have
 qualified, and how soon. Promoting it is building the client with the candidate as its
-model: its states are current, so nothing is rebuilt and nothing fires twice.
+model: its states are current, so nothing is rebuilt and nothing fires twice. Before
+that, ``pqlkit.backtest(..., store, recorded=True)`` reports what each recorded against
+the conversions that followed, like a backtest.
 
 The traffic here is a simulated history (``pqlkit.simulate``). Run it:
 ``python examples/shadow.py``.
@@ -56,6 +58,18 @@ def main() -> None:
         print(describe("live", client.stats()))
         print(describe("candidate", client.stats(model="candidate")))
     print(f"callbacks ran {len(heard)} times, all for {sorted({q.model for q in heard})}")
+
+    # the shadowing reported like a backtest: what the store recorded against conversions
+    report = pqlkit.backtest(
+        {"live": live, "candidate": candidate},
+        store,
+        outcome="subscription_started",
+        recorded=True,
+    )
+    for name in ("live", "candidate"):
+        rule = report[name].pql
+        if rule is not None and rule.precision is not None and rule.lift is not None:
+            print(f"{name:>9}: precision {rule.precision:.1%}, lift {rule.lift:.2f} (as recorded)")
 
     # promote: the candidate becomes the model; its states and records are already there
     with pqlkit.Client(candidate, store) as promoted:

@@ -446,6 +446,8 @@ def test_the_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[1].startswith("candidate:   99 PQLs of 872 users")
     assert lines[2:] == [
         "callbacks ran 182 times, all for ['live']",
+        "     live: precision 10.8%, lift 1.56 (as recorded)",
+        "candidate: precision 25.4%, lift 4.14 (as recorded)",
         "promoted: 0 deliveries pending (nothing was rebuilt)",
     ]
 

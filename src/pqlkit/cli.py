@@ -890,6 +890,7 @@ _LAB_FIELDS = {
     "target_rate": "--target-rate",
     "capacity_per_week": "--capacity",
     "split": "--split",
+    "recorded": "--recorded",
 }
 
 
@@ -982,6 +983,10 @@ def _lab_output(result: _LabResult, html: str | None, as_json: bool) -> None:
 
 
 _HTML_HELP = "Also write the report as one self-contained HTML page (needs pqlkit[lab])."
+_RECORDED_HELP = (
+    "Measure the qualifications the store (--events) recorded for each model, live or as a"
+    " shadow, instead of replaying its rule (scores and signals are still replayed)."
+)
 
 
 @main.command("backtest")
@@ -989,6 +994,7 @@ _HTML_HELP = "Also write the report as one self-contained HTML page (needs pqlki
 @_lab_options
 @click.option("--json", "as_json", is_flag=True, help="Print report.to_dict() as JSON.")
 @click.option("--html", type=click.Path(dir_okay=False), help=_HTML_HELP)
+@click.option("--recorded", is_flag=True, help=_RECORDED_HELP)
 def backtest_command(
     model_path: str,
     source: str,
@@ -1000,6 +1006,7 @@ def backtest_command(
     lookback: str,
     as_json: bool,
     html: str | None,
+    recorded: bool,
 ) -> None:
     """Replay a history through a model and measure its rules against conversions.
 
@@ -1007,7 +1014,7 @@ def backtest_command(
     """
     model = _lab_model(model_path, "MODULE:ATTR")
     kwargs = _lab_kwargs(source, outcome, horizon, start, end, step, lookback)
-    _run_backtest(model, kwargs, as_json, html)
+    _run_backtest(model, {**kwargs, "recorded": recorded}, as_json, html)
 
 
 @main.command("compare")
@@ -1015,6 +1022,7 @@ def backtest_command(
 @_lab_options
 @click.option("--json", "as_json", is_flag=True, help="Print report.to_dict() as JSON.")
 @click.option("--html", type=click.Path(dir_okay=False), help=_HTML_HELP)
+@click.option("--recorded", is_flag=True, help=_RECORDED_HELP)
 def compare_command(
     model_paths: tuple[str, ...],
     source: str,
@@ -1026,6 +1034,7 @@ def compare_command(
     lookback: str,
     as_json: bool,
     html: str | None,
+    recorded: bool,
 ) -> None:
     """Backtest two or more models on the same snapshots, side by side.
 
@@ -1043,7 +1052,7 @@ def compare_command(
             raise click.BadParameter(f"{path!r} is given twice", param_hint="MODULE:ATTR")
         models[name] = model
     kwargs = _lab_kwargs(source, outcome, horizon, start, end, step, lookback)
-    _run_backtest(models, kwargs, as_json, html)
+    _run_backtest(models, {**kwargs, "recorded": recorded}, as_json, html)
 
 
 @main.command("calibrate")

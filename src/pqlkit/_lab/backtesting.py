@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 
@@ -32,7 +32,7 @@ from .report import (
     SignalReport,
     WeekRow,
 )
-from .source import History, open_history
+from .source import History, Recorded, open_history
 from .stats import Histogram, bootstrap_intervals, lift, median, nearest_rank, rate
 
 __all__ = ["MIN_CONVERSIONS", "backtest", "measure"]
@@ -57,6 +57,7 @@ def backtest(
     step: timedelta = timedelta(days=7),
     lookback: timedelta = timedelta(days=90),
     progress: Callable[[int, int], None] | None = None,
+    recorded: bool | Collection[str] = False,
 ) -> Report:
     """Replay a history through one or more models and measure their rules against conversions.
 
@@ -90,6 +91,14 @@ def backtest(
         lookback: How recent an event must be for a subject to be eligible.
         progress: Called as the replay goes, every 10,000 events and at the end, with
             (events replayed, events in all): for a progress bar.
+        recorded: Measure what the store (``events``) recorded instead of what the
+            replay decides: a model's rule flags a subject at t when the store holds a
+            qualification of the model's name (as a live client or a shadow recorded
+            it) from at or before t, not disqualified by t; its qualification times
+            (lead time, time to PQL) are the recorded ones. Scores and signals are
+            still replayed. ``True`` for every model, or the names (as given in
+            ``models``) of those to read so (the others are replayed). See
+            ``docs/lab.md``, "Report a shadow".
 
     Returns:
         The :class:`Report`: ``report[name].pql`` and ``.pqa``, ``report.warnings``.
@@ -99,7 +108,8 @@ def backtest(
             of them) or with no rule, an ``outcome`` that is no event, condition,
             mapping or CSV (or a CSV with missing columns or bad dates), a duration
             that is not positive, ``start`` not before ``end``, ``events`` naming no
-            file or store, or holding a bad event.
+            file or store, or holding a bad event, ``recorded`` with ``events`` that
+            are not a store, or naming no model given.
 
     Example:
         >>> import pqlkit
@@ -120,6 +130,7 @@ def backtest(
         step=step,
         lookback=lookback,
         progress=progress,
+        recorded=recorded,
     )
 
 
@@ -135,6 +146,7 @@ def measure(
     lookback: timedelta = timedelta(days=90),
     progress: Callable[[int, int], None] | None = None,
     observe: Observer | None = None,
+    recorded: bool | Collection[str] = False,
 ) -> Report:
     """:func:`backtest`, with ``observe`` called at each snapshot evaluation as
     ``(t, kind, subject id, model name, evaluation, positive)`` (what a calibration
@@ -149,12 +161,24 @@ def measure(
         raise ValidationError("start", f"{start_at.isoformat()} is not before end")
     if progress is not None and not callable(progress):
         raise ValidationError("progress", "must be callable (done, total), or None")
+    reading = _check_recorded(recorded, tracks_by_name)
     goal = parse_outcome(outcome)
     history = open_history(events)
     try:
+        records: dict[str, Recorded] = {}
+        for name in reading:
+            found = history.recorded(tracks_by_name[name].name)
+            if found is None:
+                raise ValidationError(
+                    "recorded",
+                    f"reads the qualifications a store recorded, but the events come from"
+                    f" {history.label}: give the store (or its URL) as events",
+                )
+            records[name] = found
         with _collector_paused():
             return _run(
                 tracks_by_name,
+                records,
                 history,
                 goal,
                 horizon,
@@ -213,8 +237,25 @@ def _check_models(models: object) -> dict[str, Model]:
     return named
 
 
+def _check_recorded(recorded: object, models: Mapping[str, Model]) -> list[str]:
+    """The names of the models whose recorded qualifications are measured."""
+    if isinstance(recorded, bool):
+        return list(models) if recorded else []
+    if isinstance(recorded, str) or not isinstance(recorded, Collection):
+        raise ValidationError(
+            "recorded", f"must be True, False or a collection of model names, got {recorded!r}"
+        )
+    names = list(recorded)
+    for name in names:
+        if name not in models:
+            known = ", ".join(repr(n) for n in models)
+            raise ValidationError("recorded", f"{name!r} is none of the models given ({known})")
+    return names
+
+
 def _run(
     named: dict[str, Model],
+    records: Mapping[str, Recorded],
     history: History,
     goal: Outcome,
     horizon: timedelta,
@@ -245,7 +286,7 @@ def _run(
     while t + horizon_us <= t_end:
         snapshots.append(t)
         t += step_us
-    tracks = [Track(name, model, history, scan) for name, model in named.items()]
+    tracks = [Track(name, model, history, scan, records.get(name)) for name, model in named.items()]
     replay = Replay(
         tracks,
         history,
@@ -267,7 +308,12 @@ def _run(
             tally = replay.tallies[kind][i]
             rules[kind] = _rule(replay, tally, i, t_end) if tally is not None else None
         reports[track.name] = ModelReport(
-            track.name, track.model.name, track.model.fingerprint, rules["user"], rules["account"]
+            track.name,
+            track.model.name,
+            track.model.fingerprint,
+            rules["user"],
+            rules["account"],
+            recorded=track.recorded is not None,
         )
     comparisons = tuple(
         _compare(replay, kind, i, j)
@@ -582,6 +628,8 @@ def _warnings(
             f"{where} ({_days(w)}) is longer than the replayed history ({_days(span)}){others}:"
             " what it measures never fills"
         )
+    for track in replay.tracks:
+        out.extend(_recorded_warnings(track))
     if report.late:
         out.append(
             f"{report.late} events arrived after events more than a step ({_days(report.step)})"
@@ -621,6 +669,33 @@ def _warnings(
                         f"{label}: the conversion rate does not rise with score {score!r}'s"
                         " deciles (see its decile table)"
                     )
+    return out
+
+
+def _recorded_warnings(track: Track) -> list[str]:
+    """What limits a model's figures read from the store's records."""
+    found = track.recorded
+    if found is None:
+        return []
+    name, model = track.name, track.model
+    if not found.count:
+        return [
+            f"{name}: the store records no pql or pqa qualification of model {model.name!r}:"
+            " was it run on this store, live or as a shadow? Its rule flags nobody"
+        ]
+    out = []
+    for kind in _kinds():
+        if track.rule[kind] and not found.spans[kind]:
+            out.append(
+                f"{name}: the store records no {_RULES[kind]} qualification of {model.name!r}"
+            )
+    other = found.count - found.fingerprints.get(model.fingerprint, 0)
+    if other:
+        out.append(
+            f"{name}: {other} of the {found.count} recorded qualifications of {model.name!r}"
+            " were made by another definition of it (another fingerprint) than the one given:"
+            " the flags are the store's, the scores and signals the given model's"
+        )
     return out
 
 

@@ -107,7 +107,7 @@ def render_page(report: Report, sweep: Sequence[SweepPoint] | None = None, title
     for name, model in report.models.items():
         for rule in (model.pql, model.pqa):
             if rule is not None:
-                out.append(_rule_section(page, name, rule))
+                out.append(_rule_section(page, name, rule, model.recorded))
     if report.comparisons:
         out.append("<h2>Comparisons</h2>")
         out.append(_comparisons(report))
@@ -158,7 +158,7 @@ def _interval(path: Sequence[str], value: tuple[float, float] | None, kind: str)
     return f"[{_fig([*path, '0'], value[0], kind)}, {_fig([*path, '1'], value[1], kind)}]"
 
 
-def _rule_section(page: _Page, name: str, rule: RuleReport) -> str:
+def _rule_section(page: _Page, name: str, rule: RuleReport, recorded: bool = False) -> str:
     base = ["models", name, rule.kind]
     noun = "users" if rule.kind == "pql" else "accounts"
     healthy = (
@@ -195,7 +195,7 @@ def _rule_section(page: _Page, name: str, rule: RuleReport) -> str:
         row(f"time to {rule.kind}, median", "time_to_qualify_median", "days"),
     ]
     out = [
-        f"<h2>{_e(name)}: {rule.kind} ({noun})</h2>",
+        f"<h2>{_e(name)}: {rule.kind} ({noun}){' as recorded' if recorded else ''}</h2>",
         "<table><tr><th>figure</th><th>value</th><th>95% interval</th><th></th></tr>",
         *rows,
         "</table>",

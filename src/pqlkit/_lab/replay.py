@@ -41,7 +41,7 @@ from .._events import SubjectKind
 from .._model import Model
 from .._traits import ACCOUNT_TRAIT
 from .outcome import Outcome
-from .source import History, RawEvent
+from .source import History, RawEvent, Recorded
 from .stats import Histogram
 
 __all__ = [
@@ -244,11 +244,24 @@ class _Traits:
 
 
 class Track:
-    """One model in the replay: its plan, and which rules it has."""
+    """One model in the replay: its plan, and which rules it has.
 
-    def __init__(self, name: str, model: Model, history: History, scan: Scan) -> None:
+    With ``recorded`` (a store's records of the model's qualifications), the rule's
+    flags and qualification times are what was recorded live, not the replay's;
+    its scores and signals are still the replay's.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: Model,
+        history: History,
+        scan: Scan,
+        recorded: Recorded | None = None,
+    ) -> None:
         self.name = name
         self.model = model
+        self.recorded = recorded
         self.plan = Plan(model)
         self.rule: dict[SubjectKind, bool] = {
             "user": model.pql is not None,
@@ -426,8 +439,13 @@ class Replay:
             progress(total, total)
 
     def _new(self, kind: SubjectKind, sid: str) -> _Subject:
-        states = [t.plan.new_state() for t in self.tracks]
-        return _Subject(sid, states, self.conversions[kind].get(sid))
+        tracks = self.tracks
+        states = [t.plan.new_state() for t in tracks]
+        subject = _Subject(sid, states, self.conversions[kind].get(sid))
+        for i, track in enumerate(tracks):
+            if track.recorded is not None:
+                subject.qualified[i] = track.recorded.first(kind, sid)
+        return subject
 
     def _thaw(self, subject: _Subject) -> None:
         """A dormant subject's states, decoded again for its new event."""
@@ -479,7 +497,7 @@ class Replay:
             plan.apply_view(s, view, kind)
             t = s.newest
             assert t is not None
-            if qualified[i] is None and track.rule[kind]:
+            if qualified[i] is None and track.rule[kind] and track.recorded is None:
                 ctx = subject.ctx[i] or self._context(subject, i, kind)
                 if plan.evaluate(s, t, kind, ctx, latch=True, full=False).rule:
                     qualified[i] = t
@@ -537,7 +555,8 @@ class Replay:
             ev = track.plan.evaluate(subject.states[i], t, kind, ctx, full=True)
             if observe is not None:
                 observe(t, kind, subject.id, track.name, ev, positive)
-            flagged = ev.rule
+            recorded = track.recorded
+            flagged = ev.rule if recorded is None else recorded.holds(kind, subject.id, t)
             flags.append(flagged)
             week.eligible += 1
             if positive:

@@ -179,13 +179,18 @@ class RuleReport:
 
 @attrs.frozen
 class ModelReport:
-    """One model's rules, measured (a rule the model does not have is None)."""
+    """One model's rules, measured (a rule the model does not have is None).
+
+    ``recorded``: the rules' flags are the qualifications the store recorded for the
+    model (``backtest(..., recorded=...)``), not the replay's.
+    """
 
     name: str
     model: str  # the Model's own name
     fingerprint: str
     pql: RuleReport | None
     pqa: RuleReport | None
+    recorded: bool = False
 
 
 @attrs.frozen

@@ -38,7 +38,7 @@ from ..exceptions import StoreError, ValidationError
 from ..stores import Store, open_store
 from .simulation import Simulation
 
-__all__ = ["RawEvent", "History", "open_history", "parse_time"]
+__all__ = ["RawEvent", "History", "Recorded", "open_history", "parse_time"]
 
 RawEvent = tuple[int, str, str, Mapping[str, Any], "str | None", "str | None"]
 """(timestamp in µs, user id, event name, properties, account id, message id)."""
@@ -65,6 +65,52 @@ def parse_time(text: str, field: str, *, naive_utc: bool = False) -> datetime:
     return check_timestamp(value, field)
 
 
+class Recorded:
+    """A model's qualifications as a store recorded them (live or shadowing), by subject.
+
+    ``spans[kind][subject id]`` lists each round as ``(qualified at, disqualified at or
+    None)`` in µs, oldest first; ``kind`` is ``"user"`` (the model's ``pql`` rule) or
+    ``"account"`` (``pqa``). Plays' records are not read.
+    """
+
+    def __init__(self, name: str, records: Iterable[Any]) -> None:
+        self.name = name
+        self.spans: dict[str, dict[str, list[tuple[int, int | None]]]] = {
+            "user": {},
+            "account": {},
+        }
+        self.fingerprints: dict[str, int] = {}  # fingerprint -> records made under it
+        self.count = 0
+        kinds = {"pql": "user", "pqa": "account"}
+        for record in records:
+            kind = kinds.get(record.kind)
+            if kind is None:
+                continue
+            self.count += 1
+            self.fingerprints[record.fingerprint] = self.fingerprints.get(record.fingerprint, 0) + 1
+            end = record.disqualified_at
+            span = (to_us(record.qualified_at), None if end is None else to_us(end))
+            self.spans[kind].setdefault(record.subject_id, []).append(span)
+        for by_subject in self.spans.values():
+            for spans in by_subject.values():
+                spans.sort()
+
+    def first(self, kind: str, subject_id: str) -> int | None:
+        """When the subject first qualified, as recorded (µs), or None."""
+        spans = self.spans[kind].get(subject_id)
+        return spans[0][0] if spans else None
+
+    def holds(self, kind: str, subject_id: str, t: int) -> bool:
+        """Whether the subject stood qualified at ``t``: a round qualified at or before
+        it and not disqualified by then."""
+        for start, end in self.spans[kind].get(subject_id, ()):
+            if start > t:
+                return False
+            if end is None or end > t:
+                return True
+        return False
+
+
 class History(abc.ABC):
     """A source of events read in passes (see the module docstring)."""
 
@@ -85,6 +131,11 @@ class History(abc.ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release what the source holds open (nothing, but for a store it opened)."""
+
+    def recorded(self, model: str) -> Recorded | None:
+        """What the source recorded of ``model``'s qualifications; None for a source
+        that records none (only a store does)."""
+        return None
 
     def resolve(self, user_id: str) -> str:
         """The id a user's events count for (aliases resolved)."""
@@ -211,6 +262,10 @@ class _StoreHistory(History):
                 traits = tx.traits("account", account)
                 if traits:
                     self.account_traits[account] = traits
+
+    def recorded(self, model: str) -> Recorded:
+        with self._store.transaction() as tx:
+            return Recorded(model, tx.qualifications(model))
 
     def close(self) -> None:
         if self._owned:

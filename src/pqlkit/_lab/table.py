@@ -34,7 +34,7 @@ def render(report: Report) -> str:
         for rule in (model.pql, model.pqa):
             if rule is not None:
                 lines.append("")
-                lines += _rule(name, rule)
+                lines += _rule(f"{name} (as recorded)" if model.recorded else name, rule)
     for comparison in report.comparisons:
         lines.append("")
         lines += _comparison(comparison)
