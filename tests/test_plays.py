@@ -188,6 +188,7 @@ def test_forget_removes_a_users_events_from_an_account_plays_payload(client: Cli
     [q] = client.pending()
     assert q.play == "ae_handoff"
     assert "u2" in {e["user_id"] for e in q.context["events"]}
+    assert client.forget_preview("u2")["account payloads to redact"] == 1  # the play's
     client.forget("u2")
     [q] = client.pending()
     assert "u2" not in {e["user_id"] for e in q.context["events"]}

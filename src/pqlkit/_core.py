@@ -38,7 +38,7 @@ from ._events import (
     SubjectKind,
     TrackResult,
 )
-from ._firing import Firing, personal_values, redact
+from ._firing import Firing, of_account, personal_values, redact
 from ._model import Model, held_out, play_kind
 from ._observe import Observer
 from ._ranking import Ranking
@@ -457,7 +457,7 @@ class Core:
                 d.id
                 for status in ("pending", "delivered", "dead", "expired")
                 for d in tx.deliveries(status)
-                if d.qualification.kind == "pqa" and d.qualification.subject_id in accounts
+                if of_account(d.qualification) and d.qualification.subject_id in accounts
             }
         counts["account payloads to redact"] = len(payloads)
         counts["accounts to rebuild"] = len(accounts)

@@ -31,7 +31,7 @@ from .stores._base import (
     Transaction,
 )
 
-__all__ = ["FORGOTTEN", "Firing", "personal_values", "redact", "remember"]
+__all__ = ["FORGOTTEN", "Firing", "of_account", "personal_values", "redact", "remember"]
 
 _NAMESPACE = uuid.UUID("5a7e2b1c-9d1f-4c43-8f0e-2b9a1c7d6e01")
 
@@ -411,6 +411,12 @@ def _scrub_line(line: str, quoted: list[tuple[str, str]]) -> str:
     return line
 
 
+def of_account(q: Qualification) -> bool:
+    """Whether a payload is an account's: a pqa, or a play of="account" (whose
+    account_id is the subject itself). ``forget()`` redacts these of a user's accounts."""
+    return q.kind == "pqa" or (q.kind == "play" and q.account_id == q.subject_id)
+
+
 def redact(tx: Transaction, accounts: set[str], user_ids: set[str], values: set[str]) -> None:
     """Remove these users from the stored payloads of these accounts' deliveries: their
     events leave the context, and every one of ``values`` (see :func:`personal_values`)
@@ -422,9 +428,7 @@ def redact(tx: Transaction, accounts: set[str], user_ids: set[str], values: set[
     for status in ("pending", "delivered", "dead", "expired"):
         for d in tx.deliveries(status):
             q = d.qualification
-            # an account's: a pqa, or a play of="account" (its account_id is itself)
-            of_account = q.kind == "pqa" or (q.kind == "play" and q.account_id == q.subject_id)
-            if not of_account or q.subject_id not in accounts or d.id in done:
+            if not of_account(q) or q.subject_id not in accounts or d.id in done:
                 continue
             done.add(d.id)
             events = q.context.get("events", [])
