@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest pytest-mypyc pytest-pythons mypyc bench docs clean browser
+.PHONY: demo test lint typecheck pytest pytest-mypyc pytest-pythons mypyc bench docs clean browser \
+	pgbouncer
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +37,13 @@ COVERAGE_FLOOR := 95
 browser:
 	.ci/ensure-chromium
 
-pytest: $(STAMP) browser
+# Debian's pgbouncer, for the tests that run through PgBouncer in transaction pooling mode
+# (`pytest -m pgbouncer`): the suite starts one on a free port of its own and stops it at
+# the end (tests/pgbouncer.py), or uses PQLKIT_TEST_PGBOUNCER_DSN
+pgbouncer:
+	.ci/ensure-pgbouncer
+
+pytest: $(STAMP) browser pgbouncer
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)
