@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck pytest pytest-mypyc pytest-pythons mypyc bench docs clean browser \
-	pgbouncer
+	pgbouncer demo-mypyc wheels-config
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,integrations]'
 	touch $@
 
+# `make demo` runs the pure-Python build (an editable install); `make demo-mypyc` (below)
+# the compiled one. The demo says which it ran.
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
@@ -67,6 +69,17 @@ $(MYPYC_STAMP): $(MYPYC_SOURCES) | $(BIN)/python
 	touch $@
 
 mypyc: $(MYPYC_STAMP)
+
+# the demo on the compiled build (built by `make mypyc`: needs a C compiler)
+demo-mypyc: $(VENV)/.installed $(MYPYC_STAMP)
+	PYTHONPATH=$(MYPYC_DIR) $(BIN)/python examples/demo.py
+
+# The release's compiled wheels are built by cibuildwheel ([tool.cibuildwheel] in
+# pyproject.toml) on each platform's CI runner; here, what it would build, as it reads it
+wheels-config: $(STAMP)
+	$(BIN)/cibuildwheel --print-build-identifiers --platform linux .
+	$(BIN)/cibuildwheel --print-build-identifiers --platform macos .
+	$(BIN)/cibuildwheel --print-build-identifiers --platform windows .
 
 pytest-mypyc: $(STAMP) $(MYPYC_STAMP)
 	PYTHONPATH=$(MYPYC_DIR) PQLKIT_EXPECT_BUILD=mypyc $(BIN)/pytest
