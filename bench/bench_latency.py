@@ -259,7 +259,7 @@ def render(
     lines = [
         f"Measured by `bench/bench_latency.py`{' --quick' if quick else ''} (`make bench`),"
         f" {batches} interleaved batches; the {builds.build_of(pqlkit)} build;"
-        f" {info.get('CPU', '?')}, {info.get('cores', '?')}; load {h.load()};"
+        f" {info.get('cpu', '?')}, {info.get('cores', '?')}; load {h.load()};"
         f" commit {h.commit()}.",
         "",
         "| network | measured RTT | naive floor p50 | `track()` p50 | ratio |"
