@@ -20,11 +20,11 @@ import pytest
 from conftest import T0, drop_postgres_schemas, new_postgres_schema, with_query
 from pgbouncer import pgbouncer, pgbouncer_dsn
 from pqlkit import Client, Model, count
-from pqlkit.exceptions import ValidationError
+from pqlkit.exceptions import TransientStoreError, ValidationError
 from pqlkit.stores.postgres import PostgresStore
 from pqlkit.testing import FrozenClock
 
-pytestmark = [pytest.mark.postgres, pytest.mark.pgbouncer]
+pytestmark = pytest.mark.postgres
 
 MODEL = Model("bouncer", scores={"events": count(), "logins": count("login")}, pql=count() >= 25)
 
@@ -51,6 +51,32 @@ def test_the_url_says_pgbouncer_and_nothing_is_prepared(postgres_dsn: str, schem
         PostgresStore(with_query(postgres_dsn, "pgbouncer=yes%20please"), schema=schema)
 
 
+def test_a_connection_lost_mid_transaction_is_a_transient_error(
+    postgres_dsn: str, schema: str
+) -> None:
+    """What a restart of PgBouncer (or of the server) does to a transaction in flight: its
+    connection breaks. That is TransientStoreError, which the Client retries (it was a
+    plain StoreError before), and the store goes on with a new connection."""
+
+    def lose_the_connection(store: PostgresStore) -> None:
+        with store.transaction() as tx:
+            tx.set_meta("k", "lost")
+            backend = tx._cur.connection.info.backend_pid
+            with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (backend,))
+            tx.set_meta("k", "lost too")
+
+    with PostgresStore(postgres_dsn, schema=schema, min_size=1, max_size=1) as store:
+        with pytest.raises(TransientStoreError, match=r"connection to PostgreSQL .* was lost"):
+            lose_the_connection(store)
+        with store.transaction() as tx:
+            assert tx.get_meta("k") is None  # rolled back with the connection
+            tx.set_meta("k", "kept")
+        with store.transaction() as tx:
+            assert tx.get_meta("k") == "kept"
+
+
+@pytest.mark.pgbouncer
 def test_a_store_not_told_about_pgbouncer_finds_out_and_stops_preparing(schema: str) -> None:
     """Without ``?pgbouncer=true``, psycopg prepares a statement after 5 runs; two pooled
     connections then meet each other's statements on PgBouncer's one server connection
@@ -68,6 +94,7 @@ def test_a_store_not_told_about_pgbouncer_finds_out_and_stops_preparing(schema: 
 
 
 @pytest.mark.slow
+@pytest.mark.pgbouncer
 def test_pgbouncer_restarting_mid_run_loses_and_doubles_nothing(schema: str) -> None:
     """Two threads track through PgBouncer while it is stopped (dropping every connection,
     some mid-transaction or mid-COMMIT) and started again, three times: every call returns

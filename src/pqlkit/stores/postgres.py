@@ -1583,8 +1583,10 @@ class PostgresStore:
                         # The connection was lost (the server or PgBouncer restarted): the
                         # server rolled the transaction back, unless it was the COMMIT
                         # whose answer was lost, when it may have committed. Running the
-                        # write again is safe either way: an event's message id is
-                        # unique, and every other write is idempotent under its locks.
+                        # write again is safe either way: an event's message id is unique
+                        # (the retry reports a duplicate), a qualification is unique per
+                        # subject and round, traits and aliases are set, not added, and
+                        # deliveries a lost claim took stay leased until the lease ends.
                         raise TransientStoreError(
                             f"the connection to PostgreSQL at {self._where} was lost: {error}"
                         ) from error
