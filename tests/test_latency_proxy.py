@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from latency_proxy import LatencyProxy
 
-DELAY = 0.025  # seconds each way
+DELAY = 0.1  # seconds each way: long beside a thread's scheduling delay on a loaded machine
 
 
 @pytest.fixture(name="echo")
@@ -66,12 +66,12 @@ def test_each_direction_is_delayed_and_each_answered_burst_is_one_round_trip(
             assert _receive(sock, 5) == b"ping%d" % n
             times.append(time.perf_counter() - started)
         assert min(times) >= 2 * DELAY  # one delay each way
-        assert max(times) < 2 * DELAY + 1.0  # and not much more (a loaded machine)
-        assert proxy.round_trips == 3  # the two-chunk answers count once each
+        assert max(times) < 2 * DELAY + 2.0, times  # and not much more (a loaded machine)
+        assert proxy.round_trips == 3, proxy.round_trips  # two-chunk answers count once each
 
         # a burst of two client chunks before any answer is one round trip
         sock.sendall(b"ab")
         sock.sendall(b"cd")
         assert _receive(sock, 4) == b"abcd"
         time.sleep(0.1)  # the answers of both chunks went through
-        assert proxy.round_trips == 4
+        assert proxy.round_trips == 4, proxy.round_trips
