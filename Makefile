@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest pytest-mypyc pytest-pythons mypyc bench docs clean browser
+.PHONY: demo test lint typecheck pytest pytest-mypyc pytest-pythons mypyc bench docs clean browser \
+	pgbouncer demo-mypyc wheels-config
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,integrations]'
 	touch $@
 
+# `make demo` runs the pure-Python build (an editable install); `make demo-mypyc` (below)
+# the compiled one. The demo says which it ran.
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
@@ -36,7 +39,13 @@ COVERAGE_FLOOR := 95
 browser:
 	.ci/ensure-chromium
 
-pytest: $(STAMP) browser
+# Debian's pgbouncer, for the tests that run through PgBouncer in transaction pooling mode
+# (`pytest -m pgbouncer`): the suite starts one on a free port of its own and stops it at
+# the end (tests/pgbouncer.py), or uses PQLKIT_TEST_PGBOUNCER_DSN
+pgbouncer:
+	.ci/ensure-pgbouncer
+
+pytest: $(STAMP) browser pgbouncer
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)
@@ -60,6 +69,17 @@ $(MYPYC_STAMP): $(MYPYC_SOURCES) | $(BIN)/python
 	touch $@
 
 mypyc: $(MYPYC_STAMP)
+
+# the demo on the compiled build (built by `make mypyc`: needs a C compiler)
+demo-mypyc: $(VENV)/.installed $(MYPYC_STAMP)
+	PYTHONPATH=$(MYPYC_DIR) $(BIN)/python examples/demo.py
+
+# The release's compiled wheels are built by cibuildwheel ([tool.cibuildwheel] in
+# pyproject.toml) on each platform's CI runner; here, what it would build, as it reads it
+wheels-config: $(STAMP)
+	$(BIN)/cibuildwheel --print-build-identifiers --platform linux .
+	$(BIN)/cibuildwheel --print-build-identifiers --platform macos .
+	$(BIN)/cibuildwheel --print-build-identifiers --platform windows .
 
 pytest-mypyc: $(STAMP) $(MYPYC_STAMP)
 	PYTHONPATH=$(MYPYC_DIR) PQLKIT_EXPECT_BUILD=mypyc $(BIN)/pytest

@@ -9,7 +9,10 @@ Measures, with one harness (``bench/harness.py``) and one workload
 2. bulk: the ``executemany`` floor and ``track_many()``;
 3. history: ``track()`` for a subject with 10k/100k/1M prior events vs a fresh one;
 4. memory: peak RSS of a process importing 1M events for 100k users;
-5. ``sweep()`` over those 100k users with 1% and with 10% of them due.
+5. ``sweep()`` over those 100k users with 1% and with 10% of them due;
+6. latency: PostgresStore ``track()`` and a naive floor on the loopback and through
+   a proxy adding 0.5 ms and 2 ms each way, round trips counted
+   (``bench/bench_latency.py``, which writes its own section of the page).
 
 Prints the tables and writes them into ``docs/performance.md`` between the
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers, with the machine,
@@ -41,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_latency
 import builds
 import contenders as cs
 import harness as h
@@ -54,7 +58,7 @@ from pqlkit.testing import FrozenClock
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-GROUPS = ("per-event", "bulk", "history", "memory", "sweep")
+GROUPS = ("per-event", "bulk", "history", "memory", "sweep", "latency")
 
 
 @dataclass(frozen=True)
@@ -576,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     pe = bk = mem = None
     hist = None
     sweeps = None
+    latency = None
     with tempfile.TemporaryDirectory(prefix="pqlkit-bench-") as tmp:
         available = stores.available(tmp)
         skipped = stores.skipped(available)
@@ -593,6 +598,11 @@ def main(argv: list[str] | None = None) -> int:
                     sweeps = (group, res, _count_subjects(db))
                 if "memory" not in only:
                     mem = None
+            if "latency" in only:
+                if "postgres" in available:
+                    latency = bench_latency.run(quick=args.quick)
+                else:
+                    print("[latency] skipped: no PostgresStore (see the per-event group)")
         finally:
             stores.cleanup()
     elapsed = time.perf_counter() - started
@@ -602,9 +612,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(block)
     _save_json(sz, info, pe, bk, hist, mem, sweeps)
+    if latency is not None:
+        print(latency)
     if not args.no_write:
         write_doc(block, args.output)
         print(f"wrote {args.output}")
+        if latency is not None:
+            bench_latency.write_doc(latency, args.output)
     return 0
 
 

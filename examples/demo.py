@@ -108,6 +108,25 @@ def print_alert(q: pqlkit.Qualification) -> None:
     print()
 
 
+def build_line() -> str:
+    """Which build of pqlkit runs the demo, and how to run the other.
+
+    The same check as ``pqlkit --version``: in the compiled build, pqlkit's hot path
+    (``pqlkit._core`` among others) is a C extension module, not a ``.py`` file.
+    """
+    import pqlkit._core
+
+    if str(pqlkit._core.__file__).endswith(".py"):
+        return (
+            "Running the pure-Python build of pqlkit (what `make demo` and `pip install .`"
+            " give). The compiled build, about half the CPU per event: `make demo-mypyc`."
+        )
+    return (
+        "Running the compiled (mypyc) build of pqlkit (`make demo-mypyc`, or a release's"
+        " platform wheel). The pure-Python build, which behaves the same: `make demo`."
+    )
+
+
 def main(db_path: Path | None = None) -> None:
     """Simulate the week on a fresh SQLite file and print what happened."""
     path = Path(db_path) if db_path is not None else DEFAULT_DB
@@ -126,6 +145,7 @@ def main(db_path: Path | None = None) -> None:
             print_alert(q)
 
         print(f"pqlkit demo: model {model.name!r}; the events are stored in {path}")
+        print(build_line())
         print("acme is a 600-person data company; sam signs up alone, with a gmail address.")
         client.group("acme", {"employees": 600, "industry": "data"})
         for user, (traits, account) in PEOPLE.items():

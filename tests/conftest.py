@@ -43,7 +43,7 @@ POSTGRES_DSN = os.environ.get(
 POSTGRES_SCHEMA = f"pqlkit_test_{os.getpid()}_{secrets.token_hex(4)}"
 """This session's schema for the shared suite, emptied before each test, dropped at the end."""
 
-_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _PG_TABLES = (
     "events",
@@ -116,7 +116,7 @@ def require_postgres() -> str:
     """The test server's DSN; skips the test without one, but fails it under ``CI=true``."""
     reason = _postgres_unreachable()
     if reason is not None:
-        if _IN_CI:
+        if IN_CI:
             pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
         pytest.skip(reason)
     return POSTGRES_DSN
@@ -128,7 +128,7 @@ def chromium_path() -> str:
     path = os.environ.get("PQLKIT_TEST_CHROMIUM") or shutil.which("chromium")
     if path is None:
         reason = "chromium is not installed (make browser installs it)"
-        if _IN_CI:
+        if IN_CI:
             pytest.fail(f"{reason} (CI=true: the browser tests must run)", pytrace=False)
         pytest.skip(reason)
     return path
@@ -187,8 +187,18 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _postgres_store(tmp_path: Path) -> Store:
-    """A PostgresStore on this session's schema, emptied first (faster than a new schema)."""
+def with_query(url: str, option: str) -> str:
+    """``url`` with ``option`` (``key=value``) added to its query string."""
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
+def _postgres_store(tmp_path: Path, *, through_pgbouncer: bool = False) -> Store:
+    """A PostgresStore on this session's schema, emptied first (faster than a new schema).
+
+    ``through_pgbouncer``: connected through this session's PgBouncer in transaction
+    pooling mode (tests/pgbouncer.py), configured as docs/deployment.md says
+    (``?pgbouncer=true``); the schema is emptied on a direct connection.
+    """
     import psycopg
     from psycopg import sql
 
@@ -196,7 +206,13 @@ def _postgres_store(tmp_path: Path) -> Store:
 
     dsn = require_postgres()
     _dropped_at_exit.add(POSTGRES_SCHEMA)
-    store = PostgresStore(dsn, schema=POSTGRES_SCHEMA, max_size=4)
+    if through_pgbouncer:
+        from pgbouncer import pgbouncer_dsn
+
+        url = with_query(pgbouncer_dsn(), "pgbouncer=true")
+        store = PostgresStore(url, schema=POSTGRES_SCHEMA, max_size=4)
+    else:
+        store = PostgresStore(dsn, schema=POSTGRES_SCHEMA, max_size=4)
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
         # DELETE, not TRUNCATE: on a handful of rows it is 20 times faster
         for table in _PG_TABLES:
@@ -213,21 +229,42 @@ STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
     "memory": lambda tmp_path: MemoryStore(),
     "sqlite": lambda tmp_path: SQLiteStore(tmp_path / "pqlkit.db"),
     "postgres": _postgres_store,
+    "postgres-pgbouncer": functools.partial(_postgres_store, through_pgbouncer=True),
 }
 """Every store the shared suite runs on, by name: add one here to run the suite on it."""
 
-_STORE_MARKS = {"postgres": [pytest.mark.postgres]}
+_STORE_MARKS = {
+    "postgres": [pytest.mark.postgres],
+    "postgres-pgbouncer": [pytest.mark.postgres, pytest.mark.pgbouncer],
+}
+
+THROUGH_PGBOUNCER_ONLY_IN_THE_STORE_SUITE = ("postgres-pgbouncer",)
+"""Stores only tests/test_store.py runs on (the Store protocol suite); every other test
+that takes ``store`` runs on the others. The whole suite through PgBouncer would double
+the PostgreSQL tests' time for little: PgBouncer changes how statements reach the server,
+which the protocol suite, tests/test_pgbouncer.py and tests/test_concurrency.py cover."""
 
 
-@pytest.fixture(
-    name="store",
-    params=[pytest.param(name, marks=_STORE_MARKS.get(name, [])) for name in STORE_FACTORIES],
-)
-def fixture_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh, empty store of each kind, closed after the test."""
-    store = STORE_FACTORIES[request.param](tmp_path)
+def store_params(*, through_pgbouncer: bool) -> list[Any]:
+    """The ``store`` fixture's parameters, with their marks."""
+    return [
+        pytest.param(name, marks=_STORE_MARKS.get(name, []))
+        for name in STORE_FACTORIES
+        if through_pgbouncer or name not in THROUGH_PGBOUNCER_ONLY_IN_THE_STORE_SUITE
+    ]
+
+
+def open_test_store(name: str, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of kind ``name``, closed after the test."""
+    store = STORE_FACTORIES[name](tmp_path)
     yield store
     store.close()
+
+
+@pytest.fixture(name="store", params=store_params(through_pgbouncer=False))
+def fixture_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of each kind, closed after the test."""
+    yield from open_test_store(request.param, tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -283,3 +320,12 @@ def _drop_session_schemas() -> Iterator[None]:
     yield
     if _dropped_at_exit and _postgres_unreachable() is None:
         drop_postgres_schemas(*sorted(_dropped_at_exit))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_pgbouncer() -> Iterator[None]:
+    """Stop the PgBouncer this session started, if a test started one (tests/pgbouncer.py)."""
+    yield
+    from pgbouncer import stop_pgbouncer
+
+    stop_pgbouncer()

@@ -192,6 +192,27 @@ def test_eight_processes_on_postgres(tmp_path: Path) -> None:
         drop_postgres_schemas(schema)
 
 
+@pytest.mark.postgres
+@pytest.mark.pgbouncer
+def test_four_processes_through_pgbouncer(tmp_path: Path) -> None:
+    """4 processes x 1,500 track() through PgBouncer in transaction pooling mode, with the
+    store's default settings (not told ``?pgbouncer=true``): before the fix every process
+    failed at once with 'prepared statement "_pg3_0" already exists'; now each store finds
+    out, stops preparing, and the counts are exact, each PQL/PQA fired and delivered once."""
+    from pgbouncer import pgbouncer_dsn
+
+    dsn = require_postgres()
+    bouncer = pgbouncer_dsn()
+    schema = new_postgres_schema()
+    try:
+        PostgresStore(dsn, schema=schema).close()  # migrate once, before the race
+        results = run_workers("postgres", f"{bouncer}#{schema}", 4, 1_500, tmp_path)
+        with PostgresStore(dsn, schema=schema) as store:
+            check(store, results, 4, 1_500)
+    finally:
+        drop_postgres_schemas(schema)
+
+
 def test_four_processes_on_sqlite(tmp_path: Path) -> None:
     """4 processes x 2,500 track() on one SQLite file: exact aggregates, each fired once."""
     path = str(tmp_path / "shared.db")

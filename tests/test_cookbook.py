@@ -717,6 +717,22 @@ def test_demo_runs_on_an_sqlite_file(capsys: pytest.CaptureFixture[str], tmp_pat
     assert (stats.users, stats.accounts, stats.pqls, stats.pqas) == (5, 1, 1, 1)
 
 
+def test_demo_says_which_build_runs_it_and_how_to_run_the_other(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``make demo`` runs the pure build and says so; ``make demo-mypyc`` the compiled one."""
+    import pqlkit._core
+
+    demo.main(tmp_path / "demo.db")
+    out = capsys.readouterr().out.splitlines()
+    if str(pqlkit._core.__file__).endswith(".py"):
+        assert out[1].startswith("Running the pure-Python build of pqlkit")
+        assert "`make demo-mypyc`" in out[1]
+    else:
+        assert out[1].startswith("Running the compiled (mypyc) build of pqlkit")
+        assert "`make demo`" in out[1]
+
+
 def test_demo_ends_with_a_backtest_table(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -1,8 +1,12 @@
-"""The Store protocol suite: every store must pass it (see the ``store`` fixture)."""
+"""The Store protocol suite: every store must pass it (see the ``store`` fixture).
+
+It also runs through PgBouncer in transaction pooling mode (``postgres-pgbouncer``),
+which the other tests taking ``store`` do not (conftest.py says why)."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -10,7 +14,7 @@ from typing import Any
 import attrs
 import pytest
 
-from conftest import T0
+from conftest import T0, open_test_store, store_params
 from pqlkit import MemoryStore, PqlkitError, SQLiteStore, Store, ValidationError
 from pqlkit._events import Qualification
 from pqlkit.stores import Transaction
@@ -23,6 +27,13 @@ from pqlkit.stores._base import (
     Rank,
     StateRecord,
 )
+
+
+@pytest.fixture(name="store", params=store_params(through_pgbouncer=True))
+def fixture_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of each kind (also through PgBouncer), closed after the test."""
+    yield from open_test_store(request.param, tmp_path)
+
 
 T0_US = T0 + timedelta(microseconds=123_456)
 """The records' time: T0 with microseconds, which every store must keep exactly."""

@@ -8,7 +8,7 @@ built-in exception it resembles where one fits::
     ├── ModelError (also ValueError)        a Model declaration that cannot work
     ├── StoreError                          the store cannot do what was asked
     │   ├── SchemaError                     the stored schema is newer than this pqlkit
-    │   └── TransientStoreError             a conflict aborted the transaction; retrying may work
+    │   └── TransientStoreError             a conflict (or a lost connection) aborted it; retry
     ├── ClientClosedError (also RuntimeError)  a closed Client was used
     └── SinkError                           a sink's receiver refused a qualification (retried)
 """
@@ -100,8 +100,13 @@ class TransientStoreError(StoreError):
     """The database aborted a transaction to resolve a conflict; running it again may succeed.
 
     Raised by :class:`~pqlkit.stores.postgres.PostgresStore` for a deadlock or a
-    serialization failure. Nothing of the transaction was stored. The Client
-    retries its writes a few times before letting it through.
+    serialization failure; for a connection lost mid-transaction (the server, or
+    PgBouncer in front of it, restarted); and for a statement prepared on another
+    server connection behind a transaction pooler (the store stops preparing).
+    Nothing of the transaction was stored, unless the connection was lost while
+    its COMMIT was answered: running it again then finds its event's
+    ``message_id`` stored. The Client retries its writes a few times before
+    letting it through.
     """
 
 

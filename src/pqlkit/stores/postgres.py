@@ -690,6 +690,11 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+# A statement prepared on one server connection met on another: a transaction pooler
+# (PgBouncer before 1.21, or without max_prepared_statements) hands each transaction
+# whichever server connection is free. 42P05: "prepared statement ... already exists",
+# 26000: "prepared statement ... does not exist".
+_POOLER_SQLSTATES = frozenset({"42P05", "26000"})
 _BEGIN_ATTEMPTS = 5
 
 
@@ -719,6 +724,28 @@ def _split_schema(dsn: str) -> tuple[str, str | None]:
         return dsn, None
     kept = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
     return urlunsplit(parts._replace(query=kept)), schemas[-1]
+
+
+def _split_pgbouncer(dsn: str) -> tuple[str, bool]:
+    """``dsn`` without a ``pgbouncer`` URL query parameter, and whether it said true.
+
+    ``?pgbouncer=true`` (Prisma's spelling) says a transaction pooler is in front of
+    the server: statements are never prepared. Any other value than true/false/1/0
+    (or a key=value DSN, which cannot carry it) is refused by the caller.
+    """
+    scheme, separator, _ = dsn.partition("://")
+    if not separator or scheme.lower() not in ("postgres", "postgresql"):
+        return dsn, False
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    values = [value for key, value in query if key == "pgbouncer"]
+    if not values:
+        return dsn, False
+    flag = values[-1].lower()
+    if flag not in ("true", "false", "1", "0"):
+        raise ValidationError("dsn", f"pgbouncer={values[-1]!r} must be true or false")
+    kept = urlencode([(k, v) for k, v in query if k != "pgbouncer"], quote_via=quote)
+    return urlunsplit(parts._replace(query=kept)), flag in ("true", "1")
 
 
 def lock_id(namespace: str, key: str) -> int:
@@ -1266,7 +1293,11 @@ class PostgresStore:
             with :class:`~pqlkit.exceptions.StoreError`.
         prepare_threshold: psycopg's ``prepare_threshold``: after how many runs
             a statement is prepared on the server. ``None`` never prepares
-            (for PgBouncer older than 1.21 in transaction pooling mode).
+            (for PgBouncer older than 1.21, or without ``max_prepared_statements``,
+            in transaction pooling mode; a URL says so with ``?pgbouncer=true``).
+            A store that meets the error a transaction pooler causes (a statement
+            prepared on another server connection) stops preparing, for good,
+            and raises TransientStoreError, which the Client retries.
         read_only: Open an existing store only to read it (what
             :func:`pqlkit.backtest` does): the schema is never created nor
             migrated, and every transaction is ``READ ONLY`` (a write raises
@@ -1305,6 +1336,9 @@ class PostgresStore:
         if not isinstance(dsn, str):
             raise ValidationError("dsn", f"must be a str, got {type(dsn).__name__}")
         dsn, in_url = _split_schema(dsn)
+        dsn, behind_pooler = _split_pgbouncer(dsn)
+        if behind_pooler:
+            prepare_threshold = None
         if schema is not None and in_url is not None and schema != in_url:
             raise ValidationError(
                 "schema", f"{schema!r} differs from the URL's schema={in_url!r}; give one"
@@ -1471,6 +1505,8 @@ class PostgresStore:
         while True:
             try:
                 conn = pool.getconn()
+                if conn.prepare_threshold != self._prepare_threshold:  # set to None since
+                    conn.prepare_threshold = self._prepare_threshold
             except PoolTimeout as error:
                 raise StoreError(
                     f"no PostgreSQL connection became free within {self._timeout} s"
@@ -1486,8 +1522,14 @@ class PostgresStore:
                         raise self._translate(error) from error
                     raise
                 failed += 1
+                if failed == 1:
+                    # The server, or a pooler in front of it, went away: the other idle
+                    # connections are likely broken too. Test them now, once, rather than
+                    # meet them one by one.
+                    with suppress(psycopg.Error):
+                        pool.check()
                 if not pause(failed, first=0.005, attempts=_BEGIN_ATTEMPTS):
-                    raise StoreError(
+                    raise TransientStoreError(
                         f"cannot start a transaction at {self._where}: {error}"
                     ) from error
                 continue
@@ -1537,6 +1579,17 @@ class PostgresStore:
                         # if the connection broke, the pool discards it
                         with suppress(psycopg.Error):
                             conn.execute(b"ROLLBACK")
+                    elif isinstance(error, psycopg.OperationalError):
+                        # The connection was lost (the server or PgBouncer restarted): the
+                        # server rolled the transaction back, unless it was the COMMIT
+                        # whose answer was lost, when it may have committed. Running the
+                        # write again is safe either way: an event's message id is unique
+                        # (the retry reports a duplicate), a qualification is unique per
+                        # subject and round, traits and aliases are set, not added, and
+                        # deliveries a lost claim took stay leased until the lease ends.
+                        raise TransientStoreError(
+                            f"the connection to PostgreSQL at {self._where} was lost: {error}"
+                        ) from error
                     if isinstance(error, psycopg.Error):
                         raise self._translate(error) from error
                     raise
@@ -1600,6 +1653,15 @@ class PostgresStore:
         if code in _RETRYABLE_SQLSTATES:
             return TransientStoreError(
                 f"PostgreSQL aborted the transaction to resolve a conflict ({code}): {error}"
+            )
+        if code in _POOLER_SQLSTATES and self._prepare_threshold is not None:
+            # A transaction pooler: stop preparing statements (each connection is
+            # switched as it is next handed out) and let the write run again.
+            self._prepare_threshold = None
+            return TransientStoreError(
+                f"a transaction pooler in front of PostgreSQL at {self._where} ran a"
+                f" prepared statement on another server connection ({error}); statements"
+                " are no longer prepared (say ?pgbouncer=true in the URL to start so)"
             )
         return StoreError(f"PostgreSQL error at {self._where}: {error}")
 
