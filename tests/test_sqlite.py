@@ -818,8 +818,15 @@ def test_a_file_made_by_the_version_5_release_reads_back_the_same(db_path: Path)
     other.close()
     with SQLiteStore(db_path) as store, store.transaction() as tx:
         events = [
-            [e.seq, e.message_id, e.user_id, e.event, dumps(e.properties), e.account_id]
-            + [to_us(e.timestamp)]
+            [
+                e.seq,
+                e.message_id,
+                e.user_id,
+                e.event,
+                dumps(e.properties),
+                e.account_id,
+                to_us(e.timestamp),
+            ]
             for e in tx.events()
         ]
         states = [
@@ -827,8 +834,10 @@ def test_a_file_made_by_the_version_5_release_reads_back_the_same(db_path: Path)
             for m, k, s, _, _ in expected["states"]
         ]
         quals = [
-            [q.id, q.model, q.kind, q.subject_id, q.round, q.fingerprint]
-            + [to_us(q.qualified_at), to_us(q.first_seen), q.disqualified_at]
+            [
+                *(q.id, q.model, q.kind, q.subject_id, q.round, q.fingerprint),
+                *(to_us(q.qualified_at), to_us(q.first_seen), q.disqualified_at),
+            ]
             for q in tx.qualifications("data-tooling")
         ]
         payloads = {

@@ -23,7 +23,7 @@ from pqlkit.stores.sqlite import SCHEMA_VERSION
 from pqlkit.testing import FrozenClock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-import data_tooling  # noqa: E402
+import data_tooling
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 # message ids the user passed: packed only when they read back as the same text

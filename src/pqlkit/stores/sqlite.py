@@ -886,8 +886,8 @@ class _SQLiteTransaction:
         if newest is not None and self._scalar("SELECT max(seq) FROM events") != newest:
             # the newest events are gone: keep their seqs from being given again
             self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                " DO UPDATE SET value = max(CAST(meta.value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = max(CAST(meta.value AS INTEGER), CAST(excluded.value AS INTEGER))",
                 (_SEQ_KEY, str(newest)),
             )
         self._conn.execute(
