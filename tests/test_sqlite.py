@@ -898,3 +898,33 @@ def test_tracking_goes_on_in_a_migrated_file_above_every_forgotten_seq(db_path: 
         newest = list(tx.events(after_seq=expected["events"][-1][0]))
     assert [e.event for e in newest] == ["dashboard_built"]
     assert newest[0].seq == forgotten + 1
+
+
+def test_an_event_name_first_seen_in_a_rolled_back_transaction_is_named_again(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """Event names are stored once (``event_names``): a name first seen in a transaction
+    that rolls back is gone with it, and the next event with that name stores it again."""
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), sqlite_store.transaction() as tx:
+        assert tx.insert_event(NewEvent("m1", "u1", "brand_new ✓", {}, None, T0)) is not None
+        raise Boom
+    with sqlite_store.transaction() as tx:
+        assert tx.insert_event(NewEvent("m2", "u1", "brand_new ✓", {}, None, T0)) is not None
+        assert tx.insert_event(NewEvent("m3", "u2", "brand_new ✓", {}, None, T0)) is not None
+        assert tx.insert_event(NewEvent("m2", "u1", "other", {}, None, T0)) is None  # duplicate
+        assert [(e.message_id, e.event) for e in tx.events()] == [
+            ("m2", "brand_new ✓"),
+            ("m3", "brand_new ✓"),
+        ]
+    conn = sqlite3.connect(sqlite_store.path)
+    try:
+        names = conn.execute("SELECT name FROM event_names ORDER BY name").fetchall()
+        kinds = conn.execute("SELECT DISTINCT typeof(event) FROM events").fetchall()
+    finally:
+        conn.close()
+    assert kinds == [("integer",)]
+    assert ("brand_new ✓",) in names

@@ -332,8 +332,13 @@ _SEQ_KEY = "events.seq"
 
 
 def _v6_lean_events(db: Database) -> None:
-    """A leaner event row: UUID message ids as 16 bytes, no AUTOINCREMENT, and no
-    index entries for events without an account; delivery payloads compressed.
+    """A leaner event row: UUID message ids as 16 bytes, event names as numbers, no
+    AUTOINCREMENT, and no index entries for events without an account; delivery
+    payloads compressed.
+
+    ``event`` is the id of the name in ``event_names`` (names are an application's
+    vocabulary, a few dozen: they are kept when the events that used them are
+    forgotten).
 
     ``message_id`` has BLOB affinity, so an id that is not a UUID in canonical form
     stays text (:func:`message_key`); the unique index holds both kinds, which never
@@ -345,12 +350,14 @@ def _v6_lean_events(db: Database) -> None:
     ``sqlite_sequence`` is carried over here).
     """
     db.conn.create_function("pqlkit_message_key", 1, message_key, deterministic=True)
+    db.execute("CREATE TABLE event_names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    db.execute("INSERT INTO event_names (name) SELECT DISTINCT event FROM events ORDER BY event")
     db.execute(
         """CREATE TABLE events_v6 (
             seq INTEGER PRIMARY KEY,
             message_id BLOB NOT NULL,
             user_id TEXT NOT NULL,
-            event TEXT NOT NULL,
+            event INTEGER NOT NULL,
             properties TEXT NOT NULL,
             account_id TEXT,
             ts INTEGER NOT NULL
@@ -358,8 +365,8 @@ def _v6_lean_events(db: Database) -> None:
     )
     db.execute(
         "INSERT INTO events_v6 (seq, message_id, user_id, event, properties, account_id, ts)"
-        " SELECT seq, pqlkit_message_key(message_id), user_id, event, properties, account_id, ts"
-        " FROM events ORDER BY seq"
+        " SELECT seq, pqlkit_message_key(message_id), user_id, n.id, properties, account_id, ts"
+        " FROM events JOIN event_names AS n ON n.name = events.event ORDER BY seq"
     )
     high = db.conn.execute(
         "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
@@ -644,13 +651,17 @@ class _Connection:
 
 # -- the transaction ---------------------------------------------------------------------
 
-_EVENT_COLUMNS = f"seq, {_MESSAGE_ID}, user_id, event, properties, account_id, ts"
+_EVENT_COLUMNS = (
+    f"seq, {_MESSAGE_ID}, user_id,"
+    " (SELECT name FROM event_names WHERE id = events.event) AS event, properties, account_id, ts"
+)
 # the next seq: above every stored one and every one forgotten (``_SEQ_KEY``)
 _INSERT_EVENT = (
     "INSERT INTO events (seq, message_id, user_id, event, properties, account_id, ts)"
     " VALUES (max(coalesce((SELECT max(seq) FROM events), 0),"
     f" coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_SEQ_KEY}'), 0)) + 1,"
-    " ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING"
+    " ?, ?, (SELECT id FROM event_names WHERE name = ?), ?, ?, ?)"
+    " ON CONFLICT (message_id) DO NOTHING"
 )
 # a record joined with its qualification (c: callback_deliveries, d: deliveries)
 _RECORD_COLUMNS = (
@@ -762,17 +773,26 @@ class _SQLiteTransaction:
 
     # -- event log -------------------------------------------------------------------
     def insert_event(self, event: NewEvent) -> EventRecord | None:
-        cursor = self._conn.execute(
-            _INSERT_EVENT,
-            (  # the hot path: the row by hand (what _rows.unstructure(event) gives)
-                message_key(event.message_id),
-                event.user_id,
-                event.event,
-                dumps(event.properties),
-                event.account_id,
-                to_us(event.timestamp),
-            ),
+        row = (  # the hot path: the row by hand (what _rows.unstructure(event) gives)
+            message_key(event.message_id),
+            event.user_id,
+            event.event,
+            dumps(event.properties),
+            event.account_id,
+            to_us(event.timestamp),
         )
+        try:
+            cursor = self._conn.execute(_INSERT_EVENT, row)
+        except sqlite3.IntegrityError as error:
+            if "events.event" not in str(error):
+                raise
+            # a name never seen: the failed statement changed nothing (the transaction
+            # goes on); name it, and insert again
+            self._conn.execute(
+                "INSERT INTO event_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+                (event.event,),
+            )
+            cursor = self._conn.execute(_INSERT_EVENT, row)
         if cursor.rowcount != 1 or cursor.lastrowid is None:
             return None
         return EventRecord(
