@@ -79,7 +79,8 @@ def _payload_hits(path: Path) -> list[str]:
         stored = [row[0] for row in conn.execute("SELECT qualification FROM deliveries")]
     finally:
         conn.close()
-    assert stored and all(isinstance(value, bytes) for value in stored)
+    assert stored
+    assert all(isinstance(value, bytes) for value in stored)
     return _hits(b"".join(zlib.decompress(value) for value in stored))
 
 

@@ -909,9 +909,13 @@ def test_an_event_name_first_seen_in_a_rolled_back_transaction_is_named_again(
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom), sqlite_store.transaction() as tx:
-        assert tx.insert_event(NewEvent("m1", "u1", "brand_new ✓", {}, None, T0)) is not None
-        raise Boom
+    def first_then_fail() -> None:
+        with sqlite_store.transaction() as tx:
+            assert tx.insert_event(NewEvent("m1", "u1", "brand_new ✓", {}, None, T0)) is not None
+            raise Boom
+
+    with pytest.raises(Boom):
+        first_then_fail()
     with sqlite_store.transaction() as tx:
         assert tx.insert_event(NewEvent("m2", "u1", "brand_new ✓", {}, None, T0)) is not None
         assert tx.insert_event(NewEvent("m3", "u2", "brand_new ✓", {}, None, T0)) is not None
