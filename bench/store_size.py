@@ -8,7 +8,7 @@ events, traits set, no-op callbacks) through a Client on a FrozenClock:
   (the ``dbstat`` virtual table: pages per table and index);
 * Postgres (when a server answers at ``PQLKIT_TEST_POSTGRES_DSN``): the sum of
   ``pg_total_relation_size`` (heap, indexes, TOAST) of the schema's tables, after
-  ``VACUUM``, in a schema of its own;
+  ``VACUUM FULL``, in a schema of its own;
 * the same events as compact JSON Lines with their message ids (``message_id``,
   ``user_id``, ``event``, ``properties``, ``account_id``, ISO ``timestamp``), read back
   from the store: what an export of the log takes;
@@ -141,8 +141,9 @@ def postgres_size(package: str, tmp: Path, pop: workload.Population, n: int) -> 
                     "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
                 )
             ]
-            for table in tables:
-                conn.execute(f'VACUUM "{schema}"."{table}"')
+            for table in tables:  # FULL: the live rows' size, without dead tuples (what
+                # bloat autovacuum left depends on its timing, not on the row layout)
+                conn.execute(f'VACUUM FULL "{schema}"."{table}"')
             sizes = {
                 table: int(
                     conn.execute(
@@ -285,7 +286,9 @@ def main() -> None:
         timing = h.run_group("track() vs floor", group, batches=args.batches)
     text = render(args.rev, args.events, pop_size, sizes, timing)
     print()
-    print(h.machine())
+    for key, value in h.machine().items():
+        print(f"- {key}: {value}")
+    print()
     print(text)
     if args.json:
         out = {
@@ -298,3 +301,31 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def current(tmp: Path, events: int, *, postgres: bool) -> tuple[str, dict[str, Any]]:
+    """``bench/run.py``'s ``size`` group: this tree's bytes per 100k events (300 users in
+    30 accounts), on SQLite and (``postgres``) Postgres, against the issue-21 target."""
+    pop = workload.Population.make(300, 30)
+    per = 100_000 / events
+    lite = sqlite_size("pqlkit", tmp, pop, events)
+    data: dict[str, Any] = {"events": events, "sqlite": lite}
+    file = lite["file"] * per
+    rows = [[f"SQLite: {group}", mb(size * per)] for group, size in sorted(lite["groups"].items())]
+    rows.append(["**SQLite: the file**", f"**{mb(file)}**"])
+    rows.append(["the same events as compact JSON Lines", mb(lite["jsonl"] * per)])
+    if postgres:
+        pg = postgres_size("pqlkit", tmp, pop, events)
+        data["postgres"] = pg
+        rows.append(["Postgres: all tables (after VACUUM FULL)", mb(pg["total"] * per)])
+    verdict = "met" if file <= 16e6 else "**not met**"
+    text = "\n".join(
+        [
+            f"Store size per 100k events ({events:,} tracked by `bench/store_size.py`'s",
+            "workload: the data-tooling model, 300 users in 30 accounts). Target (issue 21):",
+            f"SQLite at most 16 MB per 100k events: {mb(file)}, {verdict}.",
+            "",
+            h.table(["", "per 100k events"], rows),
+        ]
+    )
+    return text, data
