@@ -932,3 +932,34 @@ def test_an_event_name_first_seen_in_a_rolled_back_transaction_is_named_again(
         conn.close()
     assert kinds == [("integer",)]
     assert ("brand_new ✓",) in names
+
+
+def test_a_migration_to_version_6_that_fails_leaves_the_file_as_it_was(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version-6 migration runs in one transaction: failing after it rewrote the events
+    table, it leaves the release's file intact (its version, its rows), and the next open
+    migrates it."""
+    expected = _release_file(db_path)
+    real = sqlite_module._MIGRATIONS[5]
+
+    def rewrite_then_fail(db: Any) -> None:
+        real(db)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(
+        sqlite_module, "_MIGRATIONS", [*sqlite_module._MIGRATIONS[:5], rewrite_then_fail]
+    )
+    with pytest.raises(StoreError):
+        SQLiteStore(db_path).close()
+    with sqlite3.connect(db_path) as other:
+        assert other.execute("SELECT max(version) FROM schema_version").fetchone() == (5,)
+        stored = other.execute(
+            "SELECT seq, message_id, user_id, event, properties, account_id, ts FROM events"
+            " ORDER BY seq"
+        ).fetchall()
+    other.close()
+    assert [list(row) for row in stored] == expected["events"]
+    monkeypatch.undo()
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        assert [e.message_id for e in tx.events()] == [e[1] for e in expected["events"]]
