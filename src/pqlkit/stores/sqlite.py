@@ -297,7 +297,7 @@ def _v5_suppressions(db: Database) -> None:
     )
 
 
-def message_key(message_id: str) -> str | bytes:
+def _message_key(message_id: str) -> str | bytes:
     """How a message id is stored: a UUID written as Python writes one (36 characters,
     lowercase hex, dashes at 8-4-4-4-12) as its 16 bytes, anything else as given.
 
@@ -320,7 +320,7 @@ def message_key(message_id: str) -> str | bytes:
 
 def _event_dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     """Rows of ``_EVENT_COLUMNS`` as dicts, each message id as the text it was made
-    from (a packed one, :func:`message_key`, in Python: faster than in SQL)."""
+    from (a packed one, :func:`_message_key`, in Python: faster than in SQL)."""
     out = []
     for seq, mid, user_id, event, properties, account_id, ts in cursor:
         if mid.__class__ is bytes:
@@ -355,7 +355,7 @@ def _v6_lean_events(db: Database) -> None:
     forgotten).
 
     ``message_id`` has BLOB affinity, so an id that is not a UUID in canonical form
-    stays text (:func:`message_key`); the unique index holds both kinds, which never
+    stays text (:func:`_message_key`); the unique index holds both kinds, which never
     compare equal. ``seq`` is the rowid: SQLite gives max(seq) + 1, so a reader that
     kept "everything up to seq N" would miss a new event that got the seq of a
     forgotten newest one. AUTOINCREMENT prevented that by writing ``sqlite_sequence``
@@ -363,7 +363,7 @@ def _v6_lean_events(db: Database) -> None:
     deletes the newest events, and insert_event() starts above it (the value from
     ``sqlite_sequence`` is carried over here).
     """
-    db.conn.create_function("pqlkit_message_key", 1, message_key, deterministic=True)
+    db.conn.create_function("pqlkit_message_key", 1, _message_key, deterministic=True)
     db.execute("CREATE TABLE event_names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
     db.execute("INSERT INTO event_names (name) SELECT DISTINCT event FROM events ORDER BY event")
     db.execute(
@@ -788,7 +788,7 @@ class _SQLiteTransaction:
     # -- event log -------------------------------------------------------------------
     def insert_event(self, event: NewEvent) -> EventRecord | None:
         row = (  # the hot path: the row by hand (what _rows.unstructure(event) gives)
-            message_key(event.message_id),
+            _message_key(event.message_id),
             event.user_id,
             event.event,
             dumps(event.properties),
@@ -863,7 +863,7 @@ class _SQLiteTransaction:
 
     def has_message(self, message_id: str) -> bool:
         found = self._scalar(
-            "SELECT 1 FROM events WHERE message_id = ?", (message_key(message_id),)
+            "SELECT 1 FROM events WHERE message_id = ?", (_message_key(message_id),)
         )
         return found is not None
 
