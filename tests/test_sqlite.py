@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import T0
 from pqlkit import _process
@@ -963,3 +965,35 @@ def test_a_migration_to_version_6_that_fails_leaves_the_file_as_it_was(
     monkeypatch.undo()
     with SQLiteStore(db_path) as store, store.transaction() as tx:
         assert [e.message_id for e in tx.events()] == [e[1] for e in expected["events"]]
+
+
+_UUID_LIKE = st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ids=st.lists(
+        _UUID_LIKE
+        | st.text(alphabet="0123456789abcdefABCDEF- {}xz", min_size=30, max_size=40)
+        | st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s and s.strip()),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    )
+)
+def test_every_message_id_reads_back_exactly_as_given(
+    tmp_path_factory: Any, ids: list[str]
+) -> None:
+    """UUID-shaped ids are packed into 16 bytes, others kept as text: either way an id reads
+    back exactly as given, and a repeat of it is a duplicate."""
+    path = tmp_path_factory.mktemp("ids") / "ids.db"
+    with SQLiteStore(path) as store:
+        with store.transaction() as tx:
+            for mid in ids:
+                assert tx.insert_event(NewEvent(mid, "u1", "login", {}, None, T0)) is not None
+        with store.transaction() as tx:
+            assert [e.message_id for e in tx.events()] == ids
+            assert [e.message_id for e in tx.recent_events(["u1"], 100)] == ids[::-1]
+            for mid in ids:
+                assert tx.has_message(mid)
+                assert tx.insert_event(NewEvent(mid, "u2", "login", {}, None, T0)) is None
