@@ -1,7 +1,9 @@
 """What the benchmark measures: the floors, the peers, and pqlkit itself.
 
-Floors (raw ``sqlite3``, WAL, ``synchronous=NORMAL``, the same ``events`` table
-and indexes as SQLiteStore):
+Floors (raw ``sqlite3``, WAL, ``synchronous=NORMAL``, the ``events`` table and
+indexes SQLiteStore had up to schema version 5: a unique text message id, indexes on
+user and account; kept as they were, the "indexed floor" of issue 18, so that ratios
+compare across runs):
 
 * :class:`SqliteEventFloor`: per event, ``BEGIN IMMEDIATE``; INSERT the event
   row; UPSERT one counter row; ``COMMIT``. Bind values (message id, JSON text)

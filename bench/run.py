@@ -13,6 +13,7 @@ Measures, with one harness (``bench/harness.py``) and one workload
 6. latency: PostgresStore ``track()`` and a naive floor on the loopback and through
    a proxy adding 0.5 ms and 2 ms each way, round trips counted
    (``bench/bench_latency.py``, which writes its own section of the page).
+7. store size: bytes per 100k events on SQLite (and Postgres), ``bench/store_size.py``.
 
 Prints the tables and writes them into ``docs/performance.md`` between the
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers, with the machine,
@@ -49,6 +50,7 @@ import builds
 import contenders as cs
 import harness as h
 import history
+import store_size
 import stores
 import workload
 
@@ -58,7 +60,7 @@ from pqlkit.testing import FrozenClock
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-GROUPS = ("per-event", "bulk", "history", "memory", "sweep", "latency")
+GROUPS = ("per-event", "bulk", "history", "memory", "sweep", "latency", "size")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Sizes:
     history_ops: int = 200
     import_users: int = 100_000  # x 10 events each
     sweep_reps: int = 5
+    size_events: int = 100_000  # tracked for the store size per 100k events
 
 
 FULL = Sizes("full")
@@ -85,6 +88,7 @@ QUICK = Sizes(
     history_ops=50,
     import_users=1_000,
     sweep_reps=3,
+    size_events=5_000,
 )
 
 POPULATION = (300, 30)  # users, accounts of the live workload
@@ -581,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     hist = None
     sweeps = None
     latency = None
+    size: tuple[str, dict[str, Any]] | None = None
     with tempfile.TemporaryDirectory(prefix="pqlkit-bench-") as tmp:
         available = stores.available(tmp)
         skipped = stores.skipped(available)
@@ -603,17 +608,23 @@ def main(argv: list[str] | None = None) -> int:
                     latency = bench_latency.run(quick=args.quick)
                 else:
                     print("[latency] skipped: no PostgresStore (see the per-event group)")
+            if "size" in only:
+                size = store_size.current(
+                    Path(tmp), sz.size_events, postgres="postgres" in available
+                )
         finally:
             stores.cleanup()
     elapsed = time.perf_counter() - started
     info["load (1/5/15 min) at end"] = h.load()
     info["duration of this run"] = str(timedelta(seconds=round(elapsed)))
     block = render(sz, info, pe, bk, hist, mem, sweeps, skipped)
+    if size is not None:
+        block += "\n\n" + size[0]
     print()
     print(block)
-    _save_json(sz, info, pe, bk, hist, mem, sweeps)
     if latency is not None:
         print(latency)
+    _save_json(sz, info, pe, bk, hist, mem, sweeps, None if size is None else size[1])
     if not args.no_write:
         write_doc(block, args.output)
         print(f"wrote {args.output}")
@@ -630,6 +641,7 @@ def _save_json(
     hist: list[HistoryRow] | None,
     mem: dict[str, Any] | None,
     sweeps: tuple[list[Sweep], dict[str, h.Result], int | None] | None,
+    size: dict[str, Any] | None = None,
 ) -> None:
     """Keep the raw numbers in ``.benchmarks/`` (git-ignored) for later comparisons."""
     data: dict[str, Any] = {"mode": sz.mode, "sizes": sz.__dict__, "machine": info}
@@ -656,6 +668,8 @@ def _save_json(
             "subjects": subjects,
             "runs": [{"due": s.due, "fired": s.fired, **res[s.name].to_json()} for s in group],
         }
+    if size:
+        data["size"] = size
     folder = ROOT / ".benchmarks"
     folder.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import zlib
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,19 @@ def _file_hits(path: Path) -> dict[str, list[str]]:
     return found
 
 
+def _payload_hits(path: Path) -> list[str]:
+    """The user's id and values found in the outbox payloads, read uncompressed (SQLite
+    stores them zlib-compressed: the raw bytes of the file would not show them)."""
+    conn = sqlite3.connect(path)
+    try:
+        stored = [row[0] for row in conn.execute("SELECT qualification FROM deliveries")]
+    finally:
+        conn.close()
+    assert stored
+    assert all(isinstance(value, bytes) for value in stored)
+    return _hits(b"".join(zlib.decompress(value) for value in stored))
+
+
 def test_forget_leaves_no_byte_of_the_user_in_the_sqlite_files(tmp_path: Path) -> None:
     """After forget(), the database file, its -wal and -shm hold neither the user's id nor
     any of its values: not in another model's states, payloads, freed pages or the WAL."""
@@ -76,8 +91,10 @@ def test_forget_leaves_no_byte_of_the_user_in_the_sqlite_files(tmp_path: Path) -
     store_a, store_b = SQLiteStore(path), SQLiteStore(path)
     client = _fill(store_a, store_b)
     assert _file_hits(path)  # it is there before
+    assert _payload_hits(path)
     client.forget(USER, suppress=True)  # (the suppression keeps only a digest of the id)
     assert _file_hits(path) == {}
+    assert _payload_hits(path) == []
     # the other user is untouched, and the old model's account is rebuilt without the user
     assert OTHER[0].encode() in path.read_bytes() + Path(f"{path}-wal").read_bytes()
     client.close()

@@ -180,7 +180,7 @@ def test_text_that_is_not_utf8_is_corrupt(db_path: Path) -> None:
     """A stored text that is not UTF-8 (pqlkit writes only UTF-8) is reported as corrupt."""
     _fill(db_path, events=10)
     with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE events SET event = CAST(x'ff6c6f67696e' AS TEXT) WHERE seq = 5")
+        conn.execute("UPDATE events SET user_id = CAST(x'ff6c6f67696e' AS TEXT) WHERE seq = 5")
     conn.close()
     with (
         SQLiteStore(db_path) as store,

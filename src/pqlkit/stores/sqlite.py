@@ -51,7 +51,7 @@ from ._base import (
     StateRecord,
     cannot_join,
 )
-from ._rows import event_pages, nudge_records, payload, rows
+from ._rows import event_pages, nudge_records, pack, payload, rows
 
 __all__ = ["DEFAULT_SQLITE_PATH", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -297,6 +297,120 @@ def _v5_suppressions(db: Database) -> None:
     )
 
 
+def _message_key(message_id: str) -> str | bytes:
+    """How a message id is stored: a UUID written as Python writes one (36 characters,
+    lowercase hex, dashes at 8-4-4-4-12) as its 16 bytes, anything else as given.
+
+    Only a form that :func:`_event_dicts` turns back into exactly the same text is
+    packed, so every id reads back as it was passed (an uppercase UUID stays text).
+    """
+    if len(message_id) == 36 and message_id[8] == message_id[13] == message_id[18] == "-":
+        digits = (
+            message_id[:8] + message_id[9:13] + message_id[14:18] + message_id[19:23]
+        ) + message_id[24:]
+        if message_id[23] == "-":
+            try:
+                packed = bytes.fromhex(digits)
+            except ValueError:
+                return message_id
+            if packed.hex() == digits:
+                return packed
+    return message_id
+
+
+def _event_dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """Rows of ``_EVENT_COLUMNS`` as dicts, each message id as the text it was made
+    from (a packed one, :func:`_message_key`, in Python: faster than in SQL)."""
+    out = []
+    for seq, mid, user_id, event, properties, account_id, ts in cursor:
+        if mid.__class__ is bytes:
+            h = mid.hex()
+            mid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        out.append(
+            {
+                "seq": seq,
+                "message_id": mid,
+                "user_id": user_id,
+                "event": event,
+                "properties": properties,
+                "account_id": account_id,
+                "ts": ts,
+            }
+        )
+    return out
+
+
+# meta key: the highest seq ever given to an event, kept when forget() deletes the
+# newest ones (SQLite would otherwise give their seqs again: see _v6_lean_events)
+_SEQ_KEY = "events.seq"
+
+
+def _v6_lean_events(db: Database) -> None:
+    """A leaner event row: UUID message ids as 16 bytes, event names as numbers, no
+    AUTOINCREMENT, and no index entries for events without an account; delivery
+    payloads compressed.
+
+    ``event`` is the id of the name in ``event_names`` (names are an application's
+    vocabulary, a few dozen: they are kept when the events that used them are
+    forgotten).
+
+    ``message_id`` has BLOB affinity, so an id that is not a UUID in canonical form
+    stays text (:func:`_message_key`); the unique index holds both kinds, which never
+    compare equal. ``seq`` is the rowid: SQLite gives max(seq) + 1, so a reader that
+    kept "everything up to seq N" would miss a new event that got the seq of a
+    forgotten newest one. AUTOINCREMENT prevented that by writing ``sqlite_sequence``
+    on every insert; now forget_users() records the highest seq in ``meta`` when it
+    deletes the newest events, and insert_event() starts above it (the value from
+    ``sqlite_sequence`` is carried over here).
+    """
+    db.conn.create_function("pqlkit_message_key", 1, _message_key, deterministic=True)
+    db.execute("CREATE TABLE event_names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    db.execute("INSERT INTO event_names (name) SELECT DISTINCT event FROM events ORDER BY event")
+    db.execute(
+        """CREATE TABLE events_v6 (
+            seq INTEGER PRIMARY KEY,
+            message_id BLOB NOT NULL,
+            user_id TEXT NOT NULL,
+            event INTEGER NOT NULL,
+            properties TEXT NOT NULL,
+            account_id TEXT,
+            ts INTEGER NOT NULL
+        )"""
+    )
+    db.execute(
+        "INSERT INTO events_v6 (seq, message_id, user_id, event, properties, account_id, ts)"
+        " SELECT seq, pqlkit_message_key(message_id), user_id, n.id, properties, account_id, ts"
+        " FROM events JOIN event_names AS n ON n.name = events.event ORDER BY seq"
+    )
+    high = db.conn.execute(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+        " AND seq > (SELECT coalesce(max(seq), 0) FROM events)"
+    ).fetchone()
+    if high is not None:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_SEQ_KEY, str(high[0])),
+        )
+    db.execute("DROP TABLE events")  # its indexes and its sqlite_sequence row with it
+    db.execute("ALTER TABLE events_v6 RENAME TO events")
+    db.execute("CREATE UNIQUE INDEX events_message_id ON events (message_id)")
+    # An index on one column also holds the rowid (= seq): events() pages through a
+    # user's or an account's events by seq with an index range search. Every query on
+    # account_id asks for one value, so events without an account need no entry.
+    db.execute("CREATE INDEX events_user_id ON events (user_id)")
+    db.execute("CREATE INDEX events_account_id ON events (account_id) WHERE account_id IS NOT NULL")
+    # A qualification's payload, stored once per qualification (deliveries; the records
+    # per callback point at it) since version 3, compressed from here on; the kind that
+    # SQL read out of its JSON is a column of its own.
+    db.conn.create_function("pqlkit_pack", 1, pack, deterministic=True)
+    db.execute("ALTER TABLE deliveries ADD COLUMN qualification_kind TEXT NOT NULL DEFAULT ''")
+    db.execute(
+        "UPDATE deliveries SET qualification_kind = json_extract(qualification, '$.kind'),"
+        " qualification = pqlkit_pack(qualification)"
+    )
+
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[Callable[[Database], None]] = [
@@ -305,6 +419,7 @@ _MIGRATIONS: list[Callable[[Database], None]] = [
     _v3_delivery_per_callback,
     _v4_nudges_and_ranks,
     _v5_suppressions,
+    _v6_lean_events,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -550,7 +665,18 @@ class _Connection:
 
 # -- the transaction ---------------------------------------------------------------------
 
-_EVENT_COLUMNS = "seq, message_id, user_id, event, properties, account_id, ts"
+_EVENT_COLUMNS = (
+    "seq, message_id, user_id,"
+    " (SELECT name FROM event_names WHERE id = events.event) AS event, properties, account_id, ts"
+)
+# the next seq: above every stored one and every one forgotten (``_SEQ_KEY``)
+_INSERT_EVENT = (
+    "INSERT INTO events (seq, message_id, user_id, event, properties, account_id, ts)"
+    " VALUES (max(coalesce((SELECT max(seq) FROM events), 0),"
+    f" coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_SEQ_KEY}'), 0)) + 1,"
+    " ?, ?, (SELECT id FROM event_names WHERE name = ?), ?, ?, ?)"
+    " ON CONFLICT (message_id) DO NOTHING"
+)
 # a record joined with its qualification (c: callback_deliveries, d: deliveries)
 _RECORD_COLUMNS = (
     "c.delivery_id AS id, c.kind, d.subject_id, d.qualification, c.status, c.attempts,"
@@ -661,18 +787,26 @@ class _SQLiteTransaction:
 
     # -- event log -------------------------------------------------------------------
     def insert_event(self, event: NewEvent) -> EventRecord | None:
-        cursor = self._conn.execute(
-            "INSERT INTO events (message_id, user_id, event, properties, account_id, ts)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
-            (  # the hot path: the row by hand (what _rows.unstructure(event) gives)
-                event.message_id,
-                event.user_id,
-                event.event,
-                dumps(event.properties),
-                event.account_id,
-                to_us(event.timestamp),
-            ),
+        row = (  # the hot path: the row by hand (what _rows.unstructure(event) gives)
+            _message_key(event.message_id),
+            event.user_id,
+            event.event,
+            dumps(event.properties),
+            event.account_id,
+            to_us(event.timestamp),
         )
+        try:
+            cursor = self._conn.execute(_INSERT_EVENT, row)
+        except sqlite3.IntegrityError as error:
+            if "events.event" not in str(error):
+                raise
+            # a name never seen: the failed statement changed nothing (the transaction
+            # goes on); name it, and insert again
+            self._conn.execute(
+                "INSERT INTO event_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+                (event.event,),
+            )
+            cursor = self._conn.execute(_INSERT_EVENT, row)
         if cursor.rowcount != 1 or cursor.lastrowid is None:
             return None
         return EventRecord(
@@ -709,7 +843,7 @@ class _SQLiteTransaction:
 
         def page(after: int, size: int) -> list[dict[str, Any]]:
             nonlocal high
-            rows = self._dicts(sql, [after, high, *filters, size])
+            rows = _event_dicts(self._conn.execute(sql, [after, high, *filters, size]))
             if len(rows) == size and high == 2**63 - 1:
                 # before yielding anything: nobody can have written since the page
                 high = int(self._scalar("SELECT coalesce(max(seq), 0) FROM events"))
@@ -718,15 +852,20 @@ class _SQLiteTransaction:
         yield from event_pages(page, after_seq, limit)
 
     def recent_events(self, user_ids: Sequence[str], limit: int) -> list[EventRecord]:
-        rows = self._dicts(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id IN {_IN_JSON}"
-            " ORDER BY ts DESC, seq DESC LIMIT ?",
-            (_json_ids(user_ids), limit),
+        rows = _event_dicts(
+            self._conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id IN {_IN_JSON}"
+                " ORDER BY ts DESC, seq DESC LIMIT ?",
+                (_json_ids(user_ids), limit),
+            )
         )
         return [_rows.structure(row, EventRecord) for row in rows]
 
     def has_message(self, message_id: str) -> bool:
-        return self._scalar("SELECT 1 FROM events WHERE message_id = ?", (message_id,)) is not None
+        found = self._scalar(
+            "SELECT 1 FROM events WHERE message_id = ?", (_message_key(message_id),)
+        )
+        return found is not None
 
     # -- identity ----------------------------------------------------------------------
     def resolve(self, user_id: str) -> str:
@@ -778,7 +917,15 @@ class _SQLiteTransaction:
 
     def forget_users(self, user_ids: Sequence[str]) -> None:
         wanted = (_json_ids(user_ids),)
+        newest = self._scalar("SELECT max(seq) FROM events")
         self._conn.execute(f"DELETE FROM events WHERE user_id IN {_IN_JSON}", wanted)
+        if newest is not None and self._scalar("SELECT max(seq) FROM events") != newest:
+            # the newest events are gone: keep their seqs from being given again
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = max(CAST(meta.value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (_SEQ_KEY, str(newest)),
+            )
         self._conn.execute(
             f"DELETE FROM traits WHERE kind = 'user' AND subject_id IN {_IN_JSON}", wanted
         )
@@ -809,7 +956,7 @@ class _SQLiteTransaction:
                 ("qualifications", f"kind = 'pql' AND subject_id IN {_IN_JSON}", (wanted,)),
                 (
                     "deliveries",
-                    f"json_extract(qualification, '$.kind') = 'pql' AND subject_id IN {_IN_JSON}",
+                    f"qualification_kind = 'pql' AND subject_id IN {_IN_JSON}",
                     (wanted,),
                 ),
             )
@@ -990,12 +1137,11 @@ class _SQLiteTransaction:
         )
         self._conn.execute(
             "DELETE FROM callback_deliveries WHERE delivery_id IN (SELECT id FROM deliveries"
-            " WHERE subject_id = ? AND json_extract(qualification, '$.kind') = ?)",
+            " WHERE subject_id = ? AND qualification_kind = ?)",
             (subject_id, kind),
         )
         self._conn.execute(
-            "DELETE FROM deliveries"
-            " WHERE subject_id = ? AND json_extract(qualification, '$.kind') = ?",
+            "DELETE FROM deliveries WHERE subject_id = ? AND qualification_kind = ?",
             (subject_id, kind),
         )
 
@@ -1017,16 +1163,17 @@ class _SQLiteTransaction:
         known_since: datetime | None = None,
     ) -> None:
         cursor = self._conn.execute(
-            "INSERT INTO deliveries (id, kind, subject_id, qualification, status, attempts,"
-            " model, created, enqueued_at, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, 'open', 0, ?,"
+            "INSERT INTO deliveries (id, kind, subject_id, qualification, qualification_kind,"
+            " status, attempts, model, created, enqueued_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, 'open', 0, ?,"
             " (SELECT coalesce(max(created), 0) + 1 FROM deliveries), ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             (
                 delivery.id,
                 delivery.kind,
                 delivery.subject_id,
-                _rows.unstructure(delivery)["qualification"],
+                pack(_rows.unstructure(delivery)["qualification"]),
+                delivery.qualification.kind,
                 delivery.model,
                 to_us(now),
                 None if (due := delivery.next_attempt_at) is None else to_us(due),
@@ -1078,7 +1225,7 @@ class _SQLiteTransaction:
         )
         self._conn.execute(
             "UPDATE deliveries SET qualification = ? WHERE id = ?",
-            (row["qualification"], delivery_id),
+            (pack(row["qualification"]), delivery_id),
         )
 
     def claim_due(
