@@ -33,6 +33,7 @@ TABLES = {
     "aliases",
     "callback_deliveries",
     "callbacks",
+    "checkpoints",
     "deliveries",
     "events",
     "meta",
