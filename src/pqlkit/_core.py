@@ -159,6 +159,7 @@ class Core:
         )
         self._rebuild = Rebuild(self._session, model, self._replay, self._traits, self._firing)
         self._retention = settings.retention
+        self._delivery_window = settings.delivery_window
         try:  # a model that needs pruned events it has no checkpoints of is refused
             partial = self._session.write(
                 lambda tx: check(tx, model, clock.now(), accept=settings.accept_partial_rebuild)
@@ -921,7 +922,13 @@ class Core:
         if isinstance(deliveries_older_than, timedelta) and not dry_run:
             before = now - deliveries_older_than
             name = self.model.name
-            deliveries = self._session.write(lambda tx: tx.purge_deliveries(before, model=name))
+            window = self._delivery_window
+
+            def purge(tx: Transaction) -> int:
+                tx.close_deliveries(now - window, now, model=name)  # windows that closed
+                return tx.purge_deliveries(before, model=name)
+
+            deliveries = self._session.write(purge)
         return PruneResult(
             horizon=horizon,
             through_seq=done.cut,

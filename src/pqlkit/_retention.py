@@ -316,9 +316,10 @@ def check(tx: Transaction, model: Model, now: datetime, *, accept: bool) -> bool
 
     A model whose checkpoints were written by its own version (its fingerprint) is
     fine; any other (a changed model, a new one, one whose store another model's
-    client pruned) would rebuild its states from the events kept only. With
-    ``accept`` it may (and from now on it is the one checkpointed): returns True
-    when that partial rebuild is needed.
+    client pruned) would rebuild its states from the events kept only. It may when
+    nothing it reads goes back past the horizon (windows shorter than the events
+    kept, traits), or with ``accept``; from then on it is the model checkpointed.
+    Returns True when such a partial rebuild is needed.
 
     Raises:
         ValidationError: The model needs pruned events, naming
@@ -329,15 +330,15 @@ def check(tx: Transaction, model: Model, now: datetime, *, accept: bool) -> bool
         return False
     if tx.get_meta(checkpoint_key(model.name)) == model.fingerprint:
         return False
-    if accept:
-        tx.set_meta(checkpoint_key(model.name), model.fingerprint)
-        return True
     text = tx.get_meta(HORIZON_KEY)
     horizon = datetime.fromisoformat(text) if text else None
     kept = None if horizon is None else now - horizon
     lines = needs_history(model, kept)
+    if accept or not lines:  # (a model that reads nothing older loses nothing it reads)
+        tx.set_meta(checkpoint_key(model.name), model.fingerprint)
+        return True
     since = f"before {horizon.isoformat()}" if horizon is not None else "of the past"
-    what = "; ".join(lines) if lines else "its states (first seen, event counts) fold every event"
+    what = "; ".join(lines)
     raise ValidationError(
         "accept_partial_rebuild",
         f"events {since} were pruned, and model {model.name!r} (version"
