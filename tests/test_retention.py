@@ -112,7 +112,8 @@ def test_prune_keeps_every_score(make_client: ClientFactory, store: Store) -> No
     assert isinstance(result, PruneResult)
     assert result.events == 12  # the old ones: the new ones stay
     assert result.subjects == 3  # u1, u2, acme
-    assert result.through_seq == 12 and not result.dry_run
+    assert result.through_seq == 12
+    assert not result.dry_run
     assert result.horizon == T0 - days(400)
     assert result.to_dict()["events"] == 12
     assert event_count(store) == 3
@@ -147,9 +148,7 @@ def test_dry_run_changes_nothing(make_client: ClientFactory, store: Store) -> No
         assert tx.has_checkpoints("user", ["u1", "u2"]) is False
 
 
-def test_retention_setting_is_the_default_horizon(
-    make_client: ClientFactory, store: Store
-) -> None:
+def test_retention_setting_is_the_default_horizon(make_client: ClientFactory, store: Store) -> None:
     client = make_client(MODEL, retention=days(400))
     feed(client)
     assert client.prune().events == 12
@@ -180,7 +179,8 @@ def test_progress_is_reported(make_client: ClientFactory, store: Store) -> None:
     feed(client)
     seen: list[tuple[int, int]] = []
     client.prune(older_than=days(400), progress=lambda done, total: seen.append((done, total)))
-    assert seen and seen[-1] == (12, 12)
+    assert seen
+    assert seen[-1] == (12, 12)
 
 
 def test_alias_of_a_pruned_id_is_refused(make_client: ClientFactory, store: Store) -> None:
@@ -191,7 +191,8 @@ def test_alias_of_a_pruned_id_is_refused(make_client: ClientFactory, store: Stor
     client.prune(older_than=days(400))
     with pytest.raises(ValidationError) as error:
         client.alias("anon", "u9")
-    assert error.value.field == "previous_id" and "pruned" in error.value.reason
+    assert error.value.field == "previous_id"
+    assert "pruned" in error.value.reason
     assert client.scores("anon")["logins"] == 2.0  # nothing changed
     client.alias("fresh", "anon")  # an id with no pruned events may join a pruned one
     assert client.scores("anon")["logins"] == 3.0
@@ -220,7 +221,8 @@ def test_forget_deletes_the_checkpoints(make_client: ClientFactory, store: Store
     assert client.scores("acme", of="account")["logins"] == 1.0
     with store.transaction() as tx:
         state = tx.load_state(model.name, "account", "acme")
-        assert state is not None and "jane" not in state.state
+        assert state is not None
+        assert "jane" not in state.state
 
 
 def test_a_model_that_needs_pruned_events_is_refused(
@@ -244,7 +246,9 @@ def test_a_model_that_needs_pruned_events_is_refused(
     make_client(changed)  # accepted once: it is the one checkpointed now
 
 
-def test_deliveries_older_than(make_client: ClientFactory, store: Store, clock: FrozenClock) -> None:
+def test_deliveries_older_than(
+    make_client: ClientFactory, store: Store, clock: FrozenClock
+) -> None:
     model = Model("retention-outbox", signals={"a": did("x")}, pql=did("x"))
     client = make_client(model, delivery_retention=days(90))  # kept long: prune purges it
     client.on("pql", lambda q: None)
@@ -271,12 +275,14 @@ def test_a_stale_stored_state_is_rebuilt_from_its_checkpoint(tmp_path: Path) -> 
         pruner = Client(MODEL, store=b, clock=clock)
         with b.transaction() as tx:
             stored = tx.load_state(MODEL.name, "user", "u1")
-            assert stored is not None and stored.state.startswith("[5,")
+            assert stored is not None
+            assert stored.state.startswith("[5,")
             assert stored.state.split(",")[5] != "5"  # behind: 5 events, fewer folded in
         pruner.prune(older_than=days(400))
         with b.transaction() as tx:
             stored = tx.load_state(MODEL.name, "user", "u1")
-        assert stored is not None and stored.state == INVALID_STATE
+        assert stored is not None
+        assert stored.state == INVALID_STATE
         assert pruner.scores("u1")["logins"] == 5.0
         assert writer.scores("u1")["logins"] == 5.0
         writer.track("u1", "login")

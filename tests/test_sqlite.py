@@ -708,7 +708,8 @@ def test_a_version_4_database_gets_suppressions(db_path: Path) -> None:
         rows = other.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
     other.close()
     assert (
-        [v for (v,) in rows] == [1, 2, 3, 4, 5, 6]
+        [v for (v,) in rows]
+        == [1, 2, 3, 4, 5, 6]
         == list(range(1, sqlite_module.SCHEMA_VERSION + 1))
     )
 

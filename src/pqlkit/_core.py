@@ -45,8 +45,8 @@ from ._model import Model, held_out, play_kind
 from ._observe import Observer
 from ._ranking import Ranking
 from ._rebuild import Rebuild
-from ._retention import Pruner, check
 from ._replay import Replay, apply
+from ._retention import Pruner, check
 from ._session import Due, Outcome, Session, Subject, Warm
 from ._settings import Settings
 from ._suppression import Suppressions

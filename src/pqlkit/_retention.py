@@ -209,9 +209,7 @@ def _bounds(tx: Transaction, horizon: datetime) -> tuple[int, int | None]:
     return tx.prune_cut(horizon), None if oldest is None else oldest.seq
 
 
-def _list(
-    tx: Transaction, after: int, cut: int
-) -> tuple[int, list[tuple[SubjectKind, str]], int]:
+def _list(tx: Transaction, after: int, cut: int) -> tuple[int, list[tuple[SubjectKind, str]], int]:
     """The next chunk of the log after ``after`` (up to ``cut``): where it ends, the
     subjects its events touch (users by their final ids), sorted, and its events."""
     users: dict[str, str] = {}

@@ -98,9 +98,7 @@ class _Data:
     meta: dict[str, str] = attrs.Factory(dict)
     suppressions: dict[str, tuple[datetime, int]] = attrs.Factory(dict)  # -> (since, dropped)
     # (model, kind, subject id) -> (state text, the seq it covers, accounts)
-    checkpoints: dict[tuple[str, str, str], tuple[str, int, tuple[str, ...]]] = attrs.Factory(
-        dict
-    )
+    checkpoints: dict[tuple[str, str, str], tuple[str, int, tuple[str, ...]]] = attrs.Factory(dict)
 
 
 class _MemoryTransaction:

@@ -687,8 +687,7 @@ _STATEMENTS.update(
             " WHERE kind = 'user' AND subject_id = ANY(%s::text[])"
         ),
         "has_checkpoints": (
-            "SELECT 1 FROM {s}.checkpoints WHERE kind = %s AND subject_id = ANY(%s::text[])"
-            " LIMIT 1"
+            "SELECT 1 FROM {s}.checkpoints WHERE kind = %s AND subject_id = ANY(%s::text[]) LIMIT 1"
         ),
         "delete_checkpoints": (
             "DELETE FROM {s}.checkpoints WHERE kind = %s AND subject_id = ANY(%s::text[])"
