@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import timedelta
@@ -343,3 +344,16 @@ def test_writers_keep_tracking_while_a_prune_runs(tmp_path: Path) -> None:
         pruner.rebuild()
         assert pruner.scores("u7")["logins"] == 60.0
         assert sum(pruner.scores(f"w{n}")["logins"] for n in range(2)) == sum(counts)
+
+
+def test_async_client_prunes() -> None:
+    from pqlkit import AsyncClient
+
+    async def main() -> tuple[int, float]:
+        async with AsyncClient(MODEL, store="memory://", clock=FrozenClock(T0)) as client:
+            await client.track("u1", "login", timestamp=OLD)
+            await client.track("u1", "login")
+            result = await client.prune(older_than=days(400))
+            return result.events, (await client.scores("u1"))["logins"]
+
+    assert asyncio.run(main()) == (1, 2.0)
