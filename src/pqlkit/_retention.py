@@ -57,9 +57,10 @@ SEQ_KEY = "retention:seq"
 HORIZON_KEY = "retention:horizon"
 """The metadata key of the latest horizon pruned at (ISO 8601)."""
 
-_CHUNK = 20_000  # events of the log per chunk (checkpointed, then deleted)
-_SLICE = 0.05  # seconds a checkpoint transaction may take (one subject at least)
-_PAUSE = 0.01  # then the write lock is left free this long
+_CHUNK = 50_000  # events of the log per chunk (checkpointed, then deleted)
+_PAGE = 2_000  # events read per transaction
+_SLICE = 0.1  # seconds a checkpoint transaction may take (one subject at least)
+_PAUSE = 0.02  # then the write lock is left free this long (SQLite's waiters poll it)
 _DELETE = 2_000  # events deleted per transaction
 
 
@@ -106,33 +107,49 @@ class Pruner:
         total = cut - first + 1
         lo = first - 1
         while lo < cut:
-            listed = self._session.write(functools.partial(_list, after=lo, cut=cut))
-            hi, subjects, count = listed
+            chunk = self._read(lo, cut)
             if dry_run:
-                done.events += count
-                done.subjects += len(subjects) * len(self._models)
+                done.events += len(chunk.records)
+                done.subjects += len(chunk.subjects) * len(self._models)
             else:
-                self._chunk(subjects, hi, done)
-                self._session.write(functools.partial(self._mark, hi=hi, horizon=horizon))
-            lo = hi
+                self._chunk(chunk, done)
+                self._session.write(functools.partial(self._mark, hi=chunk.hi, horizon=horizon))
+            lo = chunk.hi
             if progress is not None:
-                progress(min(hi - first + 1, total), total)
+                progress(min(chunk.hi - first + 1, total), total)
         return done
 
-    def _chunk(self, subjects: list[tuple[SubjectKind, str]], hi: int, done: Pruned) -> None:
-        """Checkpoint ``subjects`` up to ``hi``, then delete the events that went in."""
+    def _read(self, after: int, cut: int) -> _Chunk:
+        """The next chunk of the log after ``after`` (up to ``cut``), read in pages."""
+        chunk = _Chunk(cut)
+        while True:
+            if chunk.records:
+                time.sleep(_PAUSE)  # let other writers in
+            full = self._session.write(functools.partial(chunk.read, after=after))
+            if chunk.records:
+                after = chunk.records[-1].seq
+            if not full or len(chunk.records) >= _CHUNK:
+                break
+        if len(chunk.records) >= _CHUNK:
+            chunk.hi = chunk.records[-1].seq
+        chunk.settle()
+        return chunk
+
+    def _chunk(self, chunk: _Chunk, done: Pruned) -> None:
+        """Checkpoint the chunk's subjects up to its end, then delete the events that
+        went in."""
         folded_users: dict[int, bool] = {}  # seq -> whether it has an account
         folded_accounts: set[int] = set()
         start = 0
+        subjects = chunk.subjects
         while start < len(subjects):
             if start:
                 time.sleep(_PAUSE)  # let other writers in
             start = self._session.write(
                 functools.partial(
                     self._batch,
-                    subjects=subjects,
+                    chunk=chunk,
                     start=start,
-                    hi=hi,
                     done=done,
                     users=folded_users,
                     accounts=folded_accounts,
@@ -151,15 +168,19 @@ class Pruner:
     def _batch(
         self,
         tx: Transaction,
-        subjects: list[tuple[SubjectKind, str]],
+        chunk: _Chunk,
         start: int,
-        hi: int,
         done: Pruned,
         users: dict[int, bool],
         accounts: set[int],
     ) -> int:
-        """Checkpoint ``subjects[start:]`` for up to ``_SLICE`` s; where to go on."""
+        """Checkpoint ``chunk.subjects[start:]`` for up to ``_SLICE`` s; where to go on."""
         deadline = time.monotonic() + _SLICE
+        subjects = chunk.subjects
+        # Where other writers run concurrently (PostgreSQL), one may commit an event
+        # with a seq inside the chunk after the chunk was read: read each subject's
+        # events again under its lock. Elsewhere commits go in seq order.
+        again = tx.cache_token() is None
         end = start
         got_users: dict[int, bool] = {}
         got_accounts: set[int] = set()
@@ -169,14 +190,16 @@ class Pruner:
             end += 1
             tx.lock([f"{kind}:{sid}"])  # in sorted order, as track() takes them
             if kind == "user" and tx.resolve(sid) != sid:
-                continue  # aliased meanwhile: alias() refuses that for pruned ids
+                continue  # aliased meanwhile: its events are its user's now
+            events = None if again else chunk.of(tx, kind, sid)
             for i, (plan, replay) in enumerate(self._models):
-                folded = _checkpoint(tx, plan, replay, kind, sid, hi)
+                folded = _checkpoint(tx, plan, replay, kind, sid, chunk.hi, events)
                 if folded is None:
                     continue
                 records, size = folded
-                written += 1
-                bytes_ += size
+                if size:
+                    written += 1
+                    bytes_ += size
                 if i == 0:  # every model folds the same events
                     if kind == "user":
                         got_users.update((e.seq, e.account_id is not None) for e in records)
@@ -199,6 +222,58 @@ class Pruner:
             tx.set_meta(checkpoint_key(plan.model.name), plan.model.fingerprint)
 
 
+class _Chunk:
+    """A run of the log to prune: its events (read in pages), up to ``hi``, and the
+    subjects they touch (users by their final ids when read), sorted."""
+
+    def __init__(self, cut: int) -> None:
+        self.hi = cut
+        self.records: list[EventRecord] = []
+        self.by_user: dict[str, list[EventRecord]] = {}  # by the user id recorded
+        self.by_account: dict[str, list[EventRecord]] = {}
+        self.resolved: dict[str, str] = {}
+        self.subjects: list[tuple[SubjectKind, str]] = []
+
+    def read(self, tx: Transaction, after: int) -> bool:
+        """Read a page of events after ``after`` (up to ``hi``); True if it was full."""
+        read = 0
+        for record in tx.events(after_seq=after, limit=_PAGE):
+            if record.seq > self.hi:
+                return False
+            read += 1
+            self.records.append(record)
+            uid = record.user_id
+            mine = self.by_user.get(uid)
+            if mine is None:
+                mine = self.by_user[uid] = []
+                self.resolved[uid] = tx.resolve(uid)
+            mine.append(record)
+            if record.account_id is not None:
+                self.by_account.setdefault(record.account_id, []).append(record)
+        return read == _PAGE
+
+    def settle(self) -> None:
+        """List the subjects (once every page is read)."""
+        keys: set[tuple[SubjectKind, str]] = {("user", u) for u in self.resolved.values()}
+        keys.update(("account", a) for a in self.by_account)
+        self.subjects = sorted(keys)
+
+    def of(self, tx: Transaction, kind: SubjectKind, sid: str) -> list[EventRecord]:
+        """The subject's events in the chunk (a user's: of every id that resolves to it
+        now), in arrival order."""
+        if kind == "account":
+            return self.by_account.get(sid, [])
+        ids = [sid, *tx.aliases_of(sid)]
+        lists = [self.by_user[i] for i in ids if i in self.by_user]
+        if len(lists) == 1:
+            return lists[0]
+        return sorted((e for mine in lists for e in mine), key=_seq)
+
+
+def _seq(record: EventRecord) -> int:
+    return record.seq
+
+
 def _delete(tx: Transaction, seqs: list[int]) -> int:
     return tx.delete_events(seqs)
 
@@ -209,63 +284,54 @@ def _bounds(tx: Transaction, horizon: datetime) -> tuple[int, int | None]:
     return tx.prune_cut(horizon), None if oldest is None else oldest.seq
 
 
-def _list(tx: Transaction, after: int, cut: int) -> tuple[int, list[tuple[SubjectKind, str]], int]:
-    """The next chunk of the log after ``after`` (up to ``cut``): where it ends, the
-    subjects its events touch (users by their final ids), sorted, and its events."""
-    users: dict[str, str] = {}
-    accounts: set[str] = set()
-    count = 0
-    hi = cut
-    for record in tx.events(after_seq=after, limit=_CHUNK):
-        if record.seq > cut:
-            break
-        count += 1
-        uid = record.user_id
-        if uid not in users:
-            users[uid] = tx.resolve(uid)
-        if record.account_id is not None:
-            accounts.add(record.account_id)
-        if count == _CHUNK:
-            hi = record.seq
-    keys: set[tuple[SubjectKind, str]] = {("user", u) for u in users.values()}
-    keys.update(("account", a) for a in accounts)
-    return hi, sorted(keys), count
-
-
 def _checkpoint(
-    tx: Transaction, plan: Plan, replay: Replay, kind: SubjectKind, sid: str, hi: int
+    tx: Transaction,
+    plan: Plan,
+    replay: Replay,
+    kind: SubjectKind,
+    sid: str,
+    hi: int,
+    chunk: list[EventRecord] | None,
 ) -> tuple[list[EventRecord], int] | None:
     """Fold the subject's events up to ``hi`` into its checkpoint under ``plan``'s model
-    and store it; (the events folded in, the checkpoint's size), None if none were."""
+    and store it; (the events its checkpoint now holds of those, the checkpoint's
+    size: 0 if it held them already), None if it has none.
+
+    ``chunk``: the subject's events after the previous chunk (read already); None to
+    read them from the store.
+    """
     name = plan.model.name
     found = replay.checkpoint(tx, kind, sid)
     subject, after = (Subject(kind, sid, plan.new_state()), 0) if found is None else found
-    if after >= hi:
-        return None
-    if kind == "user":
-        events = tx.events(user_ids=[sid, *tx.aliases_of(sid)], after_seq=after)
-    else:
-        events = tx.events(account_id=sid, after_seq=after)
-    taken: list[EventRecord] = []
-    for record in events:
-        if record.seq > hi:
-            break
-        taken.append(record)
+    if chunk is None:
+        if kind == "user":
+            events = tx.events(user_ids=[sid, *tx.aliases_of(sid)], after_seq=0)
+        else:
+            events = tx.events(account_id=sid, after_seq=0)
+        chunk = []
+        for record in events:
+            if record.seq > hi:
+                break
+            chunk.append(record)
+    if after >= hi:  # held already (a prune that died before deleting them)
+        return chunk, 0
+    taken = [e for e in chunk if e.seq > after]
+    held = [e for e in chunk if e.seq <= after]
     if not taken:
-        return None
+        return (held, 0) if held else None
     key = (kind, sid)
     replay.events(tx, taken, {key}, {key: subject})
     s = subject.state
     s.qualification = None  # a rebuild reads them from the store again
     s.plays = {}
     text = s.dump()
-    held: set[str] = set()
+    accounts: set[str] = set()
     if kind == "user":
         old = tx.checkpoint_accounts([sid])
-        held = old | {e.account_id for e in taken if e.account_id is not None}
-    tx.save_checkpoint(name, kind, sid, text, hi, sorted(held))
+        accounts = old | {e.account_id for e in taken if e.account_id is not None}
+    tx.save_checkpoint(name, kind, sid, text, hi, sorted(accounts))
     _stale(tx, plan, kind, sid, taken[-1].seq)
-    return taken, len(text)
+    return chunk, len(text)
 
 
 def _stale(tx: Transaction, plan: Plan, kind: SubjectKind, sid: str, newest: int) -> None:
