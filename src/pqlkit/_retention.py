@@ -58,10 +58,10 @@ HORIZON_KEY = "retention:horizon"
 """The metadata key of the latest horizon pruned at (ISO 8601)."""
 
 _CHUNK = 50_000  # events of the log per chunk (checkpointed, then deleted)
-_PAGE = 2_000  # events read per transaction
-_SLICE = 0.1  # seconds a checkpoint transaction may take (one subject at least)
+_PAGE = 5_000  # events read per transaction
+_SLICE = 0.2  # seconds a checkpoint transaction may take (one subject at least)
 _PAUSE = 0.02  # then the write lock is left free this long (SQLite's waiters poll it)
-_DELETE = 2_000  # events deleted per transaction
+_DELETE = 5_000  # events deleted per transaction
 
 
 def checkpoint_key(model: str) -> str:
