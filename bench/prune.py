@@ -33,9 +33,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from workload import MODEL, T0, Population, bulk
+
 import pqlkit
 from pqlkit.testing import FrozenClock
-from workload import MODEL, T0, Population, bulk
 
 OLD = T0 - timedelta(days=500)
 RETENTION = timedelta(days=400)
