@@ -3,7 +3,7 @@
 A store holds ``--events`` events of the data-tooling workload (``workload.py``), all
 500 days old, by ``--users`` users in accounts, and a few recent ones. Each run copies
 that file and prunes everything older than 400 days while a writer thread keeps
-tracking on its own connection (as another process would), timing each of its calls:
+tracking from another process, timing each of its calls:
 
 * ``prune``: ``client.prune(older_than=400d)``: each subject's state is checkpointed,
   then the events are deleted, in short transactions (no score changes);
@@ -21,17 +21,18 @@ that no score changed (a sample of users and accounts, before and after a rebuil
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import shutil
 import sqlite3
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from workload import MODEL, T0, Population, bulk
 
@@ -75,33 +76,45 @@ def sample(client: pqlkit.Client, pop: Population) -> dict[tuple[str, str], obje
     return out
 
 
+def _write(path: str, stop: Any, worst: Any, calls: Any) -> None:
+    clock = FrozenClock(T0)
+    with pqlkit.Client(MODEL, store=pqlkit.SQLiteStore(path), clock=clock) as client:
+        while not stop.is_set():
+            began = time.perf_counter()
+            client.track(f"writer-{calls.value % 50}", "page_viewed", {"path": "/home"})
+            worst.value = max(worst.value, time.perf_counter() - began)
+            calls.value += 1
+
+
 class Writer:
-    """A thread tracking on its own store until stopped; its longest call."""
+    """Another process tracking on the same file until stopped; its longest call."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.stop = threading.Event()
-        self.worst = 0.0
-        self.calls = 0
-        self.thread = threading.Thread(target=self.run)
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        self._worst = ctx.Value("d", 0.0)
+        self._calls = ctx.Value("i", 0)
+        self.process = ctx.Process(
+            target=_write, args=(str(path), self.stop, self._worst, self._calls)
+        )
 
-    def run(self) -> None:
-        clock = FrozenClock(T0)
-        with pqlkit.Client(MODEL, store=pqlkit.SQLiteStore(self.path), clock=clock) as client:
-            while not self.stop.is_set():
-                began = time.perf_counter()
-                client.track(f"writer-{self.calls % 50}", "page_viewed", {"path": "/home"})
-                self.worst = max(self.worst, time.perf_counter() - began)
-                self.calls += 1
+    @property
+    def worst(self) -> float:
+        return float(self._worst.value)
+
+    @property
+    def calls(self) -> int:
+        return int(self._calls.value)
 
     def __enter__(self) -> Writer:
-        self.thread.start()
-        time.sleep(0.2)  # running before the prune starts
+        self.process.start()
+        while self.calls < 20:  # running before the prune starts
+            time.sleep(0.05)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join()
+        self.process.join()
 
 
 def run_prune(path: Path) -> dict[str, float]:

@@ -58,9 +58,10 @@ HORIZON_KEY = "retention:horizon"
 """The metadata key of the latest horizon pruned at (ISO 8601)."""
 
 _CHUNK = 50_000  # events of the log per chunk (checkpointed, then deleted)
-_PAGE = 5_000  # events read per transaction
+_PAGE = 2_000  # events read per transaction (resolving each new user id)
 _SLICE = 0.2  # seconds a checkpoint transaction may take (one subject at least)
-_PAUSE = 0.02  # then the write lock is left free this long (SQLite's waiters poll it)
+_PAUSE = 0.04  # then the write lock is left free this long (SQLite's waiters poll it
+# every 50 ms at most: a shorter pause often ends before any of them sees it)
 _DELETE = 5_000  # events deleted per transaction
 
 
