@@ -358,3 +358,19 @@ def test_async_client_prunes() -> None:
             return result.events, (await client.scores("u1"))["logins"]
 
     assert asyncio.run(main()) == (1, 2.0)
+
+
+def test_shadows_get_checkpoints_too(make_client: ClientFactory, store: Store) -> None:
+    """A candidate model shadowing the client when it prunes gets checkpoints of its own:
+    promoted later, it starts with every value it read before the prune."""
+    candidate = Model(
+        "retention-v2", scores={"logins": count("login"), "upgrades": count("upgrade")}
+    )
+    client = make_client(MODEL, shadows=[candidate])
+    feed(client)
+    result = client.prune(older_than=days(400))
+    assert result.subjects == 6  # u1, u2 and acme, under both models
+    promoted = make_client(candidate)  # not refused: it has checkpoints
+    promoted.rebuild()
+    assert promoted.scores("u1") == {"logins": 8.0, "upgrades": 1.0}
+    assert promoted.scores("acme", of="account")["logins"] == 8.0

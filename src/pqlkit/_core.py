@@ -161,9 +161,8 @@ class Core:
         self._retention = settings.retention
         self._delivery_window = settings.delivery_window
         try:  # a model that needs pruned events it has no checkpoints of is refused
-            partial = self._session.write(
-                lambda tx: check(tx, model, clock.now(), accept=settings.accept_partial_rebuild)
-            )
+            with self._session.tx() as tx:  # (a read, but when it accepts a partial rebuild)
+                partial = check(tx, model, clock.now(), accept=settings.accept_partial_rebuild)
         except ValidationError:
             if owns_store:
                 store.close()
