@@ -915,8 +915,20 @@ class Core:
         if not dry_run:
             self._write_back()  # the warm states, saved before their events may go
         cores = (self, *self._shadows)
-        pruner = Pruner(self._session, [(c._plan, c._replay) for c in cores])
-        done = pruner.run(horizon, dry_run=dry_run, progress=progress)
+        reader = _reader(self.store)
+        try:
+            transaction = None if reader is None else reader.transaction
+            pruner = Pruner(self._session, [(c._plan, c._replay) for c in cores], transaction)
+            done = pruner.run(horizon, dry_run=dry_run, progress=progress)
+        finally:
+            if reader is not None:
+                reader.close()
+        if reader is not None and done.events:
+            # the WAL grew with the deleted pages (zeroed: secure_delete): give it back
+            try:
+                self.store.scrub()
+            except StoreError as error:  # a reader held it back: the next checkpoint will
+                logger.debug("pqlkit: WAL not truncated after prune: %s", error)
         deliveries = 0
         if isinstance(deliveries_older_than, timedelta) and not dry_run:
             before = now - deliveries_older_than
@@ -1378,6 +1390,16 @@ def _check_shadows(model: Model, shadows: object) -> tuple[Model, ...]:
 def _positive(name: str, value: object) -> None:
     if not isinstance(value, timedelta) or value <= timedelta(0):
         raise ValidationError(name, f"must be a positive timedelta, got {value!r}")
+
+
+def _reader(store: Store) -> Store | None:
+    """A read-only connection to an SQLite file: prune reads the log through it without
+    taking the write lock (None for other stores)."""
+    from .stores.sqlite import SQLiteStore
+
+    if not isinstance(store, SQLiteStore) or store.path == ":memory:":
+        return None
+    return SQLiteStore(store.path, read_only=True)
 
 
 def _checkpointed(tx: Transaction, user_ids: Sequence[str]) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from . import _dsl as d
@@ -85,9 +86,17 @@ class Pruned:
 class Pruner:
     """Prunes the log of one client's models (its own and its shadows')."""
 
-    def __init__(self, session: Session, models: Sequence[tuple[Plan, Replay]]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        models: Sequence[tuple[Plan, Replay]],
+        reader: Callable[[], AbstractContextManager[Transaction]] | None = None,
+    ) -> None:
         self._session = session
         self._models = list(models)
+        # transactions that read the log without taking the write lock (SQLite: a
+        # read-only connection to the same file), if the store has them
+        self._reader = reader
 
     def run(
         self,
@@ -124,9 +133,13 @@ class Pruner:
         """The next chunk of the log after ``after`` (up to ``cut``), read in pages."""
         chunk = _Chunk(cut)
         while True:
-            if chunk.records:
-                time.sleep(_PAUSE)  # let other writers in
-            full = self._session.write(functools.partial(chunk.read, after=after))
+            if self._reader is not None:
+                with self._reader() as tx:
+                    full = chunk.read(tx, after)
+            else:
+                if chunk.records:
+                    time.sleep(_PAUSE)  # let other writers in
+                full = self._session.write(functools.partial(chunk.read, after=after))
             if chunk.records:
                 after = chunk.records[-1].seq
             if not full or len(chunk.records) >= _CHUNK:
