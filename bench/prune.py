@@ -133,11 +133,12 @@ def run_prune(path: Path) -> dict[str, float]:
                 longest[0] = max(longest[0], time.perf_counter() - began)
 
         session.write = timed  # type: ignore[method-assign]
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         result = client.prune(older_than=RETENTION)
-        took = time.perf_counter() - began
+        took, cpu = time.perf_counter() - began, time.process_time() - cpu
     return {
         "seconds": took,
+        "cpu": cpu,
         "events": result.events,
         "checkpoints": result.subjects,
         "longest_tx": longest[0],
@@ -148,14 +149,14 @@ def run_delete(path: Path) -> dict[str, float]:
     horizon_us = int((T0 - RETENTION).timestamp() * 1_000_000)
     conn = sqlite3.connect(path, timeout=60, isolation_level=None)
     try:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         conn.execute("BEGIN IMMEDIATE")
         deleted = conn.execute("DELETE FROM events WHERE ts < ?", (horizon_us,)).rowcount
         conn.execute("COMMIT")
-        took = time.perf_counter() - began
+        took, cpu = time.perf_counter() - began, time.process_time() - cpu
     finally:
         conn.close()
-    return {"seconds": took, "events": deleted, "checkpoints": 0, "longest_tx": took}
+    return {"seconds": took, "cpu": cpu, "events": deleted, "checkpoints": 0, "longest_tx": took}
 
 
 def size(path: Path) -> int:
@@ -198,7 +199,8 @@ def main() -> None:
                 got["mb"] = size(path) / 2**20
                 runs[name].append(got)
                 print(
-                    f"  {name:6} round {i}: {got['seconds']:7.2f} s, {int(got['events']):,}"
+                    f"  {name:6} round {i}: {got['seconds']:7.2f} s ({got['cpu']:.2f} s CPU),"
+                    f" {int(got['events']):,}"
                     f" events, longest transaction {got['longest_tx'] * 1000:6.0f} ms,"
                     f" writer's longest call {got['worst_write'] * 1000:6.0f} ms"
                     f" ({int(got['writes']):,} calls)"
@@ -219,14 +221,20 @@ def main() -> None:
                         f" -> {size(path) / 2**20:.1f} MB after VACUUM"
                     )
                 os.remove(path)
-        print(f"\nmedians of {args.rounds} rounds ({platform.python_version()}, 2 shared cores):")
+        load = os.getloadavg()[0]
+        print(
+            f"\nmedians of {args.rounds} rounds ({platform.python_version()}, 2 shared cores,"
+            f" load average {load:.1f}):"
+        )
         for name, results in runs.items():
             secs = statistics.median(r["seconds"] for r in results)
             worst = statistics.median(r["worst_write"] for r in results)
             held = statistics.median(r["longest_tx"] for r in results)
+            cpu = statistics.median(r["cpu"] for r in results)
             rate = args.events / secs
             print(
-                f"  {name:6}: {secs:7.2f} s ({rate:,.0f} events/s), longest transaction"
+                f"  {name:6}: {secs:7.2f} s, {cpu:.2f} s CPU ({rate:,.0f} events/s),"
+                " longest transaction"
                 f" {held * 1000:,.0f} ms, writer's longest call {worst * 1000:,.0f} ms"
             )
         ratio = statistics.median(r["seconds"] for r in runs["prune"]) / statistics.median(
