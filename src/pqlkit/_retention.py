@@ -63,7 +63,7 @@ _PAGE = 2_000  # events read per transaction (resolving each new user id)
 _SLICE = 0.2  # seconds a checkpoint transaction may take (one subject at least)
 _PAUSE = 0.04  # then the write lock is left free this long (SQLite's waiters poll it
 # every 50 ms at most: a shorter pause often ends before any of them sees it)
-_DELETE = 5_000  # events deleted per transaction
+_DELETE = 2_000  # events deleted per transaction
 
 
 def checkpoint_key(model: str) -> str:
