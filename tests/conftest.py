@@ -58,6 +58,7 @@ _PG_TABLES = (
     "nudges",
     "ranks",
     "suppressions",
+    "checkpoints",
 )
 _PG_IDENTITIES = (
     ("events", "seq"),

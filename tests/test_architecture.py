@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"_session"},
     {"_traits", "_ranking", "_suppression"},
     {"_firing", "_replay"},
-    {"_rebuild"},
+    {"_rebuild", "_retention"},
     {"_core"},
     {"_client"},
     {"_lab"},

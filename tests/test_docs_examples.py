@@ -334,10 +334,19 @@ def test_project_urls_are_the_sites() -> None:
 
 def test_the_privacy_page_example_runs(tmp_path: Path) -> None:
     """docs/privacy.md's example forgets and suppresses a user, and prints what it says."""
-    (code,) = blocks(DOCS / "privacy.md", "python")
+    (code,) = [b for b in blocks(DOCS / "privacy.md", "python") if "forget_preview" in b]
     (tmp_path / "privacy.py").write_text(code)
     done = run_python(["privacy.py"], tmp_path)
     assert done.returncode == 0, done.stderr
     preview, suppressed = done.stdout.splitlines()
     assert "'events': 1" in preview
     assert suppressed == "True"
+
+
+def test_the_retention_example_runs(tmp_path: Path) -> None:
+    """docs/privacy.md's retention example prunes old events and prints the same values."""
+    (code,) = [b for b in blocks(DOCS / "privacy.md", "python") if "prune" in b]
+    (tmp_path / "retention.py").write_text(code)
+    done = run_python(["retention.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2 {'activated': True} {'logins': 2.0}"

@@ -200,6 +200,7 @@ def test_the_documented_variables_are_these() -> None:
         "PQLKIT_INLINE_BUDGET": "inline_budget",
         "PQLKIT_DELIVERY_WINDOW": "delivery_window",
         "PQLKIT_MAX_ATTEMPTS": "max_attempts",
+        "PQLKIT_RETENTION": "retention",
     }
     assert {name for name, _ in ENVIRONMENT.values()} <= fields
     docs = (Path(__file__).resolve().parent.parent / "docs" / "deployment.md").read_text()

@@ -33,6 +33,7 @@ TABLES = {
     "aliases",
     "callback_deliveries",
     "callbacks",
+    "checkpoints",
     "deliveries",
     "events",
     "meta",
@@ -238,8 +239,24 @@ def test_a_version_4_schema_gets_suppressions(postgres_dsn: str, pg_schema: str)
         assert tx.suppressed_calls() == 1
     assert tables_in(postgres_dsn, pg_schema) == TABLES
     assert (
-        versions(postgres_dsn, pg_schema) == [1, 2, 3, 4, 5] == list(range(1, SCHEMA_VERSION + 1))
+        versions(postgres_dsn, pg_schema)
+        == [1, 2, 3, 4, 5, 6]
+        == list(range(1, SCHEMA_VERSION + 1))
     )
+
+
+def test_a_version_5_schema_gets_checkpoints(postgres_dsn: str, pg_schema: str) -> None:
+    """Upgrading from version 5 adds the checkpoints table (retention), keeping what was
+    stored; checkpoints work at once, and the version is recorded."""
+    make_v1_schema(postgres_dsn, pg_schema, [("d1", "m", "pending")], version=5)
+    assert "checkpoints" not in tables_in(postgres_dsn, pg_schema)
+    with PostgresStore(postgres_dsn, schema=pg_schema) as store, store.transaction() as tx:
+        assert [d.id for d in tx.deliveries("pending")] == ["d1"]
+        tx.save_checkpoint("m", "user", "u1", "[1]", 3, ["acme"])
+        assert tx.load_checkpoint("m", "user", "u1") == ("[1]", 3)
+        assert tx.checkpoint_accounts(["u1"]) == {"acme"}
+    assert tables_in(postgres_dsn, pg_schema) == TABLES
+    assert versions(postgres_dsn, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_reopening_does_not_migrate_again(postgres_dsn: str, pg_schema: str) -> None:

@@ -714,6 +714,26 @@ def test_a_version_4_database_gets_suppressions(db_path: Path) -> None:
     assert [v for (v,) in rows] == list(range(1, sqlite_module.SCHEMA_VERSION + 1))
 
 
+def test_a_version_5_database_gets_checkpoints(db_path: Path) -> None:
+    """Upgrading from version 5 adds the checkpoints table (retention, version 7), keeping what was
+    stored; checkpoints work at once, and the version is recorded."""
+    make_v1_database(db_path, [("d1", "m", "pending")], version=5)
+    with sqlite3.connect(db_path) as other:
+        names = {row[0] for row in other.execute("SELECT name FROM sqlite_master")}
+    other.close()
+    assert "checkpoints" not in names  # a true version 5 schema
+    with SQLiteStore(db_path) as store, store.transaction() as tx:
+        assert [d.id for d in tx.deliveries("pending")] == ["d1"]
+        tx.save_checkpoint("m", "user", "u1", "[1]", 3, ["acme"])
+        assert tx.load_checkpoint("m", "user", "u1") == ("[1]", 3)
+        assert tx.checkpoint_accounts(["u1"]) == {"acme"}
+    with sqlite3.connect(db_path) as other:
+        rows = other.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    other.close()
+    assert [v for (v,) in rows] == list(range(1, sqlite_module.SCHEMA_VERSION + 1))
+    assert sqlite_module.SCHEMA_VERSION == 7
+
+
 def test_a_version_2_database_is_migrated_to_a_record_per_callback(db_path: Path) -> None:
     """Upgrading from version 2: a pending delivery waits for callbacks (each registered one
     gets a record), delivered and dead ones become records of callback "*" (never delivered
@@ -865,7 +885,7 @@ def test_a_file_made_by_the_version_5_release_reads_back_the_same(db_path: Path)
         kinds = dict(
             other.execute("SELECT typeof(message_id), count(*) FROM events GROUP BY 1").fetchall()
         )
-        assert other.execute("SELECT max(version) FROM schema_version").fetchone() == (6,)
+        assert other.execute("SELECT max(version) FROM schema_version").fetchone() == (sqlite_module.SCHEMA_VERSION,)
         assert (
             other.execute("SELECT name FROM sqlite_sequence WHERE name = 'events'").fetchall() == []
         )

@@ -52,7 +52,7 @@ from ._dsl import (
     total,
     trait,
 )
-from ._events import BulkResult, Event, Nudge, Qualification, Stats, TrackResult
+from ._events import BulkResult, Event, Nudge, PruneResult, Qualification, Stats, TrackResult
 from ._lab import (
     Calibration,
     DecileRow,
@@ -112,6 +112,7 @@ __all__ = [
     "PlayReport",
     "PostgresStore",
     "PqlkitError",
+    "PruneResult",
     "Qualification",
     "ReliabilityRow",
     "Report",

@@ -17,7 +17,16 @@ from typing_extensions import Unpack
 from ._client import Client
 from ._clock import Clock
 from ._dispatch import Callback, Delivery, callback_name, register_or_decorate
-from ._events import BulkResult, Event, Nudge, Qualification, Stats, SubjectKind, TrackResult
+from ._events import (
+    BulkResult,
+    Event,
+    Nudge,
+    PruneResult,
+    Qualification,
+    Stats,
+    SubjectKind,
+    TrackResult,
+)
 from ._model import Model
 from ._observe import DeliveryFailureHook, Observer
 from ._settings import ClientOptions, Settings
@@ -436,6 +445,21 @@ class AsyncClient:
     async def sweep(self, now: datetime | None = None) -> list[Qualification]:
         """:meth:`Client.sweep <pqlkit.Client.sweep>`, awaited."""
         return await self._run(self._client.sweep, now)
+
+    async def prune(
+        self,
+        older_than: timedelta | None = None,
+        *,
+        dry_run: bool = False,
+        deliveries_older_than: timedelta | None = None,
+    ) -> PruneResult:
+        """:meth:`Client.prune <pqlkit.Client.prune>`, awaited (on a worker thread)."""
+        return await self._run(
+            self._client.prune,
+            older_than,
+            dry_run=dry_run,
+            deliveries_older_than=deliveries_older_than,
+        )
 
     async def rebuild(self, *, on_retune: Literal["fire", "record"] | None = None) -> int:
         """:meth:`Client.rebuild <pqlkit.Client.rebuild>`, awaited."""

@@ -24,7 +24,16 @@ from . import _shutdown
 from ._clock import Clock, SystemClock
 from ._core import Core
 from ._dispatch import Callback, Delivery, register_or_decorate
-from ._events import BulkResult, Event, Nudge, Qualification, Stats, SubjectKind, TrackResult
+from ._events import (
+    BulkResult,
+    Event,
+    Nudge,
+    PruneResult,
+    Qualification,
+    Stats,
+    SubjectKind,
+    TrackResult,
+)
 from ._model import Model
 from ._observe import DeliveryFailureHook, FailureHook, Observer, overrides_track
 from ._settings import ClientOptions, Settings, environment_store, resolve
@@ -780,6 +789,59 @@ class Client:
                 without delivering anything. Default: the model's ``on_retune``.
         """
         return self._core.rebuild(on_retune)
+
+    def prune(
+        self,
+        older_than: timedelta | None = None,
+        *,
+        dry_run: bool = False,
+        deliveries_older_than: timedelta | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> PruneResult:
+        """Delete the events older than ``older_than`` (default: the ``retention``
+        setting) without changing any score.
+
+        Each subject's state folded over those events is stored first as a
+        checkpoint (per model: this client's and its shadows'), and a rebuild starts
+        from it, so every signal, score and rule reads what it read before: all-time
+        counts, first seen, ``distinct``, ``last``, windows. What is pruned is the
+        longest run of the log, in arrival order, whose events are all older than the
+        horizon. It runs in short transactions (other writers get in between them);
+        one interrupted leaves what it finished done. It runs only when called (from a
+        cron job, ``pqlkit prune``, or your own scheduler), never inside ``track()``.
+
+        Afterwards an id whose events were pruned cannot be merged by ``alias()``
+        (refused with a ValidationError), a client of another model version on this
+        store is refused unless it passes ``accept_partial_rebuild=True``, and the
+        recent events a Qualification's context lists and the lab's backtests read
+        only the events kept.
+
+        Args:
+            older_than: How old an event must be to go (a positive timedelta).
+            dry_run: Count what would go; change nothing.
+            deliveries_older_than: Also delete the outbox's finished qualifications
+                (delivered or expired, every delivery of them) that finished before
+                this long ago (``delivery_retention`` does it as deliveries run).
+            progress: Called as ``progress(done, total)`` (events of the log) after
+                each chunk.
+
+        Raises:
+            ValidationError: No ``older_than`` and no ``retention`` setting, or a
+                value of the wrong type, naming it.
+
+        Example:
+            >>> import pqlkit
+            >>> from datetime import datetime, timedelta, timezone
+            >>> model = pqlkit.Model("doc", signals={"active": pqlkit.count("login") >= 2})
+            >>> with pqlkit.Client(model, store="memory://", retention=pqlkit.days(400)) as c:
+            ...     old = datetime.now(timezone.utc) - timedelta(days=500)
+            ...     _ = c.track("u1", "login", timestamp=old)
+            ...     _ = c.track("u1", "login")
+            ...     result = c.prune()
+            ...     result.events, c.signals("u1")["active"]
+            (1, True)
+        """
+        return self._core.prune(older_than, dry_run, deliveries_older_than, progress)
 
     @property
     def shadows(self) -> tuple[Model, ...]:

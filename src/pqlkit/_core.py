@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -33,6 +34,7 @@ from ._events import (
     EventRecord,
     Kind,
     Nudge,
+    PruneResult,
     Qualification,
     Stats,
     SubjectKind,
@@ -44,6 +46,7 @@ from ._observe import Observer
 from ._ranking import Ranking
 from ._rebuild import Rebuild
 from ._replay import Replay, apply
+from ._retention import Pruner, check
 from ._session import Due, Outcome, Session, Subject, Warm
 from ._settings import Settings
 from ._suppression import Suppressions
@@ -155,6 +158,21 @@ class Core:
             deliver=leader is None,
         )
         self._rebuild = Rebuild(self._session, model, self._replay, self._traits, self._firing)
+        self._retention = settings.retention
+        self._delivery_window = settings.delivery_window
+        try:  # a model that needs pruned events it has no checkpoints of is refused
+            with self._session.tx() as tx:  # (a read, but when it accepts a partial rebuild)
+                partial = check(tx, model, clock.now(), accept=settings.accept_partial_rebuild)
+        except ValidationError:
+            if owns_store:
+                store.close()
+            raise
+        if partial:
+            logger.warning(
+                "pqlkit: model %r rebuilds from the events kept (accept_partial_rebuild):"
+                " what it reads of pruned events starts at the pruned horizon",
+                model.name,
+            )
         self._rebuild.ensure(deliver=leader is None and model.on_retune == "fire")
         # the candidates shadowing this model: each a Core of its own on the same store,
         # its states built from the log now if it has none (recording, delivering nothing)
@@ -421,6 +439,13 @@ class Core:
                 raise ValidationError("user_id", f"{user!r} is already an alias of {previous!r}")
             if old == target:
                 return None
+            if _checkpointed(tx, [previous, old]):
+                raise ValidationError(
+                    "previous_id",
+                    f"{previous!r} has events that were pruned (its state before the"
+                    " retention horizon is a checkpoint, which cannot be merged into another"
+                    " user's): alias ids before their events get that old",
+                )
             tx.set_alias(previous, target)
             # previous's events leave `old` (if it was an alias) and join target
             users: list[tuple[SubjectKind, str]] = [("user", target)]
@@ -480,13 +505,19 @@ class Core:
             while True:  # read what it rewrites, lock it all, and read again until unchanged
                 uid = tx.resolve(user)
                 ids = sorted({uid, user, *tx.aliases_of(uid)})
-                accounts = sorted(tx.accounts_of(ids))
+                pruned = _checkpoint_accounts(tx, ids)  # accounts of their pruned events
+                accounts = sorted(tx.accounts_of(ids) | pruned)
                 keys = {f"user:{i}" for i in ids} | {f"account:{a}" for a in accounts}
                 if keys <= held:
                     break
                 self._lock(tx, held, keys)
             values = personal_values(tx, ids)  # what payloads may quote: read before deleting
             tx.forget_users(ids)  # (every model's states of the users go with them)
+            if pruned or _checkpointed(tx, ids):
+                # their checkpoints, and their accounts' (which fold their pruned events:
+                # those accounts start again from the events kept), under every model
+                tx.delete_checkpoints("user", ids)
+                tx.delete_checkpoints("account", sorted(pruned))
             for i in ids:
                 tx.delete_qualifications(i, "pql")  # every model's, the shadows' too
                 for play in self._user_plays:
@@ -857,6 +888,68 @@ class Core:
             shadow._rebuild.run(deliver=False)
         self._dispatcher.fired(_fired([out]) if out.enqueued else [])
         return count
+
+    def prune(
+        self,
+        older_than: object,
+        dry_run: object,
+        deliveries_older_than: object,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> PruneResult:
+        self._check_open()
+        if older_than is None:
+            older_than = self._retention
+            if older_than is None:
+                raise ValidationError(
+                    "older_than", "give how old a pruned event is, or set the client's retention"
+                )
+        _positive("older_than", older_than)
+        if deliveries_older_than is not None:
+            _positive("deliveries_older_than", deliveries_older_than)
+        if not isinstance(dry_run, bool):
+            raise ValidationError("dry_run", f"must be True or False, got {dry_run!r}")
+        assert isinstance(older_than, timedelta)
+        began = time.monotonic()
+        now = self.clock.now()
+        horizon = now - older_than
+        if not dry_run:
+            self._write_back()  # the warm states, saved before their events may go
+        cores = (self, *self._shadows)
+        reader = _reader(self.store)
+        try:
+            transaction = None if reader is None else reader.transaction
+            pruner = Pruner(self._session, [(c._plan, c._replay) for c in cores], transaction)
+            done = pruner.run(horizon, dry_run=dry_run, progress=progress)
+        finally:
+            if reader is not None:
+                reader.close()
+        if reader is not None and done.events:
+            # the WAL grew with the deleted pages (zeroed: secure_delete): give it back
+            try:
+                self.store.scrub()
+            except StoreError as error:  # a reader held it back: the next checkpoint will
+                logger.debug("pqlkit: WAL not truncated after prune: %s", error)
+        deliveries = 0
+        if isinstance(deliveries_older_than, timedelta) and not dry_run:
+            before = now - deliveries_older_than
+            name = self.model.name
+            window = self._delivery_window
+
+            def purge(tx: Transaction) -> int:
+                tx.close_deliveries(now - window, now, model=name)  # windows that closed
+                return tx.purge_deliveries(before, model=name)
+
+            deliveries = self._session.write(purge)
+        return PruneResult(
+            horizon=horizon,
+            through_seq=done.cut,
+            events=done.events,
+            subjects=done.subjects,
+            checkpoint_bytes=done.bytes,
+            deliveries=deliveries,
+            dry_run=dry_run,
+            seconds=time.monotonic() - began,
+        )
 
     def _model_name(self, model: object) -> str:
         """The name of this client's model (None) or of one of its shadows (checked)."""
@@ -1292,6 +1385,34 @@ def _check_shadows(model: Model, shadows: object) -> tuple[Model, ...]:
         names.add(shadow.name)
         found.append(shadow)
     return tuple(found)
+
+
+def _positive(name: str, value: object) -> None:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ValidationError(name, f"must be a positive timedelta, got {value!r}")
+
+
+def _reader(store: Store) -> Store | None:
+    """A read-only connection to an SQLite file: prune reads the log through it without
+    taking the write lock (None for other stores)."""
+    from .stores.sqlite import SQLiteStore
+
+    if not isinstance(store, SQLiteStore) or store.path == ":memory:":
+        return None
+    return SQLiteStore(store.path, read_only=True)
+
+
+def _checkpointed(tx: Transaction, user_ids: Sequence[str]) -> bool:
+    """True if one of these users has a checkpoint (under any model): their events
+    before it were pruned."""
+    has = getattr(tx, "has_checkpoints", None)  # (a store written before it has none)
+    return has is not None and bool(has("user", user_ids))
+
+
+def _checkpoint_accounts(tx: Transaction, user_ids: Sequence[str]) -> set[str]:
+    """The accounts the checkpoints of these users name (their pruned events')."""
+    accounts = getattr(tx, "checkpoint_accounts", None)
+    return set() if accounts is None else set(accounts(user_ids))
 
 
 def _fired(outcomes: list[Outcome]) -> list[Qualification]:

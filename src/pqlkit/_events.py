@@ -28,6 +28,7 @@ __all__ = [
     "EventRecord",
     "JsonRecord",
     "Nudge",
+    "PruneResult",
     "Qualification",
     "Stats",
     "TrackResult",
@@ -448,6 +449,35 @@ class BulkResult(JsonRecord):
     stored: int
     duplicates: int
     qualified: list[Qualification] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class PruneResult(JsonRecord):
+    """What :meth:`Client.prune` did (with ``dry_run``: what it would do).
+
+    Attributes:
+        horizon: Events older than this were pruned: the longest run of the log, in
+            arrival order, whose events are all older (an event that arrived late
+            with an old timestamp goes with the run it arrived in).
+        through_seq: The arrival seq of the newest event pruned (0: none).
+        events: Events deleted.
+        subjects: Checkpoints written (one per model, kind and subject whose
+            pruned events they fold in).
+        checkpoint_bytes: The size of those checkpoints' states.
+        deliveries: Finished qualifications deleted from the outbox (with
+            ``deliveries_older_than``).
+        dry_run: True if nothing was changed.
+        seconds: How long it took.
+    """
+
+    horizon: datetime
+    through_seq: int
+    events: int
+    subjects: int
+    checkpoint_bytes: int = 0
+    deliveries: int = 0
+    dry_run: bool = False
+    seconds: float = 0.0
 
 
 @attrs.frozen

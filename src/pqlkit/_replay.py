@@ -47,16 +47,44 @@ class Replay:
     def subject(
         self, tx: Transaction, kind: SubjectKind, sid: str, skip_seq: int | None = None
     ) -> Subject:
-        """One subject's state rebuilt from its events (without event ``skip_seq``)."""
+        """One subject's state rebuilt from its events (without event ``skip_seq``).
+
+        It starts from the subject's checkpoint when it has one of this model's version
+        (``Client.prune`` deleted the events it covers): the events after it are folded
+        in, in the same order as from the whole log.
+        """
+        key = (kind, sid)
+        found = self.checkpoint(tx, kind, sid)
+        start = None if found is None else found[0]
+        after = 0 if found is None else found[1]
         if kind == "user":
-            events: Iterable[EventRecord] = tx.events(user_ids=[sid, *tx.aliases_of(sid)])
+            ids = [sid, *tx.aliases_of(sid)]
+            events: Iterable[EventRecord] = tx.events(user_ids=ids, after_seq=after)
         else:
-            events = tx.events(account_id=sid)
+            events = tx.events(account_id=sid, after_seq=after)
         if skip_seq is not None:
             events = (e for e in events if e.seq != skip_seq)
-        key = (kind, sid)
-        subjects = self.events(tx, events, {key})
+        subjects = self.events(tx, events, {key}, None if start is None else {key: start})
         return subjects.get(key) or Subject(kind, sid, self._plan.new_state())
+
+    def checkpoint(
+        self, tx: Transaction, kind: SubjectKind, sid: str
+    ) -> tuple[Subject, int] | None:
+        """The subject as its checkpoint holds it, and the seq it covers (None: it has
+        none of this model's version; a store without checkpoints has none)."""
+        load = getattr(tx, "load_checkpoint", None)
+        if load is None:
+            return None
+        found: tuple[str, int] | None = load(self._plan.model.name, kind, sid)
+        if found is None:
+            return None
+        state = self._plan.load(found[0])
+        if state is None:  # another version of the model wrote it (a partial rebuild)
+            return None
+        subject = Subject(kind, sid, state)
+        if kind == "user" and state.account is not None:
+            subject.account = state.account[1]
+        return subject, found[1]
 
     def catch_up(self, tx: Transaction, subject: Subject, skip_seq: int | None) -> None:
         """Fold in the subject's events newer than its stored state (without ``skip_seq``)."""

@@ -100,6 +100,17 @@ class Settings:
         warm_bytes: The most the stored sizes of the warm subjects' states may add
             up to: the least recently used leave first (a decoded state takes
             several times its stored size).
+        retention: How long events are kept: ``Client.prune()`` (and ``pqlkit prune``)
+            with no ``older_than`` deletes the events older than this, after
+            checkpointing every subject's state over them, so no score changes.
+            ``None`` (the default) keeps every event. Pruning runs only when asked
+            (a cron job running ``pqlkit prune``, or ``client.prune()``), never
+            inside ``track()``.
+        accept_partial_rebuild: Let a client whose model needs events that were
+            pruned (a changed model, or one that has no checkpoints of them) start,
+            rebuilding its states from the events kept: values that read older
+            events then start at the pruned horizon. Without it such a client is
+            refused with a :class:`~pqlkit.ValidationError` naming the signals.
 
     Raises:
         ValidationError: A setting is out of range, naming it.
@@ -128,6 +139,8 @@ class Settings:
     flush_at_exit: timedelta | None = timedelta(seconds=5)
     warm_subjects: int = 10_000
     warm_bytes: int = 16 * 2**20
+    retention: timedelta | None = None
+    accept_partial_rebuild: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.dispatch not in ("inline", "background"):
@@ -147,6 +160,13 @@ class Settings:
         ):
             _duration(name, getattr(self, name))
         _duration("inline_budget", self.inline_budget, zero=True)
+        if self.retention is not None:
+            _duration("retention", self.retention)
+        if not isinstance(self.accept_partial_rebuild, bool):
+            raise ValidationError(
+                "accept_partial_rebuild",
+                f"must be True or False, got {self.accept_partial_rebuild!r}",
+            )
         exit_wait = self.flush_at_exit
         if exit_wait is not None and (
             not isinstance(exit_wait, timedelta) or exit_wait < timedelta(0)
@@ -189,6 +209,8 @@ class ClientOptions(TypedDict, total=False):
     flush_at_exit: timedelta | None
     warm_subjects: int
     warm_bytes: int
+    retention: timedelta | None
+    accept_partial_rebuild: bool
 
 
 _NAMES = frozenset(f.name for f in attrs.fields(Settings))
@@ -268,6 +290,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PQLKIT_INLINE_BUDGET": ("inline_budget", parse_duration),
     "PQLKIT_DELIVERY_WINDOW": ("delivery_window", parse_duration),
     "PQLKIT_MAX_ATTEMPTS": ("max_attempts", _count),
+    "PQLKIT_RETENTION": ("retention", parse_duration),
 }
 """The settings the environment may set: variable -> (Settings field, parser of its text)."""
 

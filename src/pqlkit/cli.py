@@ -819,6 +819,124 @@ def forget_command(
         click.echo(f"forgotten: {user!r}" + (" (and suppressed)" if suppress else ""))
 
 
+@main.command("prune")
+@_operator_options
+@click.option(
+    "--older-than",
+    "older_than",
+    help="How old an event must be to go (e.g. 400d). Default: the model's client's"
+    " retention setting (PQLKIT_RETENTION).",
+)
+@click.option(
+    "--deliveries-older-than",
+    "deliveries_older_than",
+    help="Also delete the outbox's finished qualifications that finished this long ago.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be pruned; change nothing.")
+def prune_command(
+    url: str,
+    model_path: str,
+    as_json: bool,
+    older_than: str | None,
+    deliveries_older_than: str | None,
+    dry_run: bool,
+) -> None:
+    """Delete the events older than --older-than without changing any score.
+
+    Each subject's state over those events is kept first as a checkpoint, which
+    rebuilds start from (see docs/privacy.md, "Retention"). It runs in short
+    transactions: the app keeps tracking meanwhile. Run it from cron.
+    """
+    age = _age(older_than, "--older-than")
+    deliveries = _age(deliveries_older_than, "--deliveries-older-than")
+    with _operator_client(url, model_path) as client:
+        if age is None and client.settings.retention is None:
+            raise click.UsageError("give --older-than (or set PQLKIT_RETENTION)")
+        # on stderr (stdout stays the result's); its length is set once the first
+        # chunk tells the total
+        with click.progressbar(length=1, label="pruning", file=sys.stderr, show_pos=True) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            try:
+                result = client.prune(
+                    age, dry_run=dry_run, deliveries_older_than=deliveries, progress=progress
+                )
+            except PqlkitError as error:
+                raise click.ClickException(str(error)) from error
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb} {result.events:,} events older than {result.horizon.isoformat()}"
+        f" (through seq {result.through_seq:,}); {result.subjects:,} checkpoints"
+        + ("" if dry_run else f" ({result.checkpoint_bytes:,} bytes)")
+        + (f"; {result.deliveries:,} finished deliveries" if deliveries is not None else "")
+    )
+    if dry_run:
+        click.echo("dry run: nothing deleted")
+
+
+def _age(value: str | None, option: str) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
+
+
+@main.command("vacuum")
+@click.option(
+    "--store",
+    "url",
+    required=True,
+    envvar=STORE_URL,
+    show_envvar=True,
+    help="The store URL, e.g. sqlite:///pqlkit.db.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what it would do; change nothing.")
+def vacuum_command(url: str, dry_run: bool) -> None:
+    """Give the space of deleted rows back (after prune or forget).
+
+    SQLite: VACUUM rewrites the file without its free pages, then the write-ahead
+    log is checkpointed and truncated. It needs the write lock for as long as it
+    takes (writers wait) and up to twice the file's size on disk. PostgreSQL:
+    VACUUM of pqlkit's tables marks the space of deleted rows free for new rows
+    (it takes no exclusive lock; the files do not shrink: VACUUM FULL, not run
+    here, would).
+    """
+    from .stores.postgres import PostgresStore
+    from .stores.sqlite import SQLiteStore
+
+    store = _open(url)
+    try:
+        if isinstance(store, SQLiteStore):
+            files = [store.path, f"{store.path}-wal"]
+            before = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+            if dry_run:
+                click.echo(f"would run VACUUM on {store.path} ({before:,} bytes with its WAL)")
+                return
+            store.scrub(vacuum=True)
+            after = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+            click.echo(f"vacuumed {store.path}: {before:,} -> {after:,} bytes")
+        elif isinstance(store, PostgresStore):
+            if dry_run:
+                click.echo(f"would run VACUUM on the tables of schema {store.schema!r}")
+                return
+            store.scrub(vacuum=True)
+            click.echo(f"vacuumed the tables of schema {store.schema!r}")
+        else:
+            click.echo(f"nothing to vacuum in a {type(store).__name__}")
+    except PqlkitError as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        store.close()
+
+
 # -- the model lab -------------------------------------------------------------------------
 
 

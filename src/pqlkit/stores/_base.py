@@ -548,6 +548,43 @@ class Transaction(Protocol):
     def suppressed_calls(self) -> int:
         """How many calls were dropped for the digests suppressed now."""
 
+    # -- retention (checkpoints and pruning) -------------------------------------
+    # A checkpoint is a subject's state under one model folded over its events up to
+    # an arrival seq; the events it covers can then be deleted (``Client.prune``), and
+    # a rebuild starts from it (see pqlkit._retention).
+    def prune_cut(self, before: datetime) -> int:
+        """The highest seq S such that every stored event with seq <= S is older than
+        ``before`` (0 when the oldest stored event is not)."""
+
+    def delete_events(self, seqs: Sequence[int]) -> int:
+        """Delete the events with these seqs; return how many were deleted."""
+
+    def load_checkpoint(
+        self, model: str, kind: SubjectKind, subject_id: str
+    ) -> tuple[str, int] | None:
+        """The subject's checkpoint under ``model``: (its state text, the seq it covers)."""
+
+    def save_checkpoint(
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        state: str,
+        seq: int,
+        accounts: Sequence[str] = (),
+    ) -> None:
+        """Insert or replace the subject's checkpoint under ``model``; a user's names
+        the ``accounts`` its pruned events carried (``forget`` deletes theirs too)."""
+
+    def checkpoint_accounts(self, user_ids: Sequence[str]) -> set[str]:
+        """The accounts the checkpoints of these users (any model's) name."""
+
+    def has_checkpoints(self, kind: SubjectKind, subject_ids: Sequence[str]) -> bool:
+        """True if one of these subjects has a checkpoint under any model."""
+
+    def delete_checkpoints(self, kind: SubjectKind, subject_ids: Sequence[str]) -> int:
+        """Delete these subjects' checkpoints under every model; return how many."""
+
     # -- metadata --------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         """A stored setting (e.g. a model's fingerprint)."""

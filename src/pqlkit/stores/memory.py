@@ -97,6 +97,8 @@ class _Data:
     callbacks: dict[tuple[str, str, str], datetime] = attrs.Factory(dict)  # -> seen at
     meta: dict[str, str] = attrs.Factory(dict)
     suppressions: dict[str, tuple[datetime, int]] = attrs.Factory(dict)  # -> (since, dropped)
+    # (model, kind, subject id) -> (state text, the seq it covers, accounts)
+    checkpoints: dict[tuple[str, str, str], tuple[str, int, tuple[str, ...]]] = attrs.Factory(dict)
 
 
 class _MemoryTransaction:
@@ -760,6 +762,80 @@ class _MemoryTransaction:
 
     def suppressed_calls(self) -> int:
         return sum(dropped for _, dropped in self._d.suppressions.values())
+
+    # -- retention ---------------------------------------------------------------------
+    def prune_cut(self, before: datetime) -> int:
+        cut = 0
+        for e in self._d.events:  # in seq order
+            if e.timestamp >= before:
+                break
+            cut = e.seq
+        return cut
+
+    def delete_events(self, seqs: Sequence[int]) -> int:
+        d = self._d
+        wanted = set(seqs)
+        old_events = d.events
+        gone = [e for e in old_events if e.seq in wanted]
+        if not gone:
+            return 0
+        d.events = [e for e in old_events if e.seq not in wanted]
+        users = {e.user_id for e in gone}
+        old_lists = {u: d.by_user[u] for u in users}
+        for u in users:
+            kept = [e for e in old_lists[u] if e.seq not in wanted]
+            if kept:
+                d.by_user[u] = kept
+            else:
+                del d.by_user[u]
+        ids = {e.message_id for e in gone}
+        d.message_ids -= ids
+
+        def undo() -> None:
+            d.events = old_events
+            d.by_user.update(old_lists)
+            d.message_ids |= ids
+
+        self._undo.append(undo)
+        return len(gone)
+
+    def load_checkpoint(
+        self, model: str, kind: SubjectKind, subject_id: str
+    ) -> tuple[str, int] | None:
+        found = self._d.checkpoints.get((model, kind, subject_id))
+        return None if found is None else (found[0], found[1])
+
+    def save_checkpoint(
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        state: str,
+        seq: int,
+        accounts: Sequence[str] = (),
+    ) -> None:
+        key = (model, kind, subject_id)
+        self._set(self._d.checkpoints, key, (state, seq, tuple(sorted(accounts))))
+
+    def checkpoint_accounts(self, user_ids: Sequence[str]) -> set[str]:
+        wanted = set(user_ids)
+        return {
+            a
+            for (_, kind, sid), (_, _, accounts) in self._d.checkpoints.items()
+            if kind == "user" and sid in wanted
+            for a in accounts
+        }
+
+    def has_checkpoints(self, kind: SubjectKind, subject_ids: Sequence[str]) -> bool:
+        wanted = set(subject_ids)
+        return any(k == kind and s in wanted for _, k, s in self._d.checkpoints)
+
+    def delete_checkpoints(self, kind: SubjectKind, subject_ids: Sequence[str]) -> int:
+        wanted = set(subject_ids)
+        keys = [key for key in self._d.checkpoints if key[1] == kind and key[2] in wanted]
+        for key in keys:
+            self._del(self._d.checkpoints, key)
+        return len(keys)
 
     # -- metadata --------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -255,6 +255,21 @@ _V5_SUPPRESSIONS = [
     )""",
 ]
 
+# Checkpoints (Client.prune): each subject's state under a model folded over its
+# events up to seq, from which a rebuild starts once those events are gone.
+_V6_CHECKPOINTS = [
+    """CREATE TABLE IF NOT EXISTS {s}.checkpoints (
+        model text NOT NULL,
+        kind text NOT NULL,
+        subject_id text NOT NULL,
+        state text NOT NULL,
+        seq bigint NOT NULL,
+        accounts text[] NOT NULL DEFAULT '{{}}',
+        PRIMARY KEY (model, kind, subject_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS checkpoints_subject ON {s}.checkpoints (kind, subject_id)",
+]
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[list[str]] = [
@@ -263,6 +278,7 @@ _MIGRATIONS: list[list[str]] = [
     _V3_DELIVERY_PER_CALLBACK,
     _V4_NUDGES_AND_RANKS,
     _V5_SUPPRESSIONS,
+    _V6_CHECKPOINTS,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -280,6 +296,7 @@ _PERSONAL_TABLES = (
     "callback_deliveries",
     "nudges",
     "suppressions",
+    "checkpoints",
 )
 
 # the tables user_rows() counts, in the order of its columns
@@ -649,6 +666,34 @@ _STATEMENTS: dict[str, str] = {
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
     ),
 }
+
+# retention: checkpoints and pruning (Client.prune)
+_STATEMENTS.update(
+    {
+        "prune_first": "SELECT min(seq) FROM {s}.events WHERE ts >= %s",
+        "prune_delete": "DELETE FROM {s}.events WHERE seq = ANY(%s::bigint[])",
+        "load_checkpoint": (
+            "SELECT state, seq FROM {s}.checkpoints"
+            " WHERE model = %s AND kind = %s AND subject_id = %s"
+        ),
+        "save_checkpoint": (
+            "INSERT INTO {s}.checkpoints (model, kind, subject_id, state, seq, accounts)"
+            " VALUES (%s, %s, %s, %s, %s, %s::text[]) ON CONFLICT (model, kind, subject_id)"
+            " DO UPDATE SET state = excluded.state, seq = excluded.seq,"
+            " accounts = excluded.accounts"
+        ),
+        "checkpoint_accounts": (
+            "SELECT DISTINCT unnest(accounts) FROM {s}.checkpoints"
+            " WHERE kind = 'user' AND subject_id = ANY(%s::text[])"
+        ),
+        "has_checkpoints": (
+            "SELECT 1 FROM {s}.checkpoints WHERE kind = %s AND subject_id = ANY(%s::text[]) LIMIT 1"
+        ),
+        "delete_checkpoints": (
+            "DELETE FROM {s}.checkpoints WHERE kind = %s AND subject_id = ANY(%s::text[])"
+        ),
+    }
+)
 
 # events() has a statement per combination of filters, so each can use its index.
 _STATEMENTS.update(
@@ -1256,6 +1301,43 @@ class _PostgresTransaction:
         if cursor.rowcount:
             return True
         return None if self._scalar("has_nudge", (user_id, key)) is None else False
+
+    # -- retention -----------------------------------------------------------------------
+    def prune_cut(self, before: datetime) -> int:
+        first = self._scalar("prune_first", (to_us(before),))
+        if first is None:
+            return int(self._scalar("max_seq"))
+        return int(first) - 1
+
+    def delete_events(self, seqs: Sequence[int]) -> int:
+        return int(self._execute("prune_delete", (list(seqs),)).rowcount)
+
+    def load_checkpoint(
+        self, model: str, kind: SubjectKind, subject_id: str
+    ) -> tuple[str, int] | None:
+        row = self._execute("load_checkpoint", (model, kind, subject_id)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def save_checkpoint(
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        state: str,
+        seq: int,
+        accounts: Sequence[str] = (),
+    ) -> None:
+        params = (model, kind, subject_id, state, seq, sorted(accounts))
+        self._execute("save_checkpoint", params)
+
+    def checkpoint_accounts(self, user_ids: Sequence[str]) -> set[str]:
+        return {str(v) for v in self._column("checkpoint_accounts", (list(user_ids),))}
+
+    def has_checkpoints(self, kind: SubjectKind, subject_ids: Sequence[str]) -> bool:
+        return self._scalar("has_checkpoints", (kind, list(subject_ids))) is not None
+
+    def delete_checkpoints(self, kind: SubjectKind, subject_ids: Sequence[str]) -> int:
+        return int(self._execute("delete_checkpoints", (kind, list(subject_ids))).rowcount)
 
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

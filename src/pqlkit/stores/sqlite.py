@@ -411,6 +411,17 @@ def _v6_lean_events(db: Database) -> None:
     )
 
 
+def _v7_checkpoints(db: Database) -> None:
+    """Checkpoints (``Client.prune``): each subject's state under a model folded over
+    its events up to ``seq``, from which a rebuild starts once those events are gone."""
+    db.execute(
+        "CREATE TABLE checkpoints (model TEXT NOT NULL, kind TEXT NOT NULL,"
+        " subject_id TEXT NOT NULL, state TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " accounts TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (model, kind, subject_id)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX checkpoints_subject ON checkpoints (kind, subject_id)")
+
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[Callable[[Database], None]] = [
@@ -420,6 +431,7 @@ _MIGRATIONS: list[Callable[[Database], None]] = [
     _v4_nudges_and_ranks,
     _v5_suppressions,
     _v6_lean_events,
+    _v7_checkpoints,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -917,15 +929,7 @@ class _SQLiteTransaction:
 
     def forget_users(self, user_ids: Sequence[str]) -> None:
         wanted = (_json_ids(user_ids),)
-        newest = self._scalar("SELECT max(seq) FROM events")
-        self._conn.execute(f"DELETE FROM events WHERE user_id IN {_IN_JSON}", wanted)
-        if newest is not None and self._scalar("SELECT max(seq) FROM events") != newest:
-            # the newest events are gone: keep their seqs from being given again
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
-                " SET value = max(CAST(meta.value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                (_SEQ_KEY, str(newest)),
-            )
+        self._delete_events(f"DELETE FROM events WHERE user_id IN {_IN_JSON}", wanted)
         self._conn.execute(
             f"DELETE FROM traits WHERE kind = 'user' AND subject_id IN {_IN_JSON}", wanted
         )
@@ -1492,6 +1496,82 @@ class _SQLiteTransaction:
 
     def suppressed_calls(self) -> int:
         return int(self._scalar("SELECT coalesce(sum(dropped), 0) FROM suppressions"))
+
+    # -- retention -----------------------------------------------------------------------
+    def prune_cut(self, before: datetime) -> int:
+        first = self._scalar("SELECT min(seq) FROM events WHERE ts >= ?", (to_us(before),))
+        if first is None:
+            return int(self._scalar("SELECT coalesce(max(seq), 0) FROM events"))
+        return int(first) - 1
+
+    def delete_events(self, seqs: Sequence[int]) -> int:
+        return self._delete_events(
+            "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+            (dumps(list(seqs)),),
+        )
+
+    def _delete_events(self, sql: str, params: Sequence[Any]) -> int:
+        """Delete events; when the newest go, keep their seqs from being given again
+        (``_SEQ_KEY``: a checkpoint, or a reader that kept "everything up to seq N",
+        would otherwise miss the events given those seqs)."""
+        newest = self._scalar("SELECT max(seq) FROM events")
+        deleted = self._conn.execute(sql, params).rowcount
+        if newest is not None and self._scalar("SELECT max(seq) FROM events") != newest:
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = max(CAST(meta.value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (_SEQ_KEY, str(newest)),
+            )
+        return int(deleted)
+
+    def load_checkpoint(
+        self, model: str, kind: SubjectKind, subject_id: str
+    ) -> tuple[str, int] | None:
+        row = self._conn.execute(
+            "SELECT state, seq FROM checkpoints WHERE model = ? AND kind = ? AND subject_id = ?",
+            (model, kind, subject_id),
+        ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def save_checkpoint(
+        self,
+        model: str,
+        kind: SubjectKind,
+        subject_id: str,
+        state: str,
+        seq: int,
+        accounts: Sequence[str] = (),
+    ) -> None:
+        self._conn.execute(
+            "INSERT INTO checkpoints (model, kind, subject_id, state, seq, accounts)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, kind, subject_id) DO UPDATE"
+            " SET state = excluded.state, seq = excluded.seq, accounts = excluded.accounts",
+            (model, kind, subject_id, state, seq, dumps(sorted(accounts))),
+        )
+
+    def checkpoint_accounts(self, user_ids: Sequence[str]) -> set[str]:
+        cursor = self._conn.execute(
+            "SELECT DISTINCT a.value FROM checkpoints AS c, json_each(c.accounts) AS a"
+            f" WHERE c.kind = 'user' AND c.subject_id IN {_IN_JSON}",
+            (_json_ids(user_ids),),
+        )
+        return {str(row[0]) for row in cursor}
+
+    def has_checkpoints(self, kind: SubjectKind, subject_ids: Sequence[str]) -> bool:
+        return (
+            self._scalar(
+                f"SELECT 1 FROM checkpoints WHERE kind = ? AND subject_id IN {_IN_JSON} LIMIT 1",
+                (kind, _json_ids(subject_ids)),
+            )
+            is not None
+        )
+
+    def delete_checkpoints(self, kind: SubjectKind, subject_ids: Sequence[str]) -> int:
+        cursor = self._conn.execute(
+            f"DELETE FROM checkpoints WHERE kind = ? AND subject_id IN {_IN_JSON}",
+            (kind, _json_ids(subject_ids)),
+        )
+        return cursor.rowcount
 
     # -- metadata ------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
