@@ -60,6 +60,7 @@ from ._validation import (
 )
 from .exceptions import ClientClosedError, StoreError, TransientStoreError, ValidationError
 from .stores._base import (
+    ABSENT,
     DeliveryStatus,
     NewEvent,
     NudgeAction,
@@ -1121,8 +1122,10 @@ class Core:
             subject = warm.subjects.pop(key, None)
             if subject is not None:
                 warm.subjects[key] = subject  # most recently used last
+                self._session.used_warm(tx, self.model.name, subject)
                 return subject
         row = tx.load_state(self.model.name, kind, sid)
+        version = ABSENT if row is None else row.version
         state = self._plan.load(row.state if row is not None else None)
         if state is None:
             # Written by another version of the model (a rolling deploy): rebuild this
@@ -1134,9 +1137,11 @@ class Core:
                 subject.stored_events = state.events
                 subject.stored_due = None if row.due_at is None else to_us(row.due_at)
                 subject.stored_size = len(row.state)
-                # its writer may have left newer events in the log
-                if warm.usable and not (warm.active and key in warm.current):
+                # its writer may have left newer events in the log (never where the
+                # store checks writes: every event's states are written)
+                if warm.active and not warm.checked and key not in warm.current:
                     self._replay.catch_up(tx, subject, skip_seq)
+        subject.version = version
         if kind == "user":
             subject.account = self._traits.account_of(tx, subject)
         if warm.active:
@@ -1207,7 +1212,7 @@ class Core:
             when = due.at  # what the evaluation at T found
         else:
             when = self._plan.next_due(s, t, kind)
-        if defer and stored is not None:
+        if defer and stored is not None and not self._warm.checked:
             stored_due = subject.stored_due
             behind = events - stored
             warm = self._warm

@@ -24,7 +24,7 @@ from ._engine import SubjectState
 from ._events import Qualification, SubjectKind
 from ._retry import pause
 from .exceptions import TransientStoreError
-from .stores._base import StateRecord, Store, Transaction
+from .stores._base import Checked, StaleCache, StateRecord, Store, Transaction
 
 __all__ = ["Due", "Outcome", "Session", "Subject", "TxScope", "Warm"]
 
@@ -69,6 +69,9 @@ class Subject:
     # ranked score -> (value, when time alone may change it) as the store holds them
     # (None: not known, e.g. loaded cold; the next evaluation writes them all)
     ranks: dict[str, tuple[float, int | None]] | None = None
+    # the stored row's version as last read or written (ABSENT: no row; None: the
+    # store keeps none, or not known): a store that checks writes checks it
+    version: int | None = None
 
 
 class Warm:
@@ -105,6 +108,9 @@ class Warm:
         self.current: set[tuple[str, str]] = set()
         self.active = False  # inside a transaction that may use the cache
         self.usable = True  # False once the store turned out to have no cache_token()
+        # the store checks at commit that the cache is current (PostgresStore): every
+        # state is written on every event (no tail behind it in the log)
+        self.checked = False
         self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
         self.streak = 0  # transactions in a row that found the cache valid
         self._lock = threading.RLock()
@@ -132,6 +138,7 @@ class Warm:
             self.clear()
         self.streak = leader.streak
         self.usable = leader.usable
+        self.checked = leader.checked
         self.active = leader.active
 
     def clear(self) -> None:
@@ -153,11 +160,12 @@ class TxScope:
     enters one.
     """
 
-    __slots__ = ("_connection", "_inner", "_lock", "_session", "_token")
+    __slots__ = ("_connection", "_inner", "_lock", "_session", "_token", "_writing")
 
-    def __init__(self, session: Session, connection: object) -> None:
+    def __init__(self, session: Session, connection: object, writing: bool = False) -> None:
         self._session = session
         self._connection = connection
+        self._writing = writing
         self._lock: threading.RLock | None = None
         self._token: tuple[Hashable, int] | None = None
 
@@ -177,6 +185,15 @@ class TxScope:
                 if token is None:
                     warm.usable = False  # this store cannot tell: never cache
                 warm.begin(token)
+                warm.checked = token is not None and isinstance(token[0], Checked)
+                if warm.checked:
+                    # a store that checks writes (PostgresStore) checks what a write
+                    # used of the cache at its commit; a read checks nothing, so it
+                    # reads the store (and leaves the cache as it is)
+                    if not self._writing:
+                        warm.active = False
+                    elif warm.streak > 0:
+                        tx.batch()
                 for follower in session.followers:
                     follower.follow(warm)
             except BaseException as error:
@@ -262,11 +279,16 @@ class Session:
         after a short jittered pause, up to ``_WRITE_ATTEMPTS`` times. ``work``
         must return what it changed rather than change anything outside.
         """
-        failed = 0
+        failed = stale = 0
         while True:
             try:
-                with self.tx(connection) as tx:
+                with TxScope(self._leader, connection, True) as tx:
                     return work(tx)
+            except StaleCache:
+                # the warm cache was stale (and is cleared now): run again at once, cold
+                stale += 1
+                if stale >= _WRITE_ATTEMPTS:
+                    raise
             except TransientStoreError:
                 failed += 1
                 if not pause(failed, first=0.01, attempts=_WRITE_ATTEMPTS):
@@ -277,8 +299,15 @@ class Session:
         s = subject.state
         kind = subject.kind
         text = s.dump()
-        tx.save_state(
-            StateRecord(model, kind, subject.id, text, from_us(due) if due is not None else None)
+        subject.version = tx.save_state(
+            StateRecord(
+                model,
+                kind,
+                subject.id,
+                text,
+                from_us(due) if due is not None else None,
+                subject.version,
+            )
         )
         subject.stored_events = s.events
         subject.stored_due = due
@@ -288,6 +317,12 @@ class Session:
         subject.stored_size = len(text)
         if warm.active:
             warm.current.add((kind, subject.id))
+
+    def used_warm(self, tx: Transaction, model: str, subject: Subject) -> None:
+        """A write used the subject as the cache kept it: where the store checks writes,
+        its commit checks the row is unchanged (a save of it checks that anyway)."""
+        if self.warm.checked and subject.version is not None:
+            tx.check_state(model, subject.kind, subject.id, subject.version)
 
     def drop_state(self, tx: Transaction, model: str, subject: Subject) -> None:
         """Delete the subject's stored state (it has no events), and forget it warm."""
