@@ -66,6 +66,7 @@ from .stores._base import (
     NudgeAction,
     NudgeRecord,
     QualificationRecord,
+    StaleCache,
     Store,
     Transaction,
 )
@@ -1130,6 +1131,8 @@ class Core:
         if state is None:
             # Written by another version of the model (a rolling deploy): rebuild this
             # subject from the log, leaving out the event being recorded right now.
+            if skip_seq == 0:  # a batched insert (stores/_base Checked): seq not known
+                raise StaleCache("a subject to rebuild from the log after a batched event")
             subject = self._replay.subject(tx, kind, sid, skip_seq)
         else:
             subject = Subject(kind, sid, state)

@@ -160,7 +160,7 @@ class TxScope:
     enters one.
     """
 
-    __slots__ = ("_connection", "_inner", "_lock", "_session", "_token", "_writing")
+    __slots__ = ("_connection", "_inner", "_lock", "_session", "_token", "_tx", "_writing")
 
     def __init__(self, session: Session, connection: object, writing: bool = False) -> None:
         self._session = session
@@ -208,6 +208,7 @@ class TxScope:
             lock.release()
             raise
         self._token = token
+        self._tx = tx
         self._lock = lock
         return tx
 
@@ -228,8 +229,15 @@ class TxScope:
             committed = exc_type is None
         finally:
             warm.active = False
-            if committed and self._token is not None:
-                warm.last = self._token
+            token = self._token
+            if committed and token is not None:
+                if isinstance(token[0], Checked) and (self._writing or warm.streak == 0):
+                    # the generation the cache is current at now: what the write
+                    # read, checked or counted (a read left the cache as it was,
+                    # current at the token's, unless it began empty)
+                    warm.last = self._tx.cache_token()
+                else:
+                    warm.last = token
             else:
                 warm.clear()
             for follower in self._session.followers:

@@ -864,8 +864,8 @@ class _PostgresTransaction:
         # (model, kind, subject id) -> version: states used from a warm cache, checked
         # unchanged at commit unless a checked save of them does it
         self._checks: dict[tuple[str, str, str], int] = {}
-        self._buffered_event = False  # an event insert is pending, its seq unknown
         self._token: tuple[Hashable, int] | None = None
+        self._done = False  # committed
         # the generation the store was last found at (the token's), the one checked
         # (batching: the Client's warm cache was current at it), what this
         # transaction read, and how far its own writes counted it
@@ -900,9 +900,6 @@ class _PostgresTransaction:
 
     def _start(self, tail: list[tuple[bytes, Any]]) -> list[psycopg.Cursor[Any]]:
         """``BEGIN``, what is pending, a read of the generation, then ``tail``."""
-        if self._buffered_event:
-            # its seq was not known when the Client used it: run the write again cold
-            raise StaleCache("a read was needed after a batched event insert")
         assert self._store is not None
         cursors = self._store._first_send(self, [(self._sql["generation"], None), *tail])
         self._begun = True
@@ -948,9 +945,8 @@ class _PostgresTransaction:
         """Let event inserts wait too: called by a Client whose warm cache is in use.
 
         An insert sent before anything was read is checked new in the batch (a
-        duplicate raises :class:`StaleCache` at commit, and the Client's run again
-        finds it stored) and returns its record with seq 0; a read needed after it
-        raises :class:`StaleCache` too (the Client runs the write again cold).
+        duplicate raises :class:`StaleCache`, and the Client's run again finds it
+        stored) and returns its record with seq 0 (not known yet).
         """
         self._batching = True
         self._expected = self._found
@@ -1008,14 +1004,20 @@ class _PostgresTransaction:
         return [row[0] for row in self._execute(name, params).fetchall()]
 
     def cache_token(self) -> tuple[Hashable, int] | None:
-        """(a :class:`Checked` key: the generation the store was last found at by this
-        process, transactions begun on this store before this one); None when joined.
+        """(a :class:`Checked` key, transactions begun on this store before this one);
+        None when joined. The key: the generation the store was last found at, as
+        this transaction began; once it committed, the one it left (what it read,
+        checked or counted; unknown if another write counted it meanwhile).
 
         Unlike SQLite's, the key does not prove that nobody else wrote: the store
-        checks that at commit (each state written unchanged since the Client read
-        it, the generation unchanged), and raises :class:`StaleCache` if not.
+        checks that at commit (each state used unchanged since the Client read it,
+        the generation unchanged), and raises :class:`StaleCache` if not.
         """
-        return self._token
+        if self._token is None or not self._done:
+            return self._token
+        generation = self.generation()
+        key = object() if generation is None else (_process.pid, generation)
+        return Checked(key), self._token[1]
 
     def check_integrity(self) -> None:
         """Nothing here: PostgreSQL checks its own pages (``data_checksums``)."""
@@ -1071,9 +1073,9 @@ class _PostgresTransaction:
             # Batched: checked new when sent (a duplicate fails the transaction with
             # StaleCache, and the run again finds it), its seq not known: 0. A Client
             # writes every state on PostgreSQL (no tail to catch up), so no state
-            # reads the seq it folded in.
+            # reads the seq it folded in; one rebuilt from the log (which must leave
+            # this event out) runs the write again instead.
             self._defer("insert_event_new", _rows.unstructure(event))
-            self._buffered_event = True
             return EventRecord(seq=0, **attrs.asdict(event, recurse=False))
         seq = self._scalar("insert_event", _rows.unstructure(event))
         if seq is None:
@@ -1838,6 +1840,7 @@ class PostgresStore:
                     raise self._translate(error) from error
                 raise
             else:
+                tx._done = True
                 with self._state_lock:
                     self._generation = tx.generation()
             finally:
