@@ -316,3 +316,31 @@ def test_joined_track_keeps_todays_path(
         conn.commit()
         assert joined > 2
         assert client.scores("u1")["logins"] == 8
+
+
+def test_rows_from_before_versions_are_written_checked(postgres_dsn: str, pg_schema: str) -> None:
+    """States stored before schema version 6 have version 0 (the migration's default): a
+    warm Client loads, checks and rewrites them like any other (each write a new version)."""
+    store = PostgresStore(postgres_dsn, schema=pg_schema)
+    with Client(MODEL, store=store, clock=FrozenClock(T0), dispatch="inline") as client:
+        client.track("u1", "login", account_id="acme", message_id="old")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("UPDATE {} SET version = 0").format(
+                psycopg.sql.Identifier(pg_schema, "states")
+            )
+        )
+    store = PostgresStore(postgres_dsn, schema=pg_schema)
+    with Client(MODEL, store=store, clock=FrozenClock(T0), dispatch="inline") as client:
+        for n in range(5):  # cold (reads version 0), then warm (checks it, then its own)
+            client.track("u1", "login", account_id="acme", message_id=f"new{n}")
+        assert client.scores("u1")["logins"] == 6
+        assert client.scores("acme", of="account")["logins"] == 6
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        versions = conn.execute(
+            psycopg.sql.SQL("SELECT version FROM {}").format(
+                psycopg.sql.Identifier(pg_schema, "states")
+            )
+        ).fetchall()
+    assert len(versions) == 2
+    assert all(v != 0 for (v,) in versions)

@@ -80,7 +80,11 @@ class Warm:
     Valid while nothing but this Client's own transactions wrote to the store:
     each transaction compares the store's cache token with the one its previous
     transaction saw (see ``stores/_base.py``) and starts cold if they differ, or
-    if a transaction of its own failed. While warm, a subject's state is not
+    if a transaction of its own failed. A store whose writers run concurrently
+    (PostgresStore: a ``Checked`` token, ``checked`` here) cannot tell at the start:
+    it checks at commit what a write used of the cache instead (``StaleCache``:
+    the write runs again cold); there every state is written on every event, and
+    reads do not use the cache. While warm, a subject's state is not
     decoded from the store on each event, and it is written back only every few
     events (its newer events stay in the log, replayed by whoever loads it cold).
 
@@ -172,7 +176,7 @@ class TxScope:
     def __enter__(self) -> Transaction:
         session = self._session
         warm = session.warm
-        if self._connection is not None or not warm.usable:  # e.g. PostgresStore: no cache
+        if self._connection is not None or not warm.usable:  # joined, or a store with no token
             self._inner = session.transaction(self._connection)
             return self._inner.__enter__()
         lock = warm.lock()

@@ -8,6 +8,13 @@ How it stays safe:
   Transactions run at READ COMMITTED, so every statement after the lock sees
   what the previous holder committed. Unique constraints (one event per
   ``message_id``, one qualification per subject and round) are the backstop.
+* **A warm write checks instead of reading** (``_PostgresTransaction``): a Client
+  that kept a subject's state, traits and aliases in memory sends its whole
+  transaction in one pipeline, checking that each state row is at the version it
+  last saw and that the store's generation (counted up by every alias, traits,
+  suppression, forget and metadata write) did not move; if not, the transaction is
+  rolled back (:class:`~pqlkit.stores._base.StaleCache`) and run again cold. The
+  locks are taken first in the pipeline, as in any transaction.
 * **Only transaction-level locks** are used, never session-level ones, so the
   store works behind PgBouncer in transaction pooling mode.
 * **Conflicts** that PostgreSQL resolves by aborting a transaction (a deadlock,
