@@ -9,7 +9,10 @@ one autocommit psycopg connection with prepared statements.
 dispatch and no callbacks, on 20 users in 5 accounts identified and tracked once
 before timing (warm subjects), a FrozenClock moved forward between calls. Timed in
 interleaved batches (a batch of floor, a batch of track(), ...) so a noisy neighbour
-slows both alike; prints the medians of the per-batch medians and their ratio. Both
+slows both alike; prints the medians of the per-batch medians and their ratio. The same
+calls on a MemoryStore run interleaved too: the Python side of ``track()`` (validation,
+evaluation, the Client's bookkeeping) with no database, which the build decides (pure
+Python or compiled) and no round trip changes. Both
 run with ``synchronous_commit=off`` unless ``--fsync``: a commit's flush to disk is
 the same for both and, on a busy disk, hides the round trips being measured.
 
@@ -37,12 +40,12 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_postgres import EVENTS, T0, load_model  # noqa: E402
+from bench_postgres import EVENTS, T0, load_model
 
-import pqlkit  # noqa: E402
-from pqlkit import Client  # noqa: E402
-from pqlkit.stores import PostgresStore  # noqa: E402
-from pqlkit.testing import FrozenClock  # noqa: E402
+import pqlkit
+from pqlkit import Client
+from pqlkit.stores import MemoryStore, PostgresStore
+from pqlkit.testing import FrozenClock
 
 USERS = [f"user{n}" for n in range(20)]
 ACCOUNT = {user: f"acct{n % 5}" for n, user in enumerate(USERS)}
@@ -59,9 +62,9 @@ def floor_setup(conn: psycopg.Connection, schema: str) -> None:
     )
     conn.execute(sql.SQL("CREATE INDEX ON {}.floor_events (user_id, seq)").format(s))
     conn.execute(
-        sql.SQL("CREATE TABLE {}.floor_counts (user_id text PRIMARY KEY, n bigint NOT NULL)").format(
-            s
-        )
+        sql.SQL(
+            "CREATE TABLE {}.floor_counts (user_id text PRIMARY KEY, n bigint NOT NULL)"
+        ).format(s)
     )
 
 
@@ -91,6 +94,8 @@ def main() -> int:
     clock = FrozenClock(T0)
     store = PostgresStore(args.dsn, schema=schema, min_size=1, max_size=1)
     client = Client(model, store=store, clock=clock, dispatch="inline")
+    # the same calls on MemoryStore: the Python side of track() with no database at all
+    memory = Client(model, store=MemoryStore(), clock=clock, dispatch="inline")
     conn = psycopg.connect(args.dsn, autocommit=True, prepare_threshold=0)
     try:
         floor_setup(conn, schema)
@@ -104,15 +109,22 @@ def main() -> int:
             " ON CONFLICT (user_id) DO UPDATE SET n = floor_counts.n + 1"
         ).format(s)
         for user in USERS:
-            client.identify(user, {"email": f"{user}@example.com"}, account_id=ACCOUNT[user])
-            for _ in range(3):  # warm: loaded, cached, stored with a version
-                client.track(user, "login", account_id=ACCOUNT[user])
+            for each in (client, memory):
+                each.identify(user, {"email": f"{user}@example.com"}, account_id=ACCOUNT[user])
+                for _ in range(3):  # warm: loaded, cached, stored with a version
+                    each.track(user, "login", account_id=ACCOUNT[user])
 
         def one_track() -> None:
             user = rng.choice(USERS)
             name = rng.choice(names)
             clock.advance(timedelta(seconds=1))
             client.track(user, name, props[name](rng), account_id=ACCOUNT[user])
+
+        def one_memory() -> None:
+            user = rng.choice(USERS)
+            name = rng.choice(names)
+            clock.advance(timedelta(seconds=1))
+            memory.track(user, name, props[name](rng), account_id=ACCOUNT[user])
 
         def one_floor() -> None:
             user = rng.choice(USERS)
@@ -123,12 +135,13 @@ def main() -> int:
             conn.execute(upsert, (user,))
             conn.execute(b"COMMIT")
 
-        for fn in (one_floor, one_track):  # warm both paths up
+        contenders = (("floor", one_floor), ("track", one_track), ("memory", one_memory))
+        for _, fn in contenders:  # warm every path up
             for _ in range(50):
                 fn()
-        medians: dict[str, list[float]] = {"floor": [], "track": []}
+        medians: dict[str, list[float]] = {label: [] for label, _ in contenders}
         for _ in range(args.batches):
-            for label, fn in (("floor", one_floor), ("track", one_track)):
+            for label, fn in contenders:
                 times = []
                 for _ in range(args.calls):
                     start = time.perf_counter()
@@ -137,6 +150,7 @@ def main() -> int:
                 medians[label].append(statistics.median(times))
         floor = statistics.median(medians["floor"]) * 1e3
         track = statistics.median(medians["track"]) * 1e3
+        python = statistics.median(medians["memory"]) * 1e3
         where = pqlkit.__file__
         print(f"pqlkit from {where}")
         commit = "on" if args.fsync else "off"
@@ -146,9 +160,12 @@ def main() -> int:
         )
         print(f"naive floor (BEGIN, INSERT, UPSERT, COMMIT): median {floor:.3f} ms")
         print(f"PostgresStore track(), warm subjects:        median {track:.3f} ms")
+        print(f"same track() on MemoryStore (no database):   median {python:.3f} ms")
         print(f"ratio track / floor: {track / floor:.2f}x")
+        print(f"ratio (track - MemoryStore track) / floor: {(track - python) / floor:.2f}x")
     finally:
         client.close()
+        memory.close()
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         conn.close()
     return 0

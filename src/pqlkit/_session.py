@@ -164,12 +164,15 @@ class TxScope:
     enters one.
     """
 
-    __slots__ = ("_connection", "_inner", "_lock", "_session", "_token", "_tx", "_writing")
+    __slots__ = ("_cold", "_connection", "_inner", "_lock", "_session", "_token", "_tx", "_writing")
 
-    def __init__(self, session: Session, connection: object, writing: bool = False) -> None:
+    def __init__(
+        self, session: Session, connection: object, writing: bool = False, cold: bool = False
+    ) -> None:
         self._session = session
         self._connection = connection
         self._writing = writing
+        self._cold = cold  # start cold whatever the token says (a run again after StaleCache)
         self._lock: threading.RLock | None = None
         self._token: tuple[Hashable, int] | None = None
 
@@ -189,6 +192,8 @@ class TxScope:
                 if token is None:
                     warm.usable = False  # this store cannot tell: never cache
                 warm.begin(token)
+                if self._cold:
+                    warm.clear()
                 warm.checked = token is not None and isinstance(token[0], Checked)
                 if warm.checked:
                     # a store that checks writes (PostgresStore) checks what a write
@@ -294,10 +299,12 @@ class Session:
         failed = stale = 0
         while True:
             try:
-                with TxScope(self._leader, connection, True) as tx:
+                with TxScope(self._leader, connection, True, stale > 0) as tx:
                     return work(tx)
             except StaleCache:
-                # the warm cache was stale (and is cleared now): run again at once, cold
+                # the warm cache was stale: run again at once, cold (reading everything
+                # under the locks, so its checks cannot fail again; another thread's
+                # transaction in between may have warmed the cache anew)
                 stale += 1
                 if stale >= _WRITE_ATTEMPTS:
                     raise
