@@ -344,3 +344,32 @@ def test_rows_from_before_versions_are_written_checked(postgres_dsn: str, pg_sch
         ).fetchall()
     assert len(versions) == 2
     assert all(v != 0 for (v,) in versions)
+
+
+def test_many_stale_batches_in_a_row_leave_the_connection_usable(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    """Two clients taking turns on one user and account 40 times: every batch fails its
+    check at commit, past psycopg's prepare threshold, and each connection stays usable
+    (a statement psycopg prepared in a failed pipeline is forgotten with it, not run
+    later by a name the server never kept)."""
+    clients = [
+        Client(
+            MODEL,
+            store=PostgresStore(postgres_dsn, schema=pg_schema, max_size=1),
+            clock=FrozenClock(T0),
+            dispatch="inline",
+        )
+        for _ in range(2)
+    ]
+    try:
+        for n in range(40):
+            clients[n % 2].track("u1", "login", account_id="acme", message_id=f"t{n}")
+            clients[n % 2].track("u2", "login", message_id=f"v{n}")  # a warm one between
+        for client in clients:
+            assert client.scores("u1")["logins"] == 40
+            assert client.scores("acme", of="account")["logins"] == 40
+            assert client.scores("u2")["logins"] == 40
+    finally:
+        for client in clients:
+            client.close()
