@@ -830,6 +830,24 @@ class _Pool:
 # -- the transaction ---------------------------------------------------------------------
 
 
+def _forget_prepared(conn: psycopg.Connection[Any]) -> None:
+    """After a pipeline failed: forget every statement prepared on ``conn``.
+
+    psycopg (3.3) remembers a statement it prepared inside a pipeline that failed as
+    prepared, though the server skipped it after the error: its next run by name fails
+    with "prepared statement _pg3_3 does not exist" (found by ``tests/test_races.py``
+    and ``tests/test_pg_roundtrips.py``). Clearing psycopg's cache makes it deallocate
+    them all on the server and prepare them again. Where that cache is not found (another
+    psycopg), the connection is closed instead: the pool replaces it.
+    """
+    prepared = getattr(conn, "_prepared", None)
+    clear = getattr(prepared, "clear", None)
+    if callable(clear):
+        clear()
+    else:
+        conn.close()
+
+
 class _PostgresTransaction:
     """The Transaction protocol over one transaction (or savepoint) on ``cursor``.
 
@@ -888,20 +906,21 @@ class _PostgresTransaction:
     ) -> list[psycopg.Cursor[Any]]:
         """Send ``head``, the pending statements and ``tail`` in one pipeline (one round
         trip); the cursors of ``tail``'s statements, with their results."""
-        # Never prepared: a statement psycopg prepares in a pipeline that fails is
-        # remembered as prepared though the server skipped it ("prepared statement
-        # _pg3_3 does not exist" at its next use).
         conn = self._cur.connection
         cursors: list[psycopg.Cursor[Any]] = []
-        with conn.pipeline():
-            if head is not None:
-                self._cur.execute(head, prepare=False)
-            for query, params in self._pending:
-                self._cur.execute(query, params, prepare=False)
-            for query, params in tail:
-                cursor = conn.cursor()
-                cursor.execute(query, params, prepare=False)
-                cursors.append(cursor)
+        try:
+            with conn.pipeline():
+                if head is not None:
+                    self._cur.execute(head, prepare=False)
+                for query, params in self._pending:
+                    self._cur.execute(query, params)
+                for query, params in tail:
+                    cursor = conn.cursor()
+                    cursor.execute(query, params)
+                    cursors.append(cursor)
+        except BaseException:
+            _forget_prepared(conn)
+            raise
         self._pending = []
         return cursors
 
