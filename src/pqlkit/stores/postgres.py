@@ -906,21 +906,34 @@ class _PostgresTransaction:
     ) -> list[psycopg.Cursor[Any]]:
         """Send ``head``, the pending statements and ``tail`` in one pipeline (one round
         trip); the cursors of ``tail``'s statements, with their results."""
+        import psycopg
+
         conn = self._cur.connection
         cursors: list[psycopg.Cursor[Any]] = []
+        first: psycopg.Error | None = None  # a statement's error, raised once it is synced
         try:
             with conn.pipeline():
-                if head is not None:
-                    self._cur.execute(head, prepare=False)
-                for query, params in self._pending:
-                    self._cur.execute(query, params)
-                for query, params in tail:
-                    cursor = conn.cursor()
-                    cursor.execute(query, params)
-                    cursors.append(cursor)
-        except BaseException:
+                try:
+                    if head is not None:
+                        self._cur.execute(head, prepare=False)
+                    for query, params in self._pending:
+                        self._cur.execute(query, params)
+                    for query, params in tail:
+                        cursor = conn.cursor()
+                        cursor.execute(query, params)
+                        cursors.append(cursor)
+                except psycopg.Error as error:
+                    # psycopg may raise it before the block ends (a result read early):
+                    # end the pipeline quietly (not "error ignored terminating" logged)
+                    first = error
+        except BaseException as error:
             _forget_prepared(conn)
+            if first is not None and isinstance(error, psycopg.Error):
+                raise first from None
             raise
+        if first is not None:
+            _forget_prepared(conn)
+            raise first
         self._pending = []
         return cursors
 
