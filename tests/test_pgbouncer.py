@@ -37,8 +37,11 @@ def fixture_schema() -> Any:
 
 
 def _threshold(store: PostgresStore) -> int | None:
-    with store._begin() as conn:
+    conn = store._getconn()
+    try:
         return conn.prepare_threshold
+    finally:
+        store._pool().putconn(conn)
 
 
 def test_the_url_says_pgbouncer_and_nothing_is_prepared(postgres_dsn: str, schema: str) -> None:

@@ -19,6 +19,8 @@ from pqlkit import MemoryStore, PqlkitError, SQLiteStore, Store, ValidationError
 from pqlkit._events import Qualification
 from pqlkit.stores import Transaction
 from pqlkit.stores._base import (
+    ABSENT,
+    Checked,
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
@@ -1488,14 +1490,19 @@ def test_datetimes_round_trip_exactly(store: Store, moment: datetime) -> None:
 
 
 def test_every_store_answers_the_capability_operations(store: Store) -> None:
-    """cache_token, try_lock and check_integrity are declared by every store, each with
-    its "cannot" answer where the store lacks the capability; nothing asks by getattr."""
+    """cache_token, try_lock, check_integrity, batch and check_state are declared by every
+    store, each with its "cannot" answer where the store lacks the capability; nothing asks
+    by getattr."""
     with store.transaction() as tx:
         token = tx.cache_token()
-        assert token is None or (isinstance(token, tuple) and isinstance(token[1], int))
+        assert isinstance(token, tuple)
+        assert isinstance(token[1], int)
         assert tx.try_lock(["user:u1", "account:acme"]) is True  # nobody else holds them
         assert tx.check_integrity() is None  # a healthy store
-    assert (token is None) == (type(store).__name__ == "PostgresStore")
+        assert tx.batch() is None
+        assert tx.check_state("m", "user", "nobody", ABSENT) is None  # holds: no row
+    # only a store whose writers run concurrently checks writes at commit instead
+    assert isinstance(token[0], Checked) == (type(store).__name__ == "PostgresStore")
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

@@ -63,11 +63,13 @@ from ._validation import (
 )
 from .exceptions import ClientClosedError, StoreError, TransientStoreError, ValidationError
 from .stores._base import (
+    ABSENT,
     DeliveryStatus,
     NewEvent,
     NudgeAction,
     NudgeRecord,
     QualificationRecord,
+    StaleCache,
     Store,
     Transaction,
 )
@@ -1214,12 +1216,16 @@ class Core:
             subject = warm.subjects.pop(key, None)
             if subject is not None:
                 warm.subjects[key] = subject  # most recently used last
+                self._session.used_warm(tx, self.model.name, subject)
                 return subject
         row = tx.load_state(self.model.name, kind, sid)
+        version = ABSENT if row is None else row.version
         state = self._plan.load(row.state if row is not None else None)
         if state is None:
             # Written by another version of the model (a rolling deploy): rebuild this
             # subject from the log, leaving out the event being recorded right now.
+            if skip_seq == 0:  # a batched insert (stores/_base Checked): seq not known
+                raise StaleCache("a subject to rebuild from the log after a batched event")
             subject = self._replay.subject(tx, kind, sid, skip_seq)
         else:
             subject = Subject(kind, sid, state)
@@ -1227,9 +1233,11 @@ class Core:
                 subject.stored_events = state.events
                 subject.stored_due = None if row.due_at is None else to_us(row.due_at)
                 subject.stored_size = len(row.state)
-                # its writer may have left newer events in the log
-                if warm.usable and not (warm.active and key in warm.current):
+                # its writer may have left newer events in the log (never where the
+                # store checks writes: every event's states are written)
+                if warm.active and not warm.checked and key not in warm.current:
                     self._replay.catch_up(tx, subject, skip_seq)
+        subject.version = version
         if kind == "user":
             subject.account = self._traits.account_of(tx, subject)
         if warm.active:
@@ -1300,7 +1308,7 @@ class Core:
             when = due.at  # what the evaluation at T found
         else:
             when = self._plan.next_due(s, t, kind)
-        if defer and stored is not None:
+        if defer and stored is not None and not self._warm.checked:
             stored_due = subject.stored_due
             behind = events - stored
             warm = self._warm

@@ -24,7 +24,7 @@ from ._engine import SubjectState
 from ._events import Qualification, SubjectKind
 from ._retry import pause
 from .exceptions import TransientStoreError
-from .stores._base import StateRecord, Store, Transaction
+from .stores._base import Checked, StaleCache, StateRecord, Store, Transaction
 
 __all__ = ["Due", "Outcome", "Session", "Subject", "TxScope", "Warm"]
 
@@ -69,6 +69,9 @@ class Subject:
     # ranked score -> (value, when time alone may change it) as the store holds them
     # (None: not known, e.g. loaded cold; the next evaluation writes them all)
     ranks: dict[str, tuple[float, int | None]] | None = None
+    # the stored row's version as last read or written (ABSENT: no row; None: the
+    # store keeps none, or not known): a store that checks writes checks it
+    version: int | None = None
 
 
 class Warm:
@@ -77,7 +80,11 @@ class Warm:
     Valid while nothing but this Client's own transactions wrote to the store:
     each transaction compares the store's cache token with the one its previous
     transaction saw (see ``stores/_base.py``) and starts cold if they differ, or
-    if a transaction of its own failed. While warm, a subject's state is not
+    if a transaction of its own failed. A store whose writers run concurrently
+    (PostgresStore: a ``Checked`` token, ``checked`` here) cannot tell at the start:
+    it checks at commit what a write used of the cache instead (``StaleCache``:
+    the write runs again cold); there every state is written on every event, and
+    reads do not use the cache. While warm, a subject's state is not
     decoded from the store on each event, and it is written back only every few
     events (its newer events stay in the log, replayed by whoever loads it cold).
 
@@ -105,6 +112,9 @@ class Warm:
         self.current: set[tuple[str, str]] = set()
         self.active = False  # inside a transaction that may use the cache
         self.usable = True  # False once the store turned out to have no cache_token()
+        # the store checks at commit that the cache is current (PostgresStore): every
+        # state is written on every event (no tail behind it in the log)
+        self.checked = False
         self.last: tuple[Hashable, int] | None = None  # token of our last committed transaction
         self.streak = 0  # transactions in a row that found the cache valid
         self._lock = threading.RLock()
@@ -132,6 +142,7 @@ class Warm:
             self.clear()
         self.streak = leader.streak
         self.usable = leader.usable
+        self.checked = leader.checked
         self.active = leader.active
 
     def clear(self) -> None:
@@ -153,18 +164,22 @@ class TxScope:
     enters one.
     """
 
-    __slots__ = ("_connection", "_inner", "_lock", "_session", "_token")
+    __slots__ = ("_cold", "_connection", "_inner", "_lock", "_session", "_token", "_tx", "_writing")
 
-    def __init__(self, session: Session, connection: object) -> None:
+    def __init__(
+        self, session: Session, connection: object, writing: bool = False, cold: bool = False
+    ) -> None:
         self._session = session
         self._connection = connection
+        self._writing = writing
+        self._cold = cold  # start cold whatever the token says (a run again after StaleCache)
         self._lock: threading.RLock | None = None
         self._token: tuple[Hashable, int] | None = None
 
     def __enter__(self) -> Transaction:
         session = self._session
         warm = session.warm
-        if self._connection is not None or not warm.usable:  # e.g. PostgresStore: no cache
+        if self._connection is not None or not warm.usable:  # joined, or a store with no token
             self._inner = session.transaction(self._connection)
             return self._inner.__enter__()
         lock = warm.lock()
@@ -177,6 +192,17 @@ class TxScope:
                 if token is None:
                     warm.usable = False  # this store cannot tell: never cache
                 warm.begin(token)
+                if self._cold:
+                    warm.clear()
+                warm.checked = token is not None and isinstance(token[0], Checked)
+                if warm.checked:
+                    # a store that checks writes (PostgresStore) checks what a write
+                    # used of the cache at its commit; a read checks nothing, so it
+                    # reads the store (and leaves the cache as it is)
+                    if not self._writing:
+                        warm.active = False
+                    elif warm.streak > 0:
+                        tx.batch()
                 for follower in session.followers:
                     follower.follow(warm)
             except BaseException as error:
@@ -191,6 +217,7 @@ class TxScope:
             lock.release()
             raise
         self._token = token
+        self._tx = tx
         self._lock = lock
         return tx
 
@@ -211,8 +238,15 @@ class TxScope:
             committed = exc_type is None
         finally:
             warm.active = False
-            if committed and self._token is not None:
-                warm.last = self._token
+            token = self._token
+            if committed and token is not None:
+                if isinstance(token[0], Checked) and (self._writing or warm.streak == 0):
+                    # the generation the cache is current at now: what the write
+                    # read, checked or counted (a read left the cache as it was,
+                    # current at the token's, unless it began empty)
+                    warm.last = self._tx.cache_token()
+                else:
+                    warm.last = token
             else:
                 warm.clear()
             for follower in self._session.followers:
@@ -262,11 +296,18 @@ class Session:
         after a short jittered pause, up to ``_WRITE_ATTEMPTS`` times. ``work``
         must return what it changed rather than change anything outside.
         """
-        failed = 0
+        failed = stale = 0
         while True:
             try:
-                with self.tx(connection) as tx:
+                with TxScope(self._leader, connection, True, stale > 0) as tx:
                     return work(tx)
+            except StaleCache:
+                # the warm cache was stale: run again at once, cold (reading everything
+                # under the locks, so its checks cannot fail again; another thread's
+                # transaction in between may have warmed the cache anew)
+                stale += 1
+                if stale >= _WRITE_ATTEMPTS:
+                    raise
             except TransientStoreError:
                 failed += 1
                 if not pause(failed, first=0.01, attempts=_WRITE_ATTEMPTS):
@@ -277,8 +318,15 @@ class Session:
         s = subject.state
         kind = subject.kind
         text = s.dump()
-        tx.save_state(
-            StateRecord(model, kind, subject.id, text, from_us(due) if due is not None else None)
+        subject.version = tx.save_state(
+            StateRecord(
+                model,
+                kind,
+                subject.id,
+                text,
+                from_us(due) if due is not None else None,
+                subject.version,
+            )
         )
         subject.stored_events = s.events
         subject.stored_due = due
@@ -288,6 +336,12 @@ class Session:
         subject.stored_size = len(text)
         if warm.active:
             warm.current.add((kind, subject.id))
+
+    def used_warm(self, tx: Transaction, model: str, subject: Subject) -> None:
+        """A write used the subject as the cache kept it: where the store checks writes,
+        its commit checks the row is unchanged (a save of it checks that anyway)."""
+        if self.warm.checked and subject.version is not None:
+            tx.check_state(model, subject.kind, subject.id, subject.version)
 
     def drop_state(self, tx: Transaction, model: str, subject: Subject) -> None:
         """Delete the subject's stored state (it has no events), and forget it warm."""

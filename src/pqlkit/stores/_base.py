@@ -33,8 +33,13 @@ Four operations tell what a store can do, each with a "cannot" answer a store
 gives when it does not have the capability (so a Client asks, never guesses):
 
 * :meth:`Transaction.cache_token` lets a Client keep decoded states in memory
-  between its transactions (SQLiteStore, MemoryStore); None: read everything from
-  the store on every transaction (PostgresStore, whose writers run concurrently).
+  between its transactions (SQLiteStore, MemoryStore, PostgresStore); None: read
+  everything from the store on every transaction. A store whose writers run
+  concurrently (PostgresStore) gives a :class:`Checked` key: its token proves
+  nothing, and it checks at commit instead that what a write used of the cache is
+  current (:meth:`Transaction.batch`, :meth:`Transaction.check_state`,
+  :class:`StaleCache`); the Client then writes every state on every event, leaving
+  no tail of newer events in the log.
 * :meth:`Transaction.try_lock` takes locks without waiting (PostgresStore); a store
   whose transactions are serialized anyway answers True.
 * :meth:`Transaction.check_integrity` checks the store's own data before a full
@@ -54,16 +59,19 @@ from typing import Any, Literal, Protocol
 import attrs
 
 from .._events import EventRecord, Nudge, Qualification, SubjectKind
-from ..exceptions import ValidationError
+from ..exceptions import TransientStoreError, ValidationError
 
 __all__ = [
+    "ABSENT",
     "INVALID_STATE",
+    "Checked",
     "DeliveryRecord",
     "NewEvent",
     "NudgeAction",
     "NudgeRecord",
     "QualificationRecord",
     "Rank",
+    "StaleCache",
     "StateRecord",
     "Store",
     "Transaction",
@@ -92,13 +100,52 @@ class NewEvent:
 
 @attrs.frozen
 class StateRecord:
-    """The engine's derived state for one subject under one model."""
+    """The engine's derived state for one subject under one model.
+
+    ``version``: a store that versions its rows (PostgresStore) gives the row's
+    version when it loads one; a save that gives one (the version the caller last
+    saw, or :data:`ABSENT`: no row) is checked against the row (see
+    :class:`StaleCache`). None: not versioned, or saved unchecked. Records compare
+    equal whatever their versions.
+    """
 
     model: str
     kind: SubjectKind
     subject_id: str
     state: str
     due_at: datetime | None = None
+    version: int | None = attrs.field(default=None, eq=False)  # not the state's content
+
+
+@attrs.frozen
+class Checked:
+    """The key of a cache token from a store that checks writes at commit (PostgresStore).
+
+    Its writers run concurrently, so the token proves nothing: the store checks at
+    commit that what a write used of the Client's warm cache is current (each state
+    row's version, :meth:`Transaction.check_state`; the store's generation, counted
+    up by every alias, traits, suppression or forget) and raises :class:`StaleCache`
+    if not. A Client seeing one writes every state on every event (no tail of newer
+    events in the log), reads without its cache, and calls :meth:`Transaction.batch`
+    in a write that uses it.
+    """
+
+    key: Hashable
+
+
+ABSENT = -1
+"""A :class:`StateRecord` version meaning "no row": a save with it checks there is none."""
+
+
+class StaleCache(TransientStoreError):
+    """A checked write found that what the Client kept warm changed in the store.
+
+    Raised by a store that checks writes instead of reading first (PostgresStore):
+    a state row written since the Client read it, the event's message id already
+    stored, or an alias, traits, suppression or forget since. The transaction was
+    rolled back; the Client clears its warm cache and runs the write again at once,
+    reading everything.
+    """
 
 
 @attrs.frozen
@@ -223,9 +270,20 @@ class Transaction(Protocol):
         ``key`` changes whenever anyone else (another connection, another process)
         committed since: a Client whose previous transaction saw ``(key, n - 1)``
         knows that only it wrote in between. SQLiteStore derives ``key`` from ``PRAGMA
-        data_version``; MemoryStore from its identity. None: the store cannot tell
-        (PostgresStore, whose writers run concurrently); it is read every time.
+        data_version``; MemoryStore from its identity. PostgresStore: a :class:`Checked`
+        key (the generation its last transaction found), which proves nothing: the
+        store checks at commit. None: the store cannot tell; it is read every time.
         """
+
+    def batch(self) -> None:
+        """A write that uses a warm cache of a store that checks writes (see
+        :class:`Checked`): the store may hold its statements back and send them at
+        once (PostgresStore: one round trip). A no-op elsewhere."""
+
+    def check_state(self, model: str, kind: SubjectKind, subject_id: str, version: int) -> None:
+        """A write used this state as a warm cache kept it (``version``, or
+        :data:`ABSENT`): a store that checks writes checks at commit that the row is
+        unchanged, raising :class:`StaleCache` if not. A no-op elsewhere."""
 
     def check_integrity(self) -> None:
         """Raise :class:`~pqlkit.StoreError` if the store finds its own data damaged.
@@ -296,8 +354,10 @@ class Transaction(Protocol):
     def load_state(self, model: str, kind: SubjectKind, subject_id: str) -> StateRecord | None:
         """The subject's derived state, or None."""
 
-    def save_state(self, record: StateRecord) -> None:
-        """Insert or replace the subject's derived state."""
+    def save_state(self, record: StateRecord) -> int | None:
+        """Insert or replace the subject's derived state; return its new version
+        (None: the store keeps none). A store that versions rows checks a save that
+        gives ``record.version`` (see :class:`StateRecord`)."""
 
     def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
         """Forget the subject's derived state and ranks (no error if there is none)."""

@@ -138,6 +138,12 @@ class _MemoryTransaction:
         """True: a MemoryStore transaction holds the store's lock."""
         return True
 
+    def batch(self) -> None:
+        """Nothing to do: writes are not checked at commit here (see ``_base.Checked``)."""
+
+    def check_state(self, model: str, kind: SubjectKind, subject_id: str, version: int) -> None:
+        """Nothing to do: writes are not checked at commit here (see ``_base.Checked``)."""
+
     def check_integrity(self) -> None:
         """Nothing to check: the store is Python objects in this process."""
 

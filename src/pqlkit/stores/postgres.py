@@ -8,6 +8,13 @@ How it stays safe:
   Transactions run at READ COMMITTED, so every statement after the lock sees
   what the previous holder committed. Unique constraints (one event per
   ``message_id``, one qualification per subject and round) are the backstop.
+* **A warm write checks instead of reading** (``_PostgresTransaction``): a Client
+  that kept a subject's state, traits and aliases in memory sends its whole
+  transaction in one pipeline, checking that each state row is at the version it
+  last saw and that the store's generation (counted up by every alias, traits,
+  suppression, forget and metadata write) did not move; if not, the transaction is
+  rolled back (:class:`~pqlkit.stores._base.StaleCache`) and run again cold. The
+  locks are taken first in the pipeline, as in any transaction.
 * **Only transaction-level locks** are used, never session-level ones, so the
   store works behind PgBouncer in transaction pooling mode.
 * **Conflicts** that PostgreSQL resolves by aborting a transaction (a deadlock,
@@ -32,8 +39,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -47,7 +55,9 @@ from .._events import EventRecord, Qualification, SubjectKind
 from .._retry import pause
 from ..exceptions import SchemaError, StoreError, TransientStoreError, ValidationError
 from ._base import (
+    ABSENT,
     INVALID_STATE,
+    Checked,
     DeliveryRecord,
     DeliveryStatus,
     NewEvent,
@@ -55,6 +65,7 @@ from ._base import (
     NudgeRecord,
     QualificationRecord,
     Rank,
+    StaleCache,
     StateRecord,
 )
 from ._rows import event_pages, nudge_records, payload, rows
@@ -270,6 +281,20 @@ _V6_CHECKPOINTS = [
     "CREATE INDEX IF NOT EXISTS checkpoints_subject ON {s}.checkpoints (kind, subject_id)",
 ]
 
+# v7: a version per state row (a random 62-bit number, new at every write; 0 for rows
+# written before) and a store-wide generation, counted up by every write that changes
+# what a Client keeps warm besides states (aliases, traits, suppressions, forget,
+# invalidated or cleared states, metadata): a Client that kept a subject warm writes
+# it in one round trip, checking both (see ``_PostgresTransaction``).
+_V7_VERSIONS = [
+    "ALTER TABLE {s}.states ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0",
+    """CREATE TABLE IF NOT EXISTS {s}.generation (
+        id boolean PRIMARY KEY DEFAULT true CHECK (id),
+        value bigint NOT NULL
+    )""",
+    "INSERT INTO {s}.generation (id, value) VALUES (true, 1) ON CONFLICT DO NOTHING",
+]
+
 # Forward migrations: _MIGRATIONS[v] upgrades a schema at version v to v + 1.
 # Append to it; never edit a migration that was released.
 _MIGRATIONS: list[list[str]] = [
@@ -279,6 +304,7 @@ _MIGRATIONS: list[list[str]] = [
     _V4_NUDGES_AND_RANKS,
     _V5_SUPPRESSIONS,
     _V6_CHECKPOINTS,
+    _V7_VERSIONS,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -353,6 +379,16 @@ _QUALIFICATION_COLUMNS = (
     "id, model, kind, subject_id, round, fingerprint, qualified_at, first_seen, disqualified_at"
 )
 
+_STALE = "pqlkit stale"
+"""What a checked write's error says: the Client's warm cache was stale (see
+``_PostgresTransaction``); the transaction is rolled back and run again cold."""
+# The tail of a checked write: one row written in ``w``, or an error (a cast of a text
+# that is no number: evaluated per row, so never folded away when the plan is made).
+_CHECK_ONE = (
+    "SELECT CASE WHEN count(*) = 1 THEN 1"
+    " ELSE ('" + _STALE + " {what} ' || count(*))::int END FROM w"
+)
+
 _PLANNED_EACH_TIME = frozenset(
     {
         "recent_events",
@@ -377,6 +413,12 @@ _STATEMENTS: dict[str, str] = {
         " VALUES (%(message_id)s, %(user_id)s, %(event)s, %(properties)s::json,"
         " %(account_id)s, %(ts)s)"
         " ON CONFLICT (message_id) DO NOTHING RETURNING seq"
+    ),
+    "insert_event_new": (
+        "WITH w AS (INSERT INTO {s}.events (message_id, user_id, event, properties, account_id,"
+        " ts) VALUES (%(message_id)s, %(user_id)s, %(event)s, %(properties)s::json,"
+        " %(account_id)s, %(ts)s) ON CONFLICT (message_id) DO NOTHING RETURNING 1)"
+        f" {_CHECK_ONE.format(what='event')}"
     ),
     "recent_events": (
         f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE user_id = ANY(%s::text[])"
@@ -409,15 +451,42 @@ _STATEMENTS: dict[str, str] = {
         " WHERE previous_id = ANY(%(ids)s::text[]) OR user_id = ANY(%(ids)s::text[])"
     ),
     "load_state": (
-        "SELECT model, kind, subject_id, state, due_at FROM {s}.states"
+        "SELECT model, kind, subject_id, state, due_at, version FROM {s}.states"
         " WHERE model = %s AND kind = %s AND subject_id = %s"
     ),
     "save_state": (
-        "INSERT INTO {s}.states (model, kind, subject_id, state, due_at)"
-        " VALUES (%(model)s, %(kind)s, %(subject_id)s, %(state)s, %(due_at)s)"
-        " ON CONFLICT (model, kind, subject_id)"
-        " DO UPDATE SET state = excluded.state, due_at = excluded.due_at"
+        "INSERT INTO {s}.states (model, kind, subject_id, state, due_at, version)"
+        " VALUES (%(model)s, %(kind)s, %(subject_id)s, %(state)s, %(due_at)s, %(version)s)"
+        " ON CONFLICT (model, kind, subject_id) DO UPDATE"
+        " SET state = excluded.state, due_at = excluded.due_at, version = excluded.version"
     ),
+    # the checked writes: the statement fails (with _STALE) unless exactly one row was
+    # written, so the whole transaction rolls back (see _PostgresTransaction)
+    "save_state_if": (
+        "WITH w AS (UPDATE {s}.states SET state = %(state)s, due_at = %(due_at)s,"
+        " version = %(version)s WHERE model = %(model)s AND kind = %(kind)s"
+        " AND subject_id = %(subject_id)s AND version = %(expected)s RETURNING 1)"
+        f" {_CHECK_ONE.format(what='state')}"
+    ),
+    "save_state_new": (
+        "WITH w AS (INSERT INTO {s}.states (model, kind, subject_id, state, due_at, version)"
+        " VALUES (%(model)s, %(kind)s, %(subject_id)s, %(state)s, %(due_at)s, %(version)s)"
+        f" ON CONFLICT DO NOTHING RETURNING 1) {_CHECK_ONE.format(what='state')}"
+    ),
+    "generation": "SELECT value FROM {s}.generation",
+    "check_state": (
+        "WITH k AS (SELECT version FROM {s}.states WHERE model = %(model)s"
+        " AND kind = %(kind)s AND subject_id = %(subject_id)s),"
+        " w AS (SELECT 1 WHERE CASE WHEN %(version)s::bigint = -1"
+        " THEN NOT EXISTS (SELECT 1 FROM k)"
+        " ELSE EXISTS (SELECT 1 FROM k WHERE version = %(version)s::bigint) END)"
+        f" {_CHECK_ONE.format(what='state')}"
+    ),
+    "check_generation": (
+        "SELECT CASE WHEN value = %s THEN 1"
+        f" ELSE ('{_STALE} generation ' || value)::int END FROM {{s}}.generation"
+    ),
+    "bump_generation": "UPDATE {s}.generation SET value = value + 1 RETURNING value",
     "delete_state": "DELETE FROM {s}.states WHERE model = %s AND kind = %s AND subject_id = %s",
     "delete_ranks": "DELETE FROM {s}.ranks WHERE model = %s AND kind = %s AND subject_id = %s",
     "clear_states": "DELETE FROM {s}.states WHERE model = %s",
@@ -499,7 +568,8 @@ _STATEMENTS: dict[str, str] = {
     ),
     "forget_ranks": "DELETE FROM {s}.ranks WHERE kind = 'user' AND subject_id = ANY(%s::text[])",
     "invalidate_states": (
-        "UPDATE {s}.states SET state = %s WHERE kind = %s AND subject_id = %s AND model <> %s"
+        "UPDATE {s}.states SET state = %s, version = version + 1"
+        " WHERE kind = %s AND subject_id = %s AND model <> %s"
     ),
     "due_subjects": (
         "SELECT kind, subject_id FROM {s}.states WHERE model = %s AND due_at <= %s"
@@ -719,7 +789,7 @@ def _names(columns: str) -> tuple[str, ...]:
 _COLUMNS: dict[str, tuple[str, ...]] = {
     **{name: _names(_EVENT_COLUMNS) for name in _STATEMENTS if name.startswith("events_")},
     "recent_events": _names(_EVENT_COLUMNS),
-    "load_state": ("model", "kind", "subject_id", "state", "due_at"),
+    "load_state": ("model", "kind", "subject_id", "state", "due_at", "version"),
     "latest_qualification": _names(_QUALIFICATION_COLUMNS),
     "qualifications": _names(_QUALIFICATION_COLUMNS),
     "find_qualification": _names(_QUALIFICATION_COLUMNS),
@@ -734,6 +804,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "legacy_dead": ("delivery_id", "model", "kind"),
 }
 
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 # A statement prepared on one server connection met on another: a transaction pooler
 # (PgBouncer before 1.21, or without max_prepared_statements) hands each transaction
@@ -831,10 +902,50 @@ class _Pool:
 # -- the transaction ---------------------------------------------------------------------
 
 
-class _PostgresTransaction:
-    """The Transaction protocol over one open transaction (or savepoint) on ``cursor``."""
+def _forget_prepared(conn: psycopg.Connection[Any]) -> None:
+    """After a pipeline failed: forget every statement prepared on ``conn``.
 
-    def __init__(self, cursor: psycopg.Cursor[Any], sql: dict[str, bytes], namespace: str) -> None:
+    psycopg (3.3) remembers a statement it prepared inside a pipeline that failed as
+    prepared, though the server skipped it after the error: its next run by name fails
+    with "prepared statement _pg3_3 does not exist" (found by ``tests/test_races.py``
+    and ``tests/test_pg_roundtrips.py``). Clearing psycopg's cache makes it deallocate
+    them all on the server and prepare them again. Where that cache is not found (another
+    psycopg), the connection is closed instead: the pool replaces it.
+    """
+    prepared = getattr(conn, "_prepared", None)
+    clear = getattr(prepared, "clear", None)
+    if callable(clear):
+        clear()
+    else:
+        conn.close()
+
+
+class _PostgresTransaction:
+    """The Transaction protocol over one transaction (or savepoint) on ``cursor``.
+
+    **Batched** (a ``store.transaction()``): nothing is sent until a statement needs its
+    result. Locks and writes whose result nobody reads wait in ``_pending`` and go out
+    in one pipeline with the next statement that is read (the first one after
+    ``BEGIN``, the locks, and a read of the store's generation), or with ``COMMIT``.
+    A Client whose warm cache holds every subject an event touches reads nothing, so
+    its whole ``track()`` is one pipeline, one round trip: ``BEGIN``, the locks, the
+    event (checked new), each state (checked unchanged since the Client last saw it:
+    its row ``version``), the generation (checked unchanged: no alias, traits,
+    suppression or forget since), ``COMMIT``. A failed check raises
+    :class:`StaleCache`: everything is rolled back and the Client runs the write
+    again cold, reading everything as before.
+
+    **Joined** (``store.joined()``): every statement is sent when it is called, inside
+    the caller's transaction, as before.
+    """
+
+    def __init__(
+        self,
+        cursor: psycopg.Cursor[Any],
+        sql: dict[str, bytes],
+        namespace: str,
+        store: PostgresStore | None = None,
+    ) -> None:
         self._cur = cursor
         self._sql = sql
         self._namespace = namespace
@@ -843,11 +954,153 @@ class _PostgresTransaction:
         # under its lock (identify: the user's, group: the account's), which
         # track() holds too, so a second read would return the same.
         self._traits: dict[tuple[str, str], dict[str, Any]] = {}
+        self._store = store  # None: joined, every statement sent at once
+        self._begun = store is None
+        self._pending: list[tuple[bytes, Any]] = []
+        self._batching = False  # batch() was called: event inserts may wait too
+        # (model, kind, subject id) -> version: states used from a warm cache, checked
+        # unchanged at commit unless a checked save of them does it
+        self._checks: dict[tuple[str, str, str], int] = {}
+        self._token: tuple[Hashable, int] | None = None
+        self._done = False  # committed
+        # the generation the store was last found at (the token's), the one checked
+        # (batching: the Client's warm cache was current at it), what this
+        # transaction read, and how far its own writes counted it
+        self._found = None if store is None else store._generation
+        self._expected: int | None = None
+        self._seen: int | None = None
+        self._counted: int | None = None
+        self._broken = False  # someone else counted the generation while we did
+
+    # -- sending ----------------------------------------------------------------------
+    def _pipeline(
+        self, tail: list[tuple[bytes, Any]], head: bytes | None = None
+    ) -> list[psycopg.Cursor[Any]]:
+        """Send ``head``, the pending statements and ``tail`` in one pipeline (one round
+        trip); the cursors of ``tail``'s statements, with their results."""
+        import psycopg
+
+        conn = self._cur.connection
+        cursors: list[psycopg.Cursor[Any]] = []
+        first: psycopg.Error | None = None  # a statement's error, raised once it is synced
+        try:
+            with conn.pipeline():
+                try:
+                    if head is not None:
+                        self._cur.execute(head, prepare=False)
+                    for query, params in self._pending:
+                        self._cur.execute(query, params)
+                    for query, params in tail:
+                        cursor = conn.cursor()
+                        cursor.execute(query, params)
+                        cursors.append(cursor)
+                except psycopg.Error as error:
+                    # psycopg may raise it before the block ends (a result read early):
+                    # end the pipeline quietly (not "error ignored terminating" logged)
+                    first = error
+        except BaseException as error:
+            _forget_prepared(conn)
+            if first is not None and isinstance(error, psycopg.Error):
+                raise first from None
+            raise
+        if first is not None:
+            _forget_prepared(conn)
+            raise first
+        self._pending = []
+        return cursors
+
+    def _start(self, tail: list[tuple[bytes, Any]]) -> list[psycopg.Cursor[Any]]:
+        """``BEGIN``, what is pending, a read of the generation, then ``tail``."""
+        assert self._store is not None
+        cursors = self._store._first_send(self, [(self._sql["generation"], None), *tail])
+        self._begun = True
+        row = cursors[0].fetchone()
+        seen = self._seen = None if row is None else int(row[0])
+        if self._expected is not None and seen != self._expected:
+            raise StaleCache("the store's generation changed since the warm cache was read")
+        return cursors[1:]
+
+    def _send(self, query: bytes, params: Any, prepare: bool | None = None) -> Any:
+        """Run one statement whose result is read (sending what is pending before it)."""
+        if not self._begun:
+            return self._start([(query, params)])[0]
+        if self._pending:
+            return self._pipeline([(query, params)])[0]
+        return self._cur.execute(query, params, prepare=prepare)
+
+    def _defer(self, name: str, params: Any) -> None:
+        """A statement whose result nobody reads: sent with the next one that is read."""
+        if self._store is None:
+            self._cur.execute(self._sql[name], params)
+        else:
+            self._pending.append((self._sql[name], params))
+
+    def commit(self) -> None:
+        """Send what is pending with ``COMMIT`` (nothing at all if nothing was asked)."""
+        assert self._store is not None
+        if not self._begun:
+            if not self._pending:
+                return
+            tail: list[tuple[bytes, Any]] = self._checked()
+            if self._expected is not None:
+                tail.append((self._sql["check_generation"], (self._expected,)))
+            tail.append((b"COMMIT", None))
+            self._store._first_send(self, tail, final=True)
+            self._seen = self._expected
+        elif self._pending or self._checks:
+            self._pipeline([*self._checked(), (b"COMMIT", None)])
+        else:
+            self._cur.execute(b"COMMIT")
+
+    def batch(self) -> None:
+        """Let event inserts wait too: called by a Client whose warm cache is in use.
+
+        An insert sent before anything was read is checked new in the batch (a
+        duplicate raises :class:`StaleCache`, and the Client's run again finds it
+        stored) and returns its record with seq 0 (not known yet).
+        """
+        self._batching = True
+        self._expected = self._found
+
+    def check_state(self, model: str, kind: SubjectKind, subject_id: str, version: int) -> None:
+        """Check at commit that the state row is still at ``version`` (ABSENT: no row),
+        else fail with :class:`StaleCache`: the Client used it as its cache kept it."""
+        self._checks[model, kind, subject_id] = version
+
+    def _checked(self) -> list[tuple[bytes, Any]]:
+        """The checks of states used but not saved, as statements (sent at commit)."""
+        checks, self._checks = self._checks, {}
+        return [
+            (
+                self._sql["check_state"],
+                {"model": model, "kind": kind, "subject_id": sid, "version": version},
+            )
+            for (model, kind, sid), version in checks.items()
+        ]
+
+    def generation(self) -> int | None:
+        """The generation a warm cache is current at after this transaction committed."""
+        if self._broken:
+            return None
+        return self._counted if self._counted is not None else self._seen
+
+    def _count(self) -> None:
+        """Count the generation up: this write changes what warm caches may hold."""
+        if self._store is None:
+            self._execute("bump_generation")
+            return
+        value = int(self._scalar("bump_generation"))
+        before = self._counted if self._counted is not None else self._seen
+        if before is None or value != before + 1:
+            self._broken = True  # another write counted it too: our cache may be stale
+        self._counted = value
 
     def _execute(self, name: str, params: Any = None) -> psycopg.Cursor[Any]:
-        if name in _PLANNED_EACH_TIME:
-            return self._cur.execute(self._sql[name], params, prepare=False)
-        return self._cur.execute(self._sql[name], params)
+        prepare = False if name in _PLANNED_EACH_TIME else None
+        if self._store is None:
+            return self._cur.execute(self._sql[name], params, prepare=prepare)
+        cursor: psycopg.Cursor[Any] = self._send(self._sql[name], params, prepare)
+        return cursor
 
     def _dicts(self, name: str, params: Any = None) -> list[dict[str, Any]]:
         names = _COLUMNS[name]
@@ -861,24 +1114,44 @@ class _PostgresTransaction:
     def _column(self, name: str, params: Any = None) -> list[Any]:
         return [row[0] for row in self._execute(name, params).fetchall()]
 
-    def cache_token(self) -> None:
-        """None: PostgreSQL's writers run concurrently, so a Client reads every time."""
-        return None
+    def cache_token(self) -> tuple[Hashable, int] | None:
+        """(a :class:`Checked` key, transactions begun on this store before this one);
+        None when joined. The key: the generation the store was last found at, as
+        this transaction began; once it committed, the one it left (what it read,
+        checked or counted; unknown if another write counted it meanwhile).
+
+        Unlike SQLite's, the key does not prove that nobody else wrote: the store
+        checks that at commit (each state used unchanged since the Client read it,
+        the generation unchanged), and raises :class:`StaleCache` if not.
+        """
+        if self._token is None or not self._done:
+            return self._token
+        generation = self.generation()
+        key = object() if generation is None else (_process.pid, generation)
+        return Checked(key), self._token[1]
 
     def check_integrity(self) -> None:
         """Nothing here: PostgreSQL checks its own pages (``data_checksums``)."""
 
     def lock(self, keys: Sequence[str]) -> None:
-        """Take ``pg_advisory_xact_lock`` on each key (sorted), held until the transaction ends."""
+        """Take ``pg_advisory_xact_lock`` on each key (sorted), held until the transaction ends.
+
+        Batching (see :meth:`batch`), it is sent with the next statement: before
+        anything read or written after it, but the call itself does not wait.
+        """
         wanted = sorted(set(keys) - self._held)
         if not wanted:
             return
-        # One round trip: unnest() yields the ids in array order, and the aggregate
+        # One statement: unnest() yields the ids in array order, and the aggregate
         # takes them one after the other in that order.
-        self._cur.execute(
-            b"SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k",
-            ([lock_id(self._namespace, key) for key in wanted],),
-        )
+        query = b"SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k"
+        params = ([lock_id(self._namespace, key) for key in wanted],)
+        if self._store is None:
+            self._cur.execute(query, params)
+        elif self._batching:
+            self._pending.append((query, params))
+        else:
+            self._send(query, params)
         self._held.update(wanted)
 
     def try_lock(self, keys: Sequence[str]) -> bool:
@@ -892,17 +1165,29 @@ class _PostgresTransaction:
         wanted = sorted(set(keys) - self._held)
         if not wanted:
             return True
-        rows = self._cur.execute(
+        query = (
             b"SELECT pg_try_advisory_xact_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY"
-            b" AS t(k, n) ORDER BY n",
-            ([lock_id(self._namespace, key) for key in wanted],),
-        ).fetchall()
+            b" AS t(k, n) ORDER BY n"
+        )
+        params = ([lock_id(self._namespace, key) for key in wanted],)
+        if self._store is None:
+            rows = self._cur.execute(query, params).fetchall()
+        else:
+            rows = self._send(query, params).fetchall()
         taken = [key for key, row in zip(wanted, rows, strict=True) if row[0]]
         self._held.update(taken)
         return len(taken) == len(wanted)
 
     # -- event log -------------------------------------------------------------------
     def insert_event(self, event: NewEvent) -> EventRecord | None:
+        if self._batching and not self._begun:
+            # Batched: checked new when sent (a duplicate fails the transaction with
+            # StaleCache, and the run again finds it), its seq not known: 0. A Client
+            # writes every state on PostgreSQL (no tail to catch up), so no state
+            # reads the seq it folded in; one rebuilt from the log (which must leave
+            # this event out) runs the write again instead.
+            self._defer("insert_event_new", _rows.unstructure(event))
+            return EventRecord(seq=0, **attrs.asdict(event, recurse=False))
         seq = self._scalar("insert_event", _rows.unstructure(event))
         if seq is None:
             return None
@@ -944,6 +1229,7 @@ class _PostgresTransaction:
         return [str(v) for v in self._column("aliases_of", (user_id,))]
 
     def set_alias(self, previous_id: str, user_id: str) -> None:
+        self._count()
         self._execute("retarget_aliases", (user_id, previous_id))
         self._execute("set_alias", (previous_id, user_id))
 
@@ -956,6 +1242,7 @@ class _PostgresTransaction:
 
     def set_traits(self, kind: SubjectKind, subject_id: str, traits: dict[str, Any]) -> None:
         text = dumps(traits)
+        self._count()
         self._execute("set_traits", (kind, subject_id, text))
         self._traits[kind, subject_id] = loads(text)  # a deep copy, as a read would give
 
@@ -968,6 +1255,7 @@ class _PostgresTransaction:
     def forget_users(self, user_ids: Sequence[str]) -> None:
         wanted = list(user_ids)
         self._traits.clear()
+        self._count()
         self._execute("forget_events", (wanted,))
         self._execute("forget_traits", (wanted,))
         self._execute("forget_aliases", {"ids": wanted})
@@ -977,9 +1265,11 @@ class _PostgresTransaction:
         self._execute("forget_ranks", (wanted,))
 
     def suppress(self, digest: str, at: datetime) -> bool:
+        self._count()
         return int(self._execute("suppress", (digest, to_us(at))).rowcount) == 1
 
     def unsuppress(self, digest: str) -> bool:
+        self._count()
         return int(self._execute("unsuppress", (digest,)).rowcount) == 1
 
     def has_suppressions(self) -> bool:
@@ -997,6 +1287,7 @@ class _PostgresTransaction:
         return dict(zip(_USER_ROW_TABLES, (int(v) for v in row), strict=True))
 
     def invalidate_states(self, kind: SubjectKind, subject_id: str, *, keep: str) -> int:
+        self._count()
         return int(
             self._execute("invalidate_states", (INVALID_STATE, kind, subject_id, keep)).rowcount
         )
@@ -1006,14 +1297,35 @@ class _PostgresTransaction:
         rows = self._dicts("load_state", (model, kind, subject_id))
         return _rows.structure(rows[0], StateRecord) if rows else None
 
-    def save_state(self, record: StateRecord) -> None:
-        self._execute("save_state", _rows.unstructure(record))
+    def save_state(self, record: StateRecord) -> int | None:
+        """Write the state with a new version, and return it. With ``record.version``
+        (the version the caller last saw, or ABSENT: no row), the write is checked:
+        if the row changed since, the transaction fails with :class:`StaleCache`."""
+        version = secrets.randbits(62) + 1
+        params = {
+            "model": record.model,
+            "kind": record.kind,
+            "subject_id": record.subject_id,
+            "state": record.state,
+            "due_at": None if record.due_at is None else to_us(record.due_at),
+            "version": version,
+            "expected": record.version,
+        }
+        self._checks.pop((record.model, record.kind, record.subject_id), None)
+        if record.version is None:
+            self._defer("save_state", params)
+        elif record.version == ABSENT:
+            self._defer("save_state_new", params)
+        else:
+            self._defer("save_state_if", params)
+        return version
 
     def delete_state(self, model: str, kind: SubjectKind, subject_id: str) -> None:
         self._execute("delete_state", (model, kind, subject_id))
         self._execute("delete_ranks", (model, kind, subject_id))
 
     def clear_states(self, model: str) -> None:
+        self._count()
         self._execute("clear_states", (model,))
         self._execute("clear_ranks", (model,))
 
@@ -1034,7 +1346,7 @@ class _PostgresTransaction:
         *,
         at: datetime | None = None,
     ) -> None:
-        self._execute(
+        self._defer(
             "save_ranks",
             {
                 "model": model,
@@ -1345,6 +1657,7 @@ class _PostgresTransaction:
         return None if value is None else str(value)
 
     def set_meta(self, key: str, value: str) -> None:
+        self._count()  # a model's fingerprint, a rebuild's claim, the suppression key
         self._execute("set_meta", (key, value))
 
 
@@ -1450,6 +1763,10 @@ class PostgresStore:
         )
         self._closed = False
         self._local = threading.local()
+        self._state_lock = threading.Lock()
+        self._serial = 0  # transactions begun on this store (the warm cache's token)
+        # the generation the last committed transaction left current (None: unknown)
+        self._generation: int | None = None
         schema_id = psycopg.sql.Identifier(schema)
         self._sql = {
             name: psycopg.sql.SQL(template).format(s=schema_id).as_bytes(None)
@@ -1576,50 +1893,59 @@ class PostgresStore:
                 current = self._current = self._open_pool()
             return current.pool
 
-    @contextmanager
-    def _begin(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection in a new transaction (replaced and retried if found broken)."""
+    def _getconn(self) -> psycopg.Connection[Any]:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        pool = self._pool()
+        try:
+            conn: psycopg.Connection[Any] = self._pool().getconn()
+            if conn.prepare_threshold != self._prepare_threshold:  # set to None since
+                conn.prepare_threshold = self._prepare_threshold
+            return conn
+        except PoolTimeout as error:
+            raise StoreError(
+                f"no PostgreSQL connection became free within {self._timeout} s"
+            ) from error
+        except psycopg.Error as error:  # the pool is closed
+            raise StoreError(f"{self!r} cannot hand out connections: {error}") from error
+
+    def _first_send(
+        self, tx: _PostgresTransaction, tail: list[tuple[bytes, Any]], *, final: bool = False
+    ) -> list[psycopg.Cursor[Any]]:
+        """A transaction's first pipeline (from its ``BEGIN``), on a pooled connection
+        replaced and the pipeline sent again if it is found broken: nothing ran yet.
+
+        With ``final`` (the pipeline ends in ``COMMIT``) a connection that broke may
+        have committed: TransientStoreError, and the Client runs its write again
+        (an event's message id makes that safe: the second run finds it stored).
+        """
+        import psycopg
+
         failed = 0
         while True:
             try:
-                conn = pool.getconn()
-                if conn.prepare_threshold != self._prepare_threshold:  # set to None since
-                    conn.prepare_threshold = self._prepare_threshold
-            except PoolTimeout as error:
-                raise StoreError(
-                    f"no PostgreSQL connection became free within {self._timeout} s"
-                ) from error
-            except psycopg.Error as error:  # the pool is closed
-                raise StoreError(f"{self!r} cannot hand out connections: {error}") from error
-            try:
-                conn.execute(self._begin_sql)
-            except BaseException as error:
-                pool.putconn(conn)  # if it broke, the pool discards it
-                if not isinstance(error, psycopg.OperationalError):
-                    if isinstance(error, psycopg.Error):
-                        raise self._translate(error) from error
+                return tx._pipeline(tail, self._begin_sql)
+            except psycopg.OperationalError as error:
+                conn = tx._cur.connection
+                if not (conn.broken or conn.closed):
                     raise
+                if final:
+                    raise TransientStoreError(
+                        f"the connection to {self._where} broke while committing: {error}"
+                    ) from error
                 failed += 1
                 if failed == 1:
                     # The server, or a pooler in front of it, went away: the other idle
                     # connections are likely broken too. Test them now, once, rather than
                     # meet them one by one.
                     with suppress(psycopg.Error):
-                        pool.check()
+                        self._pool().check()
                 if not pause(failed, first=0.005, attempts=_BEGIN_ATTEMPTS):
                     raise TransientStoreError(
                         f"cannot start a transaction at {self._where}: {error}"
                     ) from error
-                continue
-            break
-        try:
-            yield conn
-        finally:
-            pool.putconn(conn)
+                self._pool().putconn(conn)  # broken: the pool discards it
+                tx._cur = self._getconn().cursor()
 
     def _enter(self) -> None:
         if getattr(self._local, "active", False):
@@ -1636,45 +1962,64 @@ class PostgresStore:
     def transaction(self) -> Iterator[_PostgresTransaction]:
         """A READ COMMITTED transaction: committed on exit, rolled back if the block raises.
 
+        Its statements are batched (see ``_PostgresTransaction``): ``BEGIN`` goes out
+        with the first statement whose result is read, or with ``COMMIT``.
+
         Raises:
             TransientStoreError: PostgreSQL aborted the transaction to resolve a
                 deadlock or a serialization failure; running the block again
-                may succeed (the Client does so).
+                may succeed (the Client does so). :class:`StaleCache`, one of
+                them: a checked write found the Client's warm cache stale.
             StoreError: The store is closed, a transaction is already open in
                 this thread, no connection became free within ``timeout``, or
                 the database failed.
         """
         import psycopg
-        from psycopg.rows import tuple_row
 
         if self._closed:
             raise StoreError(f"{self!r} is closed")
         self._enter()
         try:
-            with self._begin() as conn:
-                try:
-                    with conn.cursor(row_factory=tuple_row) as cursor:
-                        yield _PostgresTransaction(cursor, self._sql, self._schema)
-                    conn.execute(b"COMMIT")
-                except BaseException as error:
-                    if not conn.closed:
-                        # if the connection broke, the pool discards it
-                        with suppress(psycopg.Error):
-                            conn.execute(b"ROLLBACK")
-                    elif isinstance(error, psycopg.OperationalError):
-                        # The connection was lost (the server or PgBouncer restarted): the
-                        # server rolled the transaction back, unless it was the COMMIT
-                        # whose answer was lost, when it may have committed. Running the
-                        # write again is safe either way: an event's message id is unique
-                        # (the retry reports a duplicate), a qualification is unique per
-                        # subject and round, traits and aliases are set, not added, and
-                        # deliveries a lost claim took stay leased until the lease ends.
-                        raise TransientStoreError(
-                            f"the connection to PostgreSQL at {self._where} was lost: {error}"
-                        ) from error
-                    if isinstance(error, psycopg.Error):
-                        raise self._translate(error) from error
-                    raise
+            with self._state_lock:
+                self._serial += 1
+                serial = self._serial
+            conn = self._getconn()
+            tx = _PostgresTransaction(conn.cursor(), self._sql, self._schema, self)
+            generation = tx._found
+            key = Checked(object() if generation is None else (_process.pid, generation))
+            tx._token = (key, serial)
+            try:
+                yield tx
+                tx.commit()
+            except BaseException as error:
+                with self._state_lock:
+                    self._generation = None
+                conn = tx._cur.connection
+                if not conn.closed and conn.info.transaction_status != _IDLE:
+                    # if the connection broke, the pool discards it
+                    with suppress(psycopg.Error):
+                        conn.execute(b"ROLLBACK")
+                elif conn.closed and isinstance(error, psycopg.OperationalError):
+                    # The connection was lost (the server or PgBouncer restarted): the
+                    # server rolled the transaction back, unless it was the COMMIT
+                    # whose answer was lost, when it may have committed. Running the
+                    # write again is safe either way: an event's message id is unique
+                    # (the retry reports a duplicate), a qualification is unique per
+                    # subject and round, traits and aliases are set, not added, and
+                    # deliveries a lost claim took stay leased until the lease ends.
+                    raise TransientStoreError(
+                        f"the connection to PostgreSQL at {self._where} was lost: {error}"
+                    ) from error
+                if isinstance(error, psycopg.Error):
+                    raise self._translate(error) from error
+                raise
+            else:
+                tx._done = True
+                with self._state_lock:
+                    self._generation = tx.generation()
+            finally:
+                tx._cur.close()
+                self._pool().putconn(tx._cur.connection)
         finally:
             self._exit()
 
@@ -1732,6 +2077,8 @@ class PostgresStore:
 
     def _translate(self, error: Exception) -> StoreError:
         code = getattr(error, "sqlstate", None)
+        if code == "22P02" and _STALE in str(error):
+            return StaleCache(f"a checked write found the warm cache stale: {error}")
         if code in _RETRYABLE_SQLSTATES:
             return TransientStoreError(
                 f"PostgreSQL aborted the transaction to resolve a conflict ({code}): {error}"

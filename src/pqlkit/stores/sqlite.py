@@ -784,6 +784,12 @@ class _SQLiteTransaction:
         """True: ``BEGIN IMMEDIATE`` already serializes every writer."""
         return True
 
+    def batch(self) -> None:
+        """Nothing to do: writes are not checked at commit here (see ``_base.Checked``)."""
+
+    def check_state(self, model: str, kind: SubjectKind, subject_id: str, version: int) -> None:
+        """Nothing to do: writes are not checked at commit here (see ``_base.Checked``)."""
+
     def check_integrity(self) -> None:
         """Raise StoreError if ``PRAGMA integrity_check`` finds the file damaged.
 
