@@ -119,7 +119,8 @@ def build_line() -> str:
     if str(pqlkit._core.__file__).endswith(".py"):
         return (
             "Running the pure-Python build of pqlkit (what `make demo` and `pip install .`"
-            " give). The compiled build, about half the CPU per event: `make demo-mypyc`."
+            " give). The compiled build, less CPU per event (docs/performance.md, Builds):"
+            " `make demo-mypyc`."
         )
     return (
         "Running the compiled (mypyc) build of pqlkit (`make demo-mypyc`, or a release's"
