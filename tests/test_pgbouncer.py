@@ -96,6 +96,26 @@ def test_a_store_not_told_about_pgbouncer_finds_out_and_stops_preparing(schema: 
     store.close()
 
 
+@pytest.mark.pgbouncer
+def test_a_schema_is_created_through_pgbouncer_after_others_prepared_statements() -> None:
+    """A client that prepared statements through PgBouncer (one not told, before it finds
+    out) leaves them on the server connection. A schema's migration runs one statement
+    per version, and psycopg prepared it from its sixth run (schema 7 has seven): it met
+    ``_pg3_0 already exists`` and the store could not be created (found by the whole
+    suite, where four processes not told had tracked through PgBouncer before). The
+    migration prepares nothing now."""
+    with psycopg.connect(pgbouncer_dsn()) as polluter:  # prepares "_pg3_0", left behind
+        for i in range(8):
+            polluter.execute("SELECT %s::int + 1", (i,))
+    schemas = [new_postgres_schema() for _ in range(3)]
+    try:
+        for name in schemas:
+            url = with_query(with_query(pgbouncer_dsn(), "pgbouncer=true"), f"schema={name}")
+            PostgresStore(url).close()
+    finally:
+        drop_postgres_schemas(*schemas)
+
+
 @pytest.mark.slow
 @pytest.mark.pgbouncer
 def test_pgbouncer_restarting_mid_run_loses_and_doubles_nothing(schema: str) -> None:

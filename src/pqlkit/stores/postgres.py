@@ -1800,7 +1800,12 @@ class PostgresStore:
         from psycopg import sql
 
         try:
-            conn = psycopg.connect(self._dsn, connect_timeout=max(1, int(self._timeout)))
+            # prepare_threshold=None: a migration runs a statement a few times at most,
+            # and behind a transaction pooler a statement it prepared would meet (or be
+            # left for) another client's of the same name on the server connection
+            conn = psycopg.connect(
+                self._dsn, connect_timeout=max(1, int(self._timeout)), prepare_threshold=None
+            )
         except psycopg.Error as error:
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {error}") from error
         schema_id = sql.Identifier(self._schema)
