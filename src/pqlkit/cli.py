@@ -84,15 +84,20 @@ def main() -> None:
 # -- export ---------------------------------------------------------------------------
 
 
+def _store_option(example: str = "sqlite:///pqlkit.db.") -> Callable[[_C], _C]:
+    """``--store URL`` (or ``PQLKIT_STORE_URL``): what every command on a store takes."""
+    return click.option(
+        "--store",
+        "url",
+        required=True,
+        envvar=STORE_URL,
+        show_envvar=True,
+        help=f"The store URL, e.g. {example}",
+    )
+
+
 @main.command("export")
-@click.option(
-    "--store",
-    "url",
-    required=True,
-    envvar=STORE_URL,
-    show_envvar=True,
-    help="The store URL, e.g. sqlite:///pqlkit.db.",
-)
+@_store_option()
 @click.option(
     "-o",
     "--output",
@@ -180,14 +185,7 @@ def _write(output: IO[str], line: dict[str, Any]) -> None:
 
 
 @main.command("import")
-@click.option(
-    "--store",
-    "url",
-    required=True,
-    envvar=STORE_URL,
-    show_envvar=True,
-    help="The store URL, e.g. postgresql://...",
-)
+@_store_option("postgresql://...")
 @click.option(
     "--model",
     "model_path",
@@ -416,15 +414,7 @@ def _operator_options(fn: _C) -> _C:
         required=True,
         help="The model your app runs, as module:attribute (e.g. myapp.pql:model).",
     )(fn)
-    fn = click.option(
-        "--store",
-        "url",
-        required=True,
-        envvar=STORE_URL,
-        show_envvar=True,
-        help="The store URL, e.g. sqlite:///pqlkit.db.",
-    )(fn)
-    return fn
+    return _store_option()(fn)
 
 
 @contextmanager
@@ -890,14 +880,7 @@ def _age(value: str | None, option: str) -> timedelta | None:
 
 
 @main.command("vacuum")
-@click.option(
-    "--store",
-    "url",
-    required=True,
-    envvar=STORE_URL,
-    show_envvar=True,
-    help="The store URL, e.g. sqlite:///pqlkit.db.",
-)
+@_store_option()
 @click.option("--dry-run", is_flag=True, help="Print what it would do; change nothing.")
 def vacuum_command(url: str, dry_run: bool) -> None:
     """Give the space of deleted rows back (after prune or forget).
